@@ -1,0 +1,3 @@
+from fusionforge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""The ``fusionforge`` command.
+
+Exit codes: 0 success, 1 a verdict of failure (check), 2 usage error (bad path, bad flag, unknown
+op, impossible chain). Every command that prints a report has a ``--json`` twin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+
+from fusionforge import __version__
+from fusionforge.tasks import DIFFICULTIES, DTYPES, FusionTask, TaskError, TaskGenerator
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def _fmt_shape(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _fmt_dims(dims: dict[str, int]) -> str:
+    return " ".join(f"{k}={v}" for k, v in dims.items())
+
+
+def _fmt_cost(cost: dict[str, int]) -> str:
+    return f"{_si(cost['bytes'], 'B')}, {_si(cost['flops'], 'FLOP')}"
+
+
+def _si(value: float, unit: str) -> str:
+    for prefix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.1f} {prefix}{unit}"
+    return f"{value:.0f} {unit}"
+
+
+def render_task(task: FusionTask) -> str:
+    """The task as a numbered list of operations to fuse, readable at a glance."""
+    from fusionforge import ops as catalog
+
+    body = task.pytorch_body()
+    shapes = task.step_shapes()
+    width = max(len(i.name) for i in task.inputs)
+    lines = [f"Fusion task {task.id}  (seed {task.seed}, {task.difficulty}, {task.dtype})",
+             task.description, "", "Inputs:"]
+    for spec in task.inputs:
+        shape = "Python float" if not spec.shape and spec.dtype == "python_float" else _fmt_shape(spec.shape)
+        dtype = "" if spec.dtype == "python_float" else spec.dtype
+        lines.append(f"  {spec.name:<{width}}  {spec.role:<10}  {shape:<14} {dtype}".rstrip())
+    lines += ["", "Operations to fuse, in order (h is the running value):"]
+    labels = []
+    prev = tuple(task.inputs[0].shape)
+    for k, (step, shape) in enumerate(zip(task.steps, shapes)):
+        op = catalog.get(step.op)
+        label = op.describe(step.params)
+        if op.family is catalog.Family.BINARY:
+            label = f"{op.name} {catalog.operand_text(step.params['operand'])} {step.inputs[0]}"
+        change = _fmt_shape(shape) if shape == prev else f"{_fmt_shape(prev)} -> {_fmt_shape(shape)}"
+        labels.append((f"{k + 1}. {label}", change, body[k]))
+        prev = shape
+    w1 = max(len(a) for a, _, _ in labels)
+    w2 = max(len(b) for _, b, _ in labels)
+    lines += [f"  {a:<{w1}}  {b:<{w2}}  {c}" for a, b, c in labels]
+    lines += ["", f"Output: {_fmt_shape(task.output_shape)} {task.dtype}", "", "Shapes:"]
+    cost = task.to_dict()["cost"]
+    for family in ("test", "bench"):
+        for dims, c in zip(task.shapes[family], cost[family]):
+            lines.append(f"  {family:<6} {_fmt_dims(dims):<28} ({_fmt_cost(c)})")
+    return "\n".join(lines)
+
+
+def _cmd_task(args: argparse.Namespace) -> int:
+    seed = args.seed if args.seed is not None else secrets.randbelow(10**6)
+    generator = TaskGenerator()
+    try:
+        tasks = [generator.generate(seed + k, args.difficulty, args.dtype, args.ops) for k in range(args.count)]
+    except (TaskError, KeyError) as e:
+        raise UsageError(str(e).strip('"')) from None
+    if args.out:
+        payload = tasks[0].to_dict() if len(tasks) == 1 else [t.to_dict() for t in tasks]
+        try:
+            with open(args.out, "w") as f:
+                json.dump(payload, f, indent=2)
+                f.write("\n")
+        except OSError as e:
+            raise UsageError(f"cannot write {args.out}: {e.strerror}") from None
+    if args.json:
+        if len(tasks) == 1:
+            print(tasks[0].to_json())
+        else:
+            print(json.dumps([t.to_dict() for t in tasks], indent=2))
+    else:
+        print("\n\n".join(render_task(t) for t in tasks))
+        if args.out:
+            print(f"\nwrote {args.out}")
+    return EXIT_OK
+
+
+def _add_task_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, help="seed of the (first) task; random when omitted")
+    p.add_argument("--difficulty", choices=DIFFICULTIES, help="easy: pointwise; medium: + a reduction or "
+                   "normalization; hard: matmul root with epilogue, or several reductions")
+    p.add_argument("--dtype", choices=DTYPES)
+    p.add_argument("--count", type=_positive_int, default=1, help="number of tasks (seeds SEED, SEED+1, ...)")
+    p.add_argument("--ops", help="force a chain, e.g. linear_bias,add:col,gelu,layer_norm")
+    p.add_argument("--out", metavar="FILE", help="also write the task JSON (a list when --count > 1)")
+    p.add_argument("--json", action="store_true", help="print the task spec as JSON")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fusionforge",
+        description="Generate fusion tasks, implement them in PyTorch and Triton, verify, benchmark, "
+                    "and keep the kernels that are correct and faster.")
+    parser.add_argument("--version", action="version", version=f"fusionforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("task", help="generate fusion tasks", description="Generate reproducible fusion tasks "
+                       "and print them as a numbered list of operations to fuse (or JSON).")
+    _add_task_options(p)
+    p.set_defaults(func=_cmd_task)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()
+        return EXIT_OK
+
+
+def task_main(argv: list[str] | None = None) -> int:
+    """Entry point of generate_fusion_task.py: the ``task`` subcommand on its own."""
+    parser = argparse.ArgumentParser(prog=os.path.basename(sys.argv[0]) or "generate_fusion_task.py",
+                                     description="Generate a fusion task (same options as 'fusionforge task').")
+    _add_task_options(parser)
+    args = parser.parse_args(argv)
+    try:
+        return _cmd_task(args)
+    except UsageError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,340 @@
+"""The op catalog: every operation a fusion task can contain, in one table.
+
+Everything else reads this table: the task generator (which ops exist, their parameters and
+shape rules), the reference computation and the generated PyTorch code (the ``torch`` template),
+the Triton code generator (the ``triton`` template of pointwise ops), and the roofline (the cost).
+Adding an op is adding one entry here plus its tests.
+
+Conventions
+-----------
+* A chain works on one running value ``h``. Shapes are symbolic tuples of dimension names:
+  ``("M", "N")`` or ``("B", "M", "N")``; a reduction with keepdim leaves the literal ``1``.
+  Row reductions and last-dim normalizations act on the last dimension. Channel normalizations
+  (group/batch/instance norm) follow PyTorch: the channel is dimension 1.
+* Templates are Python format strings: ``{x}`` is the running value, ``{<param>}`` a parameter,
+  ``{<stem>}`` an extra input. Triton templates work on fp32 values.
+* Guarded forms keep random inputs finite: ``log(|x| + shift)``, ``sqrt(|x|)``,
+  ``1 / (|x| + shift)``; divisors are drawn away from zero.
+* ``flops`` counts floating-point operations per output element (per input element for
+  reductions and normalizations); matmuls count ``2 * K`` per output element.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+Shape = tuple  # symbolic shape: dimension names (str) and literal 1s
+
+
+class Family(str, Enum):
+    MATMUL = "matmul"
+    UNARY = "unary"
+    BINARY = "binary"
+    REDUCTION = "reduction"
+    NORM = "norm"
+
+
+class ShapeError(ValueError):
+    """An op cannot be applied to the running value's shape."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter and the values it is drawn from (discrete, so task JSON is exact)."""
+
+    name: str
+    choices: tuple
+
+
+@dataclass(frozen=True)
+class Operand:
+    """An extra input an op consumes.
+
+    ``layout`` says how its shape follows from the running value ``h``:
+    ``scalar`` (a Python float), ``col`` (h's last dim), ``row`` (h without its last dim),
+    ``full`` (h's shape), ``chan`` (h's dim 1). ``init`` is its distribution (see tasks.draw).
+    """
+
+    stem: str
+    role: str
+    layout: str
+    init: dict
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    family: Family
+    torch: str
+    doc: str
+    flops: float = 1.0
+    params: tuple[Param, ...] = ()
+    operands: tuple[Operand, ...] = ()
+    triton: str | None = None
+    label: str = ""
+    operand_init: tuple[dict, dict] | None = None  # binary ops: (tensor init, scalar init)
+    torch_scalar: str | None = None  # binary ops: the form used with a Python-float operand
+
+    def describe(self, params: dict[str, Any]) -> str:
+        return (self.label or self.name).format(**params)
+
+
+# Distributions of inputs. Activations are standard normal clipped to [-4, 4], so the largest
+# value any shape can see is known and the generator can probe it.
+ACTIVATION = {"dist": "normal", "mean": 0.0, "std": 1.0, "clip": 4.0}
+VECTOR = {"dist": "normal", "mean": 0.0, "std": 0.5, "clip": 2.0}
+GAMMA = {"dist": "normal", "mean": 1.0, "std": 0.2, "clip": 0.6}
+BETA = {"dist": "normal", "mean": 0.0, "std": 0.2, "clip": 0.6}
+AWAY_FROM_ZERO = {"dist": "signed_uniform", "low": 0.5, "high": 2.0}
+SMALL_UNIFORM = {"dist": "uniform", "low": -1.0, "high": 1.0}
+VARIANCE = {"dist": "uniform", "low": 0.5, "high": 2.0}
+
+EPS = Param("eps", (1e-5, 1e-6))
+SHIFT = Param("shift", (0.5, 1.0))
+LOW = Param("min_val", (-2.0, -1.0, -0.5, 0.0))
+HIGH = Param("max_val", (0.5, 1.0, 2.0, 6.0))
+KEEPDIM = Param("keepdim", (False, True))
+
+# tanh(z) = 2 * sigmoid(2z) - 1 keeps the Triton forms inside core `tl` (interpreter friendly).
+_TANH = "(2.0 * tl.sigmoid(2.0 * ({z})) - 1.0)"
+
+
+def _tanh(z: str) -> str:
+    return _TANH.replace("{z}", z)
+
+
+def _unary(name, torch, triton, doc, flops=1.0, params=(), label=""):
+    return Op(name, Family.UNARY, torch, doc, flops, tuple(params), (), triton, label)
+
+
+UNARY_OPS = [
+    _unary("relu", "torch.relu({x})", "tl.maximum({x}, 0.0)", "max(x, 0)"),
+    _unary("relu6", "F.relu6({x})", "tl.minimum(tl.maximum({x}, 0.0), 6.0)", "min(max(x, 0), 6)", 2),
+    _unary("leaky_relu", "F.leaky_relu({x}, negative_slope={negative_slope})",
+           "tl.where({x} >= 0.0, {x}, {x} * {negative_slope})", "x if x >= 0 else slope * x", 2,
+           [Param("negative_slope", (0.01, 0.05, 0.1, 0.2))], "leaky_relu(slope={negative_slope})"),
+    _unary("gelu", "F.gelu({x})", "0.5 * {x} * (1.0 + tl.erf({x} * 0.7071067811865476))",
+           "x * Phi(x), erf form", 8, label="gelu (erf)"),
+    _unary("gelu_tanh", "F.gelu({x}, approximate='tanh')",
+           "0.5 * {x} * (1.0 + " + _tanh("0.7978845608028654 * ({x} + 0.044715 * {x} * {x} * {x})") + ")",
+           "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))", 12, label="gelu (tanh)"),
+    _unary("silu", "F.silu({x})", "{x} * tl.sigmoid({x})", "x * sigmoid(x)", 5),
+    _unary("sigmoid", "torch.sigmoid({x})", "tl.sigmoid({x})", "1 / (1 + exp(-x))", 4),
+    _unary("tanh", "torch.tanh({x})", _tanh("{x}"), "tanh(x)", 5),
+    _unary("hardtanh", "F.hardtanh({x}, min_val={min_val}, max_val={max_val})",
+           "tl.minimum(tl.maximum({x}, {min_val}), {max_val})", "clamp(x, min_val, max_val)", 2,
+           [LOW, HIGH], "hardtanh({min_val}, {max_val})"),
+    _unary("hardswish", "F.hardswish({x})", "{x} * tl.minimum(tl.maximum({x} + 3.0, 0.0), 6.0) / 6.0",
+           "x * relu6(x + 3) / 6", 5),
+    _unary("hardsigmoid", "F.hardsigmoid({x})", "tl.minimum(tl.maximum({x} + 3.0, 0.0), 6.0) / 6.0",
+           "relu6(x + 3) / 6", 4),
+    _unary("mish", "F.mish({x})",
+           "{x} * " + _tanh("tl.where({x} > 20.0, {x}, tl.log(1.0 + tl.exp({x})))"),
+           "x * tanh(softplus(x))", 12),
+    _unary("softplus", "F.softplus({x}, beta={beta})",
+           "tl.where({x} * {beta} > 20.0, {x}, tl.log(1.0 + tl.exp({x} * {beta})) / {beta})",
+           "log(1 + exp(beta x)) / beta, linear above beta x > 20", 6,
+           [Param("beta", (0.5, 1.0, 2.0))], "softplus(beta={beta})"),
+    _unary("elu", "F.elu({x}, alpha={alpha})", "tl.where({x} > 0.0, {x}, {alpha} * (tl.exp({x}) - 1.0))",
+           "x if x > 0 else alpha (exp(x) - 1)", 4, [Param("alpha", (0.5, 1.0, 1.5))], "elu(alpha={alpha})"),
+    _unary("selu", "F.selu({x})",
+           "1.0507009873554805 * tl.where({x} > 0.0, {x}, 1.6732632423543772 * (tl.exp({x}) - 1.0))",
+           "scale * (x if x > 0 else alpha (exp(x) - 1))", 5),
+    _unary("celu", "F.celu({x}, alpha={alpha})",
+           "tl.where({x} > 0.0, {x}, {alpha} * (tl.exp({x} / {alpha}) - 1.0))",
+           "x if x > 0 else alpha (exp(x / alpha) - 1)", 5, [Param("alpha", (0.5, 1.0, 2.0))], "celu(alpha={alpha})"),
+    _unary("softsign", "F.softsign({x})", "{x} / (1.0 + tl.abs({x}))", "x / (1 + |x|)", 3),
+    _unary("tanhshrink", "F.tanhshrink({x})", "{x} - " + _tanh("{x}"), "x - tanh(x)", 6),
+    _unary("logsigmoid", "F.logsigmoid({x})", "tl.minimum({x}, 0.0) - tl.log(1.0 + tl.exp(-tl.abs({x})))",
+           "log(sigmoid(x))", 6),
+    _unary("exp", "torch.exp({x})", "tl.exp({x})", "exp(x)", 1),
+    _unary("log", "torch.log(torch.abs({x}) + {shift})", "tl.log(tl.abs({x}) + {shift})",
+           "log(|x| + shift)", 3, [SHIFT], "log(|x| + {shift})"),
+    _unary("sqrt", "torch.sqrt(torch.abs({x}))", "tl.sqrt(tl.abs({x}))", "sqrt(|x|)", 2, label="sqrt(|x|)"),
+    _unary("rsqrt", "torch.rsqrt(torch.abs({x}) + {shift})", "tl.rsqrt(tl.abs({x}) + {shift})",
+           "1 / sqrt(|x| + shift)", 3, [SHIFT], "rsqrt(|x| + {shift})"),
+    _unary("abs", "torch.abs({x})", "tl.abs({x})", "|x|"),
+    _unary("square", "torch.square({x})", "{x} * {x}", "x^2"),
+    _unary("neg", "torch.neg({x})", "-{x}", "-x"),
+    _unary("clamp", "torch.clamp({x}, min={min_val}, max={max_val})",
+           "tl.minimum(tl.maximum({x}, {min_val}), {max_val})", "min(max(x, min_val), max_val)", 2,
+           [LOW, HIGH], "clamp({min_val}, {max_val})"),
+    _unary("reciprocal", "torch.reciprocal(torch.abs({x}) + {shift})", "1.0 / (tl.abs({x}) + {shift})",
+           "1 / (|x| + shift)", 3, [SHIFT], "1 / (|x| + {shift})"),
+    _unary("sin", "torch.sin({x})", "tl.sin({x})", "sin(x)", 4),
+    _unary("cos", "torch.cos({x})", "tl.cos({x})", "cos(x)", 4),
+    _unary("erf", "torch.erf({x})", "tl.erf({x})", "erf(x)", 6),
+]
+
+# Binary ops combine h with one extra input, broadcast by the `operand` parameter:
+# scalar (a Python float), col (a per-column vector, a bias), row (a per-row vector),
+# full (a tensor of h's shape, a residual).
+OPERAND_KINDS = ("scalar", "col", "row", "full")
+_OPERAND_STEM = {"scalar": "alpha", "col": "bias", "row": "rowvec", "full": "residual"}
+_OPERAND_ROLE = {"scalar": "scalar", "col": "bias", "row": "rowvec", "full": "residual"}
+_OPERAND_TEXT = {"scalar": "a scalar", "col": "a per-column vector", "row": "a per-row vector",
+                 "full": "a full tensor"}
+
+
+def _binary(name, torch, triton, doc, tensor_init, scalar_init, torch_scalar=None):
+    """A binary op; `operands()` derives its one extra input from the `operand` parameter."""
+    return Op(name, Family.BINARY, torch, doc, 1, (Param("operand", OPERAND_KINDS),), (), triton,
+              name + " {operand}", (tensor_init, scalar_init), torch_scalar)
+
+BINARY_OPS = [
+    _binary("add", "{x} + {y}", "{x} + {y}", "x + y", VECTOR, SMALL_UNIFORM),
+    _binary("sub", "{x} - {y}", "{x} - {y}", "x - y", VECTOR, SMALL_UNIFORM),
+    _binary("mul", "{x} * {y}", "{x} * {y}", "x * y", ACTIVATION, AWAY_FROM_ZERO),
+    _binary("div", "{x} / {y}", "{x} / {y}", "x / y, y kept away from zero", AWAY_FROM_ZERO, AWAY_FROM_ZERO),
+    _binary("maximum", "torch.maximum({x}, {y})", "tl.maximum({x}, {y})", "max(x, y)", VECTOR, SMALL_UNIFORM,
+            "torch.clamp({x}, min={y})"),
+    _binary("minimum", "torch.minimum({x}, {y})", "tl.minimum({x}, {y})", "min(x, y)", VECTOR, SMALL_UNIFORM,
+            "torch.clamp({x}, max={y})"),
+]
+
+
+def _reduction(name, torch, doc, flops=1.0, params=()):
+    return Op(name, Family.REDUCTION, torch, doc, flops, (*params, KEEPDIM), (), None,
+              name + " over the last dim")
+
+
+REDUCTION_OPS = [
+    _reduction("sum", "{x}.sum(dim=-1, keepdim={keepdim})", "sum_j x_ij"),
+    _reduction("mean", "{x}.mean(dim=-1, keepdim={keepdim})", "sum_j x_ij / N"),
+    _reduction("max", "{x}.amax(dim=-1, keepdim={keepdim})", "max_j x_ij"),
+    _reduction("min", "{x}.amin(dim=-1, keepdim={keepdim})", "min_j x_ij"),
+    _reduction("logsumexp", "torch.logsumexp({x}, dim=-1, keepdim={keepdim})",
+               "m + log sum_j exp(x_ij - m), m = max_j x_ij", 4),
+    _reduction("l2norm", "torch.linalg.vector_norm({x}, dim=-1, keepdim={keepdim})", "sqrt(sum_j x_ij^2)", 2),
+    _reduction("var", "torch.var({x}, dim=-1, keepdim={keepdim}, correction={correction})",
+               "sum_j (x_ij - mean_i)^2 / (N - correction)", 4, (Param("correction", (0, 1)),)),
+]
+
+_gamma = Operand("gamma", "weight", "col", GAMMA)
+_beta = Operand("beta", "bias", "col", BETA)
+_chan_gamma = Operand("gamma", "weight", "chan", GAMMA)
+_chan_beta = Operand("beta", "bias", "chan", BETA)
+
+NORM_OPS = [
+    Op("softmax", Family.NORM, "torch.softmax({x}, dim=-1)", "exp(x_ij - m_i) / sum_j exp(x_ij - m_i)", 5,
+       label="softmax over the last dim"),
+    Op("log_softmax", Family.NORM, "torch.log_softmax({x}, dim=-1)", "x_ij - logsumexp_j x_ij", 5,
+       label="log_softmax over the last dim"),
+    Op("layer_norm", Family.NORM, "F.layer_norm({x}, {x}.shape[-1:], {gamma}, {beta}, eps={eps})",
+       "(x - mean) / sqrt(var + eps) * gamma + beta over the last dim", 8, (EPS,), (_gamma, _beta),
+       label="layer_norm over the last dim (affine)"),
+    Op("rms_norm", Family.NORM, "F.rms_norm({x}, {x}.shape[-1:], {gamma}, eps={eps})",
+       "x / sqrt(mean(x^2) + eps) * gamma over the last dim", 6, (EPS,), (_gamma,),
+       label="rms_norm over the last dim"),
+    Op("l2_normalize", Family.NORM, "F.normalize({x}, dim=-1, eps={eps})",
+       "x / max(||x||_2, eps) over the last dim", 4, (Param("eps", (1e-12,)),), (),
+       label="L2 normalize over the last dim"),
+    Op("group_norm", Family.NORM, "F.group_norm({x}, {groups}, {gamma}, {beta}, eps={eps})",
+       "per sample and group of channels (dim 1): (x - mean) / sqrt(var + eps) * gamma + beta", 8,
+       (Param("groups", (2, 4, 8)), EPS), (_chan_gamma, _chan_beta), label="group_norm({groups} groups)"),
+    Op("batch_norm", Family.NORM,
+       "F.batch_norm({x}, {running_mean}, {running_var}, {gamma}, {beta}, training=False, eps={eps})",
+       "inference: (x - running_mean) / sqrt(running_var + eps) * gamma + beta per channel (dim 1)", 4,
+       (EPS,), (Operand("running_mean", "stat", "chan", VECTOR), Operand("running_var", "stat", "chan", VARIANCE),
+                _chan_gamma, _chan_beta), label="batch_norm (inference, running stats)"),
+    Op("instance_norm", Family.NORM, "F.instance_norm({x}, weight={gamma}, bias={beta}, eps={eps})",
+       "per sample and channel (dim 1): (x - mean) / sqrt(var + eps) * gamma + beta over the last dim", 8,
+       (EPS,), (_chan_gamma, _chan_beta), label="instance_norm"),
+]
+
+# Matmul roots start a chain: they read the activation `x` and a second matrix.
+_WEIGHT_NK = Operand("w", "weight", "NK", {"dist": "normal", "mean": 0.0, "std": 1.0, "fan_in": "K", "clip": 4.0})
+_WEIGHT_KN = Operand("w", "weight", "KN", {"dist": "normal", "mean": 0.0, "std": 1.0, "fan_in": "K", "clip": 4.0})
+_WEIGHT_BKN = Operand("w", "weight", "BKN", {"dist": "normal", "mean": 0.0, "std": 1.0, "fan_in": "K", "clip": 4.0})
+
+MATMUL_OPS = [
+    Op("linear", Family.MATMUL, "F.linear({x}, {w})", "x @ w^T: [M, K] x [N, K] -> [M, N]", 2,
+       operands=(_WEIGHT_NK,), label="linear x @ w^T"),
+    Op("linear_bias", Family.MATMUL, "F.linear({x}, {w}, {bias})", "x @ w^T + bias: [M, K] x [N, K] + [N]", 2,
+       operands=(_WEIGHT_NK, Operand("bias", "bias", "col", VECTOR)), label="linear x @ w^T + bias"),
+    Op("matmul", Family.MATMUL, "torch.matmul({x}, {w})", "x @ w: [M, K] x [K, N] -> [M, N]", 2,
+       operands=(_WEIGHT_KN,), label="matmul x @ w"),
+    Op("bmm", Family.MATMUL, "torch.bmm({x}, {w})", "x @ w per batch: [B, M, K] x [B, K, N] -> [B, M, N]", 2,
+       operands=(_WEIGHT_BKN,), label="batched matmul x @ w"),
+]
+
+CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + UNARY_OPS + BINARY_OPS + REDUCTION_OPS + NORM_OPS}
+
+# Channel normalizations see PyTorch's (N, C, *) layout: the channel is dim 1.
+CHANNEL_NORMS = ("group_norm", "batch_norm", "instance_norm")
+
+
+def get(name: str) -> Op:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise KeyError(f"unknown op {name!r}; valid ops: {', '.join(sorted(CATALOG))}") from None
+
+
+def operands(op: Op, params: dict[str, Any]) -> tuple[Operand, ...]:
+    """The extra inputs `op` consumes with these parameters (binary ops: one, by broadcast kind)."""
+    if op.family is not Family.BINARY:
+        return op.operands
+    kind = params["operand"]
+    tensor_init, scalar_init = op.operand_init
+    return (Operand(_OPERAND_STEM[kind], _OPERAND_ROLE[kind], kind, scalar_init if kind == "scalar" else tensor_init),)
+
+
+def torch_template(op: Op, params: dict[str, Any]) -> str:
+    """The PyTorch expression template; binary ops broadcast a per-row vector over the last dim."""
+    if op.family is not Family.BINARY:
+        return op.torch
+    kind = params["operand"]
+    if kind == "scalar":
+        return op.torch_scalar or op.torch
+    if kind == "row":
+        return op.torch.replace("{y}", "{y}.unsqueeze(-1)")
+    return op.torch
+
+
+def operand_text(kind: str) -> str:
+    return _OPERAND_TEXT[kind]
+
+
+def out_shape(op: Op, shape: Shape, params: dict[str, Any]) -> Shape:
+    """Shape rule: the running value's shape after `op`, or ShapeError naming why it cannot apply."""
+    rank = len(shape)
+    if op.family is Family.MATMUL:
+        raise ShapeError(f"{op.name} starts a chain (a matmul root) and cannot follow other ops")
+    if op.family is Family.UNARY:
+        return shape
+    if op.family is Family.BINARY:
+        if params["operand"] in ("col", "row", "full") and (rank < 2 or shape[-1] == 1):
+            raise ShapeError(f"{op.name} with {operand_text(params['operand'])} needs a value of rank >= 2 "
+                             f"with a real last dimension, got {list(shape)}")
+        return shape
+    if rank < 2 or shape[-1] == 1:
+        raise ShapeError(f"{op.name} acts on the last dimension and needs a value of rank >= 2 with a real "
+                         f"last dimension, got {list(shape)}")
+    if op.family is Family.REDUCTION:
+        return shape[:-1] + ((1,) if params["keepdim"] else ())
+    if op.name == "instance_norm" and rank != 3:
+        raise ShapeError(f"instance_norm needs a [B, C, L] value (rank 3), got {list(shape)}")
+    return shape
+
+
+def next_shape(op: Op, shape: Shape, params: dict[str, Any]) -> Shape:
+    """The running value's shape after `op`: a matmul root sets it, any other op follows its rule."""
+    return root_shapes(op)[1] if op.family is Family.MATMUL else out_shape(op, shape, params)
+
+
+def operand_shape(layout: str, shape: Shape) -> Shape:
+    """Symbolic shape of an extra input laid out against the running value's shape."""
+    return {"scalar": (), "col": shape[-1:], "row": shape[:-1], "full": shape, "chan": shape[1:2]}[layout]
+
+
+def root_shapes(op: Op) -> tuple[Shape, Shape]:
+    """(activation shape, output shape) of a matmul root."""
+    if op.name == "bmm":
+        return ("B", "M", "K"), ("B", "M", "N")
+    return ("M", "K"), ("M", "N")
+
+
+MATMUL_OPERAND_SHAPES = {"NK": ("N", "K"), "KN": ("K", "N"), "BKN": ("B", "K", "N")}

@@ -1,0 +1,572 @@
+"""Fusion tasks: the JSON-able spec of a chain to fuse, and the seeded generator that makes them.
+
+A FusionTask is everything downstream needs and nothing it must trust from a kernel file: the op
+chain (from the catalog in ops.py), the inputs with their shapes and distributions, two shape
+families (``test``: small, odd sizes a CPU check runs in seconds; ``bench``: sized for an H100),
+the cost model per shape, and the reference computation, rendered from the catalog's PyTorch
+templates and evaluated in float64.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from fusionforge import ops as catalog
+from fusionforge.ops import Family, Op, ShapeError
+
+DTYPES = ("float32", "float16", "bfloat16")
+DIFFICULTIES = ("easy", "medium", "hard")
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+SCALAR_DTYPE = "python_float"
+DIM_ORDER = ("B", "M", "N", "K")
+
+# A bench shape moves at least this many bytes or does at least this many FLOPs.
+BENCH_MIN_BYTES = 256 * 10**6
+BENCH_MIN_FLOPS = 10**12
+
+# Degeneracy screen thresholds (float64 reference at a test shape).
+NEAR_ZERO_RMS = 1e-4  # output rms below this: the task computes (almost) nothing
+CONSTANT_SPREAD = 1e-3  # max |out - mean(out)| below this times rms: constant output
+MIN_INPUT_EFFECT = 0.02  # redrawing an input moves the output by less than this (relative L2)
+MAX_DTYPE_ERROR = 0.05  # PyTorch at the task dtype vs float64 (relative L2): ill-conditioned beyond
+
+
+class TaskError(ValueError):
+    """A task cannot be built: unknown op, impossible chain, or every draw was degenerate."""
+
+
+@dataclass
+class Step:
+    """One op of the chain: its catalog name, parameters and the extra inputs it reads."""
+
+    op: str
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"op": self.op, "params": self.params, "inputs": self.inputs}
+
+
+@dataclass
+class InputSpec:
+    """An argument of the fused function. ``shape`` is symbolic; scalars are Python floats."""
+
+    name: str
+    role: str
+    shape: list
+    dtype: str
+    init: dict
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "role": self.role, "shape": self.shape, "dtype": self.dtype, "init": self.init}
+
+
+def concrete(shape: list | tuple, dims: dict[str, int]) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) else dims[d] for d in shape)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    return math.prod(shape)
+
+
+@dataclass
+class FusionTask:
+    id: str
+    seed: int
+    difficulty: str
+    dtype: str
+    steps: list[Step]
+    inputs: list[InputSpec]
+    output_shape: list
+    shapes: dict[str, list[dict[str, int]]]
+    description: str = ""
+    signature: str = ""
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "seed": self.seed,
+            "difficulty": self.difficulty,
+            "dtype": self.dtype,
+            "description": self.description,
+            "signature": self.signature,
+            "ops": [s.to_dict() for s in self.steps],
+            "inputs": [i.to_dict() for i in self.inputs],
+            "output": {"shape": self.output_shape, "dtype": self.dtype},
+            "shapes": self.shapes,
+            "cost": {family: [self.cost(d) for d in dims] for family, dims in self.shapes.items()},
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FusionTask:
+        try:
+            task = cls(
+                id=d["id"], seed=d["seed"], difficulty=d["difficulty"], dtype=d["dtype"],
+                steps=[Step(s["op"], dict(s.get("params", {})), list(s.get("inputs", []))) for s in d["ops"]],
+                inputs=[InputSpec(i["name"], i["role"], list(i["shape"]), i["dtype"], dict(i["init"]))
+                        for i in d["inputs"]],
+                output_shape=list(d["output"]["shape"]), shapes=d["shapes"],
+                description=d.get("description", ""), signature=d.get("signature", ""),
+            )
+        except (KeyError, TypeError) as e:
+            raise TaskError(f"malformed task: missing or wrong field {e}") from None
+        for s in task.steps:
+            catalog.get(s.op)  # raises on an unknown op
+        if task.dtype not in DTYPES:
+            raise TaskError(f"malformed task: dtype {task.dtype!r} is not one of {', '.join(DTYPES)}")
+        return task
+
+    @classmethod
+    def from_json(cls, text: str) -> FusionTask:
+        return cls.from_dict(json.loads(text))
+
+    def step_shapes(self) -> list[tuple]:
+        """The running value's symbolic shape after each step."""
+        shapes, shape = [], tuple(self.inputs[0].shape)
+        for step in self.steps:
+            shape = catalog.next_shape(catalog.get(step.op), shape, step.params)
+            shapes.append(shape)
+        return shapes
+
+    # -- the PyTorch function --------------------------------------------------------------------
+    @property
+    def arg_names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+    def pytorch_body(self) -> list[str]:
+        """Statements computing the chain into ``h`` from the arguments (templates of ops.py)."""
+        lines = []
+        for k, step in enumerate(self.steps):
+            op = catalog.get(step.op)
+            names = dict(zip((o.stem for o in catalog.operands(op, step.params)), step.inputs))
+            if op.family is Family.BINARY:
+                names = {"y": step.inputs[0]}
+            expr = catalog.torch_template(op, step.params).format(x="x" if k == 0 else "h", **step.params, **names)
+            lines.append(f"h = {expr}")
+        return lines
+
+    def pytorch_source(self, name: str = "fused_kernel_pytorch") -> str:
+        body = "\n".join("    " + line for line in self.pytorch_body())
+        return (f"def {name}({', '.join(self.arg_names)}):\n"
+                f'    """{self.description}"""\n{body}\n    return h\n')
+
+    @cached_property
+    def function(self) -> Callable:
+        """The chain as a Python function of the inputs (evaluated with torch at the inputs' dtype)."""
+        import torch
+        import torch.nn.functional as F
+
+        namespace: dict[str, Any] = {"torch": torch, "F": F}
+        exec(compile(self.pytorch_source("chain"), f"<task {self.id}>", "exec"), namespace)
+        return namespace["chain"]
+
+    def reference(self, inputs: list) -> Any:
+        """The trusted result: the chain evaluated in float64 on the given inputs (same device)."""
+        import torch
+
+        return self.function(*[a.double() if isinstance(a, torch.Tensor) else a for a in inputs])
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def make_inputs(self, dims: dict[str, int], seed: int, device: str = "cpu") -> list:
+        """Draw every input at ``dims`` from its distribution (seeded, drawn on the CPU)."""
+        return [draw(spec, dims, seed, k, device) for k, spec in enumerate(self.inputs)]
+
+    def output_dims(self, dims: dict[str, int]) -> tuple[int, ...]:
+        return concrete(self.output_shape, dims)
+
+    # -- cost model ------------------------------------------------------------------------------
+    def cost(self, dims: dict[str, int]) -> dict[str, int]:
+        """Fewest bytes (each input read once, the output written once), FLOPs, and eager's bytes.
+
+        ``unfused_bytes`` is what op-by-op execution moves: every op reads its operands and writes
+        its result.
+        """
+        size = ITEMSIZE[self.dtype]
+        by_name = {i.name: i for i in self.inputs}
+
+        def nbytes(spec: InputSpec) -> int:
+            return 0 if spec.dtype == SCALAR_DTYPE else _numel(concrete(spec.shape, dims)) * size
+
+        fused = sum(nbytes(i) for i in self.inputs) + _numel(self.output_dims(dims)) * size
+        flops = unfused = 0
+        shape = concrete(self.inputs[0].shape, dims)
+        for step, out_sym in zip(self.steps, self.step_shapes()):
+            op = catalog.get(step.op)
+            in_numel = _numel(shape)
+            operand_bytes = sum(nbytes(by_name[n]) for n in step.inputs)
+            shape = concrete(out_sym, dims)
+            out_numel = _numel(shape)
+            if op.family is Family.MATMUL:
+                flops += 2 * out_numel * dims["K"]
+            elif op.family in (Family.UNARY, Family.BINARY):
+                flops += int(op.flops * out_numel)
+            else:
+                flops += int(op.flops * in_numel)
+            unfused += in_numel * size + operand_bytes + out_numel * size
+        return {"bytes": fused, "flops": flops, "unfused_bytes": unfused}
+
+
+def draw(spec: InputSpec, dims: dict[str, int], seed: int, index: int, device: str = "cpu") -> Any:
+    """One input from its distribution; the stream depends on (seed, index) only."""
+    import torch
+
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + index * 7919) % (2**63))
+    init = spec.init
+    shape = concrete(spec.shape, dims)
+    kind = init["dist"]
+    if kind == "normal":
+        std = init["std"] / math.sqrt(dims[init["fan_in"]]) if "fan_in" in init else init["std"]
+        z = torch.randn(shape, generator=gen)
+        if "clip" in init:
+            z = z.clamp_(-init["clip"], init["clip"])
+        value = z.mul_(std).add_(init["mean"])
+    elif kind == "uniform":
+        value = torch.rand(shape, generator=gen).mul_(init["high"] - init["low"]).add_(init["low"])
+    elif kind == "signed_uniform":
+        magnitude = torch.rand(shape, generator=gen).mul_(init["high"] - init["low"]).add_(init["low"])
+        sign = torch.randint(0, 2, shape, generator=gen).mul_(2).sub_(1)
+        value = magnitude * sign
+    else:
+        raise TaskError(f"unknown input distribution {kind!r} for input {spec.name!r}")
+    if spec.dtype == SCALAR_DTYPE:
+        return float(value.item())
+    return value.to(dtype=getattr(torch, spec.dtype)).to(device)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shape families
+# --------------------------------------------------------------------------------------------------
+
+# Test shapes: one of primes, one of powers of two, one lopsided; small enough for the interpreter.
+_TEST_2D = [dict(M=(13, 31, 37, 41), N=(97, 131, 193, 251), K=(29, 37, 53)),
+            dict(M=(16, 32, 64), N=(64, 128, 256), K=(32, 64)),
+            dict(M=(3, 5, 7), N=(300, 500, 777, 1000), K=(20, 48))]
+_TEST_3D = [dict(B=(2, 3), M=(5, 7, 11), N=(97, 131), K=(29, 37)),
+            dict(B=(2,), M=(4, 8), N=(64, 128), K=(32,)),
+            dict(B=(1, 3), M=(3, 13), N=(300, 500), K=(20, 48))]
+# Bench shapes: the free dims; the leading dim (M in 2D, B in 3D) grows until the bench floor is met.
+_BENCH_2D = [dict(N=n) for n in (1024, 2048, 3072, 4096, 5120, 8192)]
+_BENCH_2D_MM = [dict(N=n, K=k) for n, k in ((4096, 4096), (8192, 4096), (4096, 8192), (8192, 8192), (3072, 4096))]
+_BENCH_3D = [dict(M=m, N=n) for m, n in ((256, 1024), (512, 1024), (128, 2048), (1024, 512), (384, 768))]
+_BENCH_3D_MM = [dict(M=m, N=n, K=k) for m, n, k in ((1024, 1024, 1024), (2048, 1024, 512), (1024, 2048, 1024))]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+# --------------------------------------------------------------------------------------------------
+# The generator
+# --------------------------------------------------------------------------------------------------
+
+_POINTWISE = [op for op in catalog.CATALOG.values() if op.family in (Family.UNARY, Family.BINARY)]
+_UNARY = [op for op in catalog.CATALOG.values() if op.family is Family.UNARY]
+_BINARY = [op for op in catalog.CATALOG.values() if op.family is Family.BINARY]
+_ROW_OPS = [op for op in catalog.CATALOG.values() if op.family in (Family.REDUCTION, Family.NORM)]
+_REDUCTIONS = [op for op in catalog.CATALOG.values() if op.family is Family.REDUCTION]
+_ROOTS = [op for op in catalog.CATALOG.values() if op.family is Family.MATMUL]
+
+
+def parse_ops(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """``"linear_bias,add:col,gelu"`` -> [(op, fixed params)]; ``name:kind`` fixes a binary operand."""
+    chain = []
+    for item in [t.strip() for t in text.split(",") if t.strip()]:
+        name, _, operand = item.partition(":")
+        if name not in catalog.CATALOG:
+            raise TaskError(f"unknown op {name!r}; valid ops: {', '.join(sorted(catalog.CATALOG))}")
+        op = catalog.CATALOG[name]
+        fixed: dict[str, Any] = {}
+        if operand:
+            if op.family is not Family.BINARY or operand not in catalog.OPERAND_KINDS:
+                raise TaskError(f"{item!r}: only binary ops take ':<operand>', one of "
+                                f"{', '.join(catalog.OPERAND_KINDS)}")
+            fixed["operand"] = operand
+        chain.append((name, fixed))
+    if not chain:
+        raise TaskError("empty op chain; give ops as --ops a,b,c")
+    return chain
+
+
+class TaskGenerator:
+    """Seeded sampling of valid, non-degenerate fusion tasks.
+
+    The same (seed, difficulty, dtype, ops) gives a byte-identical task JSON on any machine: all
+    choices come from ``random.Random`` seeded with a string (hashed with SHA-512 by Python).
+    """
+
+    def __init__(self, max_tries: int = 200):
+        self.max_tries = max_tries
+
+    def generate(self, seed: int, difficulty: str | None = None, dtype: str | None = None,
+                 ops: str | list[tuple[str, dict]] | None = None) -> FusionTask:
+        rng = random.Random(f"fusionforge-task:{seed}")
+        if difficulty is not None and difficulty not in DIFFICULTIES:
+            raise TaskError(f"unknown difficulty {difficulty!r}; choose one of {', '.join(DIFFICULTIES)}")
+        if dtype is not None and dtype not in DTYPES:
+            raise TaskError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        forced = parse_ops(ops) if isinstance(ops, str) else ops
+        difficulty = difficulty or (_difficulty_of(forced) if forced else rng.choice(DIFFICULTIES))
+        dtype = dtype or rng.choice(DTYPES)
+        last_reason = ""
+        for _ in range(self.max_tries):
+            chain = self._forced_chain(forced, rng) if forced else self._sample_chain(difficulty, rng)
+            if chain is None:
+                continue
+            rank, steps = chain
+            task = self._build(seed, difficulty, dtype, rank, steps, rng)
+            reason = screen(task)
+            if reason is None:
+                return task
+            last_reason = reason
+        what = ",".join(name for name, _ in forced) if forced else f"{difficulty} {dtype} tasks"
+        raise TaskError(f"no valid task for {what} in {self.max_tries} draws (last: {last_reason})")
+
+    # -- chains ----------------------------------------------------------------------------------
+    def _forced_chain(self, forced, rng) -> tuple[int, list[tuple[Op, dict]]]:
+        names = [name for name, _ in forced]
+        reductions = [k for k, name in enumerate(names) if catalog.CATALOG[name].family is Family.REDUCTION]
+        rank = 3 if "instance_norm" in names or names[0] == "bmm" or len(reductions) > 1 else 2
+        # every reduction but the last drops its dim, so the next one has a dim to reduce
+        forced = [(name, {**fixed, "keepdim": False} if k in reductions[:-1] else fixed)
+                  for k, (name, fixed) in enumerate(forced)]
+        return rank, check_chain(forced, rank, rng)
+
+    def _sample_chain(self, difficulty: str, rng: random.Random):
+        if difficulty == "easy":
+            rank = rng.choice((2, 2, 3))
+            plan = ["pointwise"] * rng.choice((2, 3))
+        elif difficulty == "medium":
+            rank = rng.choice((2, 2, 3))
+            plan = ["pointwise"] * rng.choice((0, 1, 2)) + ["row"] + ["pointwise"] * rng.choice((0, 0, 1))
+            if len(plan) < 2:
+                plan.insert(0, "pointwise")
+        elif rng.random() < 0.7:
+            root = rng.choice(_ROOTS)
+            rank = 3 if root.name == "bmm" else 2
+            epilogue = ["pointwise"] * rng.choice((1, 2, 2, 3))
+            if rng.random() < 0.6:
+                epilogue.insert(rng.randrange(len(epilogue) + 1), "row")
+            plan = [root.name] + epilogue
+        else:
+            rank = 3
+            plan = (["pointwise"] * rng.choice((0, 1)) + ["reduction"] + ["pointwise"] * rng.choice((0, 1))
+                    + ["reduction"] + ["pointwise"] * rng.choice((0, 0, 1)))
+        shape = ("B", "M", "N") if rank == 3 else ("M", "N")
+        chain: list[tuple[Op, dict]] = []
+        for slot in plan:
+            if slot in catalog.CATALOG:  # a matmul root
+                op = catalog.CATALOG[slot]
+                chain.append((op, _sample_params(op, {}, rng)))
+                shape = catalog.root_shapes(op)[1]
+                continue
+            pool = {"pointwise": _BINARY if rng.random() < 0.4 else _UNARY, "row": _ROW_OPS,
+                    "reduction": _REDUCTIONS}[slot]
+            for _ in range(20):
+                op = rng.choice(pool)
+                params = _sample_params(op, {}, rng)
+                if slot == "reduction" and plan.count("reduction") > 1 and len(shape) == 3:
+                    params["keepdim"] = False  # the second reduction needs the first one's dim gone
+                try:
+                    shape = catalog.out_shape(op, shape, params)
+                except ShapeError:
+                    continue
+                chain.append((op, params))
+                break
+            else:
+                return None
+        return rank, chain
+
+    # -- building ----------------------------------------------------------------------------------
+    def _build(self, seed: int, difficulty: str, dtype: str, rank: int, chain: list[tuple[Op, dict]],
+               rng: random.Random) -> FusionTask:
+        root = chain[0][0] if chain[0][0].family is Family.MATMUL else None
+        act_shape = catalog.root_shapes(root)[0] if root else (("B", "M", "N") if rank == 3 else ("M", "N"))
+        inputs = [InputSpec("x", "activation", list(act_shape), dtype, dict(catalog.ACTIVATION))]
+        steps = []
+        shape = act_shape
+        for k, (op, params) in enumerate(chain):
+            names = []
+            for operand in catalog.operands(op, params):
+                if op.family is Family.MATMUL:
+                    name, sym = operand.stem, (catalog.MATMUL_OPERAND_SHAPES.get(operand.layout)
+                                               or catalog.operand_shape(operand.layout, catalog.root_shapes(op)[1]))
+                else:
+                    name, sym = f"{operand.stem}{k}", catalog.operand_shape(operand.layout, shape)
+                in_dtype = SCALAR_DTYPE if operand.layout == "scalar" else dtype
+                inputs.append(InputSpec(name, operand.role, list(sym), in_dtype, dict(operand.init)))
+                names.append(name)
+            steps.append(Step(op.name, dict(params), names))
+            shape = catalog.next_shape(op, shape, params)
+        groups = max([p["groups"] for o, p in chain if o.name == "group_norm"] or [1])
+        channel = "M" if rank == 3 else "N"
+        dims_rank = 3 if rank == 3 else 2
+        test = [_pick_dims(family, rng, channel, groups) for family in (_TEST_3D if dims_rank == 3 else _TEST_2D)]
+        if not root:
+            test = [{k: v for k, v in d.items() if k != "K"} for d in test]
+        task = FusionTask(id="", seed=seed, difficulty=difficulty, dtype=dtype, steps=steps, inputs=inputs,
+                          output_shape=list(shape), shapes={"test": test, "bench": []})
+        task.shapes["bench"] = [_bench_dims(task, rank, root, rng, channel, groups)]
+        task.description = describe(task)
+        task.signature = signature(task)
+        task.id = "ff-" + hashlib.sha256(task.signature.encode()).hexdigest()[:12]
+        return task
+
+
+def _difficulty_of(forced) -> str:
+    names = [catalog.CATALOG[n] for n, _ in forced]
+    if names[0].family is Family.MATMUL or sum(o.family is Family.REDUCTION for o in names) > 1:
+        return "hard"
+    if any(o.family in (Family.REDUCTION, Family.NORM) for o in names):
+        return "medium"
+    return "easy"
+
+
+def _sample_params(op: Op, fixed: dict, rng: random.Random) -> dict[str, Any]:
+    return {p.name: fixed[p.name] if p.name in fixed else rng.choice(p.choices) for p in op.params}
+
+
+def check_chain(forced, rank: int, rng: random.Random) -> list[tuple[Op, dict]]:
+    """Type-check a forced chain; raise TaskError naming the failing step and what fits there."""
+    shape = ("B", "M", "N") if rank == 3 else ("M", "N")
+    chain = []
+    for k, (name, fixed) in enumerate(forced):
+        op = catalog.CATALOG[name]
+        params = _sample_params(op, fixed, rng)
+        if op.family is Family.MATMUL:
+            if k != 0:
+                raise TaskError(f"step {k + 1}: {name} is a matmul root and must come first")
+            chain.append((op, params))
+            shape = catalog.root_shapes(op)[1]
+            continue
+        if op.family is Family.BINARY and "operand" not in fixed:
+            kinds = [kind for kind in catalog.OPERAND_KINDS if _fits(op, shape, {**params, "operand": kind})]
+            params["operand"] = rng.choice(kinds)
+        try:
+            shape = catalog.out_shape(op, shape, params)
+        except ShapeError as e:
+            fits = sorted(o.name for o in catalog.CATALOG.values() if o.family is not Family.MATMUL
+                          and _fits(o, shape, {p.name: p.choices[0] for p in o.params}))
+            raise TaskError(f"step {k + 1}: {e}; ops that fit there: {', '.join(fits)}") from None
+        chain.append((op, params))
+    return chain
+
+
+def _fits(op: Op, shape, params) -> bool:
+    try:
+        catalog.out_shape(op, shape, params)
+        return True
+    except ShapeError:
+        return False
+
+
+def _pick_dims(family: dict[str, tuple], rng: random.Random, channel: str, groups: int) -> dict[str, int]:
+    dims = {k: rng.choice(family[k]) for k in DIM_ORDER if k in family}
+    dims[channel] = _round_up(dims[channel], groups)
+    return dims
+
+
+def _bench_dims(task: FusionTask, rank: int, root: Op | None, rng, channel: str, groups: int) -> dict[str, int]:
+    """Free dims from a menu, then the leading dim grown until bytes or FLOPs reach the bench floor."""
+    if rank == 3:
+        dims = dict(rng.choice(_BENCH_3D_MM if root else _BENCH_3D))
+        lead, step = "B", 1
+    else:
+        dims = dict(rng.choice(_BENCH_2D_MM if root else _BENCH_2D))
+        lead, step = "M", 128 if root else 64
+    if channel in dims:
+        dims[channel] = _round_up(dims[channel], groups)
+    one, two = task.cost({**dims, lead: step}), task.cost({**dims, lead: 2 * step})
+    needed = []
+    for key, floor in (("bytes", BENCH_MIN_BYTES), ("flops", BENCH_MIN_FLOPS)):
+        per_step = two[key] - one[key]
+        if per_step > 0:
+            needed.append(max(1, math.ceil((floor - (one[key] - per_step)) / per_step)))
+    dims[lead] = min(needed) * step
+    return {k: dims[k] for k in DIM_ORDER if k in dims}
+
+
+def probe_dims(task: FusionTask) -> dict[str, int]:
+    """The bench shape with its leading and inner (K) dims shrunk to the first test shape's.
+
+    Reductions run over the last dim (and, in chains with two reductions, over M too), so the
+    probe keeps those at bench size: overflow in a long reduction shows here at a fraction of
+    the bench cost.
+    """
+    bench, test = task.shapes["bench"][0], task.shapes["test"][0]
+    reductions = sum(catalog.get(s.op).family is Family.REDUCTION for s in task.steps)
+    shrink = {"B", "K"} | (set() if reductions > 1 else {"M"})
+    return {k: (test[k] if k in shrink else v) for k, v in bench.items()}
+
+
+def describe(task: FusionTask) -> str:
+    parts = []
+    for step in task.steps:
+        op = catalog.get(step.op)
+        text = op.describe(step.params)
+        if op.family is Family.BINARY:
+            text = f"{op.name} {catalog.operand_text(step.params['operand'])}"
+        parts.append(text)
+    return " -> ".join(parts) + f" ({task.dtype})"
+
+
+def signature(task: FusionTask) -> str:
+    """Canonical text for deduplication: dtype, rank, ops with sorted parameters."""
+    ops_text = ">".join(
+        s.op + ("(" + ",".join(f"{k}={v}" for k, v in sorted(s.params.items())) + ")" if s.params else "")
+        for s in task.steps)
+    return f"{task.dtype}|r{len(task.inputs[0].shape)}|{ops_text}"
+
+
+# --------------------------------------------------------------------------------------------------
+# The degeneracy screen
+# --------------------------------------------------------------------------------------------------
+
+def _rel(a, b) -> float:
+    import torch
+
+    return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b).clamp_min(1e-300))
+
+
+def screen(task: FusionTask) -> str | None:
+    """Why a task is invalid or degenerate, or None. Runs the reference on a few random draws.
+
+    Invalid: non-finite output (at the task dtype or in float64) at a test shape or the bench probe,
+    or PyTorch at the task dtype more than MAX_DTYPE_ERROR away from float64 (ill-conditioned).
+    Degenerate: output (near) zero, constant, or independent of one of the inputs.
+    """
+    import torch
+
+    for k, dims in enumerate(task.shapes["test"] + [probe_dims(task)]):
+        inputs = task.make_inputs(dims, seed=101 + k)
+        with torch.no_grad():
+            out, ref = task.function(*inputs), task.reference(inputs)
+        if not (torch.isfinite(out).all() and torch.isfinite(ref).all()):
+            return f"non-finite output at {dims}"
+        if _rel(out.double(), ref) > MAX_DTYPE_ERROR:
+            return f"ill-conditioned at {task.dtype} (error {_rel(out.double(), ref):.2g} at {dims})"
+    dims = task.shapes["test"][0]
+    base = task.make_inputs(dims, seed=7)
+    other = task.make_inputs(dims, seed=8)
+    with torch.no_grad():
+        out = task.reference(base)
+        rms = float(out.square().mean().sqrt())
+        if rms < NEAR_ZERO_RMS:
+            return f"output near zero (rms {rms:.2g})"
+        if out.numel() > 1 and float((out - out.mean()).abs().max()) <= CONSTANT_SPREAD * rms:
+            return "output constant"
+        for k, spec in enumerate(task.inputs):
+            moved = base[:k] + [other[k]] + base[k + 1:]
+            if _rel(task.reference(moved), out) < MIN_INPUT_EFFECT:
+                return f"output independent of input {spec.name}"
+    return None

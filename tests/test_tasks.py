@@ -1,0 +1,152 @@
+"""FusionTask and TaskGenerator: determinism, validity, shape families, cost model, degeneracy screen."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fusionforge import ops as catalog
+from fusionforge.ops import Family
+from fusionforge.tasks import BENCH_MIN_BYTES, BENCH_MIN_FLOPS, DTYPES, FusionTask, TaskError, TaskGenerator, screen
+
+GEN = TaskGenerator()
+
+
+def _is_prime(n: int) -> bool:
+    return n > 1 and all(n % p for p in range(2, int(n**0.5) + 1))
+
+
+def test_same_seed_same_json():
+    a = [GEN.generate(s).to_json() for s in range(20)]
+    b = [TaskGenerator().generate(s).to_json() for s in range(20)]
+    assert a == b
+
+
+def test_same_seed_same_json_in_a_fresh_interpreter():
+    code = "from fusionforge.tasks import TaskGenerator; print(TaskGenerator().generate(1234).to_json())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == GEN.generate(1234).to_json()
+
+
+def test_json_round_trip():
+    task = GEN.generate(7)
+    again = FusionTask.from_json(task.to_json())
+    assert again.to_json() == task.to_json()
+
+
+def test_malformed_task_is_a_clear_error():
+    with pytest.raises(TaskError, match="malformed task"):
+        FusionTask.from_dict({"id": "x"})
+    bad = GEN.generate(7).to_dict()
+    bad["dtype"] = "float8"
+    with pytest.raises(TaskError, match="dtype"):
+        FusionTask.from_dict(bad)
+
+
+@pytest.mark.parametrize("seed", range(0, 60, 3))
+def test_generated_task_is_valid(seed):
+    task = GEN.generate(seed)
+    assert task.dtype in DTYPES and task.id.startswith("ff-")
+    assert screen(task) is None
+    test = task.shapes["test"]
+    assert len(test) >= 3
+    sizes = [v for d in test for v in d.values()]
+    assert any(_is_prime(v) for v in sizes) and any(v & (v - 1) for v in sizes)
+    for dims in test:
+        inputs = task.make_inputs(dims, seed=seed)
+        out = task.function(*inputs)
+        assert tuple(out.shape) == task.output_dims(dims)
+        assert out.dtype == getattr(torch, task.dtype)
+        assert torch.isfinite(out).all()
+        assert max(t.numel() for t in inputs + [out] if isinstance(t, torch.Tensor)) < 100_000  # CPU-sized
+    bench = task.to_dict()["cost"]["bench"][0]
+    assert bench["bytes"] >= BENCH_MIN_BYTES or bench["flops"] >= BENCH_MIN_FLOPS
+
+
+@pytest.mark.parametrize("difficulty", ["easy", "medium", "hard"])
+def test_difficulty_shapes_the_chain(difficulty):
+    for seed in range(15):
+        task = GEN.generate(seed, difficulty=difficulty)
+        families = [catalog.get(s.op).family for s in task.steps]
+        pointwise = sum(f in (Family.UNARY, Family.BINARY) for f in families)
+        rows = sum(f in (Family.REDUCTION, Family.NORM) for f in families)
+        if difficulty == "easy":
+            assert 2 <= pointwise == len(families) <= 3
+        elif difficulty == "medium":
+            assert rows == 1 and pointwise >= 1 and families[0] is not Family.MATMUL
+        else:
+            assert families[0] is Family.MATMUL or families.count(Family.REDUCTION) >= 2
+
+
+def test_forced_chain_and_params_sampled():
+    task = GEN.generate(5, dtype="bfloat16", ops="linear_bias,add:row,gelu,layer_norm")
+    assert [s.op for s in task.steps] == ["linear_bias", "add", "gelu", "layer_norm"]
+    assert task.steps[1].params == {"operand": "row"}
+    assert [i.name for i in task.inputs] == ["x", "w", "bias", "rowvec1", "gamma3", "beta3"]
+    assert task.difficulty == "hard"
+    assert "h = F.linear(x, w, bias)" in task.pytorch_source()
+
+
+@pytest.mark.parametrize("ops, message", [
+    ("gleu", "unknown op 'gleu'; valid ops:"),
+    ("relu,linear", "matmul root and must come first"),
+    ("relu:col", "only binary ops take"),
+    ("softmax,instance_norm,sum,sum,sum", "ops that fit there"),
+    ("relu,softmax,sum,sum", "output constant"),
+])
+def test_bad_chains_name_the_problem(ops, message):
+    with pytest.raises(TaskError, match=message):
+        GEN.generate(0, ops=ops)
+
+
+def test_reference_is_float64_and_matches_the_function():
+    task = GEN.generate(11, dtype="float16", ops="add:col,silu,softmax")
+    inputs = task.make_inputs(task.shapes["test"][0], seed=1)
+    ref = task.reference(inputs)
+    assert ref.dtype == torch.float64
+    err = (task.function(*inputs).double() - ref).norm() / ref.norm()
+    assert 0 < err < 3e-3  # fp16 PyTorch lands near, not on, the float64 reference
+
+
+def test_make_inputs_is_deterministic_and_seed_dependent():
+    task = GEN.generate(3, ops="linear_bias,relu")
+    dims = task.shapes["test"][0]
+    a, b, c = task.make_inputs(dims, 1), task.make_inputs(dims, 1), task.make_inputs(dims, 2)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], c[0])
+    x, w = a[0].float(), a[1].float()
+    assert x.abs().max() <= 4.0  # activations: clipped normal
+    assert abs(w.std().item() * math.sqrt(dims["K"]) - 1) < 0.3  # weights: fan-in scaled
+
+
+def test_scalar_inputs_are_python_floats_away_from_zero():
+    task = GEN.generate(3, ops="div:scalar,relu")
+    for seed in range(20):
+        scalar = task.make_inputs(task.shapes["test"][0], seed)[1]
+        assert isinstance(scalar, float) and 0.5 <= abs(scalar) <= 2.0
+
+
+def test_cost_model_counts_bytes_and_flops():
+    task = GEN.generate(0, dtype="float16", ops="linear_bias,relu")
+    dims = {"M": 128, "N": 64, "K": 32}
+    cost = task.cost(dims)
+    assert cost["bytes"] == 2 * (128 * 32 + 64 * 32 + 64 + 128 * 64)
+    assert cost["flops"] == 2 * 128 * 64 * 32 + 128 * 64
+    # eager: linear reads x, w, bias and writes h; relu reads h and writes h
+    assert cost["unfused_bytes"] == 2 * (128 * 32 + 64 * 32 + 64 + 128 * 64) + 2 * 2 * 128 * 64
+
+
+def test_group_norm_channels_divide_into_groups():
+    for seed in range(10):
+        task = GEN.generate(seed, ops="group_norm")
+        groups = task.steps[0].params["groups"]
+        for dims in task.shapes["test"] + task.shapes["bench"]:
+            channel = dims["M"] if len(task.inputs[0].shape) == 3 else dims["N"]
+            assert channel % groups == 0
+
+
+def test_all_ops_get_used():
+    used = {s.op for seed in range(300) for s in GEN.generate(seed).steps}
+    assert used == set(catalog.CATALOG)
