@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import sys
+from pathlib import Path
 
 from fusionforge import __version__
 from fusionforge.tasks import DIFFICULTIES, DTYPES, FusionTask, TaskError, TaskGenerator
@@ -103,6 +104,29 @@ def _cmd_task(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from fusionforge.verify import check_file
+    from fusionforge.verify.verdict import render_check
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"no such file: {args.file}")
+    task = None
+    if args.task:
+        try:
+            task = FusionTask.from_json(Path(args.task).read_text())
+        except (OSError, ValueError, TaskError) as e:
+            raise UsageError(f"cannot read task {args.task}: {e}") from None
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA GPU is available on this machine")
+    verdict = check_file(path, task=task, device=args.device, timeout=args.timeout, seeds=args.seeds)
+    print(verdict.to_json() if args.json else render_check(verdict))
+    return EXIT_OK if verdict.passed else EXIT_FAIL
+
+
 def _add_task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="seed of the (first) task; random when omitted")
     p.add_argument("--difficulty", choices=DIFFICULTIES, help="easy: pointwise; medium: + a reduction or "
@@ -134,6 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
                        "and print them as a numbered list of operations to fuse (or JSON).")
     _add_task_options(p)
     p.set_defaults(func=_cmd_task)
+
+    p = sub.add_parser("check", help="check a kernel file's Triton implementation against the reference",
+                       description="Run FILE in an isolated child process and judge its Triton kernel: format, "
+                       "compilation, execution, shape, dtype, values against a float64 reference, and the "
+                       "defences against cheating. Exit 0 pass, 1 fail, 2 usage error.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="kill the candidate after this long (default 300)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is present, else cpu "
+                   "(Triton's interpreter, test shapes only)")
+    p.add_argument("--seeds", type=_positive_int, default=3, help="input draws for files without a TASK")
+    p.add_argument("--task", metavar="TASK.json", help="check against this task (the one handed out) instead "
+                   "of the file's own TASK")
+    p.set_defaults(func=_cmd_check)
     return parser
 
 

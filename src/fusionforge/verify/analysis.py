@@ -1,0 +1,246 @@
+"""Failure analysis: from what went wrong to a root cause and a fix specific to that cause.
+
+Each function takes the facts the checker measured and returns a ``Failure``. Pattern tables map
+error messages (Python, Triton's compiler and interpreter, CUDA) to causes a kernel writer can act on.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fusionforge.verify.verdict import Failure
+
+# (regex on the error text, root cause, planned fix)
+TRITON_PATTERNS = [
+    (r"arange's range must be a power of 2|must be a power of 2",
+     "Triton-specific: a block size (tl.arange range or tensor shape) is not a power of two.",
+     "Round block sizes up with triton.next_power_of_2(n) and mask the tail lanes (mask = offsets < n)."),
+    (r"constexpr|is not a constant|must be a compile-time",
+     "Triton-specific: a runtime value is used where a compile-time constant (tl.constexpr) is needed, "
+     "e.g. as a shape in tl.arange or tl.zeros.",
+     "Declare that argument as `NAME: tl.constexpr` (UPPER_CASE) and pass it as a keyword at launch."),
+    (r"out of resource: shared memory|shared memory",
+     "Triton-specific: the kernel needs more shared memory than a block may use (tiles too large or too "
+     "many pipeline stages).",
+     "Use smaller BLOCK sizes or fewer num_stages (e.g. 64x64x32, num_stages=3)."),
+    (r"out of resource: registers|registers",
+     "Triton-specific: the kernel needs more registers than available (tiles too large for num_warps).",
+     "Reduce the tile size or raise num_warps; loop over the row in chunks instead of holding it whole."),
+    (r"has no attribute '(\w+)'",
+     "Triton-specific: the kernel calls a function Triton does not provide ({0}).",
+     "Use a function from triton.language (tl.exp, tl.log, tl.sqrt, tl.sigmoid, tl.erf, tl.maximum...) "
+     "or write it from those (e.g. tanh(x) = 2 * sigmoid(2x) - 1)."),
+    (r"fp64|float64|unsupported.*dtype|dtype.*(not supported|unsupported)|Expected dtype|cannot be cast",
+     "Triton-specific: a dtype the Triton function does not take (e.g. fp16 into a math function that "
+     "needs fp32, or a mixed-dtype tl.dot).",
+     "Upcast loaded values with .to(tl.float32) before the math, and cast once on store."),
+    (r"incompatible|shape mismatch|Cannot broadcast|broadcast",
+     "Triton-specific: block shapes do not broadcast together (e.g. a [BLOCK_M] vector against a "
+     "[BLOCK_M, BLOCK_N] tile without [:, None]).",
+     "Index vectors with [:, None] / [None, :] so every operand has the tile's shape."),
+]
+RUNTIME_PATTERNS = [
+    (r"illegal memory access|out of bounds|index out of range|IndexError",
+     "Illegal memory access: a load or store outside the tensors (a missing mask, a wrong stride or "
+     "offset, or a grid larger than the data).",
+     "Mask every tl.load / tl.store with offsets < n (and the row/col bounds for 2-D tiles); compute "
+     "offsets from the tensors' real strides; size the grid with triton.cdiv."),
+    (r"size mismatch|shape .* is invalid|must match the size|mat1 and mat2|shapes cannot be multiplied|"
+     r"view size is not compatible|invalid for input of size",
+     "Dimension mismatch: the code assumes a shape or layout the inputs do not have.",
+     "Derive every size from the inputs' .shape (no hard-coded sizes); call .contiguous() before "
+     "flattening; check the transposes of the matmul operands."),
+    (r"CUDA out of memory|OutOfMemoryError",
+     "The GPU ran out of memory (a huge allocation or a leak across calls).",
+     "Allocate only the output (and small scratch buffers); free intermediates."),
+    (r"CUDA error",
+     "A CUDA error raised during the kernel (the message above is CUDA's).",
+     "Run the kernel under compute-sanitizer or at small shapes with TRITON_INTERPRET=1 to find the "
+     "faulting access; check masks and grid size."),
+]
+
+
+def _match(patterns, text: str, default: tuple[str, str]) -> tuple[str, str]:
+    for pattern, cause, fix in patterns:
+        m = re.search(pattern, text, re.IGNORECASE)
+        if m:
+            return cause.format(*m.groups()), fix
+    return default
+
+
+def format_problem(message: str, line: int | None, category: str, implementation: str) -> Failure:
+    if category == "syntax":
+        return Failure("syntax", implementation, message, f"Python syntax error at line {line}: {message}.",
+                       f"Correct the syntax at line {line}; the whole file must parse before anything runs.", line)
+    return Failure("format", implementation, message,
+                   f"The file does not follow the seed format: {message}.",
+                   "Follow the seed format: the docstring line, the PYTHON / TRITON / TEST sections in order, "
+                   "fused_kernel_pytorch, a @triton.jit fused_kernel_triton, fused_kernel_triton_wrapper with the "
+                   "same arguments, test_performance, get_inputs or TASK, then the main block.", line)
+
+
+def import_failure(error: dict, line: int | None) -> Failure:
+    message = f"{error['type']}: {error['message']}"
+    if error["type"] in ("ModuleNotFoundError", "ImportError"):
+        return Failure("import", "Both", message, f"The file imports something unavailable ({error['message']}).",
+                       "Import only torch, triton (and the standard library); nothing else is installed.", line)
+    return Failure("import", "Both", message, f"Module-level code raised while the file was imported: {message}.",
+                   "Keep module-level code to imports, constants and definitions; move work into functions.", line)
+
+
+def error_failure(error: dict, implementation: str, line: int | None, input_set: str, compile_error: bool) -> Failure:
+    message = f"{error['type']}: {error['message']}".strip()
+    text = " ".join([message, *error.get("causes", [])])
+    if compile_error:
+        cause, fix = _match(TRITON_PATTERNS, text, (
+            f"Triton could not compile the kernel: {message}.",
+            "Fix the kernel at the reported line; only triton.language operations on block-shaped values "
+            "are allowed inside @triton.jit functions."))
+        return Failure("compile", implementation, message, cause, fix, line, input_set)
+    if implementation == "PyTorch":
+        return Failure("runtime", "PyTorch", message, f"The PyTorch implementation raised: {message}.",
+                       "Fix fused_kernel_pytorch so it computes the chain on the given inputs; it is the "
+                       "readable reference of the pair.", line, input_set)
+    cause, fix = _match(RUNTIME_PATTERNS, text, (
+        f"The Triton wrapper raised while running: {message}.",
+        "Fix the wrapper or kernel at the reported line; test at the task's odd test shapes."))
+    return Failure("runtime", implementation, message, cause, fix, line, input_set)
+
+
+def timeout_failure(seconds: float) -> Failure:
+    return Failure("timeout", "Triton", f"did not finish within {seconds:g} s; the process group was killed",
+                   "A hang: an infinite loop (a while loop whose condition never changes, a loop bound that is "
+                   "never reached), a deadlock, or a grid or loop far larger than the data.",
+                   "Bound every loop by the data size (for start in range(0, n, BLOCK)); size the grid with "
+                   "triton.cdiv(n, BLOCK); no spinning on values other programs write.")
+
+
+def crash_failure(returncode: int, tail: str) -> Failure:
+    import signal
+
+    try:
+        name = signal.Signals(-returncode).name if returncode < 0 else f"exit code {returncode}"
+    except ValueError:
+        name = f"signal {-returncode}"
+    last = tail.strip().splitlines()[-1] if tail.strip() else ""
+    message = f"the child process died ({name})" + (f": {last}" if last else "")
+    return Failure("crash", "Triton", message,
+                   f"The process crashed ({name}): an invalid host memory access (segfault), an abort, or a "
+                   "call that ends the interpreter.",
+                   "Remove raw pointer tricks (ctypes), os.abort/os._exit and sys.exit; access tensors only "
+                   "through Triton loads and stores with masks.")
+
+
+def shape_failure(got, expected, implementation: str, input_set: str) -> Failure:
+    return Failure("shape", implementation, f"output shape {list(got)} != expected {list(expected)}",
+                   f"Dimension mismatch: the output has shape {list(got)}, the task's output is {list(expected)} "
+                   "(a transposed tile, a lost or extra dimension, or keepdim handled wrongly).",
+                   f"Allocate the output as {list(expected)} and index it with the same layout; check keepdim "
+                   "and the reduction axis.", None, input_set)
+
+
+def dtype_failure(got: str, expected: str, implementation: str, input_set: str) -> Failure:
+    return Failure("dtype", implementation, f"output dtype {got} != expected {expected}",
+                   f"The output is {got} but the task's output is {expected}.",
+                   f"Allocate the output with dtype {expected} (e.g. torch.empty_like(x)) and cast on store "
+                   "with .to(out_ptr.dtype.element_ty).", None, input_set)
+
+
+def nan_failure(count: int, unwritten: int, index, value, ref_value, implementation: str,
+                input_set: str) -> Failure:
+    if unwritten:
+        return Failure("nan", implementation,
+                       f"{unwritten} output elements were never written (still holding the poison value; first at "
+                       f"index {index}, expected {ref_value:.6g})",
+                       "Output left unwritten: the grid or the masks do not cover the whole output (or the wrapper "
+                       "returned a buffer no kernel wrote). Fresh allocations are poisoned before the wrapper runs.",
+                       "Launch enough programs to cover every output element (grid = triton.cdiv(n, BLOCK)), "
+                       "and store to exactly the buffer you return.", None, input_set)
+    return Failure("nan", implementation,
+                   f"{count} NaN/Inf values where the reference is finite (first at index {index}: got {value}, "
+                   f"expected {ref_value:.6g})",
+                   "Non-finite values: a division by zero, log/sqrt of a negative or zero, exp overflow in low "
+                   "precision, or masked lanes loaded with a bad `other=` value entering a reduction.",
+                   "Compute in fp32, guard the division/log/sqrt as the reference does, use other=0 for sums and "
+                   "other=-inf only for max, and mask before reducing.", None, input_set)
+
+
+def mismatch_failure(stats: dict, implementation: str, input_set: str, context: dict) -> Failure:
+    """Values differ: say where, how much, and the likeliest cause given when it happened."""
+    message = (f"max abs error {stats['max_abs_err']:.4g} at index {stats['max_abs_index']} (got "
+               f"{stats['value']:.6g}, expected {stats['expected']:.6g}); relative L2 error {stats['rel_err']:.3g} "
+               f"> tolerance {stats['tolerance']:.3g}")
+    where = f"Numerical mismatch at index {stats['max_abs_index']}: got {stats['value']:.6g}, expected " \
+            f"{stats['expected']:.6g} (relative L2 error {stats['rel_err']:.3g}, {stats['bad_fraction']:.1%} of " \
+            f"elements off)."
+    if implementation == "PyTorch":
+        return Failure("mismatch", "PyTorch", message,
+                       f"The PyTorch implementation does not compute the task's chain. {where}",
+                       "Make fused_kernel_pytorch compute exactly the ops of the task, in order, with the "
+                       "task's parameters.", None, input_set)
+    if context.get("stale"):
+        cause = (f"State kept between calls: the same shape passed on an earlier call and fails on a later one "
+                 f"({context['stale']}); the wrapper returns a cached or stale result. {where}")
+        fix = "Compute every call from its own inputs: no caches keyed on shapes, pointers or call counts."
+    elif context.get("second_call"):
+        cause = (f"Wrong on the second call only (after the PyTorch function ran and freed its output): the "
+                 f"result depends on memory the kernel did not write. {where}")
+        fix = "Write every output element in the kernel; never return memory that no kernel wrote this call."
+    elif context.get("shape_dependent"):
+        cause = (f"Correct at some shapes, wrong at {context['shape_dependent']}: a hard-coded size, a missing mask, "
+                 f"or a block that does not cover the row. {where}")
+        fix = "Take every size from the inputs' shapes; loop or mask so any row length and any row count work."
+    elif context.get("dtype") == "float32" and stats["rel_err"] < 1e-2:
+        cause = (f"Precision loss: a float32 task must keep float32 accuracy, but the error ({stats['rel_err']:.2g}) "
+                 f"is that of TF32 or 16-bit arithmetic. {where}")
+        fix = "Keep fp32 end to end: tl.dot(..., input_precision=\"ieee\") for float32 inputs, no casts to " \
+              "fp16/bf16 inside the kernel."
+    else:
+        cause = f"Wrong values: the kernel computes a different function than the chain. {where}"
+        fix = "Check each op against the chain (formula, constants, parameters, broadcast axis of vectors, " \
+              "reduction axis) at the worst index; compare intermediates with TRITON_INTERPRET=1."
+    return Failure("mismatch", implementation, message, cause, fix, None, input_set)
+
+
+def cheat_failure(kind: str, detail: str, input_set: str | None) -> Failure:
+    if kind == "no_launch":
+        return Failure("cheat", "Triton", "no Triton kernel from this file was launched by the wrapper",
+                       "The result is not computed by a Triton kernel of this file (no launch was seen).",
+                       "Launch fused_kernel_triton (or the file's other @triton.jit kernels) from "
+                       "fused_kernel_triton_wrapper and return what they write.", None, input_set)
+    if kind == "torch_ops":
+        return Failure("cheat", "Triton", f"the wrapper computes with PyTorch ops: {detail}",
+                       f"PyTorch does (part of) the work: the wrapper dispatched compute ops ({detail}); only "
+                       "allocation, view, copy and metadata ops are allowed outside the Triton kernels.",
+                       "Move that computation into the Triton kernel (fuse it); the wrapper may only allocate, "
+                       "reshape, make contiguous and launch.", None, input_set)
+    if kind == "memoized":
+        return Failure("cheat", "Triton", "a repeated call with the same inputs returned without launching a kernel",
+                       "The wrapper memoizes: on a repeated call it returns a cached result instead of computing "
+                       "(a benchmark would time the cache, not the kernel).",
+                       "Compute every call: no caches keyed on shapes, pointers, contents or call counts.",
+                       None, input_set)
+    return Failure("cheat", "Triton", "the output is still correct when every Triton launch is skipped",
+                   "The Triton kernels do not produce the result: with their launches skipped (ghost replay) the "
+                   "wrapper still returns the right values, so it is computed elsewhere (NumPy, Python, a cache).",
+                   "Compute the result inside the Triton kernel and return the buffer it writes.", None, input_set)
+
+
+def mutation_failure(names: list[str], input_set: str) -> Failure:
+    listed = ", ".join(names)
+    return Failure("mutation", "Triton", f"input(s) changed in place: {listed}",
+                   f"The wrapper or kernel writes into its inputs ({listed}); callers' tensors must stay unchanged.",
+                   "Write results to a freshly allocated output (torch.empty_like) and never store through an "
+                   "input pointer.", None, input_set)
+
+
+def task_mismatch(detail: str) -> Failure:
+    return Failure("format", "Both", f"the file's TASK is not the task that was handed out: {detail}",
+                   "The file implements a different task (another signature or other shapes) than the one "
+                   "this attempt is for.",
+                   "Implement the task that was handed out and embed it unchanged as TASK.")
+
+
+def harness_failure(message: str) -> Failure:
+    return Failure("runtime", "Harness", message, f"The checker could not evaluate the file: {message}.",
+                   "Report this to the fusionforge maintainers with the file; it is not the kernel's fault.")

@@ -1,0 +1,386 @@
+"""The checker: decides whether a kernel file's Triton implementation is correct. Never imports it.
+
+``check_file`` validates the file statically, runs it in a child process (``runner.py``) in its own
+process group under a timeout, and compares what the child saved against a float64 reference built
+here from the task (or, for a file without a task, the float64 run of the file's own PyTorch function).
+
+Tolerance, per input set: the candidate's relative L2 error against float64 must be at most
+``2 * e + FLOOR[dtype]`` and its max abs error at most ``2 * m + FLOOR[dtype] * max|ref|``, where e and m
+are PyTorch's own relative L2 and max abs errors at the task's dtype. Relative measures: a zero or
+constant output never passes. A float32 task is thus held to float32 accuracy (TF32 fails).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from fusionforge import kernelfile
+from fusionforge.tasks import FusionTask, TaskError
+from fusionforge.verify import analysis
+from fusionforge.verify.policy import POISON
+from fusionforge.verify.verdict import Failure, Verdict
+
+FLOOR = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float64: 1e-10}
+DEFAULT_TIMEOUT = 300.0
+OUTPUT_CAP = 16 * 1024  # bytes of the candidate's stdout/stderr kept
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def input_sets(task: FusionTask | None, device: str, seeds: int) -> list[dict]:
+    """Fresh seeds per check. Task: two seeds per test shape (and the bench shape on a GPU)."""
+    base = secrets.randbelow(2**31)
+    if task is None:
+        return [{"label": f"get_inputs() seed {base + k}", "seed": base + k} for k in range(seeds)]
+    sets = []
+    for i, dims in enumerate(task.shapes["test"]):
+        for j in range(2):
+            sets.append({"label": f"test[{i}] {_dims(dims)} #{j + 1}", "dims": dims, "seed": base + 2 * i + j})
+    if device == "cuda":
+        for i, dims in enumerate(task.shapes["bench"]):
+            sets.append({"label": f"bench[{i}] {_dims(dims)}", "dims": dims, "seed": base + 1000 + i})
+    return sets
+
+
+def _dims(dims: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in dims.items())
+
+
+def _tail(path: Path) -> str:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - OUTPUT_CAP))
+        return f.read().decode("utf-8", errors="replace")
+
+
+def run_child(request: dict, scratch: Path, device: str, timeout: float) -> tuple[dict | None, int | None, str]:
+    """Run the candidate in a fresh process group; (result, returncode or None on timeout, output tail)."""
+    request_path = scratch / "request.json"
+    request_path.write_text(json.dumps(request))
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if device == "cpu":
+        env["TRITON_INTERPRET"] = "1"
+    else:
+        env.pop("TRITON_INTERPRET", None)
+    log = scratch / "output.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "fusionforge.verify.runner", str(request_path)],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=scratch, start_new_session=True)
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+    result_path = scratch / "result.json"
+    result = json.loads(result_path.read_text()) if returncode == 0 and result_path.exists() else None
+    return result, returncode, _tail(log)
+
+
+def compare(out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype) -> dict:
+    """Compare a candidate output with the float64 reference; ``own`` is PyTorch at the task dtype."""
+    stats: dict = {"shape": list(out.shape), "dtype": str(out.dtype).replace("torch.", "")}
+    if tuple(out.shape) != tuple(ref.shape):
+        return {**stats, "passed": False, "kind": "shape"}
+    if out.dtype != dtype:
+        return {**stats, "passed": False, "kind": "dtype"}
+    finite_ref = torch.isfinite(ref)
+    bad = ~torch.isfinite(out) & finite_ref
+    if bad.any():
+        flat = out.reshape(-1)
+        int_dtype, pattern = POISON[out.dtype]
+        unwritten = int((flat.view(int_dtype) == pattern).sum())
+        first = int(bad.reshape(-1).nonzero()[0])
+        return {**stats, "passed": False, "kind": "nan", "nonfinite": int(bad.sum()), "unwritten": unwritten,
+                "index": _index(first, out.shape), "value": float(flat[first]),
+                "expected": float(ref.reshape(-1)[first])}
+    diff = (out.double() - ref).where(finite_ref, torch.zeros((), dtype=torch.float64))
+    ref_norm = float(ref.where(finite_ref, torch.zeros((), dtype=torch.float64)).norm())
+    rel = float(diff.norm()) / max(ref_norm, 1e-300)
+    flat_diff = diff.abs().reshape(-1)
+    worst = int(flat_diff.argmax()) if flat_diff.numel() else 0
+    max_abs = float(flat_diff[worst]) if flat_diff.numel() else 0.0
+    if own is not None:
+        own_diff = (own.double() - ref).where(finite_ref, torch.zeros((), dtype=torch.float64))
+        own_rel = float(own_diff.norm()) / max(ref_norm, 1e-300)
+        own_max = float(own_diff.abs().max()) if own_diff.numel() else 0.0
+    else:
+        own_rel, own_max = 4 * FLOOR[dtype], 0.0
+    ref_max = float(ref.where(finite_ref, torch.zeros((), dtype=torch.float64)).abs().max()) if ref.numel() else 0.0
+    tol = 2 * own_rel + FLOOR[dtype]
+    abs_tol = 2 * own_max + FLOOR[dtype] * max(ref_max, 1e-30)
+    return {**stats, "passed": rel <= tol and max_abs <= abs_tol, "kind": "mismatch",
+            "rel_err": rel, "tolerance": tol, "max_abs_err": max_abs, "max_abs_tolerance": abs_tol,
+            "torch_rel_err": own_rel, "max_abs_index": _index(worst, out.shape),
+            "value": float(out.reshape(-1)[worst]) if out.numel() else 0.0,
+            "expected": float(ref.reshape(-1)[worst]) if ref.numel() else 0.0,
+            "bad_fraction": float((flat_diff > abs_tol).double().mean()) if flat_diff.numel() else 0.0}
+
+
+def _index(flat: int, shape) -> list[int]:
+    index = []
+    for size in reversed(tuple(shape)):
+        index.append(flat % size if size else 0)
+        flat //= max(size, 1)
+    return list(reversed(index))
+
+
+def _load(saved: dict | None):
+    if not saved or saved.get("type") != "torch.Tensor":
+        return None
+    return torch.load(saved["file"], weights_only=True)
+
+
+def _failure_from_stats(stats: dict, implementation: str, label: str, context: dict) -> Failure:
+    if stats["kind"] == "shape":
+        return analysis.shape_failure(stats["shape"], context["expected_shape"], implementation, label)
+    if stats["kind"] == "dtype":
+        return analysis.dtype_failure(stats["dtype"], context["expected_dtype"], implementation, label)
+    if stats["kind"] == "nan":
+        return analysis.nan_failure(stats["nonfinite"], stats["unwritten"], stats["index"], stats["value"],
+                                    stats["expected"], implementation, label)
+    return analysis.mismatch_failure(stats, implementation, label, context)
+
+
+class _Run:
+    """Evaluates the child's records against references, in input-set order."""
+
+    def __init__(self, kf: kernelfile.KernelFile, task: FusionTask | None, device: str, sets: list[dict]):
+        self.kf, self.task, self.device, self.sets = kf, task, device, sets
+        self.path = str(kf.path)
+        self.checks: list[dict] = []
+        self.kernels: list[str] = []
+        self.passed_dims: list[str] = []
+
+    def line_of(self, error: dict) -> int | None:
+        lines = [f["line"] for f in error.get("frames", []) if f["file"] == self.path]
+        if error.get("compile_line") and self.kernels:
+            node = self.kf.functions.get(self.kernels[-1])
+            if node is not None:
+                return node.lineno + error["compile_line"] - 1
+        return lines[-1] if lines else None
+
+    def implementation_of(self, line: int | None) -> str:
+        section = self.kf.section_of(line) if line else None
+        return {"PYTHON": "PyTorch", "TRITON": "Triton"}.get(section, "Triton")
+
+    def reference(self, k: int, record: dict):
+        """(float64 reference, PyTorch at the dtype, expected dtype) for input set k."""
+        if self.task is not None:
+            spec = self.sets[k]
+            inputs = self.task.make_inputs(spec["dims"], spec["seed"], self.device)
+            with torch.no_grad():
+                ref = self.task.reference(inputs).cpu()
+                own = self.task.function(*inputs).cpu()
+            return ref, own, getattr(torch, self.task.dtype)
+        own = _load(record.get("pytorch"))
+        ref = _load(record.get("reference"))
+        if own is None:
+            return None, None, None
+        if ref is None or ref.shape != own.shape:
+            return own.double(), None, own.dtype
+        return ref.double(), own, own.dtype
+
+    def evaluate(self, result: dict) -> Failure | None:
+        for record in result["sets"]:
+            self.kernels += [name for name, file in record.get("launches", []) if file == self.path
+                             and name not in self.kernels]
+        ran = [r for r in result["sets"] if "triton" in r]
+        if ran and not self.kernels:
+            return self.locate(analysis.cheat_failure("no_launch", "", ran[0]["label"]))
+        for k, record in enumerate(result["sets"]):
+            failure = self.evaluate_set(k, record, record["label"])
+            if failure:
+                return self.locate(failure)
+        for record in result["sets"]:
+            if not (record.get("triton_launches") and record.get("triton_again_launches")):
+                return self.locate(analysis.cheat_failure("memoized", "", record["label"]))
+        ghost = result.get("ghost")
+        if ghost and ghost.get("ghost"):
+            out = _load(ghost["ghost"])
+            ref, own, dtype = self.reference(len(self.sets) - 1, ghost)
+            if out is not None and ref is not None and compare(out, ref, own, dtype)["passed"]:
+                return self.locate(analysis.cheat_failure("ghost", "", ghost["label"]))
+        return None
+
+    def locate(self, failure: Failure) -> Failure:
+        """Point failures found by testing at the code that produced them."""
+        if failure.line is None and failure.implementation != "Harness":
+            name = ("fused_kernel_pytorch" if failure.implementation == "PyTorch"
+                    else "fused_kernel_triton_wrapper" if failure.category in ("cheat", "mutation")
+                    else (self.kernels[0] if self.kernels else "fused_kernel_triton_wrapper"))
+            node = self.kf.functions.get(name)
+            failure.line = node.lineno if node else None
+        return failure
+
+    def evaluate_set(self, k: int, record: dict, label: str) -> Failure | None:
+        check: dict = {"label": label, "passed": False}
+        self.checks.append(check)
+        if "error" in record:
+            error = record["error"]
+            line = self.line_of(error)
+            compile_error = error["module"].startswith("triton") or error.get("compile_line") is not None
+            failure = analysis.error_failure(error, self.implementation_of(line) if line else "Triton", line,
+                                             label, compile_error)
+            if error["phase"] == "inputs":
+                failure = analysis.error_failure(error, "Harness" if self.task else "Both", line, label, False)
+            if "pytorch_error" in record:
+                failure.implementation = "Both"
+            check["note"] = failure.message
+            return failure
+        if "pytorch_error" in record:
+            error = record["pytorch_error"]
+            failure = analysis.error_failure(error, "PyTorch", self.line_of(error), label, False)
+            check["note"] = failure.message
+            return failure
+        ref, own, dtype = self.reference(k, record)
+        if ref is None:
+            return analysis.harness_failure("no reference could be computed")
+        if not torch.isfinite(ref).all() and self.task is not None:
+            return analysis.harness_failure(f"the task's reference is not finite at {label}")
+        context = {"expected_shape": list(ref.shape), "expected_dtype": str(dtype).replace("torch.", ""),
+                   "dtype": str(dtype).replace("torch.", "")}
+
+        if record.get("foreign_ops"):
+            return analysis.cheat_failure("torch_ops", ", ".join(record["foreign_ops"]), label)
+        if record.get("mutated"):
+            names = [self.task.arg_names[i] if self.task else f"argument {i}" for i in record["mutated"]]
+            return analysis.mutation_failure(names, label)
+
+        pytorch_failure = None
+        if self.task is not None:
+            mine = _load(record.get("pytorch"))
+            if mine is None:
+                pytorch_failure = analysis.mismatch_failure(
+                    {"max_abs_err": float("nan"), "max_abs_index": [], "value": float("nan"),
+                     "expected": float("nan"), "rel_err": float("nan"), "tolerance": 0.0, "bad_fraction": 1.0},
+                    "PyTorch", label, context)
+                pytorch_failure.message = f"fused_kernel_pytorch returned {record['pytorch'].get('type')}, not a tensor"
+            else:
+                stats = compare(mine, ref, own, dtype)
+                if not stats["passed"]:
+                    pytorch_failure = _failure_from_stats(stats, "PyTorch", label, context)
+
+        for key, second in (("triton", False), ("triton_again", True)):
+            out = _load(record.get(key))
+            if out is None:
+                failure = analysis.Failure(
+                    "dtype", "Triton", f"the wrapper returned {record.get(key, {}).get('type')}, not a torch.Tensor",
+                    "The wrapper must return a plain torch.Tensor (not a subclass, tuple or other object).",
+                    "Return the output tensor the kernel wrote.", None, label)
+                return _both(failure, pytorch_failure)
+            stats = compare(out, ref, own, dtype)
+            if not second:
+                check.update({k: v for k, v in stats.items() if k not in ("kind",)})
+            if not stats["passed"]:
+                dims = label.split(" #")[0]
+                context = {**context, "second_call": second,
+                           "stale": dims if dims in self.passed_dims else None,
+                           "shape_dependent": dims if self.passed_dims and dims not in self.passed_dims else None}
+                check["passed"] = False
+                return _both(_failure_from_stats(stats, "Triton", label, context), pytorch_failure)
+        if pytorch_failure:
+            check["note"] = pytorch_failure.message
+            return pytorch_failure
+        check["passed"] = True
+        self.passed_dims.append(label.split(" #")[0])
+        return None
+
+
+def _both(triton_failure: Failure, pytorch_failure: Failure | None) -> Failure:
+    if pytorch_failure is not None:
+        triton_failure.implementation = "Both"
+        triton_failure.message += f"; and the PyTorch implementation: {pytorch_failure.message}"
+    return triton_failure
+
+
+def _task_difference(file_task: dict, task: FusionTask) -> str | None:
+    given = task.to_dict()
+    for key in ("signature", "shapes", "dtype"):
+        if file_task.get(key) != given.get(key):
+            return f"{key} differs ({file_task.get(key)!r} in the file, {given.get(key)!r} handed out)"
+    return None
+
+
+def check_file(path: str | Path, task: FusionTask | None = None, device: str | None = None,
+               timeout: float = DEFAULT_TIMEOUT, seeds: int = 3) -> Verdict:
+    """Check one kernel file. ``task``: the task handed out (else the file's own TASK, else get_inputs)."""
+    start = time.perf_counter()
+    path = Path(path).resolve()
+    device = device or default_device()
+    verdict = Verdict(file=str(path), device=device)
+
+    def done(failure: Failure | None) -> Verdict:
+        verdict.failure = failure
+        verdict.seconds = time.perf_counter() - start
+        return verdict
+
+    kf = kernelfile.parse(path)
+    if not kf.ok:
+        problem = kf.problems[0]
+        implementation = {"PYTHON": "PyTorch", "TRITON": "Triton"}.get(kf.section_of(problem.line or 0), "Both")
+        if "fused_kernel_pytorch" in problem.message and "wrapper" not in problem.message:
+            implementation = "PyTorch"
+        elif any(w in problem.message for w in ("wrapper", "fused_kernel_triton")):
+            implementation = "Triton"
+        message = "; ".join(p.message + (f" (line {p.line})" if p.line else "") for p in kf.problems[:5])
+        return done(analysis.format_problem(message if problem.category == "format" else problem.message,
+                                            problem.line, problem.category, implementation))
+    if task is not None and kf.task is not None:
+        difference = _task_difference(kf.task, task)
+        if difference:
+            return done(analysis.task_mismatch(difference))
+    if task is None and kf.task is not None:
+        try:
+            task = FusionTask.from_dict(kf.task)
+        except (TaskError, KeyError) as e:
+            return done(analysis.format_problem(f"TASK is malformed: {e}", None, "format", "Both"))
+    if task is not None:
+        verdict.task_id = task.id
+        params = [a.arg for a in kf.functions["fused_kernel_pytorch"].args.args]
+        if params != task.arg_names:
+            return done(analysis.format_problem(
+                f"fused_kernel_pytorch({', '.join(params)}) must take the task's inputs in order: "
+                f"({', '.join(task.arg_names)})", kf.functions["fused_kernel_pytorch"].lineno, "format", "Both"))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but no CUDA GPU is available")
+
+    sets = input_sets(task, device, seeds)
+    with tempfile.TemporaryDirectory(prefix="fusionforge-check-") as scratch:
+        ghost_set = {**sets[0], "label": "ghost replay (launches skipped)", "seed": sets[-1]["seed"] + 7919}
+        request = {"file": str(path), "device": device, "task": task.to_dict() if task else None,
+                   "input_sets": sets, "ghost_set": ghost_set, "out_dir": scratch}
+        result, returncode, tail = run_child(request, Path(scratch), device, timeout)
+        verdict.output_tail = tail
+        if returncode is None:
+            return done(analysis.timeout_failure(timeout))
+        if result is None:
+            return done(analysis.crash_failure(returncode, tail))
+        if result.get("import_error"):
+            error = result["import_error"]
+            lines = [f["line"] for f in error["frames"] if f["file"] == str(path)]
+            return done(analysis.import_failure(error, lines[-1] if lines else None))
+        run = _Run(kf, task, device, sets + [ghost_set])
+        failure = run.evaluate(result)
+        verdict.checks, verdict.kernels = run.checks, run.kernels
+        return done(failure)

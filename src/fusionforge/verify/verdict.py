@@ -1,0 +1,120 @@
+"""Verdicts: what a check concludes, as JSON (DESIGN.md's contract) and as the seed's text report."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+# category -> stage
+STAGES = {
+    "format": "format", "syntax": "format",
+    "compile": "compilation",
+    "import": "execution", "runtime": "execution", "timeout": "execution", "crash": "execution",
+    "shape": "testing", "dtype": "testing", "nan": "testing", "mismatch": "testing", "cheat": "testing",
+    "mutation": "testing", "slower": "benchmark",
+}
+CATEGORIES = tuple(STAGES)
+
+
+@dataclass
+class Failure:
+    category: str
+    implementation: str  # PyTorch | Triton | Both | Harness
+    message: str
+    root_cause: str
+    planned_fix: str
+    line: int | None = None
+    input_set: str | None = None
+
+    @property
+    def stage(self) -> str:
+        return STAGES[self.category]
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "implementation": self.implementation, "category": self.category,
+                "message": self.message, "line": self.line, "root_cause": self.root_cause,
+                "planned_fix": self.planned_fix, "input_set": self.input_set}
+
+
+@dataclass
+class Verdict:
+    file: str
+    failure: Failure | None = None
+    checks: list[dict] = field(default_factory=list)
+    task_id: str | None = None
+    device: str = "cpu"
+    seconds: float = 0.0
+    kernels: list[str] = field(default_factory=list)
+    output_tail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None
+
+    def to_dict(self) -> dict:
+        return {"status": "pass" if self.passed else "fail",
+                "failure": self.failure.to_dict() if self.failure else None,
+                "checks": self.checks, "file": self.file, "task_id": self.task_id, "device": self.device,
+                "kernels": self.kernels, "seconds": round(self.seconds, 3)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def use_symbols(stream=None) -> bool:
+    """Real symbols unless NO_COLOR is set or the stream cannot encode them."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    encoding = getattr(stream or sys.stdout, "encoding", None) or "ascii"
+    try:
+        "✓❌🔍🏆✅🛠".encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+SYMBOLS = {"ok": ("✓", "[OK]"), "fail": ("❌", "[FAIL]"), "look": ("🔍", "[>]"), "fix": ("🛠", "[FIX]"),
+           "win": ("🏆", "[RESULT]"), "done": ("✅", "[DONE]")}
+
+
+def symbol(name: str, fancy: bool) -> str:
+    return SYMBOLS[name][0 if fancy else 1]
+
+
+RULE = "=" * 60
+
+
+def render_failure(failure: Failure, attempt: int = 1, fancy: bool | None = None) -> str:
+    """The seed's FAILURE ANALYSIS block."""
+    fancy = use_symbols() if fancy is None else fancy
+    where = f" (line {failure.line})" if failure.line else ""
+    lines = [RULE, f"FAILURE ANALYSIS - ATTEMPT {attempt}", RULE,
+             f"{symbol('fail', fancy)} FAILURE: {failure.category} in the {failure.implementation} implementation",
+             f"{symbol('look', fancy)} FAILURE POINT:",
+             f"- Implementation: {failure.implementation}",
+             f"- Stage: {failure.stage}",
+             f"- Error: {failure.message}{where}"]
+    if failure.input_set:
+        lines.append(f"- Input set: {failure.input_set}")
+    lines += [f"{symbol('look', fancy)} ROOT CAUSE ANALYSIS:", failure.root_cause,
+              f"{symbol('fix', fancy)} PLANNED FIX:", failure.planned_fix, RULE]
+    return "\n".join(lines)
+
+
+def render_check(verdict: Verdict, attempt: int = 1, fancy: bool | None = None) -> str:
+    """A check's text report: one line per input set, then the verdict or the failure analysis."""
+    fancy = use_symbols() if fancy is None else fancy
+    lines = [f"Checked {verdict.file} on {verdict.device}"
+             + (f" against task {verdict.task_id}" if verdict.task_id else "") + f" ({verdict.seconds:.1f} s)"]
+    for c in verdict.checks:
+        mark = symbol("ok", fancy) if c.get("passed") else symbol("fail", fancy)
+        detail = (f"rel err {c['rel_err']:.2e} (tol {c['tolerance']:.2e}), max abs err {c['max_abs_err']:.2e}"
+                  if c.get("rel_err") is not None else c.get("note", ""))
+        lines.append(f"  {mark} {c['label']:<34} {detail}")
+    if verdict.passed:
+        lines.append(f"{symbol('done', fancy)} PASS: the Triton kernel matches the reference on every input set")
+    else:
+        lines.append(render_failure(verdict.failure, attempt, fancy))
+    return "\n".join(lines)
