@@ -1,0 +1,68 @@
+"""Parsing and validating the seed format."""
+
+from pathlib import Path
+
+import pytest
+
+from fusionforge import kernelfile
+
+GOOD = Path(__file__).parent / "fixtures" / "good" / "pointwise_bias_gelu_fp16.py"
+
+
+def _variant(tmp_path, old, new):
+    path = tmp_path / "001_fused_kernels.py"
+    text = GOOD.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return kernelfile.parse(path)
+
+
+def test_good_file_parses():
+    kf = kernelfile.parse(GOOD)
+    assert kf.ok, kf.problems
+    assert kf.description.startswith("add a per-column vector")
+    assert set(kf.sections) == {"PYTHON", "TRITON", "TEST"}
+    assert kf.kernels == ["fused_kernel_triton"] and kf.task["ops"][1]["op"] == "gelu"
+    line = kf.functions["fused_kernel_triton"].lineno
+    assert kf.section_of(line) == "TRITON" and kf.function_at(line + 2) == "fused_kernel_triton"
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("# </TRITON>\n", "", "missing marker '# </TRITON>'"),
+    ('"""Fused Kernels:', '"""Kernels:', "first line must be the docstring"),
+    ("def fused_kernel_triton_wrapper(x, bias0):", "def fused_kernel_triton_wrapper(x, b):", "same arguments"),
+    ("def test_performance(", "def perf(", "missing function test_performance()"),
+    ("def fused_kernel_triton(", "def my_kernel(", "fused_kernel_triton is missing"),
+    ("if __name__ == '__main__':", "if True:", "missing main block"),
+    ("# <TEST>\n", "# <TEST>\n# <TEST>\n", "appears 2 times"),
+])
+def test_format_problems_are_named(tmp_path, old, new, message):
+    kf = _variant(tmp_path, old, new)
+    assert not kf.ok
+    assert any(message in p.message for p in kf.problems), kf.problems
+
+
+def test_syntax_error_has_its_line(tmp_path):
+    kf = _variant(tmp_path, "    mask = offsets < n_elements\n", "    mask = offsets < < n_elements\n")
+    problem = kf.problems[0]
+    assert problem.category == "syntax" and kf.section_of(problem.line) == "TRITON"
+
+
+def test_no_inputs_and_no_task(tmp_path):
+    text = GOOD.read_text()
+    start, end = text.index("TASK = {"), text.index("def fused_kernel_pytorch")
+    text = text[:start] + text[end:]
+    start, end = text.index("def get_inputs"), text.index("def test_performance")
+    path = tmp_path / "003_fused_kernels.py"
+    path.write_text(text[:start] + text[end:])
+    assert any("neither get_inputs() nor TASK" in p.message for p in kernelfile.parse(path).problems)
+
+
+def test_render_is_parseable_and_numbered_names():
+    text = kernelfile.render("relu (float32)", "def fused_kernel_pytorch(x):\n    return torch.relu(x)\n",
+                             "@triton.jit\ndef fused_kernel_triton(x_ptr):\n    pass\n\n\n"
+                             "def fused_kernel_triton_wrapper(x):\n    return x\n",
+                             "def get_inputs():\n    return [torch.randn(4, 4)]\n", attempt=2)
+    assert text.startswith('"""Fused Kernels: relu (float32)"""') and "ATTEMPT = 2" in text
+    assert kernelfile.attempt_number("007_fused_kernels.py") == 7
+    assert kernelfile.attempt_number("fused.py") is None
