@@ -111,12 +111,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise UsageError(f"no such file: {args.file}")
-    task = None
-    if args.task:
-        try:
-            task = FusionTask.from_json(Path(args.task).read_text())
-        except (OSError, ValueError, TaskError) as e:
-            raise UsageError(f"cannot read task {args.task}: {e}") from None
+    task = _read_task(args.task)
     if args.device == "cuda":
         import torch
 
@@ -125,6 +120,27 @@ def _cmd_check(args: argparse.Namespace) -> int:
     verdict = check_file(path, task=task, device=args.device, timeout=args.timeout, seeds=args.seeds)
     print(verdict.to_json() if args.json else render_check(verdict))
     return EXIT_OK if verdict.passed else EXIT_FAIL
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from fusionforge.bench import bench_file, render_report
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"no such file: {args.file}")
+    task = _read_task(args.task)
+    result = bench_file(path, task=task, timeout=args.timeout)
+    print(result.to_json() if args.json else render_report(result))
+    return EXIT_OK if result.passed else EXIT_FAIL
+
+
+def _read_task(path: str | None) -> FusionTask | None:
+    if not path:
+        return None
+    try:
+        return FusionTask.from_json(Path(path).read_text())
+    except (OSError, ValueError, TaskError) as e:
+        raise UsageError(f"cannot read task {path}: {e}") from None
 
 
 def _add_task_options(p: argparse.ArgumentParser) -> None:
@@ -173,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", metavar="TASK.json", help="check against this task (the one handed out) instead "
                    "of the file's own TASK")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("bench", help="check, then time a kernel file against PyTorch eager and torch.compile",
+                       description="Check FILE, then (on a CUDA GPU) time PyTorch eager, torch.compile and the "
+                       "Triton wrapper at the bench shape in one isolated process, and judge the speed with a "
+                       "roofline. Without a GPU it checks and records 'not timed'. Exit 0 correct and faster "
+                       "(or verified, not timed), 1 fail, slower or suspicious, 2 usage error.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print every raw figure and the context as JSON")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="limit for the check and for the timing run (default 300)")
+    p.add_argument("--task", metavar="TASK.json", help="the task handed out (else the file's own TASK)")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -12,12 +12,7 @@ constant output never passes. A float32 task is thus held to float32 accuracy (T
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,11 +23,11 @@ from fusionforge import kernelfile
 from fusionforge.tasks import FusionTask, TaskError
 from fusionforge.verify import analysis
 from fusionforge.verify.policy import POISON
+from fusionforge.verify.sandbox import run_child
 from fusionforge.verify.verdict import Failure, Verdict
 
 FLOOR = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float64: 1e-10}
 DEFAULT_TIMEOUT = 300.0
-OUTPUT_CAP = 16 * 1024  # bytes of the candidate's stdout/stderr kept
 
 
 def default_device() -> str:
@@ -56,45 +51,6 @@ def input_sets(task: FusionTask | None, device: str, seeds: int) -> list[dict]:
 
 def _dims(dims: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in dims.items())
-
-
-def _tail(path: Path) -> str:
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - OUTPUT_CAP))
-        return f.read().decode("utf-8", errors="replace")
-
-
-def run_child(request: dict, scratch: Path, device: str, timeout: float) -> tuple[dict | None, int | None, str]:
-    """Run the candidate in a fresh process group; (result, returncode or None on timeout, output tail)."""
-    request_path = scratch / "request.json"
-    request_path.write_text(json.dumps(request))
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    if device == "cpu":
-        env["TRITON_INTERPRET"] = "1"
-    else:
-        env.pop("TRITON_INTERPRET", None)
-    log = scratch / "output.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "fusionforge.verify.runner", str(request_path)],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=scratch, start_new_session=True)
-        try:
-            returncode = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            returncode = None
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            proc.wait()
-    result_path = scratch / "result.json"
-    result = json.loads(result_path.read_text()) if returncode == 0 and result_path.exists() else None
-    return result, returncode, _tail(log)
 
 
 def compare(out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype) -> dict:
@@ -370,7 +326,7 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
         ghost_set = {**sets[0], "label": "ghost replay (launches skipped)", "seed": sets[-1]["seed"] + 7919}
         request = {"file": str(path), "device": device, "task": task.to_dict() if task else None,
                    "input_sets": sets, "ghost_set": ghost_set, "out_dir": scratch}
-        result, returncode, tail = run_child(request, Path(scratch), device, timeout)
+        result, returncode, tail = run_child("fusionforge.verify.runner", request, Path(scratch), device, timeout)
         verdict.output_tail = tail
         if returncode is None:
             return done(analysis.timeout_failure(timeout))

@@ -29,38 +29,8 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from fusionforge.verify.launches import LaunchMonitor
 from fusionforge.verify.policy import ALLOCATING_OPS, ALLOWED_OPS, POISON
-
-
-class LaunchMonitor:
-    """Counts Triton launches (by kernel name and file) and can skip them (ghost replay)."""
-
-    def __init__(self) -> None:
-        self.launches: list[tuple[str, str]] = []
-        self.inside = 0
-        self.skip = False
-
-    def install(self) -> None:
-        import triton.runtime.interpreter as interpreter
-        import triton.runtime.jit as jit
-
-        for cls in (jit.JITFunction, interpreter.InterpretedFunction):
-            original = cls.run
-
-            def run(fn_self, *args, _original=original, **kwargs):
-                if kwargs.get("warmup"):
-                    return _original(fn_self, *args, **kwargs)
-                code = fn_self.fn.__code__
-                self.launches.append((fn_self.fn.__name__, code.co_filename))
-                if self.skip:
-                    return None
-                self.inside += 1
-                try:
-                    return _original(fn_self, *args, **kwargs)
-                finally:
-                    self.inside -= 1
-
-            cls.run = run
 
 
 class WrapperWatch(TorchDispatchMode):

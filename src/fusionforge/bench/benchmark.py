@@ -1,0 +1,244 @@
+"""``fusionforge bench``: check a kernel file, then time it against PyTorch eager and torch.compile.
+
+The verdict: speedup = eager median / Triton median. Triton is "faster" only when the speedup
+exceeds 1 by more than the measured spread (the mean relative width of the two 20-80 percentile
+bands); the ratio to torch.compile is judged the same way and reported beside it. Correct but not
+faster is the failure ``slower``. A figure past physics (Triton under the roofline floor, or work
+the wall clock sees and the events do not) or over 10x eager is ``suspicious``: over 10x is
+accepted only when the wall-clock re-check confirms it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fusionforge import kernelfile
+from fusionforge.bench import roofline
+from fusionforge.tasks import FusionTask
+from fusionforge.verify import Failure, Verdict, check_file
+from fusionforge.verify.checker import default_device, input_sets
+from fusionforge.verify.sandbox import run_child
+from fusionforge.verify.verdict import RULE, render_failure, symbol, use_symbols
+
+SUSPICIOUS_SPEEDUP = 10.0
+CONTENDERS = ("eager", "compile", "triton")
+
+
+def summarize(times: list[float]) -> dict:
+    """Median and 20th/80th percentiles (ms), raw precision."""
+    ordered = sorted(times)
+
+    def pct(q: float) -> float:
+        pos = q * (len(ordered) - 1)
+        lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+        return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+    return {"median_ms": pct(0.5), "p20_ms": pct(0.2), "p80_ms": pct(0.8), "calls": len(ordered)}
+
+
+def spread(a: dict, b: dict) -> float:
+    return ((a["p80_ms"] - a["p20_ms"]) / a["median_ms"] + (b["p80_ms"] - b["p20_ms"]) / b["median_ms"]) / 2
+
+
+@dataclass
+class BenchResult:
+    check: Verdict
+    timed: bool = False
+    note: str = ""
+    timings: dict = field(default_factory=dict)
+    speedup: float | None = None
+    speedup_vs_compile: float | None = None
+    faster: bool = False
+    faster_than_compile: bool = False
+    roofline: dict = field(default_factory=dict)
+    suspicious: list[str] = field(default_factory=list)
+    failure: Failure | None = None
+    context: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        if not self.check.passed or self.failure is not None:
+            return "fail"
+        return "suspicious" if self.suspicious else "pass"
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    def to_dict(self) -> dict:
+        failure = self.check.failure or self.failure
+        return {"status": self.status, "timed": self.timed, "note": self.note,
+                "failure": failure.to_dict() if failure else None, "check": self.check.to_dict(),
+                "timings": self.timings, "speedup": self.speedup, "speedup_vs_compile": self.speedup_vs_compile,
+                "faster": self.faster, "faster_than_compile": self.faster_than_compile, "roofline": self.roofline,
+                "suspicious": self.suspicious, "context": self.context}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def _driver() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def bench_file(path: str | Path, task: FusionTask | None = None, timeout: float = 300.0,
+               device: str | None = None) -> BenchResult:
+    """Check, then (on a GPU) time eager, torch.compile and the Triton wrapper at the bench shape."""
+    device = device or default_device()
+    verdict = check_file(path, task=task, device=device, timeout=timeout)
+    result = BenchResult(check=verdict)
+    if not verdict.passed:
+        return result
+    if device != "cuda":
+        result.note = "not timed: timing needs a CUDA GPU (the check ran on the CPU through Triton's interpreter)"
+        return result
+    kf = kernelfile.parse(path)
+    if task is None and kf.task is not None:
+        task = FusionTask.from_dict(kf.task)
+    sets = input_sets(task, device, seeds=2)
+    bench_sets = [s for s in sets if s["label"].startswith("bench")] or sets
+    seeds = [bench_sets[0]["seed"], bench_sets[0]["seed"] + 1]
+    with tempfile.TemporaryDirectory(prefix="fusionforge-bench-") as scratch:
+        request = {"file": str(Path(path).resolve()), "task": task.to_dict() if task else None,
+                   "dims": bench_sets[0].get("dims"), "seeds": seeds, "out_dir": scratch}
+        raw, returncode, tail = run_child("fusionforge.bench.timer", request, Path(scratch), "cuda", timeout)
+    if raw is None:
+        result.failure = Failure("runtime", "Harness", f"the timing run failed (exit {returncode}): "
+                                 f"{tail.strip().splitlines()[-1] if tail.strip() else 'no output'}",
+                                 "The benchmark process could not time the file.",
+                                 "Run `fusionforge bench` again; if it fails again, report it with the file.")
+        return result
+    return judge(result, raw, task, roofline.device_rates())
+
+
+def judge(result: BenchResult, raw: dict, task: FusionTask | None, rates: dict) -> BenchResult:
+    """Turn raw timings into the speed verdict, roofline fractions and analysis (pure: testable on CPU)."""
+    result.timed = True
+    stats = {name: summarize(raw["times_ms"][name]) for name in CONTENDERS}
+    wall = {name: summarize(raw["wall_ms"][name])["median_ms"] for name in CONTENDERS}
+    result.timings = {name: {**stats[name], "wall_median_ms": wall[name]} for name in CONTENDERS}
+    eager, compiled, triton_ = stats["eager"], stats["compile"], stats["triton"]
+    result.speedup = eager["median_ms"] / triton_["median_ms"]
+    result.speedup_vs_compile = compiled["median_ms"] / triton_["median_ms"]
+    result.faster = result.speedup - 1 > spread(eager, triton_)
+    result.faster_than_compile = result.speedup_vs_compile - 1 > spread(compiled, triton_)
+
+    if task is not None:
+        dims = raw.get("dims") or task.shapes["bench"][0]
+        cost = task.cost(dims)
+        nbytes, flops, dtype = cost["bytes"], cost["flops"], task.dtype
+    else:
+        nbytes, flops, dtype = raw["bytes_io"], raw["flops_counted"], raw["dtype"]
+    floor = roofline.floor_ms(nbytes, flops, dtype, rates)
+    result.roofline = {"bytes": nbytes, "flops": flops, "floor_ms": floor, "dtype": dtype,
+                       "copy_GBs": rates["copy_GBs"], "matmul_TFLOPs": rates[f"matmul_TFLOPs_{dtype}"],
+                       **{f"{n}_fraction_of_floor": floor / stats[n]["median_ms"] for n in CONTENDERS},
+                       "triton_GBs": nbytes / triton_["median_ms"] / 1e6,
+                       "triton_TFLOPs": flops / triton_["median_ms"] / 1e9}
+
+    if raw.get("tampered"):
+        result.suspicious.append(f"timing functions were patched by the candidate: {', '.join(raw['tampered'])}")
+    if triton_["median_ms"] < 0.95 * floor:
+        result.suspicious.append(f"Triton's median {triton_['median_ms']:.4f} ms is under the roofline floor "
+                                 f"{floor:.4f} ms: past physics")
+    hidden = wall["triton"] > 2 * triton_["median_ms"] + 0.05
+    if hidden:
+        result.suspicious.append(f"the wall clock sees {wall['triton']:.4f} ms per call against "
+                                 f"{triton_['median_ms']:.4f} ms by events: work escapes the timed stream")
+    if result.speedup > SUSPICIOUS_SPEEDUP and not result.suspicious:
+        result.note = (f"speedup {result.speedup:.1f}x is over {SUSPICIOUS_SPEEDUP:g}x; the wall-clock re-check "
+                       f"({wall['eager']:.4f} vs {wall['triton']:.4f} ms) and the floor confirm it")
+    result.context = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": raw.get("device"), "driver": _driver(), "torch": raw.get("torch"), "triton": raw.get("triton"),
+        "timer": "CUDA events on the current stream, joined with the candidate's streams; L2 flushed before "
+                 "each call; contenders interleaved in rounds",
+        "flush_bytes": raw["flush_bytes"], "l2_bytes": raw["l2_bytes"], "calls": raw["calls"],
+        "compile_seconds": raw["compile_seconds"], "launches_per_call": raw["launches_per_call"],
+        "kernels": raw["kernels"], "side_streams": raw["side_streams"], "rates": rates["device_key"],
+    }
+    if not result.faster and not result.suspicious:
+        result.failure = slower_failure(result, raw)
+    return result
+
+
+def slower_failure(result: BenchResult, raw: dict) -> Failure:
+    """Correct but not faster: what bound the kernel, and what to change."""
+    t, e, r = result.timings["triton"], result.timings["eager"], result.roofline
+    kernels = "; ".join(f"{name}: {k['registers']} registers, {k['spills']} spills, {k['shared_bytes']} B shared, "
+                        f"{k['num_warps']} warps, {k['num_stages']} stages" for name, k in raw["kernels"].items())
+    bound = "compute" if r["flops"] and r["flops"] / r["matmul_TFLOPs"] / 1e9 >= r["bytes"] / r["copy_GBs"] / 1e6 \
+        else "memory"
+    cause = (f"Correct but not faster: Triton {t['median_ms']:.4f} ms vs eager {e['median_ms']:.4f} ms (speedup "
+             f"{result.speedup:.3f}, inside the measured spread). The task is {bound}-bound: {r['bytes'] / 1e6:.1f} MB "
+             f"and {r['flops'] / 1e9:.2f} GFLOP, floor {r['floor_ms']:.4f} ms; Triton reaches "
+             f"{r['triton_fraction_of_floor']:.0%} of the floor, eager {r['eager_fraction_of_floor']:.0%}. "
+             f"{raw['launches_per_call']} kernel launch(es) per call. {kernels or 'no resource data'}.")
+    fixes = []
+    if raw["launches_per_call"] > 1:
+        fixes.append(f"fuse the {raw['launches_per_call']} launches into one pass so intermediates stay on chip")
+    if any((k.get("spills") or 0) > 0 for k in raw["kernels"].values()):
+        fixes.append("cut register pressure (smaller tiles or more warps): the kernel spills to local memory")
+    if bound == "memory":
+        fixes.append("read each input once with wide contiguous blocks (BLOCK >= 1024 elements, 4-8 warps), "
+                     "enough programs to fill every SM, fp32 math in registers and one store")
+    else:
+        fixes.append("use Hopper-sized tl.dot tiles (128x128x64 or 128x256x64, num_stages 3-4, 8 warps) with "
+                     "grouped tile order, and keep the epilogue fused")
+    if r["eager_fraction_of_floor"] > 0.8:
+        fixes.append("eager already runs near the floor: only removing memory traffic (fusion) can win here")
+    return Failure("slower", "Triton", f"Triton is not faster than PyTorch: {result.speedup:.3f}x "
+                   f"({t['median_ms']:.4f} ms vs {e['median_ms']:.4f} ms)", cause, "; ".join(fixes).capitalize() + ".")
+
+
+def render_report(result: BenchResult, attempt: int = 1, fancy: bool | None = None) -> str:
+    """The seed's FINAL TEST REPORT, then torch.compile and the roofline; or the failure analysis."""
+    fancy = use_symbols() if fancy is None else fancy
+    ok, bad = symbol("ok", fancy), symbol("fail", fancy)
+    failure = result.check.failure
+    py_ok = failure is None or failure.implementation not in ("PyTorch", "Both")
+    tr_ok = failure is None or failure.implementation not in ("Triton", "Both", "Harness")
+    lines = [RULE, f"FINAL TEST REPORT - ATTEMPT {attempt}", RULE,
+             f"PyTorch Implementation: {ok + ' SUCCESS' if py_ok else bad + ' FAILED'}",
+             f"Triton Implementation:  {ok + ' SUCCESS' if tr_ok else bad + ' FAILED'}", ""]
+    if failure is not None:
+        return "\n".join(lines + [render_failure(failure, attempt, fancy)])
+    if result.failure is not None and not result.timed:
+        return "\n".join(lines + [render_failure(result.failure, attempt, fancy)])
+    if not result.timed:
+        done = symbol("done", fancy)
+        lines += ["PyTorch Time: not timed (timing needs a CUDA GPU)", "Triton Time:  not timed", "", result.note,
+                  f"{done} SUCCESS: Both implementations completed successfully! (verified, not timed)"]
+        return "\n".join(lines)
+    t = result.timings
+    for label, name in (("PyTorch Time:", "eager"), ("Triton Time: ", "triton")):
+        total = t[name]["median_ms"] * t[name]["calls"] / 1e3
+        lines.append(f"{label} {total:.4f}s ({t[name]['median_ms']:.2f}ms per run)")
+    word = f"{result.speedup:.2f}x FASTER" if result.speedup >= 1 else f"{1 / result.speedup:.2f}x SLOWER"
+    lines += ["", f"{symbol('win', fancy)} RESULT: Triton is {word} than PyTorch"]
+    c, r = t["compile"], result.roofline
+    lines += [f"torch.compile Time: {c['median_ms'] * c['calls'] / 1e3:.4f}s ({c['median_ms']:.2f}ms per run; "
+              f"compiled in {result.context['compile_seconds']:.1f}s); Triton vs torch.compile: "
+              f"{result.speedup_vs_compile:.2f}x",
+              f"Roofline floor {r['floor_ms']:.3f}ms ({r['bytes'] / 1e6:.1f} MB, {r['flops'] / 1e9:.1f} GFLOP): "
+              f"eager {r['eager_fraction_of_floor']:.0%}, torch.compile {r['compile_fraction_of_floor']:.0%}, "
+              f"Triton {r['triton_fraction_of_floor']:.0%} of the floor", ""]
+    if result.suspicious:
+        lines += [f"{bad} SUSPICIOUS: " + "; ".join(result.suspicious), "Not counted as a success; re-check it."]
+    elif result.failure:
+        lines.append(render_failure(result.failure, attempt, fancy))
+    else:
+        if result.note:
+            lines.append(result.note)
+        lines.append(f"{symbol('done', fancy)} SUCCESS: Both implementations completed successfully!")
+    return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""Running candidate code in a child process: its own process group, a timeout, captured output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+OUTPUT_CAP = 16 * 1024  # bytes of the candidate's stdout/stderr kept
+
+
+def _tail(path: Path) -> str:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - OUTPUT_CAP))
+        return f.read().decode("utf-8", errors="replace")
+
+
+def run_child(module: str, request: dict, scratch: Path, device: str,
+              timeout: float) -> tuple[dict | None, int | None, str]:
+    """Run ``python -m module REQUEST`` in a fresh process group; (result, returncode or None on timeout, tail).
+
+    The child writes ``result.json`` into ``scratch``; the whole group is killed when it ends or times out.
+    """
+    request_path = scratch / "request.json"
+    request_path.write_text(json.dumps(request))
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if device == "cpu":
+        env["TRITON_INTERPRET"] = "1"
+    else:
+        env.pop("TRITON_INTERPRET", None)
+    log = scratch / "output.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", module, str(request_path)],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=scratch, start_new_session=True)
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+    result_path = scratch / "result.json"
+    result = json.loads(result_path.read_text()) if returncode == 0 and result_path.exists() else None
+    return result, returncode, _tail(log)

@@ -1,0 +1,127 @@
+"""The benchmark's verdict, statistics and report (pure logic, CPU) and its CPU path (not timed)."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from fusionforge.bench import render_report
+from fusionforge.bench.benchmark import BenchResult, judge, spread, summarize
+from fusionforge.bench.roofline import floor_ms
+from fusionforge.cli import main
+from fusionforge.verify import Verdict
+
+FIXTURES = Path(__file__).parent / "fixtures"
+RATES = {"device_key": "test", "copy_GBs": 3000.0, "matmul_TFLOPs_float16": 700.0,
+         "matmul_TFLOPs_bfloat16": 700.0, "matmul_TFLOPs_float32": 50.0}
+
+
+def raw(eager: float, compiled: float, triton: float, jitter: float = 0.01, wall_extra: float = 0.01,
+        nbytes: int = 268_435_456, flops: int = 0, **extra) -> dict:
+    rng = random.Random(0)
+
+    def draw(ms):
+        return [ms * (1 + rng.uniform(-jitter, jitter)) for _ in range(200)]
+
+    return {"times_ms": {"eager": draw(eager), "compile": draw(compiled), "triton": draw(triton)},
+            "wall_ms": {"eager": [eager + wall_extra] * 20, "compile": [compiled + wall_extra] * 20,
+                        "triton": [triton + wall_extra] * 20},
+            "bytes_io": nbytes, "flops_counted": flops, "dtype": "float16", "calls": 200, "flush_bytes": 2**28,
+            "l2_bytes": 50 * 2**20, "compile_seconds": 3.0, "launches_per_call": 1, "side_streams": 0,
+            "kernels": {"fused_kernel_triton": {"registers": 32, "spills": 0, "shared_bytes": 0, "num_warps": 4,
+                                                "num_stages": 3}},
+            "tampered": [], "device": "test GPU", **extra}
+
+
+def result() -> BenchResult:
+    return BenchResult(check=Verdict(file="f.py", device="cuda"))
+
+
+def test_summarize_gives_median_and_percentiles():
+    s = summarize([float(v) for v in range(1, 102)])
+    assert s["median_ms"] == 51 and s["p20_ms"] == 21 and s["p80_ms"] == 81 and s["calls"] == 101
+
+
+def test_floor_is_the_larger_of_memory_and_compute():
+    assert floor_ms(3e9, 0, "float16", RATES) == pytest.approx(1.0)
+    assert floor_ms(3e6, 7e11, "float16", RATES) == pytest.approx(1.0)
+    assert floor_ms(3e6, 5e10, "float32", RATES) == pytest.approx(1.0)
+
+
+def test_faster_when_speedup_exceeds_the_spread():
+    r = judge(result(), raw(eager=0.36, compiled=0.11, triton=0.10), None, RATES)
+    assert r.passed and r.faster and r.faster_than_compile and r.failure is None
+    assert r.speedup == pytest.approx(3.6, rel=0.02)
+    assert r.roofline["triton_fraction_of_floor"] == pytest.approx(0.0894 / 0.10, rel=0.02)
+
+
+def test_inside_the_spread_is_slower():
+    r = judge(result(), raw(eager=0.100, compiled=0.09, triton=0.099, jitter=0.05), None, RATES)
+    assert not r.faster and r.status == "fail" and r.failure.category == "slower"
+    assert "memory-bound" in r.failure.root_cause and "1 kernel launch" in r.failure.root_cause
+    assert r.failure.planned_fix
+
+
+def test_slower_analysis_names_launches_and_spills():
+    data = raw(eager=0.2, compiled=0.1, triton=0.4, launches_per_call=3)
+    data["kernels"]["fused_kernel_triton"]["spills"] = 12
+    r = judge(result(), data, None, RATES)
+    assert r.failure.category == "slower"
+    assert "fuse the 3 launches" in r.failure.planned_fix.lower() and "spills" in r.failure.planned_fix
+
+
+def test_under_the_floor_is_suspicious():
+    r = judge(result(), raw(eager=0.36, compiled=0.11, triton=0.05), None, RATES)
+    assert r.status == "suspicious" and any("past physics" in s for s in r.suspicious)
+
+
+def test_work_outside_the_timed_stream_is_suspicious():
+    r = judge(result(), raw(eager=0.36, compiled=0.11, triton=0.10, wall_extra=0.5), None, RATES)
+    assert r.status == "suspicious" and any("escapes the timed stream" in s for s in r.suspicious)
+
+
+def test_patched_timers_are_suspicious():
+    r = judge(result(), raw(eager=0.36, compiled=0.11, triton=0.10, tampered=["torch.cuda.Event.elapsed_time"]),
+              None, RATES)
+    assert r.status == "suspicious"
+
+
+def test_over_ten_x_needs_the_wall_clock_recheck():
+    confirmed = judge(result(), raw(eager=1.2, compiled=0.11, triton=0.1), None, RATES)
+    assert confirmed.passed and "confirm" in confirmed.note
+    hidden = judge(result(), raw(eager=1.2, compiled=0.11, triton=0.1, wall_extra=0.4), None, RATES)
+    assert hidden.status == "suspicious"
+
+
+def test_report_has_the_seed_layout():
+    r = judge(result(), raw(eager=0.36, compiled=0.11, triton=0.10, jitter=0.0), None, RATES)
+    text = render_report(r, attempt=2, fancy=True)
+    assert "FINAL TEST REPORT - ATTEMPT 2" in text
+    assert "PyTorch Implementation: ✓ SUCCESS" in text and "Triton Implementation:  ✓ SUCCESS" in text
+    assert "PyTorch Time: 0.0720s (0.36ms per run)" in text and "Triton Time:  0.0200s (0.10ms per run)" in text
+    assert "🏆 RESULT: Triton is 3.60x FASTER than PyTorch" in text
+    assert "torch.compile" in text and "of the floor" in text
+    assert "✅ SUCCESS: Both implementations completed successfully!" in text
+    assert render_report(r, fancy=False).isascii()
+    as_json = json.loads(r.to_json())
+    assert as_json["timings"]["triton"]["p20_ms"] <= as_json["timings"]["triton"]["median_ms"]
+    assert as_json["context"]["flush_bytes"] == 2**28 and as_json["context"]["calls"] == 200
+
+
+def test_spread_is_the_mean_relative_band():
+    a = {"median_ms": 1.0, "p20_ms": 0.9, "p80_ms": 1.1}
+    assert spread(a, a) == pytest.approx(0.2)
+
+
+def test_bench_on_cpu_verifies_and_says_not_timed(capsys):
+    assert main(["bench", str(FIXTURES / "bench" / "slow_but_correct.py"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "pass" and out["timed"] is False and "timing needs a CUDA GPU" in out["note"]
+    assert out["timings"] == {} and out["speedup"] is None
+
+
+def test_bench_of_a_wrong_kernel_fails(capsys):
+    assert main(["bench", str(FIXTURES / "bad" / "mismatch_sigmoid_not_gelu.py")]) == 1
+    out = capsys.readouterr().out
+    assert "Triton Implementation:  " in out and "FAILURE ANALYSIS - ATTEMPT 1" in out
