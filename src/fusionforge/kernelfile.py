@@ -192,9 +192,7 @@ def attempt_number(path: str | Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-HEADER = '''import time
-
-import torch
+HEADER = '''import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
