@@ -78,3 +78,11 @@ def test_no_color_gives_ascii(capsys, monkeypatch, tmp_path):
     assert main(["check", str(bad)]) == 1
     out = capsys.readouterr().out
     assert out.isascii() and "[FAIL] FAILURE: mismatch" in out
+
+
+def test_wrapper_must_return_a_plain_tensor(tmp_path):
+    path = tmp_path / "004_fused_kernels.py"
+    path.write_text(GOOD.read_text().replace("    return out\n# </TRITON>", "    return (out,)\n# </TRITON>"))
+    failure = check_file(path).failure
+    assert failure.category == "dtype" and "not a torch.Tensor" in failure.message
+    assert failure.line is not None

@@ -108,9 +108,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from fusionforge.verify import check_file
     from fusionforge.verify.verdict import render_check
 
-    path = Path(args.file)
-    if not path.is_file():
-        raise UsageError(f"no such file: {args.file}")
+    path = _kernel_file(args.file)
     task = _read_task(args.task)
     if args.device == "cuda":
         import torch
@@ -125,11 +123,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from fusionforge.bench import bench_file, render_report
 
-    path = Path(args.file)
-    if not path.is_file():
-        raise UsageError(f"no such file: {args.file}")
-    task = _read_task(args.task)
-    result = bench_file(path, task=task, timeout=args.timeout)
+    path = _kernel_file(args.file)
+    result = bench_file(path, task=_read_task(args.task), timeout=args.timeout)
     print(result.to_json() if args.json else render_report(result))
     return EXIT_OK if result.passed else EXIT_FAIL
 
@@ -152,6 +147,21 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ops", help="force a chain, e.g. linear_bias,add:col,gelu,layer_norm")
     p.add_argument("--out", metavar="FILE", help="also write the task JSON (a list when --count > 1)")
     p.add_argument("--json", action="store_true", help="print the task spec as JSON")
+
+
+def _add_file_options(p: argparse.ArgumentParser, json_help: str, timeout_help: str) -> None:
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help=timeout_help)
+    p.add_argument("--task", metavar="TASK.json", help="the task that was handed out (default: the file's own "
+                   "TASK, else its get_inputs)")
+
+
+def _kernel_file(name: str) -> Path:
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"no such file: {name}")
+    return path
 
 
 def _positive_int(text: str) -> int:
@@ -179,15 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run FILE in an isolated child process and judge its Triton kernel: format, "
                        "compilation, execution, shape, dtype, values against a float64 reference, and the "
                        "defences against cheating. Exit 0 pass, 1 fail, 2 usage error.")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--json", action="store_true", help="print the verdict as JSON")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="kill the candidate after this long (default 300)")
+    _add_file_options(p, "print the verdict as JSON", "kill the candidate after this long (default 300)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is present, else cpu "
                    "(Triton's interpreter, test shapes only)")
     p.add_argument("--seeds", type=_positive_int, default=3, help="input draws for files without a TASK")
-    p.add_argument("--task", metavar="TASK.json", help="check against this task (the one handed out) instead "
-                   "of the file's own TASK")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("bench", help="check, then time a kernel file against PyTorch eager and torch.compile",
@@ -195,11 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "Triton wrapper at the bench shape in one isolated process, and judge the speed with a "
                        "roofline. Without a GPU it checks and records 'not timed'. Exit 0 correct and faster "
                        "(or verified, not timed), 1 fail, slower or suspicious, 2 usage error.")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--json", action="store_true", help="print every raw figure and the context as JSON")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="limit for the check and for the timing run (default 300)")
-    p.add_argument("--task", metavar="TASK.json", help="the task handed out (else the file's own TASK)")
+    _add_file_options(p, "print every raw figure and the context as JSON",
+                      "limit for the check and for the timing run (default 300)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

@@ -146,6 +146,13 @@ def dtype_failure(got: str, expected: str, implementation: str, input_set: str) 
                    "with .to(out_ptr.dtype.element_ty).", None, input_set)
 
 
+def not_a_tensor(implementation: str, got: str | None, input_set: str) -> Failure:
+    function = "fused_kernel_pytorch" if implementation == "PyTorch" else "fused_kernel_triton_wrapper"
+    return Failure("dtype", implementation, f"{function} returned {got}, not a torch.Tensor",
+                   f"{function} must return one plain torch.Tensor (not a subclass, a tuple or another object).",
+                   "Return the output tensor itself.", None, input_set)
+
+
 def nan_failure(count: int, unwritten: int, index, value, ref_value, implementation: str,
                 input_set: str) -> Failure:
     if unwritten:

@@ -227,11 +227,7 @@ class _Run:
         if self.task is not None:
             mine = _load(record.get("pytorch"))
             if mine is None:
-                pytorch_failure = analysis.mismatch_failure(
-                    {"max_abs_err": float("nan"), "max_abs_index": [], "value": float("nan"),
-                     "expected": float("nan"), "rel_err": float("nan"), "tolerance": 0.0, "bad_fraction": 1.0},
-                    "PyTorch", label, context)
-                pytorch_failure.message = f"fused_kernel_pytorch returned {record['pytorch'].get('type')}, not a tensor"
+                pytorch_failure = analysis.not_a_tensor("PyTorch", record["pytorch"].get("type"), label)
             else:
                 stats = compare(mine, ref, own, dtype)
                 if not stats["passed"]:
@@ -240,10 +236,7 @@ class _Run:
         for key, second in (("triton", False), ("triton_again", True)):
             out = _load(record.get(key))
             if out is None:
-                failure = analysis.Failure(
-                    "dtype", "Triton", f"the wrapper returned {record.get(key, {}).get('type')}, not a torch.Tensor",
-                    "The wrapper must return a plain torch.Tensor (not a subclass, tuple or other object).",
-                    "Return the output tensor the kernel wrote.", None, label)
+                failure = analysis.not_a_tensor("Triton", record.get(key, {}).get("type"), label)
                 return _both(failure, pytorch_failure)
             stats = compare(out, ref, own, dtype)
             if not second:
