@@ -15,7 +15,7 @@ TRITON_PATTERNS = [
     (r"arange's range must be a power of 2|must be a power of 2",
      "Triton-specific: a block size (tl.arange range or tensor shape) is not a power of two.",
      "Round block sizes up with triton.next_power_of_2(n) and mask the tail lanes (mask = offsets < n)."),
-    (r"constexpr|is not a constant|must be a compile-time",
+    (r"must be (of type )?(a )?(tl\.)?constexpr|is not a constexpr|non-constexpr|must be a compile-time",
      "Triton-specific: a runtime value is used where a compile-time constant (tl.constexpr) is needed, "
      "e.g. as a shape in tl.arange or tl.zeros.",
      "Declare that argument as `NAME: tl.constexpr` (UPPER_CASE) and pass it as a keyword at launch."),
@@ -88,10 +88,23 @@ def import_failure(error: dict, line: int | None) -> Failure:
                    "Keep module-level code to imports, constants and definitions; move work into functions.", line)
 
 
+def compile_core(message: str) -> tuple[str, str | None]:
+    """Triton's CompilationError quotes the kernel source with a caret under the fault: (error, source line)."""
+    lines = message.splitlines()
+    for k, line in enumerate(lines):
+        if line.strip() and set(line.strip()) == {"^"}:
+            return "\n".join(lines[k + 1:]).strip(), lines[k - 1].strip() if k else None
+    return message, None
+
+
 def error_failure(error: dict, implementation: str, line: int | None, input_set: str, compile_error: bool) -> Failure:
     message = f"{error['type']}: {error['message']}".strip()
     text = " ".join([message, *error.get("causes", [])])
     if compile_error:
+        core, source = compile_core(error["message"])
+        if source:
+            message = f"{error['type']}: {core} (at `{source}`)"
+            text = " ".join([core, *error.get("causes", [])])
         cause, fix = _match(TRITON_PATTERNS, text, (
             f"Triton could not compile the kernel: {message}.",
             "Fix the kernel at the reported line; only triton.language operations on block-shaped values "
