@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 
 from fusionforge import __version__
-from fusionforge.tasks import DIFFICULTIES, DTYPES, FusionTask, TaskError, TaskGenerator
+from fusionforge.tasks import DIFFICULTIES, DTYPES, FusionTask, TaskError, TaskGenerator, step_label
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+PROG = "fusionforge"
 
 
 class UsageError(Exception):
@@ -59,10 +60,9 @@ def render_task(task: FusionTask) -> str:
     labels = []
     prev = tuple(task.inputs[0].shape)
     for k, (step, shape) in enumerate(zip(task.steps, shapes)):
-        op = catalog.get(step.op)
-        label = op.describe(step.params)
-        if op.family is catalog.Family.BINARY:
-            label = f"{op.name} {catalog.operand_text(step.params['operand'])} {step.inputs[0]}"
+        label = step_label(step)
+        if catalog.get(step.op).family is catalog.Family.BINARY:
+            label += f" {step.inputs[0]}"
         change = _fmt_shape(shape) if shape == prev else f"{_fmt_shape(prev)} -> {_fmt_shape(shape)}"
         labels.append((f"{k + 1}. {label}", change, body[k]))
         prev = shape
@@ -129,6 +129,25 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK if result.passed else EXIT_FAIL
 
 
+def _cmd_implement(args: argparse.Namespace) -> int:
+    from fusionforge.implement import UnsupportedTask, generate
+    from fusionforge.kernelfile import next_free_path
+
+    task = _read_task(args.task)
+    try:
+        source = generate(task)
+    except UnsupportedTask as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    out = Path(args.output) if args.output else next_free_path(Path.cwd())
+    try:
+        out.write_text(source)
+    except OSError as e:
+        raise UsageError(f"cannot write {out}: {e.strerror}") from None
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
 def _read_task(path: str | None) -> FusionTask | None:
     if not path:
         return None
@@ -173,7 +192,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="fusionforge",
+        prog=PROG,
         description="Generate fusion tasks, implement them in PyTorch and Triton, verify, benchmark, "
                     "and keep the kernels that are correct and faster.")
     parser.add_argument("--version", action="version", version=f"fusionforge {__version__}")
@@ -203,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_file_options(p, "print every raw figure and the context as JSON",
                       "limit for the check and for the timing run (default 300)")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("implement", help="write a kernel file for a task with the built-in code generator",
+                       description="Render TASK.json as a complete kernel file in the seed format (PyTorch function, "
+                       "Triton kernel and wrapper, TEST section, main block). Exit 0 written, 1 no plan for this "
+                       "chain yet, 2 usage error.")
+    p.add_argument("task", metavar="TASK.json")
+    p.add_argument("-o", "--output", metavar="FILE", help="default: the next free NNN_fused_kernels.py here")
+    p.set_defaults(func=_cmd_implement)
     return parser
 
 

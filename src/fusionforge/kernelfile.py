@@ -186,6 +186,12 @@ def parse(path: str | Path) -> KernelFile:
     return kf
 
 
+def next_free_path(folder: Path) -> Path:
+    """``NNN_fused_kernels.py`` with the next number after the highest one in ``folder`` (at least 3 digits)."""
+    numbers = [n for p in folder.glob("*_fused_kernels.py") if (n := attempt_number(p)) is not None]
+    return folder / f"{max(numbers, default=0) + 1:03d}_fused_kernels.py"
+
+
 def attempt_number(path: str | Path) -> int | None:
     """NNN of ``NNN_fused_kernels.py``, or None for another name."""
     m = FILE_NAME.match(Path(path).name)

@@ -509,15 +509,16 @@ def probe_dims(task: FusionTask) -> dict[str, int]:
     return {k: (test[k] if k in shrink else v) for k, v in bench.items()}
 
 
+def step_label(step: Step) -> str:
+    """A step in words: "gelu (erf)", "add a per-column vector", "softmax over the last dim"."""
+    op = catalog.get(step.op)
+    if op.family is Family.BINARY:
+        return f"{op.name} {catalog.operand_text(step.params['operand'])}"
+    return op.describe(step.params)
+
+
 def describe(task: FusionTask) -> str:
-    parts = []
-    for step in task.steps:
-        op = catalog.get(step.op)
-        text = op.describe(step.params)
-        if op.family is Family.BINARY:
-            text = f"{op.name} {catalog.operand_text(step.params['operand'])}"
-        parts.append(text)
-    return " -> ".join(parts) + f" ({task.dtype})"
+    return " -> ".join(step_label(s) for s in task.steps) + f" ({task.dtype})"
 
 
 def signature(task: FusionTask) -> str:
