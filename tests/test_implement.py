@@ -50,6 +50,30 @@ def test_row_plan_passes_the_checker(tmp_path, ops):
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
+MATMUL_CHAINS = ["linear_bias,relu", "linear,add:col,gelu", "matmul,mul:row,tanh", "bmm,add:full",
+                 "linear_bias,gelu,layer_norm", "matmul,softmax", "linear,relu,sum,sqrt", "bmm,rms_norm"]
+TWO_REDUCTION_CHAINS = ["sum,sum", "relu,mean,max", "square,sum,sqrt,logsumexp", "exp,logsumexp,add:col,var",
+                        "mul:col,var,l2norm,add:scalar", "abs,min,min"]
+
+
+HARD_CASES = [(ops, ("float32", "float16", "bfloat16")[k % 3])
+              for k, ops in enumerate(MATMUL_CHAINS + TWO_REDUCTION_CHAINS)]
+
+
+@pytest.mark.parametrize("ops, dtype", HARD_CASES)
+def test_hard_plans_pass_the_checker(tmp_path, ops, dtype):
+    task = GEN.generate(2, dtype=dtype, ops=ops)
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
+def test_fp32_matmul_keeps_fp32_accuracy():
+    source = generate(GEN.generate(2, dtype="float32", ops="linear,relu"))
+    assert 'input_precision="ieee"' in source
+
+
 def _sampled(op: str, rank: int) -> FusionTask:
     return next(t for t in (GEN.generate(s, difficulty="medium") for s in range(2000))
                 if len(t.inputs[0].shape) == rank and any(step.op == op for step in t.steps))
@@ -79,8 +103,8 @@ def test_generated_file_runs_on_its_own(tmp_path):
 
 
 def test_chains_without_a_plan_say_so(tmp_path, capsys):
-    task = GEN.generate(0, ops="linear,relu")
-    with pytest.raises(UnsupportedTask, match="no plan yet for chains with a matmul root"):
+    task = GEN.generate(0, ops="relu,softmax,max,sum")
+    with pytest.raises(UnsupportedTask, match="no plan yet for chains with several normalizations"):
         generate(task)
     path = tmp_path / "task.json"
     path.write_text(task.to_json())

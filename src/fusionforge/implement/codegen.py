@@ -15,14 +15,20 @@ Plans so far:
   fused, operands indexed per lane or once per program. Group norm's rows are one group of one
   sample. Rows longer than MAX_ROW_BLOCK need a looped variant, not written yet.
 
-Matmul roots and chains with several reductions raise UnsupportedTask naming the missing plan.
-Generation is deterministic: the same task gives the same file.
+* matmul: a tiled tl.dot kernel (fp32 accumulation; ``input_precision="ieee"`` for float32 tasks;
+  grouped tile order) with the pointwise epilogue fused, autotuned over Hopper-sized tiles on a GPU;
+  a reduction or normalization after it runs as a second kernel of the row plan over the output.
+* two_reductions: [B, M, N] reduced over N, then over M (hard tasks): one program per batch walks
+  tiles of its rows and combines the second reduction across tiles.
+
+Other chains (a normalization among several reductions, forced by hand) raise UnsupportedTask naming
+the missing plan. Generation is deterministic: the same task gives the same file.
 """
 
 from __future__ import annotations
 
 import pprint
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fusionforge import ops as catalog
 from fusionforge.kernelfile import render
@@ -43,18 +49,20 @@ def plan_of(task: FusionTask) -> str:
     if set(families) <= {Family.UNARY, Family.BINARY}:
         return "pointwise"
     rows = [f for f in families if f in (Family.REDUCTION, Family.NORM)]
-    if Family.MATMUL not in families and len(rows) == 1:
-        return "row"
-    what = "a matmul root" if Family.MATMUL in families else "several reductions"
-    raise UnsupportedTask(f"the built-in code generator has no plan yet for chains with {what} "
-                          f"(task {task.id}: {task.description})")
+    if len(rows) <= 1:
+        return "matmul" if families[0] is Family.MATMUL else "row"
+    if rows == [Family.REDUCTION, Family.REDUCTION] and Family.MATMUL not in families:
+        return "two_reductions"
+    raise UnsupportedTask(f"the built-in code generator has no plan yet for chains with several normalizations "
+                          f"or reductions beyond two (task {task.id}: {task.description})")
 
 
 def generate(task: FusionTask, attempt: int = 1) -> str:
     """The complete kernel file (seed format) implementing ``task``."""
     plan = plan_of(task)
     python = "TASK = " + pprint.pformat(task.to_dict(), width=110, sort_dicts=False) + "\n\n\n" + task.pytorch_source()
-    triton_section = {"pointwise": _pointwise, "row": _row}[plan](task)
+    plans = {"pointwise": _pointwise, "row": _row, "matmul": _matmul, "two_reductions": _two_reductions}
+    triton_section = plans[plan](task)
     return render(task.description, python, triton_section, _get_inputs(task), attempt)
 
 
@@ -68,12 +76,13 @@ class Layout:
 
     index: dict[str, str]
     per_program: frozenset = frozenset()
+    mask: str = "mask"
 
     def load(self, name: str, layout: str, other: str = "0.0") -> str:
         index = self.index[layout]
         if layout in self.per_program:
             return f"{name} = tl.load({name}_ptr + {index}).to(tl.float32)"
-        return f"{name} = tl.load({name}_ptr + {index}, mask=mask, other={other}).to(tl.float32)"
+        return f"{name} = tl.load({name}_ptr + {index}, mask={self.mask}, other={other}).to(tl.float32)"
 
 
 def _emit_pointwise(k: int, step: Step, by_name: dict[str, InputSpec], layout: Layout) -> list[str]:
@@ -191,11 +200,23 @@ def _row_geometry(task: FusionTask, step: Step) -> tuple[str, Layout, str]:
 
 
 def _row(task: FusionTask) -> str:
+    kernel, launch = _row_kernel(task, "fused_kernel_triton", "x")
+    wrapper = "\n".join([f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):", *_contiguous(task),
+                         *launch, "    return out"])
+    return kernel + "\n\n\n" + wrapper + "\n"
+
+
+def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str]]:
+    """The row kernel for ``task`` (first op: none or pointwise; then one row op) reading ``source``.
+
+    Returns the kernel's source and the wrapper lines that allocate ``out`` and launch it.
+    """
     by_name = {i.name: i for i in task.inputs}
     k_row = next(k for k, s in enumerate(task.steps) if catalog.get(s.op).family in (Family.REDUCTION, Family.NORM))
     row_step, row_op = task.steps[k_row], catalog.get(task.steps[k_row].op)
     rank = len(task.inputs[0].shape)
     row_len, layout, geometry = _row_geometry(task, row_step)
+    row_len = row_len.replace("x.", f"{source}.")
     reduces = row_op.family is Family.REDUCTION
     after = Layout({"col": "row % n_chan", "row": "row // n_chan", "full": "row"},
                    frozenset({"col", "row", "full"})) if reduces else layout
@@ -227,7 +248,7 @@ def _row(task: FusionTask) -> str:
            f'one cast on store.\n    """')
     kernel = "\n".join([
         "@triton.jit",
-        f"def fused_kernel_triton({', '.join(_kernel_args(task))}, out_ptr, row_len, n_cols, "
+        f"def {name}({', '.join(_kernel_args(task))}, out_ptr, row_len, n_cols, "
         f"{''.join(e + ', ' for e in extra)}BLOCK_N: tl.constexpr):",
         f"    {doc}",
         "    row = tl.program_id(0).to(tl.int64)",
@@ -236,20 +257,231 @@ def _row(task: FusionTask) -> str:
         *("    " + line for line in body),
     ])
     if reduces:
-        shape = "(*x.shape[:-1], 1)" if row_step.params["keepdim"] else "x.shape[:-1]"
-        alloc = f"    out = torch.empty({shape}, dtype=x.dtype, device=x.device)"
+        out_shape = f"(*{source}.shape[:-1], 1)" if row_step.params["keepdim"] else f"{source}.shape[:-1]"
+        alloc = f"    out = torch.empty({out_shape}, dtype={source}.dtype, device={source}.device)"
     else:
-        alloc = "    out = torch.empty_like(x)"
-    launch_args = ", ".join(["x", *[i.name for i in task.inputs[1:]], "out", "row_len", "x.shape[-1]",
-                             *(["x.shape[1]"] if rank == 3 else [])])
-    wrapper = "\n".join([
-        f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):",
-        *_contiguous(task),
+        alloc = f"    out = torch.empty_like({source})"
+    launch_args = ", ".join([source, *[i.name for i in task.inputs[1:]], "out", "row_len", f"{source}.shape[-1]",
+                             *([f"{source}.shape[1]"] if rank == 3 else [])])
+    launch = [
         alloc,
         f"    row_len = {row_len}",
         "    BLOCK_N = triton.next_power_of_2(row_len)",
         "    num_warps = 4 if BLOCK_N <= 2048 else 8 if BLOCK_N <= 8192 else 16",
-        f"    fused_kernel_triton[(x.numel() // row_len,)]({launch_args}, BLOCK_N=BLOCK_N, num_warps=num_warps)",
+        f"    {name}[({source}.numel() // row_len,)]({launch_args}, BLOCK_N=BLOCK_N, num_warps=num_warps)",
+    ]
+    return kernel, launch
+
+
+# -- matmul plan -------------------------------------------------------------------------------------
+# A tiled tl.dot kernel (fp32 accumulation, grouped tile order for L2 reuse) with the pointwise
+# epilogue fused; autotuned over Hopper-sized tiles on a GPU, one small tile in the interpreter.
+# A reduction or normalization after the matmul runs as a second kernel (the row plan's) over the
+# matmul's output, kept in the task dtype.
+
+_MATMUL_CONFIGS = {  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
+    "16bit": [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4), (256, 128, 64, 8, 3), (128, 128, 32, 4, 4)],
+    "float32": [(128, 128, 32, 8, 3), (64, 128, 32, 4, 4), (128, 64, 32, 4, 4)],
+}
+_DOT = {  # fp32 keeps fp32 accuracy; bf16 tiles go through fp16 (exact for these values: the interpreter's
+    # bf16 dot is wrong, and fp16 runs on the same tensor cores)
+    "float32": "acc = tl.dot(a, b, acc, input_precision=\"ieee\")",
+    "float16": "acc = tl.dot(a, b, acc)",
+    "bfloat16": "acc = tl.dot(a.to(tl.float16), b.to(tl.float16), acc)",
+}
+
+
+def _matmul(task: FusionTask) -> str:
+    root = task.steps[0]
+    root_op = catalog.get(root.op)
+    k_row = next((k for k, s in enumerate(task.steps) if catalog.get(s.op).family in (Family.REDUCTION, Family.NORM)),
+                 len(task.steps))
+    epilogue, rest = task.steps[1:k_row], task.steps[k_row:]
+    by_name = {i.name: i for i in task.inputs}
+    batched = root.op == "bmm"
+    epilogue_inputs = [by_name[n] for s in epilogue for n in s.inputs]
+    args = ["x_ptr", "w_ptr", *(["bias_ptr"] if root.op == "linear_bias" else []),
+            *[f"{i.name}_ptr" if i.dtype != SCALAR_DTYPE else i.name for i in epilogue_inputs]]
+    strides = ["stride_xb", "stride_xm", "stride_xk", "stride_wb", "stride_wk", "stride_wn"] if batched else \
+        ["stride_xm", "stride_xk", "stride_wk", "stride_wn"]
+    base = "batch * M * N + " if batched else ""
+    layout = Layout({"col": "rn[None, :]", "row": ("batch * M + " if batched else "") + "rm[:, None]",
+                     "full": base + "rm[:, None] * N + rn[None, :]"})
+    body = ["pid = tl.program_id(0)", *(["batch = tl.program_id(1)"] if batched else []),
+            "# grouped order: GROUP_M row-tiles share each column of w while it is in L2",
+            "tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)",
+            "first_m = (pid // (GROUP_M * tiles_n)) * GROUP_M",
+            "group_m = tl.minimum(tiles_m - first_m, GROUP_M)",
+            "pid_m = first_m + (pid % (GROUP_M * tiles_n)) % group_m",
+            "pid_n = (pid % (GROUP_M * tiles_n)) // group_m",
+            "rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)",
+            "rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)",
+            "rk = tl.arange(0, BLOCK_K)",
+            "x_ptrs = x_ptr + " + ("batch * stride_xb + " if batched else "") + "rm[:, None] * stride_xm + "
+            "rk[None, :] * stride_xk",
+            "w_ptrs = w_ptr + " + ("batch * stride_wb + " if batched else "") + "rk[:, None] * stride_wk + "
+            "rn[None, :] * stride_wn",
+            "acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)",
+            "for k in range(0, K, BLOCK_K):",
+            "    a = tl.load(x_ptrs, mask=(rm[:, None] < M) & (rk[None, :] + k < K), other=0.0)",
+            "    b = tl.load(w_ptrs, mask=(rk[:, None] + k < K) & (rn[None, :] < N), other=0.0)",
+            f"    {_DOT[task.dtype]}",
+            "    x_ptrs += BLOCK_K * stride_xk",
+            "    w_ptrs += BLOCK_K * stride_wk",
+            "mask = (rm[:, None] < M) & (rn[None, :] < N)",
+            f"# 1. {step_label(root)}: {root_op.doc}",
+            "h = acc"]
+    if root.op == "linear_bias":
+        body += [layout.load("bias", "col"), "h = h + bias"]
+    for k, step in enumerate(epilogue, start=2):
+        body += _emit_pointwise(k, step, by_name, layout)
+    body.append("tl.store(out_ptr + " + layout.index["full"] + ", h.to(out_ptr.dtype.element_ty), mask=mask)")
+
+    configs = _MATMUL_CONFIGS["float32" if task.dtype == "float32" else "16bit"]
+    config_lines = ",\n".join(
+        f"    triton.Config({{'BLOCK_M': {bm}, 'BLOCK_N': {bn}, 'BLOCK_K': {bk}, 'GROUP_M': 8}}, num_warps={w}, "
+        f"num_stages={st})" for bm, bn, bk, w, st in configs)
+    fused = [step_label(s) for s in task.steps[:k_row]]
+    doc = (f'"""{" -> ".join(fused)}: a [M, N] tile of x @ w per program{" and batch" if batched else ""}, '
+           f'the epilogue fused.\n\n    fp32 accumulation in tl.dot, one cast on store.\n    """')
+    kernel = "\n".join([
+        "# Hopper-sized tiles on a GPU; one small tile in Triton's interpreter (its autotuner needs a GPU).",
+        "MATMUL_CONFIGS = [",
+        config_lines,
+        "] if DEVICE == \"cuda\" else [",
+        "    triton.Config({'BLOCK_M': 32, 'BLOCK_N': 32, 'BLOCK_K': 32, 'GROUP_M': 4}, num_warps=4, num_stages=1),",
+        "]",
+        "",
+        "",
+        "@triton.autotune(configs=MATMUL_CONFIGS, key=[\"M\", \"N\", \"K\"])",
+        "@triton.jit",
+        f"def fused_kernel_triton({', '.join(args)}, out_ptr, M, N, K, {', '.join(strides)},",
+        "                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, "
+        "GROUP_M: tl.constexpr):",
+        f"    {doc}",
+        *("    " + line for line in body),
+    ])
+
+    w_strides = {"linear": "w.stride(1), w.stride(0)", "linear_bias": "w.stride(1), w.stride(0)",
+                 "matmul": "w.stride(0), w.stride(1)", "bmm": "w.stride(0), w.stride(1), w.stride(2)"}[root.op]
+    x_strides = "x.stride(0), x.stride(1), x.stride(2)" if batched else "x.stride(0), x.stride(1)"
+    n_expr = "w.shape[0]" if root.op.startswith("linear") else "w.shape[-1]"
+    out_shape = "(x.shape[0], M, N)" if batched else "(M, N)"
+    result = "h" if rest else "out"
+    launch_args = ", ".join(["x", "w", *(["bias"] if root.op == "linear_bias" else []),
+                             *[i.name for i in epilogue_inputs], result, "M", "N", "K", x_strides, w_strides])
+    grid = ("lambda meta: (triton.cdiv(M, meta[\"BLOCK_M\"]) * triton.cdiv(N, meta[\"BLOCK_N\"]), "
+            + ("x.shape[0])" if batched else ")"))
+    lines = [f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):", *_contiguous(task),
+             "    M, K = x.shape[-2], x.shape[-1]", f"    N = {n_expr}",
+             f"    {result} = torch.empty({out_shape}, dtype=x.dtype, device=x.device)",
+             f"    grid = {grid}", f"    fused_kernel_triton[grid]({launch_args})"]
+    sections = [kernel]
+    if rest:
+        matmul_out = InputSpec("h", "activation", list(task.step_shapes()[k_row - 1]), task.dtype, {})
+        row_task = replace(task, steps=rest, inputs=[matmul_out] + [by_name[n] for s in rest for n in s.inputs])
+        row_kernel, launch = _row_kernel(row_task, f"{rest[0].op}_kernel", "h")
+        sections.append(row_kernel)
+        lines += launch
+    lines.append("    return out")
+    return "\n\n\n".join(sections) + "\n\n\n" + "\n".join(lines) + "\n"
+
+
+# -- two reductions ----------------------------------------------------------------------------------
+# [B, M, N] -> reduce N -> [B, M] -> reduce M -> [B]: one program per batch walks [BLOCK_M, BLOCK_N]
+# tiles of its M rows; each tile's rows are reduced over N, the middle pointwise ops applied, and the
+# second reduction combined across tiles (online max and rescaled sum for logsumexp, Chan's
+# combination of (count, mean, M2) for var).
+
+_FIRST = {  # the first reduction, over axis 1 of a [BLOCK_M, BLOCK_N] tile, into h [BLOCK_M]
+    "sum": ["h = tl.sum(tl.where(mask, h, 0.0), axis=1)"],
+    "mean": ["h = tl.sum(tl.where(mask, h, 0.0), axis=1) / n_cols"],
+    "max": ["h = tl.max(tl.where(mask, h, float('-inf')), axis=1)"],
+    "min": ["h = tl.min(tl.where(mask, h, float('inf')), axis=1)"],
+    "logsumexp": ["row_max = tl.max(tl.where(mask, h, float('-inf')), axis=1)",
+                  "h = row_max + tl.log(tl.sum(tl.where(mask, tl.exp(h - row_max[:, None]), 0.0), axis=1))"],
+    "l2norm": ["h = tl.sqrt(tl.sum(tl.where(mask, h * h, 0.0), axis=1))"],
+    "var": ["mean = tl.sum(tl.where(mask, h, 0.0), axis=1) / n_cols",
+            "centered = tl.where(mask, h - mean[:, None], 0.0)",
+            "h = tl.sum(centered * centered, axis=1) / (n_cols - {correction})"],
+}
+_SECOND = {  # (initial accumulators, per-tile update from h [BLOCK_M] under row_mask, final value into h)
+    "sum": (["total = 0.0"], ["total += tl.sum(tl.where(row_mask, h, 0.0), axis=0)"], ["h = total"]),
+    "mean": (["total = 0.0"], ["total += tl.sum(tl.where(row_mask, h, 0.0), axis=0)"], ["h = total / n_rows"]),
+    "max": (["best = float('-inf')"], ["best = tl.maximum(best, tl.max(tl.where(row_mask, h, float('-inf')), axis=0))"],
+            ["h = best"]),
+    "min": (["best = float('inf')"], ["best = tl.minimum(best, tl.min(tl.where(row_mask, h, float('inf')), axis=0))"],
+            ["h = best"]),
+    "logsumexp": (["run_max = float('-inf')", "run_sum = 0.0"],
+                  ["new_max = tl.maximum(run_max, tl.max(tl.where(row_mask, h, float('-inf')), axis=0))",
+                   "run_sum = run_sum * tl.exp(run_max - new_max) + "
+                   "tl.sum(tl.where(row_mask, tl.exp(h - new_max), 0.0), axis=0)",
+                   "run_max = new_max"],
+                  ["h = run_max + tl.log(run_sum)"]),
+    "l2norm": (["total = 0.0"], ["total += tl.sum(tl.where(row_mask, h * h, 0.0), axis=0)"], ["h = tl.sqrt(total)"]),
+    "var": (["count = 0.0", "run_mean = 0.0", "run_m2 = 0.0"],
+            ["tile_count = tl.sum(row_mask.to(tl.float32), axis=0)",
+             "tile_mean = tl.sum(tl.where(row_mask, h, 0.0), axis=0) / tile_count",
+             "tile_m2 = tl.sum(tl.where(row_mask, (h - tile_mean) * (h - tile_mean), 0.0), axis=0)",
+             "delta = tile_mean - run_mean",
+             "run_mean += delta * tile_count / (count + tile_count)",
+             "run_m2 += tile_m2 + delta * delta * count * tile_count / (count + tile_count)",
+             "count += tile_count"],
+            ["h = run_m2 / (n_rows - {correction})"]),
+}
+
+
+def _two_reductions(task: FusionTask) -> str:
+    by_name = {i.name: i for i in task.inputs}
+    first_k, second_k = [k for k, s in enumerate(task.steps) if catalog.get(s.op).family is Family.REDUCTION]
+    first, second = task.steps[first_k], task.steps[second_k]
+    tile = Layout({"col": "cols[None, :]", "row": "batch * n_rows + rows[:, None]",
+                   "full": "batch * n_rows * n_cols + rows[:, None] * n_cols + cols[None, :]"})
+    per_row = Layout({"col": "rows", "row": "batch", "full": "batch * n_rows + rows"}, frozenset({"row"}), "row_mask")
+    per_batch = Layout({}, frozenset())
+    init, update, final = _SECOND[second.op]
+
+    body = ["batch = tl.program_id(0).to(tl.int64)",
+            "cols = tl.arange(0, BLOCK_N)",
+            *[line.format(**second.params) for line in init],
+            "for start in range(0, n_rows, BLOCK_M):",
+            "    rows = start + tl.arange(0, BLOCK_M)",
+            "    row_mask = rows < n_rows",
+            "    mask = row_mask[:, None] & (cols[None, :] < n_cols)",
+            "    h = tl.load(x_ptr + " + tile.index["full"] + ", mask=mask, other=0.0).to(tl.float32)"]
+    loop = []
+    for k, step in enumerate(task.steps[:first_k], start=1):
+        loop += _emit_pointwise(k, step, by_name, tile)
+    loop.append(f"# {first_k + 1}. {step_label(first)} (over N): {catalog.get(first.op).doc}")
+    loop += [line.format(**first.params) for line in _FIRST[first.op]]
+    for k, step in enumerate(task.steps[first_k + 1:second_k], start=first_k + 2):
+        loop += _emit_pointwise(k, step, by_name, per_row)
+    loop.append(f"# {second_k + 1}. {step_label(second)} (over M), combined across tiles")
+    loop += [line.format(**second.params) for line in update]
+    body += ["    " + line for line in loop]
+    body += [line.format(**second.params) for line in final]
+    for k, step in enumerate(task.steps[second_k + 1:], start=second_k + 2):
+        body += _emit_pointwise(k, step, by_name, per_batch)
+    body.append("tl.store(out_ptr + batch, h.to(out_ptr.dtype.element_ty))")
+
+    doc = (f'"""{" -> ".join(step_label(s) for s in task.steps)}; x [B, M, N], one program per batch.\n\n'
+           f'    Walks [BLOCK_M, BLOCK_N] tiles of the batch\'s M rows; fp32 math, one cast on store.\n    """')
+    kernel = "\n".join([
+        "@triton.jit",
+        f"def fused_kernel_triton({', '.join(_kernel_args(task))}, out_ptr, n_rows, n_cols, "
+        "BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):",
+        f"    {doc}",
+        *("    " + line for line in body),
+    ])
+    keep = second.params["keepdim"]
+    launch_args = ", ".join(["x", *[i.name for i in task.inputs[1:]], "out", "x.shape[1]", "x.shape[2]"])
+    wrapper = "\n".join([
+        f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):",
+        *_contiguous(task),
+        f"    out = torch.empty({'(x.shape[0], 1)' if keep else '(x.shape[0],)'}, dtype=x.dtype, device=x.device)",
+        "    BLOCK_N = triton.next_power_of_2(x.shape[2])",
+        "    BLOCK_M = max(1, min(triton.next_power_of_2(x.shape[1]), 8192 // BLOCK_N))",
+        f"    fused_kernel_triton[(x.shape[0],)]({launch_args}, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=8)",
         "    return out",
     ])
     return kernel + "\n\n\n" + wrapper + "\n"
