@@ -21,8 +21,15 @@ lint: setup
 test: lint
 	$(BIN)/python -m pytest -q
 
+SEED ?= 2
+
+# The pipeline so far, on one task: generate it, implement it with the built-in code generator,
+# check the file (on the CPU through Triton's interpreter; on a GPU at the bench shape too).
 run: setup
-	$(BIN)/fusionforge task --count 3
+	mkdir -p work
+	$(BIN)/fusionforge task --seed $(SEED) --out work/task.json
+	$(BIN)/fusionforge implement work/task.json -o work/001_fused_kernels.py
+	$(BIN)/fusionforge check work/001_fused_kernels.py
 
 bench-tasks: setup
 	$(BIN)/python benchmarks/task_generation.py
