@@ -13,7 +13,8 @@ Plans so far:
   per row of the reduced or normalized dimension, the row held in registers (BLOCK_N lanes, the
   next power of two, masked; 4/8/16 warps as the row grows); pointwise ops before and after are
   fused, operands indexed per lane or once per program. Group norm's rows are one group of one
-  sample. Rows longer than MAX_ROW_BLOCK need a looped variant, not written yet.
+  sample. Layer, group and instance norms over rows longer than MAX_ROW_BLOCK use a looped
+  two-pass variant.
 
 * matmul: a tiled tl.dot kernel (fp32 accumulation; ``input_precision="ieee"`` for float32 tasks;
   grouped tile order) with the pointwise epilogue fused, autotuned over Hopper-sized tiles on a GPU;
@@ -220,7 +221,11 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
     reduces = row_op.family is Family.REDUCTION
     after = Layout({"col": "row % n_chan", "row": "row // n_chan", "full": "row"},
                    frozenset({"col", "row", "full"})) if reduces else layout
-    _check_row_length(task, row_step)
+    if _longest_row(task, row_step) > MAX_ROW_BLOCK:
+        if row_step.op not in _STANDARDIZED:
+            raise UnsupportedTask(f"rows of {_longest_row(task, row_step)} values need a looped {row_step.op}, "
+                                  f"which is not written yet (task {task.id})")
+        return _looped_norm_kernel(task, name, source, k_row, layout, row_len, geometry)
 
     body = ["h = tl.load(x_ptr + row * row_len + cols, mask=mask, other=0.0).to(tl.float32)"]
     for k, step in enumerate(task.steps[:k_row], start=1):
@@ -269,6 +274,67 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
         "    BLOCK_N = triton.next_power_of_2(row_len)",
         "    num_warps = 4 if BLOCK_N <= 2048 else 8 if BLOCK_N <= 8192 else 16",
         f"    {name}[({source}.numel() // row_len,)]({launch_args}, BLOCK_N=BLOCK_N, num_warps=num_warps)",
+    ]
+    return kernel, launch
+
+
+def _looped_norm_kernel(task: FusionTask, name: str, source: str, k_row: int, layout: Layout, row_len: str,
+                        geometry: str) -> tuple[str, list[str]]:
+    """Layer/group/instance norm over rows too long for registers: two passes over CHUNK-wide slices.
+
+    Pass 1 combines each slice's (count, mean, M2) with Chan's formula; pass 2 recomputes the fused
+    pointwise ops, normalizes, applies the affine and later ops, and stores.
+    """
+    by_name = {i.name: i for i in task.inputs}
+    row_step, row_op = task.steps[k_row], catalog.get(task.steps[k_row].op)
+    operands = dict(zip((o.stem for o in catalog.operands(row_op, row_step.params)), row_step.inputs))
+    pre = []
+    for k, step in enumerate(task.steps[:k_row], start=1):
+        pre += _emit_pointwise(k, step, by_name, layout)
+    slice_start = ["    cols = start + tl.arange(0, CHUNK)", "    mask = cols < row_len",
+                   "    h = tl.load(x_ptr + row * row_len + cols, mask=mask, other=0.0).to(tl.float32)",
+                   *("    " + line for line in pre)]
+    body = ["row = tl.program_id(0).to(tl.int64)",
+            f"# {k_row + 1}. {step_label(row_step)}: {row_op.doc}",
+            "# pass 1: mean and M2 of the row, slice by slice (Chan's combination)",
+            "count = 0.0", "run_mean = 0.0", "run_m2 = 0.0",
+            "for start in range(0, row_len, CHUNK):", *slice_start,
+            "    tile_count = tl.sum(mask.to(tl.float32), axis=0)",
+            "    tile_mean = tl.sum(tl.where(mask, h, 0.0), axis=0) / tile_count",
+            "    tile_m2 = tl.sum(tl.where(mask, (h - tile_mean) * (h - tile_mean), 0.0), axis=0)",
+            "    delta = tile_mean - run_mean",
+            "    run_mean += delta * tile_count / (count + tile_count)",
+            "    run_m2 += tile_m2 + delta * delta * count * tile_count / (count + tile_count)",
+            "    count += tile_count",
+            f"rstd = tl.rsqrt(run_m2 / row_len + {row_step.params['eps']})",
+            "# pass 2: normalize, affine, the ops after it, store",
+            "for start in range(0, row_len, CHUNK):", *slice_start]
+    for operand in catalog.operands(row_op, row_step.params):
+        body.append("    " + layout.load(operands[operand.stem], operand.layout).replace(
+            f"{operands[operand.stem]} = ", f"{operand.stem} = ", 1))
+    body.append("    h = (h - run_mean) * rstd * gamma + beta")
+    for k, step in enumerate(task.steps[k_row + 1:], start=k_row + 2):
+        body += ["    " + line for line in _emit_pointwise(k, step, by_name, layout)]
+    body.append("    tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)")
+    rank = len(task.inputs[0].shape)
+    shape = ", ".join(str(d) for d in task.inputs[0].shape)
+    doc = (f'"""{" -> ".join(step_label(s) for s in task.steps)}; x [{shape}].\n\n'
+           f'    {geometry[0].upper() + geometry[1:]}, walked in CHUNK-wide slices (rows too long for '
+           f'registers); fp32 math, one cast on store.\n    """')
+    kernel = "\n".join([
+        "@triton.jit",
+        f"def {name}({', '.join(_kernel_args(task))}, out_ptr, row_len, n_cols, "
+        f"{'n_chan, ' if rank == 3 else ''}CHUNK: tl.constexpr):",
+        f"    {doc}",
+        *("    " + line for line in body),
+    ])
+    launch_args = ", ".join([source, *[i.name for i in task.inputs[1:]], "out", "row_len", f"{source}.shape[-1]",
+                             *([f"{source}.shape[1]"] if rank == 3 else [])])
+    launch = [
+        f"    out = torch.empty_like({source})",
+        f"    row_len = {row_len}",
+        "    CHUNK = 4096 if DEVICE == \"cuda\" else 256  # small slices in the interpreter exercise the loop",
+        f"    {name}[({source}.numel() // row_len,)]({launch_args}, CHUNK=CHUNK, num_warps=8)",
     ]
     return kernel, launch
 
@@ -487,17 +553,16 @@ def _two_reductions(task: FusionTask) -> str:
     return kernel + "\n\n\n" + wrapper + "\n"
 
 
-def _check_row_length(task: FusionTask, step: Step) -> None:
-    """Rows must fit in registers at every shape of the task (the looped variant is not written yet)."""
-    for family in ("test", "bench"):
-        for dims in task.shapes[family]:
-            length = dims["N"]
-            if step.op == "group_norm":
-                groups = step.params["groups"]
-                length = dims["N"] // groups if len(task.inputs[0].shape) == 2 else dims["M"] // groups * dims["N"]
-            if length > MAX_ROW_BLOCK:
-                raise UnsupportedTask(f"rows of {length} values at the {family} shape need the looped row plan, "
-                                      f"which is not written yet (task {task.id})")
+def _longest_row(task: FusionTask, step: Step) -> int:
+    """The longest row the row op sees at any of the task's shapes."""
+    lengths = []
+    for dims in task.shapes["test"] + task.shapes["bench"]:
+        length = dims["N"]
+        if step.op == "group_norm":
+            groups = step.params["groups"]
+            length = dims["N"] // groups if len(task.inputs[0].shape) == 2 else dims["M"] // groups * dims["N"]
+        lengths.append(length)
+    return max(lengths)
 
 
 def _draw(spec: InputSpec, dims_name: str) -> str:
