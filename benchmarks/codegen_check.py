@@ -43,13 +43,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--seeds", help="a comma-separated list of seeds instead of --first/--count")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--out", default="benchmarks/results/codegen_check_cpu.json")
     args = parser.parse_args()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder, ProcessPoolExecutor(args.jobs) as pool:
-        seeds = range(args.first, args.first + args.count)
+        seeds = ([int(s) for s in args.seeds.split(",")] if args.seeds
+                 else list(range(args.first, args.first + args.count)))
         rows = []
         for k, row in enumerate(pool.map(one, seeds, [args.device] * len(seeds), [folder] * len(seeds)), start=1):
             rows.append(row)
@@ -57,7 +59,7 @@ def main() -> int:
                 print(f"  {k}/{len(seeds)}: {dict(collections.Counter(r['status'] for r in rows))}", flush=True)
     summary = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": args.device, "seeds": f"{args.first}..{args.first + args.count - 1}",
+        "device": args.device, "seeds": args.seeds or f"{args.first}..{args.first + args.count - 1}",
         "seconds": round(time.perf_counter() - start, 1),
         "status": dict(collections.Counter(r["status"] for r in rows)),
         "by_plan": {p: dict(collections.Counter(r["status"] for r in rows if r.get("plan") == p))
