@@ -70,6 +70,18 @@ def test_hard_plans_pass_the_checker(tmp_path, ops, dtype):
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
+@pytest.mark.parametrize("ops, dtype", [("linear,batch_norm,hardswish", "bfloat16"),
+                                        ("bmm,batch_norm,relu", "float32")])
+def test_batch_norm_fuses_into_the_matmul_epilogue(tmp_path, ops, dtype):
+    task = GEN.generate(4, dtype=dtype, ops=ops)
+    source = generate(task)
+    assert source.count("@triton.jit") == 1
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(source)
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
 def test_fp32_matmul_keeps_fp32_accuracy():
     source = generate(GEN.generate(2, dtype="float32", ops="linear,relu"))
     assert 'input_precision="ieee"' in source

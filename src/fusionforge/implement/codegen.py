@@ -17,8 +17,9 @@ Plans so far:
   two-pass variant.
 
 * matmul: a tiled tl.dot kernel (fp32 accumulation; ``input_precision="ieee"`` for float32 tasks;
-  grouped tile order) with the pointwise epilogue fused, autotuned over Hopper-sized tiles on a GPU;
-  a reduction or normalization after it runs as a second kernel of the row plan over the output.
+  grouped tile order) with the pointwise epilogue fused (inference batch norm included: it is per
+  channel), autotuned over Hopper-sized tiles on a GPU; a reduction or normalization after it runs as
+  a second kernel of the row plan over the output.
 * two_reductions: [B, M, N] reduced over N, then over M (hard tasks): one program per batch walks
   tiles of its rows and combines the second reduction across tiles.
 
@@ -50,8 +51,12 @@ def plan_of(task: FusionTask) -> str:
     if set(families) <= {Family.UNARY, Family.BINARY}:
         return "pointwise"
     rows = [f for f in families if f in (Family.REDUCTION, Family.NORM)]
-    if len(rows) <= 1:
-        return "matmul" if families[0] is Family.MATMUL else "row"
+    if families[0] is Family.MATMUL:  # its epilogue holds batch norm; at most one other row op follows
+        if len([s for s in task.steps if catalog.get(s.op).family in (Family.REDUCTION, Family.NORM)
+                and s.op != "batch_norm"]) <= 1:
+            return "matmul"
+    elif len(rows) == 1:
+        return "row"
     if rows == [Family.REDUCTION, Family.REDUCTION] and Family.MATMUL not in families:
         return "two_reductions"
     raise UnsupportedTask(f"the built-in code generator has no plan yet for chains with several normalizations "
@@ -357,10 +362,22 @@ _DOT = {  # fp32 keeps fp32 accuracy; bf16 tiles go through fp16 (exact for thes
 }
 
 
+def _emit_batch_norm(k: int, step: Step, layout: Layout) -> list[str]:
+    """Inference batch norm in an epilogue: running stats and affine loaded per channel."""
+    op = catalog.get(step.op)
+    names = dict(zip((o.stem for o in catalog.operands(op, step.params)), step.inputs))
+    loads = [layout.load(names[o.stem], o.layout).replace(f"{names[o.stem]} = ", f"{o.stem} = ", 1)
+             for o in catalog.operands(op, step.params)]
+    return [f"# {k}. {step_label(step)}: {op.doc}", *loads,
+            *(line.format(**step.params) for line in _STATS["batch_norm"])]
+
+
 def _matmul(task: FusionTask) -> str:
     root = task.steps[0]
     root_op = catalog.get(root.op)
-    k_row = next((k for k, s in enumerate(task.steps) if catalog.get(s.op).family in (Family.REDUCTION, Family.NORM)),
+    # inference batch norm is per channel (pointwise): it stays in the epilogue
+    k_row = next((k for k, s in enumerate(task.steps)
+                  if catalog.get(s.op).family in (Family.REDUCTION, Family.NORM) and s.op != "batch_norm"),
                  len(task.steps))
     epilogue, rest = task.steps[1:k_row], task.steps[k_row:]
     by_name = {i.name: i for i in task.inputs}
@@ -372,7 +389,8 @@ def _matmul(task: FusionTask) -> str:
         ["stride_xm", "stride_xk", "stride_wk", "stride_wn"]
     base = "batch * M * N + " if batched else ""
     layout = Layout({"col": "rn[None, :]", "row": ("batch * M + " if batched else "") + "rm[:, None]",
-                     "full": base + "rm[:, None] * N + rn[None, :]"})
+                     "full": base + "rm[:, None] * N + rn[None, :]",
+                     "chan": "rm[:, None]" if batched else "rn[None, :]"})  # PyTorch's channel is dim 1
     body = ["pid = tl.program_id(0)", *(["batch = tl.program_id(1)"] if batched else []),
             "# grouped order: GROUP_M row-tiles share each column of w while it is in L2",
             "tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)",
@@ -400,7 +418,8 @@ def _matmul(task: FusionTask) -> str:
     if root.op == "linear_bias":
         body += [layout.load("bias", "col"), "h = h + bias"]
     for k, step in enumerate(epilogue, start=2):
-        body += _emit_pointwise(k, step, by_name, layout)
+        body += _emit_batch_norm(k, step, layout) if step.op == "batch_norm" else \
+            _emit_pointwise(k, step, by_name, layout)
     body.append("tl.store(out_ptr + " + layout.index["full"] + ", h.to(out_ptr.dtype.element_ty), mask=mask)")
 
     configs = _MATMUL_CONFIGS["float32" if task.dtype == "float32" else "16bit"]
