@@ -83,8 +83,12 @@ class Layout:
     index: dict[str, str]
     per_program: frozenset = frozenset()
     mask: str = "mask"
+    vectors: dict[str, tuple[str, str, str]] | None = None  # layout -> (1-D index, its mask, broadcast)
 
     def load(self, name: str, layout: str, other: str = "0.0") -> str:
+        if self.vectors and layout in self.vectors:  # load a vector once per tile, then broadcast it
+            index, mask, broadcast = self.vectors[layout]
+            return f"{name} = tl.load({name}_ptr + {index}, mask={mask}, other={other}).to(tl.float32){broadcast}"
         index = self.index[layout]
         if layout in self.per_program:
             return f"{name} = tl.load({name}_ptr + {index}).to(tl.float32)"
@@ -388,9 +392,10 @@ def _matmul(task: FusionTask) -> str:
     strides = ["stride_xb", "stride_xm", "stride_xk", "stride_wb", "stride_wk", "stride_wn"] if batched else \
         ["stride_xm", "stride_xk", "stride_wk", "stride_wn"]
     base = "batch * M * N + " if batched else ""
-    layout = Layout({"col": "rn[None, :]", "row": ("batch * M + " if batched else "") + "rm[:, None]",
-                     "full": base + "rm[:, None] * N + rn[None, :]",
-                     "chan": "rm[:, None]" if batched else "rn[None, :]"})  # PyTorch's channel is dim 1
+    columns, rows = ("rn", "rn < N", "[None, :]"), (("batch * M + " if batched else "") + "rm", "rm < M", "[:, None]")
+    layout = Layout({"full": base + "rm[:, None] * N + rn[None, :]"},
+                    vectors={"col": columns, "row": rows,
+                             "chan": (("rm", "rm < M", "[:, None]") if batched else columns)})  # channel: dim 1
     body = ["pid = tl.program_id(0)", *(["batch = tl.program_id(1)"] if batched else []),
             "# grouped order: GROUP_M row-tiles share each column of w while it is in L2",
             "tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)",
