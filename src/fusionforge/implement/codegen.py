@@ -85,14 +85,16 @@ class Layout:
     mask: str = "mask"
     vectors: dict[str, tuple[str, str, str]] | None = None  # layout -> (1-D index, its mask, broadcast)
 
-    def load(self, name: str, layout: str, other: str = "0.0") -> str:
+    def load(self, name: str, layout: str, other: str = "0.0", var: str | None = None) -> str:
+        """``var = tl.load(name_ptr + index ...)`` in fp32; ``var`` defaults to the input's name."""
+        var = var or name
         if self.vectors and layout in self.vectors:  # load a vector once per tile, then broadcast it
             index, mask, broadcast = self.vectors[layout]
-            return f"{name} = tl.load({name}_ptr + {index}, mask={mask}, other={other}).to(tl.float32){broadcast}"
+            return f"{var} = tl.load({name}_ptr + {index}, mask={mask}, other={other}).to(tl.float32){broadcast}"
         index = self.index[layout]
         if layout in self.per_program:
-            return f"{name} = tl.load({name}_ptr + {index}).to(tl.float32)"
-        return f"{name} = tl.load({name}_ptr + {index}, mask={self.mask}, other={other}).to(tl.float32)"
+            return f"{var} = tl.load({name}_ptr + {index}).to(tl.float32)"
+        return f"{var} = tl.load({name}_ptr + {index}, mask={self.mask}, other={other}).to(tl.float32)"
 
 
 def _emit_pointwise(k: int, step: Step, by_name: dict[str, InputSpec], layout: Layout) -> list[str]:
@@ -242,8 +244,7 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
     body.append(f"# {k_row + 1}. {step_label(row_step)}: {row_op.doc}")
     operands = dict(zip((o.stem for o in catalog.operands(row_op, row_step.params)), row_step.inputs))
     for operand in catalog.operands(row_op, row_step.params):
-        body.append(layout.load(operands[operand.stem], operand.layout).replace(
-            f"{operands[operand.stem]} = ", f"{operand.stem} = ", 1))
+        body.append(layout.load(operands[operand.stem], operand.layout, var=operand.stem))
     stats = _STATS["standardize" if row_step.op in _STANDARDIZED else row_step.op]
     body += [line.format(**row_step.params) for line in stats]
     if row_step.op in _STANDARDIZED:
@@ -319,8 +320,7 @@ def _looped_norm_kernel(task: FusionTask, name: str, source: str, k_row: int, la
             "# pass 2: normalize, affine, the ops after it, store",
             "for start in range(0, row_len, CHUNK):", *slice_start]
     for operand in catalog.operands(row_op, row_step.params):
-        body.append("    " + layout.load(operands[operand.stem], operand.layout).replace(
-            f"{operands[operand.stem]} = ", f"{operand.stem} = ", 1))
+        body.append("    " + layout.load(operands[operand.stem], operand.layout, var=operand.stem))
     body.append("    h = (h - run_mean) * rstd * gamma + beta")
     for k, step in enumerate(task.steps[k_row + 1:], start=k_row + 2):
         body += ["    " + line for line in _emit_pointwise(k, step, by_name, layout)]
@@ -370,8 +370,7 @@ def _emit_batch_norm(k: int, step: Step, layout: Layout) -> list[str]:
     """Inference batch norm in an epilogue: running stats and affine loaded per channel."""
     op = catalog.get(step.op)
     names = dict(zip((o.stem for o in catalog.operands(op, step.params)), step.inputs))
-    loads = [layout.load(names[o.stem], o.layout).replace(f"{names[o.stem]} = ", f"{o.stem} = ", 1)
-             for o in catalog.operands(op, step.params)]
+    loads = [layout.load(names[o.stem], o.layout, var=o.stem) for o in catalog.operands(op, step.params)]
     return [f"# {k}. {step_label(step)}: {op.doc}", *loads,
             *(line.format(**step.params) for line in _STATS["batch_norm"])]
 
