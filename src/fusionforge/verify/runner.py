@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from fusionforge.verify.interpreter import faithful_bfloat16
 from fusionforge.verify.launches import LaunchMonitor
 from fusionforge.verify.policy import ALLOCATING_OPS, ALLOWED_OPS, POISON
 
@@ -119,6 +121,8 @@ def main(request_path: str) -> int:
         (out_dir / "result.json").write_text(json.dumps(result))
         return 0
 
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        faithful_bfloat16()
     monitor = LaunchMonitor()
     monitor.install()
     spec = importlib.util.spec_from_file_location("candidate_kernels", request["file"])
