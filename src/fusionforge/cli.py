@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import sys
+import time
 from pathlib import Path
 
 from fusionforge import __version__
@@ -101,6 +102,16 @@ def _cmd_task(args: argparse.Namespace) -> int:
         print("\n\n".join(render_task(t) for t in tasks))
         if args.out:
             print(f"\nwrote {args.out}")
+    if getattr(args, "state", None):  # generate_fusion_task.py: remember what was handed out
+        from fusionforge.implement.agent import Handout
+
+        try:
+            for task in tasks:
+                Handout(args.state).record(task)
+        except OSError as e:
+            raise UsageError(f"cannot write {e.filename}: {e.strerror}") from None
+        print(f"handed out {', '.join(t.id for t in tasks)} (kept in {args.state}/ for `fusionforge attempt`)",
+              file=sys.stderr)
     return EXIT_OK
 
 
@@ -123,6 +134,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from fusionforge.bench import bench_file, render_report
 
+    if args.pending:
+        return _bench_pending(args)
+    if not args.file:
+        raise UsageError("bench needs a FILE (or --pending)")
     path = _kernel_file(args.file)
     result = bench_file(path, task=_read_task(args.task), timeout=args.timeout)
     print(result.to_json() if args.json else render_report(result))
@@ -148,6 +163,243 @@ def _cmd_implement(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_pending(args: argparse.Namespace) -> int:
+    import torch
+
+    from fusionforge.pipeline import time_pending
+
+    if args.file:
+        raise UsageError("--pending times the records in data/: give no FILE with it")
+    if not torch.cuda.is_available():
+        raise UsageError("--pending times kernels: it needs a CUDA GPU")
+    dataset = _dataset(args.data)
+    echo = (lambda text: None) if args.json else _echo
+    counts = time_pending(dataset, Path(args.runs), timeout=args.timeout, echo=echo)
+    if args.json:
+        print(json.dumps(counts))
+    else:
+        print(f"pending records timed: {counts['kept']} kept, {counts['dropped']} dropped (not faster)")
+    return EXIT_OK
+
+
+def _echo(text: str) -> None:
+    print(text, flush=True)
+
+
+def _dataset(folder: str):
+    from fusionforge.dataset import Dataset, DatasetError
+
+    dataset = Dataset(folder)
+    try:
+        dataset.ensure_writable()
+    except DatasetError as e:
+        raise UsageError(str(e)) from None
+    return dataset
+
+
+def _implementer(options: dict):
+    from fusionforge.implement import BuiltinImplementer, ImplementerError
+
+    if options["implementer"] == "builtin":
+        return BuiltinImplementer()
+    if not options.get("model"):
+        raise UsageError("--implementer llm needs --model")
+    from fusionforge.implement.llm import LLMImplementer
+
+    try:
+        implementer = LLMImplementer(options["model"], base_url=options.get("base_url"),
+                                     api_key_env=options["api_key_env"], temperature=options["temperature"],
+                                     max_tokens=options["max_tokens"])
+        implementer.probe()
+    except ImplementerError as e:
+        raise UsageError(str(e)) from None
+    return implementer
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from fusionforge.implement import ImplementerError
+    from fusionforge.pipeline import Run, Settings, attempt_task
+    from fusionforge.verify.checker import default_device
+
+    runs_root = Path(args.runs)
+    if args.resume is not None:
+        try:
+            run = Run.load(runs_root, args.resume or None)
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            raise UsageError(str(e)) from None
+        options = run.options
+    else:
+        options = {"count": args.count, "seed": args.seed if args.seed is not None else secrets.randbelow(10**6),
+                   "difficulty": args.difficulty, "dtype": args.dtype, "ops": args.ops,
+                   "implementer": args.implementer, "model": args.model, "base_url": args.base_url,
+                   "api_key_env": args.api_key_env, "temperature": args.temperature, "max_tokens": args.max_tokens,
+                   "attempts": args.attempts}
+        try:
+            TaskGenerator().generate(options["seed"], args.difficulty, args.dtype, args.ops)
+        except (TaskError, KeyError) as e:
+            raise UsageError(str(e).strip('"')) from None
+    implementer = _implementer(options)
+    dataset = _dataset(args.data)
+    workdir = Path(args.workdir)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if args.resume is None:
+            run = Run.create(runs_root, options)
+    except OSError as e:
+        raise UsageError(f"cannot write {e.filename}: {e.strerror}") from None
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA GPU is available on this machine")
+    settings = Settings(workdir, dataset, attempts=options["attempts"], device=args.device or default_device(),
+                        timeout=args.timeout, run=run.id)
+    echo = (lambda text: None) if args.json else _echo
+    start = time.perf_counter()
+    results = []
+    try:
+        with _progress(options["count"], enabled=not args.json and options["count"] > 1) as advance:
+            for index in range(options["count"]):
+                task = run.task(index)
+                echo("\n" + render_task(task))
+                results.append(attempt_task(task, implementer, run.log(index, task), settings, echo))
+                advance(results[-1])
+    except ImplementerError as e:
+        raise UsageError(f"{e} (resume with: {PROG} run --resume {run.id})") from None
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; data/ and {run.folder} are consistent. Resume with: "
+              f"{PROG} run --resume {run.id}", file=sys.stderr)
+        return 130
+    summary = _run_summary(run, results, time.perf_counter() - start, settings)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print("\n" + summary["text"])
+    return EXIT_OK if summary["failed"] == 0 else EXIT_FAIL
+
+
+def _run_summary(run, results: list[dict], seconds: float, settings) -> dict:
+    kept = sum(1 for r in results if r["outcome"] == "kept")
+    duplicates = sum(1 for r in results if r["outcome"] == "duplicate")
+    failed = sum(1 for r in results if r["outcome"] == "failed")
+    timed = [r["speedup"] for r in results if r.get("timed") and r.get("speedup")]
+    text = (f"Run {run.id} on {settings.device}: {kept} of {len(results)} tasks kept in {settings.dataset.root}/"
+            + (f", {duplicates} already there" if duplicates else "") + f", {failed} failed; "
+            f"{seconds / 60:.1f} min. Attempt logs: {run.folder}")
+    if timed:
+        text += "\nSpeedups over eager: " + ", ".join(f"{s:.2f}x" for s in timed)
+    elif kept:
+        text += "\nVerified, not timed (no GPU): time them later with `fusionforge bench --pending` on a GPU."
+    return {"run": run.id, "device": settings.device, "tasks": len(results), "kept": kept,
+            "duplicates": duplicates, "failed": failed, "seconds": round(seconds, 1), "outcomes": results,
+            "text": text}
+
+
+class _progress:
+    """A rich progress bar over the tasks (a no-op when disabled); ``advance(outcome)`` after each task."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.bar = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("tasks"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[kept]}"), TimeElapsedColumn())
+            self.bar.start()
+            self.id = self.bar.add_task("tasks", total=self.total, kept="")
+            self.kept = 0
+
+        def advance(outcome: dict) -> None:
+            if self.bar is not None:
+                self.kept += outcome["outcome"] in ("kept", "duplicate")
+                self.bar.update(self.id, advance=1, kept=f"{self.kept} kept")
+
+        return advance
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _cmd_attempt(args: argparse.Namespace) -> int:
+    from fusionforge import kernelfile
+    from fusionforge.implement import Implementation
+    from fusionforge.implement.agent import Handout
+    from fusionforge.pipeline import Settings, give_up, judge_attempt, keep
+
+    path = _kernel_file(args.file)
+    handout = Handout(args.state)
+    if args.task:
+        handout.record(_read_task(args.task))
+    claimed = (kernelfile.parse(path).task or {}).get("id")
+    task = handout.task(claimed) or handout.task()
+    if task is None:
+        raise UsageError(f"no task was handed out here ({args.state} is empty): run generate_fusion_task.py "
+                         "first, or pass --task TASK.json")
+    log = handout.log(task, Path(args.runs))
+    log.start(task)
+    if (outcome := log.outcome()) is not None:
+        raise UsageError(f"task {task.id} is already finished ({outcome['outcome']} after {outcome['attempts']} "
+                         "attempts): generate a new task")
+    attempt = len(log.attempts()) + 1
+    settings = Settings(path.parent, _dataset(args.data), attempts=args.attempts, timeout=args.timeout)
+    echo = (lambda text: None) if args.json else _echo
+    echo(f"=== ATTEMPT {attempt}: {task.description} ===")
+    entry = judge_attempt(task, path, attempt, Implementation(source=path.read_text()), "agent", log, settings, echo)
+    outcome = None
+    if entry["passed"]:
+        outcome = keep(task, path, entry, path.read_text(), "agent", log, settings, echo)
+    elif attempt >= args.attempts:
+        outcome = give_up(task, path, attempt, log, echo)
+    else:
+        echo(f"Attempt {attempt} of {args.attempts} failed. Fix {path} and run `{PROG} attempt {path}` again.")
+    if args.json:
+        print(json.dumps({**{k: v for k, v in entry.items() if not k.startswith("_")}, "task_id": task.id,
+                          "outcome": outcome}, indent=2))
+    return EXIT_OK if entry["passed"] else EXIT_FAIL
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from fusionforge.dataset import Dataset, DatasetError
+    from fusionforge.pipeline import outcomes
+
+    dataset = Dataset(args.data)
+    try:
+        if args.data_command == "export":
+            count = dataset.export(args.out, args.format)
+            print(json.dumps({"records": count, "out": args.out}) if args.json
+                  else f"wrote {count} records to {args.out}")
+            return EXIT_OK
+        stats = dataset.stats(outcomes(Path(args.runs)))
+    except DatasetError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot write {e.filename}: {e.strerror}") from None
+    print(json.dumps(stats, indent=2) if args.json else _render_stats(stats, dataset.root))
+    return EXIT_OK
+
+
+def _render_stats(stats: dict, root: Path) -> str:
+    lines = [f"{root}/: {stats['kernels']} kernels ({stats['timed']} timed on a GPU, {stats['pending']} verified, "
+             "not timed)"]
+    if stats.get("tasks_attempted"):
+        lines.append(f"tasks attempted {stats['tasks_attempted']}, landed {stats['tasks_landed']} "
+                     f"({stats['success_rate']:.0%}; {stats['first_attempt_rate']:.0%} on the first attempt)")
+    if stats["by_implementer"]:
+        lines.append("implementers: " + ", ".join(f"{k} {v}" for k, v in stats["by_implementer"].items()))
+        lines.append("attempts used: " + ", ".join(f"{k}: {v}" for k, v in stats["attempts_used"].items()))
+    header = f"{'family/dtype':<22} {'kernels':>7} {'timed':>6} {'geomean':>8} {'median':>7} {'min':>6} {'max':>6}"
+    lines += ["", header]
+    for key, row in [*stats["groups"].items(), ("all", stats["all"])]:
+        figures = (f"{row['geomean']:>7.2f}x {row['median']:>6.2f}x {row['min']:>5.2f}x {row['max']:>5.2f}x"
+                   if row["timed"] else f"{'-':>8} {'-':>7} {'-':>6} {'-':>6}")
+        lines.append(f"{key:<22} {row['kernels']:>7} {row['timed']:>6} {figures}")
+    return "\n".join(lines)
+
+
 def _read_task(path: str | None) -> FusionTask | None:
     if not path:
         return None
@@ -168,12 +420,17 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the task spec as JSON")
 
 
-def _add_file_options(p: argparse.ArgumentParser, json_help: str, timeout_help: str) -> None:
-    p.add_argument("file", metavar="FILE")
+def _add_file_options(p: argparse.ArgumentParser, json_help: str, timeout_help: str, optional: bool = False) -> None:
+    p.add_argument("file", metavar="FILE", nargs="?" if optional else None)
     p.add_argument("--json", action="store_true", help=json_help)
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help=timeout_help)
     p.add_argument("--task", metavar="TASK.json", help="the task that was handed out (default: the file's own "
                    "TASK, else its get_inputs)")
+
+
+def _add_store_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="data", metavar="DIR", help="the dataset folder (default: data)")
+    p.add_argument("--runs", default="runs", metavar="DIR", help="the attempt logs (default: runs)")
 
 
 def _kernel_file(name: str) -> Path:
@@ -220,7 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "roofline. Without a GPU it checks and records 'not timed'. Exit 0 correct and faster "
                        "(or verified, not timed), 1 fail, slower or suspicious, 2 usage error.")
     _add_file_options(p, "print every raw figure and the context as JSON",
-                      "limit for the check and for the timing run (default 300)")
+                      "limit for the check and for the timing run (default 300)", optional=True)
+    p.add_argument("--pending", action="store_true", help="instead of FILE: time every record in data/ that was "
+                   "verified without a GPU; keep those that are faster (with their timings), drop the others")
+    _add_store_options(p)
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("implement", help="write a kernel file for a task with the built-in code generator",
@@ -230,6 +490,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task", metavar="TASK.json")
     p.add_argument("-o", "--output", metavar="FILE", help="default: the next free NNN_fused_kernels.py here")
     p.set_defaults(func=_cmd_implement)
+
+    p = sub.add_parser("run", help="the attempt loop: generate tasks, implement, check and bench, retry, keep",
+                       description="For each task: print it; for attempt 1..N write NNN_fused_kernels.py with the "
+                       "implementer (it sees every earlier attempt and its failure analysis), check and bench it, "
+                       "print the FINAL TEST REPORT or the FAILURE ANALYSIS; a pass moves the file to data/ with its "
+                       "record, the last failure deletes it. Every attempt is logged under runs/. Exit 0 every task "
+                       "kept, 1 some task failed, 2 usage error, 130 interrupted (resume with --resume).")
+    p.add_argument("-n", "--count", type=_positive_int, default=1, help="number of tasks (default 1)")
+    p.add_argument("--seed", type=int, help="seed of the first task (tasks SEED, SEED+1, ...); random when omitted")
+    p.add_argument("--difficulty", choices=DIFFICULTIES)
+    p.add_argument("--dtype", choices=DTYPES)
+    p.add_argument("--ops", help="force a chain for every task, e.g. linear_bias,gelu,layer_norm")
+    p.add_argument("--implementer", choices=("builtin", "llm"), default="builtin", help="default: builtin")
+    p.add_argument("--model", help="llm: the model name the endpoint serves")
+    p.add_argument("--base-url", help="llm: an OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 "
+                   "(default: the openai client's)")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="llm: the environment variable holding the API key (default OPENAI_API_KEY)")
+    p.add_argument("--temperature", type=float, default=0.2, help="llm: sampling temperature (default 0.2)")
+    p.add_argument("--max-tokens", type=_positive_int, default=16384, help="llm: reply token limit (default 16384)")
+    p.add_argument("--attempts", type=_positive_int, default=3, help="attempts per task (default 3)")
+    p.add_argument("--workdir", default=".", metavar="DIR", help="where NNN_fused_kernels.py is written "
+                   "(default: here)")
+    _add_store_options(p)
+    p.add_argument("--resume", nargs="?", const="", metavar="RUN", help="continue an interrupted run (default: "
+                   "the newest in --runs); its own options apply")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is present")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help="per check and timing run")
+    p.add_argument("--json", action="store_true", help="print only a JSON summary (reports stay in runs/)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("attempt", help="the outside-agent workflow: judge FILE as the next attempt at the task "
+                       "handed out here",
+                       description="Check and bench FILE against the task that generate_fusion_task.py handed out "
+                       "in this folder (the one FILE's TASK names, else the newest), as attempt 1, 2 or 3 of it. "
+                       "A pass moves FILE to data/ with its record; the third failure deletes FILE. Attempts are "
+                       "logged under runs/agent/. Exit 0 pass, 1 fail, 2 usage error.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--task", metavar="TASK.json", help="hand this task out first (instead of generate_fusion_task.py)")
+    p.add_argument("--state", default=".fusionforge", metavar="DIR", help="the handed-out tasks (default "
+                   ".fusionforge)")
+    p.add_argument("--attempts", type=_positive_int, default=3, help="attempts per task (default 3)")
+    _add_store_options(p)
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
+    p.add_argument("--json", action="store_true", help="print the attempt's log entry as JSON")
+    p.set_defaults(func=_cmd_attempt)
+
+    p = sub.add_parser("data", help="the dataset: stats, export", description="Inspect or export data/.")
+    data = p.add_subparsers(dest="data_command", metavar="ACTION")
+    data.required = True
+    q = data.add_parser("stats", help="counts, success rates, speedups per op family and dtype")
+    _add_store_options(q)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_cmd_data)
+    q = data.add_parser("export", help="every record with its kernel source, as JSON lines or Parquet")
+    q.add_argument("out", metavar="OUT")
+    q.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", help="default: jsonl")
+    _add_store_options(q)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_cmd_data)
     return parser
 
 
@@ -254,6 +574,8 @@ def task_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=os.path.basename(sys.argv[0]) or "generate_fusion_task.py",
                                      description="Generate a fusion task (same options as 'fusionforge task').")
     _add_task_options(parser)
+    parser.add_argument("--state", default=".fusionforge", metavar="DIR", help="where the handed-out task is "
+                        "kept for `fusionforge attempt` (default .fusionforge)")
     args = parser.parse_args(argv)
     try:
         return _cmd_task(args)

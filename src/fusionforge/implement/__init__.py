@@ -1,5 +1,12 @@
-"""Implementers: whatever turns a FusionTask into a kernel file's source text (built-in code generator)."""
+"""Implementers: whatever turns a FusionTask into a kernel file's source text.
 
+``builtin`` (the code generator), ``llm`` (an OpenAI-compatible endpoint; optional extra) and the
+outside agent (``agent``: a person or program that writes the file and runs ``fusionforge attempt``).
+"""
+
+from fusionforge.implement.base import Implementation, Implementer, ImplementerError, PastAttempt
+from fusionforge.implement.builtin import BuiltinImplementer
 from fusionforge.implement.codegen import UnsupportedTask, generate
 
-__all__ = ["UnsupportedTask", "generate"]
+__all__ = ["BuiltinImplementer", "Implementation", "Implementer", "ImplementerError", "PastAttempt",
+           "UnsupportedTask", "generate"]

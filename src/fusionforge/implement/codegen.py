@@ -66,10 +66,15 @@ def plan_of(task: FusionTask) -> str:
 def generate(task: FusionTask, attempt: int = 1) -> str:
     """The complete kernel file (seed format) implementing ``task``."""
     plan = plan_of(task)
-    python = "TASK = " + pprint.pformat(task.to_dict(), width=110, sort_dicts=False) + "\n\n\n" + task.pytorch_source()
+    python = python_section(task)
     plans = {"pointwise": _pointwise, "row": _row, "matmul": _matmul, "two_reductions": _two_reductions}
     triton_section = plans[plan](task)
     return render(task.description, python, triton_section, _get_inputs(task), attempt)
+
+
+def python_section(task: FusionTask) -> str:
+    """The PYTHON section every implementer keeps as is: the TASK literal and the PyTorch function."""
+    return "TASK = " + pprint.pformat(task.to_dict(), width=110, sort_dicts=False) + "\n\n\n" + task.pytorch_source()
 
 
 @dataclass

@@ -1,0 +1,254 @@
+"""data/: the kept kernel files and ``data/index.jsonl``, one JSON record per kernel.
+
+Several writers (parallel runs, ``fusionforge attempt`` from several shells) may share one data/
+folder: every change happens under an exclusive ``flock`` on ``data/.lock``. A kernel file is copied
+in under a temporary name and renamed, then its record is appended with one ``write`` and fsynced,
+so an interrupt leaves either nothing or a complete file with its record (at worst an orphan file
+that no record names, which ``records()`` ignores). Nothing is added twice: a record with the same
+task signature and the same code hash (comments and whitespace stripped) is a duplicate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import tokenize
+from collections import defaultdict
+from pathlib import Path
+
+from fusionforge import ops as catalog
+from fusionforge.kernelfile import next_free_path
+from fusionforge.tasks import FusionTask
+
+INDEX = "index.jsonl"
+LOCK = ".lock"
+EXPORT_FORMATS = ("jsonl", "parquet")
+
+
+class DatasetError(Exception):
+    """data/ cannot be used (not writable, malformed index): one line for the user."""
+
+
+def code_hash(source: str) -> str:
+    """sha256 of the file's tokens with comments, blank lines and indentation tokens dropped."""
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+            tokenize.ENCODING, tokenize.ENDMARKER}
+    try:
+        tokens = [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type not in skip]
+        text = " ".join(tokens)
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        text = " ".join(line.split("#", 1)[0].strip() for line in source.splitlines() if line.strip())
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def family_of(ops: list[str]) -> str:
+    """The op family that shapes the kernel: matmul root, else reduction/norm, else pointwise."""
+    families = [catalog.get(op).family for op in ops]
+    if families[0] is catalog.Family.MATMUL:
+        return "matmul"
+    if any(f in (catalog.Family.REDUCTION, catalog.Family.NORM) for f in families):
+        return "reduction"
+    return "pointwise"
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def make_record(task: FusionTask, source: str, result, implementer: str, model: str | None, attempt: int,
+                run: str | None = None, usage: dict | None = None) -> dict:
+    """The index record of a kernel that passed (``result``: a BenchResult, timed or not)."""
+    import torch
+    import triton
+
+    checks = [{k: c.get(k) for k in ("label", "rel_err", "tolerance", "max_abs_err", "max_abs_tolerance",
+                                     "torch_rel_err")} for c in result.check.checks if "rel_err" in c]
+    context = result.context or {}
+    ops = [s.op for s in task.steps]
+    return {
+        "id": f"{task.id}-{code_hash(source)[:8]}", "file": None, "task": task.to_dict(),
+        "description": task.description, "ops": ops, "family": family_of(ops), "dtype": task.dtype,
+        "shapes": task.shapes,
+        "signature": task.signature, "implementer": implementer, "model": model, "attempts": attempt,
+        "run": run, "usage": usage or {}, "checks": checks, "check_device": result.check.device,
+        "timed": result.timed, "note": result.note,
+        "timings": result.timings, "timer": context.get("timer"), "flush_bytes": context.get("flush_bytes"),
+        "speedup": result.speedup, "speedup_vs_compile": result.speedup_vs_compile,
+        "faster_than_compile": result.faster_than_compile,
+        "roofline": {k: v for k, v in result.roofline.items() if k.endswith("fraction_of_floor") or k == "floor_ms"},
+        "device": context.get("device"), "driver": context.get("driver"),
+        "torch": context.get("torch") or torch.__version__, "triton": context.get("triton") or triton.__version__,
+        "created": now(), "code_hash": code_hash(source),
+    }
+
+
+class Dataset:
+    """The data/ folder: kernel files ``NNN_fused_kernels.py`` and ``index.jsonl``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.index = self.root / INDEX
+
+    def ensure_writable(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".probe-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise DatasetError(f"data folder {self.root} is not writable: {e.strerror or e}") from None
+
+    @contextlib.contextmanager
+    def _locked(self):
+        self.ensure_writable()
+        with open(self.root / LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def records(self) -> list[dict]:
+        """Every record, in the order added."""
+        if not self.index.exists():
+            return []
+        records = []
+        for number, line in enumerate(self.index.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise DatasetError(f"{self.index}:{number} is not a JSON record") from None
+        return records
+
+    def find_duplicate(self, signature: str, digest: str) -> dict | None:
+        return next((r for r in self.records() if r["signature"] == signature and r["code_hash"] == digest), None)
+
+    def add(self, source_path: str | Path, record: dict) -> tuple[dict, bool]:
+        """Move the kernel file into data/ and append its record; ``(record, added)``.
+
+        A duplicate (same signature and code hash) is not added: the existing record comes back with
+        ``added`` False, and the source file is removed all the same (its twin is already kept).
+        """
+        source_path = Path(source_path)
+        with self._locked():
+            twin = self.find_duplicate(record["signature"], record["code_hash"])
+            if twin is None:
+                dest = next_free_path(self.root)
+                partial = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+                shutil.copyfile(source_path, partial)
+                _fsync(partial)
+                os.replace(partial, dest)
+                record = {**record, "file": dest.name}
+                _append_line(self.index, json.dumps(record, sort_keys=False))
+        source_path.unlink(missing_ok=True)
+        return (record, True) if twin is None else (twin, False)
+
+    def replace(self, record_id: str, record: dict | None) -> None:
+        """Rewrite one record (``None``: drop it and delete its file), atomically."""
+        with self._locked():
+            records = self.records()
+            kept = []
+            for r in records:
+                if r["id"] != record_id:
+                    kept.append(r)
+                elif record is not None:
+                    kept.append(record)
+                else:
+                    (self.root / r["file"]).unlink(missing_ok=True)
+            partial = self.index.with_name(f".{INDEX}.{os.getpid()}.partial")
+            partial.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            _fsync(partial)
+            os.replace(partial, self.index)
+
+    def pending(self) -> list[dict]:
+        """Records verified on the CPU and not yet timed on a GPU."""
+        return [r for r in self.records() if not r.get("timed")]
+
+    def stats(self, runs: list[dict] | None = None) -> dict:
+        """Counts, success rates (from the attempt logs in ``runs``) and speedups per family and dtype."""
+        records = self.records()
+        groups: dict[str, list[dict]] = defaultdict(list)
+        for r in records:
+            groups[f"{r['family']}/{r['dtype']}"].append(r)
+        summary = {"kernels": len(records), "timed": sum(1 for r in records if r.get("timed")),
+                   "pending": sum(1 for r in records if not r.get("timed")),
+                   "by_implementer": _count(r["implementer"] for r in records),
+                   "attempts_used": _count(str(r["attempts"]) for r in records),
+                   "groups": {key: _speedups(rows) for key, rows in sorted(groups.items())},
+                   "all": _speedups(records)}
+        if runs is not None:
+            landed = sum(1 for t in runs if t.get("outcome") == "kept")
+            summary["tasks_attempted"] = len(runs)
+            summary["tasks_landed"] = landed
+            summary["success_rate"] = landed / len(runs) if runs else None
+            first = sum(1 for t in runs if t.get("outcome") == "kept" and t.get("attempts") == 1)
+            summary["first_attempt_rate"] = first / len(runs) if runs else None
+        return summary
+
+    def export(self, out: str | Path, fmt: str) -> int:
+        """Write every record, with its kernel source, as JSON lines or Parquet; the count written."""
+        rows = []
+        for r in self.records():
+            path = self.root / r["file"]
+            rows.append({**r, "source": path.read_text() if path.exists() else None})
+        out = Path(out)
+        if fmt == "jsonl":
+            out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        elif fmt == "parquet":
+            try:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+            except ImportError:
+                raise DatasetError("parquet export needs pyarrow: pip install 'fusionforge[export]'") from None
+            # nested fields (task, timings, checks) travel as JSON text: one flat, stable schema
+            flat = [{k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in rows]
+            columns = sorted({k for r in flat for k in r})
+            table = pa.table({c: [r.get(c) for r in flat] for c in columns})
+            pq.write_table(table, out)
+        else:
+            raise DatasetError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
+        return len(rows)
+
+
+def _count(values) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for v in values:
+        counts[v] += 1
+    return dict(sorted(counts.items()))
+
+
+def _speedups(records: list[dict]) -> dict:
+    """Count, and the geometric mean / median / min / max speedup over eager of the timed records."""
+    speedups = sorted(r["speedup"] for r in records if r.get("timed") and r.get("speedup"))
+    row: dict = {"kernels": len(records), "timed": len(speedups)}
+    if speedups:
+        row.update(geomean=math.exp(sum(math.log(s) for s in speedups) / len(speedups)),
+                   median=speedups[len(speedups) // 2], min=speedups[0], max=speedups[-1])
+    return row
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _append_line(path: Path, line: str) -> None:
+    """One ``write`` of a whole line on an O_APPEND descriptor, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,43 @@
+"""The outside agent: a person or program that writes the kernel file itself.
+
+``generate_fusion_task.py`` records each task it prints in a state folder (``.fusionforge/`` in the
+working directory), so that ``fusionforge attempt FILE`` checks FILE against the task that was really
+handed out, not against whatever the file's own TASK claims, and knows which attempt this is: the
+attempts are logged under ``runs/agent/<task id>/`` like the loop's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fusionforge.pipeline import TaskLog, write_json
+from fusionforge.tasks import FusionTask
+
+STATE = ".fusionforge"
+
+
+class Handout:
+    """The tasks handed out in one working directory: ``tasks/<id>.json`` and ``current.json``."""
+
+    def __init__(self, folder: str | Path = STATE) -> None:
+        self.folder = Path(folder)
+
+    def record(self, task: FusionTask) -> None:
+        (self.folder / "tasks").mkdir(parents=True, exist_ok=True)
+        write_json(self.folder / "tasks" / f"{task.id}.json", task.to_dict())
+        write_json(self.folder / "current.json", {"task_id": task.id})
+
+    def current_id(self) -> str | None:
+        path = self.folder / "current.json"
+        return json.loads(path.read_text())["task_id"] if path.exists() else None
+
+    def task(self, task_id: str | None = None) -> FusionTask | None:
+        """A handed-out task by id, or the one handed out last; None when there is none."""
+        task_id = task_id or self.current_id()
+        path = self.folder / "tasks" / f"{task_id}.json"
+        return FusionTask.from_json(path.read_text()) if task_id and path.exists() else None
+
+    @staticmethod
+    def log(task: FusionTask, runs_root: Path) -> TaskLog:
+        return TaskLog(runs_root / "agent" / task.id)

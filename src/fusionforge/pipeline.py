@@ -1,0 +1,302 @@
+"""The attempt loop: implement, check and bench, analyse, retry; keep the winner or delete the file.
+
+For each task, attempts 1..N (3 by default, the users' rule): the implementer gets the task and every
+earlier attempt's source and failure analysis and writes ``NNN_fused_kernels.py`` in the work
+folder (one number per task, rewritten by each attempt); the file is checked and benched. A pass
+(correct, and faster on a GPU; verified and "not timed" without one) moves the file to data/ with
+its record; after the last failed attempt the file is deleted.
+
+Every attempt is logged under ``runs/<run>/<NNN>-<task id>/`` whatever happens: failures are data too::
+
+    run.json                 the run's options and task seeds (what --resume needs)
+    NNN-<task id>/task.json  the task; state.json: the work file in use
+    NNN-<task id>/attempt_K.py, attempt_K.json   source, verdict, report, implementer usage, timing
+    NNN-<task id>/outcome.json                   kept | duplicate | failed, written last
+
+Each file is written whole under a temporary name and renamed, so an interrupt leaves the log, the
+work folder and data/ consistent: a resumed run continues each unfinished task at its next attempt.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fusionforge.bench import bench_file, render_report
+from fusionforge.dataset import Dataset, make_record, now
+from fusionforge.implement.base import Implementation, Implementer, PastAttempt
+from fusionforge.kernelfile import next_free_path
+from fusionforge.tasks import FusionTask, TaskGenerator
+from fusionforge.verify.verdict import Failure, render_failure, symbol, use_symbols
+
+ATTEMPTS = 3
+Echo = Callable[[str], None]
+
+
+def write_json(path: Path, data) -> None:
+    """Write ``data`` as JSON whole or not at all (temporary file, then rename)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def claim_path(folder: Path) -> Path:
+    """Create and return the next free ``NNN_fused_kernels.py`` in ``folder`` (safe with several runs)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = next_free_path(folder)
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return path
+        except FileExistsError:
+            continue
+
+
+class TaskLog:
+    """One task's attempt log: ``task.json``, ``state.json``, ``attempt_K.{py,json}``, ``outcome.json``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def start(self, task: FusionTask) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not (self.folder / "task.json").exists():
+            write_json(self.folder / "task.json", task.to_dict())
+
+    def attempts(self) -> list[dict]:
+        """The logged attempts, in order."""
+        entries = []
+        number = 1
+        while (path := self.folder / f"attempt_{number}.json").exists():
+            entries.append(json.loads(path.read_text()))
+            number += 1
+        return entries
+
+    def source(self, number: int) -> str | None:
+        path = self.folder / f"attempt_{number}.py"
+        return path.read_text() if path.exists() else None
+
+    def history(self) -> list[PastAttempt]:
+        return [PastAttempt(e["attempt"], self.source(e["attempt"]), e["report"], e["failure"])
+                for e in self.attempts()]
+
+    def save_attempt(self, number: int, source: str | None, entry: dict) -> None:
+        if source is not None:
+            write_text(self.folder / f"attempt_{number}.py", source)
+        write_json(self.folder / f"attempt_{number}.json", entry)
+
+    @property
+    def work_file(self) -> Path | None:
+        path = self.folder / "state.json"
+        return Path(json.loads(path.read_text())["work_file"]) if path.exists() else None
+
+    @work_file.setter
+    def work_file(self, path: Path) -> None:
+        write_json(self.folder / "state.json", {"work_file": str(path)})
+
+    def outcome(self) -> dict | None:
+        path = self.folder / "outcome.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def finish(self, outcome: dict) -> dict:
+        write_json(self.folder / "outcome.json", outcome)
+        return outcome
+
+
+@dataclass
+class Settings:
+    """Where an attempt's files go and how it is judged."""
+
+    workdir: Path
+    dataset: Dataset
+    attempts: int = ATTEMPTS
+    device: str | None = None
+    timeout: float = 300.0
+    run: str | None = None
+
+
+def judge_attempt(task: FusionTask, path: Path, attempt: int, implementation: Implementation,
+                  implementer: str, log: TaskLog, settings: Settings, echo: Echo) -> dict:
+    """Check and bench one attempt (or take the implementer's failure), print and log it; its log entry."""
+    start = time.perf_counter()
+    result = None
+    if implementation.source is None:
+        failure = implementation.failure
+        report, plain = render_failure(failure, attempt), render_failure(failure, attempt, fancy=False)
+    else:
+        result = bench_file(path, task=task, timeout=settings.timeout, device=settings.device)
+        failure = result.check.failure or result.failure
+        report, plain = render_report(result, attempt), render_report(result, attempt, fancy=False)
+        if failure is None and result.suspicious:
+            failure = Failure("cheat", "Triton", "suspicious timing: " + "; ".join(result.suspicious),
+                              "The timing run saw something a real kernel does not do.",
+                              "Remove whatever hides work from the timed stream or patches the timers.")
+    echo(report)
+    entry = {"attempt": attempt, "file": str(path) if implementation.source is not None else None,
+             "implementer": implementer, "model": implementation.model, "usage": implementation.usage,
+             "passed": bool(result is not None and result.passed), "failure": failure.to_dict() if failure else None,
+             "result": result.to_dict() if result is not None else None, "report": plain,
+             "seconds": round(time.perf_counter() - start, 3), "finished": now()}
+    log.save_attempt(attempt, implementation.source, entry)
+    entry["_result"] = result
+    return entry
+
+
+def keep(task: FusionTask, path: Path, entry: dict, source: str, implementer: str, log: TaskLog,
+         settings: Settings, echo: Echo) -> dict:
+    """Move a passing file into data/ with its record and close the task's log."""
+    record = make_record(task, source, entry["_result"], implementer, entry["model"], entry["attempt"],
+                         run=settings.run, usage=entry["usage"])
+    record, added = settings.dataset.add(path, record)
+    where = settings.dataset.root / record["file"]
+    fancy = use_symbols()
+    if added:
+        echo(f"{symbol('done', fancy)} kept: {where} (record {record['id']})")
+    else:
+        echo(f"{symbol('done', fancy)} already in the dataset: {where} (record {record['id']}); not added twice")
+    return log.finish({"task_id": task.id, "outcome": "kept" if added else "duplicate",
+                       "attempts": entry["attempt"], "file": str(where), "record": record["id"],
+                       "speedup": record.get("speedup"), "timed": record.get("timed"), "finished": now()})
+
+
+def give_up(task: FusionTask, path: Path | None, attempts: int, log: TaskLog, echo: Echo) -> dict:
+    """After the last failed attempt: delete the file, report, close the log."""
+    if path is not None:
+        path.unlink(missing_ok=True)
+    echo(f"{symbol('fail', use_symbols())} FINAL FAILURE: task {task.id} failed {attempts} attempts; "
+         f"{'deleted ' + str(path) + '; ' if path else ''}the attempt log is kept in {log.folder}")
+    return log.finish({"task_id": task.id, "outcome": "failed", "attempts": attempts, "file": None,
+                       "record": None, "speedup": None, "timed": None, "finished": now()})
+
+
+def attempt_task(task: FusionTask, implementer: Implementer, log: TaskLog, settings: Settings,
+                 echo: Echo = print) -> dict:
+    """Run a task's remaining attempts (all of them, or those after the logged ones); its outcome."""
+    log.start(task)
+    if (outcome := log.outcome()) is not None:
+        return outcome
+    path = log.work_file
+    if path is None:
+        path = claim_path(settings.workdir)
+        log.work_file = path
+    history = log.history()
+    logged = log.attempts()
+    if logged and logged[-1]["passed"]:  # interrupted between the verdict and data/: keep it now
+        entry = {**logged[-1], "_result": _result_from(logged[-1])}
+        source = log.source(entry["attempt"])
+        write_text(path, source)
+        return keep(task, path, entry, source, implementer.name, log, settings, echo)
+    for attempt in range(len(history) + 1, settings.attempts + 1):
+        echo(f"=== ATTEMPT {attempt}: {task.description} ===")
+        implementation = implementer.implement(task, attempt, history)
+        if implementation.source is not None:
+            write_text(path, implementation.source)
+        entry = judge_attempt(task, path, attempt, implementation, implementer.name, log, settings, echo)
+        if entry["passed"]:
+            return keep(task, path, entry, implementation.source, implementer.name, log, settings, echo)
+        history.append(PastAttempt(attempt, implementation.source, entry["report"], entry["failure"]))
+    return give_up(task, path, settings.attempts, log, echo)
+
+
+def _result_from(entry: dict):
+    """A BenchResult rebuilt from a logged attempt (enough for its dataset record)."""
+    from fusionforge.bench.benchmark import BenchResult
+    from fusionforge.verify.verdict import Verdict
+
+    raw = entry["result"]
+    check = Verdict(file=raw["check"]["file"], checks=raw["check"]["checks"], task_id=raw["check"]["task_id"],
+                    device=raw["check"]["device"], kernels=raw["check"]["kernels"])
+    return BenchResult(check=check, timed=raw["timed"], note=raw["note"], timings=raw["timings"],
+                       speedup=raw["speedup"], speedup_vs_compile=raw["speedup_vs_compile"], faster=raw["faster"],
+                       faster_than_compile=raw["faster_than_compile"], roofline=raw["roofline"],
+                       context=raw["context"])
+
+
+class Run:
+    """``runs/<id>/``: one invocation of ``fusionforge run`` (options, seeds, one log per task)."""
+
+    def __init__(self, folder: Path, options: dict) -> None:
+        self.folder = folder
+        self.options = options
+
+    @property
+    def id(self) -> str:
+        return self.folder.name
+
+    @classmethod
+    def create(cls, runs_root: Path, options: dict) -> Run:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        folder = runs_root / f"{stamp}-{secrets.token_hex(2)}"
+        folder.mkdir(parents=True)
+        options = {**options, "created": now()}
+        write_json(folder / "run.json", options)
+        return cls(folder, options)
+
+    @classmethod
+    def load(cls, runs_root: Path, run_id: str | None = None) -> Run:
+        """The named run, or the newest one; FileNotFoundError when there is none."""
+        if run_id:
+            folder = runs_root / run_id
+        else:
+            candidates = sorted(p for p in runs_root.glob("*/run.json")) if runs_root.is_dir() else []
+            if not candidates:
+                raise FileNotFoundError(f"no run to resume in {runs_root}")
+            folder = max(candidates, key=lambda p: json.loads(p.read_text())["created"]).parent
+        if not (folder / "run.json").exists():
+            raise FileNotFoundError(f"no run {run_id!r} in {runs_root}")
+        return cls(folder, json.loads((folder / "run.json").read_text()))
+
+    def task(self, index: int) -> FusionTask:
+        o = self.options
+        return TaskGenerator().generate(o["seed"] + index, o.get("difficulty"), o.get("dtype"), o.get("ops"))
+
+    def log(self, index: int, task: FusionTask) -> TaskLog:
+        return TaskLog(self.folder / f"{index + 1:03d}-{task.id}")
+
+
+def outcomes(runs_root: Path) -> list[dict]:
+    """Every finished task's outcome under ``runs_root`` (loop runs and outside-agent attempts)."""
+    if not runs_root.is_dir():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(runs_root.glob("*/*/outcome.json"))]
+
+
+def time_pending(dataset: Dataset, runs_root: Path, timeout: float = 300.0, echo: Echo = print) -> dict:
+    """Bench every record verified without a GPU: keep it (with its timings) if faster, else drop it.
+
+    Each verdict is logged in ``runs/pending/<record id>.json``. Returns counts {kept, dropped}.
+    """
+    log_folder = runs_root / "pending"
+    log_folder.mkdir(parents=True, exist_ok=True)
+    counts = {"kept": 0, "dropped": 0}
+    for record in dataset.pending():
+        task = FusionTask.from_dict(record["task"])
+        path = dataset.root / record["file"]
+        echo(f"=== PENDING {record['id']}: {record['description']} ===")
+        result = bench_file(path, task=task, timeout=timeout, device="cuda")
+        echo(render_report(result, record["attempts"]))
+        write_json(log_folder / f"{record['id']}.json", {"record": record["id"], "result": result.to_dict(),
+                                                          "kept": result.passed, "finished": now()})
+        if result.passed:
+            timed = make_record(task, path.read_text(), result, record["implementer"], record["model"],
+                                record["attempts"], run=record.get("run"), usage=record.get("usage"))
+            dataset.replace(record["id"], {**timed, "id": record["id"], "file": record["file"],
+                                           "created": record["created"], "timed_at": now()})
+            counts["kept"] += 1
+        else:
+            dataset.replace(record["id"], None)
+            echo(f"dropped {record['id']}: {path} deleted")
+            counts["dropped"] += 1
+    return counts

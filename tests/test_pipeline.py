@@ -1,0 +1,236 @@
+"""The attempt loop, the outside-agent workflow and the run command, end to end on the CPU."""
+
+import json
+
+import pytest
+
+from fusionforge import cli
+from fusionforge.dataset import Dataset, code_hash
+from fusionforge.implement import BuiltinImplementer, Implementation
+from fusionforge.pipeline import Settings, TaskLog, attempt_task
+from fusionforge.tasks import TaskGenerator
+
+TASK = TaskGenerator().generate(5, difficulty="easy")
+STORE = "h.to(out_ptr.dtype.element_ty)"
+
+
+def wrong_values(source: str) -> str:
+    """The generated file with every stored value off by 1%: runs fine, fails on values."""
+    assert STORE in source
+    return source.replace(STORE, "(h * 1.01).to(out_ptr.dtype.element_ty)")
+
+
+class Scripted:
+    """An implementer that replays a script of sources and records the history it was shown."""
+
+    name = "scripted"
+    model = "script-1"
+
+    def __init__(self, *script) -> None:
+        self.script = list(script)
+        self.seen: list[list] = []
+
+    def implement(self, task, attempt, history):
+        self.seen.append(list(history))
+        step = self.script[attempt - 1]
+        if step is None:
+            from fusionforge.verify.verdict import Failure
+
+            return Implementation(None, Failure("format", "Both", "the reply has no code block with a kernel file",
+                                                "no file", "reply with a file"), usage={"requests": 1})
+        return Implementation(step(BuiltinImplementer().implement(task, attempt, history).source), model=self.model)
+
+
+def settings(tmp_path) -> Settings:
+    return Settings(tmp_path / "work", Dataset(tmp_path / "data"), device="cpu", timeout=240, run="test")
+
+
+def test_task_that_fails_three_times_is_deleted_and_its_log_kept(tmp_path):
+    implementer = Scripted(None, wrong_values, wrong_values)
+    log = TaskLog(tmp_path / "runs" / "001")
+    printed = []
+    outcome = attempt_task(TASK, implementer, log, settings(tmp_path), printed.append)
+
+    assert outcome["outcome"] == "failed" and outcome["attempts"] == 3
+    assert not list((tmp_path / "work").glob("*_fused_kernels.py")), "the failed file must be deleted"
+    assert Dataset(tmp_path / "data").records() == []
+    entries = log.attempts()
+    assert [e["attempt"] for e in entries] == [1, 2, 3]
+    assert [e["failure"]["category"] for e in entries] == ["format", "mismatch", "mismatch"]
+    assert not (log.folder / "attempt_1.py").exists() and (log.folder / "attempt_3.py").exists()
+    # every attempt sees every earlier one, with its failure analysis
+    assert [len(h) for h in implementer.seen] == [0, 1, 2]
+    assert "FAILURE ANALYSIS - ATTEMPT 1" in implementer.seen[1][0].report
+    assert "FAILURE ANALYSIS - ATTEMPT 2" in implementer.seen[2][1].report
+    assert implementer.seen[2][1].source == (log.folder / "attempt_2.py").read_text()
+    text = "\n".join(printed)
+    assert "=== ATTEMPT 3:" in text and "FINAL FAILURE" in text
+    assert log.outcome() == outcome
+
+
+def test_success_on_attempt_two_lands_in_data_with_its_record(tmp_path):
+    implementer = Scripted(wrong_values, lambda source: source)
+    log = TaskLog(tmp_path / "runs" / "001")
+    outcome = attempt_task(TASK, implementer, log, settings(tmp_path), lambda text: None)
+
+    assert outcome["outcome"] == "kept" and outcome["attempts"] == 2
+    assert not list((tmp_path / "work").glob("*_fused_kernels.py")), "the file moved to data/"
+    [record] = Dataset(tmp_path / "data").records()
+    kept = tmp_path / "data" / record["file"]
+    assert record["file"] == "001_fused_kernels.py" and kept.exists()
+    assert record["code_hash"] == code_hash(kept.read_text())
+    assert record["attempts"] == 2 and record["implementer"] == "scripted" and record["model"] == "script-1"
+    assert record["task"] == TASK.to_dict() and record["signature"] == TASK.signature
+    assert record["timed"] is False and "not timed" in record["note"]
+    assert len(record["checks"]) == 6 and all(c["rel_err"] <= c["tolerance"] for c in record["checks"])
+    assert record["torch"] and record["triton"] and record["created"]
+    assert "FAILURE ANALYSIS - ATTEMPT 1" in implementer.seen[1][0].report
+
+
+def test_the_same_kernel_is_not_added_twice(tmp_path):
+    first = attempt_task(TASK, BuiltinImplementer(), TaskLog(tmp_path / "runs" / "a"), settings(tmp_path),
+                         lambda text: None)
+    second = attempt_task(TASK, BuiltinImplementer(), TaskLog(tmp_path / "runs" / "b"), settings(tmp_path),
+                          lambda text: None)
+    assert (first["outcome"], second["outcome"]) == ("kept", "duplicate")
+    assert len(Dataset(tmp_path / "data").records()) == 1
+    assert not list((tmp_path / "work").glob("*_fused_kernels.py"))
+
+
+def run_args(tmp_path, *extra) -> list[str]:
+    return ["run", "--workdir", str(tmp_path / "work"), "--data", str(tmp_path / "data"),
+            "--runs", str(tmp_path / "runs"), "--device", "cpu", *extra]
+
+
+def test_run_resumes_after_an_interrupt_without_losing_or_doubling_work(tmp_path, monkeypatch, capsys):
+    """Ctrl-C between task 2's verdict and its move to data/; then Ctrl-C in task 3's implementer."""
+    real_add = Dataset.add
+    calls = {"add": 0, "implement": 0}
+
+    def add_then_interrupt(self, source_path, record):
+        calls["add"] += 1
+        if calls["add"] == 2:
+            raise KeyboardInterrupt
+        return real_add(self, source_path, record)
+
+    class InterruptOnce(BuiltinImplementer):
+        def implement(self, task, attempt, history):
+            calls["implement"] += 1
+            if calls["implement"] == 3:  # task 3's first attempt (task 2 is kept from its log on resume)
+                raise KeyboardInterrupt
+            return super().implement(task, attempt, history)
+
+    monkeypatch.setattr(cli, "_implementer", lambda options: InterruptOnce())
+    monkeypatch.setattr(Dataset, "add", add_then_interrupt)
+    assert cli.main(run_args(tmp_path, "-n", "3", "--seed", "11", "--difficulty", "easy")) == 130
+    assert "--resume" in capsys.readouterr().err
+    dataset = Dataset(tmp_path / "data")
+    assert len(dataset.records()) == 1
+    [run] = (tmp_path / "runs").iterdir()
+    second = next(run.glob("002-*"))
+    assert json.loads((second / "attempt_1.json").read_text())["passed"]
+    assert not (second / "outcome.json").exists()
+
+    assert cli.main(run_args(tmp_path, "--resume")) == 130  # task 2 kept from its log, task 3 interrupted
+    assert len(dataset.records()) == 2 and (second / "outcome.json").exists()
+
+    assert cli.main(run_args(tmp_path, "--resume", run.name)) == 0
+    records = dataset.records()
+    assert len(records) == 3 and len({r["id"] for r in records}) == 3
+    assert sorted(r["task"]["seed"] for r in records) == [11, 12, 13]
+    assert sorted(p.name for p in (tmp_path / "data").glob("*.py")) == [r["file"] for r in records]
+    assert not list((tmp_path / "work").glob("*_fused_kernels.py"))
+    outcomes = [json.loads(p.read_text())["outcome"] for p in sorted(run.glob("*/outcome.json"))]
+    assert outcomes == ["kept", "kept", "kept"]
+
+
+def test_run_prints_tasks_reports_and_a_summary(tmp_path, capsys):
+    assert cli.main(run_args(tmp_path, "--seed", "7", "--difficulty", "easy")) == 0
+    out = capsys.readouterr().out
+    assert "Fusion task ff-" in out and "=== ATTEMPT 1:" in out and "FINAL TEST REPORT - ATTEMPT 1" in out
+    assert "1 of 1 tasks kept" in out
+    assert cli.main(run_args(tmp_path, "--seed", "7", "--difficulty", "easy", "--json")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["tasks"] == 1 and summary["duplicates"] == 1 and summary["failed"] == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--implementer", "llm"], "needs --model"),
+    (["--ops", "nosuchop"], "nosuchop"),
+    (["--resume", "nosuchrun"], "nosuchrun"),
+])
+def test_run_usage_errors_are_one_line(tmp_path, capsys, extra, message):
+    assert cli.main(run_args(tmp_path, *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_refuses_an_unwritable_data_folder(tmp_path, capsys):
+    blocker = tmp_path / "data"
+    blocker.write_text("a file, not a folder")
+    assert cli.main(run_args(tmp_path, "--seed", "1")) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_outside_agent_attempts_against_the_handed_out_task(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.task_main(["--seed", "5", "--difficulty", "easy"]) == 0
+    assert "handed out" in capsys.readouterr().err
+    source = BuiltinImplementer().implement(TASK, 1, []).source
+    path = tmp_path / "001_fused_kernels.py"
+
+    path.write_text(wrong_values(source))
+    assert cli.main(["attempt", str(path)]) == 1
+    assert "FAILURE ANALYSIS - ATTEMPT 1" in capsys.readouterr().out and path.exists()
+
+    path.write_text(source)
+    assert cli.main(["attempt", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "=== ATTEMPT 2:" in out and "kept" in out
+    assert not path.exists()
+    [record] = Dataset(tmp_path / "data").records()
+    assert record["implementer"] == "agent" and record["attempts"] == 2
+
+    path.write_text(source)
+    assert cli.main(["attempt", str(path)]) == 2  # that task is finished
+    assert "already finished" in capsys.readouterr().err
+
+
+def test_outside_agent_third_failure_deletes_the_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.task_main(["--seed", "5", "--difficulty", "easy"]) == 0
+    capsys.readouterr()
+    path = tmp_path / "004_fused_kernels.py"
+    broken = wrong_values(BuiltinImplementer().implement(TASK, 1, []).source)
+    for attempt in (1, 2, 3):
+        path.write_text(broken)
+        assert cli.main(["attempt", str(path), "--json"]) == 1
+        entry = json.loads(capsys.readouterr().out)
+        assert entry["attempt"] == attempt and entry["failure"]["category"] == "mismatch"
+    assert entry["outcome"]["outcome"] == "failed"
+    assert not path.exists()
+    assert len(list((tmp_path / "runs" / "agent" / TASK.id).glob("attempt_*.json"))) == 3
+
+
+def test_outside_agent_cannot_swap_the_task(tmp_path, monkeypatch, capsys):
+    """A file written for another (easier) task is checked against the task handed out, and fails."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.task_main(["--seed", "6", "--difficulty", "easy"]) == 0
+    capsys.readouterr()
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(BuiltinImplementer().implement(TASK, 1, []).source)  # seed 5's task, not seed 6's
+    assert cli.main(["attempt", str(path), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["failure"]["category"] == "format"
+
+
+def test_attempt_without_a_handed_out_task_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text("x = 1\n")
+    assert cli.main(["attempt", str(path)]) == 2
+    assert "generate_fusion_task.py" in capsys.readouterr().err
+
+
+def test_bench_pending_needs_a_gpu(tmp_path, capsys):
+    assert cli.main(["bench", "--pending", "--data", str(tmp_path / "data")]) == 2
+    assert "GPU" in capsys.readouterr().err
