@@ -21,15 +21,14 @@ lint: setup
 test: lint
 	$(BIN)/python -m pytest -q
 
-SEED ?= 2
+N ?= 1
+SEED ?=
 
-# The pipeline so far, on one task: generate it, implement it with the built-in code generator,
-# check the file (on the CPU through Triton's interpreter; on a GPU at the bench shape too).
+# The main job: the attempt loop on N tasks (SEED: the first task's seed; random when empty) with the
+# built-in implementer. Kernel files are written in work/, winners kept in data/, attempt logs in runs/.
+# Without a GPU a pass means verified (checked through Triton's interpreter) and "not timed".
 run: setup
-	mkdir -p work
-	$(BIN)/fusionforge task --seed $(SEED) --out work/task.json
-	$(BIN)/fusionforge implement work/task.json -o work/001_fused_kernels.py
-	$(BIN)/fusionforge check work/001_fused_kernels.py
+	$(BIN)/fusionforge run -n $(N) $(if $(SEED),--seed $(SEED)) --workdir work --data data --runs runs
 
 bench-tasks: setup
 	$(BIN)/python benchmarks/task_generation.py

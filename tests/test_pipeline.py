@@ -234,3 +234,33 @@ def test_attempt_without_a_handed_out_task_is_a_usage_error(tmp_path, monkeypatc
 def test_bench_pending_needs_a_gpu(tmp_path, capsys):
     assert cli.main(["bench", "--pending", "--data", str(tmp_path / "data")]) == 2
     assert "GPU" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_a_real_run_then_resume(tmp_path):
+    """SIGINT to a running `fusionforge run` while it checks task 2: exit 130, nothing torn, resume ends it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "fusionforge", *run_args(tmp_path, "-n", "3", "--seed", "21", "--difficulty",
+                                                                    "easy")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    index = tmp_path / "data" / "index.jsonl"
+    deadline = time.monotonic() + 240
+    while not (index.exists() and index.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # task 2 is being checked now
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err
+    records = Dataset(tmp_path / "data").records()
+    assert 1 <= len(records) <= 2
+    assert all((tmp_path / "data" / r["file"]).exists() for r in records)
+    assert not list((tmp_path / "data").glob(".*partial")) and not list((tmp_path / "runs").glob("*/*/.*partial"))
+
+    assert cli.main(run_args(tmp_path, "--resume")) == 0
+    records = Dataset(tmp_path / "data").records()
+    assert sorted(r["task"]["seed"] for r in records) == [21, 22, 23]
+    assert not list((tmp_path / "work").glob("*_fused_kernels.py"))
