@@ -264,3 +264,36 @@ def test_ctrl_c_in_a_real_run_then_resume(tmp_path):
     records = Dataset(tmp_path / "data").records()
     assert sorted(r["task"]["seed"] for r in records) == [21, 22, 23]
     assert not list((tmp_path / "work").glob("*_fused_kernels.py"))
+
+
+def test_bench_pending_keeps_the_faster_and_drops_the_slower(tmp_path, monkeypatch):
+    """The keep/drop rule of `bench --pending`, with the GPU timing replaced by judged synthetic timings."""
+    from test_bench import RATES, raw
+
+    from fusionforge import pipeline
+    from fusionforge.bench.benchmark import BenchResult, judge
+    from fusionforge.verify import check_file
+
+    tasks = [TASK, TaskGenerator().generate(8, difficulty="easy")]
+    for k, task in enumerate(tasks):
+        attempt_task(task, BuiltinImplementer(), TaskLog(tmp_path / "runs" / str(k)), settings(tmp_path),
+                     lambda text: None)
+    dataset = Dataset(tmp_path / "data")
+    assert len(dataset.pending()) == 2
+    fast, slow = dataset.records()
+
+    def fake_bench(path, task, timeout, device):
+        verdict = check_file(path, task=task, device="cpu", timeout=timeout)
+        triton_ms = 0.10 if path.name == fast["file"] else 0.50
+        return judge(BenchResult(check=verdict), raw(eager=0.36, compiled=0.11, triton=triton_ms), task, RATES)
+
+    monkeypatch.setattr(pipeline, "bench_file", fake_bench)
+    counts = pipeline.time_pending(dataset, tmp_path / "runs", echo=lambda text: None)
+    assert counts == {"kept": 1, "dropped": 1}
+    [record] = dataset.records()
+    assert record["id"] == fast["id"] and record["file"] == fast["file"] and record["timed"] is True
+    assert record["speedup"] == pytest.approx(3.6, rel=0.05) and record["created"] == fast["created"]
+    assert record["timings"]["triton"]["median_ms"] == pytest.approx(0.10, rel=0.05)
+    assert not (tmp_path / "data" / slow["file"]).exists()
+    assert json.loads((tmp_path / "runs" / "pending" / f"{slow['id']}.json").read_text())["kept"] is False
+    assert dataset.pending() == []

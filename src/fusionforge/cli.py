@@ -258,7 +258,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     results = []
     try:
-        with _progress(options["count"], enabled=not args.json and options["count"] > 1) as advance:
+        with TaskProgress(options["count"], enabled=not args.json and options["count"] > 1) as advance:
             for index in range(options["count"]):
                 task = run.task(index)
                 echo("\n" + render_task(task))
@@ -295,7 +295,7 @@ def _run_summary(run, results: list[dict], seconds: float, settings) -> dict:
             "text": text}
 
 
-class _progress:
+class TaskProgress:
     """A rich progress bar over the tasks (a no-op when disabled); ``advance(outcome)`` after each task."""
 
     def __init__(self, total: int, enabled: bool) -> None:

@@ -28,12 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusionforge.bench import bench_file, render_report
+from fusionforge.bench import BenchResult, bench_file, render_report
 from fusionforge.dataset import Dataset, make_record, now
 from fusionforge.implement.base import Implementation, Implementer, PastAttempt
 from fusionforge.kernelfile import next_free_path
 from fusionforge.tasks import FusionTask, TaskGenerator
-from fusionforge.verify.verdict import Failure, render_failure, symbol, use_symbols
+from fusionforge.verify.verdict import Failure, Verdict, render_failure, symbol, use_symbols
 
 ATTEMPTS = 3
 Echo = Callable[[str], None]
@@ -150,14 +150,13 @@ def judge_attempt(task: FusionTask, path: Path, attempt: int, implementation: Im
              "result": result.to_dict() if result is not None else None, "report": plain,
              "seconds": round(time.perf_counter() - start, 3), "finished": now()}
     log.save_attempt(attempt, implementation.source, entry)
-    entry["_result"] = result
     return entry
 
 
 def keep(task: FusionTask, path: Path, entry: dict, source: str, implementer: str, log: TaskLog,
          settings: Settings, echo: Echo) -> dict:
-    """Move a passing file into data/ with its record and close the task's log."""
-    record = make_record(task, source, entry["_result"], implementer, entry["model"], entry["attempt"],
+    """Move a passing file into data/ with its record (built from the attempt's log entry); close the log."""
+    record = make_record(task, source, result_from(entry), implementer, entry["model"], entry["attempt"],
                          run=settings.run, usage=entry["usage"])
     record, added = settings.dataset.add(path, record)
     where = settings.dataset.root / record["file"]
@@ -194,7 +193,7 @@ def attempt_task(task: FusionTask, implementer: Implementer, log: TaskLog, setti
     history = log.history()
     logged = log.attempts()
     if logged and logged[-1]["passed"]:  # interrupted between the verdict and data/: keep it now
-        entry = {**logged[-1], "_result": _result_from(logged[-1])}
+        entry = logged[-1]
         source = log.source(entry["attempt"])
         write_text(path, source)
         return keep(task, path, entry, source, implementer.name, log, settings, echo)
@@ -210,11 +209,8 @@ def attempt_task(task: FusionTask, implementer: Implementer, log: TaskLog, setti
     return give_up(task, path, settings.attempts, log, echo)
 
 
-def _result_from(entry: dict):
-    """A BenchResult rebuilt from a logged attempt (enough for its dataset record)."""
-    from fusionforge.bench.benchmark import BenchResult
-    from fusionforge.verify.verdict import Verdict
-
+def result_from(entry: dict):
+    """The BenchResult of a logged attempt, rebuilt from its JSON (what its dataset record needs)."""
     raw = entry["result"]
     check = Verdict(file=raw["check"]["file"], checks=raw["check"]["checks"], task_id=raw["check"]["task_id"],
                     device=raw["check"]["device"], kernels=raw["check"]["kernels"])
