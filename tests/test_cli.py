@@ -43,17 +43,24 @@ def test_task_usage_errors_are_one_line_exit_2(argv, message, capsys):
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_bad_flag_exits_2():
+@pytest.mark.parametrize("argv", [["task", "--difficulty", "extreme"], ["run", "--implementer", "gpt"],
+                                  ["run", "-n", "0"], ["nosuchcommand"], ["data"]])
+def test_bad_flag_exits_2_with_one_line(argv, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["task", "--difficulty", "extreme"])
+        main(argv)
     assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and "--help" in err
 
 
-def test_generate_fusion_task_script_runs_from_a_checkout():
-    result = subprocess.run([sys.executable, str(ROOT / "generate_fusion_task.py"), "--seed", "3", "--json"],
-                            capture_output=True, text=True, cwd=ROOT)
+def test_generate_fusion_task_script_runs_from_a_checkout(tmp_path):
+    state = tmp_path / "state"
+    result = subprocess.run([sys.executable, str(ROOT / "generate_fusion_task.py"), "--seed", "3", "--json",
+                             "--state", str(state)], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["seed"] == 3
+    handed_out = json.loads((state / "current.json").read_text())["task_id"]
+    assert json.loads((state / "tasks" / f"{handed_out}.json").read_text()) == json.loads(result.stdout)
     again = subprocess.run([sys.executable, "-m", "fusionforge", "task", "--seed", "3", "--json"],
                            capture_output=True, text=True, cwd=ROOT)
     assert again.stdout == result.stdout

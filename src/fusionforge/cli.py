@@ -25,6 +25,13 @@ class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), like every other usage error of the command."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _fmt_shape(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -448,7 +455,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description="Generate fusion tasks, implement them in PyTorch and Triton, verify, benchmark, "
                     "and keep the kernels that are correct and faster.")
@@ -571,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def task_main(argv: list[str] | None = None) -> int:
     """Entry point of generate_fusion_task.py: the ``task`` subcommand on its own."""
-    parser = argparse.ArgumentParser(prog=os.path.basename(sys.argv[0]) or "generate_fusion_task.py",
+    parser = Parser(prog=os.path.basename(sys.argv[0]) or "generate_fusion_task.py",
                                      description="Generate a fusion task (same options as 'fusionforge task').")
     _add_task_options(parser)
     parser.add_argument("--state", default=".fusionforge", metavar="DIR", help="where the handed-out task is "
