@@ -8,7 +8,9 @@ from dataclasses import replace
 import pytest
 
 from fusionforge.cli import main
-from fusionforge.implement import UnsupportedTask, generate
+from fusionforge.implement import BuiltinImplementer, PastAttempt, UnsupportedTask, generate
+from fusionforge.implement.builtin import next_variant
+from fusionforge.implement.codegen import variant_of, variants
 from fusionforge.kernelfile import next_free_path, parse
 from fusionforge.tasks import FusionTask, TaskGenerator
 from fusionforge.verify import check_file
@@ -80,6 +82,40 @@ def test_batch_norm_fuses_into_the_matmul_epilogue(tmp_path, ops, dtype):
     path.write_text(source)
     verdict = check_file(path, task=task, timeout=240)
     assert verdict.passed, verdict.failure and verdict.failure.message
+
+
+@pytest.mark.parametrize("ops, dtype", [("linear_bias,gelu,layer_norm", "bfloat16"), ("matmul,add:row,tanh", "float16"),
+                                        ("linear,batch_norm,hardswish", "bfloat16"),
+                                        ("linear_bias,mul:full,sigmoid", "float16")])
+def test_persistent_matmul_variant_passes_the_checker(tmp_path, ops, dtype):
+    """TMA descriptors, persistent tiles, warp specialization: the retry variant of 16-bit matmul roots."""
+    task = GEN.generate(2, dtype=dtype, ops=ops)
+    assert variants(task) == ["tiled", "persistent"]
+    source = generate(task, 2, "persistent")
+    assert variant_of(source) == "persistent" and "warp_specialize=True" in source
+    path = tmp_path / "002_fused_kernels.py"
+    path.write_text(source)
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
+def _past(source: str, category: str) -> PastAttempt:
+    return PastAttempt(1, source, f"FAILURE ANALYSIS ({category})", {"category": category})
+
+
+def test_retries_move_to_the_next_variant_unless_the_failure_was_transient():
+    task = GEN.generate(2, dtype="float16", ops="linear,relu")
+    tiled, persistent = generate(task), generate(task, 2, "persistent")
+    assert next_variant(task, []) == "tiled"
+    assert next_variant(task, [_past(tiled, "slower")]) == "persistent"
+    assert next_variant(task, [_past(tiled, "slower"), _past(persistent, "compile")]) == "tiled"
+    assert next_variant(task, [_past(persistent, "timeout")]) == "persistent"
+    single = GEN.generate(2, dtype="float32", ops="linear,relu")
+    assert variants(single) == ["tiled"] and next_variant(single, [_past(generate(single), "slower")]) == "tiled"
+    with pytest.raises(UnsupportedTask):
+        generate(single, 1, "persistent")
+    source = BuiltinImplementer().implement(task, 2, [_past(tiled, "slower")]).source
+    assert variant_of(source) == "persistent" and "ATTEMPT = 2" in source
 
 
 def test_fp32_matmul_keeps_fp32_accuracy():

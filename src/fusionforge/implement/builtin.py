@@ -1,15 +1,31 @@
 """The built-in implementer: the code generator behind the Implementer interface.
 
-The generator is deterministic: a later attempt gets the same kernel (with its ATTEMPT number), so
-retries only help against transient failures (a timeout on a busy machine, a flaky timing).
+The generator is deterministic, so a retry writes another variant when the task has one: after a
+failure, the next variant of ``codegen.variants(task)`` (16-bit linear and matmul roots: ``tiled``,
+then ``persistent``, then back), or the same one again after a timeout or a crash (which may be
+the machine's doing). A task with one variant gets the same kernel again, with its ATTEMPT number.
 """
 
 from __future__ import annotations
 
 from fusionforge.implement.base import Implementation, PastAttempt
-from fusionforge.implement.codegen import UnsupportedTask, generate
+from fusionforge.implement.codegen import UnsupportedTask, generate, variant_of, variants
 from fusionforge.tasks import FusionTask
 from fusionforge.verify.verdict import Failure
+
+TRANSIENT = ("timeout", "crash")
+
+
+def next_variant(task: FusionTask, history: list[PastAttempt]) -> str:
+    """The variant for the next attempt, given the earlier ones."""
+    options = variants(task)
+    if not history:
+        return options[0]
+    last = history[-1]
+    tried = variant_of(last.source) if last.source else options[0]
+    if last.failure and last.failure["category"] in TRANSIENT:
+        return tried
+    return options[(options.index(tried) + 1) % len(options)]
 
 
 class BuiltinImplementer:
@@ -18,7 +34,7 @@ class BuiltinImplementer:
 
     def implement(self, task: FusionTask, attempt: int, history: list[PastAttempt]) -> Implementation:
         try:
-            return Implementation(source=generate(task, attempt))
+            return Implementation(source=generate(task, attempt, next_variant(task, history)))
         except UnsupportedTask as e:
             return Implementation(source=None, failure=Failure(
                 "format", "Both", f"no kernel file: {e}",

@@ -63,12 +63,32 @@ def plan_of(task: FusionTask) -> str:
                           f"or reductions beyond two (task {task.id}: {task.description})")
 
 
-def generate(task: FusionTask, attempt: int = 1) -> str:
+def variants(task: FusionTask) -> list[str]:
+    """The kernel variants the generator can write for ``task``, the default first.
+
+    A 16-bit matmul or linear root also has ``persistent``: one program per SM walking the output
+    tiles, operands loaded by TMA descriptors, loads and wgmma overlapped by warp specialization.
+    """
+    if plan_of(task) == "matmul" and task.steps[0].op != "bmm" and task.dtype != "float32":
+        return ["tiled", "persistent"]
+    return ["tiled"]
+
+
+def variant_of(source: str) -> str:
+    """Which variant a generated file holds (its TRITON section names it)."""
+    return "persistent" if PERSISTENT_MARK in source else "tiled"
+
+
+def generate(task: FusionTask, attempt: int = 1, variant: str = "tiled") -> str:
     """The complete kernel file (seed format) implementing ``task``."""
     plan = plan_of(task)
+    if variant not in variants(task):
+        raise UnsupportedTask(f"no {variant!r} variant of the {plan} plan for task {task.id}")
     python = python_section(task)
-    plans = {"pointwise": _pointwise, "row": _row, "matmul": _matmul, "two_reductions": _two_reductions}
-    triton_section = plans[plan](task)
+    if plan == "matmul":
+        triton_section = _matmul(task, persistent=variant == "persistent")
+    else:
+        triton_section = {"pointwise": _pointwise, "row": _row, "two_reductions": _two_reductions}[plan](task)
     return render(task.description, python, triton_section, _get_inputs(task), attempt)
 
 
@@ -369,6 +389,16 @@ _DOT = {  # fp32 keeps fp32 accuracy; bf16 tiles go through fp16 (exact for thes
     "float16": "acc = tl.dot(a, b, acc)",
     "bfloat16": "acc = tl.dot(a.to(tl.float16), b.to(tl.float16), acc)",
 }
+PERSISTENT_MARK = "# persistent variant:"
+_PERSISTENT_CONFIGS = [(128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 64, 8, 4)]
+_TMA_HELPERS = '''def _tma_operand(t):
+    """t if TMA can address it (unit last stride, 16-byte aligned base and rows), else such a copy."""
+    if t.stride(-1) == 1 and (t.stride(0) * t.element_size()) % 16 == 0 and t.data_ptr() % 16 == 0:
+        return t
+    align = 16 // t.element_size()
+    padded = torch.empty((t.shape[0], triton.cdiv(t.shape[1], align) * align), dtype=t.dtype, device=t.device)
+    return padded[:, :t.shape[1]].copy_(t)
+'''
 
 
 def _emit_batch_norm(k: int, step: Step, layout: Layout) -> list[str]:
@@ -380,7 +410,8 @@ def _emit_batch_norm(k: int, step: Step, layout: Layout) -> list[str]:
             *(line.format(**step.params) for line in _STATS["batch_norm"])]
 
 
-def _matmul(task: FusionTask) -> str:
+def _matmul(task: FusionTask, persistent: bool = False) -> str:
+    """The matmul plan; ``persistent``: the TMA, warp-specialized variant (16-bit linear and matmul)."""
     root = task.steps[0]
     root_op = catalog.get(root.op)
     # inference batch norm is per channel (pointwise): it stays in the epilogue
@@ -393,13 +424,28 @@ def _matmul(task: FusionTask) -> str:
     epilogue_inputs = [by_name[n] for s in epilogue for n in s.inputs]
     args = ["x_ptr", "w_ptr", *(["bias_ptr"] if root.op == "linear_bias" else []),
             *[f"{i.name}_ptr" if i.dtype != SCALAR_DTYPE else i.name for i in epilogue_inputs]]
-    strides = ["stride_xb", "stride_xm", "stride_xk", "stride_wb", "stride_wk", "stride_wn"] if batched else \
-        ["stride_xm", "stride_xk", "stride_wk", "stride_wn"]
+    linear = root.op.startswith("linear")
+    if persistent:
+        strides = ["stride_xm", "stride_wn" if linear else "stride_wk"]
+    elif batched:
+        strides = ["stride_xb", "stride_xm", "stride_xk", "stride_wb", "stride_wk", "stride_wn"]
+    else:
+        strides = ["stride_xm", "stride_xk", "stride_wk", "stride_wn"]
     base = "batch * M * N + " if batched else ""
     columns, rows = ("rn", "rn < N", "[None, :]"), (("batch * M + " if batched else "") + "rm", "rm < M", "[:, None]")
     layout = Layout({"full": base + "rm[:, None] * N + rn[None, :]"},
                     vectors={"col": columns, "row": rows,
                              "chan": (("rm", "rm < M", "[:, None]") if batched else columns)})  # channel: dim 1
+    epilogue_lines = [f"# 1. {step_label(root)}: {root_op.doc}", "h = acc"]
+    if root.op == "linear_bias":
+        epilogue_lines += [layout.load("bias", "col"), "h = h + bias"]
+    for k, step in enumerate(epilogue, start=2):
+        epilogue_lines += _emit_batch_norm(k, step, layout) if step.op == "batch_norm" else \
+            _emit_pointwise(k, step, by_name, layout)
+    epilogue_lines.append("tl.store(out_ptr + " + layout.index["full"] + ", h.to(out_ptr.dtype.element_ty), "
+                          "mask=mask)")
+    if persistent:
+        return _persistent_matmul(task, k_row, args, strides, epilogue_lines, epilogue_inputs, rest)
     body = ["pid = tl.program_id(0)", *(["batch = tl.program_id(1)"] if batched else []),
             "# grouped order: GROUP_M row-tiles share each column of w while it is in L2",
             "tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)",
@@ -422,14 +468,7 @@ def _matmul(task: FusionTask) -> str:
             "    x_ptrs += BLOCK_K * stride_xk",
             "    w_ptrs += BLOCK_K * stride_wk",
             "mask = (rm[:, None] < M) & (rn[None, :] < N)",
-            f"# 1. {step_label(root)}: {root_op.doc}",
-            "h = acc"]
-    if root.op == "linear_bias":
-        body += [layout.load("bias", "col"), "h = h + bias"]
-    for k, step in enumerate(epilogue, start=2):
-        body += _emit_batch_norm(k, step, layout) if step.op == "batch_norm" else \
-            _emit_pointwise(k, step, by_name, layout)
-    body.append("tl.store(out_ptr + " + layout.index["full"] + ", h.to(out_ptr.dtype.element_ty), mask=mask)")
+            *epilogue_lines]
 
     configs = _MATMUL_CONFIGS["float32" if task.dtype == "float32" else "16bit"]
     config_lines = ",\n".join(
@@ -470,15 +509,99 @@ def _matmul(task: FusionTask) -> str:
              "    M, K = x.shape[-2], x.shape[-1]", f"    N = {n_expr}",
              f"    {result} = torch.empty({out_shape}, dtype=x.dtype, device=x.device)",
              f"    grid = {grid}", f"    fused_kernel_triton[grid]({launch_args})"]
-    sections = [kernel]
+    return _with_row_kernel(task, k_row, rest, [kernel], lines)
+
+
+def _with_row_kernel(task: FusionTask, k_row: int, rest: list[Step], sections: list[str], lines: list[str]) -> str:
+    """The TRITON section: the matmul kernel, the following row op's kernel if any, and the wrapper."""
     if rest:
+        by_name = {i.name: i for i in task.inputs}
         matmul_out = InputSpec("h", "activation", list(task.step_shapes()[k_row - 1]), task.dtype, {})
         row_task = replace(task, steps=rest, inputs=[matmul_out] + [by_name[n] for s in rest for n in s.inputs])
         row_kernel, launch = _row_kernel(row_task, f"{rest[0].op}_kernel", "h")
-        sections.append(row_kernel)
-        lines += launch
-    lines.append("    return out")
-    return "\n\n\n".join(sections) + "\n\n\n" + "\n".join(lines) + "\n"
+        sections = [*sections, row_kernel]
+        lines = [*lines, *launch]
+    return "\n\n\n".join(sections) + "\n\n\n" + "\n".join([*lines, "    return out"]) + "\n"
+
+
+def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: list[str], epilogue: list[str],
+                       epilogue_inputs: list[InputSpec], rest: list[Step]) -> str:
+    """One program per SM strides over the output tiles; TMA loads, warp-specialized, the epilogue fused."""
+    root = task.steps[0]
+    linear = root.op.startswith("linear")
+    w_desc = ("tl.make_tensor_descriptor(w_ptr, shape=[N, K], strides=[stride_wn, 1], block_shape=[BLOCK_N, "
+              "BLOCK_K])" if linear else
+              "tl.make_tensor_descriptor(w_ptr, shape=[K, N], strides=[stride_wk, 1], block_shape=[BLOCK_K, "
+              "BLOCK_N])")
+    w_load = ("w_desc.load([pid_n * BLOCK_N, k * BLOCK_K]).T" if linear else
+              "w_desc.load([k * BLOCK_K, pid_n * BLOCK_N])")
+    body = [
+        "x_desc = tl.make_tensor_descriptor(x_ptr, shape=[M, K], strides=[stride_xm, 1], "
+        "block_shape=[BLOCK_M, BLOCK_K])",
+        f"w_desc = {w_desc}",
+        "tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)",
+        "for tile in tl.range(tl.program_id(0), tiles_m * tiles_n, NUM_SMS, flatten=True, warp_specialize=True):",
+        "    # grouped order: GROUP_M row-tiles share each column of w while it is in L2",
+        "    first_m = (tile // (GROUP_M * tiles_n)) * GROUP_M",
+        "    group_m = tl.minimum(tiles_m - first_m, GROUP_M)",
+        "    pid_m = first_m + (tile % (GROUP_M * tiles_n)) % group_m",
+        "    pid_n = (tile % (GROUP_M * tiles_n)) // group_m",
+        "    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)",
+        "    for k in range(0, tl.cdiv(K, BLOCK_K)):",
+        "        a = x_desc.load([pid_m * BLOCK_M, k * BLOCK_K])  # zero-filled past the edges",
+        f"        b = {w_load}",
+        "        if DOT_FP32:  # Triton's interpreter: its 16-bit dots are not exact, fp32 ones are",
+        "            acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=\"ieee\")",
+        "        else:",
+        "            acc = tl.dot(a, b, acc)",
+        "    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)",
+        "    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)",
+        "    mask = (rm[:, None] < M) & (rn[None, :] < N)",
+        *("    " + line for line in epilogue)]
+    config_lines = ",\n".join(
+        f"    triton.Config({{'BLOCK_M': {bm}, 'BLOCK_N': {bn}, 'BLOCK_K': {bk}, 'GROUP_M': 8}}, num_warps={w}, "
+        f"num_stages={st})" for bm, bn, bk, w, st in _PERSISTENT_CONFIGS)
+    fused = [step_label(s) for s in task.steps[:k_row]]
+    w_shape = "w [N, K]" if linear else "w [K, N]"
+    doc = (f'"""{" -> ".join(fused)}: x [M, K], {w_shape}; persistent over [M, N] output tiles.\n\n'
+           "    NUM_SMS programs stride over the tiles in grouped order. A producer warp issues the TMA loads while\n"
+           "    the consumer warpgroups run tl.dot (wgmma) into an fp32 accumulator; the epilogue is fused, one cast\n"
+           '    on store.\n    """')
+    kernel = "\n".join([
+        f"{PERSISTENT_MARK} one program per SM, TMA loads, warp-specialized tl.dot. On a GPU the tiles are",
+        "# autotuned for Hopper; Triton's interpreter (no autotuner) runs one small tile.",
+        "MATMUL_CONFIGS = [",
+        config_lines,
+        "] if DEVICE == \"cuda\" else [",
+        "    triton.Config({'BLOCK_M': 32, 'BLOCK_N': 32, 'BLOCK_K': 32, 'GROUP_M': 4}, num_warps=4, num_stages=1),",
+        "]",
+        "",
+        "",
+        "@triton.autotune(configs=MATMUL_CONFIGS, key=[\"M\", \"N\", \"K\"])",
+        "@triton.jit",
+        f"def fused_kernel_triton({', '.join(args)}, out_ptr, M, N, K, {', '.join(strides)},",
+        "                        NUM_SMS: tl.constexpr, DOT_FP32: tl.constexpr, BLOCK_M: tl.constexpr, "
+        "BLOCK_N: tl.constexpr,",
+        "                        BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):",
+        f"    {doc}",
+        *("    " + line for line in body),
+    ])
+    result = "h" if rest else "out"
+    launch_args = ", ".join(["x", "w", *(["bias"] if root.op == "linear_bias" else []),
+                             *[i.name for i in epilogue_inputs], result, "M", "N", "K", "x.stride(0)", "w.stride(0)"])
+    lines = [f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):", *_contiguous(task),
+             "    x, w = _tma_operand(x), _tma_operand(w)",
+             "    M, K = x.shape",
+             f"    N = {'w.shape[0]' if linear else 'w.shape[1]'}",
+             f"    {result} = torch.empty((M, N), dtype=x.dtype, device=x.device)",
+             "    num_sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4",
+             "    grid = lambda meta: (min(num_sms, triton.cdiv(M, meta[\"BLOCK_M\"]) * "
+             "triton.cdiv(N, meta[\"BLOCK_N\"])), )",
+             "    # device-side TMA descriptors live in a little global scratch memory Triton asks this allocator for",
+             "    triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, "
+             "device=x.device))",
+             f"    fused_kernel_triton[grid]({launch_args}, NUM_SMS=num_sms, DOT_FP32=not x.is_cuda)"]
+    return _with_row_kernel(task, k_row, rest, [kernel, _TMA_HELPERS.rstrip()], lines)
 
 
 # -- two reductions ----------------------------------------------------------------------------------
