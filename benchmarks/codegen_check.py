@@ -1,8 +1,10 @@
 """Implement generated tasks with the built-in code generator and check every file.
 
     python benchmarks/codegen_check.py [--first 0] [--count 500] [--jobs 2] [--out FILE] [--device cpu|cuda]
+                                       [--variant tiled|persistent]
 
-Seeds first..first+count-1, difficulty and dtype chosen by each seed. Reports how many pass the
+Seeds first..first+count-1, difficulty and dtype chosen by each seed; with --variant, only the tasks
+that have that variant of their plan. Reports how many pass the
 checker, fail it (with their categories) or are refused (no plan yet), by plan, difficulty and dtype.
 """
 
@@ -17,9 +19,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
-def one(seed: int, device: str, folder: str) -> dict:
+def one(seed: int, device: str, folder: str, variant: str) -> dict | None:
     from fusionforge.implement import UnsupportedTask, generate
-    from fusionforge.implement.codegen import plan_of
+    from fusionforge.implement.codegen import plan_of, variants
     from fusionforge.tasks import TaskGenerator
     from fusionforge.verify import check_file
 
@@ -28,7 +30,9 @@ def one(seed: int, device: str, folder: str) -> dict:
            "signature": task.signature}
     try:
         row["plan"] = plan_of(task)
-        source = generate(task)
+        if variant not in variants(task):
+            return None
+        source = generate(task, 1, variant)
     except UnsupportedTask as e:
         return {**row, "status": "refused", "message": str(e)}
     path = Path(folder) / f"{seed:04d}_fused_kernels.py"
@@ -47,19 +51,23 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--out", default="benchmarks/results/codegen_check_cpu.json")
+    parser.add_argument("--variant", default="tiled", help="the plan variant to write (default tiled)")
     args = parser.parse_args()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder, ProcessPoolExecutor(args.jobs) as pool:
         seeds = ([int(s) for s in args.seeds.split(",")] if args.seeds
                  else list(range(args.first, args.first + args.count)))
         rows = []
-        for k, row in enumerate(pool.map(one, seeds, [args.device] * len(seeds), [folder] * len(seeds)), start=1):
-            rows.append(row)
+        n = len(seeds)
+        for k, row in enumerate(pool.map(one, seeds, [args.device] * n, [folder] * n, [args.variant] * n), start=1):
+            if row is not None:
+                rows.append(row)
             if k % 25 == 0:
                 print(f"  {k}/{len(seeds)}: {dict(collections.Counter(r['status'] for r in rows))}", flush=True)
     summary = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": args.device, "seeds": args.seeds or f"{args.first}..{args.first + args.count - 1}",
+        "device": args.device, "variant": args.variant,
+        "seeds": args.seeds or f"{args.first}..{args.first + args.count - 1}",
         "seconds": round(time.perf_counter() - start, 1),
         "status": dict(collections.Counter(r["status"] for r in rows)),
         "by_plan": {p: dict(collections.Counter(r["status"] for r in rows if r.get("plan") == p))

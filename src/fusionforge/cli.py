@@ -268,8 +268,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         with TaskProgress(options["count"], enabled=not args.json and options["count"] > 1) as advance:
             for index in range(options["count"]):
                 task = run.task(index)
-                echo("\n" + render_task(task))
-                results.append(attempt_task(task, implementer, run.log(index, task), settings, echo))
+                log = run.log(index, task)
+                if log.outcome() is None:  # else finished before an interrupt: nothing to redo
+                    echo("\n" + render_task(task))
+                results.append(attempt_task(task, implementer, log, settings, echo))
                 advance(results[-1])
     except ImplementerError as e:
         raise UsageError(f"{e} (resume with: {PROG} run --resume {run.id})") from None
