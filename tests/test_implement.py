@@ -99,6 +99,23 @@ def test_persistent_matmul_variant_passes_the_checker(tmp_path, ops, dtype):
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
+@pytest.mark.parametrize("ops, dtype, reduction", [
+    ("linear_bias,sigmoid,min", "float16", "min"), ("matmul,sum", "float32", "sum"),
+    ("linear,mean,sub:scalar", "bfloat16", "mean"), ("bmm,maximum:row,l2norm", "bfloat16", "l2norm"),
+    ("bmm,logsumexp,square", "float32", "logsumexp"), ("linear,max", "float16", "max"),
+    ("matmul,relu,var", "bfloat16", "var")])
+def test_reduction_after_a_matmul_never_stores_the_product(tmp_path, ops, dtype, reduction):
+    """Tiles write per-row partials ([rows, tiles of N], fp32); a combine kernel merges them."""
+    task = GEN.generate(3, dtype=dtype, ops=ops)
+    for variant in variants(task):
+        source = generate(task, 1, variant)
+        assert f"{reduction}_combine_kernel" in source and "torch.empty((M, N)" not in source
+        path = tmp_path / f"{variant}_fused_kernels.py"
+        path.write_text(source)
+        verdict = check_file(path, task=task, timeout=240)
+        assert verdict.passed, (variant, verdict.failure and verdict.failure.message)
+
+
 def _past(source: str, category: str) -> PastAttempt:
     return PastAttempt(1, source, f"FAILURE ANALYSIS ({category})", {"category": category})
 

@@ -138,6 +138,30 @@ def _emit_pointwise(k: int, step: Step, by_name: dict[str, InputSpec], layout: L
     return lines
 
 
+def _wrap(opening: str, items: list[str], closing: str, width: int = 120) -> list[str]:
+    """``opening`` + items separated by commas + ``closing``, broken into lines of at most ``width``
+    (when the items allow), continuation lines aligned after the opening parenthesis."""
+    lines, line = [], opening
+    for k, item in enumerate(items):
+        piece = item + (closing if k == len(items) - 1 else ",")
+        if line != opening and len(line) + 1 + len(piece) > width:
+            lines.append(line)
+            line = " " * len(opening) + piece
+        else:
+            line += ("" if line == opening else " ") + piece
+    return lines + [line]
+
+
+def _kernel_def(name: str, params: list[str], constexprs: list[str]) -> list[str]:
+    """``def name(params, constexprs: tl.constexpr):``, wrapped."""
+    return _wrap(f"def {name}(", [*params, *(f"{c}: tl.constexpr" for c in constexprs)], "):")
+
+
+def _launch(callee: str, args: list[str]) -> list[str]:
+    """A wrapper line calling ``callee(args)`` (a kernel launch), wrapped."""
+    return _wrap(f"    {callee}(", args, ")")
+
+
 def _kernel_args(task: FusionTask) -> list[str]:
     return ["x_ptr"] + [f"{i.name}_ptr" if i.dtype != SCALAR_DTYPE else i.name for i in task.inputs[1:]]
 
@@ -159,22 +183,22 @@ def _pointwise(task: FusionTask) -> str:
            f'one cast on store.\n    """')
     kernel = "\n".join([
         "@triton.jit",
-        f"def fused_kernel_triton({', '.join(_kernel_args(task))}, out_ptr, n_elements, n_cols, "
-        "BLOCK_SIZE: tl.constexpr):",
+        *_kernel_def("fused_kernel_triton", [*_kernel_args(task), "out_ptr", "n_elements", "n_cols"], ["BLOCK_SIZE"]),
         f"    {doc}",
         "    pid = tl.program_id(0)",
         "    offsets = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)",
         "    mask = offsets < n_elements",
         *("    " + line for line in body),
     ])
-    launch_args = ", ".join(["x", *[i.name for i in task.inputs[1:]], "out", "n_elements", "x.shape[-1]"])
+    launch_args = ["x", *[i.name for i in task.inputs[1:]], "out", "n_elements", "x.shape[-1]",
+                   f"BLOCK_SIZE={POINTWISE_BLOCK}", f"num_warps={POINTWISE_WARPS}"]
     wrapper = "\n".join([
         f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):",
         *_contiguous(task),
         "    out = torch.empty_like(x)",
         "    n_elements = out.numel()",
         f"    grid = (triton.cdiv(n_elements, {POINTWISE_BLOCK}),)",
-        f"    fused_kernel_triton[grid]({launch_args}, BLOCK_SIZE={POINTWISE_BLOCK}, num_warps={POINTWISE_WARPS})",
+        *_launch("fused_kernel_triton[grid]", launch_args),
         "    return out",
     ])
     return kernel + "\n\n\n" + wrapper + "\n"
@@ -288,8 +312,7 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
            f'one cast on store.\n    """')
     kernel = "\n".join([
         "@triton.jit",
-        f"def {name}({', '.join(_kernel_args(task))}, out_ptr, row_len, n_cols, "
-        f"{''.join(e + ', ' for e in extra)}BLOCK_N: tl.constexpr):",
+        *_kernel_def(name, [*_kernel_args(task), "out_ptr", "row_len", "n_cols", *extra], ["BLOCK_N"]),
         f"    {doc}",
         "    row = tl.program_id(0).to(tl.int64)",
         "    cols = tl.arange(0, BLOCK_N)",
@@ -301,14 +324,14 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
         alloc = f"    out = torch.empty({out_shape}, dtype={source}.dtype, device={source}.device)"
     else:
         alloc = f"    out = torch.empty_like({source})"
-    launch_args = ", ".join([source, *[i.name for i in task.inputs[1:]], "out", "row_len", f"{source}.shape[-1]",
-                             *([f"{source}.shape[1]"] if rank == 3 else [])])
+    launch_args = [source, *[i.name for i in task.inputs[1:]], "out", "row_len", f"{source}.shape[-1]",
+                   *([f"{source}.shape[1]"] if rank == 3 else []), "BLOCK_N=BLOCK_N", "num_warps=num_warps"]
     launch = [
         alloc,
         f"    row_len = {row_len}",
         "    BLOCK_N = triton.next_power_of_2(row_len)",
         "    num_warps = 4 if BLOCK_N <= 2048 else 8 if BLOCK_N <= 8192 else 16",
-        f"    {name}[({source}.numel() // row_len,)]({launch_args}, BLOCK_N=BLOCK_N, num_warps=num_warps)",
+        *_launch(f"{name}[({source}.numel() // row_len,)]", launch_args),
     ]
     return kernel, launch
 
@@ -357,18 +380,18 @@ def _looped_norm_kernel(task: FusionTask, name: str, source: str, k_row: int, la
            f'registers); fp32 math, one cast on store.\n    """')
     kernel = "\n".join([
         "@triton.jit",
-        f"def {name}({', '.join(_kernel_args(task))}, out_ptr, row_len, n_cols, "
-        f"{'n_chan, ' if rank == 3 else ''}CHUNK: tl.constexpr):",
+        *_kernel_def(name, [*_kernel_args(task), "out_ptr", "row_len", "n_cols", *(["n_chan"] if rank == 3 else [])],
+                    ["CHUNK"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
-    launch_args = ", ".join([source, *[i.name for i in task.inputs[1:]], "out", "row_len", f"{source}.shape[-1]",
-                             *([f"{source}.shape[1]"] if rank == 3 else [])])
+    launch_args = [source, *[i.name for i in task.inputs[1:]], "out", "row_len", f"{source}.shape[-1]",
+                   *([f"{source}.shape[1]"] if rank == 3 else []), "CHUNK=CHUNK", "num_warps=8"]
     launch = [
         f"    out = torch.empty_like({source})",
         f"    row_len = {row_len}",
         "    CHUNK = 4096 if DEVICE == \"cuda\" else 256  # small slices in the interpreter exercise the loop",
-        f"    {name}[({source}.numel() // row_len,)]({launch_args}, CHUNK=CHUNK, num_warps=8)",
+        *_launch(f"{name}[({source}.numel() // row_len,)]", launch_args),
     ]
     return kernel, launch
 
@@ -399,6 +422,84 @@ _TMA_HELPERS = '''def _tma_operand(t):
     padded = torch.empty((t.shape[0], triton.cdiv(t.shape[1], align) * align), dtype=t.dtype, device=t.device)
     return padded[:, :t.shape[1]].copy_(t)
 '''
+
+
+# A reduction after the matmul never materializes the [M, N] product: each [BLOCK_M, BLOCK_N] tile
+# writes its rows' partial statistics over its BLOCK_N columns (fp32, one column per tile of N), and a
+# combine kernel merges a row's partials and applies the later pointwise ops.
+_PARTIALS = {  # op -> ((partial, identity for masked lanes), ...), epilogue statements computing them
+    "sum": ((("part_sum", "0.0"),), ["part_sum = tl.sum(tl.where(mask, h, 0.0), axis=1)"]),
+    "mean": ((("part_sum", "0.0"),), ["part_sum = tl.sum(tl.where(mask, h, 0.0), axis=1)"]),
+    "l2norm": ((("part_sq", "0.0"),), ["part_sq = tl.sum(tl.where(mask, h * h, 0.0), axis=1)"]),
+    "max": ((("part_max", "float('-inf')"),), ["part_max = tl.max(tl.where(mask, h, float('-inf')), axis=1)"]),
+    "min": ((("part_min", "float('inf')"),), ["part_min = tl.min(tl.where(mask, h, float('inf')), axis=1)"]),
+    "logsumexp": ((("part_max", "float('-inf')"), ("part_sumexp", "0.0")),
+                  ["part_max = tl.max(tl.where(mask, h, float('-inf')), axis=1)",
+                   "part_sumexp = tl.sum(tl.where(mask, tl.exp(h - part_max[:, None]), 0.0), axis=1)"]),
+    "var": ((("part_count", "0.0"), ("part_mean", "0.0"), ("part_m2", "0.0")),
+            ["part_count = tl.sum(mask.to(tl.float32), axis=1)",
+             "part_mean = tl.sum(tl.where(mask, h, 0.0), axis=1) / tl.maximum(part_count, 1.0)",
+             "centered = tl.where(mask, h - part_mean[:, None], 0.0)",
+             "part_m2 = tl.sum(centered * centered, axis=1)"]),
+}
+_ENDING = {False: "one cast on store", True: "the rows' partial statistics stored in fp32, never the product"}
+_COMBINE = {  # op -> statements merging a row's partials (vectors over its tiles; masked lanes hold the identity)
+    "sum": ["h = tl.sum(part_sum, axis=0)"],
+    "mean": ["h = tl.sum(part_sum, axis=0) / n_cols"],
+    "l2norm": ["h = tl.sqrt(tl.sum(part_sq, axis=0))"],
+    "max": ["h = tl.max(part_max, axis=0)"],
+    "min": ["h = tl.min(part_min, axis=0)"],
+    "logsumexp": ["row_max = tl.max(part_max, axis=0)",
+                  "h = row_max + tl.log(tl.sum(part_sumexp * tl.exp(part_max - row_max), axis=0))"],
+    "var": ["# Chan: M2 = sum of the tiles' M2 + sum of count * (tile mean - mean)^2",
+            "mean = tl.sum(part_count * part_mean, axis=0) / n_cols",
+            "spread = part_mean - mean",
+            "h = (tl.sum(part_m2, axis=0) + tl.sum(part_count * spread * spread, axis=0)) / (n_cols - {correction})"],
+}
+
+
+def _combine_kernel(task: FusionTask, name: str, rows: str) -> tuple[str, list[str]]:
+    """Merge the matmul tiles' partials of ``task.steps[0]`` (a reduction) per row, then the later ops.
+
+    ``task.inputs[0]`` stands for the matmul's output; ``rows`` is the wrapper's count of output rows.
+    Returns the kernel and the wrapper lines that allocate ``out`` and launch it.
+    """
+    by_name = {i.name: i for i in task.inputs}
+    step = task.steps[0]
+    partials, _ = _PARTIALS[step.op]
+    rank = len(task.inputs[0].shape)
+    after = Layout({"col": "row % n_chan", "row": "row // n_chan", "full": "row"}, frozenset({"col", "row", "full"}))
+    body = ["row = tl.program_id(0).to(tl.int64)", "tiles = tl.arange(0, BLOCK_T)", "tile_mask = tiles < n_tiles",
+            *(f"{part} = tl.load({part}_ptr + row * n_parts + tiles, mask=tile_mask, other={identity})"
+              for part, identity in partials),
+            f"# 2. {step_label(step)}: {catalog.get(step.op).doc}",
+            *(line.format(**step.params) for line in _COMBINE[step.op])]
+    for k, later in enumerate(task.steps[1:], start=3):
+        body += _emit_pointwise(k, later, by_name, after)
+    body.append("tl.store(out_ptr + row, h.to(out_ptr.dtype.element_ty))")
+    operands = _kernel_args(task)[1:]
+    extra = ["n_chan"] if rank == 3 else []
+    doc = (f'"""{" -> ".join(step_label(s) for s in task.steps)}: one program per row of the matmul output.\n\n'
+           "    Merges the row's per-tile partials (n_tiles of them, fp32), applies the later ops, one cast on store.\n"
+           '    """')
+    kernel = "\n".join([
+        "@triton.jit",
+        *_kernel_def(name, [*(p + "_ptr" for p, _ in partials), *operands, "out_ptr", "n_tiles", "n_parts", "n_cols",
+                            *extra], ["BLOCK_T"]),
+        f"    {doc}",
+        *("    " + line for line in body),
+    ])
+    lead = "(x.shape[0], M)" if rank == 3 else "(M,)"
+    out_shape = f"(*{lead}, 1)" if step.params["keepdim"] else lead
+    launch_args = [*(p for p, _ in partials), *[i.name for i in task.inputs[1:]], "out", "n_tiles", "n_parts", "N",
+                   *(["M"] if rank == 3 else []), "BLOCK_T=triton.next_power_of_2(n_tiles)"]
+    launch = [
+        "    # the tiles of N the autotuned matmul used, one partial each",
+        "    n_tiles = triton.cdiv(N, fused_kernel_triton.best_config.kwargs[\"BLOCK_N\"])",
+        f"    out = torch.empty({out_shape}, dtype=x.dtype, device=x.device)",
+        *_launch(f"{name}[({rows},)]", launch_args),
+    ]
+    return kernel, launch
 
 
 def _emit_batch_norm(k: int, step: Step, layout: Layout) -> list[str]:
@@ -442,10 +543,22 @@ def _matmul(task: FusionTask, persistent: bool = False) -> str:
     for k, step in enumerate(epilogue, start=2):
         epilogue_lines += _emit_batch_norm(k, step, layout) if step.op == "batch_norm" else \
             _emit_pointwise(k, step, by_name, layout)
-    epilogue_lines.append("tl.store(out_ptr + " + layout.index["full"] + ", h.to(out_ptr.dtype.element_ty), "
-                          "mask=mask)")
+    if rest and catalog.get(rest[0].op).family is Family.REDUCTION:  # store partials, not the product
+        parts, statements = _PARTIALS[rest[0].op]
+        outputs = [f"{part}_ptr" for part, _ in parts] + ["n_parts"]
+        results = [part for part, _ in parts] + ["n_parts"]
+        row_index = ("(batch * M + rm)" if batched else "rm")
+        epilogue_lines += [f"# {k_row + 1}. {step_label(rest[0])}: this tile's partial statistics of its rows",
+                           *statements,
+                           *(f"tl.store({part}_ptr + {row_index} * n_parts + pid_n, {part}, mask=rm < M)"
+                             for part, _ in parts)]
+    else:
+        outputs, results = ["out_ptr"], ["h" if rest else "out"]
+        epilogue_lines.append("tl.store(out_ptr + " + layout.index["full"] + ", h.to(out_ptr.dtype.element_ty), "
+                              "mask=mask)")
     if persistent:
-        return _persistent_matmul(task, k_row, args, strides, epilogue_lines, epilogue_inputs, rest)
+        return _persistent_matmul(task, k_row, args + outputs, strides, epilogue_lines, epilogue_inputs, rest,
+                                  results)
     body = ["pid = tl.program_id(0)", *(["batch = tl.program_id(1)"] if batched else []),
             "# grouped order: GROUP_M row-tiles share each column of w while it is in L2",
             "tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)",
@@ -476,7 +589,7 @@ def _matmul(task: FusionTask, persistent: bool = False) -> str:
         f"num_stages={st})" for bm, bn, bk, w, st in configs)
     fused = [step_label(s) for s in task.steps[:k_row]]
     doc = (f'"""{" -> ".join(fused)}: a [M, N] tile of x @ w per program{" and batch" if batched else ""}, '
-           f'the epilogue fused.\n\n    fp32 accumulation in tl.dot, one cast on store.\n    """')
+           f'the epilogue fused.\n\n    fp32 accumulation in tl.dot; {_ENDING[results[-1] == "n_parts"]}.\n    """')
     kernel = "\n".join([
         "# Hopper-sized tiles on a GPU; one small tile in Triton's interpreter (its autotuner needs a GPU).",
         "MATMUL_CONFIGS = [",
@@ -488,44 +601,57 @@ def _matmul(task: FusionTask, persistent: bool = False) -> str:
         "",
         "@triton.autotune(configs=MATMUL_CONFIGS, key=[\"M\", \"N\", \"K\"])",
         "@triton.jit",
-        f"def fused_kernel_triton({', '.join(args)}, out_ptr, M, N, K, {', '.join(strides)},",
-        "                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, "
-        "GROUP_M: tl.constexpr):",
+        *_kernel_def("fused_kernel_triton", [*args, *outputs, "M", "N", "K", *strides],
+                     ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
 
-    w_strides = {"linear": "w.stride(1), w.stride(0)", "linear_bias": "w.stride(1), w.stride(0)",
-                 "matmul": "w.stride(0), w.stride(1)", "bmm": "w.stride(0), w.stride(1), w.stride(2)"}[root.op]
-    x_strides = "x.stride(0), x.stride(1), x.stride(2)" if batched else "x.stride(0), x.stride(1)"
+    w_strides = {"linear": ["w.stride(1)", "w.stride(0)"], "linear_bias": ["w.stride(1)", "w.stride(0)"],
+                 "matmul": ["w.stride(0)", "w.stride(1)"],
+                 "bmm": ["w.stride(0)", "w.stride(1)", "w.stride(2)"]}[root.op]
+    x_strides = ["x.stride(0)", "x.stride(1)", "x.stride(2)"] if batched else ["x.stride(0)", "x.stride(1)"]
     n_expr = "w.shape[0]" if root.op.startswith("linear") else "w.shape[-1]"
-    out_shape = "(x.shape[0], M, N)" if batched else "(M, N)"
-    result = "h" if rest else "out"
-    launch_args = ", ".join(["x", "w", *(["bias"] if root.op == "linear_bias" else []),
-                             *[i.name for i in epilogue_inputs], result, "M", "N", "K", x_strides, w_strides])
+    launch_args = ["x", "w", *(["bias"] if root.op == "linear_bias" else []), *[i.name for i in epilogue_inputs],
+                   *results, "M", "N", "K", *x_strides, *w_strides]
     grid = ("lambda meta: (triton.cdiv(M, meta[\"BLOCK_M\"]) * triton.cdiv(N, meta[\"BLOCK_N\"]), "
             + ("x.shape[0])" if batched else ")"))
     lines = [f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):", *_contiguous(task),
              "    M, K = x.shape[-2], x.shape[-1]", f"    N = {n_expr}",
-             f"    {result} = torch.empty({out_shape}, dtype=x.dtype, device=x.device)",
-             f"    grid = {grid}", f"    fused_kernel_triton[grid]({launch_args})"]
+             *_matmul_outputs(task, results, batched),
+             f"    grid = {grid}", *_launch("fused_kernel_triton[grid]", launch_args)]
     return _with_row_kernel(task, k_row, rest, [kernel], lines)
 
 
+def _matmul_outputs(task: FusionTask, results: list[str], batched: bool) -> list[str]:
+    """Wrapper lines allocating what the matmul kernel writes: its [.., M, N] output, or the partials."""
+    if results[-1] != "n_parts":
+        shape = "(x.shape[0], M, N)" if batched else "(M, N)"
+        return [f"    {results[0]} = torch.empty({shape}, dtype=x.dtype, device=x.device)"]
+    return ["    # one partial per row and tile of N: room for the smallest BLOCK_N among the configs",
+            "    n_parts = triton.cdiv(N, min(config.kwargs[\"BLOCK_N\"] for config in MATMUL_CONFIGS))",
+            *(f"    {part} = torch.empty(({'x.shape[0] * M' if batched else 'M'}, n_parts), dtype=torch.float32, "
+              "device=x.device)" for part in results[:-1])]
+
+
 def _with_row_kernel(task: FusionTask, k_row: int, rest: list[Step], sections: list[str], lines: list[str]) -> str:
-    """The TRITON section: the matmul kernel, the following row op's kernel if any, and the wrapper."""
+    """The TRITON section: the matmul kernel, the following row op's kernel (or partials' combine), the wrapper."""
     if rest:
         by_name = {i.name: i for i in task.inputs}
         matmul_out = InputSpec("h", "activation", list(task.step_shapes()[k_row - 1]), task.dtype, {})
         row_task = replace(task, steps=rest, inputs=[matmul_out] + [by_name[n] for s in rest for n in s.inputs])
-        row_kernel, launch = _row_kernel(row_task, f"{rest[0].op}_kernel", "h")
+        if catalog.get(rest[0].op).family is Family.REDUCTION:
+            rows = "x.shape[0] * M" if task.steps[0].op == "bmm" else "M"
+            row_kernel, launch = _combine_kernel(row_task, f"{rest[0].op}_combine_kernel", rows)
+        else:
+            row_kernel, launch = _row_kernel(row_task, f"{rest[0].op}_kernel", "h")
         sections = [*sections, row_kernel]
         lines = [*lines, *launch]
     return "\n\n\n".join(sections) + "\n\n\n" + "\n".join([*lines, "    return out"]) + "\n"
 
 
 def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: list[str], epilogue: list[str],
-                       epilogue_inputs: list[InputSpec], rest: list[Step]) -> str:
+                       epilogue_inputs: list[InputSpec], rest: list[Step], results: list[str]) -> str:
     """One program per SM strides over the output tiles; TMA loads, warp-specialized, the epilogue fused."""
     root = task.steps[0]
     linear = root.op.startswith("linear")
@@ -565,8 +691,8 @@ def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: l
     w_shape = "w [N, K]" if linear else "w [K, N]"
     doc = (f'"""{" -> ".join(fused)}: x [M, K], {w_shape}; persistent over [M, N] output tiles.\n\n'
            "    NUM_SMS programs stride over the tiles in grouped order. A producer warp issues the TMA loads while\n"
-           "    the consumer warpgroups run tl.dot (wgmma) into an fp32 accumulator; the epilogue is fused, one cast\n"
-           '    on store.\n    """')
+           "    the consumer warpgroups run tl.dot (wgmma) into an fp32 accumulator; the epilogue is fused;\n"
+           f'    {_ENDING[results[-1] == "n_parts"]}.\n    """')
     kernel = "\n".join([
         f"{PERSISTENT_MARK} one program per SM, TMA loads, warp-specialized tl.dot. On a GPU the tiles are",
         "# autotuned for Hopper; Triton's interpreter (no autotuner) runs one small tile.",
@@ -579,28 +705,25 @@ def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: l
         "",
         "@triton.autotune(configs=MATMUL_CONFIGS, key=[\"M\", \"N\", \"K\"])",
         "@triton.jit",
-        f"def fused_kernel_triton({', '.join(args)}, out_ptr, M, N, K, {', '.join(strides)},",
-        "                        NUM_SMS: tl.constexpr, DOT_FP32: tl.constexpr, BLOCK_M: tl.constexpr, "
-        "BLOCK_N: tl.constexpr,",
-        "                        BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):",
+        *_kernel_def("fused_kernel_triton", [*args, "M", "N", "K", *strides],
+                     ["NUM_SMS", "DOT_FP32", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
-    result = "h" if rest else "out"
-    launch_args = ", ".join(["x", "w", *(["bias"] if root.op == "linear_bias" else []),
-                             *[i.name for i in epilogue_inputs], result, "M", "N", "K", "x.stride(0)", "w.stride(0)"])
+    launch_args = ["x", "w", *(["bias"] if root.op == "linear_bias" else []), *[i.name for i in epilogue_inputs],
+                   *results, "M", "N", "K", "x.stride(0)", "w.stride(0)", "NUM_SMS=num_sms", "DOT_FP32=not x.is_cuda"]
     lines = [f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):", *_contiguous(task),
              "    x, w = _tma_operand(x), _tma_operand(w)",
              "    M, K = x.shape",
              f"    N = {'w.shape[0]' if linear else 'w.shape[1]'}",
-             f"    {result} = torch.empty((M, N), dtype=x.dtype, device=x.device)",
+             *_matmul_outputs(task, results, batched=False),
              "    num_sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4",
              "    grid = lambda meta: (min(num_sms, triton.cdiv(M, meta[\"BLOCK_M\"]) * "
              "triton.cdiv(N, meta[\"BLOCK_N\"])), )",
              "    # device-side TMA descriptors live in a little global scratch memory Triton asks this allocator for",
              "    triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, "
              "device=x.device))",
-             f"    fused_kernel_triton[grid]({launch_args}, NUM_SMS=num_sms, DOT_FP32=not x.is_cuda)"]
+             *_launch("fused_kernel_triton[grid]", launch_args)]
     return _with_row_kernel(task, k_row, rest, [kernel, _TMA_HELPERS.rstrip()], lines)
 
 
@@ -685,20 +808,21 @@ def _two_reductions(task: FusionTask) -> str:
            f'    Walks [BLOCK_M, BLOCK_N] tiles of the batch\'s M rows; fp32 math, one cast on store.\n    """')
     kernel = "\n".join([
         "@triton.jit",
-        f"def fused_kernel_triton({', '.join(_kernel_args(task))}, out_ptr, n_rows, n_cols, "
-        "BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):",
+        *_kernel_def("fused_kernel_triton", [*_kernel_args(task), "out_ptr", "n_rows", "n_cols"],
+                     ["BLOCK_M", "BLOCK_N"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
     keep = second.params["keepdim"]
-    launch_args = ", ".join(["x", *[i.name for i in task.inputs[1:]], "out", "x.shape[1]", "x.shape[2]"])
+    launch_args = ["x", *[i.name for i in task.inputs[1:]], "out", "x.shape[1]", "x.shape[2]", "BLOCK_M=BLOCK_M",
+                   "BLOCK_N=BLOCK_N", "num_warps=8"]
     wrapper = "\n".join([
         f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):",
         *_contiguous(task),
         f"    out = torch.empty({'(x.shape[0], 1)' if keep else '(x.shape[0],)'}, dtype=x.dtype, device=x.device)",
         "    BLOCK_N = triton.next_power_of_2(x.shape[2])",
         "    BLOCK_M = max(1, min(triton.next_power_of_2(x.shape[1]), 8192 // BLOCK_N))",
-        f"    fused_kernel_triton[(x.shape[0],)]({launch_args}, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=8)",
+        *_launch("fused_kernel_triton[(x.shape[0],)]", launch_args),
         "    return out",
     ])
     return kernel + "\n\n\n" + wrapper + "\n"
