@@ -18,8 +18,11 @@ Plans so far:
 
 * matmul: a tiled tl.dot kernel (fp32 accumulation; ``input_precision="ieee"`` for float32 tasks;
   grouped tile order) with the pointwise epilogue fused (inference batch norm included: it is per
-  channel), autotuned over Hopper-sized tiles on a GPU; a reduction or normalization after it runs as
-  a second kernel of the row plan over the output.
+  channel), autotuned over Hopper-sized tiles on a GPU. A reduction after it never stores the [M, N]
+  product: each tile writes its rows' fp32 partial statistics and a combine kernel merges them; a
+  normalization after it runs as a second kernel of the row plan over the output. Variant
+  ``persistent`` (16-bit linear and matmul roots, written on a retry): one program per SM walks the
+  output tiles, TMA descriptor loads, warp-specialized tl.dot, the same epilogue.
 * two_reductions: [B, M, N] reduced over N, then over M (hard tasks): one program per batch walks
   tiles of its rows and combines the second reduction across tiles.
 
