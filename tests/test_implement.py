@@ -135,6 +135,19 @@ def test_retries_move_to_the_next_variant_unless_the_failure_was_transient():
     assert variant_of(source) == "persistent" and "ATTEMPT = 2" in source
 
 
+def test_builtin_says_when_it_has_nothing_new():
+    """The same kernel after a non-transient failure would only re-roll the verdict: the loop stops."""
+    builtin = BuiltinImplementer()
+    single = GEN.generate(2, dtype="float32", ops="linear,relu")
+    tiled = generate(single)
+    assert builtin.implement(single, 2, [_past(tiled, "slower")]).exhausted
+    assert builtin.implement(single, 2, [_past(tiled, "timeout")]).source is not None
+    task = GEN.generate(2, dtype="float16", ops="linear,relu")
+    both = [_past(generate(task), "slower"), _past(generate(task, 2, "persistent"), "slower")]
+    assert builtin.implement(task, 2, both[:1]).source is not None
+    assert builtin.implement(task, 3, both).exhausted
+
+
 def test_fp32_matmul_keeps_fp32_accuracy():
     source = generate(GEN.generate(2, dtype="float32", ops="linear,relu"))
     assert 'input_precision="ieee"' in source

@@ -87,6 +87,22 @@ def test_success_on_attempt_two_lands_in_data_with_its_record(tmp_path):
     assert "FAILURE ANALYSIS - ATTEMPT 1" in implementer.seen[1][0].report
 
 
+def test_an_exhausted_implementer_ends_the_task_early(tmp_path):
+    class OnceOnly(Scripted):
+        def implement(self, task, attempt, history):
+            if attempt > 1:
+                return Implementation(None, exhausted=True)
+            return super().implement(task, attempt, history)
+
+    printed = []
+    log = TaskLog(tmp_path / "runs" / "001")
+    outcome = attempt_task(TASK, OnceOnly(wrong_values), log, settings(tmp_path), printed.append)
+    assert outcome["outcome"] == "failed" and outcome["attempts"] == 1
+    assert [e["attempt"] for e in log.attempts()] == [1]
+    assert not list((tmp_path / "work").glob("*_fused_kernels.py"))
+    assert any("nothing new to try" in line for line in printed)
+
+
 def test_the_same_kernel_is_not_added_twice(tmp_path):
     first = attempt_task(TASK, BuiltinImplementer(), TaskLog(tmp_path / "runs" / "a"), settings(tmp_path),
                          lambda text: None)

@@ -198,8 +198,11 @@ def attempt_task(task: FusionTask, implementer: Implementer, log: TaskLog, setti
         write_text(path, source)
         return keep(task, path, entry, source, implementer.name, log, settings, echo)
     for attempt in range(len(history) + 1, settings.attempts + 1):
-        echo(f"=== ATTEMPT {attempt}: {task.description} ===")
         implementation = implementer.implement(task, attempt, history)
+        if implementation.exhausted:
+            echo(f"No attempt {attempt}: the {implementer.name} implementer has nothing new to try for this task.")
+            return give_up(task, path, attempt - 1, log, echo)
+        echo(f"=== ATTEMPT {attempt}: {task.description} ===")
         if implementation.source is not None:
             write_text(path, implementation.source)
         entry = judge_attempt(task, path, attempt, implementation, implementer.name, log, settings, echo)

@@ -35,6 +35,7 @@ class Implementation:
     failure: Failure | None = None  # why there is no usable file (source is None)
     usage: dict = field(default_factory=dict)  # requests, prompt/completion tokens, seconds
     model: str | None = None
+    exhausted: bool = False  # nothing new to try (a deterministic implementer): the loop stops early
 
 
 class Implementer(Protocol):

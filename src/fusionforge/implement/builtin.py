@@ -3,10 +3,13 @@
 The generator is deterministic, so a retry writes another variant when the task has one: after a
 failure, the next variant of ``codegen.variants(task)`` (16-bit linear and matmul roots: ``tiled``,
 then ``persistent``, then back), or the same one again after a timeout or a crash (which may be
-the machine's doing). A task with one variant gets the same kernel again, with its ATTEMPT number.
+the machine's doing). When that kernel is one that already failed for another reason, there is
+nothing new to try: the implementation says so (``exhausted``) and the loop stops early.
 """
 
 from __future__ import annotations
+
+import re
 
 from fusionforge.implement.base import Implementation, PastAttempt
 from fusionforge.implement.codegen import UnsupportedTask, generate, variant_of, variants
@@ -34,10 +37,19 @@ class BuiltinImplementer:
 
     def implement(self, task: FusionTask, attempt: int, history: list[PastAttempt]) -> Implementation:
         try:
-            return Implementation(source=generate(task, attempt, next_variant(task, history)))
+            source = generate(task, attempt, next_variant(task, history))
         except UnsupportedTask as e:
             return Implementation(source=None, failure=Failure(
                 "format", "Both", f"no kernel file: {e}",
                 "The built-in code generator has no plan for this chain of operations.",
                 "Implement it with another implementer (--implementer llm, or an outside agent through "
                 "`fusionforge attempt`), or add a plan to fusionforge.implement.codegen."))
+        if any(past.source and _kernel(past.source) == _kernel(source) and past.failure
+               and past.failure["category"] not in TRANSIENT for past in history):
+            return Implementation(source=None, exhausted=True)
+        return Implementation(source=source)
+
+
+def _kernel(source: str) -> str:
+    """The file without its ATTEMPT number: what differs between two attempts' kernels."""
+    return re.sub(r"^\s*ATTEMPT = \d+$", "", source, flags=re.MULTILINE)
