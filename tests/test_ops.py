@@ -87,8 +87,9 @@ def test_every_op_is_finite_on_its_domain(name, dtype):
 def _pointwise_kernel(tmp_path, expr: str, binary: bool):
     """A one-line Triton kernel computing `expr` on fp32 values (y read only for binary ops)."""
     load_y = "    y = tl.load(y_ptr + offs, mask=mask, other=1.0).to(tl.float32)\n" if binary else ""
+    helpers = "".join(code + "\n\n" for code in catalog.TRITON_HELPERS.values())
     source = (
-        "import triton\nimport triton.language as tl\n\n@triton.jit\n"
+        f"import triton\nimport triton.language as tl\n\n\n{helpers}@triton.jit\n"
         "def kernel(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):\n"
         "    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)\n"
         "    mask = offs < n\n"
@@ -101,6 +102,22 @@ def _pointwise_kernel(tmp_path, expr: str, binary: bool):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.kernel
+
+
+@pytest.mark.parametrize("name, params, low, high", [("softplus", {"beta": 2.0}, -8.0, -2.0),
+                                                     ("softplus", {"beta": 0.5}, -30.0, -5.0),
+                                                     ("logsigmoid", {}, 3.0, 15.0), ("mish", {}, -12.0, -3.0),
+                                                     ("tanh", {}, -1e-3, 1e-3), ("tanh", {}, -9.0, 9.0)])
+def test_triton_form_keeps_relative_precision_on_tiny_values(tmp_path, name, params, low, high):
+    """Where the result is tiny (softplus of very negative x, ...), fp32 relative accuracy still holds."""
+    op = catalog.get(name)
+    x = torch.linspace(low, high, 1000).to(DEVICE)
+    expected = eval(catalog.torch_template(op, params).format(x="x", **params),
+                    {"torch": torch, "F": torch.nn.functional, "x": x.double()})
+    kernel = _pointwise_kernel(tmp_path, op.triton.format(x="x", **params), False)
+    out = torch.empty_like(x)
+    kernel[(4,)](x, x, out, 1000, BLOCK=256)
+    torch.testing.assert_close(out.double(), expected, rtol=2e-6, atol=0.0)
 
 
 @pytest.mark.parametrize("name", [op.name for op in catalog.CATALOG.values()

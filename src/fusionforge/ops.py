@@ -21,6 +21,7 @@ Conventions
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -97,12 +98,49 @@ LOW = Param("min_val", (-2.0, -1.0, -0.5, 0.0))
 HIGH = Param("max_val", (0.5, 1.0, 2.0, 6.0))
 KEEPDIM = Param("keepdim", (False, True))
 
-# tanh(z) = 2 * sigmoid(2z) - 1 keeps the Triton forms inside core `tl` (interpreter friendly).
-_TANH = "(2.0 * tl.sigmoid(2.0 * ({z})) - 1.0)"
+# @triton.jit helpers that Triton forms may call; a kernel file using one defines it (codegen does).
+# Naive forms lose fp32 precision where the result is tiny: tl.log(1.0 + e) rounds away e's low bits
+# (relative error up to 2^-24 / e), and 2 * sigmoid(2z) - 1 or 1 - exp(-2|z|) cancel for small z. The
+# helpers keep full relative precision with Goldberg's log1p and Kahan's expm1 (a rounded u = 1 + e
+# or u = exp(x), corrected by e / (u - 1) or x / log(u)); tanh(|z|) = -m / (2 + m), m = expm1(-2|z|).
+TRITON_HELPERS = {
+    "log1p": '''@triton.jit
+def log1p(e):
+    """log(1 + e) to fp32 precision for tiny e too: log(u) * e / (u - 1), u = 1 + e rounded."""
+    u = 1.0 + e
+    return tl.where(u == 1.0, e, tl.log(u) * (e / tl.where(u == 1.0, 1.0, u - 1.0)))
+''',
+    "expm1": '''@triton.jit
+def expm1(x):
+    """exp(x) - 1 to fp32 precision near 0 too: (u - 1) * x / log(u), u = exp(x) rounded."""
+    u = tl.exp(x)
+    exact = (u == 1.0) | (u == 0.0)  # expm1 is x, or -1: no correction (and no log(1) or log(0) taken)
+    log_u = tl.log(tl.where(exact, 2.0, u))
+    return tl.where(u == 1.0, x, tl.where(u == 0.0, -1.0, (u - 1.0) * (x / log_u)))
+''',
+    "tanh": '''@triton.jit
+def tanh(z):
+    """tanh(z) to fp32 precision near 0 too: sign(z) * -m / (2 + m), m = expm1(-2|z|)."""
+    m = expm1(-2.0 * tl.abs(z))
+    return tl.where(z < 0.0, m, -m) / (2.0 + m)
+''',
+}
+
+
+def helpers_of(op: Op) -> list[str]:
+    """The TRITON_HELPERS an op's Triton form needs (those it calls and theirs), in definition order."""
+    needed, pending = set(), [op.triton or ""]
+    while pending:
+        code = pending.pop()
+        for name, helper in TRITON_HELPERS.items():
+            if name not in needed and re.search(rf"(?<![\w.]){name}\(", code):
+                needed.add(name)
+                pending.append(helper)
+    return [name for name in TRITON_HELPERS if name in needed]
 
 
 def _tanh(z: str) -> str:
-    return _TANH.replace("{z}", z)
+    return f"tanh({z})"
 
 
 def _unary(name, torch, triton, doc, flops=1.0, params=(), label=""):
@@ -131,10 +169,10 @@ UNARY_OPS = [
     _unary("hardsigmoid", "F.hardsigmoid({x})", "tl.minimum(tl.maximum({x} + 3.0, 0.0), 6.0) / 6.0",
            "relu6(x + 3) / 6", 4),
     _unary("mish", "F.mish({x})",
-           "{x} * " + _tanh("tl.where({x} > 20.0, {x}, tl.log(1.0 + tl.exp({x})))"),
+           "{x} * " + _tanh("tl.where({x} > 20.0, {x}, log1p(tl.exp({x})))"),
            "x * tanh(softplus(x))", 12),
     _unary("softplus", "F.softplus({x}, beta={beta})",
-           "tl.where({x} * {beta} > 20.0, {x}, tl.log(1.0 + tl.exp({x} * {beta})) / {beta})",
+           "tl.where({x} * {beta} > 20.0, {x}, log1p(tl.exp({x} * {beta})) / {beta})",
            "log(1 + exp(beta x)) / beta, linear above beta x > 20", 6,
            [Param("beta", (0.5, 1.0, 2.0))], "softplus(beta={beta})"),
     _unary("elu", "F.elu({x}, alpha={alpha})", "tl.where({x} > 0.0, {x}, {alpha} * (tl.exp({x}) - 1.0))",
@@ -147,7 +185,7 @@ UNARY_OPS = [
            "x if x > 0 else alpha (exp(x / alpha) - 1)", 5, [Param("alpha", (0.5, 1.0, 2.0))], "celu(alpha={alpha})"),
     _unary("softsign", "F.softsign({x})", "{x} / (1.0 + tl.abs({x}))", "x / (1 + |x|)", 3),
     _unary("tanhshrink", "F.tanhshrink({x})", "{x} - " + _tanh("{x}"), "x - tanh(x)", 6),
-    _unary("logsigmoid", "F.logsigmoid({x})", "tl.minimum({x}, 0.0) - tl.log(1.0 + tl.exp(-tl.abs({x})))",
+    _unary("logsigmoid", "F.logsigmoid({x})", "tl.minimum({x}, 0.0) - log1p(tl.exp(-tl.abs({x})))",
            "log(sigmoid(x))", 6),
     _unary("exp", "torch.exp({x})", "tl.exp({x})", "exp(x)", 1),
     _unary("log", "torch.log(torch.abs({x}) + {shift})", "tl.log(tl.abs({x}) + {shift})",

@@ -92,6 +92,11 @@ def generate(task: FusionTask, attempt: int = 1, variant: str = "tiled") -> str:
         triton_section = _matmul(task, persistent=variant == "persistent")
     else:
         triton_section = {"pointwise": _pointwise, "row": _row, "two_reductions": _two_reductions}[plan](task)
+    helpers = dict.fromkeys(name for step in task.steps for name in catalog.helpers_of(catalog.get(step.op)))
+    if helpers:  # jit helpers the kernels call, defined before the wrapper
+        wrapper = "def fused_kernel_triton_wrapper("
+        code = "\n\n".join(catalog.TRITON_HELPERS[name] for name in helpers)
+        triton_section = triton_section.replace(wrapper, code + "\n\n" + wrapper, 1)
     return render(task.description, python, triton_section, _get_inputs(task), attempt)
 
 
