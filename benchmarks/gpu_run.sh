@@ -6,7 +6,8 @@
 # Runs `fusionforge run -n N --seed SEED` from source (PYTHONPATH=src) in gpu-run/ (git-ignored), stops
 # it with SIGINT after SLICE seconds (the loop's Ctrl-C path: data/ and runs/ stay consistent), and
 # copies gpu-run/ and the dataset's stats to $OUT. Calling it again on the same machine resumes the
-# run where it stopped; exit 0 once the run is complete, 124 (timeout's code) while it is not.
+# run where it stopped. Exit: 124 (timeout's code) while the run is not complete; once it is, fusionforge
+# run's own: 0 every task landed, 1 some failed.
 set -u
 N=${N:-50}
 SEED=${SEED:-0}

@@ -116,6 +116,20 @@ def test_reduction_after_a_matmul_never_stores_the_product(tmp_path, ops, dtype,
         assert verdict.passed, (variant, verdict.failure and verdict.failure.message)
 
 
+@pytest.mark.parametrize("ops", ["linear,logsumexp", "matmul,relu,var"])
+def test_partials_beyond_the_tiles_used_are_never_read(tmp_path, ops):
+    """On a GPU the autotuner may pick a BLOCK_N larger than the smallest: the partial buffers then have
+    unwritten (poisoned) columns past n_tiles. Reproduced here by sizing them for BLOCK_N = 8."""
+    task = GEN.generate(3, dtype="float16", ops=ops)
+    source = generate(task)
+    smallest = 'min(config.kwargs["BLOCK_N"] for config in MATMUL_CONFIGS)'
+    assert smallest in source
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(source.replace(smallest, "8"))
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
 def _past(source: str, category: str) -> PastAttempt:
     return PastAttempt(1, source, f"FAILURE ANALYSIS ({category})", {"category": category})
 

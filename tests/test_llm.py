@@ -182,6 +182,15 @@ def test_client_errors_are_not_retried(status, message):
     assert len(server.requests) == 1
 
 
+def test_a_refused_request_is_a_failed_attempt_not_the_end_of_the_run():
+    """A 400 (say, the history no longer fits the context) fails this attempt; the run goes on."""
+    with ScriptedServer([error(400, "maximum context length exceeded")] * 2) as server:
+        result = implementer(server, backoff=0.001).implement(TASK, 3, [])
+    assert result.source is None and result.failure.category == "format"
+    assert "maximum context length exceeded" in result.failure.message and "context" in result.failure.root_cause
+    assert len(server.requests) == 1
+
+
 def test_missing_api_key(monkeypatch):
     monkeypatch.delenv(KEY_ENV)
     with pytest.raises(ImplementerError, match=f"set {KEY_ENV} .*EMPTY"):

@@ -289,6 +289,7 @@ def test_bench_pending_keeps_the_faster_and_drops_the_slower(tmp_path, monkeypat
     from fusionforge import pipeline
     from fusionforge.bench.benchmark import BenchResult, judge
     from fusionforge.verify import check_file
+    from fusionforge.verify.verdict import Failure
 
     tasks = [TASK, TaskGenerator().generate(8, difficulty="easy")]
     for k, task in enumerate(tasks):
@@ -298,14 +299,22 @@ def test_bench_pending_keeps_the_faster_and_drops_the_slower(tmp_path, monkeypat
     assert len(dataset.pending()) == 2
     fast, slow = dataset.records()
 
+    harness_down = True
+
     def fake_bench(path, task, timeout, device):
         verdict = check_file(path, task=task, device="cpu", timeout=timeout)
+        if harness_down:
+            return BenchResult(check=verdict, failure=Failure("runtime", "Harness", "the timing run failed", "", ""))
         triton_ms = 0.10 if path.name == fast["file"] else 0.50
         return judge(BenchResult(check=verdict), raw(eager=0.36, compiled=0.11, triton=triton_ms), task, RATES)
 
     monkeypatch.setattr(pipeline, "bench_file", fake_bench)
     counts = pipeline.time_pending(dataset, tmp_path / "runs", echo=lambda text: None)
-    assert counts == {"kept": 1, "dropped": 1}
+    assert counts == {"kept": 0, "dropped": 0, "still_pending": 2}, "a harness failure drops nothing"
+    assert len(dataset.pending()) == 2
+    harness_down = False
+    counts = pipeline.time_pending(dataset, tmp_path / "runs", echo=lambda text: None)
+    assert counts == {"kept": 1, "dropped": 1, "still_pending": 0}
     [record] = dataset.records()
     assert record["id"] == fast["id"] and record["file"] == fast["file"] and record["timed"] is True
     assert record["speedup"] == pytest.approx(3.6, rel=0.05) and record["created"] == fast["created"]
@@ -313,3 +322,68 @@ def test_bench_pending_keeps_the_faster_and_drops_the_slower(tmp_path, monkeypat
     assert not (tmp_path / "data" / slow["file"]).exists()
     assert json.loads((tmp_path / "runs" / "pending" / f"{slow['id']}.json").read_text())["kept"] is False
     assert dataset.pending() == []
+
+
+def test_interrupt_after_the_record_before_the_log_is_still_kept(tmp_path, monkeypatch):
+    """Ctrl-C between data/index.jsonl's append and outcome.json: resume says kept, not duplicate."""
+    real_finish = TaskLog.finish
+    calls = {"finish": 0}
+
+    def finish_then_interrupt(self, outcome):
+        calls["finish"] += 1
+        if calls["finish"] == 1:
+            raise KeyboardInterrupt
+        return real_finish(self, outcome)
+
+    monkeypatch.setattr(TaskLog, "finish", finish_then_interrupt)
+    log = TaskLog(tmp_path / "runs" / "001")
+    with pytest.raises(KeyboardInterrupt):
+        attempt_task(TASK, BuiltinImplementer(), log, settings(tmp_path), lambda text: None)
+    assert len(Dataset(tmp_path / "data").records()) == 1 and log.outcome() is None
+    outcome = attempt_task(TASK, BuiltinImplementer(), log, settings(tmp_path), lambda text: None)
+    assert outcome["outcome"] == "kept" and len(Dataset(tmp_path / "data").records()) == 1
+
+
+def test_a_refused_run_leaves_nothing_to_resume(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a GPU")
+    argv = [a for a in run_args(tmp_path, "--seed", "1") if a not in ("--device", "cpu")] + ["--device", "cuda"]
+    assert cli.main(argv) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+    assert cli.main(run_args(tmp_path, "--resume")) == 2
+    assert "no run to resume" in capsys.readouterr().err
+
+
+def test_run_stops_on_a_malformed_index_before_any_work(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "index.jsonl").write_text("{broken\n")
+    assert cli.main(run_args(tmp_path, "--seed", "1")) == 2
+    err = capsys.readouterr().err
+    assert "index.jsonl:1 is not a JSON record" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_outside_agent_attempt_interrupted_on_its_way_to_data(tmp_path, monkeypatch, capsys):
+    """Ctrl-C inside the move to data/: the next `attempt` keeps the logged pass instead of re-judging it."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.task_main(["--seed", "5", "--difficulty", "easy"]) == 0
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(BuiltinImplementer().implement(TASK, 1, []).source)
+    real_add = Dataset.add
+
+    def interrupted(self, source_path, record):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Dataset, "add", interrupted)
+    assert cli.main(["attempt", str(path)]) == 130
+    assert path.exists() and Dataset(tmp_path / "data").records() == []
+    monkeypatch.setattr(Dataset, "add", real_add)
+    capsys.readouterr()
+    assert cli.main(["attempt", str(path)]) == 0
+    assert "had passed; keeping it now" in capsys.readouterr().out
+    [record] = Dataset(tmp_path / "data").records()
+    assert record["attempts"] == 1 and not path.exists()
+    assert len(list((tmp_path / "runs" / "agent" / TASK.id).glob("attempt_*.json"))) == 1

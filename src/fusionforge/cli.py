@@ -185,7 +185,8 @@ def _bench_pending(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(counts))
     else:
-        print(f"pending records timed: {counts['kept']} kept, {counts['dropped']} dropped (not faster)")
+        print(f"pending records timed: {counts['kept']} kept, {counts['dropped']} dropped (failed or not faster), "
+              f"{counts['still_pending']} still pending (the harness failed)")
     return EXIT_OK
 
 
@@ -199,6 +200,7 @@ def _dataset(folder: str):
     dataset = Dataset(folder)
     try:
         dataset.ensure_writable()
+        dataset.records()  # a malformed index stops us here, before any work
     except DatasetError as e:
         raise UsageError(str(e)) from None
     return dataset
@@ -224,6 +226,7 @@ def _implementer(options: dict):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from fusionforge.dataset import DatasetError
     from fusionforge.implement import ImplementerError
     from fusionforge.pipeline import Run, Settings, attempt_task
     from fusionforge.verify.checker import default_device
@@ -236,31 +239,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from None
         options = run.options
     else:
+        if args.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise UsageError("--device cuda: no CUDA GPU is available on this machine")
         options = {"count": args.count, "seed": args.seed if args.seed is not None else secrets.randbelow(10**6),
                    "difficulty": args.difficulty, "dtype": args.dtype, "ops": args.ops,
                    "implementer": args.implementer, "model": args.model, "base_url": args.base_url,
                    "api_key_env": args.api_key_env, "temperature": args.temperature, "max_tokens": args.max_tokens,
-                   "attempts": args.attempts}
+                   "attempts": args.attempts, "workdir": str(Path(args.workdir).resolve()),
+                   "data": str(Path(args.data).resolve()), "device": args.device or default_device(),
+                   "timeout": args.timeout}
         try:
             TaskGenerator().generate(options["seed"], args.difficulty, args.dtype, args.ops)
         except (TaskError, KeyError) as e:
             raise UsageError(str(e).strip('"')) from None
     implementer = _implementer(options)
-    dataset = _dataset(args.data)
-    workdir = Path(args.workdir)
+    dataset = _dataset(options["data"])
+    workdir = Path(options["workdir"])
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         if args.resume is None:
             run = Run.create(runs_root, options)
     except OSError as e:
         raise UsageError(f"cannot write {e.filename}: {e.strerror}") from None
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA GPU is available on this machine")
-    settings = Settings(workdir, dataset, attempts=options["attempts"], device=args.device or default_device(),
-                        timeout=args.timeout, run=run.id)
+    settings = Settings(workdir, dataset, attempts=options["attempts"], device=options["device"],
+                        timeout=options["timeout"], run=run.id)
     echo = (lambda text: None) if args.json else _echo
     start = time.perf_counter()
     results = []
@@ -273,7 +278,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     echo("\n" + render_task(task))
                 results.append(attempt_task(task, implementer, log, settings, echo))
                 advance(results[-1])
-    except ImplementerError as e:
+    except (ImplementerError, DatasetError) as e:
         raise UsageError(f"{e} (resume with: {PROG} run --resume {run.id})") from None
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; data/ and {run.folder} are consistent. Resume with: "
@@ -324,7 +329,7 @@ class TaskProgress:
         def advance(outcome: dict) -> None:
             if self.bar is not None:
                 self.kept += outcome["outcome"] in ("kept", "duplicate")
-                self.bar.update(self.id, advance=1, kept=f"{self.kept} kept")
+                self.bar.update(self.id, advance=1, kept=f"{self.kept} landed")
 
         return advance
 
@@ -334,16 +339,18 @@ class TaskProgress:
 
 
 def _cmd_attempt(args: argparse.Namespace) -> int:
+    import tempfile
+
     from fusionforge import kernelfile
     from fusionforge.implement import Implementation
     from fusionforge.implement.agent import Handout
-    from fusionforge.pipeline import Settings, give_up, judge_attempt, keep
+    from fusionforge.pipeline import Settings, give_up, judge_attempt, keep, keep_logged
 
-    path = _kernel_file(args.file)
+    path = Path(args.file)
     handout = Handout(args.state)
     if args.task:
         handout.record(_read_task(args.task))
-    claimed = (kernelfile.parse(path).task or {}).get("id")
+    claimed = (kernelfile.parse(path).task or {}).get("id") if path.is_file() else None
     task = handout.task(claimed) or handout.task()
     if task is None:
         raise UsageError(f"no task was handed out here ({args.state} is empty): run generate_fusion_task.py "
@@ -353,21 +360,34 @@ def _cmd_attempt(args: argparse.Namespace) -> int:
     if (outcome := log.outcome()) is not None:
         raise UsageError(f"task {task.id} is already finished ({outcome['outcome']} after {outcome['attempts']} "
                          "attempts): generate a new task")
-    attempt = len(log.attempts()) + 1
     settings = Settings(path.parent, _dataset(args.data), attempts=args.attempts, timeout=args.timeout)
     echo = (lambda text: None) if args.json else _echo
-    echo(f"=== ATTEMPT {attempt}: {task.description} ===")
-    entry = judge_attempt(task, path, attempt, Implementation(source=path.read_text()), "agent", log, settings, echo)
-    outcome = None
-    if entry["passed"]:
-        outcome = keep(task, path, entry, path.read_text(), "agent", log, settings, echo)
-    elif attempt >= args.attempts:
-        outcome = give_up(task, path, attempt, log, echo)
-    else:
-        echo(f"Attempt {attempt} of {args.attempts} failed. Fix {path} and run `{PROG} attempt {path}` again.")
+    logged = log.attempts()
+    with tempfile.TemporaryDirectory(prefix="fusionforge-attempt-") as scratch:
+        # judge and keep one snapshot of FILE: edits made while it is checked change nothing
+        judged = Path(scratch) / (path.name if path.suffix == ".py" else "001_fused_kernels.py")
+        if logged and logged[-1]["passed"]:  # interrupted between its verdict and data/
+            outcome = keep_logged(task, judged, "agent", log, settings, echo)
+            if path.is_file() and path.read_text() == log.source(logged[-1]["attempt"]):
+                path.unlink()
+            entry = logged[-1]
+        else:
+            source = _kernel_file(args.file).read_text()
+            judged.write_text(source)
+            attempt = len(logged) + 1
+            echo(f"=== ATTEMPT {attempt}: {task.description} ===")
+            entry = judge_attempt(task, judged, attempt, Implementation(source=source), "agent", log, settings, echo)
+            outcome = None
+            if entry["passed"]:
+                outcome = keep(task, judged, entry, source, "agent", log, settings, echo)
+                path.unlink(missing_ok=True)
+            elif attempt >= args.attempts:
+                outcome = give_up(task, path, attempt, log, echo)
+            else:
+                echo(f"Attempt {attempt} of {args.attempts} failed. Fix {path} and run `{PROG} attempt {path}` "
+                     "again.")
     if args.json:
-        print(json.dumps({**{k: v for k, v in entry.items() if not k.startswith("_")}, "task_id": task.id,
-                          "outcome": outcome}, indent=2))
+        print(json.dumps({**entry, "task_id": task.id, "outcome": outcome}, indent=2))
     return EXIT_OK if entry["passed"] else EXIT_FAIL
 
 

@@ -156,18 +156,15 @@ class Dataset:
         """Rewrite one record (``None``: drop it and delete its file), atomically."""
         with self._locked():
             records = self.records()
-            kept = []
-            for r in records:
-                if r["id"] != record_id:
-                    kept.append(r)
-                elif record is not None:
-                    kept.append(record)
-                else:
-                    (self.root / r["file"]).unlink(missing_ok=True)
+            kept = [r if r["id"] != record_id else record for r in records if r["id"] != record_id or record]
             partial = self.index.with_name(f".{INDEX}.{os.getpid()}.partial")
             partial.write_text("".join(json.dumps(r) + "\n" for r in kept))
             _fsync(partial)
             os.replace(partial, self.index)
+            if record is None:  # the index no longer names the file: only now delete it
+                for r in records:
+                    if r["id"] == record_id:
+                        (self.root / r["file"]).unlink(missing_ok=True)
 
     def pending(self) -> list[dict]:
         """Records verified on the CPU and not yet timed on a GPU."""

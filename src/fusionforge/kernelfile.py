@@ -145,7 +145,7 @@ def parse(path: str | Path) -> KernelFile:
         elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "TASK" for t in node.targets):
             try:
                 value = ast.literal_eval(node.value)
-            except ValueError:
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
                 kf.problems.append(Problem("TASK must be a literal dict (JSON-able)", node.lineno))
             else:
                 if isinstance(value, dict):

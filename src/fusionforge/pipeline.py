@@ -159,6 +159,9 @@ def keep(task: FusionTask, path: Path, entry: dict, source: str, implementer: st
     record = make_record(task, source, result_from(entry), implementer, entry["model"], entry["attempt"],
                          run=settings.run, usage=entry["usage"])
     record, added = settings.dataset.add(path, record)
+    # an interrupt after the record was appended and before the log was closed: it is this attempt's
+    added = added or (record["task"]["id"] == task.id and record.get("run") == settings.run
+                      and record["attempts"] == entry["attempt"])
     where = settings.dataset.root / record["file"]
     fancy = use_symbols()
     if added:
@@ -168,6 +171,16 @@ def keep(task: FusionTask, path: Path, entry: dict, source: str, implementer: st
     return log.finish({"task_id": task.id, "outcome": "kept" if added else "duplicate",
                        "attempts": entry["attempt"], "file": str(where), "record": record["id"],
                        "speedup": record.get("speedup"), "timed": record.get("timed"), "finished": now()})
+
+
+def keep_logged(task: FusionTask, path: Path, implementer: str, log: TaskLog, settings: Settings,
+                echo: Echo) -> dict:
+    """Keep a task whose last logged attempt passed but was interrupted on its way to data/."""
+    entry = log.attempts()[-1]
+    source = log.source(entry["attempt"])
+    write_text(path, source)
+    echo(f"Attempt {entry['attempt']} of task {task.id} had passed; keeping it now.")
+    return keep(task, path, entry, source, implementer, log, settings, echo)
 
 
 def give_up(task: FusionTask, path: Path | None, attempts: int, log: TaskLog, echo: Echo) -> dict:
@@ -191,12 +204,8 @@ def attempt_task(task: FusionTask, implementer: Implementer, log: TaskLog, setti
         path = claim_path(settings.workdir)
         log.work_file = path
     history = log.history()
-    logged = log.attempts()
-    if logged and logged[-1]["passed"]:  # interrupted between the verdict and data/: keep it now
-        entry = logged[-1]
-        source = log.source(entry["attempt"])
-        write_text(path, source)
-        return keep(task, path, entry, source, implementer.name, log, settings, echo)
+    if history and log.attempts()[-1]["passed"]:
+        return keep_logged(task, path, implementer.name, log, settings, echo)
     for attempt in range(len(history) + 1, settings.attempts + 1):
         implementation = implementer.implement(task, attempt, history)
         if implementation.exhausted:
@@ -275,11 +284,13 @@ def outcomes(runs_root: Path) -> list[dict]:
 def time_pending(dataset: Dataset, runs_root: Path, timeout: float = 300.0, echo: Echo = print) -> dict:
     """Bench every record verified without a GPU: keep it (with its timings) if faster, else drop it.
 
-    Each verdict is logged in ``runs/pending/<record id>.json``. Returns counts {kept, dropped}.
+    A failure of the harness itself (the timing process died) says nothing of the kernel: the record
+    stays pending for the next run. Each verdict is logged in ``runs/pending/<record id>.json``.
+    Returns counts {kept, dropped, still_pending}.
     """
     log_folder = runs_root / "pending"
     log_folder.mkdir(parents=True, exist_ok=True)
-    counts = {"kept": 0, "dropped": 0}
+    counts = {"kept": 0, "dropped": 0, "still_pending": 0}
     for record in dataset.pending():
         task = FusionTask.from_dict(record["task"])
         path = dataset.root / record["file"]
@@ -294,6 +305,9 @@ def time_pending(dataset: Dataset, runs_root: Path, timeout: float = 300.0, echo
             dataset.replace(record["id"], {**timed, "id": record["id"], "file": record["file"],
                                            "created": record["created"], "timed_at": now()})
             counts["kept"] += 1
+        elif getattr(result.check.failure or result.failure, "implementation", None) == "Harness":
+            echo(f"still pending {record['id']}: the harness failed, not the kernel")
+            counts["still_pending"] += 1
         else:
             dataset.replace(record["id"], None)
             echo(f"dropped {record['id']}: {path} deleted")

@@ -39,6 +39,8 @@ class BuiltinImplementer:
         try:
             source = generate(task, attempt, next_variant(task, history))
         except UnsupportedTask as e:
+            if history:  # said at the first attempt; nothing new since
+                return Implementation(source=None, exhausted=True)
             return Implementation(source=None, failure=Failure(
                 "format", "Both", f"no kernel file: {e}",
                 "The built-in code generator has no plan for this chain of operations.",

@@ -22,7 +22,7 @@ Plans so far:
   product: each tile writes its rows' fp32 partial statistics and a combine kernel merges them; a
   normalization after it runs as a second kernel of the row plan over the output. Variant
   ``persistent`` (16-bit linear and matmul roots, written on a retry): one program per SM walks the
-  output tiles, TMA descriptor loads, warp-specialized tl.dot, the same epilogue.
+  output tiles, TMA descriptor loads, the k-loop marked for warp specialization, the same epilogue.
 * two_reductions: [B, M, N] reduced over N, then over M (hard tasks): one program per batch walks
   tiles of its rows and combines the second reduction across tiles.
 
@@ -70,7 +70,7 @@ def variants(task: FusionTask) -> list[str]:
     """The kernel variants the generator can write for ``task``, the default first.
 
     A 16-bit matmul or linear root also has ``persistent``: one program per SM walking the output
-    tiles, operands loaded by TMA descriptors, loads and wgmma overlapped by warp specialization.
+    tiles, operands loaded by TMA descriptors, the k-loop marked for warp specialization.
     """
     if plan_of(task) == "matmul" and task.steps[0].op != "bmm" and task.dtype != "float32":
         return ["tiled", "persistent"]
@@ -520,7 +520,7 @@ def _emit_batch_norm(k: int, step: Step, layout: Layout) -> list[str]:
 
 
 def _matmul(task: FusionTask, persistent: bool = False) -> str:
-    """The matmul plan; ``persistent``: the TMA, warp-specialized variant (16-bit linear and matmul)."""
+    """The matmul plan; ``persistent``: the persistent TMA variant (16-bit linear and matmul)."""
     root = task.steps[0]
     root_op = catalog.get(root.op)
     # inference batch norm is per channel (pointwise): it stays in the epilogue
@@ -660,7 +660,7 @@ def _with_row_kernel(task: FusionTask, k_row: int, rest: list[Step], sections: l
 
 def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: list[str], epilogue: list[str],
                        epilogue_inputs: list[InputSpec], rest: list[Step], results: list[str]) -> str:
-    """One program per SM strides over the output tiles; TMA loads, warp-specialized, the epilogue fused."""
+    """One program per SM strides over the output tiles; TMA loads, the epilogue fused."""
     root = task.steps[0]
     linear = root.op.startswith("linear")
     w_desc = ("tl.make_tensor_descriptor(w_ptr, shape=[N, K], strides=[stride_wn, 1], block_shape=[BLOCK_N, "
@@ -698,11 +698,12 @@ def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: l
     fused = [step_label(s) for s in task.steps[:k_row]]
     w_shape = "w [N, K]" if linear else "w [K, N]"
     doc = (f'"""{" -> ".join(fused)}: x [M, K], {w_shape}; persistent over [M, N] output tiles.\n\n'
-           "    NUM_SMS programs stride over the tiles in grouped order. A producer warp issues the TMA loads while\n"
-           "    the consumer warpgroups run tl.dot (wgmma) into an fp32 accumulator; the epilogue is fused;\n"
+           "    NUM_SMS programs stride over the tiles in grouped order; the k-loop's TMA loads and tl.dot (wgmma,\n"
+           "    fp32 accumulator) are software-pipelined, the tile loop marked for warp specialization (a request\n"
+           "    Triton honours where the target supports it); the epilogue is fused;\n"
            f'    {_ENDING[results[-1] == "n_parts"]}.\n    """')
     kernel = "\n".join([
-        f"{PERSISTENT_MARK} one program per SM, TMA loads, warp-specialized tl.dot. On a GPU the tiles are",
+        f"{PERSISTENT_MARK} one program per SM, TMA loads, tl.dot. On a GPU the tiles are",
         "# autotuned for Hopper; Triton's interpreter (no autotuner) runs one small tile.",
         "MATMUL_CONFIGS = [",
         config_lines,

@@ -127,6 +127,10 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())[:ERROR_TEXT_LIMIT]
 
 
+class RequestRefused(Exception):
+    """The endpoint refused one request (400, 413, 422) while it accepts the key and the model."""
+
+
 class LLMImplementer:
     """Asks a chat model (OpenAI API or any compatible server: vLLM, Ollama, ...) for each attempt's file."""
 
@@ -166,7 +170,15 @@ class LLMImplementer:
 
     def implement(self, task: FusionTask, attempt: int, history: list[PastAttempt]) -> Implementation:
         start = time.perf_counter()
-        response, requests = self._complete(conversation(task, attempt, history))
+        try:
+            response, requests = self._complete(conversation(task, attempt, history))
+        except RequestRefused as e:  # this request only (e.g. the history outgrew the context): a failed attempt
+            return Implementation(source=None, model=self.model, usage={"requests": 1, "seconds": round(
+                time.perf_counter() - start, 3)}, failure=Failure(
+                category="format", implementation="Both", message=f"no reply: {e}",
+                root_cause="The endpoint refused this request, for example because the conversation with every "
+                           "earlier attempt no longer fits the model's context.",
+                planned_fix="Nothing to fix in a kernel file: use a model with a longer context or fewer attempts."))
         choice = response.choices[0] if response.choices else None
         reply = (choice.message.content if choice else None) or ""
         finish_reason = choice.finish_reason if choice else None
@@ -197,6 +209,8 @@ class LLMImplementer:
                     raise ImplementerError(f"{self._describe(e)} (gave up after {retry + 1} requests)") from e
                 time.sleep(self._delay(e, retry))
             except self._openai.APIStatusError as e:
+                if e.status_code in (400, 413, 422):
+                    raise RequestRefused(self._describe(e)) from e
                 raise ImplementerError(self._describe(e)) from e
 
     def _delay(self, error: Exception, retry: int) -> float:
