@@ -1,6 +1,7 @@
 """The attempt loop, the outside-agent workflow and the run command, end to end on the CPU."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -104,10 +105,11 @@ def test_an_exhausted_implementer_ends_the_task_early(tmp_path):
 
 
 def test_the_same_kernel_is_not_added_twice(tmp_path):
+    """A later run that lands the same kernel for the same task adds nothing."""
     first = attempt_task(TASK, BuiltinImplementer(), TaskLog(tmp_path / "runs" / "a"), settings(tmp_path),
                          lambda text: None)
-    second = attempt_task(TASK, BuiltinImplementer(), TaskLog(tmp_path / "runs" / "b"), settings(tmp_path),
-                          lambda text: None)
+    later = replace(settings(tmp_path), run="later")
+    second = attempt_task(TASK, BuiltinImplementer(), TaskLog(tmp_path / "runs" / "b"), later, lambda text: None)
     assert (first["outcome"], second["outcome"]) == ("kept", "duplicate")
     assert len(Dataset(tmp_path / "data").records()) == 1
     assert not list((tmp_path / "work").glob("*_fused_kernels.py"))
