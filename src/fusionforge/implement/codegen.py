@@ -591,24 +591,12 @@ def _matmul(task: FusionTask, persistent: bool = False) -> str:
             "mask = (rm[:, None] < M) & (rn[None, :] < N)",
             *epilogue_lines]
 
-    configs = _MATMUL_CONFIGS["float32" if task.dtype == "float32" else "16bit"]
-    config_lines = ",\n".join(
-        f"    triton.Config({{'BLOCK_M': {bm}, 'BLOCK_N': {bn}, 'BLOCK_K': {bk}, 'GROUP_M': 8}}, num_warps={w}, "
-        f"num_stages={st})" for bm, bn, bk, w, st in configs)
     fused = [step_label(s) for s in task.steps[:k_row]]
     doc = (f'"""{" -> ".join(fused)}: a [M, N] tile of x @ w per program{" and batch" if batched else ""}, '
            f'the epilogue fused.\n\n    fp32 accumulation in tl.dot; {_ENDING[results[-1] == "n_parts"]}.\n    """')
     kernel = "\n".join([
-        "# Hopper-sized tiles on a GPU; one small tile in Triton's interpreter (its autotuner needs a GPU).",
-        "MATMUL_CONFIGS = [",
-        config_lines,
-        "] if DEVICE == \"cuda\" else [",
-        "    triton.Config({'BLOCK_M': 32, 'BLOCK_N': 32, 'BLOCK_K': 32, 'GROUP_M': 4}, num_warps=4, num_stages=1),",
-        "]",
-        "",
-        "",
-        "@triton.autotune(configs=MATMUL_CONFIGS, key=[\"M\", \"N\", \"K\"])",
-        "@triton.jit",
+        *_autotuned(["# Hopper-sized tiles on a GPU; one small tile in Triton's interpreter (its autotuner needs a "
+                     "GPU)."], _MATMUL_CONFIGS["float32" if task.dtype == "float32" else "16bit"]),
         *_kernel_def("fused_kernel_triton", [*args, *outputs, "M", "N", "K", *strides],
                      ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]),
         f"    {doc}",
@@ -658,6 +646,17 @@ def _with_row_kernel(task: FusionTask, k_row: int, rest: list[Step], sections: l
     return "\n\n\n".join(sections) + "\n\n\n" + "\n".join([*lines, "    return out"]) + "\n"
 
 
+def _autotuned(comment: list[str], configs: list[tuple]) -> list[str]:
+    """MATMUL_CONFIGS (Hopper tiles on a GPU, one small tile in the interpreter) and the decorators."""
+    config_lines = ",\n".join(
+        f"    triton.Config({{'BLOCK_M': {bm}, 'BLOCK_N': {bn}, 'BLOCK_K': {bk}, 'GROUP_M': 8}}, num_warps={w}, "
+        f"num_stages={st})" for bm, bn, bk, w, st in configs)
+    interpreter = ("triton.Config({'BLOCK_M': 32, 'BLOCK_N': 32, 'BLOCK_K': 32, 'GROUP_M': 4}, num_warps=4, "
+                   "num_stages=1)")
+    return [*comment, "MATMUL_CONFIGS = [", config_lines, "] if DEVICE == \"cuda\" else [", f"    {interpreter},",
+            "]", "", "", "@triton.autotune(configs=MATMUL_CONFIGS, key=[\"M\", \"N\", \"K\"])", "@triton.jit"]
+
+
 def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: list[str], epilogue: list[str],
                        epilogue_inputs: list[InputSpec], rest: list[Step], results: list[str]) -> str:
     """One program per SM strides over the output tiles; TMA loads, the epilogue fused."""
@@ -692,9 +691,6 @@ def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: l
         "    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)",
         "    mask = (rm[:, None] < M) & (rn[None, :] < N)",
         *("    " + line for line in epilogue)]
-    config_lines = ",\n".join(
-        f"    triton.Config({{'BLOCK_M': {bm}, 'BLOCK_N': {bn}, 'BLOCK_K': {bk}, 'GROUP_M': 8}}, num_warps={w}, "
-        f"num_stages={st})" for bm, bn, bk, w, st in _PERSISTENT_CONFIGS)
     fused = [step_label(s) for s in task.steps[:k_row]]
     w_shape = "w [N, K]" if linear else "w [K, N]"
     doc = (f'"""{" -> ".join(fused)}: x [M, K], {w_shape}; persistent over [M, N] output tiles.\n\n'
@@ -703,17 +699,9 @@ def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: l
            "    Triton honours where the target supports it); the epilogue is fused;\n"
            f'    {_ENDING[results[-1] == "n_parts"]}.\n    """')
     kernel = "\n".join([
-        f"{PERSISTENT_MARK} one program per SM, TMA loads, tl.dot. On a GPU the tiles are",
-        "# autotuned for Hopper; Triton's interpreter (no autotuner) runs one small tile.",
-        "MATMUL_CONFIGS = [",
-        config_lines,
-        "] if DEVICE == \"cuda\" else [",
-        "    triton.Config({'BLOCK_M': 32, 'BLOCK_N': 32, 'BLOCK_K': 32, 'GROUP_M': 4}, num_warps=4, num_stages=1),",
-        "]",
-        "",
-        "",
-        "@triton.autotune(configs=MATMUL_CONFIGS, key=[\"M\", \"N\", \"K\"])",
-        "@triton.jit",
+        *_autotuned([f"{PERSISTENT_MARK} one program per SM, TMA loads, tl.dot. On a GPU the tiles are",
+                     "# autotuned for Hopper; Triton's interpreter (no autotuner) runs one small tile."],
+                    _PERSISTENT_CONFIGS),
         *_kernel_def("fused_kernel_triton", [*args, "M", "N", "K", *strides],
                      ["NUM_SMS", "DOT_FP32", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]),
         f"    {doc}",
