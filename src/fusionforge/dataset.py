@@ -18,7 +18,6 @@ import io
 import json
 import math
 import os
-import shutil
 import tokenize
 from collections import defaultdict
 from pathlib import Path
@@ -143,10 +142,7 @@ class Dataset:
             twin = self.find_duplicate(record["signature"], record["code_hash"])
             if twin is None:
                 dest = next_free_path(self.root)
-                partial = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
-                shutil.copyfile(source_path, partial)
-                _fsync(partial)
-                os.replace(partial, dest)
+                write_text(dest, source_path.read_text())
                 record = {**record, "file": dest.name}
                 _append_line(self.index, json.dumps(record, sort_keys=False))
         source_path.unlink(missing_ok=True)
@@ -157,10 +153,7 @@ class Dataset:
         with self._locked():
             records = self.records()
             kept = [r if r["id"] != record_id else record for r in records if r["id"] != record_id or record]
-            partial = self.index.with_name(f".{INDEX}.{os.getpid()}.partial")
-            partial.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            _fsync(partial)
-            os.replace(partial, self.index)
+            write_text(self.index, "".join(json.dumps(r) + "\n" for r in kept))
             if record is None:  # the index no longer names the file: only now delete it
                 for r in records:
                     if r["id"] == record_id:
@@ -233,12 +226,18 @@ def _speedups(records: list[dict]) -> dict:
     return row
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` whole or not at all: a temporary file, fsynced, then renamed over ``path``."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with open(partial, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
+def write_json(path: Path, data) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def _append_line(path: Path, line: str) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fusionforge.bench import BenchResult, bench_file, render_report
-from fusionforge.dataset import Dataset, make_record, now
+from fusionforge.dataset import Dataset, make_record, now, write_json, write_text
 from fusionforge.implement.base import Implementation, Implementer, PastAttempt
 from fusionforge.kernelfile import next_free_path
 from fusionforge.tasks import FusionTask, TaskGenerator
@@ -37,19 +37,6 @@ from fusionforge.verify.verdict import Failure, Verdict, render_failure, symbol,
 
 ATTEMPTS = 3
 Echo = Callable[[str], None]
-
-
-def write_json(path: Path, data) -> None:
-    """Write ``data`` as JSON whole or not at all (temporary file, then rename)."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
-
-
-def write_text(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
 def claim_path(folder: Path) -> Path:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fusionforge.pipeline import TaskLog, write_json
+from fusionforge.dataset import write_json
+from fusionforge.pipeline import TaskLog
 from fusionforge.tasks import FusionTask
 
 STATE = ".fusionforge"
