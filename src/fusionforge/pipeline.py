@@ -33,7 +33,7 @@ from fusionforge.dataset import Dataset, make_record, now, write_json, write_tex
 from fusionforge.implement.base import Implementation, Implementer, PastAttempt
 from fusionforge.kernelfile import next_free_path
 from fusionforge.tasks import FusionTask, TaskGenerator
-from fusionforge.verify.verdict import Failure, Verdict, render_failure, symbol, use_symbols
+from fusionforge.verify.verdict import Failure, render_failure, symbol, use_symbols
 
 ATTEMPTS = 3
 Echo = Callable[[str], None]
@@ -143,8 +143,9 @@ def judge_attempt(task: FusionTask, path: Path, attempt: int, implementation: Im
 def keep(task: FusionTask, path: Path, entry: dict, source: str, implementer: str, log: TaskLog,
          settings: Settings, echo: Echo) -> dict:
     """Move a passing file into data/ with its record (built from the attempt's log entry); close the log."""
-    record = make_record(task, source, result_from(entry), implementer, entry["model"], entry["attempt"],
-                         run=settings.run, usage=entry["usage"])
+    result = BenchResult.from_dict(entry["result"])
+    record = make_record(task, source, result, implementer, entry["model"], entry["attempt"], run=settings.run,
+                         usage=entry["usage"])
     record, added = settings.dataset.add(path, record)
     # an interrupt after the record was appended and before the log was closed: it is this attempt's
     added = added or (record["task"]["id"] == task.id and record.get("run") == settings.run
@@ -206,17 +207,6 @@ def attempt_task(task: FusionTask, implementer: Implementer, log: TaskLog, setti
             return keep(task, path, entry, implementation.source, implementer.name, log, settings, echo)
         history.append(PastAttempt(attempt, implementation.source, entry["report"], entry["failure"]))
     return give_up(task, path, settings.attempts, log, echo)
-
-
-def result_from(entry: dict):
-    """The BenchResult of a logged attempt, rebuilt from its JSON (what its dataset record needs)."""
-    raw = entry["result"]
-    check = Verdict(file=raw["check"]["file"], checks=raw["check"]["checks"], task_id=raw["check"]["task_id"],
-                    device=raw["check"]["device"], kernels=raw["check"]["kernels"])
-    return BenchResult(check=check, timed=raw["timed"], note=raw["note"], timings=raw["timings"],
-                       speedup=raw["speedup"], speedup_vs_compile=raw["speedup_vs_compile"], faster=raw["faster"],
-                       faster_than_compile=raw["faster_than_compile"], roofline=raw["roofline"],
-                       context=raw["context"])
 
 
 class Run:

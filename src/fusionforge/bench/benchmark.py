@@ -81,6 +81,16 @@ class BenchResult:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> BenchResult:
+        """A passing result back from ``to_dict`` (what a dataset record needs; failures are not rebuilt)."""
+        check = Verdict(file=raw["check"]["file"], checks=raw["check"]["checks"], task_id=raw["check"]["task_id"],
+                        device=raw["check"]["device"], kernels=raw["check"]["kernels"])
+        return cls(check=check, timed=raw["timed"], note=raw["note"], timings=raw["timings"], speedup=raw["speedup"],
+                   speedup_vs_compile=raw["speedup_vs_compile"], faster=raw["faster"],
+                   faster_than_compile=raw["faster_than_compile"], roofline=raw["roofline"],
+                   suspicious=raw["suspicious"], context=raw["context"])
+
 
 def _driver() -> str | None:
     try:
