@@ -84,11 +84,9 @@ class BenchResult:
     @classmethod
     def from_dict(cls, raw: dict) -> BenchResult:
         """A passing result back from ``to_dict`` (what a dataset record needs; failures are not rebuilt)."""
-        check = Verdict(file=raw["check"]["file"], checks=raw["check"]["checks"], task_id=raw["check"]["task_id"],
-                        device=raw["check"]["device"], kernels=raw["check"]["kernels"])
-        return cls(check=check, timed=raw["timed"], note=raw["note"], timings=raw["timings"], speedup=raw["speedup"],
-                   speedup_vs_compile=raw["speedup_vs_compile"], faster=raw["faster"],
-                   faster_than_compile=raw["faster_than_compile"], roofline=raw["roofline"],
+        return cls(check=Verdict.from_dict(raw["check"]), timed=raw["timed"], note=raw["note"],
+                   timings=raw["timings"], speedup=raw["speedup"], speedup_vs_compile=raw["speedup_vs_compile"],
+                   faster=raw["faster"], faster_than_compile=raw["faster_than_compile"], roofline=raw["roofline"],
                    suspicious=raw["suspicious"], context=raw["context"])
 
 
@@ -106,22 +104,24 @@ def bench_file(path: str | Path, task: FusionTask | None = None, timeout: float 
     """Check, then (on a GPU) time eager, torch.compile and the Triton wrapper at the bench shape."""
     device = device or default_device()
     verdict = check_file(path, task=task, device=device, timeout=timeout)
+    return time_checked(verdict, path, task=task, timeout=timeout, device=device)
+
+
+def time_checked(verdict: Verdict, path: str | Path, task: FusionTask | None = None, timeout: float = 300.0,
+                 device: str | None = None) -> BenchResult:
+    """The timing half of ``bench_file``, for a file whose check already ran (``verdict`` is its result).
+
+    Checks may run several at a time; timing never should: give this the GPU alone.
+    """
+    device = device or default_device()
     result = BenchResult(check=verdict)
     if not verdict.passed:
         return result
     if device != "cuda":
         result.note = "not timed: timing needs a CUDA GPU (the check ran on the CPU through Triton's interpreter)"
         return result
-    kf = kernelfile.parse(path)
-    if task is None and kf.task is not None:
-        task = FusionTask.from_dict(kf.task)
-    sets = input_sets(task, device, seeds=2)
-    bench_sets = [s for s in sets if s["label"].startswith("bench")] or sets
-    seeds = [bench_sets[0]["seed"], bench_sets[0]["seed"] + 1]
-    with tempfile.TemporaryDirectory(prefix="fusionforge-bench-") as scratch:
-        request = {"file": str(Path(path).resolve()), "task": task.to_dict() if task else None,
-                   "dims": bench_sets[0].get("dims"), "seeds": seeds, "out_dir": scratch}
-        raw, returncode, tail = run_child("fusionforge.bench.timer", request, Path(scratch), "cuda", timeout)
+    task = task or _task_of(path)
+    raw, returncode, tail = _timing_child(path, task, timeout, warm_only=False)
     if raw is None:
         result.failure = Failure("runtime", "Harness", f"the timing run failed (exit {returncode}): "
                                  f"{tail.strip().splitlines()[-1] if tail.strip() else 'no output'}",
@@ -129,6 +129,33 @@ def bench_file(path: str | Path, task: FusionTask | None = None, timeout: float 
                                  "Run `fusionforge bench` again; if it fails again, report it with the file.")
         return result
     return judge(result, raw, task, roofline.device_rates())
+
+
+def warm(path: str | Path, task: FusionTask | None = None, timeout: float = 300.0) -> bool:
+    """Do everything timing does except time: compile and autotune the Triton kernels, torch.compile the chain.
+
+    The products land in the on-disk caches (Triton's kernels, torch.compile's graphs), so a later
+    ``time_checked`` of the same file spends its time timing. Safe to run beside other work on the
+    GPU; True when the run completed.
+    """
+    raw, _, _ = _timing_child(path, task or _task_of(path), timeout, warm_only=True)
+    return raw is not None
+
+
+def _task_of(path: str | Path) -> FusionTask | None:
+    kf = kernelfile.parse(path)
+    return FusionTask.from_dict(kf.task) if kf.task is not None else None
+
+
+def _timing_child(path: str | Path, task: FusionTask | None, timeout: float, warm_only: bool):
+    """Run the timing child on the bench input set; (raw result or None, returncode, output tail)."""
+    sets = input_sets(task, "cuda", seeds=2)
+    bench_sets = [s for s in sets if s["label"].startswith("bench")] or sets
+    seeds = [bench_sets[0]["seed"], bench_sets[0]["seed"] + 1]
+    with tempfile.TemporaryDirectory(prefix="fusionforge-bench-") as scratch:
+        request = {"file": str(Path(path).resolve()), "task": task.to_dict() if task else None,
+                   "dims": bench_sets[0].get("dims"), "seeds": seeds, "out_dir": scratch, "warm_only": warm_only}
+        return run_child("fusionforge.bench.timer", request, Path(scratch), "cuda", timeout)
 
 
 def judge(result: BenchResult, raw: dict, task: FusionTask | None, rates: dict) -> BenchResult:

@@ -13,6 +13,9 @@ Protocol (README, "How kernels are timed"):
 * contenders are interleaved in rounds (the order rotates) so drift hits all alike; rounds go on
   until every contender has at least MIN_CALLS calls and one second of measured time, or MAX_CALLS;
 * a wall-clock measure (device synchronize around single calls) is taken too, as a cross-check.
+
+With ``"warm_only": true`` the child stops after the warm-up: compiled kernels and graphs are then in
+the on-disk caches, and nothing is timed.
 """
 
 from __future__ import annotations
@@ -107,6 +110,9 @@ def main(request_path: str) -> int:
                 _synchronize()
                 if k >= 2 and _perf_counter() - warm_start > 0.05:
                     break
+        if request.get("warm_only"):
+            (out_dir / "result.json").write_text(json.dumps({"warm_only": True, **result}))
+            return 0
 
         before = len(monitor.launches)
         out = triton_fn(*input_sets[0])

@@ -62,6 +62,14 @@ class Verdict:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> Verdict:
+        """A passing verdict back from ``to_dict`` (a failure's analysis is not rebuilt)."""
+        if raw["status"] != "pass":
+            raise ValueError("only a passing verdict can be rebuilt from its dict")
+        return cls(file=raw["file"], checks=raw["checks"], task_id=raw["task_id"], device=raw["device"],
+                   seconds=raw.get("seconds", 0.0), kernels=raw["kernels"])
+
 
 def use_symbols(stream=None) -> bool:
     """Real symbols unless NO_COLOR is set or the stream cannot encode them."""
