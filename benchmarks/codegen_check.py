@@ -1,10 +1,10 @@
 """Implement generated tasks with the built-in code generator and check every file.
 
     python benchmarks/codegen_check.py [--first 0] [--count 500] [--jobs 2] [--out FILE] [--device cpu|cuda]
-                                       [--variant tiled|persistent]
+                                       [--variant persistent|tf32x3|tiled]
 
-Seeds first..first+count-1, difficulty and dtype chosen by each seed; with --variant, only the tasks
-that have that variant of their plan. Reports how many pass the
+Seeds first..first+count-1, difficulty and dtype chosen by each seed; each task's first variant, or
+with --variant, only the tasks that have that variant of their plan. Reports how many pass the
 checker, fail it (with their categories) or are refused (no plan yet), by plan, difficulty and dtype.
 """
 
@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
-def one(seed: int, device: str, folder: str, variant: str) -> dict | None:
+def one(seed: int, device: str, folder: str, variant: str | None) -> dict | None:
     from fusionforge.implement import UnsupportedTask, generate
     from fusionforge.implement.codegen import plan_of, variants
     from fusionforge.tasks import TaskGenerator
@@ -30,7 +30,7 @@ def one(seed: int, device: str, folder: str, variant: str) -> dict | None:
            "signature": task.signature}
     try:
         row["plan"] = plan_of(task)
-        if variant not in variants(task):
+        if variant is not None and variant not in variants(task):
             return None
         source = generate(task, 1, variant)
     except UnsupportedTask as e:
@@ -51,7 +51,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--out", default="benchmarks/results/codegen_check_cpu.json")
-    parser.add_argument("--variant", default="tiled", help="the plan variant to write (default tiled)")
+    parser.add_argument("--variant", help="the plan variant to write (default: each task's first)")
     args = parser.parse_args()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder, ProcessPoolExecutor(args.jobs) as pool:

@@ -1,7 +1,7 @@
 """The built-in code generator on a GPU at bench shapes: checks in parallel, timing one file at a time.
 
-    PYTHONPATH=src python benchmarks/gpu_sweep.py ROOT [--first 0] [--count 200] [--jobs 12] [--budget 540]
-                                                  [--stage check|time|all]
+    PYTHONPATH=src python benchmarks/gpu_sweep.py ROOT [--first 0 --count 200 | --seeds 3,8,13] [--jobs 12]
+                                                  [--budget 540] [--stage check|time|all]
     python benchmarks/gpu_sweep.py ROOT --summary OUT.json
 
 check: every seed, --jobs at a time: the generator's first-attempt file goes to ROOT/files/, is checked
@@ -193,6 +193,7 @@ def main() -> int:
     parser.add_argument("root", type=Path)
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--seeds", help="a comma-separated list of seeds instead of --first/--count")
     parser.add_argument("--jobs", type=int, default=12)
     parser.add_argument("--budget", type=float, default=540.0, help="seconds after which no new seed starts")
     parser.add_argument("--stage", choices=("check", "time", "all"), default="all")
@@ -207,7 +208,8 @@ def main() -> int:
     for folder in ("files", "check", "time"):
         (args.root / folder).mkdir(parents=True, exist_ok=True)
     deadline = time.time() + args.budget
-    seeds = list(range(args.first, args.first + args.count))
+    seeds = ([int(s) for s in args.seeds.split(",")] if args.seeds
+             else list(range(args.first, args.first + args.count)))
     if args.stage in ("check", "all"):
         stage_check(args.root, seeds, args.jobs, deadline, args.device)
     if args.stage in ("time", "all"):

@@ -87,16 +87,18 @@ def test_batch_norm_fuses_into_the_matmul_epilogue(tmp_path, ops, dtype):
 @pytest.mark.parametrize("ops, dtype", [("linear_bias,gelu,layer_norm", "bfloat16"), ("matmul,add:row,tanh", "float16"),
                                         ("linear,batch_norm,hardswish", "bfloat16"),
                                         ("linear_bias,mul:full,sigmoid", "float16")])
-def test_persistent_matmul_variant_passes_the_checker(tmp_path, ops, dtype):
-    """TMA descriptors, persistent tiles, warp specialization: the retry variant of 16-bit matmul roots."""
+def test_16bit_matmul_variants_pass_the_checker(tmp_path, ops, dtype):
+    """First the persistent variant (TMA descriptors, one program per SM, warp specialization), then tiled."""
     task = GEN.generate(2, dtype=dtype, ops=ops)
-    assert variants(task) == ["tiled", "persistent"]
-    source = generate(task, 2, "persistent")
-    assert variant_of(source) == "persistent" and "warp_specialize=True" in source
-    path = tmp_path / "002_fused_kernels.py"
-    path.write_text(source)
-    verdict = check_file(path, task=task, timeout=240)
-    assert verdict.passed, verdict.failure and verdict.failure.message
+    assert variants(task) == ["persistent", "tiled"]
+    assert "warp_specialize=True" in generate(task)
+    for variant in variants(task):
+        source = generate(task, 1, variant)
+        assert variant_of(source) == variant
+        path = tmp_path / f"{variant}_fused_kernels.py"
+        path.write_text(source)
+        verdict = check_file(path, task=task, timeout=240)
+        assert verdict.passed, (variant, verdict.failure and verdict.failure.message)
 
 
 @pytest.mark.parametrize("ops, dtype, reduction", [
@@ -136,35 +138,40 @@ def _past(source: str, category: str) -> PastAttempt:
 
 def test_retries_move_to_the_next_variant_unless_the_failure_was_transient():
     task = GEN.generate(2, dtype="float16", ops="linear,relu")
-    tiled, persistent = generate(task), generate(task, 2, "persistent")
-    assert next_variant(task, []) == "tiled"
-    assert next_variant(task, [_past(tiled, "slower")]) == "persistent"
-    assert next_variant(task, [_past(tiled, "slower"), _past(persistent, "compile")]) == "tiled"
-    assert next_variant(task, [_past(persistent, "timeout")]) == "persistent"
-    single = GEN.generate(2, dtype="float32", ops="linear,relu")
+    persistent, tiled = generate(task), generate(task, 2, "tiled")
+    assert variant_of(persistent) == "persistent" and variant_of(tiled) == "tiled"
+    assert next_variant(task, []) == "persistent"
+    assert next_variant(task, [_past(persistent, "slower")]) == "tiled"
+    assert next_variant(task, [_past(persistent, "slower"), _past(tiled, "compile")]) == "persistent"
+    assert next_variant(task, [_past(tiled, "timeout")]) == "tiled"
+    single = GEN.generate(2, dtype="float16", ops="bmm,relu")
     assert variants(single) == ["tiled"] and next_variant(single, [_past(generate(single), "slower")]) == "tiled"
     with pytest.raises(UnsupportedTask):
         generate(single, 1, "persistent")
-    source = BuiltinImplementer().implement(task, 2, [_past(tiled, "slower")]).source
-    assert variant_of(source) == "persistent" and "ATTEMPT = 2" in source
+    source = BuiltinImplementer().implement(task, 2, [_past(persistent, "slower")]).source
+    assert variant_of(source) == "tiled" and "ATTEMPT = 2" in source
 
 
 def test_builtin_says_when_it_has_nothing_new():
     """The same kernel after a non-transient failure would only re-roll the verdict: the loop stops."""
     builtin = BuiltinImplementer()
-    single = GEN.generate(2, dtype="float32", ops="linear,relu")
+    single = GEN.generate(2, dtype="float16", ops="bmm,relu")
     tiled = generate(single)
     assert builtin.implement(single, 2, [_past(tiled, "slower")]).exhausted
     assert builtin.implement(single, 2, [_past(tiled, "timeout")]).source is not None
-    task = GEN.generate(2, dtype="float16", ops="linear,relu")
-    both = [_past(generate(task), "slower"), _past(generate(task, 2, "persistent"), "slower")]
+    task = GEN.generate(2, dtype="float32", ops="linear,relu")
+    both = [_past(generate(task), "slower"), _past(generate(task, 2, "tiled"), "slower")]
     assert builtin.implement(task, 2, both[:1]).source is not None
     assert builtin.implement(task, 3, both).exhausted
 
 
-def test_fp32_matmul_keeps_fp32_accuracy():
-    source = generate(GEN.generate(2, dtype="float32", ops="linear,relu"))
-    assert 'input_precision="ieee"' in source
+def test_fp32_matmul_variants_keep_fp32_accuracy():
+    """Three-pass TF32 first (tensor cores), IEEE FMA dots as the retry; never plain TF32."""
+    task = GEN.generate(2, dtype="float32", ops="linear,relu")
+    assert variants(task) == ["tf32x3", "tiled"]
+    first, retry = generate(task), generate(task, 2, "tiled")
+    assert variant_of(first) == "tf32x3" and 'input_precision="tf32x3"' in first
+    assert variant_of(retry) == "tiled" and 'input_precision="ieee"' in retry
 
 
 def _sampled(op: str, rank: int) -> FusionTask:

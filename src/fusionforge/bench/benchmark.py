@@ -206,6 +206,7 @@ def judge(result: BenchResult, raw: dict, task: FusionTask | None, rates: dict) 
         "flush_bytes": raw["flush_bytes"], "l2_bytes": raw["l2_bytes"], "calls": raw["calls"],
         "compile_seconds": raw["compile_seconds"], "launches_per_call": raw["launches_per_call"],
         "kernels": raw["kernels"], "side_streams": raw["side_streams"], "rates": rates["device_key"],
+        "phase_seconds": raw.get("phases"),
     }
     if not result.faster and not result.suspicious:
         result.failure = slower_failure(result, raw)

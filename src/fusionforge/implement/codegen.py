@@ -69,27 +69,36 @@ def plan_of(task: FusionTask) -> str:
 def variants(task: FusionTask) -> list[str]:
     """The kernel variants the generator can write for ``task``, the default first.
 
-    A 16-bit matmul or linear root also has ``persistent``: one program per SM walking the output
-    tiles, operands loaded by TMA descriptors, the k-loop marked for warp specialization.
+    Matmul roots have two. 16-bit linear and matmul: ``persistent`` (one program per SM walking the
+    output tiles, TMA descriptor loads, the tile loop marked for warp specialization), then ``tiled``.
+    float32: ``tf32x3`` (the tiled kernel with tl.dot's three-pass TF32: tensor cores, each operand
+    split into a high and a low TF32 part, the low-by-low product dropped: about 2^-22 relative
+    error per product, within float32's rule), then ``tiled`` (IEEE fp32 FMA dots).
     """
-    if plan_of(task) == "matmul" and task.steps[0].op != "bmm" and task.dtype != "float32":
-        return ["tiled", "persistent"]
+    if plan_of(task) == "matmul":
+        if task.dtype == "float32":
+            return ["tf32x3", "tiled"]
+        if task.steps[0].op != "bmm":
+            return ["persistent", "tiled"]
     return ["tiled"]
 
 
 def variant_of(source: str) -> str:
     """Which variant a generated file holds (its TRITON section names it)."""
-    return "persistent" if PERSISTENT_MARK in source else "tiled"
+    if PERSISTENT_MARK in source:
+        return "persistent"
+    return "tf32x3" if _DOT["tf32x3"] in source else "tiled"
 
 
-def generate(task: FusionTask, attempt: int = 1, variant: str = "tiled") -> str:
-    """The complete kernel file (seed format) implementing ``task``."""
+def generate(task: FusionTask, attempt: int = 1, variant: str | None = None) -> str:
+    """The complete kernel file (seed format) implementing ``task``; ``variant`` defaults to the first."""
     plan = plan_of(task)
+    variant = variant or variants(task)[0]
     if variant not in variants(task):
         raise UnsupportedTask(f"no {variant!r} variant of the {plan} plan for task {task.id}")
     python = python_section(task)
     if plan == "matmul":
-        triton_section = _matmul(task, persistent=variant == "persistent")
+        triton_section = _matmul(task, variant)
     else:
         triton_section = {"pointwise": _pointwise, "row": _row, "two_reductions": _two_reductions}[plan](task)
     helpers = dict.fromkeys(name for step in task.steps for name in catalog.helpers_of(catalog.get(step.op)))
@@ -414,11 +423,13 @@ _MATMUL_CONFIGS = {  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
     "16bit": [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4), (256, 128, 64, 8, 3), (128, 128, 32, 4, 4)],
     "float32": [(128, 128, 32, 8, 3), (64, 128, 32, 4, 4), (128, 64, 32, 4, 4)],
 }
-_DOT = {  # fp32 keeps fp32 accuracy; bf16 tiles go through fp16 (exact for these values: the interpreter's
-    # bf16 dot is wrong, and fp16 runs on the same tensor cores)
-    "float32": "acc = tl.dot(a, b, acc, input_precision=\"ieee\")",
-    "float16": "acc = tl.dot(a, b, acc)",
-    "bfloat16": "acc = tl.dot(a.to(tl.float16), b.to(tl.float16), acc)",
+_DOT = {  # the k-loop's dot by dtype (float32: by variant)
+    "tiled": "acc = tl.dot(a, b, acc, input_precision=\"ieee\")",
+    "tf32x3": "acc = tl.dot(a, b, acc, input_precision=\"tf32x3\")",
+    "16bit": ["if DOT_FP32:  # Triton's interpreter: its 16-bit dots are not exact, fp32 ones are",
+              "    acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=\"ieee\")",
+              "else:",
+              "    acc = tl.dot(a, b, acc)"],
 }
 PERSISTENT_MARK = "# persistent variant:"
 _PERSISTENT_CONFIGS = [(128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 64, 8, 4)]
@@ -519,8 +530,8 @@ def _emit_batch_norm(k: int, step: Step, layout: Layout) -> list[str]:
             *(line.format(**step.params) for line in _STATS["batch_norm"])]
 
 
-def _matmul(task: FusionTask, persistent: bool = False) -> str:
-    """The matmul plan; ``persistent``: the persistent TMA variant (16-bit linear and matmul)."""
+def _matmul(task: FusionTask, variant: str) -> str:
+    """The matmul plan, in one of ``variants(task)``."""
     root = task.steps[0]
     root_op = catalog.get(root.op)
     # inference batch norm is per channel (pointwise): it stays in the epilogue
@@ -534,6 +545,7 @@ def _matmul(task: FusionTask, persistent: bool = False) -> str:
     args = ["x_ptr", "w_ptr", *(["bias_ptr"] if root.op == "linear_bias" else []),
             *[f"{i.name}_ptr" if i.dtype != SCALAR_DTYPE else i.name for i in epilogue_inputs]]
     linear = root.op.startswith("linear")
+    persistent, wide = variant == "persistent", task.dtype != "float32"
     if persistent:
         strides = ["stride_xm", "stride_wn" if linear else "stride_wk"]
     elif batched:
@@ -585,7 +597,7 @@ def _matmul(task: FusionTask, persistent: bool = False) -> str:
             "for k in range(0, K, BLOCK_K):",
             "    a = tl.load(x_ptrs, mask=(rm[:, None] < M) & (rk[None, :] + k < K), other=0.0)",
             "    b = tl.load(w_ptrs, mask=(rk[:, None] + k < K) & (rn[None, :] < N), other=0.0)",
-            f"    {_DOT[task.dtype]}",
+            *("    " + line for line in (_DOT["16bit"] if wide else [_DOT[variant]])),
             "    x_ptrs += BLOCK_K * stride_xk",
             "    w_ptrs += BLOCK_K * stride_wk",
             "mask = (rm[:, None] < M) & (rn[None, :] < N)",
@@ -598,7 +610,7 @@ def _matmul(task: FusionTask, persistent: bool = False) -> str:
         *_autotuned(["# Hopper-sized tiles on a GPU; one small tile in Triton's interpreter (its autotuner needs a "
                      "GPU)."], _MATMUL_CONFIGS["float32" if task.dtype == "float32" else "16bit"]),
         *_kernel_def("fused_kernel_triton", [*args, *outputs, "M", "N", "K", *strides],
-                     ["BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]),
+                     [*(["DOT_FP32"] if wide else []), "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
@@ -609,7 +621,7 @@ def _matmul(task: FusionTask, persistent: bool = False) -> str:
     x_strides = ["x.stride(0)", "x.stride(1)", "x.stride(2)"] if batched else ["x.stride(0)", "x.stride(1)"]
     n_expr = "w.shape[0]" if root.op.startswith("linear") else "w.shape[-1]"
     launch_args = ["x", "w", *(["bias"] if root.op == "linear_bias" else []), *[i.name for i in epilogue_inputs],
-                   *results, "M", "N", "K", *x_strides, *w_strides]
+                   *results, "M", "N", "K", *x_strides, *w_strides, *(["DOT_FP32=not x.is_cuda"] if wide else [])]
     grid = ("lambda meta: (triton.cdiv(M, meta[\"BLOCK_M\"]) * triton.cdiv(N, meta[\"BLOCK_N\"]), "
             + ("x.shape[0])" if batched else ")"))
     lines = [f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):", *_contiguous(task),
@@ -683,10 +695,7 @@ def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: l
         "    for k in range(0, tl.cdiv(K, BLOCK_K)):",
         "        a = x_desc.load([pid_m * BLOCK_M, k * BLOCK_K])  # zero-filled past the edges",
         f"        b = {w_load}",
-        "        if DOT_FP32:  # Triton's interpreter: its 16-bit dots are not exact, fp32 ones are",
-        "            acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision=\"ieee\")",
-        "        else:",
-        "            acc = tl.dot(a, b, acc)",
+        *("        " + line for line in _DOT["16bit"]),
         "    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)",
         "    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)",
         "    mask = (rm[:, None] < M) & (rn[None, :] < N)",
