@@ -49,6 +49,14 @@ def test_floor_is_the_larger_of_memory_and_compute():
     assert floor_ms(3e6, 5e10, "float32", RATES) == pytest.approx(1.0)
 
 
+def test_float32_ceiling_counts_three_tf32_passes():
+    """Three TF32 passes keep float32 accuracy: a third of the TF32 rate bounds float32 when it beats fp32 FMA."""
+    with_tf32 = {**RATES, "matmul_TFLOPs_tf32": 375.0}
+    assert floor_ms(3e6, 1.25e11, "float32", with_tf32) == pytest.approx(1.0)
+    assert floor_ms(3e6, 5e10, "float32", {**RATES, "matmul_TFLOPs_tf32": 90.0}) == pytest.approx(1.0)
+    assert floor_ms(3e6, 7e11, "float16", with_tf32) == pytest.approx(1.0)
+
+
 def test_faster_when_speedup_exceeds_the_spread():
     r = judge(result(), raw(eager=0.36, compiled=0.11, triton=0.10), None, RATES)
     assert r.passed and r.faster and r.faster_than_compile and r.failure is None

@@ -178,7 +178,7 @@ def judge(result: BenchResult, raw: dict, task: FusionTask | None, rates: dict) 
         nbytes, flops, dtype = raw["bytes_io"], raw["flops_counted"], raw["dtype"]
     floor = roofline.floor_ms(nbytes, flops, dtype, rates)
     result.roofline = {"bytes": nbytes, "flops": flops, "floor_ms": floor, "dtype": dtype,
-                       "copy_GBs": rates["copy_GBs"], "matmul_TFLOPs": rates[f"matmul_TFLOPs_{dtype}"],
+                       "copy_GBs": rates["copy_GBs"], "matmul_TFLOPs": roofline.matmul_TFLOPs(dtype, rates),
                        **{f"{n}_fraction_of_floor": floor / stats[n]["median_ms"] for n in CONTENDERS},
                        "triton_GBs": nbytes / triton_["median_ms"] / 1e6,
                        "triton_TFLOPs": flops / triton_["median_ms"] / 1e9}

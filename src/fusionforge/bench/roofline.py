@@ -3,7 +3,9 @@
 floor = max(bytes / copy bandwidth, FLOPs / matmul rate at the dtype). Bytes are the fewest a fused
 kernel must move (each input read once, each output written once); the copy bandwidth counts bytes
 read plus bytes written of a large device-to-device copy; matmul rates come from PyTorch's own
-matmul (cuBLAS) at 8192^3 (fp16, bf16) and 4096^3 (fp32, full precision: TF32 off).
+matmul (cuBLAS) at 8192^3 (fp16, bf16) and 4096^3 (fp32 with TF32 off, and TF32). The float32
+ceiling is the faster of two ways that keep float32 accuracy: cuBLAS's fp32 matmul, or three TF32
+tensor-core passes (a third of the TF32 rate), which the code generator's ``tf32x3`` variant uses.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from pathlib import Path
 
 CACHE = Path(os.environ.get("FUSIONFORGE_CACHE", Path.home() / ".cache" / "fusionforge")) / "device_rates.json"
+RATES = ("copy_GBs", "matmul_TFLOPs_float16", "matmul_TFLOPs_bfloat16", "matmul_TFLOPs_float32", "matmul_TFLOPs_tf32")
 
 
 def _copy_GBs() -> float:
@@ -38,9 +41,14 @@ def measure_rates() -> dict:
             b = torch.randn(n, n, device="cuda").to(getattr(torch, dtype))
             ms = do_bench(lambda a=a, b=b: a @ b, warmup=50, rep=300, return_mode="median")
             rates[f"matmul_TFLOPs_{dtype}"] = 2 * n**3 / ms / 1e9
+        torch.backends.cuda.matmul.allow_tf32 = True
+        a, b = torch.randn(4096, 4096, device="cuda"), torch.randn(4096, 4096, device="cuda")
+        ms = do_bench(lambda: a @ b, warmup=50, rep=300, return_mode="median")
+        rates["matmul_TFLOPs_tf32"] = 2 * 4096**3 / ms / 1e9
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous
     return rates
+
 
 
 def device_rates(refresh: bool = False) -> dict:
@@ -50,7 +58,7 @@ def device_rates(refresh: bool = False) -> dict:
 
     key = f"{torch.cuda.get_device_name(0)}|torch {torch.__version__}|triton {triton.__version__}"
     cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
-    if refresh or key not in cache:
+    if refresh or not set(RATES) <= set(cache.get(key, {})):
         cache[key] = measure_rates()
         CACHE.parent.mkdir(parents=True, exist_ok=True)
         tmp = CACHE.with_suffix(".tmp")
@@ -59,7 +67,14 @@ def device_rates(refresh: bool = False) -> dict:
     return {"device_key": key, **cache[key]}
 
 
+def matmul_TFLOPs(dtype: str, rates: dict) -> float:
+    """The matmul ceiling at ``dtype``'s accuracy (float32: cuBLAS fp32 or a third of TF32, the faster)."""
+    if dtype == "float32":
+        return max(rates["matmul_TFLOPs_float32"], rates.get("matmul_TFLOPs_tf32", 0.0) / 3)
+    return rates[f"matmul_TFLOPs_{dtype}"]
+
+
 def floor_ms(nbytes: float, flops: float, dtype: str, rates: dict) -> float:
     memory = nbytes / (rates["copy_GBs"] * 1e9) * 1e3
-    compute = flops / (rates[f"matmul_TFLOPs_{dtype}"] * 1e12) * 1e3 if flops else 0.0
+    compute = flops / (matmul_TFLOPs(dtype, rates) * 1e12) * 1e3 if flops else 0.0
     return max(memory, compute)
