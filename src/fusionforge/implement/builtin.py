@@ -1,8 +1,8 @@
 """The built-in implementer: the code generator behind the Implementer interface.
 
 The generator is deterministic, so a retry writes another variant when the task has one: after a
-failure, the next variant of ``codegen.variants(task)`` (16-bit linear and matmul roots: ``tiled``,
-then ``persistent``, then back), or the same one again after a timeout or a crash (which may be
+failure, the next variant of ``codegen.variants(task)`` (matmul roots: ``persistent`` or ``tf32x3``,
+then ``tiled``, then back), or the same one again after a timeout or a crash (which may be
 the machine's doing). When that kernel is one that already failed for another reason, there is
 nothing new to try: the implementation says so (``exhausted``) and the loop stops early.
 """

@@ -16,13 +16,14 @@ Plans so far:
   sample. Layer, group and instance norms over rows longer than MAX_ROW_BLOCK use a looped
   two-pass variant.
 
-* matmul: a tiled tl.dot kernel (fp32 accumulation; ``input_precision="ieee"`` for float32 tasks;
-  grouped tile order) with the pointwise epilogue fused (inference batch norm included: it is per
-  channel), autotuned over Hopper-sized tiles on a GPU. A reduction after it never stores the [M, N]
-  product: each tile writes its rows' fp32 partial statistics and a combine kernel merges them; a
-  normalization after it runs as a second kernel of the row plan over the output. Variant
-  ``persistent`` (16-bit linear and matmul roots, written on a retry): one program per SM walks the
-  output tiles, TMA descriptor loads, the k-loop marked for warp specialization, the same epilogue.
+* matmul: the pointwise epilogue fused (inference batch norm included: it is per channel). A
+  reduction after it never stores the [M, N] product: each tile writes its rows' fp32 partial
+  statistics and a combine kernel merges them; a normalization after it runs as a second kernel of
+  the row plan over the output. Variants (``variants``): 16-bit linear and matmul roots first
+  ``persistent`` (one program per SM walks the output tiles, TMA descriptor loads, the tile loop
+  marked for warp specialization), then ``tiled`` (a tl.dot tile per program, grouped tile order,
+  autotuned over Hopper-sized tiles); float32 first ``tf32x3`` (tiled, three-pass TF32 dots), then
+  ``tiled`` with IEEE dots; 16-bit batched matmul ``tiled``. fp32 accumulation throughout.
 * two_reductions: [B, M, N] reduced over N, then over M (hard tasks): one program per batch walks
   tiles of its rows and combines the second reduction across tiles.
 
