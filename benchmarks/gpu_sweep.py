@@ -2,7 +2,8 @@
 
     PYTHONPATH=src python benchmarks/gpu_sweep.py ROOT [--first 0 --count 200 | --seeds 3,8,13] [--jobs 12]
                                                   [--budget 540] [--stage check|time|all]
-    python benchmarks/gpu_sweep.py ROOT --summary OUT.json
+    python benchmarks/gpu_sweep.py ROOT --summary OUT.json [--tf32-TFLOPs RATE]
+    python benchmarks/gpu_sweep.py --summary OUT.json --from SUMMARY.json...
 
 check: every seed, --jobs at a time: the generator's first-attempt file goes to ROOT/files/, is checked
        on the GPU (`check_file`) and, when it passes, warmed (`warm`: Triton's kernels and torch.compile's
@@ -13,7 +14,10 @@ time:  first, a check that failed while other checks shared the GPU is run again
 Seeds with a result are skipped, so a later call on the same machine goes on where the last stopped;
 no new seed starts after --budget seconds.
 --summary: the figures from ROOT's JSONs: check pass rate, faster than eager, geometric-mean speedups
-       over eager and torch.compile and median fractions of the roofline floor, by plan and dtype.
+       over eager and torch.compile and median fractions of the roofline floor, by plan, matmul variant
+       and dtype. With --from, instead of ROOT: the same figures over several summaries' rows, a later
+       summary's row replacing an earlier one's for the same seed (sweeps of several sessions, or seeds
+       timed again after a plan changed).
 """
 
 from __future__ import annotations
@@ -193,25 +197,41 @@ def summary(root: Path, out: Path, tf32_TFLOPs: float | None = None) -> dict:
                            **{f"{k}_fraction": r[f"{k}_fraction_of_floor"] for k in ("eager", "compile", "triton")},
                            suspicious=d["suspicious"])
         rows.append(row)
+    result = {"context": context, "seeds": sorted(checked), "tf32_TFLOPs_for_float32_floors": tf32_TFLOPs,
+              **report(rows)}
+    out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def combine(out: Path, summaries: list[Path]) -> dict:
+    """One report from several summaries' rows; for a seed in more than one, the later summary's row counts."""
+    rows: dict[int, dict] = {}
+    for path in summaries:
+        rows.update({r["seed"]: r for r in json.loads(path.read_text())["rows"]})
+    result = {"sources": [str(p) for p in summaries], **report([rows[s] for s in sorted(rows)])}
+    out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def report(rows: list[dict]) -> dict:
     memory = [r for r in rows if r.get("plan") not in MATMUL_PLANS]
-    result = {
-        "context": context, "seeds": sorted(checked), "tf32_TFLOPs_for_float32_floors": tf32_TFLOPs,
+    return {
         "all": figures(rows),
         "memory_bound": figures(memory),
         "matmul_rooted": figures([r for r in rows if r.get("plan") in MATMUL_PLANS]),
         "by_plan": {p: figures([r for r in rows if r.get("plan") == p]) for p in sorted({r.get("plan") for r in rows})},
+        "by_matmul_variant": {v: figures([r for r in rows if r.get("plan") in MATMUL_PLANS and r.get("variant") == v])
+                              for v in sorted({r.get("variant") for r in rows if r.get("plan") in MATMUL_PLANS})},
         "by_dtype": {d: figures([r for r in rows if r["dtype"] == d]) for d in ("float32", "float16", "bfloat16")},
         "not_passing_check": [r for r in rows if r["status"] != "pass"],
         "not_faster": [r for r in rows if r.get("timed") and not r["faster"]],
         "rows": rows,
     }
-    out.write_text(json.dumps(result, indent=1))
-    return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("root", type=Path)
+    parser.add_argument("root", type=Path, nargs="?", help="the sweep's folder (not with --from)")
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--seeds", help="a comma-separated list of seeds instead of --first/--count")
@@ -221,11 +241,16 @@ def main() -> int:
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                         help="cpu: checks through Triton's interpreter, nothing warmed or timed (a dry run)")
     parser.add_argument("--summary", type=Path, help="write the figures from ROOT to this JSON file and stop")
+    parser.add_argument("--from", dest="sources", type=Path, nargs="+", metavar="SUMMARY",
+                        help="with --summary, instead of ROOT: combine these summaries (a later one's row wins)")
     parser.add_argument("--tf32-TFLOPs", type=float, help="with --summary: judge float32 results timed before the "
                         "roofline measured TF32 again, with this TF32 rate (measured on the same machine)")
     args = parser.parse_args()
+    if (args.root is None) == (args.summary is None or args.sources is None):
+        parser.error("give ROOT, or --summary with --from")
     if args.summary:
-        result = summary(args.root, args.summary, args.tf32_TFLOPs)
+        result = (combine(args.summary, args.sources) if args.sources
+                  else summary(args.root, args.summary, args.tf32_TFLOPs))
         print(json.dumps({k: v for k, v in result.items() if k in ("all", "memory_bound", "matmul_rooted")}, indent=1))
         return 0
     for folder in ("files", "check", "time"):
