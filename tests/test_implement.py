@@ -10,7 +10,7 @@ import pytest
 from fusionforge.cli import main
 from fusionforge.implement import BuiltinImplementer, PastAttempt, UnsupportedTask, generate
 from fusionforge.implement.builtin import next_variant
-from fusionforge.implement.codegen import variant_of, variants
+from fusionforge.implement.codegen import TWO_REDUCTION_PROGRAMS_PER_SM, variant_of, variants
 from fusionforge.kernelfile import next_free_path, parse
 from fusionforge.tasks import FusionTask, TaskGenerator
 from fusionforge.verify import check_file
@@ -116,6 +116,25 @@ def test_reduction_after_a_matmul_never_stores_the_product(tmp_path, ops, dtype,
         path.write_text(source)
         verdict = check_file(path, task=task, timeout=240)
         assert verdict.passed, (variant, verdict.failure and verdict.failure.message)
+
+
+@pytest.mark.parametrize("ops, dtype", [("square,sum,sum", "float32"), ("relu,mean,mean", "bfloat16"),
+                                        ("max,max", "float16"), ("abs,min,min", "float32"),
+                                        ("square,sum,sqrt,logsumexp", "float16"),
+                                        ("mul:col,var,l2norm,add:scalar", "bfloat16"),
+                                        ("exp,logsumexp,add:col,var", "float32")])
+def test_two_reductions_merge_slices_of_rows(tmp_path, ops, dtype):
+    """Each batch's rows are split across programs; a combine kernel merges their states. Forced here to
+    slices of 2 rows (odd M leaves a slice of 1) so every merge path runs with many slices."""
+    task = GEN.generate(5, dtype=dtype, ops=ops)
+    source = generate(task)
+    block = "BLOCK_M = max(1, min(triton.next_power_of_2(n_rows), 8192 // BLOCK_N))"
+    slices = f"slices = triton.cdiv({TWO_REDUCTION_PROGRAMS_PER_SM} * num_sms, n_batch)"
+    assert block in source and slices in source and "_combine_kernel[(n_batch,)]" in source
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(source.replace(block, "BLOCK_M = 2").replace(slices, "slices = n_rows"))
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
 
 
 @pytest.mark.parametrize("ops", ["linear,logsumexp", "matmul,relu,var"])

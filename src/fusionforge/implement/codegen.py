@@ -24,8 +24,10 @@ Plans so far:
   marked for warp specialization), then ``tiled`` (a tl.dot tile per program, grouped tile order,
   autotuned over Hopper-sized tiles); float32 first ``tf32x3`` (tiled, three-pass TF32 dots), then
   ``tiled`` with IEEE dots; 16-bit batched matmul ``tiled``. fp32 accumulation throughout.
-* two_reductions: [B, M, N] reduced over N, then over M (hard tasks): one program per batch walks
-  tiles of its rows and combines the second reduction across tiles.
+* two_reductions: [B, M, N] reduced over N, then over M (hard tasks): each batch's rows are split
+  into slices until B x slices programs fill the GPU (TWO_REDUCTION_PROGRAMS_PER_SM); a program walks
+  the tiles of its slice and stores the second reduction's fp32 running state, and a combine kernel
+  merges each batch's slices (the matmul partials' rules) and applies the later ops.
 
 Other chains (a normalization among several reductions, forced by hand) raise UnsupportedTask naming
 the missing plan. Generation is deterministic: the same task gives the same file.
@@ -465,16 +467,17 @@ _PARTIALS = {  # op -> ((partial, identity for masked lanes), ...), epilogue sta
 _ENDING = {False: "one cast on store", True: "the rows' partial statistics stored in fp32, never the product"}
 _COMBINE = {  # op -> statements merging a row's partials (vectors over its tiles; masked lanes hold the identity)
     "sum": ["h = tl.sum(part_sum, axis=0)"],
-    "mean": ["h = tl.sum(part_sum, axis=0) / n_cols"],
+    "mean": ["h = tl.sum(part_sum, axis=0) / n_reduced"],
     "l2norm": ["h = tl.sqrt(tl.sum(part_sq, axis=0))"],
     "max": ["h = tl.max(part_max, axis=0)"],
     "min": ["h = tl.min(part_min, axis=0)"],
     "logsumexp": ["row_max = tl.max(part_max, axis=0)",
                   "h = row_max + tl.log(tl.sum(part_sumexp * tl.exp(part_max - row_max), axis=0))"],
     "var": ["# Chan: M2 = sum of the tiles' M2 + sum of count * (tile mean - mean)^2",
-            "mean = tl.sum(part_count * part_mean, axis=0) / n_cols",
+            "mean = tl.sum(part_count * part_mean, axis=0) / n_reduced",
             "spread = part_mean - mean",
-            "h = (tl.sum(part_m2, axis=0) + tl.sum(part_count * spread * spread, axis=0)) / (n_cols - {correction})"],
+            "m2 = tl.sum(part_m2, axis=0) + tl.sum(part_count * spread * spread, axis=0)",
+            "h = m2 / (n_reduced - {correction})"],
 }
 
 
@@ -504,8 +507,8 @@ def _combine_kernel(task: FusionTask, name: str, rows: str) -> tuple[str, list[s
            '    """')
     kernel = "\n".join([
         "@triton.jit",
-        *_kernel_def(name, [*(p + "_ptr" for p, _ in partials), *operands, "out_ptr", "n_tiles", "n_parts", "n_cols",
-                            *extra], ["BLOCK_T"]),
+        *_kernel_def(name, [*(p + "_ptr" for p, _ in partials), *operands, "out_ptr", "n_tiles", "n_parts",
+                            "n_reduced", *extra], ["BLOCK_T"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
@@ -778,22 +781,36 @@ _SECOND = {  # (initial accumulators, per-tile update from h [BLOCK_M] under row
 }
 
 
+_SECOND_STATE = {  # the second reduction's running state (_SECOND's names) as _PARTIALS' parts
+    "sum": {"part_sum": "total"}, "mean": {"part_sum": "total"}, "l2norm": {"part_sq": "total"},
+    "max": {"part_max": "best"}, "min": {"part_min": "best"},
+    "logsumexp": {"part_max": "run_max", "part_sumexp": "run_sum"},
+    "var": {"part_count": "count", "part_mean": "run_mean", "part_m2": "run_m2"},
+}
+TWO_REDUCTION_PROGRAMS_PER_SM = 4  # a batch's rows are split until B * splits reaches this many per SM
+
+
 def _two_reductions(task: FusionTask) -> str:
+    """[B, M, N]: reduce over N, then over M. Programs (batch, split) walk row slices and store the second
+    reduction's running state; a combine kernel merges each batch's slices and applies the later ops."""
     by_name = {i.name: i for i in task.inputs}
     first_k, second_k = [k for k, s in enumerate(task.steps) if catalog.get(s.op).family is Family.REDUCTION]
     first, second = task.steps[first_k], task.steps[second_k]
     tile = Layout({"col": "cols[None, :]", "row": "batch * n_rows + rows[:, None]",
                    "full": "batch * n_rows * n_cols + rows[:, None] * n_cols + cols[None, :]"})
     per_row = Layout({"col": "rows", "row": "batch", "full": "batch * n_rows + rows"}, frozenset({"row"}), "row_mask")
-    per_batch = Layout({}, frozenset())
-    init, update, final = _SECOND[second.op]
+    init, update, _ = _SECOND[second.op]
+    parts = _PARTIALS[second.op][0]
+    state = _SECOND_STATE[second.op]
 
     body = ["batch = tl.program_id(0).to(tl.int64)",
+            "split = tl.program_id(1)",
             "cols = tl.arange(0, BLOCK_N)",
             *[line.format(**second.params) for line in init],
-            "for start in range(0, n_rows, BLOCK_M):",
+            "row_end = tl.minimum((split + 1) * rows_per_split, n_rows)",
+            "for start in range(split * rows_per_split, row_end, BLOCK_M):",
             "    rows = start + tl.arange(0, BLOCK_M)",
-            "    row_mask = rows < n_rows",
+            "    row_mask = rows < row_end",
             "    mask = row_mask[:, None] & (cols[None, :] < n_cols)",
             "    h = tl.load(x_ptr + " + tile.index["full"] + ", mask=mask, other=0.0).to(tl.float32)"]
     loop = []
@@ -803,36 +820,76 @@ def _two_reductions(task: FusionTask) -> str:
     loop += [line.format(**first.params) for line in _FIRST[first.op]]
     for k, step in enumerate(task.steps[first_k + 1:second_k], start=first_k + 2):
         loop += _emit_pointwise(k, step, by_name, per_row)
-    loop.append(f"# {second_k + 1}. {step_label(second)} (over M), combined across tiles")
+    loop.append(f"# {second_k + 1}. {step_label(second)} (over M): this slice's running state")
     loop += [line.format(**second.params) for line in update]
     body += ["    " + line for line in loop]
-    body += [line.format(**second.params) for line in final]
-    for k, step in enumerate(task.steps[second_k + 1:], start=second_k + 2):
-        body += _emit_pointwise(k, step, by_name, per_batch)
-    body.append("tl.store(out_ptr + batch, h.to(out_ptr.dtype.element_ty))")
+    body += [f"tl.store({part}_ptr + batch * n_splits + split, {state[part]})" for part, _ in parts]
 
-    doc = (f'"""{" -> ".join(step_label(s) for s in task.steps)}; x [B, M, N], one program per batch.\n\n'
-           f'    Walks [BLOCK_M, BLOCK_N] tiles of the batch\'s M rows; fp32 math, one cast on store.\n    """')
+    head = replace(task, steps=task.steps[:second_k + 1],
+                   inputs=[task.inputs[0], *(by_name[n] for s in task.steps[:second_k + 1] for n in s.inputs)])
+    doc = (f'"""{" -> ".join(step_label(s) for s in head.steps)}; x [B, M, N], a program per batch and slice of '
+           f'rows.\n\n    Walks [BLOCK_M, BLOCK_N] tiles of rows_per_split rows; stores the slice\'s fp32 state of the '
+           f'second reduction.\n    """')
     kernel = "\n".join([
         "@triton.jit",
-        *_kernel_def("fused_kernel_triton", [*_kernel_args(task), "out_ptr", "n_rows", "n_cols"],
-                     ["BLOCK_M", "BLOCK_N"]),
+        *_kernel_def("fused_kernel_triton", [*_kernel_args(head), *(f"{part}_ptr" for part, _ in parts), "n_rows",
+                                             "n_cols", "rows_per_split", "n_splits"], ["BLOCK_M", "BLOCK_N"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
+    combine, launch = _split_combine_kernel(task, second_k)
     keep = second.params["keepdim"]
-    launch_args = ["x", *[i.name for i in task.inputs[1:]], "out", "x.shape[1]", "x.shape[2]", "BLOCK_M=BLOCK_M",
-                   "BLOCK_N=BLOCK_N", "num_warps=8"]
+    launch_args = ["x", *[i.name for i in head.inputs[1:]], *(part for part, _ in parts), "n_rows", "n_cols",
+                   "rows_per_split", "n_splits", "BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "num_warps=8"]
     wrapper = "\n".join([
         f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):",
         *_contiguous(task),
-        f"    out = torch.empty({'(x.shape[0], 1)' if keep else '(x.shape[0],)'}, dtype=x.dtype, device=x.device)",
-        "    BLOCK_N = triton.next_power_of_2(x.shape[2])",
-        "    BLOCK_M = max(1, min(triton.next_power_of_2(x.shape[1]), 8192 // BLOCK_N))",
-        *_launch("fused_kernel_triton[(x.shape[0],)]", launch_args),
+        "    n_batch, n_rows, n_cols = x.shape",
+        "    BLOCK_N = triton.next_power_of_2(n_cols)",
+        "    BLOCK_M = max(1, min(triton.next_power_of_2(n_rows), 8192 // BLOCK_N))",
+        "    # split each batch's rows into slices (whole tiles) until the programs fill the GPU",
+        "    num_sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4",
+        f"    slices = triton.cdiv({TWO_REDUCTION_PROGRAMS_PER_SM} * num_sms, n_batch)",
+        "    rows_per_split = triton.cdiv(triton.cdiv(n_rows, slices), BLOCK_M) * BLOCK_M",
+        "    n_splits = triton.cdiv(n_rows, rows_per_split)",
+        *(f"    {part} = torch.empty((n_batch, n_splits), dtype=torch.float32, device=x.device)" for part, _ in parts),
+        *_launch("fused_kernel_triton[(n_batch, n_splits)]", launch_args),
+        f"    out = torch.empty({'(n_batch, 1)' if keep else '(n_batch,)'}, dtype=x.dtype, device=x.device)",
+        *launch,
         "    return out",
     ])
-    return kernel + "\n\n\n" + wrapper + "\n"
+    return kernel + "\n\n\n" + combine + "\n\n\n" + wrapper + "\n"
+
+
+def _split_combine_kernel(task: FusionTask, second_k: int) -> tuple[str, list[str]]:
+    """Merge each batch's slice states of the second reduction, then the later (per-batch) ops."""
+    by_name = {i.name: i for i in task.inputs}
+    second, later = task.steps[second_k], task.steps[second_k + 1:]
+    parts = _PARTIALS[second.op][0]
+    operands = [by_name[n] for s in later for n in s.inputs]
+    body = ["batch = tl.program_id(0).to(tl.int64)", "splits = tl.arange(0, BLOCK_S)",
+            *(f"{part} = tl.load({part}_ptr + batch * n_splits + splits, mask=splits < n_splits, other={identity})"
+              for part, identity in parts),
+            f"# {second_k + 1}. {step_label(second)} (over M): {catalog.get(second.op).doc}",
+            *(line.format(**second.params) for line in _COMBINE[second.op])]
+    for k, step in enumerate(later, start=second_k + 2):
+        body += _emit_pointwise(k, step, by_name, Layout({}, frozenset()))
+    body.append("tl.store(out_ptr + batch, h.to(out_ptr.dtype.element_ty))")
+    name = f"{second.op}_combine_kernel"
+    doc = (f'"""{" -> ".join(step_label(s) for s in [second, *later])}: one program per batch.\n\n'
+           "    Merges the batch's n_splits slice states (fp32), applies the later ops, one cast on store.\n"
+           '    """')
+    args = [f"{i.name}_ptr" if i.dtype != SCALAR_DTYPE else i.name for i in operands]
+    kernel = "\n".join([
+        "@triton.jit",
+        *_kernel_def(name, [*(f"{part}_ptr" for part, _ in parts), *args, "out_ptr", "n_splits", "n_reduced"],
+                     ["BLOCK_S"]),
+        f"    {doc}",
+        *("    " + line for line in body),
+    ])
+    launch = _launch(f"{name}[(n_batch,)]", [*(part for part, _ in parts), *(i.name for i in operands), "out",
+                                             "n_splits", "n_rows", "BLOCK_S=triton.next_power_of_2(n_splits)"])
+    return kernel, launch
 
 
 def _longest_row(task: FusionTask, step: Step) -> int:
