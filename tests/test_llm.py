@@ -191,6 +191,34 @@ def test_a_refused_request_is_a_failed_attempt_not_the_end_of_the_run():
     assert len(server.requests) == 1
 
 
+@pytest.mark.parametrize("refusals, sent", [
+    (["Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."],
+     {"max_completion_tokens": 16384, "temperature": 0.2}),
+    (["Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+      "Unsupported value: 'temperature' does not support 0.2 with this model. Only the default (1) value is "
+      "supported."], {"max_completion_tokens": 16384}),
+])
+def test_refused_sampling_options_are_adapted_once(refusals, sent):
+    """Hosted reasoning models refuse max_tokens (and a non-default temperature): ask again without them,
+    and keep the adapted options for the later attempts."""
+    replies = [error(400, message) for message in refusals] + [completion(f"```python\n{GOOD}```")] * 2
+    with ScriptedServer(replies) as server:
+        llm = implementer(server)
+        first, second = llm.implement(TASK, 1, []), llm.implement(TASK, 2, [])
+    assert first.source == GOOD and second.source == GOOD
+    assert first.usage["requests"] == len(refusals) + 1 and second.usage["requests"] == 1
+    options = [{k: r[k] for k in ("max_tokens", "max_completion_tokens", "temperature") if k in r}
+               for r in server.requests]
+    assert options[0] == {"max_tokens": 16384, "temperature": 0.2}
+    assert options[-1] == options[-2] == sent
+
+
+def test_a_refusal_that_names_no_option_is_not_retried():
+    with ScriptedServer([error(400, "messages: invalid role")] * 2) as server:
+        result = implementer(server).implement(TASK, 1, [])
+    assert result.source is None and "invalid role" in result.failure.message and len(server.requests) == 1
+
+
 def test_missing_api_key(monkeypatch):
     monkeypatch.delenv(KEY_ENV)
     with pytest.raises(ImplementerError, match=f"set {KEY_ENV} .*EMPTY"):

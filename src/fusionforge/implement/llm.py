@@ -150,8 +150,9 @@ class LLMImplementer:
                                    f"Ollama accept any value, e.g. {api_key_env}=EMPTY)")
         self._openai = openai
         self.model = model
-        self.temperature = temperature
         self.max_tokens = max_tokens
+        # sampling options as sent; adapted once when a model refuses one (see _adapt)
+        self.options: dict = {"temperature": temperature, "max_tokens": max_tokens}
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff = backoff
@@ -199,19 +200,37 @@ class LLMImplementer:
     def _complete(self, messages: list[dict]):
         """The chat completion and the number of requests it took; transient errors are retried with backoff."""
         transient = (self._openai.RateLimitError, self._openai.APIConnectionError, self._openai.InternalServerError)
+        requests = 0
         for retry in range(self.max_retries + 1):
             try:
-                response = self.client.chat.completions.create(
-                    model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens)
-                return response, retry + 1
+                while True:  # ends: each adaptation removes an option
+                    requests += 1
+                    try:
+                        return self.client.chat.completions.create(model=self.model, messages=messages,
+                                                                   **self.options), requests
+                    except self._openai.BadRequestError as e:
+                        if not self._adapt(self._describe(e)):
+                            raise
             except transient as e:
                 if retry == self.max_retries:
-                    raise ImplementerError(f"{self._describe(e)} (gave up after {retry + 1} requests)") from e
+                    raise ImplementerError(f"{self._describe(e)} (gave up after {requests} requests)") from e
                 time.sleep(self._delay(e, retry))
             except self._openai.APIStatusError as e:
                 if e.status_code in (400, 413, 422):
                     raise RequestRefused(self._describe(e)) from e
                 raise ImplementerError(self._describe(e)) from e
+
+    def _adapt(self, refusal: str) -> bool:
+        """Change the sampling options a model refused, as some hosted models do (OpenAI's reasoning models
+        take ``max_completion_tokens``, not ``max_tokens``, and only their default temperature); True when
+        something changed, so the request is worth sending again."""
+        if "max_completion_tokens" in refusal and "max_tokens" in self.options:
+            self.options["max_completion_tokens"] = self.options.pop("max_tokens")
+            return True
+        if "temperature" in refusal and "unsupported" in refusal.lower() and "temperature" in self.options:
+            del self.options["temperature"]
+            return True
+        return False
 
     def _delay(self, error: Exception, retry: int) -> float:
         """Seconds before the next request: the server's Retry-After when it gives one, else exponential backoff."""
