@@ -346,6 +346,18 @@ def test_interrupt_after_the_record_before_the_log_is_still_kept(tmp_path, monke
     assert outcome["outcome"] == "kept" and len(Dataset(tmp_path / "data").records()) == 1
 
 
+def test_interrupt_before_the_work_file_is_recorded_leaves_no_file(tmp_path, monkeypatch):
+    """Ctrl-C between claiming NNN_fused_kernels.py and writing state.json: the empty claim is removed."""
+    def interrupt(self, path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TaskLog, "work_file", TaskLog.work_file.setter(interrupt))
+    with pytest.raises(KeyboardInterrupt):
+        attempt_task(TASK, BuiltinImplementer(), TaskLog(tmp_path / "runs" / "001"), settings(tmp_path),
+                     lambda text: None)
+    assert list((tmp_path / "work").iterdir()) == []
+
+
 def test_a_refused_run_leaves_nothing_to_resume(tmp_path, capsys):
     import torch
 

@@ -190,7 +190,11 @@ def attempt_task(task: FusionTask, implementer: Implementer, log: TaskLog, setti
     path = log.work_file
     if path is None:
         path = claim_path(settings.workdir)
-        log.work_file = path
+        try:
+            log.work_file = path
+        except BaseException:  # claimed but unrecorded: no resume would ever use or delete it
+            path.unlink(missing_ok=True)
+            raise
     history = log.history()
     if history and log.attempts()[-1]["passed"]:
         return keep_logged(task, path, implementer.name, log, settings, echo)
