@@ -8,6 +8,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import run_args
 
 from fusionforge.implement import generate
 from fusionforge.implement.base import ImplementerError, PastAttempt
@@ -242,11 +243,9 @@ def test_missing_openai_package(monkeypatch):
         LLMImplementer("test-model", api_key_env=KEY_ENV)
 
 
-def run_args(tmp_path, server_url: str, *extra) -> list[str]:
-    return ["run", "--implementer", "llm", "--model", "test-model", "--base-url", server_url,
-            "--api-key-env", KEY_ENV, "--ops", "add:col,relu", "--dtype", "float32", "--seed", "2",
-            "--workdir", str(tmp_path / "work"), "--data", str(tmp_path / "data"), "--runs", str(tmp_path / "runs"),
-            "--device", "cpu", *extra]
+def llm_run_args(tmp_path, server_url: str) -> list[str]:
+    return run_args(tmp_path, "--implementer", "llm", "--model", "test-model", "--base-url", server_url,
+                    "--api-key-env", KEY_ENV, "--ops", "add:col,relu", "--dtype", "float32", "--seed", "2")
 
 
 def test_run_with_the_llm_fails_then_fixes_and_keeps_the_kernel(tmp_path, capsys):
@@ -255,7 +254,7 @@ def test_run_with_the_llm_fails_then_fixes_and_keeps_the_kernel(tmp_path, capsys
     from fusionforge.dataset import Dataset
 
     with ScriptedServer([completion(f"```python\n{BROKEN}```"), completion(f"```python\n{GOOD}```")]) as server:
-        assert cli.main(run_args(tmp_path, server.url)) == 0
+        assert cli.main(llm_run_args(tmp_path, server.url)) == 0
     out = capsys.readouterr().out
     assert "FAILURE ANALYSIS - ATTEMPT 1" in out and "=== ATTEMPT 2:" in out
     second_request = server.requests[1]["messages"]
@@ -274,7 +273,7 @@ def test_run_with_an_unreachable_endpoint_is_a_usage_error(tmp_path, capsys):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
-    assert cli.main(run_args(tmp_path, closed)) == 2
+    assert cli.main(llm_run_args(tmp_path, closed)) == 2
     err = capsys.readouterr().err
     assert "cannot reach the endpoint" in err and len(err.strip().splitlines()) == 1
 
@@ -283,5 +282,5 @@ def test_run_without_the_key_is_a_usage_error(tmp_path, capsys, monkeypatch):
     from fusionforge import cli
 
     monkeypatch.delenv(KEY_ENV)
-    assert cli.main(run_args(tmp_path, "http://127.0.0.1:9/v1")) == 2
+    assert cli.main(llm_run_args(tmp_path, "http://127.0.0.1:9/v1")) == 2
     assert KEY_ENV in capsys.readouterr().err

@@ -4,6 +4,7 @@ import json
 from dataclasses import replace
 
 import pytest
+from conftest import run_args
 
 from fusionforge import cli
 from fusionforge.dataset import Dataset, code_hash
@@ -113,11 +114,6 @@ def test_the_same_kernel_is_not_added_twice(tmp_path):
     assert (first["outcome"], second["outcome"]) == ("kept", "duplicate")
     assert len(Dataset(tmp_path / "data").records()) == 1
     assert not list((tmp_path / "work").glob("*_fused_kernels.py"))
-
-
-def run_args(tmp_path, *extra) -> list[str]:
-    return ["run", "--workdir", str(tmp_path / "work"), "--data", str(tmp_path / "data"),
-            "--runs", str(tmp_path / "runs"), "--device", "cpu", *extra]
 
 
 def test_run_resumes_after_an_interrupt_without_losing_or_doubling_work(tmp_path, monkeypatch, capsys):
