@@ -142,6 +142,19 @@ def test_bench_of_a_wrong_kernel_fails(capsys):
     assert "Triton Implementation:  " in out and "FAILURE ANALYSIS - ATTEMPT 1" in out
 
 
+def test_bench_of_several_files_checks_in_parallel_and_reports_each(capsys):
+    good = [FIXTURES / "good" / "pointwise_bias_gelu_fp16.py", FIXTURES / "good" / "row_bias_softmax_fp32.py"]
+    bad = FIXTURES / "bad" / "mismatch_sigmoid_not_gelu.py"
+    assert main(["bench", *map(str, good), "--jobs", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["file"] for r in out] == list(map(str, good)) and all(r["status"] == "pass" for r in out)
+    assert main(["bench", str(good[0]), str(bad), "-j", "2"]) == 1
+    text = capsys.readouterr().out
+    assert text.index(good[0].name) < text.index(bad.name) and "FAILURE ANALYSIS" in text
+    assert text.strip().endswith("1 of 2 files pass")
+    assert main(["bench", str(good[0]), str(bad), "--task", "t.json"]) == 2
+
+
 ANCHORS = sorted((Path(__file__).parents[1] / "benchmarks" / "anchors").glob("*.py"))
 
 

@@ -139,16 +139,30 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from fusionforge.bench import bench_file, render_report
+    from fusionforge.bench import bench_file, bench_files, render_report
 
     if args.pending:
         return _bench_pending(args)
     if not args.file:
         raise UsageError("bench needs a FILE (or --pending)")
-    path = _kernel_file(args.file)
-    result = bench_file(path, task=_read_task(args.task), timeout=args.timeout)
-    print(result.to_json() if args.json else render_report(result))
-    return EXIT_OK if result.passed else EXIT_FAIL
+    paths = [_kernel_file(name) for name in args.file]
+    if len(paths) == 1:
+        result = bench_file(paths[0], task=_read_task(args.task), timeout=args.timeout)
+        print(result.to_json() if args.json else render_report(result))
+        return EXIT_OK if result.passed else EXIT_FAIL
+    if args.task:
+        raise UsageError("--task goes with one FILE; several files are each benched against their own TASK")
+
+    def show(path: Path, result) -> None:
+        if not args.json:
+            print(f"{path}:\n{render_report(result)}\n", flush=True)
+
+    results = bench_files(paths, jobs=args.jobs, timeout=args.timeout, done=show)
+    if args.json:
+        print(json.dumps([{"file": str(path), **r.to_dict()} for path, r in zip(paths, results)], indent=2))
+    else:
+        print(f"{sum(r.passed for r in results)} of {len(results)} files pass")
+    return EXIT_OK if all(r.passed for r in results) else EXIT_FAIL
 
 
 def _cmd_implement(args: argparse.Namespace) -> int:
@@ -449,8 +463,9 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the task spec as JSON")
 
 
-def _add_file_options(p: argparse.ArgumentParser, json_help: str, timeout_help: str, optional: bool = False) -> None:
-    p.add_argument("file", metavar="FILE", nargs="?" if optional else None)
+def _add_file_options(p: argparse.ArgumentParser, json_help: str, timeout_help: str, optional: bool = False,
+                      many: bool = False) -> None:
+    p.add_argument("file", metavar="FILE", nargs=("*" if many else "?") if optional else None)
     p.add_argument("--json", action="store_true", help=json_help)
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help=timeout_help)
     p.add_argument("--task", metavar="TASK.json", help="the task that was handed out (default: the file's own "
@@ -500,13 +515,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_positive_int, default=3, help="input draws for files without a TASK")
     p.set_defaults(func=_cmd_check)
 
-    p = sub.add_parser("bench", help="check, then time a kernel file against PyTorch eager and torch.compile",
+    p = sub.add_parser("bench", help="check, then time kernel files against PyTorch eager and torch.compile",
                        description="Check FILE, then (on a CUDA GPU) time PyTorch eager, torch.compile and the "
                        "Triton wrapper at the bench shape in one isolated process, and judge the speed with a "
-                       "roofline. Without a GPU it checks and records 'not timed'. Exit 0 correct and faster "
-                       "(or verified, not timed), 1 fail, slower or suspicious, 2 usage error.")
-    _add_file_options(p, "print every raw figure and the context as JSON",
-                      "limit for the check and for the timing run (default 300)", optional=True)
+                       "roofline. Without a GPU it checks and records 'not timed'. Several files: their checks "
+                       "run --jobs at a time (on a GPU, with their compilation), then each file is timed with the "
+                       "GPU to itself. Exit 0 correct and faster (or verified, not timed), 1 fail, slower or "
+                       "suspicious (any file), 2 usage error.")
+    _add_file_options(p, "print every raw figure and the context as JSON (a list for several files)",
+                      "limit for the check and for the timing run (default 300)", optional=True, many=True)
+    p.add_argument("-j", "--jobs", type=_positive_int, default=4, help="checks run at a time with several "
+                   "files (default 4)")
     p.add_argument("--pending", action="store_true", help="instead of FILE: time every record in data/ that was "
                    "verified without a GPU; keep those that are faster (with their timings), drop the others")
     _add_store_options(p)

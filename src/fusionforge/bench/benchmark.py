@@ -14,6 +14,8 @@ import datetime
 import json
 import subprocess
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,6 +107,28 @@ def bench_file(path: str | Path, task: FusionTask | None = None, timeout: float 
     device = device or default_device()
     verdict = check_file(path, task=task, device=device, timeout=timeout)
     return time_checked(verdict, path, task=task, timeout=timeout, device=device)
+
+
+def bench_files(paths: list[Path], jobs: int = 1, timeout: float = 300.0, device: str | None = None,
+                done: Callable[[Path, BenchResult], None] | None = None) -> list[BenchResult]:
+    """``bench_file`` over several files, each against its own TASK: the checks (and, on a GPU, ``warm``) run
+    ``jobs`` at a time, then every file that passed is timed alone, in order. ``done(path, result)`` is
+    called as each result is final."""
+    device = device or default_device()
+
+    def check(path: Path) -> Verdict:
+        verdict = check_file(path, device=device, timeout=timeout)
+        if verdict.passed and device == "cuda":
+            warm(path, timeout=timeout)
+        return verdict
+
+    results = []
+    with ThreadPoolExecutor(jobs) as pool:  # threads suffice: the work runs in child processes
+        for path, verdict in zip(paths, pool.map(check, paths)):
+            results.append(time_checked(verdict, path, timeout=timeout, device=device))
+            if done:
+                done(path, results[-1])
+    return results
 
 
 def time_checked(verdict: Verdict, path: str | Path, task: FusionTask | None = None, timeout: float = 300.0,
