@@ -306,7 +306,11 @@ def test_bench_pending_keeps_the_faster_and_drops_the_slower(tmp_path, monkeypat
         triton_ms = 0.10 if path.name == fast["file"] else 0.50
         return judge(BenchResult(check=verdict), raw(eager=0.36, compiled=0.11, triton=triton_ms), task, RATES)
 
-    monkeypatch.setattr(pipeline, "bench_file", fake_bench)
+    def fake_bench_files(paths, tasks, jobs, timeout, device, done):
+        for k, (path, task) in enumerate(zip(paths, tasks)):
+            done(k, fake_bench(path, task, timeout, device))
+
+    monkeypatch.setattr(pipeline, "bench_files", fake_bench_files)
     counts = pipeline.time_pending(dataset, tmp_path / "runs", echo=lambda text: None)
     assert counts == {"kept": 0, "dropped": 0, "still_pending": 2}, "a harness failure drops nothing"
     assert len(dataset.pending()) == 2

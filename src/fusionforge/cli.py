@@ -153,9 +153,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.task:
         raise UsageError("--task goes with one FILE; several files are each benched against their own TASK")
 
-    def show(path: Path, result) -> None:
+    def show(k: int, result) -> None:
         if not args.json:
-            print(f"{path}:\n{render_report(result)}\n", flush=True)
+            print(f"{paths[k]}:\n{render_report(result)}\n", flush=True)
 
     results = bench_files(paths, jobs=args.jobs, timeout=args.timeout, done=show)
     if args.json:
@@ -195,7 +195,7 @@ def _bench_pending(args: argparse.Namespace) -> int:
         raise UsageError("--pending times kernels: it needs a CUDA GPU")
     dataset = _dataset(args.data)
     echo = (lambda text: None) if args.json else _echo
-    counts = time_pending(dataset, Path(args.runs), timeout=args.timeout, echo=echo)
+    counts = time_pending(dataset, Path(args.runs), jobs=args.jobs, timeout=args.timeout, echo=echo)
     if args.json:
         print(json.dumps(counts))
     else:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusionforge.bench import BenchResult, bench_file, render_report
+from fusionforge.bench import BenchResult, bench_file, bench_files, render_report
 from fusionforge.dataset import Dataset, make_record, now, write_json, write_text
 from fusionforge.implement.base import Implementation, Implementer, PastAttempt
 from fusionforge.kernelfile import next_free_path
@@ -262,8 +262,10 @@ def outcomes(runs_root: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(runs_root.glob("*/*/outcome.json"))]
 
 
-def time_pending(dataset: Dataset, runs_root: Path, timeout: float = 300.0, echo: Echo = print) -> dict:
-    """Bench every record verified without a GPU: keep it (with its timings) if faster, else drop it.
+def time_pending(dataset: Dataset, runs_root: Path, jobs: int = 1, timeout: float = 300.0,
+                 echo: Echo = print) -> dict:
+    """Bench every record verified without a GPU (checks ``jobs`` at a time, timing one at a time): keep it
+    (with its timings) if faster, else drop it.
 
     A failure of the harness itself (the timing process died) says nothing of the kernel: the record
     stays pending for the next run. Each verdict is logged in ``runs/pending/<record id>.json``.
@@ -272,11 +274,13 @@ def time_pending(dataset: Dataset, runs_root: Path, timeout: float = 300.0, echo
     log_folder = runs_root / "pending"
     log_folder.mkdir(parents=True, exist_ok=True)
     counts = {"kept": 0, "dropped": 0, "still_pending": 0}
-    for record in dataset.pending():
-        task = FusionTask.from_dict(record["task"])
-        path = dataset.root / record["file"]
+    records = dataset.pending()
+    tasks = [FusionTask.from_dict(record["task"]) for record in records]
+    paths = [dataset.root / record["file"] for record in records]
+
+    def settle(k: int, result: BenchResult) -> None:
+        record, task, path = records[k], tasks[k], paths[k]
         echo(f"=== PENDING {record['id']}: {record['description']} ===")
-        result = bench_file(path, task=task, timeout=timeout, device="cuda")
         echo(render_report(result, record["attempts"]))
         write_json(log_folder / f"{record['id']}.json", {"record": record["id"], "result": result.to_dict(),
                                                           "kept": result.passed, "finished": now()})
@@ -293,4 +297,6 @@ def time_pending(dataset: Dataset, runs_root: Path, timeout: float = 300.0, echo
             dataset.replace(record["id"], None)
             echo(f"dropped {record['id']}: {path} deleted")
             counts["dropped"] += 1
+
+    bench_files(paths, tasks, jobs=jobs, timeout=timeout, device="cuda", done=settle)
     return counts

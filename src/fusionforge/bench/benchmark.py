@@ -109,25 +109,27 @@ def bench_file(path: str | Path, task: FusionTask | None = None, timeout: float 
     return time_checked(verdict, path, task=task, timeout=timeout, device=device)
 
 
-def bench_files(paths: list[Path], jobs: int = 1, timeout: float = 300.0, device: str | None = None,
-                done: Callable[[Path, BenchResult], None] | None = None) -> list[BenchResult]:
-    """``bench_file`` over several files, each against its own TASK: the checks (and, on a GPU, ``warm``) run
-    ``jobs`` at a time, then every file that passed is timed alone, in order. ``done(path, result)`` is
-    called as each result is final."""
+def bench_files(paths: list[Path], tasks: list[FusionTask | None] | None = None, jobs: int = 1,
+                timeout: float = 300.0, device: str | None = None,
+                done: Callable[[int, BenchResult], None] | None = None) -> list[BenchResult]:
+    """``bench_file`` over several files (``tasks[k]`` for file k, default each file's own TASK): the checks
+    (and, on a GPU, ``warm``) run ``jobs`` at a time, then every file that passed is timed alone, in order.
+    ``done(k, result)`` is called as each result is final."""
     device = device or default_device()
+    tasks = tasks or [None] * len(paths)
 
-    def check(path: Path) -> Verdict:
-        verdict = check_file(path, device=device, timeout=timeout)
+    def check(k: int) -> Verdict:
+        verdict = check_file(paths[k], task=tasks[k], device=device, timeout=timeout)
         if verdict.passed and device == "cuda":
-            warm(path, timeout=timeout)
+            warm(paths[k], tasks[k], timeout=timeout)
         return verdict
 
     results = []
     with ThreadPoolExecutor(jobs) as pool:  # threads suffice: the work runs in child processes
-        for path, verdict in zip(paths, pool.map(check, paths)):
-            results.append(time_checked(verdict, path, timeout=timeout, device=device))
+        for k, verdict in enumerate(pool.map(check, range(len(paths)))):
+            results.append(time_checked(verdict, paths[k], task=tasks[k], timeout=timeout, device=device))
             if done:
-                done(path, results[-1])
+                done(k, results[-1])
     return results
 
 
