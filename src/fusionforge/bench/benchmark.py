@@ -124,12 +124,13 @@ def bench_files(paths: list[Path], tasks: list[FusionTask | None] | None = None,
             warm(paths[k], tasks[k], timeout=timeout)
         return verdict
 
-    results = []
     with ThreadPoolExecutor(jobs) as pool:  # threads suffice: the work runs in child processes
-        for k, verdict in enumerate(pool.map(check, range(len(paths)))):
-            results.append(time_checked(verdict, paths[k], task=tasks[k], timeout=timeout, device=device))
-            if done:
-                done(k, results[-1])
+        verdicts = list(pool.map(check, range(len(paths))))  # every check ends before any timing starts
+    results = []
+    for k, verdict in enumerate(verdicts):
+        results.append(time_checked(verdict, paths[k], task=tasks[k], timeout=timeout, device=device))
+        if done:
+            done(k, results[-1])
     return results
 
 

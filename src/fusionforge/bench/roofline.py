@@ -34,21 +34,17 @@ def measure_rates() -> dict:
 
     rates = {"copy_GBs": _copy_GBs()}
     previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        for dtype, n in (("float16", 8192), ("bfloat16", 8192), ("float32", 4096)):
+    try:  # name, dtype, n, TF32 allowed
+        for name, dtype, n, tf32 in (("float16", "float16", 8192, False), ("bfloat16", "bfloat16", 8192, False),
+                                     ("float32", "float32", 4096, False), ("tf32", "float32", 4096, True)):
+            torch.backends.cuda.matmul.allow_tf32 = tf32
             a = torch.randn(n, n, device="cuda").to(getattr(torch, dtype))
             b = torch.randn(n, n, device="cuda").to(getattr(torch, dtype))
             ms = do_bench(lambda a=a, b=b: a @ b, warmup=50, rep=300, return_mode="median")
-            rates[f"matmul_TFLOPs_{dtype}"] = 2 * n**3 / ms / 1e9
-        torch.backends.cuda.matmul.allow_tf32 = True
-        a, b = torch.randn(4096, 4096, device="cuda"), torch.randn(4096, 4096, device="cuda")
-        ms = do_bench(lambda: a @ b, warmup=50, rep=300, return_mode="median")
-        rates["matmul_TFLOPs_tf32"] = 2 * 4096**3 / ms / 1e9
+            rates[f"matmul_TFLOPs_{name}"] = 2 * n**3 / ms / 1e9
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous
     return rates
-
 
 
 def device_rates(refresh: bool = False) -> dict:

@@ -755,20 +755,20 @@ _FIRST = {  # the first reduction, over axis 1 of a [BLOCK_M, BLOCK_N] tile, int
             "centered = tl.where(mask, h - mean[:, None], 0.0)",
             "h = tl.sum(centered * centered, axis=1) / (n_cols - {correction})"],
 }
-_SECOND = {  # (initial accumulators, per-tile update from h [BLOCK_M] under row_mask, final value into h)
-    "sum": (["total = 0.0"], ["total += tl.sum(tl.where(row_mask, h, 0.0), axis=0)"], ["h = total"]),
-    "mean": (["total = 0.0"], ["total += tl.sum(tl.where(row_mask, h, 0.0), axis=0)"], ["h = total / n_rows"]),
+_SECOND = {  # (initial accumulators, per-tile update from h [BLOCK_M] under row_mask, the state as _PARTIALS' parts)
+    "sum": (["total = 0.0"], ["total += tl.sum(tl.where(row_mask, h, 0.0), axis=0)"], {"part_sum": "total"}),
+    "mean": (["total = 0.0"], ["total += tl.sum(tl.where(row_mask, h, 0.0), axis=0)"], {"part_sum": "total"}),
     "max": (["best = float('-inf')"], ["best = tl.maximum(best, tl.max(tl.where(row_mask, h, float('-inf')), axis=0))"],
-            ["h = best"]),
+            {"part_max": "best"}),
     "min": (["best = float('inf')"], ["best = tl.minimum(best, tl.min(tl.where(row_mask, h, float('inf')), axis=0))"],
-            ["h = best"]),
+            {"part_min": "best"}),
     "logsumexp": (["run_max = float('-inf')", "run_sum = 0.0"],
                   ["new_max = tl.maximum(run_max, tl.max(tl.where(row_mask, h, float('-inf')), axis=0))",
                    "run_sum = run_sum * tl.exp(run_max - new_max) + "
                    "tl.sum(tl.where(row_mask, tl.exp(h - new_max), 0.0), axis=0)",
                    "run_max = new_max"],
-                  ["h = run_max + tl.log(run_sum)"]),
-    "l2norm": (["total = 0.0"], ["total += tl.sum(tl.where(row_mask, h * h, 0.0), axis=0)"], ["h = tl.sqrt(total)"]),
+                  {"part_max": "run_max", "part_sumexp": "run_sum"}),
+    "l2norm": (["total = 0.0"], ["total += tl.sum(tl.where(row_mask, h * h, 0.0), axis=0)"], {"part_sq": "total"}),
     "var": (["count = 0.0", "run_mean = 0.0", "run_m2 = 0.0"],
             ["tile_count = tl.sum(row_mask.to(tl.float32), axis=0)",
              "tile_mean = tl.sum(tl.where(row_mask, h, 0.0), axis=0) / tile_count",
@@ -777,16 +777,10 @@ _SECOND = {  # (initial accumulators, per-tile update from h [BLOCK_M] under row
              "run_mean += delta * tile_count / (count + tile_count)",
              "run_m2 += tile_m2 + delta * delta * count * tile_count / (count + tile_count)",
              "count += tile_count"],
-            ["h = run_m2 / (n_rows - {correction})"]),
+            {"part_count": "count", "part_mean": "run_mean", "part_m2": "run_m2"}),
 }
 
 
-_SECOND_STATE = {  # the second reduction's running state (_SECOND's names) as _PARTIALS' parts
-    "sum": {"part_sum": "total"}, "mean": {"part_sum": "total"}, "l2norm": {"part_sq": "total"},
-    "max": {"part_max": "best"}, "min": {"part_min": "best"},
-    "logsumexp": {"part_max": "run_max", "part_sumexp": "run_sum"},
-    "var": {"part_count": "count", "part_mean": "run_mean", "part_m2": "run_m2"},
-}
 TWO_REDUCTION_PROGRAMS_PER_SM = 4  # a batch's rows are split until B * splits reaches this many per SM
 
 
@@ -799,9 +793,8 @@ def _two_reductions(task: FusionTask) -> str:
     tile = Layout({"col": "cols[None, :]", "row": "batch * n_rows + rows[:, None]",
                    "full": "batch * n_rows * n_cols + rows[:, None] * n_cols + cols[None, :]"})
     per_row = Layout({"col": "rows", "row": "batch", "full": "batch * n_rows + rows"}, frozenset({"row"}), "row_mask")
-    init, update, _ = _SECOND[second.op]
+    init, update, state = _SECOND[second.op]
     parts = _PARTIALS[second.op][0]
-    state = _SECOND_STATE[second.op]
 
     body = ["batch = tl.program_id(0).to(tl.int64)",
             "split = tl.program_id(1)",
