@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The attempt loop on a GPU machine, in slices that fit a per-command time limit.
 #
-#   N=50 SEED=0 SLICE=540 OUT=/some/dir benchmarks/gpu_run.sh
+#   N=50 SEED=0 JOBS=12 SLICE=540 OUT=/some/dir benchmarks/gpu_run.sh
 #
-# Runs `fusionforge run -n N --seed SEED` from source (PYTHONPATH=src) in gpu-run/ (git-ignored), stops
+# Runs `fusionforge run -n N --seed SEED -j JOBS` from source (PYTHONPATH=src) in gpu-run/ (git-ignored), stops
 # it with SIGINT after SLICE seconds (the loop's Ctrl-C path: data/ and runs/ stay consistent), and
 # copies gpu-run/ and the dataset's stats to $OUT. Calling it again on the same machine resumes the
 # run where it stopped. Exit: 124 (timeout's code) while the run is not complete; once it is, fusionforge
@@ -11,6 +11,7 @@
 set -u
 N=${N:-50}
 SEED=${SEED:-0}
+JOBS=${JOBS:-1}
 SLICE=${SLICE:-540}
 OUT=${OUT:-gpu-run-out}
 ROOT=gpu-run
@@ -21,7 +22,7 @@ if ls "$ROOT"/runs/*/run.json >/dev/null 2>&1; then
 else
   args=(-n "$N" --seed "$SEED")
 fi
-timeout --signal=INT "$SLICE" python -m fusionforge run "${args[@]}" --workdir "$ROOT/work" --data "$ROOT/data" \
+timeout --signal=INT "$SLICE" python -m fusionforge run "${args[@]}" -j "$JOBS" --workdir "$ROOT/work" --data "$ROOT/data" \
   --runs "$ROOT/runs" >> "$ROOT/run.log" 2>&1
 status=$?
 python -m fusionforge data stats --json --data "$ROOT/data" --runs "$ROOT/runs" > "$ROOT/stats.json"

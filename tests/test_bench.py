@@ -164,3 +164,81 @@ def test_anchor_kernels_pass_the_checker(path):
 
     verdict = check_file(path, timeout=240)
     assert verdict.passed, verdict.failure and verdict.failure.message
+
+
+def test_the_gate_lets_checks_overlap_and_gives_each_timing_the_gpu_alone(monkeypatch):
+    """Eight threads bench through one gate (fake check, warm and timing that record who runs beside them)."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from fusionforge.bench import DeviceGate, benchmark
+
+    lock = threading.Lock()
+    running = {"check": 0, "timing": 0}
+    seen = {"most_checks": 0, "timing_beside_other_work": 0, "timings": 0}
+
+    def section(kind):
+        with lock:
+            running[kind] += 1
+            seen["most_checks"] = max(seen["most_checks"], running["check"])
+            if kind == "timing" and (running["check"] or running["timing"] > 1):
+                seen["timing_beside_other_work"] += 1
+        time.sleep(0.02)
+        with lock:
+            if kind == "timing" and (running["check"] or running["timing"] > 1):
+                seen["timing_beside_other_work"] += 1
+            running[kind] -= 1
+
+    def fake_check(path, task=None, device=None, timeout=None):
+        section("check")
+        return SimpleNamespace(passed=True)
+
+    def fake_time(verdict, path, task=None, timeout=None, device=None):
+        section("timing")
+        with lock:
+            seen["timings"] += 1
+        return "timed"
+
+    monkeypatch.setattr(benchmark, "check_file", fake_check)
+    monkeypatch.setattr(benchmark, "warm", lambda path, task, timeout: section("check"))
+    monkeypatch.setattr(benchmark, "time_checked", fake_time)
+    gate = DeviceGate()
+    threads = [threading.Thread(target=benchmark.bench_file, args=(f"{k}.py",), kwargs={"device": "cuda", "gate": gate})
+               for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen["timings"] == 8
+    assert seen["most_checks"] >= 2  # the checks did run side by side
+    assert seen["timing_beside_other_work"] == 0
+
+
+def test_a_stopped_gate_ends_every_wait_and_every_section_with_an_interrupt():
+    import threading
+
+    from fusionforge.bench import DeviceGate
+
+    gate = DeviceGate()
+    outcomes = []
+
+    def waiter():
+        try:
+            with gate.shared():  # waits: a timing holds the gate
+                outcomes.append("entered")
+        except KeyboardInterrupt:
+            outcomes.append("interrupted")
+
+    with pytest.raises(KeyboardInterrupt):
+        with gate.alone():
+            thread = threading.Thread(target=waiter)
+            thread.start()
+            thread.join(0.2)
+            assert thread.is_alive()
+            gate.stop()
+            thread.join(5)
+    assert outcomes == ["interrupted"]
+    with pytest.raises(KeyboardInterrupt):
+        with gate.shared():
+            pass

@@ -401,3 +401,49 @@ def test_outside_agent_attempt_interrupted_on_its_way_to_data(tmp_path, monkeypa
     [record] = Dataset(tmp_path / "data").records()
     assert record["attempts"] == 1 and not path.exists()
     assert len(list((tmp_path / "runs" / "agent" / TASK.id).glob("attempt_*.json"))) == 1
+
+
+def test_parallel_run_prints_each_task_whole_and_keeps_them_all(tmp_path, capsys):
+    assert cli.main(run_args(tmp_path, "-n", "3", "-j", "3", "--seed", "31", "--difficulty", "easy")) == 0
+    out = capsys.readouterr().out
+    blocks = out.split("Fusion task ff-")[1:]
+    assert len(blocks) == 3
+    for block in blocks:  # one task's header, attempt, report and landing, not interleaved with another's
+        assert block.count("=== ATTEMPT 1:") == 1 and block.count("FINAL TEST REPORT") == 1
+        assert block.count("kept: ") == 1
+    records = Dataset(tmp_path / "data").records()
+    assert sorted(r["task"]["seed"] for r in records) == [31, 32, 33]
+    assert "3 of 3 tasks kept" in out
+
+
+def test_ctrl_c_in_a_parallel_run_records_no_cut_short_attempt(tmp_path):
+    """SIGINT while two tasks are being checked side by side: a prompt exit 130, and each logged attempt is a
+    real verdict (the killed checks are not logged as failures), so the resumed run keeps all at attempt 1."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "fusionforge", *run_args(tmp_path, "-n", "4", "-j", "2", "--seed", "41",
+                                                                    "--difficulty", "easy")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    index = tmp_path / "data" / "index.jsonl"
+    deadline = time.monotonic() + 240
+    while not (index.exists() and index.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # the next tasks are being checked now
+    process.send_signal(signal.SIGINT)
+    stopped = time.monotonic()
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert time.monotonic() - stopped < 30  # the running checks were killed, not waited for
+    assert "--resume" in err and "Traceback" not in err
+    [run] = (tmp_path / "runs").iterdir()
+    logged = [json.loads(p.read_text()) for p in run.glob("*/attempt_*.json")]
+    assert logged and all(entry["passed"] for entry in logged)
+
+    assert cli.main(run_args(tmp_path, "--resume", "-j", "2")) == 0
+    records = Dataset(tmp_path / "data").records()
+    assert sorted(r["task"]["seed"] for r in records) == [41, 42, 43, 44]
+    assert all(r["attempts"] == 1 for r in records)
+    assert not list((tmp_path / "work").glob("*_fused_kernels.py"))

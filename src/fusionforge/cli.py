@@ -242,7 +242,7 @@ def _implementer(options: dict):
 def _cmd_run(args: argparse.Namespace) -> int:
     from fusionforge.dataset import DatasetError
     from fusionforge.implement import ImplementerError
-    from fusionforge.pipeline import Run, Settings, attempt_task
+    from fusionforge.pipeline import Run, Settings, run_tasks
     from fusionforge.verify.checker import default_device
 
     runs_root = Path(args.runs)
@@ -282,16 +282,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         timeout=options["timeout"], run=run.id)
     echo = (lambda text: None) if args.json else _echo
     start = time.perf_counter()
-    results = []
     try:
         with TaskProgress(options["count"], enabled=not args.json and options["count"] > 1) as advance:
-            for index in range(options["count"]):
-                task = run.task(index)
-                log = run.log(index, task)
-                if log.outcome() is None:  # else finished before an interrupt: nothing to redo
-                    echo("\n" + render_task(task))
-                results.append(attempt_task(task, implementer, log, settings, echo))
-                advance(results[-1])
+            results = run_tasks(run, implementer, settings, jobs=args.jobs, echo=echo, header=render_task,
+                                advance=advance)
     except (ImplementerError, DatasetError) as e:
         raise UsageError(f"{e} (resume with: {PROG} run --resume {run.id})") from None
     except KeyboardInterrupt:
@@ -566,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the newest in --runs); its own options apply")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is present")
     p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help="per check and timing run")
+    p.add_argument("-j", "--jobs", type=_positive_int, default=1, help="tasks worked on at a time (default 1): "
+                   "checks run side by side, each timing has the GPU alone; each task's output is printed "
+                   "when it ends")
     p.add_argument("--json", action="store_true", help="print only a JSON summary (reports stay in runs/)")
     p.set_defaults(func=_cmd_run)
 

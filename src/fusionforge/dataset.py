@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import tempfile
 import tokenize
 from collections import defaultdict
 from pathlib import Path
@@ -98,9 +99,8 @@ class Dataset:
     def ensure_writable(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".probe-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-"):  # unique: threads probe too
+                pass
         except OSError as e:
             raise DatasetError(f"data folder {self.root} is not writable: {e.strerror or e}") from None
 

@@ -25,14 +25,16 @@ import os
 import secrets
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusionforge.bench import BenchResult, bench_file, bench_files, render_report
+from fusionforge.bench import BenchResult, DeviceGate, bench_file, bench_files, render_report
 from fusionforge.dataset import Dataset, make_record, now, write_json, write_text
 from fusionforge.implement.base import Implementation, Implementer, PastAttempt
 from fusionforge.kernelfile import next_free_path
 from fusionforge.tasks import FusionTask, TaskGenerator
+from fusionforge.verify.sandbox import kill_running
 from fusionforge.verify.verdict import Failure, render_failure, symbol, use_symbols
 
 ATTEMPTS = 3
@@ -112,6 +114,7 @@ class Settings:
     device: str | None = None
     timeout: float = 300.0
     run: str | None = None
+    gate: DeviceGate | None = None  # set when several tasks run at once: checks side by side, timings alone
 
 
 def judge_attempt(task: FusionTask, path: Path, attempt: int, implementation: Implementation,
@@ -123,7 +126,7 @@ def judge_attempt(task: FusionTask, path: Path, attempt: int, implementation: Im
         failure = implementation.failure
         report, plain = render_failure(failure, attempt), render_failure(failure, attempt, fancy=False)
     else:
-        result = bench_file(path, task=task, timeout=settings.timeout, device=settings.device)
+        result = bench_file(path, task=task, timeout=settings.timeout, device=settings.device, gate=settings.gate)
         failure = result.check.failure or result.failure
         report, plain = render_report(result, attempt), render_report(result, attempt, fancy=False)
         if failure is None and result.suspicious:
@@ -199,6 +202,8 @@ def attempt_task(task: FusionTask, implementer: Implementer, log: TaskLog, setti
     if history and log.attempts()[-1]["passed"]:
         return keep_logged(task, path, implementer.name, log, settings, echo)
     for attempt in range(len(history) + 1, settings.attempts + 1):
+        if settings.gate is not None and settings.gate.stopped:
+            raise KeyboardInterrupt
         implementation = implementer.implement(task, attempt, history)
         if implementation.exhausted:
             echo(f"No attempt {attempt}: the {implementer.name} implementer has nothing new to try for this task.")
@@ -253,6 +258,59 @@ class Run:
 
     def log(self, index: int, task: FusionTask) -> TaskLog:
         return TaskLog(self.folder / f"{index + 1:03d}-{task.id}")
+
+
+def run_tasks(run: Run, implementer: Implementer, settings: Settings, jobs: int = 1, echo: Echo = print,
+              header: Callable[[FusionTask], str] = lambda task: task.description,
+              advance: Callable[[dict], None] = lambda outcome: None) -> list[dict]:
+    """Every task of ``run`` (those finished before an interrupt are skipped), ``jobs`` at a time; the
+    outcomes in task order. ``header(task)`` is printed before a task's attempts, ``advance(outcome)``
+    called as each task ends.
+
+    With ``jobs`` > 1 the attempt loops run in threads (the work itself runs in child processes) sharing
+    a ``DeviceGate``, so checks run side by side and each timing has the GPU alone; a task's output is
+    printed whole when it ends. Any exception, Ctrl-C included, stops the gate and kills the running
+    children, and no attempt cut short is recorded: ``--resume`` redoes it.
+    """
+    def one(index: int, out: Echo) -> dict:
+        task = run.task(index)
+        log = run.log(index, task)
+        if log.outcome() is None:
+            out("\n" + header(task))
+        return attempt_task(task, implementer, log, settings, out)
+
+    count = run.options["count"]
+    if jobs == 1:
+        results = []
+        for index in range(count):
+            results.append(one(index, echo))
+            advance(results[-1])
+        return results
+
+    settings.gate = settings.gate or DeviceGate()
+
+    def buffered(index: int) -> tuple[dict, list[str]]:
+        lines: list[str] = []
+        return one(index, lines.append), lines
+
+    results: list[dict | None] = [None] * count
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = {pool.submit(buffered, index): index for index in range(count)}
+        try:
+            for future in as_completed(futures):
+                outcome, lines = future.result()
+                for line in lines:
+                    echo(line)
+                results[futures[future]] = outcome
+                advance(outcome)
+        except BaseException:
+            settings.gate.stop()
+            pool.shutdown(wait=False, cancel_futures=True)
+            kill_running()
+            while wait(futures, timeout=0.5).not_done:
+                kill_running()  # again: a worker may have started a child after the last call
+            raise
+    return results
 
 
 def outcomes(runs_root: Path) -> list[dict]:

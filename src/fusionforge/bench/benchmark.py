@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fusionforge import kernelfile
 from fusionforge.bench import roofline
+from fusionforge.bench.gate import DeviceGate
 from fusionforge.tasks import FusionTask
 from fusionforge.verify import Failure, Verdict, check_file
 from fusionforge.verify.checker import default_device, input_sets
@@ -102,11 +103,22 @@ def _driver() -> str | None:
 
 
 def bench_file(path: str | Path, task: FusionTask | None = None, timeout: float = 300.0,
-               device: str | None = None) -> BenchResult:
-    """Check, then (on a GPU) time eager, torch.compile and the Triton wrapper at the bench shape."""
+               device: str | None = None, gate: DeviceGate | None = None) -> BenchResult:
+    """Check, then (on a GPU) time eager, torch.compile and the Triton wrapper at the bench shape.
+
+    With a ``gate`` shared by several threads, the check (and on a GPU, ``warm``) runs beside the other
+    threads' checks, and the timing waits to have the GPU alone.
+    """
     device = device or default_device()
-    verdict = check_file(path, task=task, device=device, timeout=timeout)
-    return time_checked(verdict, path, task=task, timeout=timeout, device=device)
+    if gate is None:
+        verdict = check_file(path, task=task, device=device, timeout=timeout)
+        return time_checked(verdict, path, task=task, timeout=timeout, device=device)
+    with gate.shared():
+        verdict = check_file(path, task=task, device=device, timeout=timeout)
+        if verdict.passed and device == "cuda":
+            warm(path, task, timeout=timeout)
+    with gate.alone():
+        return time_checked(verdict, path, task=task, timeout=timeout, device=device)
 
 
 def bench_files(paths: list[Path], tasks: list[FusionTask | None] | None = None, jobs: int = 1,

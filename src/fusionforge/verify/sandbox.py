@@ -7,9 +7,29 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 OUTPUT_CAP = 16 * 1024  # bytes of the candidate's stdout/stderr kept
+
+_running: set[int] = set()  # process groups of the children alive now (several threads may run children)
+_running_lock = threading.Lock()
+
+
+def kill_running() -> int:
+    """Kill every child process group started by ``run_child`` and still alive; how many were killed.
+
+    For an interrupt while worker threads wait on children: their ``run_child`` calls then return at
+    once (as a child killed by a signal), instead of when the children would have finished.
+    """
+    with _running_lock:
+        groups = list(_running)
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return len(groups)
 
 
 def _tail(path: Path) -> str:
@@ -40,6 +60,8 @@ def run_child(module: str, request: dict, scratch: Path, device: str,
         proc = subprocess.Popen([sys.executable, "-m", module, str(request_path)],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 cwd=scratch, start_new_session=True)
+        with _running_lock:
+            _running.add(proc.pid)
         try:
             returncode = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -49,6 +71,8 @@ def run_child(module: str, request: dict, scratch: Path, device: str,
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+            with _running_lock:
+                _running.discard(proc.pid)  # before the wait reaps it: its id may then be reused
             proc.wait()
     result_path = scratch / "result.json"
     result = json.loads(result_path.read_text()) if returncode == 0 and result_path.exists() else None
