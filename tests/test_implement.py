@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -239,3 +240,28 @@ def test_implement_writes_the_next_free_number(tmp_path, capsys, monkeypatch):
     assert main(["implement", "task.json"]) == 0
     assert (tmp_path / "008_fused_kernels.py").read_text() == generate(EASY[2])
     assert main(["implement", "missing.json"]) == 2
+
+
+def _anchor_tasks():
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / "anchor_tasks.py"
+    spec = importlib.util.spec_from_file_location("anchor_tasks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.anchor_tasks()
+
+
+ANCHOR_TASKS = _anchor_tasks()
+
+
+@pytest.mark.parametrize("name, task, differs", ANCHOR_TASKS, ids=[name for name, _, _ in ANCHOR_TASKS])
+def test_anchor_chains_through_the_generator_pass_the_check(tmp_path, name, task, differs):
+    """The eight anchor chains as tasks (benchmarks/anchor_tasks.py): the generated files pass at the test shapes."""
+    from fusionforge.verify import check_file
+
+    assert task.dtype == "float16" and task.shapes["bench"][0]["M"] >= 4096
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
