@@ -4,7 +4,8 @@
 #   N=50 SEED=0 JOBS=12 SLICE=540 OUT=/some/dir benchmarks/gpu_run.sh
 #
 # Runs `fusionforge run -n N --seed SEED -j JOBS` from source (PYTHONPATH=src) in gpu-run/ (git-ignored), stops
-# it with SIGINT after SLICE seconds (the loop's Ctrl-C path: data/ and runs/ stay consistent), and
+# it with SIGTERM after SLICE seconds (fusionforge takes it as Ctrl-C: data/ and runs/ stay consistent;
+# SIGINT would not do, as processes started in the background, like the device machine's, ignore it), and
 # copies gpu-run/ and the dataset's stats to $OUT. Calling it again on the same machine resumes the
 # run where it stopped. Exit: 124 (timeout's code) while the run is not complete; once it is, fusionforge
 # run's own: 0 every task landed, 1 some failed.
@@ -22,7 +23,7 @@ if ls "$ROOT"/runs/*/run.json >/dev/null 2>&1; then
 else
   args=(-n "$N" --seed "$SEED")
 fi
-timeout --signal=INT "$SLICE" python -m fusionforge run "${args[@]}" -j "$JOBS" --workdir "$ROOT/work" --data "$ROOT/data" \
+timeout "$SLICE" python -m fusionforge run "${args[@]}" -j "$JOBS" --workdir "$ROOT/work" --data "$ROOT/data" \
   --runs "$ROOT/runs" >> "$ROOT/run.log" 2>&1
 status=$?
 python -m fusionforge data stats --json --data "$ROOT/data" --runs "$ROOT/runs" > "$ROOT/stats.json"

@@ -416,9 +416,11 @@ def test_parallel_run_prints_each_task_whole_and_keeps_them_all(tmp_path, capsys
     assert "3 of 3 tasks kept" in out
 
 
-def test_ctrl_c_in_a_parallel_run_records_no_cut_short_attempt(tmp_path):
-    """SIGINT while two tasks are being checked side by side: a prompt exit 130, and each logged attempt is a
-    real verdict (the killed checks are not logged as failures), so the resumed run keeps all at attempt 1."""
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_in_a_parallel_run_records_no_cut_short_attempt(tmp_path, signal_name):
+    """SIGINT (Ctrl-C) or SIGTERM (a kill) while two tasks are being checked side by side: a prompt exit 130,
+    and each logged attempt is a real verdict (the killed checks are not logged as failures), so the
+    resumed run keeps all at attempt 1."""
     import signal
     import subprocess
     import sys
@@ -432,7 +434,7 @@ def test_ctrl_c_in_a_parallel_run_records_no_cut_short_attempt(tmp_path):
     while not (index.exists() and index.read_text().count("\n") >= 1) and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)  # the next tasks are being checked now
-    process.send_signal(signal.SIGINT)
+    process.send_signal(getattr(signal, signal_name))
     stopped = time.monotonic()
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import sys
 import time
 from pathlib import Path
@@ -598,9 +599,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A kill (SIGTERM: `timeout`, a job scheduler) stops a command the way Ctrl-C does, so data/ and runs/
+    # stay consistent; it also works where SIGINT is ignored (processes started in the background).
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args)
     except UsageError as e:
@@ -612,6 +620,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         sys.stderr.close()
         return EXIT_OK
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def task_main(argv: list[str] | None = None) -> int:
