@@ -5,10 +5,10 @@
 #
 # Runs `fusionforge run -n N --seed SEED -j JOBS` from source (PYTHONPATH=src) in gpu-run/ (git-ignored), stops
 # it with SIGTERM after SLICE seconds (fusionforge takes it as Ctrl-C: data/ and runs/ stay consistent;
-# SIGINT would not do, as processes started in the background, like the device machine's, ignore it), and
+# a process started in the background ignores SIGINT), and
 # copies gpu-run/ and the dataset's stats to $OUT. Calling it again on the same machine resumes the
-# run where it stopped. Exit: 124 (timeout's code) while the run is not complete; once it is, fusionforge
-# run's own: 0 every task landed, 1 some failed.
+# run where it stopped; gpu-run/slices.log has each slice's start and end (epoch seconds). Exit: 124
+# while the run is not complete; once it is, fusionforge run's own: 0 every task landed, 1 some failed.
 set -u
 N=${N:-50}
 SEED=${SEED:-0}
@@ -23,9 +23,23 @@ if ls "$ROOT"/runs/*/run.json >/dev/null 2>&1; then
 else
   args=(-n "$N" --seed "$SEED")
 fi
-timeout "$SLICE" python -m fusionforge run "${args[@]}" -j "$JOBS" --workdir "$ROOT/work" --data "$ROOT/data" \
-  --runs "$ROOT/runs" >> "$ROOT/run.log" 2>&1
-status=$?
+start=$(date +%s)
+PYTHONFAULTHANDLER=1 python -m fusionforge run "${args[@]}" -j "$JOBS" --workdir "$ROOT/work" --data "$ROOT/data" \
+  --runs "$ROOT/runs" >> "$ROOT/run.log" 2>&1 &
+pid=$!
+while kill -0 "$pid" 2>/dev/null && [ $(($(date +%s) - start)) -lt "$SLICE" ]; do sleep 2; done
+if kill -0 "$pid" 2>/dev/null; then
+  kill -TERM "$pid"
+  for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+  # still running 30 s after SIGTERM: SIGABRT, and the fault handler writes every thread's stack to run.log
+  kill -0 "$pid" 2>/dev/null && kill -ABRT "$pid"
+  wait "$pid"
+  status=124
+else
+  wait "$pid"
+  status=$?
+fi
+echo "slice start $start end $(date +%s) status $status" >> "$ROOT/slices.log"
 python -m fusionforge data stats --json --data "$ROOT/data" --runs "$ROOT/runs" > "$ROOT/stats.json"
 cp -r "$ROOT" "$OUT/"
 tail -n 5 "$ROOT/run.log"

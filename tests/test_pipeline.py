@@ -418,15 +418,15 @@ def test_parallel_run_prints_each_task_whole_and_keeps_them_all(tmp_path, capsys
 
 @pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_in_a_parallel_run_records_no_cut_short_attempt(tmp_path, signal_name):
-    """SIGINT (Ctrl-C) or SIGTERM (a kill) while two tasks are being checked side by side: a prompt exit 130,
-    and each logged attempt is a real verdict (the killed checks are not logged as failures), so the
-    resumed run keeps all at attempt 1."""
+    """SIGINT (Ctrl-C) or SIGTERM (a kill) while two tasks are being checked side by side and three wait their
+    turn: a prompt exit 130, and each logged attempt is a real verdict (the killed checks are not logged as
+    failures), so the resumed run keeps all at attempt 1."""
     import signal
     import subprocess
     import sys
     import time
 
-    command = [sys.executable, "-m", "fusionforge", *run_args(tmp_path, "-n", "4", "-j", "2", "--seed", "41",
+    command = [sys.executable, "-m", "fusionforge", *run_args(tmp_path, "-n", "6", "-j", "2", "--seed", "41",
                                                                     "--difficulty", "easy")]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     index = tmp_path / "data" / "index.jsonl"
@@ -446,6 +446,6 @@ def test_ctrl_c_in_a_parallel_run_records_no_cut_short_attempt(tmp_path, signal_
 
     assert cli.main(run_args(tmp_path, "--resume", "-j", "2")) == 0
     records = Dataset(tmp_path / "data").records()
-    assert sorted(r["task"]["seed"] for r in records) == [41, 42, 43, 44]
+    assert sorted(r["task"]["seed"] for r in records) == [41, 42, 43, 44, 45, 46]
     assert all(r["attempts"] == 1 for r in records)
     assert not list((tmp_path / "work").glob("*_fused_kernels.py"))

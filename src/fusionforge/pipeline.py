@@ -306,8 +306,9 @@ def run_tasks(run: Run, implementer: Implementer, settings: Settings, jobs: int 
         except BaseException:
             settings.gate.stop()
             pool.shutdown(wait=False, cancel_futures=True)
+            started = [future for future in futures if not future.cancelled()]  # wait() never counts a cancel done
             kill_running()
-            while wait(futures, timeout=0.5).not_done:
+            while wait(started, timeout=0.5).not_done:
                 kill_running()  # again: a worker may have started a child after the last call
             raise
     return results
