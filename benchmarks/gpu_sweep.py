@@ -4,6 +4,7 @@
                                                   [--budget 540] [--stage check|time|all]
     python benchmarks/gpu_sweep.py ROOT --summary OUT.json [--tf32-TFLOPs RATE]
     python benchmarks/gpu_sweep.py --summary OUT.json --from SUMMARY.json...
+    python benchmarks/gpu_sweep.py --summary OUT.json --run runs/RUN
 
 check: every seed, --jobs at a time: the generator's first-attempt file goes to ROOT/files/, is checked
        on the GPU (`check_file`) and, when it passes, warmed (`warm`: Triton's kernels and torch.compile's
@@ -17,7 +18,8 @@ no new seed starts after --budget seconds.
        over eager and torch.compile and median fractions of the roofline floor, by plan, matmul variant
        and dtype. With --from, instead of ROOT: the same figures over several summaries' rows, a later
        summary's row replacing an earlier one's for the same seed (sweeps of several sessions, or seeds
-       timed again after a plan changed).
+       timed again after a plan changed). With --run: the first attempts of a `fusionforge run` of the
+       built-in implementer (the same files, checked and timed the same way).
 """
 
 from __future__ import annotations
@@ -175,30 +177,58 @@ def refloor(d: dict, tf32_TFLOPs: float) -> None:
         d["status"] = "pass" if d["faster"] else "fail"
 
 
+def _row(meta: dict, d: dict | None, tf32_TFLOPs: float | None = None) -> dict:
+    """A summary row: the seed's facts (``meta``) joined with its timing result (a BenchResult dict) if any."""
+    row = {k: meta.get(k) for k in ("seed", "task", "difficulty", "dtype", "plan", "variant", "description",
+                                    "status", "message")}
+    if d is None:
+        return row
+    if tf32_TFLOPs and d["timed"]:
+        refloor(d, tf32_TFLOPs)
+    clean = not d["suspicious"]
+    row.update(bench_status=d["status"], timed=d["timed"], faster=d["faster"] and clean,
+               faster_than_compile=d["faster_than_compile"] and clean)
+    if d["timed"]:
+        r = d["roofline"]
+        row.update(speedup=d["speedup"], speedup_vs_compile=d["speedup_vs_compile"],
+                   **{f"{k}_ms": v["median_ms"] for k, v in d["timings"].items()}, floor_ms=r["floor_ms"],
+                   **{f"{k}_fraction": r[f"{k}_fraction_of_floor"] for k in ("eager", "compile", "triton")},
+                   suspicious=d["suspicious"])
+    return row
+
+
 def summary(root: Path, out: Path, tf32_TFLOPs: float | None = None) -> dict:
     checked, timed = _load(root / "check"), _load(root / "time")
     rows, context = [], None
     for seed, c in sorted(checked.items()):
-        row = {k: c.get(k) for k in ("seed", "task", "difficulty", "dtype", "plan", "variant", "description",
-                                     "status", "message")}
-        t = timed.get(seed)
-        if t:
-            d = t["result"]
-            if tf32_TFLOPs and d["timed"]:
-                refloor(d, tf32_TFLOPs)
-            context = context or d["context"]
-            clean = not d["suspicious"]
-            row.update(bench_status=d["status"], timed=d["timed"], faster=d["faster"] and clean,
-                       faster_than_compile=d["faster_than_compile"] and clean)
-            if d["timed"]:
-                r = d["roofline"]
-                row.update(speedup=d["speedup"], speedup_vs_compile=d["speedup_vs_compile"],
-                           **{f"{k}_ms": v["median_ms"] for k, v in d["timings"].items()}, floor_ms=r["floor_ms"],
-                           **{f"{k}_fraction": r[f"{k}_fraction_of_floor"] for k in ("eager", "compile", "triton")},
-                           suspicious=d["suspicious"])
-        rows.append(row)
+        d = timed[seed]["result"] if seed in timed else None
+        context = context or (d or {}).get("context")
+        rows.append(_row(c, d, tf32_TFLOPs))
     result = {"context": context, "seeds": sorted(checked), "tf32_TFLOPs_for_float32_floors": tf32_TFLOPs,
               **report(rows)}
+    out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def run_summary(run: Path, out: Path) -> dict:
+    """The same figures from a ``fusionforge run`` of the built-in implementer (its folder under runs/): each
+    task's first attempt is the generator's first variant, checked and timed as a sweep would."""
+    from fusionforge.implement.codegen import plan_of, variant_of
+    from fusionforge.tasks import FusionTask
+
+    rows, context = [], None
+    for folder in sorted(p for p in run.iterdir() if (p / "attempt_1.json").exists()):
+        task = FusionTask.from_dict(json.loads((folder / "task.json").read_text()))
+        entry = json.loads((folder / "attempt_1.json").read_text())
+        d = entry["result"]
+        check_failure = d["check"]["failure"] if d else entry["failure"]
+        meta = {"seed": task.seed, "task": task.id, "difficulty": task.difficulty, "dtype": task.dtype,
+                "plan": plan_of(task), "variant": variant_of((folder / "attempt_1.py").read_text()),
+                "description": task.description, "status": "pass" if not check_failure else check_failure["category"],
+                "message": (check_failure or {}).get("message", "")[:400]}
+        context = context or (d or {}).get("context")
+        rows.append(_row(meta, d if d and not check_failure else None))
+    result = {"context": context, "run": str(run), "seeds": [r["seed"] for r in rows], **report(rows)}
     out.write_text(json.dumps(result, indent=1))
     return result
 
@@ -241,15 +271,18 @@ def main() -> int:
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                         help="cpu: checks through Triton's interpreter, nothing warmed or timed (a dry run)")
     parser.add_argument("--summary", type=Path, help="write the figures from ROOT to this JSON file and stop")
+    parser.add_argument("--run", type=Path, metavar="RUN", help="with --summary, instead of ROOT: the first attempts "
+                        "of a `fusionforge run` (its folder under runs/)")
     parser.add_argument("--from", dest="sources", type=Path, nargs="+", metavar="SUMMARY",
                         help="with --summary, instead of ROOT: combine these summaries (a later one's row wins)")
     parser.add_argument("--tf32-TFLOPs", type=float, help="with --summary: judge float32 results timed before the "
                         "roofline measured TF32 again, with this TF32 rate (measured on the same machine)")
     args = parser.parse_args()
-    if (args.root is None) == (args.summary is None or args.sources is None):
-        parser.error("give ROOT, or --summary with --from")
+    if (args.root is None) == (args.summary is None or (args.sources is None and args.run is None)):
+        parser.error("give ROOT, or --summary with --from or --run")
     if args.summary:
         result = (combine(args.summary, args.sources) if args.sources
+                  else run_summary(args.run, args.summary) if args.run
                   else summary(args.root, args.summary, args.tf32_TFLOPs))
         print(json.dumps({k: v for k, v in result.items() if k in ("all", "memory_bound", "matmul_rooted")}, indent=1))
         return 0
