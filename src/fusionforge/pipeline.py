@@ -202,8 +202,8 @@ def attempt_task(task: FusionTask, implementer: Implementer, log: TaskLog, setti
     if history and log.attempts()[-1]["passed"]:
         return keep_logged(task, path, implementer.name, log, settings, echo)
     for attempt in range(len(history) + 1, settings.attempts + 1):
-        if settings.gate is not None and settings.gate.stopped:
-            raise KeyboardInterrupt
+        if settings.gate is not None:
+            settings.gate.raise_if_stopped()
         implementation = implementer.implement(task, attempt, history)
         if implementation.exhausted:
             echo(f"No attempt {attempt}: the {implementer.name} implementer has nothing new to try for this task.")

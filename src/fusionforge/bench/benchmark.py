@@ -114,9 +114,7 @@ def bench_file(path: str | Path, task: FusionTask | None = None, timeout: float 
         verdict = check_file(path, task=task, device=device, timeout=timeout)
         return time_checked(verdict, path, task=task, timeout=timeout, device=device)
     with gate.shared():
-        verdict = check_file(path, task=task, device=device, timeout=timeout)
-        if verdict.passed and device == "cuda":
-            warm(path, task, timeout=timeout)
+        verdict = check_and_warm(path, task, device, timeout)
     with gate.alone():
         return time_checked(verdict, path, task=task, timeout=timeout, device=device)
 
@@ -129,21 +127,23 @@ def bench_files(paths: list[Path], tasks: list[FusionTask | None] | None = None,
     ``done(k, result)`` is called as each result is final."""
     device = device or default_device()
     tasks = tasks or [None] * len(paths)
-
-    def check(k: int) -> Verdict:
-        verdict = check_file(paths[k], task=tasks[k], device=device, timeout=timeout)
-        if verdict.passed and device == "cuda":
-            warm(paths[k], tasks[k], timeout=timeout)
-        return verdict
-
     with ThreadPoolExecutor(jobs) as pool:  # threads suffice: the work runs in child processes
-        verdicts = list(pool.map(check, range(len(paths))))  # every check ends before any timing starts
+        # every check ends before any timing starts
+        verdicts = list(pool.map(lambda k: check_and_warm(paths[k], tasks[k], device, timeout), range(len(paths))))
     results = []
     for k, verdict in enumerate(verdicts):
         results.append(time_checked(verdict, paths[k], task=tasks[k], timeout=timeout, device=device))
         if done:
             done(k, results[-1])
     return results
+
+
+def check_and_warm(path: str | Path, task: FusionTask | None, device: str, timeout: float) -> Verdict:
+    """The part of ``bench_file`` that may share the GPU: the check, then on a GPU (if it passed) ``warm``."""
+    verdict = check_file(path, task=task, device=device, timeout=timeout)
+    if verdict.passed and device == "cuda":
+        warm(path, task, timeout=timeout)
+    return verdict
 
 
 def time_checked(verdict: Verdict, path: str | Path, task: FusionTask | None = None, timeout: float = 300.0,

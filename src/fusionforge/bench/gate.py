@@ -24,17 +24,14 @@ class DeviceGate:
         self._waiting_alone = 0  # timings waiting
         self._stopped = False
 
-    @property
-    def stopped(self) -> bool:
-        return self._stopped
-
     def stop(self) -> None:
         """End every wait; each section, on leaving, raises KeyboardInterrupt."""
         with self._state:
             self._stopped = True
             self._state.notify_all()
 
-    def _raise_if_stopped(self) -> None:
+    def raise_if_stopped(self) -> None:
+        """KeyboardInterrupt once ``stop()`` was called (for a worker about to start new work)."""
         if self._stopped:
             raise KeyboardInterrupt
 
@@ -43,7 +40,7 @@ class DeviceGate:
         """A section that may run beside other shared sections (a check)."""
         with self._state:
             self._state.wait_for(lambda: self._stopped or not (self._alone or self._waiting_alone))
-            self._raise_if_stopped()
+            self.raise_if_stopped()
             self._sharing += 1
         try:
             yield
@@ -51,7 +48,7 @@ class DeviceGate:
             with self._state:
                 self._sharing -= 1
                 self._state.notify_all()
-        self._raise_if_stopped()
+        self.raise_if_stopped()
 
     @contextmanager
     def alone(self) -> Iterator[None]:
@@ -62,7 +59,7 @@ class DeviceGate:
                 self._state.wait_for(lambda: self._stopped or not (self._alone or self._sharing))
             finally:
                 self._waiting_alone -= 1
-            self._raise_if_stopped()
+            self.raise_if_stopped()
             self._alone = True
         try:
             yield
@@ -70,4 +67,4 @@ class DeviceGate:
             with self._state:
                 self._alone = False
                 self._state.notify_all()
-        self._raise_if_stopped()
+        self.raise_if_stopped()
