@@ -18,7 +18,9 @@ RATES = {"device_key": "test", "copy_GBs": 3000.0, "matmul_TFLOPs_float16": 700.
 
 
 def raw(eager: float, compiled: float, triton: float, jitter: float = 0.01, wall_extra: float = 0.01,
-        hidden: float = 0.0, nbytes: int = 268_435_456, flops: int = 0, **extra) -> dict:
+        hidden: float = 0.0, launch_ms: float = 0.0, nbytes: int = 268_435_456, flops: int = 0, **extra) -> dict:
+    """A timing child's result: ``wall_extra`` of synchronize latency on every wall-clock call, ``hidden`` ms
+    of Triton GPU work the events miss, ``launch_ms`` of Triton host time (launches) the events overlap."""
     rng = random.Random(0)
 
     def draw(ms):
@@ -26,7 +28,8 @@ def raw(eager: float, compiled: float, triton: float, jitter: float = 0.01, wall
 
     return {"times_ms": {"eager": draw(eager), "compile": draw(compiled), "triton": draw(triton)},
             "wall_ms": {"eager": [eager + wall_extra] * 20, "compile": [compiled + wall_extra] * 20,
-                        "triton": [triton + wall_extra + hidden] * 20},
+                        "triton": [triton + wall_extra + hidden + launch_ms] * 20},
+            "host_ms": {"eager": [0.005] * 20, "compile": [0.02] * 20, "triton": [0.01 + launch_ms] * 20},
             "bytes_io": nbytes, "flops_counted": flops, "dtype": "float16", "calls": 200, "flush_bytes": 2**28,
             "l2_bytes": 50 * 2**20, "compile_seconds": 3.0, "launches_per_call": 1, "side_streams": 0,
             "kernels": {"fused_kernel_triton": {"registers": 32, "spills": 0, "shared_bytes": 0, "num_warps": 4,
@@ -94,6 +97,14 @@ def test_host_overhead_shared_by_all_contenders_is_not_hidden_work():
     r = judge(result(), raw(eager=0.78, compiled=0.0508, triton=0.0508, wall_extra=0.13,
                             nbytes=8192 * 8192 * 2 + 8192 * 4), None, RATES)
     assert r.passed and not r.suspicious
+
+
+def test_host_time_of_a_several_kernel_wrapper_is_not_hidden_work():
+    """Seen on the H100: a two-kernel 0.108 ms wrapper with 0.49 ms on the wall clock, nearly all of it launches."""
+    r = judge(result(), raw(eager=0.115, compiled=0.099, triton=0.1084, launch_ms=0.35), None, RATES)
+    assert r.passed and not r.suspicious and r.timings["triton"]["host_median_ms"] == pytest.approx(0.36)
+    hidden = judge(result(), raw(eager=0.115, compiled=0.099, triton=0.1084, launch_ms=0.35, hidden=0.2), None, RATES)
+    assert hidden.status == "suspicious" and any("escapes the timed stream" in s for s in hidden.suspicious)
 
 
 def test_patched_timers_are_suspicious():

@@ -12,7 +12,9 @@ Protocol (README, "How kernels are timed"):
   on every stream a Triton kernel was launched on, so work on side streams is counted;
 * contenders are interleaved in rounds (the order rotates) so drift hits all alike; rounds go on
   until every contender has at least MIN_CALLS calls and one second of measured time, or MAX_CALLS;
-* a wall-clock measure (device synchronize around single calls) is taken too, as a cross-check.
+* a wall-clock measure (device synchronize around single calls) is taken too, as a cross-check, with
+  the host's own time in each call (until the call returns): wall minus host minus events is GPU work
+  the events did not see.
 
 With ``"warm_only": true`` the child stops after the warm-up: compiled kernels and graphs are then in
 the on-disk caches, and nothing is timed.
@@ -166,18 +168,21 @@ def main(request_path: str) -> int:
 
         phase("wall-clock cross-check")
         wall: dict[str, list[float]] = {name: [] for name in contenders}
+        host: dict[str, list[float]] = {name: [] for name in contenders}
         for k in range(WALL_CALLS):
             for name, fn in contenders.items():
                 flush.zero_()
                 _synchronize()
                 t0 = _perf_counter()
                 fn(*input_sets[k % len(input_sets)])
+                host[name].append((_perf_counter() - t0) * 1e3)
                 _synchronize()
                 wall[name].append((_perf_counter() - t0) * 1e3)
 
     result.update({
         "times_ms": {name: _rounded(t) for name, t in times.items()},
         "wall_ms": {name: _rounded(t) for name, t in wall.items()},
+        "host_ms": {name: _rounded(t) for name, t in host.items()},
         "calls": rounds, "flush_bytes": flush_bytes, "l2_bytes": l2, "flops_counted": flops,
         "side_streams": max(0, len(monitor.streams) - 1),
         "tampered": [name for name, (owner, attr, original) in PROTECTED.items()
