@@ -17,6 +17,9 @@ SLICE=${SLICE:-540}
 OUT=${OUT:-gpu-run-out}
 ROOT=gpu-run
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+# every check and timing child imports torch: keep the bytecode they compile (README, Performance)
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-/tmp/fusionforge-pycache}
 mkdir -p "$ROOT" "$OUT"
 if ls "$ROOT"/runs/*/run.json >/dev/null 2>&1; then
   args=(--resume)

@@ -13,7 +13,8 @@ time:  first, a check that failed while other checks shared the GPU is run again
        counts; then every seed whose check passed is timed, one at a time with the GPU to itself, by
        `time_checked` (the timing half of `fusionforge bench`). One JSON per seed in ROOT/time/.
 Seeds with a result are skipped, so a later call on the same machine goes on where the last stopped;
-no new seed starts after --budget seconds.
+no new seed starts after --budget seconds. Where PYTHONDONTWRITEBYTECODE is set, unset it and set
+PYTHONPYCACHEPREFIX first: each child then reuses torch's compiled bytecode (README, Performance).
 --summary: the figures from ROOT's JSONs: check pass rate, faster than eager, geometric-mean speedups
        over eager and torch.compile and median fractions of the roofline floor, by plan, matmul variant
        and dtype. With --from, instead of ROOT: the same figures over several summaries' rows, a later
