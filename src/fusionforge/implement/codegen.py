@@ -5,11 +5,11 @@ and one cast on store, and a wrapper that only allocates, makes inputs contiguou
 Plans so far:
 
 * pointwise: every op is unary or binary (easy tasks). One blocked kernel over the flattened
-  output; a per-column vector is read at ``offset % N``, a per-row vector at ``offset // N``, a full
-  tensor at ``offset``, a scalar is a kernel argument. 1024 elements per program over 4 warps gives
-  each thread 8 contiguous elements (16-byte fp16 / 32-byte fp32 accesses). A chain with a per-column
-  or per-row vector runs over [rows, N] in [8, 512] tiles instead: each vector is loaded once per tile
-  and broadcast, where the flat kernel would pay an integer division per element.
+  output, a full tensor operand read at the same ``offset``, a scalar a kernel argument; 1024
+  elements per program over 4 warps gives each thread 8 contiguous elements (16-byte fp16 / 32-byte
+  fp32 accesses). A chain with a per-column or per-row vector runs over [rows, N] in [8, 512] tiles
+  instead: each vector is loaded once per tile and broadcast (read at ``offset % N`` or
+  ``offset // N``, it would cost an integer division per element).
 
 * row: pointwise ops, one reduction or normalization, pointwise ops (medium tasks). One program
   per row of the reduced or normalized dimension, the row held in registers (BLOCK_N lanes, the
@@ -200,16 +200,11 @@ def _contiguous(task: FusionTask) -> list[str]:
 def _pointwise(task: FusionTask) -> str:
     if any(step.params.get("operand") in ("col", "row") for step in task.steps):
         return _pointwise_tiles(task)
-    by_name = {i.name: i for i in task.inputs}
-    layout = Layout({"col": "offsets % n_cols", "row": "offsets // n_cols", "full": "offsets"})
-    body = ["h = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)"]
-    for k, step in enumerate(task.steps, start=1):
-        body += _emit_pointwise(k, step, by_name, layout, task.dtype)
-    body.append("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
+    body = _pointwise_body(task, Layout({"full": "offsets"}))
     shape = ", ".join(str(d) for d in task.inputs[0].shape)
     doc = (f'"""{" -> ".join(step_label(s) for s in task.steps)}, elementwise over x [{shape}] flattened.\n\n'
-           f'    Per-column vectors are read at offset % n_cols, per-row vectors at offset // n_cols; fp32 math, '
-           f'one cast on store.\n    """')
+           f'    Tensor operands are read at the same offsets, scalars are arguments; fp32 math, one cast on '
+           f'store.\n    """')
     kernel = "\n".join([
         "@triton.jit",
         *_kernel_def("fused_kernel_triton", [*_kernel_args(task), "out_ptr", "n_elements", "n_cols"], ["BLOCK_SIZE"]),
@@ -233,16 +228,20 @@ def _pointwise(task: FusionTask) -> str:
     return kernel + "\n\n\n" + wrapper + "\n"
 
 
-def _pointwise_tiles(task: FusionTask) -> str:
-    """The pointwise plan over [rows, N] tiles, for chains with a per-column or per-row vector: each vector
-    is loaded once per tile and broadcast, where the flat kernel pays an integer division per element."""
+def _pointwise_body(task: FusionTask, layout: Layout) -> list[str]:
+    """Load x at ``offsets``, apply the chain in fp32 (operands placed by ``layout``), store once."""
     by_name = {i.name: i for i in task.inputs}
-    layout = Layout({"full": "offsets"},
-                    vectors={"col": ("cols", "col_mask", "[None, :]"), "row": ("rows", "row_mask", "[:, None]")})
     body = ["h = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)"]
     for k, step in enumerate(task.steps, start=1):
         body += _emit_pointwise(k, step, by_name, layout, task.dtype)
-    body.append("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
+    return body + ["tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)"]
+
+
+def _pointwise_tiles(task: FusionTask) -> str:
+    """The pointwise plan over [rows, N] tiles, for chains with a per-column or per-row vector: each vector
+    is loaded once per tile and broadcast, where the flat kernel pays an integer division per element."""
+    body = _pointwise_body(task, Layout({"full": "offsets"}, vectors={"col": ("cols", "col_mask", "[None, :]"),
+                                                                      "row": ("rows", "row_mask", "[:, None]")}))
     shape = ", ".join(str(d) for d in task.inputs[0].shape)
     doc = (f'"""{" -> ".join(step_label(s) for s in task.steps)}, elementwise over x [{shape}] as [rows, N], '
            f'in [BLOCK_M, BLOCK_N] tiles.\n\n    Per-column vectors are loaded once per tile ([BLOCK_N], broadcast '
@@ -361,7 +360,7 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
         return _looped_norm_kernel(task, name, source, k_row, layout, row_len, geometry)
 
     # A reduction reads each row once and keeps nothing of it: evict_first lets the stream pass through L2
-    # (measured on the H100 at bench shapes: 8192-wide fp16 rows 79% -> 86% of the floor, 1-4% elsewhere;
+    # (measured on the H100 at bench shapes: 8192-wide fp16 rows 79% -> 86% of the floor, 1-4 points elsewhere;
     # normalizations, which store the row back, gained nothing).
     hint = ", eviction_policy='evict_first'" if reduces else ""
     body = [f"h = tl.load(x_ptr + row * row_len + cols, mask=mask, other=0.0{hint}).to(tl.float32)"]
