@@ -26,7 +26,7 @@ import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fusionforge.bench import BenchResult, DeviceGate, bench_file, bench_files, render_report
@@ -287,7 +287,7 @@ def run_tasks(run: Run, implementer: Implementer, settings: Settings, jobs: int 
             advance(results[-1])
         return results
 
-    settings.gate = settings.gate or DeviceGate()
+    settings = replace(settings, gate=settings.gate or DeviceGate())  # the caller's Settings stay as they were
 
     def buffered(index: int) -> tuple[dict, list[str]]:
         lines: list[str] = []

@@ -202,7 +202,7 @@ def judge(result: BenchResult, raw: dict, task: FusionTask | None, rates: dict) 
     result.timed = True
     stats = {name: summarize(raw["times_ms"][name]) for name in CONTENDERS}
     wall = {name: summarize(raw["wall_ms"][name])["median_ms"] for name in CONTENDERS}
-    host = {name: summarize(raw["host_ms"][name])["median_ms"] if "host_ms" in raw else 0.0 for name in CONTENDERS}
+    host = {name: summarize(raw["host_ms"][name])["median_ms"] for name in CONTENDERS}
     result.timings = {name: {**stats[name], "wall_median_ms": wall[name], "host_median_ms": host[name]}
                       for name in CONTENDERS}
     eager, compiled, triton_ = stats["eager"], stats["compile"], stats["triton"]
