@@ -107,7 +107,8 @@ def _pointwise_kernel(tmp_path, expr: str, binary: bool):
 @pytest.mark.parametrize("name, params, low, high", [("softplus", {"beta": 2.0}, -8.0, -2.0),
                                                      ("softplus", {"beta": 0.5}, -30.0, -5.0),
                                                      ("logsigmoid", {}, 3.0, 15.0), ("mish", {}, -12.0, -3.0),
-                                                     ("tanh", {}, -1e-3, 1e-3), ("tanh", {}, -9.0, 9.0)])
+                                                     ("tanh", {}, -1e-3, 1e-3), ("tanh", {}, -0.7, 0.7),
+                                                     ("tanh", {}, -9.0, 9.0), ("gelu_tanh", {}, -5.0, -1.0)])
 def test_triton_form_keeps_relative_precision_on_tiny_values(tmp_path, name, params, low, high):
     """Where the result is tiny (softplus of very negative x, ...), fp32 relative accuracy still holds."""
     op = catalog.get(name)
