@@ -7,7 +7,7 @@ Plans so far:
 * pointwise: every op is unary or binary (easy tasks). One blocked kernel over the flattened
   output, a full tensor operand read at the same ``offset``, a scalar a kernel argument; 1024
   elements per program over 4 warps gives each thread 8 contiguous elements (16-byte fp16 / 32-byte
-  fp32 accesses). A chain with a per-column or per-row vector runs over [rows, N] in [8, 512] tiles
+  fp32 accesses). A chain with a per-column or per-row vector runs over [rows, N] in [2, 1024] tiles
   instead: each vector is loaded once per tile and broadcast (read at ``offset % N`` or
   ``offset // N``, it would cost an integer division per element).
 
@@ -49,7 +49,10 @@ from fusionforge.tasks import SCALAR_DTYPE, FusionTask, InputSpec, Step, step_la
 
 POINTWISE_BLOCK = 1024
 POINTWISE_WARPS = 4
-POINTWISE_TILE, POINTWISE_TILE_N = 4096, 512  # [8, 512] tiles of chains with vectors (16 values a thread)
+# Chains with vectors: [2, 1024] tiles, 16 values a thread. A/B on the H100 over the 26 such seeds of 0..199
+# and bias_gelu_scale: 2.3% faster than [8, 512] in geometric mean, 0.97x to 1.12x
+# (benchmarks/results/ab_h100/round3_tiles.txt).
+POINTWISE_TILE, POINTWISE_TILE_N = 2048, 1024
 MAX_ROW_BLOCK = 16384  # a row held in registers; longer rows need the looped variant (not written yet)
 
 
