@@ -24,6 +24,7 @@ def test_fixture_verdict(name):
     if expected["status"] == "pass":
         assert verdict.passed, render_check(verdict, fancy=False)
         assert verdict.kernels and all(c["passed"] for c in got["checks"])
+        assert len(set(verdict.kernels)) == len(verdict.kernels), verdict.kernels  # each kernel named once
         return
     assert not verdict.passed, f"{name} ({expected['defect']}) passed the check"
     failure = got["failure"]

@@ -158,9 +158,10 @@ class _Run:
         return ref.double(), own, own.dtype
 
     def evaluate(self, result: dict) -> Failure | None:
-        for record in result["sets"]:
-            self.kernels += [name for name, file in record.get("launches", []) if file == self.path
-                             and name not in self.kernels]
+        for record in result["sets"]:  # the file's kernels, each named once, in the order first launched
+            for name, file in record.get("launches", []):
+                if file == self.path and name not in self.kernels:
+                    self.kernels.append(name)
         ran = [r for r in result["sets"] if "triton" in r]
         if ran and not self.kernels:
             return self.locate(analysis.cheat_failure("no_launch", "", ran[0]["label"]))
