@@ -1,5 +1,6 @@
 """The built-in code generator: deterministic, seed-format files that pass the checker."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import triton
 
 from fusionforge.cli import main
 from fusionforge.implement import BuiltinImplementer, PastAttempt, UnsupportedTask, generate
@@ -197,6 +199,22 @@ def test_fp32_matmul_variants_keep_fp32_accuracy():
 def _sampled(op: str, rank: int) -> FusionTask:
     return next(t for t in (GEN.generate(s, difficulty="medium") for s in range(2000))
                 if len(t.inputs[0].shape) == rank and any(step.op == op for step in t.steps))
+
+
+def test_row_plan_times_warps_only_where_no_count_wins_everywhere(tmp_path):
+    """The row kernel's autotuner sees 1, 2 and 4 warps up to 1024 lanes, 8 and 16 at 8192, one count elsewhere;
+    Triton's interpreter gets one config and so never times anything."""
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(GEN.generate(3, ops="square,mean,sqrt")))
+    spec = importlib.util.spec_from_file_location("row_file", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    configs = [triton.Config({}, num_warps=warps) for warps in (1, 2, 4, 8, 16)]
+    chosen = {block: [c.num_warps for c in module.row_configs(configs, {}, BLOCK_N=block)]
+              for block in (128, 1024, 2048, 4096, 8192, 16384)}
+    assert chosen == {128: [1, 2, 4], 1024: [1, 2, 4], 2048: [4], 4096: [8], 8192: [8, 16], 16384: [16]}
+    if module.DEVICE == "cpu":
+        assert len(module.ROW_CONFIGS) == 1
 
 
 def test_row_plan_on_3d_channel_norms(tmp_path):

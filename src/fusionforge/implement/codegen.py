@@ -13,10 +13,11 @@ Plans so far:
 
 * row: pointwise ops, one reduction or normalization, pointwise ops (medium tasks). One program
   per row of the reduced or normalized dimension, the row held in registers (BLOCK_N lanes, the
-  next power of two, masked; 4/8/16 warps as the row grows); pointwise ops before and after are
-  fused, operands indexed per lane or once per program; a reduction's row loads are marked
-  evict_first (read once, kept nowhere). Group norm's rows are one group of one sample. Layer,
-  group and instance norms over rows longer than MAX_ROW_BLOCK use a looped two-pass variant.
+  next power of two, masked; 1 to 16 warps as the row grows, autotuned where none wins everywhere);
+  pointwise ops before and after are fused, operands indexed per lane or once per program; a
+  reduction's row loads are marked evict_first (read once, kept nowhere). Group norm's rows are one
+  group of one sample. Layer, group and instance norms over rows longer than MAX_ROW_BLOCK use a
+  looped two-pass variant.
 
 * matmul: the pointwise epilogue fused (inference batch norm included: it is per channel). A
   reduction after it never stores the [M, N] product: each tile writes its rows' fp32 partial
@@ -342,6 +343,30 @@ def _row(task: FusionTask) -> str:
     return kernel + "\n\n\n" + wrapper + "\n"
 
 
+# The row kernel's warps, by row width (BLOCK_N lanes): 4 up to 2048, 8 up to 4096, 16 above 8192. Where
+# no count wins everywhere, several are timed (Triton's autotuner, once per row length). A/B on the H100
+# (benchmarks/results/ab_h100/round3_row_warps.txt, round3_short_rows.txt): at 8192 lanes 16 warps made
+# reductions of cheap chains 1-7% faster and an fp32 rms_norm 1.5x, and cost normalizations and exp-heavy
+# chains 4-13%; up to 1024 lanes 1 or 2 warps (fewer cross-warp steps in a row's sums) made some rows up to
+# 1.4x faster and others 2-6% slower.
+_ROW_WARPS = [
+    "ROW_CONFIGS = [triton.Config({}, num_warps=warps) for warps in (1, 2, 4, 8, 16)] if DEVICE == \"cuda\" else [",
+    "    triton.Config({}, num_warps=4),",
+    "]",
+    "",
+    "",
+    "def row_configs(configs, named_args, **kwargs):",
+    '    """The ROW_CONFIGS worth timing at this BLOCK_N: 1, 2 and 4 warps up to 1024 lanes, 8 and 16 at 8192."""',
+    "    block = kwargs[\"BLOCK_N\"]",
+    "    warps = ((1, 2, 4) if block <= 1024 else (4,) if block <= 2048 else (8,) if block <= 4096",
+    "             else (8, 16) if block == 8192 else (16,))",
+    "    return [config for config in configs if config.num_warps in warps]",
+    "",
+    "",
+    "@triton.autotune(configs=ROW_CONFIGS, key=[\"row_len\"], prune_configs_by={\"early_config_prune\": row_configs})",
+]
+
+
 def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str]]:
     """The row kernel for ``task`` (first op: none or pointwise; then one row op) reading ``source``.
 
@@ -390,6 +415,7 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
            f'    {geometry[0].upper() + geometry[1:]}, held in registers (BLOCK_N lanes, masked); fp32 math, '
            f'one cast on store.\n    """')
     kernel = "\n".join([
+        *_ROW_WARPS,
         "@triton.jit",
         *_kernel_def(name, [*_kernel_args(task), "out_ptr", "row_len", "n_cols", *extra], ["BLOCK_N"]),
         f"    {doc}",
@@ -404,12 +430,11 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
     else:
         alloc = f"    out = torch.empty_like({source})"
     launch_args = [source, *[i.name for i in task.inputs[1:]], "out", "row_len", f"{source}.shape[-1]",
-                   *([f"{source}.shape[1]"] if rank == 3 else []), "BLOCK_N=BLOCK_N", "num_warps=num_warps"]
+                   *([f"{source}.shape[1]"] if rank == 3 else []), "BLOCK_N=BLOCK_N"]
     launch = [
         alloc,
         f"    row_len = {row_len}",
         "    BLOCK_N = triton.next_power_of_2(row_len)",
-        "    num_warps = 4 if BLOCK_N <= 2048 else 8 if BLOCK_N <= 8192 else 16",
         *_launch(f"{name}[({source}.numel() // row_len,)]", launch_args),
     ]
     return kernel, launch
