@@ -1,5 +1,6 @@
 """The built-in code generator: deterministic, seed-format files that pass the checker."""
 
+import ast
 import importlib.util
 import os
 import subprocess
@@ -24,6 +25,20 @@ EASY = [GEN.generate(seed, difficulty="easy") for seed in range(10)]
 
 def test_generation_is_deterministic():
     assert generate(EASY[0]) == generate(GEN.generate(0, difficulty="easy"))
+
+
+def test_kernels_take_no_parameter_they_do_not_read():
+    """Every @triton.jit function of every variant of seeds 0..199 reads each of its parameters."""
+    unused = []
+    for seed in range(200):
+        task = GEN.generate(seed)
+        for variant in variants(task):
+            tree = ast.parse(generate(task, variant=variant))
+            for fn in (node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)):
+                if any("jit" in ast.unparse(d) for d in fn.decorator_list):
+                    read = {node.id for node in ast.walk(fn) if isinstance(node, ast.Name)}
+                    unused += [f"seed {seed} {variant} {fn.name}({a.arg})" for a in fn.args.args if a.arg not in read]
+    assert not unused
 
 
 def test_easy_sample_covers_dtypes_ranks_and_broadcasts():

@@ -41,6 +41,7 @@ plan. Generation is deterministic: the same task gives the same file.
 from __future__ import annotations
 
 import pprint
+import re
 from dataclasses import dataclass, replace
 
 from fusionforge import ops as catalog
@@ -201,6 +202,14 @@ def _contiguous(task: FusionTask) -> list[str]:
     return [f"    {i.name} = {i.name}.contiguous()" for i in task.inputs if i.dtype != SCALAR_DTYPE]
 
 
+def _read_sizes(body: list[str], sizes: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """The size parameters ``body`` reads and their wrapper arguments, from (parameter, argument) pairs:
+    a kernel takes no size it does not use."""
+    code = "\n".join(body)
+    read = [(param, arg) for param, arg in sizes if re.search(rf"\b{param}\b", code)]
+    return [param for param, _ in read], [arg for _, arg in read]
+
+
 def _pointwise(task: FusionTask) -> str:
     if any(step.params.get("operand") in ("col", "row") for step in task.steps):
         return _pointwise_tiles(task)
@@ -211,14 +220,14 @@ def _pointwise(task: FusionTask) -> str:
            f'store.\n    """')
     kernel = "\n".join([
         "@triton.jit",
-        *_kernel_def("fused_kernel_triton", [*_kernel_args(task), "out_ptr", "n_elements", "n_cols"], ["BLOCK_SIZE"]),
+        *_kernel_def("fused_kernel_triton", [*_kernel_args(task), "out_ptr", "n_elements"], ["BLOCK_SIZE"]),
         f"    {doc}",
         "    pid = tl.program_id(0)",
         "    offsets = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)",
         "    mask = offsets < n_elements",
         *("    " + line for line in body),
     ])
-    launch_args = ["x", *[i.name for i in task.inputs[1:]], "out", "n_elements", "x.shape[-1]",
+    launch_args = ["x", *[i.name for i in task.inputs[1:]], "out", "n_elements",
                    f"BLOCK_SIZE={POINTWISE_BLOCK}", f"num_warps={POINTWISE_WARPS}"]
     wrapper = "\n".join([
         f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):",
@@ -367,6 +376,13 @@ _ROW_WARPS = [
 ]
 
 
+def _row_sizes(source: str, rank: int) -> list[tuple[str, str]]:
+    """A row kernel's size parameters and their wrapper arguments: its row length, the length of the last
+    dimension and, for [B, C, N] inputs, the channel count."""
+    return [("row_len", "row_len"), ("n_cols", f"{source}.shape[-1]"),
+            *([("n_chan", f"{source}.shape[1]")] if rank == 3 else [])]
+
+
 def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str]]:
     """The row kernel for ``task`` (first op: none or pointwise; then one row op) reading ``source``.
 
@@ -409,19 +425,17 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
     else:
         body.append("tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)")
 
+    body = ["row = tl.program_id(0).to(tl.int64)", "cols = tl.arange(0, BLOCK_N)", "mask = cols < row_len", *body]
+    sizes, size_args = _read_sizes(body, _row_sizes(source, rank))
     shape = ", ".join(str(d) for d in task.inputs[0].shape)
-    extra = ["n_chan"] if rank == 3 else []
     doc = (f'"""{" -> ".join(step_label(s) for s in task.steps)}; x [{shape}].\n\n'
            f'    {geometry[0].upper() + geometry[1:]}, held in registers (BLOCK_N lanes, masked); fp32 math, '
            f'one cast on store.\n    """')
     kernel = "\n".join([
         *_ROW_WARPS,
         "@triton.jit",
-        *_kernel_def(name, [*_kernel_args(task), "out_ptr", "row_len", "n_cols", *extra], ["BLOCK_N"]),
+        *_kernel_def(name, [*_kernel_args(task), "out_ptr", *sizes], ["BLOCK_N"]),
         f"    {doc}",
-        "    row = tl.program_id(0).to(tl.int64)",
-        "    cols = tl.arange(0, BLOCK_N)",
-        "    mask = cols < row_len",
         *("    " + line for line in body),
     ])
     if reduces:
@@ -429,8 +443,7 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
         alloc = f"    out = torch.empty({out_shape}, dtype={source}.dtype, device={source}.device)"
     else:
         alloc = f"    out = torch.empty_like({source})"
-    launch_args = [source, *[i.name for i in task.inputs[1:]], "out", "row_len", f"{source}.shape[-1]",
-                   *([f"{source}.shape[1]"] if rank == 3 else []), "BLOCK_N=BLOCK_N"]
+    launch_args = [source, *[i.name for i in task.inputs[1:]], "out", *size_args, "BLOCK_N=BLOCK_N"]
     launch = [
         alloc,
         f"    row_len = {row_len}",
@@ -477,20 +490,18 @@ def _looped_norm_kernel(task: FusionTask, name: str, source: str, k_row: int, la
     for k, step in enumerate(task.steps[k_row + 1:], start=k_row + 2):
         body += ["    " + line for line in _emit_pointwise(k, step, by_name, layout, task.dtype)]
     body.append("    tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)")
-    rank = len(task.inputs[0].shape)
+    sizes, size_args = _read_sizes(body, _row_sizes(source, len(task.inputs[0].shape)))
     shape = ", ".join(str(d) for d in task.inputs[0].shape)
     doc = (f'"""{" -> ".join(step_label(s) for s in task.steps)}; x [{shape}].\n\n'
            f'    {geometry[0].upper() + geometry[1:]}, walked in CHUNK-wide slices (rows too long for '
            f'registers); fp32 math, one cast on store.\n    """')
     kernel = "\n".join([
         "@triton.jit",
-        *_kernel_def(name, [*_kernel_args(task), "out_ptr", "row_len", "n_cols", *(["n_chan"] if rank == 3 else [])],
-                    ["CHUNK"]),
+        *_kernel_def(name, [*_kernel_args(task), "out_ptr", *sizes], ["CHUNK"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
-    launch_args = [source, *[i.name for i in task.inputs[1:]], "out", "row_len", f"{source}.shape[-1]",
-                   *([f"{source}.shape[1]"] if rank == 3 else []), "CHUNK=CHUNK", "num_warps=8"]
+    launch_args = [source, *[i.name for i in task.inputs[1:]], "out", *size_args, "CHUNK=CHUNK", "num_warps=8"]
     launch = [
         f"    out = torch.empty_like({source})",
         f"    row_len = {row_len}",
@@ -585,21 +596,21 @@ def _combine_kernel(task: FusionTask, name: str, rows: str) -> tuple[str, list[s
         body += _emit_pointwise(k, later, by_name, after, task.dtype)
     body.append("tl.store(out_ptr + row, h.to(out_ptr.dtype.element_ty))")
     operands = _kernel_args(task)[1:]
-    extra = ["n_chan"] if rank == 3 else []
+    sizes, size_args = _read_sizes(body, [("n_tiles", "n_tiles"), ("n_parts", "n_parts"), ("n_reduced", "N"),
+                                          *([("n_chan", "M")] if rank == 3 else [])])
     doc = (f'"""{" -> ".join(step_label(s) for s in task.steps)}: one program per row of the matmul output.\n\n'
            "    Merges the row's per-tile partials (n_tiles of them, fp32), applies the later ops, one cast on store.\n"
            '    """')
     kernel = "\n".join([
         "@triton.jit",
-        *_kernel_def(name, [*(p + "_ptr" for p, _ in partials), *operands, "out_ptr", "n_tiles", "n_parts",
-                            "n_reduced", *extra], ["BLOCK_T"]),
+        *_kernel_def(name, [*(p + "_ptr" for p, _ in partials), *operands, "out_ptr", *sizes], ["BLOCK_T"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
     lead = "(x.shape[0], M)" if rank == 3 else "(M,)"
     out_shape = f"(*{lead}, 1)" if step.params["keepdim"] else lead
-    launch_args = [*(p for p, _ in partials), *[i.name for i in task.inputs[1:]], "out", "n_tiles", "n_parts", "N",
-                   *(["M"] if rank == 3 else []), "BLOCK_T=triton.next_power_of_2(n_tiles)"]
+    launch_args = [*(p for p, _ in partials), *[i.name for i in task.inputs[1:]], "out", *size_args,
+                   "BLOCK_T=triton.next_power_of_2(n_tiles)"]
     launch = [
         "    # the tiles of N the autotuned matmul used, one partial each",
         "    n_tiles = triton.cdiv(N, fused_kernel_triton.best_config.kwargs[\"BLOCK_N\"])",
@@ -957,15 +968,15 @@ def _split_combine_kernel(task: FusionTask, second_k: int) -> tuple[str, list[st
            "    Merges the batch's n_splits slice states (fp32), applies the later ops, one cast on store.\n"
            '    """')
     args = [f"{i.name}_ptr" if i.dtype != SCALAR_DTYPE else i.name for i in operands]
+    sizes, size_args = _read_sizes(body, [("n_splits", "n_splits"), ("n_reduced", "n_rows")])
     kernel = "\n".join([
         "@triton.jit",
-        *_kernel_def(name, [*(f"{part}_ptr" for part, _ in parts), *args, "out_ptr", "n_splits", "n_reduced"],
-                     ["BLOCK_S"]),
+        *_kernel_def(name, [*(f"{part}_ptr" for part, _ in parts), *args, "out_ptr", *sizes], ["BLOCK_S"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
     launch = _launch(f"{name}[(n_batch,)]", [*(part for part, _ in parts), *(i.name for i in operands), "out",
-                                             "n_splits", "n_rows", "BLOCK_S=triton.next_power_of_2(n_splits)"])
+                                             *size_args, "BLOCK_S=triton.next_power_of_2(n_splits)"])
     return kernel, launch
 
 
