@@ -29,7 +29,8 @@ Plans so far:
   ``tiled`` with IEEE dots; 16-bit batched matmul ``tiled``. fp32 accumulation throughout.
 * two_reductions: [B, M, N] reduced over N, then over M (hard tasks): each batch's rows are split
   into slices until B x slices programs fill the GPU (TWO_REDUCTION_PROGRAMS_PER_SM); a program walks
-  the tiles of its slice and stores the second reduction's fp32 running state, and a combine kernel
+  the tiles of its slice (4 warps, loads pipelined two tiles deep; 8 warps, one tile, where the first
+  reduction passes twice over a tile) and stores the second reduction's fp32 running state, and a combine kernel
   merges each batch's slices (the matmul partials' rules) and applies the later ops.
 
 Ops are written in their catalog Triton form; float16 and bfloat16 tasks take an op's cheaper 16-bit
@@ -877,6 +878,12 @@ _SECOND = {  # (initial accumulators, per-tile update from h [BLOCK_M] under row
 
 
 TWO_REDUCTION_PROGRAMS_PER_SM = 4  # a batch's rows are split until B * splits reaches this many per SM
+# The tile loop's warps and pipeline stages (loads of the next tile issued while this one is reduced). A/B on
+# the H100 over the 21 two_reductions seeds of 0..199 (benchmarks/results/ab_h100/round5_two_reductions.txt):
+# 4 warps and 2 stages were fastest or within 2% on 16, up to 1.45x faster than 8 warps and 1 stage; tiles
+# whose first reduction makes two passes over the tile (var, logsumexp) were up to 1.25x slower with them.
+TWO_PASS_FIRST = ("var", "logsumexp")
+TWO_REDUCTION_WARPS_STAGES = {"one_pass": (4, 2), "two_pass": (8, 1)}
 
 
 def _two_reductions(task: FusionTask) -> str:
@@ -886,7 +893,8 @@ def _two_reductions(task: FusionTask) -> str:
     first_k, second_k = [k for k, s in enumerate(task.steps) if catalog.get(s.op).family is Family.REDUCTION]
     first, second = task.steps[first_k], task.steps[second_k]
     tile = Layout({"col": "cols[None, :]", "row": "batch * n_rows + rows[:, None]",
-                   "full": "batch * n_rows * n_cols + rows[:, None] * n_cols + cols[None, :]"})
+                   "full": "batch * n_rows * n_cols + rows[:, None] * n_cols + cols[None, :]"},
+                  vectors={"col": ("cols", "cols < n_cols", "[None, :]")})
     per_row = Layout({"col": "rows", "row": "batch", "full": "batch * n_rows + rows"}, frozenset({"row"}), "row_mask")
     init, update, state = _SECOND[second.op]
     parts = _PARTIALS[second.op][0]
@@ -896,7 +904,7 @@ def _two_reductions(task: FusionTask) -> str:
             "cols = tl.arange(0, BLOCK_N)",
             *[line.format(**second.params) for line in init],
             "row_end = tl.minimum((split + 1) * rows_per_split, n_rows)",
-            "for start in range(split * rows_per_split, row_end, BLOCK_M):",
+            "for start in tl.range(split * rows_per_split, row_end, BLOCK_M, num_stages=NUM_STAGES):",
             "    rows = start + tl.arange(0, BLOCK_M)",
             "    row_mask = rows < row_end",
             "    mask = row_mask[:, None] & (cols[None, :] < n_cols)",
@@ -916,19 +924,22 @@ def _two_reductions(task: FusionTask) -> str:
     head = replace(task, steps=task.steps[:second_k + 1],
                    inputs=[task.inputs[0], *(by_name[n] for s in task.steps[:second_k + 1] for n in s.inputs)])
     doc = (f'"""{" -> ".join(step_label(s) for s in head.steps)}; x [B, M, N], a program per batch and slice of '
-           f'rows.\n\n    Walks [BLOCK_M, BLOCK_N] tiles of rows_per_split rows; stores the slice\'s fp32 state of the '
-           f'second reduction.\n    """')
+           f'rows.\n\n    Walks [BLOCK_M, BLOCK_N] tiles of rows_per_split rows, NUM_STAGES in flight; stores the '
+           f'slice\'s\n    fp32 state of the second reduction.\n    """')
     kernel = "\n".join([
         "@triton.jit",
         *_kernel_def("fused_kernel_triton", [*_kernel_args(head), *(f"{part}_ptr" for part, _ in parts), "n_rows",
-                                             "n_cols", "rows_per_split", "n_splits"], ["BLOCK_M", "BLOCK_N"]),
+                                             "n_cols", "rows_per_split", "n_splits"],
+                     ["BLOCK_M", "BLOCK_N", "NUM_STAGES"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
     combine, launch = _split_combine_kernel(task, second_k)
     keep = second.params["keepdim"]
+    warps, stages = TWO_REDUCTION_WARPS_STAGES["two_pass" if first.op in TWO_PASS_FIRST else "one_pass"]
     launch_args = ["x", *[i.name for i in head.inputs[1:]], *(part for part, _ in parts), "n_rows", "n_cols",
-                   "rows_per_split", "n_splits", "BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "num_warps=8"]
+                   "rows_per_split", "n_splits", "BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", f"NUM_STAGES={stages}",
+                   f"num_warps={warps}"]
     wrapper = "\n".join([
         f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):",
         *_contiguous(task),
