@@ -71,6 +71,40 @@ def test_row_plan_passes_the_checker(tmp_path, ops):
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
+SHORT_ROW_CHAINS = [("sum", "float16"), ("mean", "bfloat16"), ("max", "float32"), ("min", "float16"),
+                    ("logsumexp", "bfloat16"), ("l2norm", "float32"), ("var", "float16"),
+                    ("add:col,mul:row,sum,sqrt", "float16"), ("maximum:full,div:col,mean,add:scalar", "float32")]
+
+
+@pytest.mark.parametrize("ops, dtype", SHORT_ROW_CHAINS)
+def test_short_row_reductions_read_several_rows_per_program(tmp_path, ops, dtype):
+    """Rows under 2 KB at every shape: a [ROWS, BLOCK_N] tile per program, its last tile part masked at the test
+    shapes. The same chain over long bench rows keeps one row per program."""
+    task = GEN.generate(7, dtype=dtype, ops=ops)
+    long_rows = replace(task, shapes={**task.shapes, "bench": [{**dims, "N": 4096} for dims in task.shapes["bench"]]})
+    assert "ROWS" not in generate(long_rows)
+    task = replace(task, shapes={"test": [{**dims, "N": min(dims["N"], 300)} for dims in task.shapes["test"]],
+                                 "bench": [{**dims, "N": 384} for dims in task.shapes["bench"]]})
+    source = generate(task)
+    assert "ROWS = max(1, 2048 // BLOCK_N)" in source and "mask=row_mask)" in source
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(source)
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
+@pytest.mark.parametrize("seed", [67, 156])
+def test_generated_short_row_reductions_pass_the_checker(tmp_path, seed):
+    """Generated [B, M, N] tasks whose bench rows are 1 KB (67: var) and 1.5 KB (156: sum, then a per-row op)."""
+    task = GEN.generate(seed)
+    assert len(task.inputs[0].shape) == 3
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    assert "ROWS = max(1, 2048 // BLOCK_N)" in path.read_text()
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
 MATMUL_CHAINS = ["linear_bias,relu", "linear,add:col,gelu", "matmul,mul:row,tanh", "bmm,add:full",
                  "linear_bias,gelu,layer_norm", "matmul,softmax", "linear,relu,sum,sqrt", "bmm,rms_norm"]
 TWO_REDUCTION_CHAINS = ["sum,sum", "relu,mean,max", "square,sum,sqrt,logsumexp", "exp,logsumexp,add:col,var",

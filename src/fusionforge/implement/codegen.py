@@ -15,7 +15,8 @@ Plans so far:
   per row of the reduced or normalized dimension, the row held in registers (BLOCK_N lanes, the
   next power of two, masked; 1 to 16 warps as the row grows, autotuned where none wins everywhere);
   pointwise ops before and after are fused, operands indexed per lane or once per program; a
-  reduction's row loads are marked evict_first (read once, kept nowhere). Group norm's rows are one
+  reduction's row loads are marked evict_first (read once, kept nowhere), and a reduction over rows
+  of under 2 KB reads several rows per program ([ROWS, BLOCK_N] tiles of 2048 values). Group norm's rows are one
   group of one sample. Layer, group and instance norms over rows longer than MAX_ROW_BLOCK use a
   looped two-pass variant.
 
@@ -48,7 +49,7 @@ from dataclasses import dataclass, replace
 from fusionforge import ops as catalog
 from fusionforge.kernelfile import render
 from fusionforge.ops import Family
-from fusionforge.tasks import SCALAR_DTYPE, FusionTask, InputSpec, Step, step_label
+from fusionforge.tasks import ITEMSIZE, SCALAR_DTYPE, FusionTask, InputSpec, Step, step_label
 
 POINTWISE_BLOCK = 1024
 POINTWISE_WARPS = 4
@@ -319,6 +320,24 @@ _STATS = {  # statements computing the row statistic into h (reductions) or norm
     "batch_norm": ["h = (h - running_mean) * tl.rsqrt(running_var + {eps}) * gamma + beta"],
 }
 _STANDARDIZED = ("layer_norm", "group_norm", "instance_norm")
+_TILE_STATS = {  # a reduction over axis 1 of a [rows, BLOCK_N] tile into h [rows]; {n}: the row length's name
+    "sum": ["h = tl.sum(tl.where(mask, h, 0.0), axis=1)"],
+    "mean": ["h = tl.sum(tl.where(mask, h, 0.0), axis=1) / {n}"],
+    "max": ["h = tl.max(tl.where(mask, h, float('-inf')), axis=1)"],
+    "min": ["h = tl.min(tl.where(mask, h, float('inf')), axis=1)"],
+    "logsumexp": ["row_max = tl.max(tl.where(mask, h, float('-inf')), axis=1)",
+                  "h = row_max + tl.log(tl.sum(tl.where(mask, tl.exp(h - row_max[:, None]), 0.0), axis=1))"],
+    "l2norm": ["h = tl.sqrt(tl.sum(tl.where(mask, h * h, 0.0), axis=1))"],
+    "var": ["mean = tl.sum(tl.where(mask, h, 0.0), axis=1) / {n}",
+            "centered = tl.where(mask, h - mean[:, None], 0.0)",
+            "h = tl.sum(centered * centered, axis=1) / ({n} - {correction})"],
+}
+# Short rows: a reduction whose rows are all under SHORT_ROW_BYTES reads a [ROWS, BLOCK_N] tile of
+# SHORT_ROW_TILE values per program; one row per program keeps too few bytes in flight. A/B on the H100
+# (benchmarks/results/ab_h100/round5_short_rows*.txt): rows of 1 KB 54% -> 88% of the floor (seeds 67,
+# 204), of 1.5 KB 80% -> 93% (156, 372); rows of 2 KB and more were slower with it on 20 of 25 seeds
+# (by up to 6%).
+SHORT_ROW_BYTES, SHORT_ROW_TILE = 2048, 2048
 
 
 def _row_geometry(task: FusionTask, step: Step) -> tuple[str, Layout, str]:
@@ -408,34 +427,47 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
     # (measured on the H100 at bench shapes: 8192-wide fp16 rows 79% -> 86% of the floor, 1-4 points elsewhere;
     # normalizations, which store the row back, gained nothing).
     hint = ", eviction_policy='evict_first'" if reduces else ""
-    body = [f"h = tl.load(x_ptr + row * row_len + cols, mask=mask, other=0.0{hint}).to(tl.float32)"]
+    tiled = reduces and _longest_row(task, row_step) * ITEMSIZE[task.dtype] < SHORT_ROW_BYTES
+    if tiled:  # ROWS rows per program: vectors over rows or columns loaded once per tile and broadcast
+        per_col = ("cols", "cols < row_len", "[None, :]")
+        per_row = ("rows", "row_mask", "[:, None]")
+        chan = per_col if rank == 2 else ("rows % n_chan", "row_mask", "[:, None]")
+        layout = Layout({"full": "rows[:, None] * row_len + cols[None, :]"},
+                        vectors={"col": per_col, "row": per_row, "chan": chan})
+        after = Layout({"col": "rows % n_chan", "row": "rows // n_chan", "full": "rows"}, mask="row_mask")
+        head = ["rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)", "cols = tl.arange(0, BLOCK_N)",
+                "row_mask = rows < n_rows", "mask = row_mask[:, None] & (cols[None, :] < row_len)"]
+        stats = [line.format(n="row_len", **row_step.params) for line in _TILE_STATS[row_step.op]]
+        store = "tl.store(out_ptr + rows, h.to(out_ptr.dtype.element_ty), mask=row_mask)"
+    else:
+        head = ["row = tl.program_id(0).to(tl.int64)", "cols = tl.arange(0, BLOCK_N)", "mask = cols < row_len"]
+        stats = [line.format(**row_step.params)
+                 for line in _STATS["standardize" if row_step.op in _STANDARDIZED else row_step.op]]
+        store = ("tl.store(out_ptr + row, h.to(out_ptr.dtype.element_ty))" if reduces else
+                 "tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)")
+    body = [f"h = tl.load(x_ptr + {layout.index['full']}, mask=mask, other=0.0{hint}).to(tl.float32)"]
     for k, step in enumerate(task.steps[:k_row], start=1):
         body += _emit_pointwise(k, step, by_name, layout, task.dtype)
     body.append(f"# {k_row + 1}. {step_label(row_step)}: {row_op.doc}")
     operands = dict(zip((o.stem for o in catalog.operands(row_op, row_step.params)), row_step.inputs))
     for operand in catalog.operands(row_op, row_step.params):
         body.append(layout.load(operands[operand.stem], operand.layout, var=operand.stem))
-    stats = _STATS["standardize" if row_step.op in _STANDARDIZED else row_step.op]
-    body += [line.format(**row_step.params) for line in stats]
+    body += stats
     if row_step.op in _STANDARDIZED:
         body.append("h = h * gamma + beta")
     for k, step in enumerate(task.steps[k_row + 1:], start=k_row + 2):
         body += _emit_pointwise(k, step, by_name, after, task.dtype)
-    if reduces:
-        body.append("tl.store(out_ptr + row, h.to(out_ptr.dtype.element_ty))")
-    else:
-        body.append("tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)")
-
-    body = ["row = tl.program_id(0).to(tl.int64)", "cols = tl.arange(0, BLOCK_N)", "mask = cols < row_len", *body]
-    sizes, size_args = _read_sizes(body, _row_sizes(source, rank))
+    body = [*head, *body, store]
+    sizes, size_args = _read_sizes(body, [*([("n_rows", "n_rows")] if tiled else []), *_row_sizes(source, rank)])
     shape = ", ".join(str(d) for d in task.inputs[0].shape)
+    held = ("ROWS rows of the last dimension per program, a [ROWS, BLOCK_N] tile held in registers (masked)"
+            if tiled else f"{geometry[0].upper() + geometry[1:]}, held in registers (BLOCK_N lanes, masked)")
     doc = (f'"""{" -> ".join(step_label(s) for s in task.steps)}; x [{shape}].\n\n'
-           f'    {geometry[0].upper() + geometry[1:]}, held in registers (BLOCK_N lanes, masked); fp32 math, '
-           f'one cast on store.\n    """')
+           f'    {held}; fp32 math, one cast on store.\n    """')
     kernel = "\n".join([
         *_ROW_WARPS,
         "@triton.jit",
-        *_kernel_def(name, [*_kernel_args(task), "out_ptr", *sizes], ["BLOCK_N"]),
+        *_kernel_def(name, [*_kernel_args(task), "out_ptr", *sizes], ["ROWS", "BLOCK_N"] if tiled else ["BLOCK_N"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
@@ -444,13 +476,15 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
         alloc = f"    out = torch.empty({out_shape}, dtype={source}.dtype, device={source}.device)"
     else:
         alloc = f"    out = torch.empty_like({source})"
-    launch_args = [source, *[i.name for i in task.inputs[1:]], "out", *size_args, "BLOCK_N=BLOCK_N"]
-    launch = [
-        alloc,
-        f"    row_len = {row_len}",
-        "    BLOCK_N = triton.next_power_of_2(row_len)",
-        *_launch(f"{name}[({source}.numel() // row_len,)]", launch_args),
-    ]
+    launch_args = [source, *[i.name for i in task.inputs[1:]], "out", *size_args,
+                   *(["ROWS=ROWS"] if tiled else []), "BLOCK_N=BLOCK_N"]
+    launch = [alloc, f"    row_len = {row_len}", "    BLOCK_N = triton.next_power_of_2(row_len)"]
+    if tiled:
+        launch += ["    n_rows = x.numel() // row_len".replace("x.", f"{source}."),
+                   f"    ROWS = max(1, {SHORT_ROW_TILE} // BLOCK_N)",
+                   *_launch(f"{name}[(triton.cdiv(n_rows, ROWS),)]", launch_args)]
+    else:
+        launch += _launch(f"{name}[({source}.numel() // row_len,)]", launch_args)
     return kernel, launch
 
 
@@ -839,18 +873,6 @@ def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: l
 # second reduction combined across tiles (online max and rescaled sum for logsumexp, Chan's
 # combination of (count, mean, M2) for var).
 
-_FIRST = {  # the first reduction, over axis 1 of a [BLOCK_M, BLOCK_N] tile, into h [BLOCK_M]
-    "sum": ["h = tl.sum(tl.where(mask, h, 0.0), axis=1)"],
-    "mean": ["h = tl.sum(tl.where(mask, h, 0.0), axis=1) / n_cols"],
-    "max": ["h = tl.max(tl.where(mask, h, float('-inf')), axis=1)"],
-    "min": ["h = tl.min(tl.where(mask, h, float('inf')), axis=1)"],
-    "logsumexp": ["row_max = tl.max(tl.where(mask, h, float('-inf')), axis=1)",
-                  "h = row_max + tl.log(tl.sum(tl.where(mask, tl.exp(h - row_max[:, None]), 0.0), axis=1))"],
-    "l2norm": ["h = tl.sqrt(tl.sum(tl.where(mask, h * h, 0.0), axis=1))"],
-    "var": ["mean = tl.sum(tl.where(mask, h, 0.0), axis=1) / n_cols",
-            "centered = tl.where(mask, h - mean[:, None], 0.0)",
-            "h = tl.sum(centered * centered, axis=1) / (n_cols - {correction})"],
-}
 _SECOND = {  # (initial accumulators, per-tile update from h [BLOCK_M] under row_mask, the state as _PARTIALS' parts)
     "sum": (["total = 0.0"], ["total += tl.sum(tl.where(row_mask, h, 0.0), axis=0)"], {"part_sum": "total"}),
     "mean": (["total = 0.0"], ["total += tl.sum(tl.where(row_mask, h, 0.0), axis=0)"], {"part_sum": "total"}),
@@ -913,7 +935,7 @@ def _two_reductions(task: FusionTask) -> str:
     for k, step in enumerate(task.steps[:first_k], start=1):
         loop += _emit_pointwise(k, step, by_name, tile, task.dtype)
     loop.append(f"# {first_k + 1}. {step_label(first)} (over N): {catalog.get(first.op).doc}")
-    loop += [line.format(**first.params) for line in _FIRST[first.op]]
+    loop += [line.format(n="n_cols", **first.params) for line in _TILE_STATS[first.op]]
     for k, step in enumerate(task.steps[first_k + 1:second_k], start=first_k + 2):
         loop += _emit_pointwise(k, step, by_name, per_row, task.dtype)
     loop.append(f"# {second_k + 1}. {step_label(second)} (over M): this slice's running state")
