@@ -110,7 +110,13 @@ KEEPDIM = Param("keepdim", (False, True))
 # (relative error up to 2^-24 / e), and 2 * sigmoid(2z) - 1 or 1 - exp(-2|z|) cancel for small z. The
 # helpers keep full relative precision with Goldberg's log1p (a rounded u = 1 + e, corrected by
 # e / (u - 1)), an odd polynomial for tanh near 0, and identities with nothing to cancel. They avoid
-# tl.log where they can: it is libdevice's logf, about 25 instructions, where tl.exp is one ex2.approx.
+# tl.log where they can: it is libdevice's logf, about 40 PTX instructions, where tl.exp is one ex2.approx.
+# The *_16bit helpers serve float16 and bfloat16 tasks (Op.triton_16bit): errors far inside 8 or 11 bits
+# of mantissa for a fraction of libdevice's cost (its sinf and cosf are 100 PTX instructions each, sin_16bit
+# about 25); their coefficients are least-squares fits. A/B on the H100 (benchmarks/results/ab_h100/
+# round5_16bit_forms.txt): chains with sin or cos 0.89x-1.01x the time. Such forms for log (a polynomial
+# after splitting off the exponent), softplus and logsigmoid (through it) and erf (through
+# normal_cdf_16bit) gained nothing (0.96x-1.23x, 0.99x in geometric mean) and were left out.
 TRITON_HELPERS = {
     "log1p": '''@triton.jit
 def log1p(e):
@@ -130,6 +136,20 @@ def normal_cdf_16bit(x):
     p = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * p))))
     half_erfc = 0.5 * t * tl.exp(p - z * z)
     return tl.where(x < 0.0, half_erfc, 1.0 - half_erfc)
+''',
+    "sin_16bit": '''@triton.jit
+def sin_16bit(x, quarter_turns):
+    """sin(x + quarter_turns pi / 2), 1e-7 absolute up to |x| = 100 and 2e-7 up to 1e4: x = j pi / 2 + r,
+    |r| <= pi / 4 (Cody and Waite's reduction, pi / 2 in three parts), sin(r) or cos(r) by polynomials in r^2
+    chosen and signed by the quadrant."""
+    j = tl.floor(x * 0.6366197723675814 + 0.5)
+    r = ((x - j * 1.5703125) - j * 4.838705062866211e-4) + j * 4.371138828673793e-8
+    quadrant = (j.to(tl.int32) + quarter_turns) & 3
+    s = r * r
+    sin_r = r + r * s * (-0.16666654 + s * (0.0083321482 + s * -1.9513912e-4))
+    cos_r = 1.0 - 0.5 * s + s * s * (0.041666646 + s * (-0.0013887341 + s * 2.4435833e-5))
+    v = tl.where((quadrant & 1) == 0, sin_r, cos_r)
+    return tl.where(quadrant >= 2, -v, v)
 ''',
     "tanh": '''@triton.jit
 def tanh(z):
@@ -223,8 +243,8 @@ UNARY_OPS = [
            [LOW, HIGH], "clamp({min_val}, {max_val})"),
     _unary("reciprocal", "torch.reciprocal(torch.abs({x}) + {shift})", "1.0 / (tl.abs({x}) + {shift})",
            "1 / (|x| + shift)", 3, [SHIFT], "1 / (|x| + {shift})"),
-    _unary("sin", "torch.sin({x})", "tl.sin({x})", "sin(x)", 4),
-    _unary("cos", "torch.cos({x})", "tl.cos({x})", "cos(x)", 4),
+    replace(_unary("sin", "torch.sin({x})", "tl.sin({x})", "sin(x)", 4), triton_16bit="sin_16bit({x}, 0)"),
+    replace(_unary("cos", "torch.cos({x})", "tl.cos({x})", "cos(x)", 4), triton_16bit="sin_16bit({x}, 1)"),
     _unary("erf", "torch.erf({x})", "tl.erf({x})", "erf(x)", 6),
 ]
 

@@ -35,7 +35,8 @@ Plans so far:
   merges each batch's slices (the matmul partials' rules) and applies the later ops.
 
 Ops are written in their catalog Triton form; float16 and bfloat16 tasks take an op's cheaper 16-bit
-form where the catalog has one (gelu: a Chebyshev erfc fit instead of libdevice erf). Other chains
+form where the catalog has one (gelu: a Chebyshev erfc fit instead of libdevice erf; sin and cos: a
+Cody-Waite reduction and polynomials instead of libdevice sinf and cosf). Other chains
 (a normalization among several reductions, forced by hand) raise UnsupportedTask naming the missing
 plan. Generation is deterministic: the same task gives the same file.
 """
