@@ -16,9 +16,9 @@ Plans so far:
   next power of two, masked; 1 to 16 warps as the row grows, autotuned where none wins everywhere);
   pointwise ops before and after are fused, operands indexed per lane or once per program; a
   reduction's row loads are marked evict_first (read once, kept nowhere), and a reduction over rows
-  of under 2 KB reads several rows per program ([ROWS, BLOCK_N] tiles of 2048 values). Group norm's rows are one
-  group of one sample. Layer, group and instance norms over rows longer than MAX_ROW_BLOCK use a
-  looped two-pass variant.
+  under 2 KB reads several rows per program ([ROWS, BLOCK_N] tiles of 2048 values). Group norm's
+  rows are one group of one sample. Layer, group and instance norms over rows longer than
+  MAX_ROW_BLOCK use a looped two-pass variant.
 
 * matmul: the pointwise epilogue fused (inference batch norm included: it is per channel). A
   reduction after it never stores the [M, N] product: each tile writes its rows' fp32 partial
@@ -30,9 +30,10 @@ Plans so far:
   ``tiled`` with IEEE dots; 16-bit batched matmul ``tiled``. fp32 accumulation throughout.
 * two_reductions: [B, M, N] reduced over N, then over M (hard tasks): each batch's rows are split
   into slices until B x slices programs fill the GPU (TWO_REDUCTION_PROGRAMS_PER_SM); a program walks
-  the tiles of its slice (4 warps, loads pipelined two tiles deep; 8 warps, one tile, where the first
-  reduction passes twice over a tile) and stores the second reduction's fp32 running state, and a combine kernel
-  merges each batch's slices (the matmul partials' rules) and applies the later ops.
+  the tiles of its slice (4 warps, loads pipelined two tiles deep; 8 warps, one tile, where the
+  first reduction passes twice over a tile) and stores the second reduction's fp32 running state,
+  and a combine kernel merges each batch's slices (the matmul partials' rules) and applies the
+  later ops.
 
 Ops are written in their catalog Triton form; float16 and bfloat16 tasks take an op's cheaper 16-bit
 form where the catalog has one (gelu: a Chebyshev erfc fit instead of libdevice erf; sin and cos: a
@@ -481,7 +482,7 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
                    *(["ROWS=ROWS"] if tiled else []), "BLOCK_N=BLOCK_N"]
     launch = [alloc, f"    row_len = {row_len}", "    BLOCK_N = triton.next_power_of_2(row_len)"]
     if tiled:
-        launch += ["    n_rows = x.numel() // row_len".replace("x.", f"{source}."),
+        launch += [f"    n_rows = {source}.numel() // row_len",
                    f"    ROWS = max(1, {SHORT_ROW_TILE} // BLOCK_N)",
                    *_launch(f"{name}[(triton.cdiv(n_rows, ROWS),)]", launch_args)]
     else:
@@ -902,7 +903,7 @@ _SECOND = {  # (initial accumulators, per-tile update from h [BLOCK_M] under row
 
 TWO_REDUCTION_PROGRAMS_PER_SM = 4  # a batch's rows are split until B * splits reaches this many per SM
 # The tile loop's warps and pipeline stages (loads of the next tile issued while this one is reduced). A/B on
-# the H100 over the 21 two_reductions seeds of 0..199 (benchmarks/results/ab_h100/round5_two_reductions.txt):
+# the H100 over the 21 two_reductions seeds of 0..199 (benchmarks/results/ab_h100/round5_two_reductions*.txt):
 # 4 warps and 2 stages were fastest or within 2% on 16, up to 1.45x faster than 8 warps and 1 stage; tiles
 # whose first reduction makes two passes over the tile (var, logsumexp) were up to 1.25x slower with them.
 TWO_PASS_FIRST = ("var", "logsumexp")
