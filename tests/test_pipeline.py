@@ -259,7 +259,9 @@ def test_ctrl_c_in_a_real_run_then_resume(tmp_path):
 
     command = [sys.executable, "-m", "fusionforge", *run_args(tmp_path, "-n", "3", "--seed", "21", "--difficulty",
                                                                     "easy")]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job (`cmd &`) starts with SIGINT ignored, and the child would inherit that
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     index = tmp_path / "data" / "index.jsonl"
     deadline = time.monotonic() + 240
     while not (index.exists() and index.read_text().count("\n") >= 1) and time.monotonic() < deadline:
@@ -428,7 +430,9 @@ def test_ctrl_c_in_a_parallel_run_records_no_cut_short_attempt(tmp_path, signal_
 
     command = [sys.executable, "-m", "fusionforge", *run_args(tmp_path, "-n", "6", "-j", "2", "--seed", "41",
                                                                     "--difficulty", "easy")]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job (`cmd &`) starts with SIGINT ignored, and the child would inherit that
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     index = tmp_path / "data" / "index.jsonl"
     deadline = time.monotonic() + 240
     while not (index.exists() and index.read_text().count("\n") >= 1) and time.monotonic() < deadline:
