@@ -342,6 +342,13 @@ _TILE_STATS = {  # a reduction over axis 1 of a [rows, BLOCK_N] tile into h [row
 SHORT_ROW_BYTES, SHORT_ROW_TILE = 2048, 2048
 
 
+def _reduced_layout(row: str, mask: str | None = None) -> Layout:
+    """Operands of ops after a row reduction, whose values are one per row: indexed by ``row`` (a program's row,
+    loaded once) or, with ``mask``, by a vector of rows (one per lane)."""
+    index = {"col": f"{row} % n_chan", "row": f"{row} // n_chan", "full": row}
+    return Layout(index, mask=mask) if mask else Layout(index, frozenset(index))
+
+
 def _row_geometry(task: FusionTask, step: Step) -> tuple[str, Layout, str]:
     """(row length expression in the wrapper, operand layout before/after a norm, its docstring line)."""
     rank = len(task.inputs[0].shape)
@@ -417,11 +424,11 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
     row_len, layout, geometry = _row_geometry(task, row_step)
     row_len = row_len.replace("x.", f"{source}.")
     reduces = row_op.family is Family.REDUCTION
-    after = Layout({"col": "row % n_chan", "row": "row // n_chan", "full": "row"},
-                   frozenset({"col", "row", "full"})) if reduces else layout
-    if _longest_row(task, row_step) > MAX_ROW_BLOCK:
+    after = _reduced_layout("row") if reduces else layout
+    longest = _longest_row(task, row_step)
+    if longest > MAX_ROW_BLOCK:
         if row_step.op not in _STANDARDIZED:
-            raise UnsupportedTask(f"rows of {_longest_row(task, row_step)} values need a looped {row_step.op}, "
+            raise UnsupportedTask(f"rows of {longest} values need a looped {row_step.op}, "
                                   f"which is not written yet (task {task.id})")
         return _looped_norm_kernel(task, name, source, k_row, layout, row_len, geometry)
 
@@ -429,14 +436,14 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
     # (measured on the H100 at bench shapes: 8192-wide fp16 rows 79% -> 86% of the floor, 1-4 points elsewhere;
     # normalizations, which store the row back, gained nothing).
     hint = ", eviction_policy='evict_first'" if reduces else ""
-    tiled = reduces and _longest_row(task, row_step) * ITEMSIZE[task.dtype] < SHORT_ROW_BYTES
+    tiled = reduces and longest * ITEMSIZE[task.dtype] < SHORT_ROW_BYTES
     if tiled:  # ROWS rows per program: vectors over rows or columns loaded once per tile and broadcast
         per_col = ("cols", "cols < row_len", "[None, :]")
         per_row = ("rows", "row_mask", "[:, None]")
         chan = per_col if rank == 2 else ("rows % n_chan", "row_mask", "[:, None]")
         layout = Layout({"full": "rows[:, None] * row_len + cols[None, :]"},
                         vectors={"col": per_col, "row": per_row, "chan": chan})
-        after = Layout({"col": "rows % n_chan", "row": "rows // n_chan", "full": "rows"}, mask="row_mask")
+        after = _reduced_layout("rows", mask="row_mask")
         head = ["rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)", "cols = tl.arange(0, BLOCK_N)",
                 "row_mask = rows < n_rows", "mask = row_mask[:, None] & (cols[None, :] < row_len)"]
         stats = [line.format(n="row_len", **row_step.params) for line in _TILE_STATS[row_step.op]]
@@ -623,7 +630,7 @@ def _combine_kernel(task: FusionTask, name: str, rows: str) -> tuple[str, list[s
     step = task.steps[0]
     partials, _ = _PARTIALS[step.op]
     rank = len(task.inputs[0].shape)
-    after = Layout({"col": "row % n_chan", "row": "row // n_chan", "full": "row"}, frozenset({"col", "row", "full"}))
+    after = _reduced_layout("row")
     body = ["row = tl.program_id(0).to(tl.int64)", "tiles = tl.arange(0, BLOCK_T)", "tile_mask = tiles < n_tiles",
             *(f"{part} = tl.load({part}_ptr + row * n_parts + tiles, mask=tile_mask, other={identity})"
               for part, identity in partials),
