@@ -14,7 +14,7 @@ import triton
 from fusionforge.cli import main
 from fusionforge.implement import BuiltinImplementer, PastAttempt, UnsupportedTask, generate
 from fusionforge.implement.builtin import next_variant
-from fusionforge.implement.codegen import TWO_REDUCTION_PROGRAMS_PER_SM, variant_of, variants
+from fusionforge.implement.codegen import TWO_REDUCTION_PROGRAMS_PER_SM, _read_sizes, variant_of, variants
 from fusionforge.kernelfile import next_free_path, parse
 from fusionforge.tasks import FusionTask, TaskGenerator
 from fusionforge.verify import check_file
@@ -39,6 +39,13 @@ def test_kernels_take_no_parameter_they_do_not_read():
                     read = {node.id for node in ast.walk(fn) if isinstance(node, ast.Name)}
                     unused += [f"seed {seed} {variant} {fn.name}({a.arg})" for a in fn.args.args if a.arg not in read]
     assert not unused
+
+
+
+def test_a_size_named_only_in_a_comment_is_not_passed():
+    body = ["# rows of n_cols values", "h = tl.load(x_ptr + row * row_len + cols)  # n_rows programs"]
+    sizes = [("row_len", "row_len"), ("n_cols", "N"), ("n_rows", "M")]
+    assert _read_sizes(body, sizes) == (["row_len"], ["row_len"])
 
 
 def test_easy_sample_covers_dtypes_ranks_and_broadcasts():

@@ -208,8 +208,8 @@ def _contiguous(task: FusionTask) -> list[str]:
 
 def _read_sizes(body: list[str], sizes: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
     """The size parameters ``body`` reads and their wrapper arguments, from (parameter, argument) pairs:
-    a kernel takes no size it does not use."""
-    code = "\n".join(body)
+    a kernel takes no size it does not use (a name only in a comment is not a use)."""
+    code = "\n".join(line.split("#", 1)[0] for line in body)
     read = [(param, arg) for param, arg in sizes if re.search(rf"\b{param}\b", code)]
     return [param for param, _ in read], [arg for _, arg in read]
 
