@@ -41,7 +41,6 @@ def test_kernels_take_no_parameter_they_do_not_read():
     assert not unused
 
 
-
 def test_a_size_named_only_in_a_comment_is_not_passed():
     body = ["# rows of n_cols values", "h = tl.load(x_ptr + row * row_len + cols)  # n_rows programs"]
     sizes = [("row_len", "row_len"), ("n_cols", "N"), ("n_rows", "M")]

@@ -385,9 +385,9 @@ def _row(task: FusionTask) -> str:
 # everywhere, several are timed (Triton's autotuner, once per row length). A/B on the H100
 # (benchmarks/results/ab_h100/round3_row_warps.txt, round3_short_rows.txt, round6_row_warps_4.txt): at 8192
 # lanes 16 warps made reductions of cheap chains 1-7% faster and an fp32 rms_norm 1.5x, and cost
-# normalizations and exp-heavy chains 4-13%; at 4096 and 8192 lanes 4 warps (64 values a thread) made
-# compute-bound 16-bit chains up to 1.25x faster (sin) and no row slower; up to 1024 lanes 1 or 2 warps (fewer
-# cross-warp steps in a row's sums) made some rows up to 1.4x faster and others 2-6% slower.
+# normalizations and exp-heavy chains 4-13%; at 4096 and 8192 lanes 4 warps (up to 64 values a thread) made
+# compute-bound 16-bit chains up to 1.25x faster (sin) and none slower than 0.995x; up to 1024 lanes 1 or 2
+# warps (fewer cross-warp steps in a row's sums) made some rows up to 1.4x faster and others 2-6% slower.
 _ROW_WARPS = [
     "ROW_CONFIGS = [triton.Config({}, num_warps=warps) for warps in (1, 2, 4, 8, 16)] if DEVICE == \"cuda\" else [",
     "    triton.Config({}, num_warps=4),",
