@@ -250,23 +250,31 @@ def test_bench_pending_needs_a_gpu(tmp_path, capsys):
     assert "GPU" in capsys.readouterr().err
 
 
-def test_ctrl_c_in_a_real_run_then_resume(tmp_path):
-    """SIGINT to a running `fusionforge run` while it checks task 2: exit 130, nothing torn, resume ends it."""
+def _run_until_the_first_task_is_kept(tmp_path, *args):
+    """`fusionforge run ARGS` started as a child process, returned once its first task is in data/ and the
+    next ones are being checked. The child gets SIGINT's default action: a shell's background job (`cmd &`)
+    starts with SIGINT ignored, and the child would inherit that."""
     import signal
     import subprocess
     import sys
     import time
 
-    command = [sys.executable, "-m", "fusionforge", *run_args(tmp_path, "-n", "3", "--seed", "21", "--difficulty",
-                                                                    "easy")]
-    # a shell's background job (`cmd &`) starts with SIGINT ignored, and the child would inherit that
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    process = subprocess.Popen([sys.executable, "-m", "fusionforge", *run_args(tmp_path, *args)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     index = tmp_path / "data" / "index.jsonl"
     deadline = time.monotonic() + 240
     while not (index.exists() and index.read_text().count("\n") >= 1) and time.monotonic() < deadline:
         time.sleep(0.2)
-    time.sleep(1.0)  # task 2 is being checked now
+    time.sleep(1.0)  # the next tasks are being checked now
+    return process
+
+
+def test_ctrl_c_in_a_real_run_then_resume(tmp_path):
+    """SIGINT to a running `fusionforge run` while it checks task 2: exit 130, nothing torn, resume ends it."""
+    import signal
+
+    process = _run_until_the_first_task_is_kept(tmp_path, "-n", "3", "--seed", "21", "--difficulty", "easy")
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
@@ -424,20 +432,9 @@ def test_ctrl_c_in_a_parallel_run_records_no_cut_short_attempt(tmp_path, signal_
     turn: a prompt exit 130, and each logged attempt is a real verdict (the killed checks are not logged as
     failures), so the resumed run keeps all at attempt 1."""
     import signal
-    import subprocess
-    import sys
     import time
 
-    command = [sys.executable, "-m", "fusionforge", *run_args(tmp_path, "-n", "6", "-j", "2", "--seed", "41",
-                                                                    "--difficulty", "easy")]
-    # a shell's background job (`cmd &`) starts with SIGINT ignored, and the child would inherit that
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    index = tmp_path / "data" / "index.jsonl"
-    deadline = time.monotonic() + 240
-    while not (index.exists() and index.read_text().count("\n") >= 1) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)  # the next tasks are being checked now
+    process = _run_until_the_first_task_is_kept(tmp_path, "-n", "6", "-j", "2", "--seed", "41", "--difficulty", "easy")
     process.send_signal(getattr(signal, signal_name))
     stopped = time.monotonic()
     out, err = process.communicate(timeout=120)

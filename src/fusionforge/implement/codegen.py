@@ -298,17 +298,30 @@ def _pointwise_tiles(task: FusionTask) -> str:
 # (BLOCK_N = next power of two of the row length, masked). Group norm's rows are one group of one
 # sample: [M, N] -> M * G rows of N / G; [B, M, N] -> B * G rows of (M / G) * N (contiguous in memory).
 
-_STATS = {  # statements computing the row statistic into h (reductions) or normalizing h (norms)
-    "sum": ["h = tl.sum(tl.where(mask, h, 0.0), axis=0)"],
-    "mean": ["h = tl.sum(tl.where(mask, h, 0.0), axis=0) / row_len"],
-    "max": ["h = tl.max(tl.where(mask, h, float('-inf')), axis=0)"],
-    "min": ["h = tl.min(tl.where(mask, h, float('inf')), axis=0)"],
-    "logsumexp": ["row_max = tl.max(tl.where(mask, h, float('-inf')), axis=0)",
-                  "h = row_max + tl.log(tl.sum(tl.where(mask, tl.exp(h - row_max), 0.0), axis=0))"],
-    "l2norm": ["h = tl.sqrt(tl.sum(tl.where(mask, h * h, 0.0), axis=0))"],
-    "var": ["mean = tl.sum(tl.where(mask, h, 0.0), axis=0) / row_len",
-            "centered = tl.where(mask, h - mean, 0.0)",
-            "h = tl.sum(centered * centered, axis=0) / (row_len - {correction})"],
+# A reduction's statements into h, over one row (axis 0 of [BLOCK_N]) or over each row of a tile (axis 1 of
+# [rows, BLOCK_N]); {per_row} broadcasts a per-row value back over its lanes ("[:, None]" in a tile), {n} is
+# the row length's name.
+_REDUCTIONS = {
+    "sum": ["h = tl.sum(tl.where(mask, h, 0.0), axis={axis})"],
+    "mean": ["h = tl.sum(tl.where(mask, h, 0.0), axis={axis}) / {n}"],
+    "max": ["h = tl.max(tl.where(mask, h, float('-inf')), axis={axis})"],
+    "min": ["h = tl.min(tl.where(mask, h, float('inf')), axis={axis})"],
+    "logsumexp": ["row_max = tl.max(tl.where(mask, h, float('-inf')), axis={axis})",
+                  "h = row_max + tl.log(tl.sum(tl.where(mask, tl.exp(h - row_max{per_row}), 0.0), axis={axis}))"],
+    "l2norm": ["h = tl.sqrt(tl.sum(tl.where(mask, h * h, 0.0), axis={axis}))"],
+    "var": ["mean = tl.sum(tl.where(mask, h, 0.0), axis={axis}) / {n}",
+            "centered = tl.where(mask, h - mean{per_row}, 0.0)",
+            "h = tl.sum(centered * centered, axis={axis}) / ({n} - {correction})"],
+}
+
+
+def _reduction(step: Step, n: str, tile: bool) -> list[str]:
+    """``step``'s reduction statements over a row of length ``n`` (``tile``: over each row of a tile)."""
+    return [line.format(axis=1 if tile else 0, per_row="[:, None]" if tile else "", n=n, **step.params)
+            for line in _REDUCTIONS[step.op]]
+
+
+_STATS = {  # statements normalizing h over its row (norms, softmax; batch norm per channel)
     "softmax": ["row_max = tl.max(tl.where(mask, h, float('-inf')), axis=0)",
                 "numerator = tl.where(mask, tl.exp(h - row_max), 0.0)",
                 "h = numerator / tl.sum(numerator, axis=0)"],
@@ -322,18 +335,6 @@ _STATS = {  # statements computing the row statistic into h (reductions) or norm
     "batch_norm": ["h = (h - running_mean) * tl.rsqrt(running_var + {eps}) * gamma + beta"],
 }
 _STANDARDIZED = ("layer_norm", "group_norm", "instance_norm")
-_TILE_STATS = {  # a reduction over axis 1 of a [rows, BLOCK_N] tile into h [rows]; {n}: the row length's name
-    "sum": ["h = tl.sum(tl.where(mask, h, 0.0), axis=1)"],
-    "mean": ["h = tl.sum(tl.where(mask, h, 0.0), axis=1) / {n}"],
-    "max": ["h = tl.max(tl.where(mask, h, float('-inf')), axis=1)"],
-    "min": ["h = tl.min(tl.where(mask, h, float('inf')), axis=1)"],
-    "logsumexp": ["row_max = tl.max(tl.where(mask, h, float('-inf')), axis=1)",
-                  "h = row_max + tl.log(tl.sum(tl.where(mask, tl.exp(h - row_max[:, None]), 0.0), axis=1))"],
-    "l2norm": ["h = tl.sqrt(tl.sum(tl.where(mask, h * h, 0.0), axis=1))"],
-    "var": ["mean = tl.sum(tl.where(mask, h, 0.0), axis=1) / {n}",
-            "centered = tl.where(mask, h - mean[:, None], 0.0)",
-            "h = tl.sum(centered * centered, axis=1) / ({n} - {correction})"],
-}
 # Short rows: a reduction whose rows are all under SHORT_ROW_BYTES reads a [ROWS, BLOCK_N] tile of
 # SHORT_ROW_TILE values per program; one row per program keeps too few bytes in flight. A/B on the H100
 # (benchmarks/results/ab_h100/round5_short_rows*.txt): rows of 1 KB 54% -> 88% of the floor (seeds 67,
@@ -447,12 +448,13 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
         after = _reduced_layout("rows", mask="row_mask")
         head = ["rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)", "cols = tl.arange(0, BLOCK_N)",
                 "row_mask = rows < n_rows", "mask = row_mask[:, None] & (cols[None, :] < row_len)"]
-        stats = [line.format(n="row_len", **row_step.params) for line in _TILE_STATS[row_step.op]]
+        stats = _reduction(row_step, "row_len", tile=True)
         store = "tl.store(out_ptr + rows, h.to(out_ptr.dtype.element_ty), mask=row_mask)"
     else:
         head = ["row = tl.program_id(0).to(tl.int64)", "cols = tl.arange(0, BLOCK_N)", "mask = cols < row_len"]
-        stats = [line.format(**row_step.params)
-                 for line in _STATS["standardize" if row_step.op in _STANDARDIZED else row_step.op]]
+        stats = (_reduction(row_step, "row_len", tile=False) if reduces else
+                 [line.format(**row_step.params)
+                  for line in _STATS["standardize" if row_step.op in _STANDARDIZED else row_step.op]])
         store = ("tl.store(out_ptr + row, h.to(out_ptr.dtype.element_ty))" if reduces else
                  "tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)")
     body = [f"h = tl.load(x_ptr + {layout.index['full']}, mask=mask, other=0.0{hint}).to(tl.float32)"]
@@ -945,7 +947,7 @@ def _two_reductions(task: FusionTask) -> str:
     for k, step in enumerate(task.steps[:first_k], start=1):
         loop += _emit_pointwise(k, step, by_name, tile, task.dtype)
     loop.append(f"# {first_k + 1}. {step_label(first)} (over N): {catalog.get(first.op).doc}")
-    loop += [line.format(n="n_cols", **first.params) for line in _TILE_STATS[first.op]]
+    loop += _reduction(first, "n_cols", tile=True)
     for k, step in enumerate(task.steps[first_k + 1:second_k], start=first_k + 2):
         loop += _emit_pointwise(k, step, by_name, per_row, task.dtype)
     loop.append(f"# {second_k + 1}. {step_label(second)} (over M): this slice's running state")
