@@ -382,13 +382,14 @@ def _row(task: FusionTask) -> str:
     return kernel + "\n\n\n" + wrapper + "\n"
 
 
-# The row kernel's warps, by row width (BLOCK_N lanes): 4 up to 2048, 16 above 8192. Where no count wins
-# everywhere, several are timed (Triton's autotuner, once per row length). A/B on the H100
-# (benchmarks/results/ab_h100/round3_row_warps.txt, round3_short_rows.txt, round6_row_warps_4.txt): at 8192
-# lanes 16 warps made reductions of cheap chains 1-7% faster and an fp32 rms_norm 1.5x, and cost
-# normalizations and exp-heavy chains 4-13%; at 4096 and 8192 lanes 4 warps (up to 64 values a thread) made
-# compute-bound 16-bit chains up to 1.25x faster (sin) and none slower than 0.995x; up to 1024 lanes 1 or 2
-# warps (fewer cross-warp steps in a row's sums) made some rows up to 1.4x faster and others 2-6% slower.
+# The row kernel's warps, by row width (BLOCK_N lanes): 16 above 8192. Where no count wins everywhere, several
+# are timed (Triton's autotuner, once per row length). A/B on the H100 (benchmarks/results/ab_h100/
+# round3_row_warps.txt, round3_short_rows.txt, round6_row_warps_4.txt, round6_row_warps_8.txt): at 8192 lanes
+# 16 warps made reductions of cheap chains 1-7% faster and an fp32 rms_norm 1.5x, and cost normalizations and
+# exp-heavy chains 4-13%; at 4096 and 8192 lanes 4 warps (up to 64 values a thread) made compute-bound 16-bit
+# chains up to 1.25x faster (sin) and none slower than 0.995x; at 2048 lanes 8 warps beside 4 made rows 1.014x
+# faster (0.996x-1.046x); up to 1024 lanes 1 or 2 warps (fewer cross-warp steps in a row's sums) made some
+# rows up to 1.4x faster and others 2-6% slower, and 8 warps gained nothing (1.002x).
 _ROW_WARPS = [
     "ROW_CONFIGS = [triton.Config({}, num_warps=warps) for warps in (1, 2, 4, 8, 16)] if DEVICE == \"cuda\" else [",
     "    triton.Config({}, num_warps=4),",
@@ -396,10 +397,9 @@ _ROW_WARPS = [
     "",
     "",
     "def row_configs(configs, named_args, **kwargs):",
-    '    """The ROW_CONFIGS worth timing at this BLOCK_N: 1, 2 and 4 warps up to 1024 lanes, 4 to 16 at 8192."""',
+    '    """The ROW_CONFIGS worth timing at this BLOCK_N: 1-4 warps to 1024 lanes, 4 and 8 to 4096, 4-16 at 8192."""',
     "    block = kwargs[\"BLOCK_N\"]",
-    "    warps = ((1, 2, 4) if block <= 1024 else (4,) if block <= 2048 else (4, 8) if block <= 4096",
-    "             else (4, 8, 16) if block == 8192 else (16,))",
+    "    warps = ((1, 2, 4) if block <= 1024 else (4, 8) if block <= 4096 else (4, 8, 16) if block == 8192 else (16,))",
     "    return [config for config in configs if config.num_warps in warps]",
     "",
     "",
