@@ -257,8 +257,8 @@ def _sampled(op: str, rank: int) -> FusionTask:
 
 
 def test_row_plan_times_warps_only_where_no_count_wins_everywhere(tmp_path):
-    """The row kernel's autotuner sees 1, 2 and 4 warps up to 1024 lanes, 4 and 8 at 4096, 4, 8 and 16 at 8192,
-    one count elsewhere; Triton's interpreter gets one config and so never times anything."""
+    """The row kernel's autotuner sees 1, 2 and 4 warps up to 1024 lanes, 4 and 8 at 2048 and 4096, 4, 8 and 16
+    at 8192, one count above; Triton's interpreter gets one config and so never times anything."""
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(generate(GEN.generate(3, ops="square,mean,sqrt")))
     spec = importlib.util.spec_from_file_location("row_file", path)
@@ -267,7 +267,7 @@ def test_row_plan_times_warps_only_where_no_count_wins_everywhere(tmp_path):
     configs = [triton.Config({}, num_warps=warps) for warps in (1, 2, 4, 8, 16)]
     chosen = {block: [c.num_warps for c in module.row_configs(configs, {}, BLOCK_N=block)]
               for block in (128, 1024, 2048, 4096, 8192, 16384)}
-    assert chosen == {128: [1, 2, 4], 1024: [1, 2, 4], 2048: [4], 4096: [4, 8], 8192: [4, 8, 16], 16384: [16]}
+    assert chosen == {128: [1, 2, 4], 1024: [1, 2, 4], 2048: [4, 8], 4096: [4, 8], 8192: [4, 8, 16], 16384: [16]}
     if module.DEVICE == "cpu":
         assert len(module.ROW_CONFIGS) == 1
 
