@@ -6,7 +6,7 @@ class LaunchMonitor:
     def __init__(self) -> None:
         self.launches: list[tuple[str, str]] = []
         self.compiled: dict[str, object] = {}  # kernel name -> the last compiled kernel it ran (GPU only)
-        self.streams: dict[int, object] = {}  # CUDA streams Triton kernels were launched on (GPU only)
+        self.streams: dict[int, object] = {}  # raw handle -> CUDA stream Triton kernels were launched on (GPU only)
         self.inside = 0
         self.skip = False
 
@@ -16,6 +16,10 @@ class LaunchMonitor:
         import triton.runtime.jit as jit
 
         on_gpu = torch.cuda.is_available()
+        if on_gpu:  # the calls Triton's launcher makes to find its stream: cheap, unlike torch.cuda.current_stream()
+            from triton.runtime import driver
+
+            current_device, raw_stream = driver.active.get_current_device, driver.active.get_current_stream
 
         for cls in (jit.JITFunction, interpreter.InterpretedFunction):
             original = cls.run
@@ -26,8 +30,9 @@ class LaunchMonitor:
                 code = fn_self.fn.__code__
                 self.launches.append((fn_self.fn.__name__, code.co_filename))
                 if on_gpu:
-                    stream = torch.cuda.current_stream()
-                    self.streams.setdefault(stream.cuda_stream, stream)
+                    handle = raw_stream(current_device())
+                    if handle not in self.streams:
+                        self.streams[handle] = torch.cuda.current_stream()
                 if self.skip:
                     return None
                 self.inside += 1
