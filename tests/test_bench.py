@@ -5,6 +5,8 @@ import random
 from pathlib import Path
 
 import pytest
+import triton
+import triton.language as tl
 
 from fusionforge.bench import render_report
 from fusionforge.bench.benchmark import BenchResult, judge, spread, summarize
@@ -13,6 +15,11 @@ from fusionforge.cli import main
 from fusionforge.verify import Verdict
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _store_one(out_ptr):
+    tl.store(out_ptr, 1.0)
+
 RATES = {"device_key": "test", "copy_GBs": 3000.0, "matmul_TFLOPs_float16": 700.0,
          "matmul_TFLOPs_bfloat16": 700.0, "matmul_TFLOPs_float32": 50.0}
 
@@ -118,6 +125,63 @@ def test_over_ten_x_needs_the_wall_clock_recheck():
     assert confirmed.passed and "confirm" in confirmed.note
     hidden = judge(result(), raw(eager=1.2, compiled=0.11, triton=0.1, hidden=0.4), None, RATES)
     assert hidden.status == "suspicious"
+
+
+def test_launch_monitor_records_each_launch_stream_once_by_its_handle(monkeypatch):
+    """On a GPU the monitor keys launch streams by the handle Triton's launcher reads and builds a Stream
+    object only for a handle it has not seen (the GPU calls are faked: this build has no CUDA)."""
+    import torch
+    import triton.runtime.interpreter as interpreter
+    import triton.runtime.jit as jit
+    from triton.runtime import driver
+
+    from fusionforge.verify.launches import LaunchMonitor
+
+    class FakeDriver:
+        handle = 7
+
+        def get_current_device(self):
+            return 0
+
+        def get_current_stream(self, device):
+            return self.handle
+
+    fake, built = FakeDriver(), []
+    for cls in (jit.JITFunction, interpreter.InterpretedFunction):
+        monkeypatch.setattr(cls, "run", cls.run)  # the monitor's wrapper is undone after the test
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(driver, "_active", fake)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: built.append(fake.handle) or f"stream {fake.handle}")
+    monitor = LaunchMonitor()
+    monitor.install()
+    monitor.skip = True  # no launch reaches Triton
+    kernel = triton.jit(_store_one)
+    for handle in (7, 7, 9, 7):
+        fake.handle = handle
+        kernel[(1,)](None)
+    assert len(monitor.launches) == 4
+    assert monitor.streams == {7: "stream 7", 9: "stream 9"}
+    assert built == [7, 9]
+
+
+def test_timer_waits_only_on_the_side_streams(monkeypatch):
+    """join_launch_streams makes the current stream wait on every other stream a kernel was launched on."""
+    from fusionforge.bench import timer
+
+    class Monitor:
+        streams = {7: "main", 9: "side", 11: "other side"}
+
+    waits = []
+    monkeypatch.setattr(timer, "_current_device", lambda: 0)
+    monkeypatch.setattr(timer, "_raw_stream", lambda device: 7)
+    monkeypatch.setattr(timer, "_current_stream", lambda: "main")
+    monkeypatch.setattr(timer, "_wait_stream", lambda current, stream: waits.append((current, stream)))
+    timer.join_launch_streams(Monitor())
+    assert waits == [("main", "side"), ("main", "other side")]
+    Monitor.streams = {7: "main"}
+    waits.clear()
+    timer.join_launch_streams(Monitor())
+    assert waits == []
 
 
 def test_report_has_the_seed_layout():
