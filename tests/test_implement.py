@@ -195,6 +195,18 @@ def test_two_reductions_merge_slices_of_rows(tmp_path, ops, dtype):
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
+def test_two_reductions_tile_loop_by_first_reduction():
+    """A first reduction that passes once over a tile runs Triton's pipeline; one that passes twice (var,
+    logsumexp) holds x's next tile in registers, loaded by plain loads with evict_first in a one-stage loop
+    (the pipeline's asynchronous copies drop the hint). Both are checked in the slice test above."""
+    one_pass = generate(GEN.generate(5, dtype="float16", ops="square,sum,sqrt,logsumexp"))
+    two_pass = generate(GEN.generate(5, dtype="bfloat16", ops="mul:col,var,l2norm,add:scalar"))
+    assert "num_stages=NUM_STAGES)" in one_pass and "NUM_STAGES=2, num_warps=4" in one_pass
+    assert "x_next" not in one_pass and "evict_first" not in one_pass
+    assert "NUM_STAGES" not in two_pass and "num_stages=1)" in two_pass and "num_warps=8" in two_pass
+    assert two_pass.count("eviction_policy='evict_first'") == 2 and "h = x_next.to(tl.float32)" in two_pass
+
+
 @pytest.mark.parametrize("ops", ["linear,logsumexp", "matmul,relu,var"])
 def test_partials_beyond_the_tiles_used_are_never_read(tmp_path, ops):
     """On a GPU the autotuner may pick a BLOCK_N larger than the smallest: the partial buffers then have

@@ -30,8 +30,9 @@ Plans so far:
   ``tiled`` with IEEE dots; 16-bit batched matmul ``tiled``. fp32 accumulation throughout.
 * two_reductions: [B, M, N] reduced over N, then over M (hard tasks): each batch's rows are split
   into slices until B x slices programs fill the GPU (TWO_REDUCTION_PROGRAMS_PER_SM); a program walks
-  the tiles of its slice (4 warps, loads pipelined two tiles deep; 8 warps, one tile, where the
-  first reduction passes twice over a tile) and stores the second reduction's fp32 running state,
+  the tiles of its slice (4 warps, loads pipelined two tiles deep; 8 warps and x's next tile held in
+  registers where the first reduction passes twice over a tile) and stores the second reduction's fp32
+  running state,
   and a combine kernel merges each batch's slices (the matmul partials' rules) and applies the
   later ops.
 
@@ -912,12 +913,17 @@ _SECOND = {  # (initial accumulators, per-tile update from h [BLOCK_M] under row
 
 
 TWO_REDUCTION_PROGRAMS_PER_SM = 4  # a batch's rows are split until B * splits reaches this many per SM
-# The tile loop's warps and pipeline stages (loads of the next tile issued while this one is reduced). A/B on
-# the H100 over the 21 two_reductions seeds of 0..199 (benchmarks/results/ab_h100/round5_two_reductions*.txt):
-# 4 warps and 2 stages were fastest or within 2% on 16, up to 1.45x faster than 8 warps and 1 stage; tiles
-# whose first reduction makes two passes over the tile (var, logsumexp) were up to 1.25x slower with them.
+# The tile loop: the next tile's loads are issued while this one is reduced. Where the first reduction passes
+# once over a tile, by Triton's pipeline two tiles deep on 4 warps: A/B on the H100 over the 21 two_reductions
+# seeds of 0..199 (benchmarks/results/ab_h100/round5_two_reductions*.txt), fastest or within 2% on 16, up to
+# 1.45x faster than 8 warps and one stage. Tiles whose first reduction passes twice (var, logsumexp) were up to
+# 1.25x slower with it; they take 8 warps and hold x's next tile in registers, loaded by plain loads that keep
+# evict_first (the pipeline's asynchronous copies drop it): 1.12x faster in geometric mean than 8 warps without
+# it, 0.93x-1.34x, over the 9 such seeds of 0..499 (round7_two_reductions_prefetch.txt; on one-pass tiles it
+# was 0.95x against the pipeline).
 TWO_PASS_FIRST = ("var", "logsumexp")
-TWO_REDUCTION_WARPS_STAGES = {"one_pass": (4, 2), "two_pass": (8, 1)}
+PIPELINE_WARPS, PIPELINE_STAGES = 4, 2
+PREFETCH_WARPS = 8
 
 
 def _two_reductions(task: FusionTask) -> str:
@@ -933,16 +939,30 @@ def _two_reductions(task: FusionTask) -> str:
     init, update, state = _SECOND[second.op]
     parts = _PARTIALS[second.op][0]
 
+    tile_rows = ["    rows = start + tl.arange(0, BLOCK_M)",
+                 "    row_mask = rows < row_end",
+                 "    mask = row_mask[:, None] & (cols[None, :] < n_cols)"]
+    prefetch = first.op in TWO_PASS_FIRST
+    if prefetch:
+        ahead = ["next_mask = (next_rows < row_end)[:, None] & (cols[None, :] < n_cols)",
+                 *_wrap("x_next = tl.load(", ["x_ptr + " + tile.index["full"].replace("rows[", "next_rows["),
+                                              "mask=next_mask", "other=0.0", "eviction_policy='evict_first'"], ")",
+                        width=112)]
+        walk = ["# x's next tile is loaded while this one is reduced, by plain loads in a loop of one stage (the",
+                "# pipeline's asynchronous copies would drop evict_first)",
+                "next_rows = split * rows_per_split + tl.arange(0, BLOCK_M)", *ahead,
+                "for start in tl.range(split * rows_per_split, row_end, BLOCK_M, num_stages=1):", *tile_rows,
+                "    h = x_next.to(tl.float32)",
+                "    next_rows = rows + BLOCK_M", *("    " + line for line in ahead)]
+    else:
+        walk = ["for start in tl.range(split * rows_per_split, row_end, BLOCK_M, num_stages=NUM_STAGES):", *tile_rows,
+                "    h = tl.load(x_ptr + " + tile.index["full"] + ", mask=mask, other=0.0).to(tl.float32)"]
     body = ["batch = tl.program_id(0).to(tl.int64)",
             "split = tl.program_id(1)",
             "cols = tl.arange(0, BLOCK_N)",
             *[line.format(**second.params) for line in init],
             "row_end = tl.minimum((split + 1) * rows_per_split, n_rows)",
-            "for start in tl.range(split * rows_per_split, row_end, BLOCK_M, num_stages=NUM_STAGES):",
-            "    rows = start + tl.arange(0, BLOCK_M)",
-            "    row_mask = rows < row_end",
-            "    mask = row_mask[:, None] & (cols[None, :] < n_cols)",
-            "    h = tl.load(x_ptr + " + tile.index["full"] + ", mask=mask, other=0.0).to(tl.float32)"]
+            *walk]
     loop = []
     for k, step in enumerate(task.steps[:first_k], start=1):
         loop += _emit_pointwise(k, step, by_name, tile, task.dtype)
@@ -957,23 +977,24 @@ def _two_reductions(task: FusionTask) -> str:
 
     head = replace(task, steps=task.steps[:second_k + 1],
                    inputs=[task.inputs[0], *(by_name[n] for s in task.steps[:second_k + 1] for n in s.inputs)])
+    in_flight = "x read one tile ahead" if prefetch else "NUM_STAGES in flight"
     doc = (f'"""{" -> ".join(step_label(s) for s in head.steps)}; x [B, M, N], a program per batch and slice of '
-           f'rows.\n\n    Walks [BLOCK_M, BLOCK_N] tiles of rows_per_split rows, NUM_STAGES in flight; stores the '
+           f'rows.\n\n    Walks [BLOCK_M, BLOCK_N] tiles of rows_per_split rows, {in_flight}; stores the '
            f'slice\'s\n    fp32 state of the second reduction.\n    """')
     kernel = "\n".join([
         "@triton.jit",
         *_kernel_def("fused_kernel_triton", [*_kernel_args(head), *(f"{part}_ptr" for part, _ in parts), "n_rows",
                                              "n_cols", "rows_per_split", "n_splits"],
-                     ["BLOCK_M", "BLOCK_N", "NUM_STAGES"]),
+                     ["BLOCK_M", "BLOCK_N", *([] if prefetch else ["NUM_STAGES"])]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
     combine, launch = _split_combine_kernel(task, second_k)
     keep = second.params["keepdim"]
-    warps, stages = TWO_REDUCTION_WARPS_STAGES["two_pass" if first.op in TWO_PASS_FIRST else "one_pass"]
     launch_args = ["x", *[i.name for i in head.inputs[1:]], *(part for part, _ in parts), "n_rows", "n_cols",
-                   "rows_per_split", "n_splits", "BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", f"NUM_STAGES={stages}",
-                   f"num_warps={warps}"]
+                   "rows_per_split", "n_splits", "BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N",
+                   *([f"num_warps={PREFETCH_WARPS}"] if prefetch else
+                     [f"NUM_STAGES={PIPELINE_STAGES}", f"num_warps={PIPELINE_WARPS}"])]
     wrapper = "\n".join([
         f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):",
         *_contiguous(task),
