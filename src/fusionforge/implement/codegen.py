@@ -922,8 +922,8 @@ TWO_REDUCTION_PROGRAMS_PER_SM = 4  # a batch's rows are split until B * splits r
 # it, 0.93x-1.34x, over the 9 such seeds of 0..499 (round7_two_reductions_prefetch.txt; on one-pass tiles it
 # was 0.95x against the pipeline).
 TWO_PASS_FIRST = ("var", "logsumexp")
-PIPELINE_WARPS, PIPELINE_STAGES = 4, 2
-PREFETCH_WARPS = 8
+TWO_REDUCTION_PIPELINE_WARPS, TWO_REDUCTION_PIPELINE_STAGES = 4, 2
+TWO_REDUCTION_PREFETCH_WARPS = 8
 
 
 def _two_reductions(task: FusionTask) -> str:
@@ -993,8 +993,8 @@ def _two_reductions(task: FusionTask) -> str:
     keep = second.params["keepdim"]
     launch_args = ["x", *[i.name for i in head.inputs[1:]], *(part for part, _ in parts), "n_rows", "n_cols",
                    "rows_per_split", "n_splits", "BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N",
-                   *([f"num_warps={PREFETCH_WARPS}"] if prefetch else
-                     [f"NUM_STAGES={PIPELINE_STAGES}", f"num_warps={PIPELINE_WARPS}"])]
+                   *([f"num_warps={TWO_REDUCTION_PREFETCH_WARPS}"] if prefetch else
+                     [f"NUM_STAGES={TWO_REDUCTION_PIPELINE_STAGES}", f"num_warps={TWO_REDUCTION_PIPELINE_WARPS}"])]
     wrapper = "\n".join([
         f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):",
         *_contiguous(task),
