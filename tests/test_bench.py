@@ -171,9 +171,10 @@ def test_timer_waits_only_on_the_side_streams(monkeypatch):
     class Monitor:
         streams = {7: "main", 9: "side", 11: "other side"}
 
+        def stream_handle(self):
+            return 7
+
     waits = []
-    monkeypatch.setattr(timer, "_current_device", lambda: 0)
-    monkeypatch.setattr(timer, "_raw_stream", lambda device: 7)
     monkeypatch.setattr(timer, "_current_stream", lambda: "main")
     monkeypatch.setattr(timer, "_wait_stream", lambda current, stream: waits.append((current, stream)))
     timer.join_launch_streams(Monitor())

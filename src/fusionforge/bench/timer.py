@@ -49,10 +49,6 @@ _elapsed = torch.cuda.Event.elapsed_time
 _synchronize = torch.cuda.synchronize
 _perf_counter = time.perf_counter
 _current_stream = torch.cuda.current_stream
-_current_device = torch.cuda.current_device
-# the current stream's handle without building a Stream object (the call is inside the timed region); the
-# fallback is for builds without CUDA, where nothing is timed
-_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", lambda device: _current_stream(device).cuda_stream)
 _wait_stream = torch.cuda.Stream.wait_stream
 PROTECTED = {"torch.cuda.Event.record": (torch.cuda.Event, "record", _record),
              "torch.cuda.Event.elapsed_time": (torch.cuda.Event, "elapsed_time", _elapsed),
@@ -62,7 +58,7 @@ PROTECTED = {"torch.cuda.Event.record": (torch.cuda.Event, "record", _record),
 
 def join_launch_streams(monitor: LaunchMonitor) -> None:
     """Make the current stream wait on every other stream a Triton kernel was launched on (side streams)."""
-    current = _raw_stream(_current_device())
+    current = monitor.stream_handle()  # a handle, not a Stream object: this runs inside the timed region
     for handle, stream in monitor.streams.items():
         if handle != current:
             _wait_stream(_current_stream(), stream)

@@ -947,7 +947,7 @@ def _two_reductions(task: FusionTask) -> str:
         ahead = ["next_mask = (next_rows < row_end)[:, None] & (cols[None, :] < n_cols)",
                  *_wrap("x_next = tl.load(", ["x_ptr + " + tile.index["full"].replace("rows[", "next_rows["),
                                               "mask=next_mask", "other=0.0", "eviction_policy='evict_first'"], ")",
-                        width=112)]
+                        width=120 - 8)]  # the loop's copy sits 8 columns in (kernel body, loop)
         walk = ["# x's next tile is loaded while this one is reduced, by plain loads in a loop of one stage (the",
                 "# pipeline's asynchronous copies would drop evict_first)",
                 "next_rows = split * rows_per_split + tl.arange(0, BLOCK_M)", *ahead,

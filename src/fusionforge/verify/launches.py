@@ -9,6 +9,7 @@ class LaunchMonitor:
         self.streams: dict[int, object] = {}  # raw handle -> CUDA stream Triton kernels were launched on (GPU only)
         self.inside = 0
         self.skip = False
+        self.stream_handle = None  # () -> the raw handle of the stream Triton launches on now (GPU, once installed)
 
     def install(self) -> None:
         import torch
@@ -20,6 +21,7 @@ class LaunchMonitor:
             from triton.runtime import driver
 
             current_device, raw_stream = driver.active.get_current_device, driver.active.get_current_stream
+            self.stream_handle = lambda: raw_stream(current_device())
 
         for cls in (jit.JITFunction, interpreter.InterpretedFunction):
             original = cls.run
@@ -30,7 +32,7 @@ class LaunchMonitor:
                 code = fn_self.fn.__code__
                 self.launches.append((fn_self.fn.__name__, code.co_filename))
                 if on_gpu:
-                    handle = raw_stream(current_device())
+                    handle = self.stream_handle()
                     if handle not in self.streams:
                         self.streams[handle] = torch.cuda.current_stream()
                 if self.skip:
