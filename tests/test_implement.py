@@ -14,7 +14,13 @@ import triton
 from fusionforge.cli import main
 from fusionforge.implement import BuiltinImplementer, PastAttempt, UnsupportedTask, generate
 from fusionforge.implement.builtin import next_variant
-from fusionforge.implement.codegen import TWO_REDUCTION_PROGRAMS_PER_SM, _read_sizes, variant_of, variants
+from fusionforge.implement.codegen import (
+    TWO_REDUCTION_MAX_SPLITS,
+    TWO_REDUCTION_TILE,
+    _read_sizes,
+    variant_of,
+    variants,
+)
 from fusionforge.kernelfile import next_free_path, parse
 from fusionforge.tasks import FusionTask, TaskGenerator
 from fusionforge.verify import check_file
@@ -182,29 +188,33 @@ def test_reduction_after_a_matmul_never_stores_the_product(tmp_path, ops, dtype,
                                         ("mul:col,var,l2norm,add:scalar", "bfloat16"),
                                         ("exp,logsumexp,add:col,var", "float32")])
 def test_two_reductions_merge_slices_of_rows(tmp_path, ops, dtype):
-    """Each batch's rows are split across programs; a combine kernel merges their states. Forced here to
-    slices of 2 rows (odd M leaves a slice of 1) so every merge path runs with many slices."""
+    """A program per tile of a batch's rows; a combine kernel merges the tiles' states. Forced here to tiles of 2
+    rows and at most 2 slices a batch, so each program also walks several tiles (odd M leaves a partial one) and
+    every merge path runs, within a program and across slices."""
     task = GEN.generate(5, dtype=dtype, ops=ops)
     source = generate(task)
-    block = "BLOCK_M = max(1, min(triton.next_power_of_2(n_rows), 8192 // BLOCK_N))"
-    slices = f"slices = triton.cdiv({TWO_REDUCTION_PROGRAMS_PER_SM} * num_sms, n_batch)"
-    assert block in source and slices in source and "_combine_kernel[(n_batch,)]" in source
+    block = f"BLOCK_M = max(1, min(triton.next_power_of_2(n_rows), {TWO_REDUCTION_TILE} // BLOCK_N))"
+    cap = f"triton.cdiv(triton.cdiv(n_rows, BLOCK_M), {TWO_REDUCTION_MAX_SPLITS})"
+    assert block in source and cap in source and "_combine_kernel[(n_batch,)]" in source
     path = tmp_path / "001_fused_kernels.py"
-    path.write_text(source.replace(block, "BLOCK_M = 2").replace(slices, "slices = n_rows"))
+    path.write_text(source.replace(block, "BLOCK_M = 2").replace(cap, "triton.cdiv(triton.cdiv(n_rows, BLOCK_M), 2)"))
     verdict = check_file(path, task=task, timeout=240)
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
-def test_two_reductions_tile_loop_by_first_reduction():
-    """A first reduction that passes once over a tile runs Triton's pipeline; one that passes twice (var,
-    logsumexp) holds x's next tile in registers, loaded by plain loads with evict_first in a one-stage loop
-    (the pipeline's asynchronous copies drop the hint). Both are checked in the slice test above."""
-    one_pass = generate(GEN.generate(5, dtype="float16", ops="square,sum,sqrt,logsumexp"))
-    two_pass = generate(GEN.generate(5, dtype="bfloat16", ops="mul:col,var,l2norm,add:scalar"))
-    assert "num_stages=NUM_STAGES)" in one_pass and "NUM_STAGES=2, num_warps=4" in one_pass
-    assert "x_next" not in one_pass and "evict_first" not in one_pass
-    assert "NUM_STAGES" not in two_pass and "num_stages=1)" in two_pass and "num_warps=8" in two_pass
-    assert two_pass.count("eviction_policy='evict_first'") == 2 and "h = x_next.to(tl.float32)" in two_pass
+@pytest.mark.parametrize("ops", ["square,sum,sqrt,logsumexp", "mul:col,var,l2norm,add:scalar"])
+def test_two_reductions_read_one_tile_a_program(ops):
+    """At the bench shape each program reads one 2048-value tile, loaded with evict_first by a one-stage loop (an
+    asynchronous pipeline's copies would drop the hint), on 2 warps and no autotuner (its dispatch costs host time)."""
+    task = GEN.generate(5, dtype="float16", ops=ops)
+    source = generate(task)
+    assert "eviction_policy='evict_first'" in source and "num_stages=1)" in source
+    assert "num_warps=2)" in source and "autotune" not in source
+    assert "fused_kernel_triton[(n_batch * n_splits,)]" in source
+    dims = task.shapes["bench"][0]
+    block_n = triton.next_power_of_2(dims["N"])
+    block_m = max(1, min(triton.next_power_of_2(dims["M"]), TWO_REDUCTION_TILE // block_n))
+    assert triton.cdiv(dims["M"], block_m) <= TWO_REDUCTION_MAX_SPLITS
 
 
 @pytest.mark.parametrize("ops", ["linear,logsumexp", "matmul,relu,var"])

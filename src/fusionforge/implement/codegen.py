@@ -28,12 +28,10 @@ Plans so far:
   marked for warp specialization), then ``tiled`` (a tl.dot tile per program, grouped tile order,
   autotuned over Hopper-sized tiles); float32 first ``tf32x3`` (tiled, three-pass TF32 dots), then
   ``tiled`` with IEEE dots; 16-bit batched matmul ``tiled``. fp32 accumulation throughout.
-* two_reductions: [B, M, N] reduced over N, then over M (hard tasks): each batch's rows are split
-  into slices until B x slices programs fill the GPU (TWO_REDUCTION_PROGRAMS_PER_SM); a program walks
-  the tiles of its slice (4 warps, loads pipelined two tiles deep; 8 warps and x's next tile held in
-  registers where the first reduction passes twice over a tile) and stores the second reduction's fp32
-  running state,
-  and a combine kernel merges each batch's slices (the matmul partials' rules) and applies the
+* two_reductions: [B, M, N] reduced over N, then over M (hard tasks): a program per tile of
+  TWO_REDUCTION_TILE values (BLOCK_M rows of one batch; past TWO_REDUCTION_MAX_SPLITS tiles a batch, a
+  program walks several) reduces its rows, applies the middle ops and stores the second reduction's
+  fp32 state; a combine kernel merges each batch's states (the matmul partials' rules) and applies the
   later ops.
 
 Ops are written in their catalog Triton form; float16 and bfloat16 tasks take an op's cheaper 16-bit
@@ -881,10 +879,10 @@ def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: l
 
 
 # -- two reductions ----------------------------------------------------------------------------------
-# [B, M, N] -> reduce N -> [B, M] -> reduce M -> [B]: one program per batch walks [BLOCK_M, BLOCK_N]
-# tiles of its M rows; each tile's rows are reduced over N, the middle pointwise ops applied, and the
-# second reduction combined across tiles (online max and rescaled sum for logsumexp, Chan's
-# combination of (count, mean, M2) for var).
+# [B, M, N] -> reduce N -> [B, M] -> reduce M -> [B]: a program per [BLOCK_M, BLOCK_N] tile of one batch's
+# rows; the tile's rows are reduced over N, the middle pointwise ops applied, and the second reduction's state
+# taken over the tile's rows (combined across tiles, where a program walks several, by an online max and
+# rescaled sum for logsumexp and Chan's combination of (count, mean, M2) for var).
 
 _SECOND = {  # (initial accumulators, per-tile update from h [BLOCK_M] under row_mask, the state as _PARTIALS' parts)
     "sum": (["total = 0.0"], ["total += tl.sum(tl.where(row_mask, h, 0.0), axis=0)"], {"part_sum": "total"}),
@@ -912,23 +910,19 @@ _SECOND = {  # (initial accumulators, per-tile update from h [BLOCK_M] under row
 }
 
 
-TWO_REDUCTION_PROGRAMS_PER_SM = 4  # a batch's rows are split until B * splits reaches this many per SM
-# The tile loop: the next tile's loads are issued while this one is reduced. Where the first reduction passes
-# once over a tile, by Triton's pipeline two tiles deep on 4 warps: A/B on the H100 over the 21 two_reductions
-# seeds of 0..199 (benchmarks/results/ab_h100/round5_two_reductions*.txt), fastest or within 2% on 16, up to
-# 1.45x faster than 8 warps and one stage. Tiles whose first reduction passes twice (var, logsumexp) were up to
-# 1.25x slower with it; they take 8 warps and hold x's next tile in registers, loaded by plain loads that keep
-# evict_first (the pipeline's asynchronous copies drop it): 1.12x faster in geometric mean than 8 warps without
-# it, 0.93x-1.34x, over the 9 such seeds of 0..499 (round7_two_reductions_prefetch.txt; on one-pass tiles it
-# was 0.95x against the pipeline).
-TWO_PASS_FIRST = ("var", "logsumexp")
-TWO_REDUCTION_PIPELINE_WARPS, TWO_REDUCTION_PIPELINE_STAGES = 4, 2
-TWO_REDUCTION_PREFETCH_WARPS = 8
+# Tiles of 2048 values, one a program, on 2 warps, loads with evict_first in a loop of one stage, a batch's tiles
+# neighbours in launch order. A/B on the H100 over the 46 two_reductions seeds of 0..499
+# (benchmarks/results/ab_h100/round8_two_reductions_*.txt) against slices walked by 4 programs an SM over 8192-value
+# tiles: 1.077x in geometric mean, faster on 44 (up to 1.34x), 0.97x on one compute-bound chain. Alone: one tile a
+# program 1.00x (8192-value tiles), its launch order 1.02x, 4096-value tiles 1.06x, 2048 1.07x, 1024 1.06x.
+# Autotuning 2 or 4 warps read 1.088x in the A/B, but the autotuner's dispatch is host time that a wrapper of two
+# launches cannot spare on a slow host: timed by the bench, the GPU waited on it (seed 24 0.83x eager).
+TWO_REDUCTION_TILE, TWO_REDUCTION_MAX_SPLITS, TWO_REDUCTION_WARPS = 2048, 1024, 2
 
 
 def _two_reductions(task: FusionTask) -> str:
-    """[B, M, N]: reduce over N, then over M. Programs (batch, split) walk row slices and store the second
-    reduction's running state; a combine kernel merges each batch's slices and applies the later ops."""
+    """[B, M, N]: reduce over N, then over M. A program per slice of one batch's rows (one tile unless M is long)
+    stores the second reduction's state; a combine kernel merges each batch's slices and applies the later ops."""
     by_name = {i.name: i for i in task.inputs}
     first_k, second_k = [k for k, s in enumerate(task.steps) if catalog.get(s.op).family is Family.REDUCTION]
     first, second = task.steps[first_k], task.steps[second_k]
@@ -939,30 +933,18 @@ def _two_reductions(task: FusionTask) -> str:
     init, update, state = _SECOND[second.op]
     parts = _PARTIALS[second.op][0]
 
-    tile_rows = ["    rows = start + tl.arange(0, BLOCK_M)",
-                 "    row_mask = rows < row_end",
-                 "    mask = row_mask[:, None] & (cols[None, :] < n_cols)"]
-    prefetch = first.op in TWO_PASS_FIRST
-    if prefetch:
-        ahead = ["next_mask = (next_rows < row_end)[:, None] & (cols[None, :] < n_cols)",
-                 *_wrap("x_next = tl.load(", ["x_ptr + " + tile.index["full"].replace("rows[", "next_rows["),
-                                              "mask=next_mask", "other=0.0", "eviction_policy='evict_first'"], ")",
-                        width=120 - 8)]  # the loop's copy sits 8 columns in (kernel body, loop)
-        walk = ["# x's next tile is loaded while this one is reduced, by plain loads in a loop of one stage (the",
-                "# pipeline's asynchronous copies would drop evict_first)",
-                "next_rows = split * rows_per_split + tl.arange(0, BLOCK_M)", *ahead,
-                "for start in tl.range(split * rows_per_split, row_end, BLOCK_M, num_stages=1):", *tile_rows,
-                "    h = x_next.to(tl.float32)",
-                "    next_rows = rows + BLOCK_M", *("    " + line for line in ahead)]
-    else:
-        walk = ["for start in tl.range(split * rows_per_split, row_end, BLOCK_M, num_stages=NUM_STAGES):", *tile_rows,
-                "    h = tl.load(x_ptr + " + tile.index["full"] + ", mask=mask, other=0.0).to(tl.float32)"]
-    body = ["batch = tl.program_id(0).to(tl.int64)",
-            "split = tl.program_id(1)",
+    body = ["program = tl.program_id(0)",
+            "batch = (program // n_splits).to(tl.int64)",
+            "split = program % n_splits",
             "cols = tl.arange(0, BLOCK_N)",
             *[line.format(**second.params) for line in init],
             "row_end = tl.minimum((split + 1) * rows_per_split, n_rows)",
-            *walk]
+            "for start in tl.range(split * rows_per_split, row_end, BLOCK_M, num_stages=1):",
+            "    rows = start + tl.arange(0, BLOCK_M)",
+            "    row_mask = rows < row_end",
+            "    mask = row_mask[:, None] & (cols[None, :] < n_cols)",
+            *_wrap("    h = tl.load(", ["x_ptr + " + tile.index["full"], "mask=mask", "other=0.0",
+                                      "eviction_policy='evict_first'"], ").to(tl.float32)")]
     loop = []
     for k, step in enumerate(task.steps[:first_k], start=1):
         loop += _emit_pointwise(k, step, by_name, tile, task.dtype)
@@ -977,15 +959,14 @@ def _two_reductions(task: FusionTask) -> str:
 
     head = replace(task, steps=task.steps[:second_k + 1],
                    inputs=[task.inputs[0], *(by_name[n] for s in task.steps[:second_k + 1] for n in s.inputs)])
-    in_flight = "x read one tile ahead" if prefetch else "NUM_STAGES in flight"
     doc = (f'"""{" -> ".join(step_label(s) for s in head.steps)}; x [B, M, N], a program per batch and slice of '
-           f'rows.\n\n    Walks [BLOCK_M, BLOCK_N] tiles of rows_per_split rows, {in_flight}; stores the '
-           f'slice\'s\n    fp32 state of the second reduction.\n    """')
+           f'rows.\n\n    Walks the [BLOCK_M, BLOCK_N] tiles of its rows_per_split rows (one tile unless M is long); '
+           f'stores the\n    slice\'s fp32 state of the second reduction.\n    """')
     kernel = "\n".join([
         "@triton.jit",
         *_kernel_def("fused_kernel_triton", [*_kernel_args(head), *(f"{part}_ptr" for part, _ in parts), "n_rows",
                                              "n_cols", "rows_per_split", "n_splits"],
-                     ["BLOCK_M", "BLOCK_N", *([] if prefetch else ["NUM_STAGES"])]),
+                     ["BLOCK_M", "BLOCK_N"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
@@ -993,21 +974,19 @@ def _two_reductions(task: FusionTask) -> str:
     keep = second.params["keepdim"]
     launch_args = ["x", *[i.name for i in head.inputs[1:]], *(part for part, _ in parts), "n_rows", "n_cols",
                    "rows_per_split", "n_splits", "BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N",
-                   *([f"num_warps={TWO_REDUCTION_PREFETCH_WARPS}"] if prefetch else
-                     [f"NUM_STAGES={TWO_REDUCTION_PIPELINE_STAGES}", f"num_warps={TWO_REDUCTION_PIPELINE_WARPS}"])]
+                   f"num_warps={TWO_REDUCTION_WARPS}"]
     wrapper = "\n".join([
         f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):",
         *_contiguous(task),
         "    n_batch, n_rows, n_cols = x.shape",
         "    BLOCK_N = triton.next_power_of_2(n_cols)",
-        "    BLOCK_M = max(1, min(triton.next_power_of_2(n_rows), 8192 // BLOCK_N))",
-        "    # split each batch's rows into slices (whole tiles) until the programs fill the GPU",
-        "    num_sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4",
-        f"    slices = triton.cdiv({TWO_REDUCTION_PROGRAMS_PER_SM} * num_sms, n_batch)",
-        "    rows_per_split = triton.cdiv(triton.cdiv(n_rows, slices), BLOCK_M) * BLOCK_M",
+        f"    BLOCK_M = max(1, min(triton.next_power_of_2(n_rows), {TWO_REDUCTION_TILE} // BLOCK_N))",
+        "    # a program per tile, a batch's tiles neighbours in launch order; past "
+        f"{TWO_REDUCTION_MAX_SPLITS} tiles a batch, each walks several",
+        f"    rows_per_split = triton.cdiv(triton.cdiv(n_rows, BLOCK_M), {TWO_REDUCTION_MAX_SPLITS}) * BLOCK_M",
         "    n_splits = triton.cdiv(n_rows, rows_per_split)",
         *(f"    {part} = torch.empty((n_batch, n_splits), dtype=torch.float32, device=x.device)" for part, _ in parts),
-        *_launch("fused_kernel_triton[(n_batch, n_splits)]", launch_args),
+        *_launch("fused_kernel_triton[(n_batch * n_splits,)]", launch_args),
         f"    out = torch.empty({'(n_batch, 1)' if keep else '(n_batch,)'}, dtype=x.dtype, device=x.device)",
         *launch,
         "    return out",
