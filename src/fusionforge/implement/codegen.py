@@ -23,11 +23,11 @@ Plans so far:
 * matmul: the pointwise epilogue fused (inference batch norm included: it is per channel). A
   reduction after it never stores the [M, N] product: each tile writes its rows' fp32 partial
   statistics and a combine kernel merges them; a normalization after it runs as a second kernel of
-  the row plan over the output. Variants (``variants``): 16-bit linear and matmul roots first
-  ``persistent`` (one program per SM walks the output tiles, TMA descriptor loads, the tile loop
-  marked for warp specialization), then ``tiled`` (a tl.dot tile per program, grouped tile order,
+  the row plan over the output. Variants (``variants``): 16-bit roots first ``persistent`` (one
+  program per SM walks the output tiles of every batch, TMA descriptor loads, the tile loop marked
+  for warp specialization), then ``tiled`` (a tl.dot tile per program, grouped tile order,
   autotuned over Hopper-sized tiles); float32 first ``tf32x3`` (tiled, three-pass TF32 dots), then
-  ``tiled`` with IEEE dots; 16-bit batched matmul ``tiled``. fp32 accumulation throughout.
+  ``tiled`` with IEEE dots. fp32 accumulation throughout.
 * two_reductions: [B, M, N] reduced over N, then over M (hard tasks): a program per tile of
   TWO_REDUCTION_TILE values (BLOCK_M rows of one batch; past TWO_REDUCTION_MAX_SPLITS tiles a batch, a
   program walks several) reduces its rows, applies the middle ops and stores the second reduction's
@@ -85,8 +85,9 @@ def plan_of(task: FusionTask) -> str:
 def variants(task: FusionTask) -> list[str]:
     """The kernel variants the generator can write for ``task``, the default first.
 
-    Matmul roots have two. 16-bit linear and matmul: ``persistent`` (one program per SM walking the
-    output tiles, TMA descriptor loads, the tile loop marked for warp specialization), then ``tiled``.
+    Matmul roots have two. 16-bit linear, matmul and batched matmul: ``persistent`` (one program per SM
+    walking the output tiles of every batch, TMA descriptor loads, the tile loop marked for warp
+    specialization), then ``tiled``.
     float32: ``tf32x3`` (the tiled kernel with tl.dot's three-pass TF32: tensor cores, each operand
     split into a high and a low TF32 part, the low-by-low product dropped: about 2^-22 relative
     error per product, within float32's rule), then ``tiled`` (IEEE fp32 FMA dots).
@@ -94,8 +95,7 @@ def variants(task: FusionTask) -> list[str]:
     if plan_of(task) == "matmul":
         if task.dtype == "float32":
             return ["tf32x3", "tiled"]
-        if task.steps[0].op != "bmm":
-            return ["persistent", "tiled"]
+        return ["persistent", "tiled"]
     return ["tiled"]
 
 
@@ -692,7 +692,8 @@ def _matmul(task: FusionTask, variant: str) -> str:
     linear = root.op.startswith("linear")
     persistent, wide = variant == "persistent", task.dtype != "float32"
     if persistent:
-        strides = ["stride_xm", "stride_wn" if linear else "stride_wk"]
+        strides = (["stride_xb", "stride_xm", "stride_wb", "stride_wk"] if batched else
+                   ["stride_xm", "stride_wn" if linear else "stride_wk"])
     elif batched:
         strides = ["stride_xb", "stride_xm", "stride_xk", "stride_wb", "stride_wk", "stride_wn"]
     else:
@@ -816,38 +817,53 @@ def _autotuned(comment: list[str], configs: list[tuple]) -> list[str]:
 
 def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: list[str], epilogue: list[str],
                        epilogue_inputs: list[InputSpec], rest: list[Step], results: list[str]) -> str:
-    """One program per SM strides over the output tiles; TMA loads, the epilogue fused."""
+    """One program per SM strides over the output tiles (of every batch); TMA loads, the epilogue fused."""
     root = task.steps[0]
-    linear = root.op.startswith("linear")
-    w_desc = ("tl.make_tensor_descriptor(w_ptr, shape=[N, K], strides=[stride_wn, 1], block_shape=[BLOCK_N, "
-              "BLOCK_K])" if linear else
-              "tl.make_tensor_descriptor(w_ptr, shape=[K, N], strides=[stride_wk, 1], block_shape=[BLOCK_K, "
-              "BLOCK_N])")
-    w_load = ("w_desc.load([pid_n * BLOCK_N, k * BLOCK_K]).T" if linear else
-              "w_desc.load([k * BLOCK_K, pid_n * BLOCK_N])")
+    linear, batched = root.op.startswith("linear"), root.op == "bmm"
+    if batched:  # 3-D descriptors: each batch's edges are zero-filled on their own
+        descriptors = [line for name, rows, cols, stride in (("x", "M", "K", "stride_xm"), ("w", "K", "N", "stride_wk"))
+                       for line in _wrap(f"{name}_desc = tl.make_tensor_descriptor(",
+                                         [f"{name}_ptr", f"shape=[B, {rows}, {cols}]",
+                                          f"strides=[stride_{name}b, {stride}, 1]",
+                                          f"block_shape=[1, BLOCK_{rows}, BLOCK_{cols}]"], ")", width=116)]
+        loads = ["# zero-filled past each batch's edges",
+                 "a = x_desc.load([batch, pid_m * BLOCK_M, k * BLOCK_K]).reshape(BLOCK_M, BLOCK_K)",
+                 "b = w_desc.load([batch, k * BLOCK_K, pid_n * BLOCK_N]).reshape(BLOCK_K, BLOCK_N)"]
+    else:
+        descriptors = [
+            "x_desc = tl.make_tensor_descriptor(x_ptr, shape=[M, K], strides=[stride_xm, 1], "
+            "block_shape=[BLOCK_M, BLOCK_K])",
+            "w_desc = " + ("tl.make_tensor_descriptor(w_ptr, shape=[N, K], strides=[stride_wn, 1], "
+                           "block_shape=[BLOCK_N, BLOCK_K])" if linear else
+                           "tl.make_tensor_descriptor(w_ptr, shape=[K, N], strides=[stride_wk, 1], "
+                           "block_shape=[BLOCK_K, BLOCK_N])")]
+        loads = ["a = x_desc.load([pid_m * BLOCK_M, k * BLOCK_K])  # zero-filled past the edges",
+                 "b = " + ("w_desc.load([pid_n * BLOCK_N, k * BLOCK_K]).T" if linear else
+                           "w_desc.load([k * BLOCK_K, pid_n * BLOCK_N])")]
+    tile = "in_batch" if batched else "tile"
     body = [
-        "x_desc = tl.make_tensor_descriptor(x_ptr, shape=[M, K], strides=[stride_xm, 1], "
-        "block_shape=[BLOCK_M, BLOCK_K])",
-        f"w_desc = {w_desc}",
+        *descriptors,
         "tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)",
-        "for tile in tl.range(tl.program_id(0), tiles_m * tiles_n, NUM_SMS, flatten=True, warp_specialize=True):",
+        f"for tile in tl.range(tl.program_id(0), {'B * ' if batched else ''}tiles_m * tiles_n, NUM_SMS, flatten=True, "
+        "warp_specialize=True):",
+        *(["    batch, in_batch = tile // (tiles_m * tiles_n), tile % (tiles_m * tiles_n)"] if batched else []),
         "    # grouped order: GROUP_M row-tiles share each column of w while it is in L2",
-        "    first_m = (tile // (GROUP_M * tiles_n)) * GROUP_M",
+        f"    first_m = ({tile} // (GROUP_M * tiles_n)) * GROUP_M",
         "    group_m = tl.minimum(tiles_m - first_m, GROUP_M)",
-        "    pid_m = first_m + (tile % (GROUP_M * tiles_n)) % group_m",
-        "    pid_n = (tile % (GROUP_M * tiles_n)) // group_m",
+        f"    pid_m = first_m + ({tile} % (GROUP_M * tiles_n)) % group_m",
+        f"    pid_n = ({tile} % (GROUP_M * tiles_n)) // group_m",
         "    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)",
         "    for k in range(0, tl.cdiv(K, BLOCK_K)):",
-        "        a = x_desc.load([pid_m * BLOCK_M, k * BLOCK_K])  # zero-filled past the edges",
-        f"        b = {w_load}",
+        *("        " + line for line in loads),
         *("        " + line for line in _DOT["16bit"]),
         "    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)",
         "    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)",
         "    mask = (rm[:, None] < M) & (rn[None, :] < N)",
         *("    " + line for line in epilogue)]
     fused = [step_label(s) for s in task.steps[:k_row]]
-    w_shape = "w [N, K]" if linear else "w [K, N]"
-    doc = (f'"""{" -> ".join(fused)}: x [M, K], {w_shape}; persistent over [M, N] output tiles.\n\n'
+    shapes = "x [B, M, K], w [B, K, N]" if batched else f"x [M, K], {'w [N, K]' if linear else 'w [K, N]'}"
+    tiles = "every batch's [M, N] output tiles" if batched else "[M, N] output tiles"
+    doc = (f'"""{" -> ".join(fused)}: {shapes}; persistent over {tiles}.\n\n'
            "    NUM_SMS programs stride over the tiles in grouped order; the k-loop's TMA loads and tl.dot (wgmma,\n"
            "    fp32 accumulator) are software-pipelined, the tile loop marked for warp specialization (a request\n"
            "    Triton honours where the target supports it); the epilogue is fused;\n"
@@ -856,20 +872,31 @@ def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: l
         *_autotuned([f"{PERSISTENT_MARK} one program per SM, TMA loads, tl.dot. On a GPU the tiles are",
                      "# autotuned for Hopper; Triton's interpreter (no autotuner) runs one small tile."],
                     _PERSISTENT_CONFIGS),
-        *_kernel_def("fused_kernel_triton", [*args, "M", "N", "K", *strides],
+        *_kernel_def("fused_kernel_triton", [*args, *(["B"] if batched else []), "M", "N", "K", *strides],
                      ["NUM_SMS", "DOT_FP32", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
     launch_args = ["x", "w", *(["bias"] if root.op == "linear_bias" else []), *[i.name for i in epilogue_inputs],
-                   *results, "M", "N", "K", "x.stride(0)", "w.stride(0)", "NUM_SMS=num_sms", "DOT_FP32=not x.is_cuda"]
+                   *results, *(["B"] if batched else []), "M", "N", "K",
+                   *(["x.stride(0)", "x.stride(1)", "w.stride(0)", "w.stride(1)"] if batched else
+                     ["x.stride(0)", "w.stride(0)"]),
+                   "NUM_SMS=num_sms", "DOT_FP32=not x.is_cuda"]
+    if batched:
+        operands = ["    B, M, K = x.shape",
+                    "    N = w.shape[2]",
+                    "    # every batch's rows as one 2-D operand for the TMA helper (a padded copy keeps the 3-D view)",
+                    "    x = _tma_operand(x.reshape(B * M, K)).view(B, M, K)",
+                    "    w = _tma_operand(w.reshape(B * K, N)).view(B, K, N)"]
+    else:
+        operands = ["    x, w = _tma_operand(x), _tma_operand(w)",
+                    "    M, K = x.shape",
+                    f"    N = {'w.shape[0]' if linear else 'w.shape[1]'}"]
     lines = [f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):", *_contiguous(task),
-             "    x, w = _tma_operand(x), _tma_operand(w)",
-             "    M, K = x.shape",
-             f"    N = {'w.shape[0]' if linear else 'w.shape[1]'}",
-             *_matmul_outputs(task, results, batched=False),
+             *operands,
+             *_matmul_outputs(task, results, batched=batched),
              "    num_sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4",
-             "    grid = lambda meta: (min(num_sms, triton.cdiv(M, meta[\"BLOCK_M\"]) * "
+             f"    grid = lambda meta: (min(num_sms, {'B * ' if batched else ''}triton.cdiv(M, meta[\"BLOCK_M\"]) * "
              "triton.cdiv(N, meta[\"BLOCK_N\"])), )",
              "    # device-side TMA descriptors live in a little global scratch memory Triton asks this allocator for",
              "    triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8, "
