@@ -938,12 +938,13 @@ _SECOND = {  # (initial accumulators, per-tile update from h [BLOCK_M] under row
 
 
 # Tiles of 2048 values, one a program, on 2 warps, loads with evict_first in a loop of one stage, a batch's tiles
-# neighbours in launch order. A/B on the H100 over the 46 two_reductions seeds of 0..499
-# (benchmarks/results/ab_h100/round8_two_reductions_*.txt) against slices walked by 4 programs an SM over 8192-value
-# tiles: 1.077x in geometric mean, faster on 44 (up to 1.34x), 0.97x on one compute-bound chain. Alone: one tile a
-# program 1.00x (8192-value tiles), its launch order 1.02x, 4096-value tiles 1.06x, 2048 1.07x, 1024 1.06x.
-# Autotuning 2 or 4 warps read 1.088x in the A/B, but the autotuner's dispatch is host time that a wrapper of two
-# launches cannot spare on a slow host: timed by the bench, the GPU waited on it (seed 24 0.83x eager).
+# neighbours in launch order (one grid dimension: a second would cap B at 65535). A/B on the H100 over the 46
+# two_reductions seeds of 0..499 (benchmarks/results/ab_h100/round8_two_reductions_*.txt): the generated files
+# 1.064x faster in geometric mean than slices walked by 4 programs an SM over 8192-value tiles, faster on 44 (up
+# to 1.30x), slower on two compute-bound chains (0.97x, 0.91x). Step by step: one tile a program 1.00x (8192-value
+# tiles), its launch order 1.02x, 4096-value tiles 1.06x, 2048 1.07x, 1024 1.06x. Autotuning 2 or 4 warps read
+# 1.088x in the A/B, but the autotuner's dispatch is host time that a wrapper of two launches cannot spare on a
+# slow host: timed by the bench, the GPU waited on it (seed 24 0.83x eager).
 TWO_REDUCTION_TILE, TWO_REDUCTION_MAX_SPLITS, TWO_REDUCTION_WARPS = 2048, 1024, 2
 
 
