@@ -15,13 +15,12 @@ from fusionforge.cli import main
 from fusionforge.verify import Verdict
 
 FIXTURES = Path(__file__).parent / "fixtures"
+RATES = {"device_key": "test", "copy_GBs": 3000.0, "matmul_TFLOPs_float16": 700.0,
+         "matmul_TFLOPs_bfloat16": 700.0, "matmul_TFLOPs_float32": 50.0}
 
 
 def _store_one(out_ptr):
     tl.store(out_ptr, 1.0)
-
-RATES = {"device_key": "test", "copy_GBs": 3000.0, "matmul_TFLOPs_float16": 700.0,
-         "matmul_TFLOPs_bfloat16": 700.0, "matmul_TFLOPs_float32": 50.0}
 
 
 def raw(eager: float, compiled: float, triton: float, jitter: float = 0.01, wall_extra: float = 0.01,

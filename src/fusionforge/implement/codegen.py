@@ -728,10 +728,7 @@ def _matmul(task: FusionTask, variant: str) -> str:
     body = ["pid = tl.program_id(0)", *(["batch = tl.program_id(1)"] if batched else []),
             "# grouped order: GROUP_M row-tiles share each column of w while it is in L2",
             "tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)",
-            "first_m = (pid // (GROUP_M * tiles_n)) * GROUP_M",
-            "group_m = tl.minimum(tiles_m - first_m, GROUP_M)",
-            "pid_m = first_m + (pid % (GROUP_M * tiles_n)) % group_m",
-            "pid_n = (pid % (GROUP_M * tiles_n)) // group_m",
+            *_grouped_order("pid"),
             "rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)",
             "rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)",
             "rk = tl.arange(0, BLOCK_K)",
@@ -775,6 +772,14 @@ def _matmul(task: FusionTask, variant: str) -> str:
              *_matmul_outputs(task, results, batched),
              f"    grid = {grid}", *_launch("fused_kernel_triton[grid]", launch_args)]
     return _with_row_kernel(task, k_row, rest, [kernel], lines)
+
+
+def _grouped_order(tile: str) -> list[str]:
+    """(pid_m, pid_n) of output tile number ``tile`` in grouped order: GROUP_M row-tiles walk each column."""
+    return [f"first_m = ({tile} // (GROUP_M * tiles_n)) * GROUP_M",
+            "group_m = tl.minimum(tiles_m - first_m, GROUP_M)",
+            f"pid_m = first_m + ({tile} % (GROUP_M * tiles_n)) % group_m",
+            f"pid_n = ({tile} % (GROUP_M * tiles_n)) // group_m"]
 
 
 def _matmul_outputs(task: FusionTask, results: list[str], batched: bool) -> list[str]:
@@ -840,7 +845,6 @@ def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: l
         loads = ["a = x_desc.load([pid_m * BLOCK_M, k * BLOCK_K])  # zero-filled past the edges",
                  "b = " + ("w_desc.load([pid_n * BLOCK_N, k * BLOCK_K]).T" if linear else
                            "w_desc.load([k * BLOCK_K, pid_n * BLOCK_N])")]
-    tile = "in_batch" if batched else "tile"
     body = [
         *descriptors,
         "tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)",
@@ -848,10 +852,7 @@ def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: l
         "warp_specialize=True):",
         *(["    batch, in_batch = tile // (tiles_m * tiles_n), tile % (tiles_m * tiles_n)"] if batched else []),
         "    # grouped order: GROUP_M row-tiles share each column of w while it is in L2",
-        f"    first_m = ({tile} // (GROUP_M * tiles_n)) * GROUP_M",
-        "    group_m = tl.minimum(tiles_m - first_m, GROUP_M)",
-        f"    pid_m = first_m + ({tile} % (GROUP_M * tiles_n)) % group_m",
-        f"    pid_n = ({tile} % (GROUP_M * tiles_n)) // group_m",
+        *("    " + line for line in _grouped_order("in_batch" if batched else "tile")),
         "    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)",
         "    for k in range(0, tl.cdiv(K, BLOCK_K)):",
         *("        " + line for line in loads),
