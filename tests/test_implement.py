@@ -69,6 +69,21 @@ def test_pointwise_plan_passes_the_checker(tmp_path, task):
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
+@pytest.mark.parametrize("ops, dtype", [("mul:row,add:col,relu", "float32"), ("add:col,gelu,mul:scalar", "bfloat16")])
+def test_pointwise_tiles_run_in_row_major_order(tmp_path, ops, dtype):
+    """Chains with a vector run over [BLOCK_M, BLOCK_N] tiles numbered row by row on one grid dimension. At the test
+    shape, 7 rows of 2500 values make 4 x 3 tiles of [2, 1024], the last row and column of tiles masked."""
+    task = GEN.generate(3, dtype=dtype, ops=ops)
+    task = replace(task, shapes={**task.shapes, "test": [{**dims, "M": 7, "N": 2500} for dims in task.shapes["test"]]})
+    source = generate(task)
+    assert "tiles_n = tl.cdiv(n_cols, BLOCK_N)" in source and "(tl.program_id(0) % tiles_n) * BLOCK_N" in source
+    assert "grid = (triton.cdiv(n_rows, BLOCK_M) * triton.cdiv(n_cols, BLOCK_N),)" in source
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(source)
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
 ROW_CHAINS = ["sum", "mean", "max", "min", "logsumexp", "l2norm", "var", "add:col,softmax", "mul:row,log_softmax",
               "relu,layer_norm,gelu", "rms_norm,add:full", "l2_normalize,tanh", "group_norm,silu", "batch_norm",
               "instance_norm,add:row", "exp,var,sqrt"]

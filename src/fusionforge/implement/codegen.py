@@ -56,7 +56,10 @@ POINTWISE_BLOCK = 1024
 POINTWISE_WARPS = 4
 # Chains with vectors: [2, 1024] tiles, 16 values a thread. A/B on the H100 over the 26 such seeds of 0..199
 # and bias_gelu_scale: 2.3% faster than [8, 512] in geometric mean, 0.97x to 1.12x
-# (benchmarks/results/ab_h100/round3_tiles.txt).
+# (benchmarks/results/ab_h100/round3_tiles.txt). The tiles run in row-major order (one grid dimension): where
+# a row spans several tiles, programs that run together then read neighbouring memory, not the same columns
+# of far-apart rows. A/B over the 51 such seeds of 0..539: 1.031x, 89-90% -> 93-94% of the floor where
+# memory-bound, 0.96x-0.98x on four compute-bound chains (round9_pointwise_tile_order.txt).
 POINTWISE_TILE, POINTWISE_TILE_N = 2048, 1024
 MAX_ROW_BLOCK = 16384  # a row held in registers; longer rows need the looped variant (not written yet)
 
@@ -267,8 +270,10 @@ def _pointwise_tiles(task: FusionTask) -> str:
         *_kernel_def("fused_kernel_triton", [*_kernel_args(task), "out_ptr", "n_rows", "n_cols"],
                      ["BLOCK_M", "BLOCK_N"]),
         f"    {doc}",
-        "    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)",
-        "    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)",
+        "    # tiles in row-major order: neighbouring programs read neighbouring memory",
+        "    tiles_n = tl.cdiv(n_cols, BLOCK_N)",
+        "    rows = (tl.program_id(0) // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)",
+        "    cols = (tl.program_id(0) % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)",
         "    row_mask = rows < n_rows",
         "    col_mask = cols < n_cols",
         "    mask = row_mask[:, None] & col_mask[None, :]",
@@ -285,7 +290,7 @@ def _pointwise_tiles(task: FusionTask) -> str:
         "    n_rows = x.numel() // n_cols",
         f"    BLOCK_N = min({POINTWISE_TILE_N}, triton.next_power_of_2(n_cols))",
         f"    BLOCK_M = {POINTWISE_TILE} // BLOCK_N",
-        "    grid = (triton.cdiv(n_rows, BLOCK_M), triton.cdiv(n_cols, BLOCK_N))",
+        "    grid = (triton.cdiv(n_rows, BLOCK_M) * triton.cdiv(n_cols, BLOCK_N),)",
         *_launch("fused_kernel_triton[grid]", launch_args),
         "    return out",
     ])
