@@ -8,8 +8,8 @@ Plans so far:
   output, a full tensor operand read at the same ``offset``, a scalar a kernel argument; 1024
   elements per program over 4 warps gives each thread 8 contiguous elements (16-byte fp16 / 32-byte
   fp32 accesses). A chain with a per-column or per-row vector runs over [rows, N] in [2, 1024] tiles
-  instead: each vector is loaded once per tile and broadcast (read at ``offset % N`` or
-  ``offset // N``, it would cost an integer division per element).
+  instead, numbered row by row: each vector is loaded once per tile and broadcast (read at
+  ``offset % N`` or ``offset // N``, it would cost an integer division per element).
 
 * row: pointwise ops, one reduction or normalization, pointwise ops (medium tasks). One program
   per row of the reduced or normalized dimension, the row held in registers (BLOCK_N lanes, the
@@ -59,7 +59,7 @@ POINTWISE_WARPS = 4
 # (benchmarks/results/ab_h100/round3_tiles.txt). The tiles run in row-major order (one grid dimension): where
 # a row spans several tiles, programs that run together then read neighbouring memory, not the same columns
 # of far-apart rows. A/B over the 51 such seeds of 0..539: 1.031x, 89-90% -> 93-94% of the floor where
-# memory-bound, 0.96x-0.98x on four compute-bound chains (round9_pointwise_tile_order.txt).
+# memory-bound, 0.96x-0.98x on five compute-bound chains (round9_pointwise_tile_order.txt).
 POINTWISE_TILE, POINTWISE_TILE_N = 2048, 1024
 MAX_ROW_BLOCK = 16384  # a row held in registers; longer rows need the looped variant (not written yet)
 
