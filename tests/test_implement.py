@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import triton
 
+from fusionforge import ops as catalog
 from fusionforge.cli import main
 from fusionforge.implement import BuiltinImplementer, PastAttempt, UnsupportedTask, generate
 from fusionforge.implement.builtin import next_variant
@@ -22,6 +23,7 @@ from fusionforge.implement.codegen import (
     variants,
 )
 from fusionforge.kernelfile import next_free_path, parse
+from fusionforge.ops import Family
 from fusionforge.tasks import FusionTask, TaskGenerator
 from fusionforge.verify import check_file
 
@@ -33,17 +35,23 @@ def test_generation_is_deterministic():
     assert generate(EASY[0]) == generate(GEN.generate(0, difficulty="easy"))
 
 
+def _unread_parameters(source: str) -> list[str]:
+    """``kernel(parameter)`` for each parameter of a @triton.jit function in ``source`` that its body never reads."""
+    unread = []
+    for fn in (node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.FunctionDef)):
+        if any("jit" in ast.unparse(d) for d in fn.decorator_list):
+            read = {node.id for node in ast.walk(fn) if isinstance(node, ast.Name)}
+            unread += [f"{fn.name}({a.arg})" for a in fn.args.args if a.arg not in read]
+    return unread
+
+
 def test_kernels_take_no_parameter_they_do_not_read():
     """Every @triton.jit function of every variant of seeds 0..199 reads each of its parameters."""
     unused = []
     for seed in range(200):
         task = GEN.generate(seed)
-        for variant in variants(task):
-            tree = ast.parse(generate(task, variant=variant))
-            for fn in (node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)):
-                if any("jit" in ast.unparse(d) for d in fn.decorator_list):
-                    read = {node.id for node in ast.walk(fn) if isinstance(node, ast.Name)}
-                    unused += [f"seed {seed} {variant} {fn.name}({a.arg})" for a in fn.args.args if a.arg not in read]
+        unused += [f"seed {seed} {variant} {kernel}" for variant in variants(task)
+                   for kernel in _unread_parameters(generate(task, variant=variant))]
     assert not unused
 
 
@@ -114,6 +122,50 @@ def test_short_row_reductions_read_several_rows_per_program(tmp_path, ops, dtype
                                  "bench": [{**dims, "N": 384} for dims in task.shapes["bench"]]})
     source = generate(task)
     assert "ROWS = max(1, 2048 // BLOCK_N)" in source and "mask=row_mask)" in source
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(source)
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
+def _sampled(op: str, rank: int) -> FusionTask:
+    return next(t for t in (GEN.generate(s, difficulty="medium") for s in range(2000))
+                if len(t.inputs[0].shape) == rank and any(step.op == op for step in t.steps))
+
+
+LONG_ROW_CHAINS = [("sum", "float16"), ("mean", "bfloat16"), ("max", "float32"), ("min", "float16"),
+                   ("add:col,logsumexp,exp", "bfloat16"), ("l2norm", "float32"), ("var", "float16"),
+                   ("exp,var,sqrt", "float32"), ("add:col,softmax", "float16"), ("mul:row,log_softmax", "bfloat16"),
+                   ("relu,layer_norm,gelu", "float32"), ("rms_norm,add:full", "bfloat16"),
+                   ("l2_normalize,tanh", "float16"), ("group_norm,silu", "float32"), ("batch_norm", "float16"),
+                   ("instance_norm,add:row", "bfloat16")]
+LONG_ROW = 20011  # a prime above MAX_ROW_BLOCK
+
+
+def _with_long_rows(task: FusionTask) -> FusionTask:
+    """``task`` with rows of more than LONG_ROW values at its bench shape and at one more test shape (its last
+    test shape, N widened); a group norm's rows are groups, so its N grows by the group count."""
+    groups = next((s.params["groups"] for s in task.steps if s.op == "group_norm"), 1)
+    test = task.shapes["test"]
+    return replace(task, shapes={"test": [*test, {**test[-1], "N": LONG_ROW * groups}],
+                                 "bench": [{**dims, "N": LONG_ROW * groups} for dims in task.shapes["bench"]]})
+
+
+@pytest.mark.parametrize("task", [GEN.generate(7, dtype=dtype, ops=ops) for ops, dtype in LONG_ROW_CHAINS]
+                         + [_sampled("group_norm", 3), _sampled("batch_norm", 3),
+                            GEN.generate(567, difficulty="medium"), GEN.generate(860, difficulty="medium"),
+                            GEN.generate(7, dtype="float16", ops="matmul,softmax")],
+                         ids=lambda task: f"{task.signature}-{task.dtype}")
+def test_long_rows_are_walked_in_slices(tmp_path, task):
+    """Every row op over rows longer than registers hold, alone or after a matmul: CHUNK-wide slices (256 in the
+    interpreter, so the test shapes take 1 to 4 of them, the last masked, and the long one 79 or more), one pass
+    for a reduction and for batch norm (per channel), two for a normalization (its statistics, then normalize and
+    store)."""
+    task = _with_long_rows(task)
+    source = generate(task)
+    one_pass = any(catalog.get(s.op).family is Family.REDUCTION or s.op == "batch_norm" for s in task.steps)
+    assert source.count("for start in range(0, row_len, CHUNK):") == (1 if one_pass else 2)
+    assert not _unread_parameters(source)
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(source)
     verdict = check_file(path, task=task, timeout=240)
@@ -287,11 +339,6 @@ def test_fp32_matmul_variants_keep_fp32_accuracy():
     first, retry = generate(task), generate(task, 2, "tiled")
     assert variant_of(first) == "tf32x3" and 'input_precision="tf32x3"' in first
     assert variant_of(retry) == "tiled" and 'input_precision="ieee"' in retry
-
-
-def _sampled(op: str, rank: int) -> FusionTask:
-    return next(t for t in (GEN.generate(s, difficulty="medium") for s in range(2000))
-                if len(t.inputs[0].shape) == rank and any(step.op == op for step in t.steps))
 
 
 def test_row_plan_times_warps_only_where_no_count_wins_everywhere(tmp_path):

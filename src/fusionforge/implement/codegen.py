@@ -17,8 +17,8 @@ Plans so far:
   pointwise ops before and after are fused, operands indexed per lane or once per program; a
   reduction's row loads are marked evict_first (read once, kept nowhere), and a reduction over rows
   under 2 KB reads several rows per program ([ROWS, BLOCK_N] tiles of 2048 values). Group norm's
-  rows are one group of one sample. Layer, group and instance norms over rows longer than
-  MAX_ROW_BLOCK use a looped two-pass variant.
+  rows are one group of one sample. Rows longer than MAX_ROW_BLOCK are walked in slices: one pass
+  for a reduction, two for a normalization (statistics, then normalize and store).
 
 * matmul: the pointwise epilogue fused (inference batch norm included: it is per channel). A
   reduction after it never stores the [M, N] product: each tile writes its rows' fp32 partial
@@ -61,7 +61,7 @@ POINTWISE_WARPS = 4
 # of far-apart rows. A/B over the 51 such seeds of 0..539: 1.031x, 89-90% -> 93-94% of the floor where
 # memory-bound, 0.96x-0.98x on five compute-bound chains (round9_pointwise_tile_order.txt).
 POINTWISE_TILE, POINTWISE_TILE_N = 2048, 1024
-MAX_ROW_BLOCK = 16384  # a row held in registers; longer rows need the looped variant (not written yet)
+MAX_ROW_BLOCK = 16384  # a row held in registers; longer rows take the looped variant (_LOOPED)
 
 
 class UnsupportedTask(ValueError):
@@ -325,6 +325,35 @@ def _reduction(step: Step, n: str, tile: bool) -> list[str]:
             for line in _REDUCTIONS[step.op]]
 
 
+# A reduction's running state over several vectors of its values (a looped row's slices, the tiles of
+# two_reductions' rows): an online max and rescaled sum for logsumexp, Chan's combination of (count, mean,
+# M2) for var.
+_RUNNING = {  # (initial accumulators, update from a vector h under {mask}, the state as _PARTIALS' parts)
+    "sum": (["total = 0.0"], ["total += tl.sum(tl.where({mask}, h, 0.0), axis=0)"], {"part_sum": "total"}),
+    "mean": (["total = 0.0"], ["total += tl.sum(tl.where({mask}, h, 0.0), axis=0)"], {"part_sum": "total"}),
+    "max": (["best = float('-inf')"], ["best = tl.maximum(best, tl.max(tl.where({mask}, h, float('-inf')), axis=0))"],
+            {"part_max": "best"}),
+    "min": (["best = float('inf')"], ["best = tl.minimum(best, tl.min(tl.where({mask}, h, float('inf')), axis=0))"],
+            {"part_min": "best"}),
+    "logsumexp": (["run_max = float('-inf')", "run_sum = 0.0"],
+                  ["new_max = tl.maximum(run_max, tl.max(tl.where({mask}, h, float('-inf')), axis=0))",
+                   "run_sum = run_sum * tl.exp(run_max - new_max) + "
+                   "tl.sum(tl.where({mask}, tl.exp(h - new_max), 0.0), axis=0)",
+                   "run_max = new_max"],
+                  {"part_max": "run_max", "part_sumexp": "run_sum"}),
+    "l2norm": (["total = 0.0"], ["total += tl.sum(tl.where({mask}, h * h, 0.0), axis=0)"], {"part_sq": "total"}),
+    "var": (["count = 0.0", "run_mean = 0.0", "run_m2 = 0.0"],
+            ["tile_count = tl.sum({mask}.to(tl.float32), axis=0)",
+             "tile_mean = tl.sum(tl.where({mask}, h, 0.0), axis=0) / tile_count",
+             "tile_m2 = tl.sum(tl.where({mask}, (h - tile_mean) * (h - tile_mean), 0.0), axis=0)",
+             "delta = tile_mean - run_mean",
+             "run_mean += delta * tile_count / (count + tile_count)",
+             "run_m2 += tile_m2 + delta * delta * count * tile_count / (count + tile_count)",
+             "count += tile_count"],
+            {"part_count": "count", "part_mean": "run_mean", "part_m2": "run_m2"}),
+}
+
+
 _STATS = {  # statements normalizing h over its row (norms, softmax; batch norm per channel)
     "softmax": ["row_max = tl.max(tl.where(mask, h, float('-inf')), axis=0)",
                 "numerator = tl.where(mask, tl.exp(h - row_max), 0.0)",
@@ -433,10 +462,7 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
     after = _reduced_layout("row") if reduces else layout
     longest = _longest_row(task, row_step)
     if longest > MAX_ROW_BLOCK:
-        if row_step.op not in _STANDARDIZED:
-            raise UnsupportedTask(f"rows of {longest} values need a looped {row_step.op}, "
-                                  f"which is not written yet (task {task.id})")
-        return _looped_norm_kernel(task, name, source, k_row, layout, row_len, geometry)
+        return _looped_row_kernel(task, name, source, k_row, layout, row_len, geometry)
 
     # A reduction reads each row once and keeps nothing of it: evict_first lets the stream pass through L2
     # (measured on the H100 at bench shapes: 8192-wide fp16 rows 79% -> 86% of the floor, 1-4 points elsewhere;
@@ -487,14 +513,10 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
         f"    {doc}",
         *("    " + line for line in body),
     ])
-    if reduces:
-        out_shape = f"(*{source}.shape[:-1], 1)" if row_step.params["keepdim"] else f"{source}.shape[:-1]"
-        alloc = f"    out = torch.empty({out_shape}, dtype={source}.dtype, device={source}.device)"
-    else:
-        alloc = f"    out = torch.empty_like({source})"
     launch_args = [source, *[i.name for i in task.inputs[1:]], "out", *size_args,
                    *(["ROWS=ROWS"] if tiled else []), "BLOCK_N=BLOCK_N"]
-    launch = [alloc, f"    row_len = {row_len}", "    BLOCK_N = triton.next_power_of_2(row_len)"]
+    launch = [_row_output(row_step, source), f"    row_len = {row_len}",
+              "    BLOCK_N = triton.next_power_of_2(row_len)"]
     if tiled:
         launch += [f"    n_rows = {source}.numel() // row_len",
                    f"    ROWS = max(1, {SHORT_ROW_TILE} // BLOCK_N)",
@@ -504,43 +526,84 @@ def _row_kernel(task: FusionTask, name: str, source: str) -> tuple[str, list[str
     return kernel, launch
 
 
-def _looped_norm_kernel(task: FusionTask, name: str, source: str, k_row: int, layout: Layout, row_len: str,
-                        geometry: str) -> tuple[str, list[str]]:
-    """Layer/group/instance norm over rows too long for registers: two passes over CHUNK-wide slices.
+def _row_output(step: Step, source: str) -> str:
+    """The wrapper line allocating a row kernel's ``out``: a value per row for a reduction, else ``source``'s shape."""
+    if catalog.get(step.op).family is not Family.REDUCTION:
+        return f"    out = torch.empty_like({source})"
+    out_shape = f"(*{source}.shape[:-1], 1)" if step.params["keepdim"] else f"{source}.shape[:-1]"
+    return f"    out = torch.empty({out_shape}, dtype={source}.dtype, device={source}.device)"
 
-    Pass 1 combines each slice's (count, mean, M2) with Chan's formula; pass 2 recomputes the fused
-    pointwise ops, normalizes, applies the affine and later ops, and stores.
-    """
+
+# Rows longer than MAX_ROW_BLOCK are walked in CHUNK-wide slices that carry the row op's running state (_RUNNING).
+# A reduction reads the row once (evict_first, as in the row form) and stores its finished state; a normalization
+# takes its statistics in pass 1, then reads the row again in pass 2, recomputes the pointwise ops before it,
+# normalizes and stores. Slices of 4096 values on 8 warps, not tuned: of the generated tasks only 3D group norms
+# have such rows (at their bench shapes); other row ops meet them only in tasks whose shapes were set by hand.
+_LOOPED = {  # row op -> (its _RUNNING state or None, statements after pass 1 (a reduction's value), pass 2 or None)
+    "sum": ("sum", ["h = total"], None),
+    "mean": ("mean", ["h = total / row_len"], None),
+    "max": ("max", ["h = best"], None),
+    "min": ("min", ["h = best"], None),
+    "logsumexp": ("logsumexp", ["h = run_max + tl.log(run_sum)"], None),
+    "l2norm": ("l2norm", ["h = tl.sqrt(total)"], None),
+    "var": ("var", ["h = run_m2 / (row_len - {correction})"], None),
+    "softmax": ("logsumexp", [], "h = tl.exp(h - run_max) / run_sum"),
+    "log_softmax": ("logsumexp", ["log_sum = run_max + tl.log(run_sum)"], "h = h - log_sum"),
+    "standardize": ("var", ["rstd = tl.rsqrt(run_m2 / row_len + {eps})"], "h = (h - run_mean) * rstd * gamma + beta"),
+    "rms_norm": ("l2norm", ["rstd = tl.rsqrt(total / row_len + {eps})"], "h = h * rstd * gamma"),
+    "l2_normalize": ("l2norm", ["norm = tl.maximum(tl.sqrt(total), {eps})"], "h = h / norm"),
+    "batch_norm": (None, [], _STATS["batch_norm"][0]),  # per channel: one pass, no statistics
+}
+_STATE_DOC = {  # pass 1's comment, by _RUNNING state
+    "sum": "the row's sum, slice by slice", "mean": "the row's sum, slice by slice",
+    "max": "the row's max, slice by slice", "min": "the row's min, slice by slice",
+    "l2norm": "the row's sum of squares, slice by slice",
+    "logsumexp": "the row's max and sum of exp(x - max), slice by slice (the sum rescaled as the max grows)",
+    "var": "mean and M2 of the row, slice by slice (Chan's combination)",
+}
+LOOPED_CHUNK, LOOPED_WARPS = 4096, 8
+
+
+def _looped_row_kernel(task: FusionTask, name: str, source: str, k_row: int, layout: Layout, row_len: str,
+                       geometry: str) -> tuple[str, list[str]]:
+    """The row kernel over rows too long for registers: CHUNK-wide slices, one pass for a reduction, two for a
+    normalization (``_LOOPED``). Returns the kernel and the wrapper lines that allocate ``out`` and launch it."""
     by_name = {i.name: i for i in task.inputs}
     row_step, row_op = task.steps[k_row], catalog.get(task.steps[k_row].op)
+    reduces = row_op.family is Family.REDUCTION
+    state, between, normalize = _LOOPED["standardize" if row_step.op in _STANDARDIZED else row_step.op]
     operands = dict(zip((o.stem for o in catalog.operands(row_op, row_step.params)), row_step.inputs))
     pre = []
     for k, step in enumerate(task.steps[:k_row], start=1):
         pre += _emit_pointwise(k, step, by_name, layout, task.dtype)
-    slice_start = ["    cols = start + tl.arange(0, CHUNK)", "    mask = cols < row_len",
-                   "    h = tl.load(x_ptr + row * row_len + cols, mask=mask, other=0.0).to(tl.float32)",
-                   *("    " + line for line in pre)]
-    body = ["row = tl.program_id(0).to(tl.int64)",
-            f"# {k_row + 1}. {step_label(row_step)}: {row_op.doc}",
-            "# pass 1: mean and M2 of the row, slice by slice (Chan's combination)",
-            "count = 0.0", "run_mean = 0.0", "run_m2 = 0.0",
-            "for start in range(0, row_len, CHUNK):", *slice_start,
-            "    tile_count = tl.sum(mask.to(tl.float32), axis=0)",
-            "    tile_mean = tl.sum(tl.where(mask, h, 0.0), axis=0) / tile_count",
-            "    tile_m2 = tl.sum(tl.where(mask, (h - tile_mean) * (h - tile_mean), 0.0), axis=0)",
-            "    delta = tile_mean - run_mean",
-            "    run_mean += delta * tile_count / (count + tile_count)",
-            "    run_m2 += tile_m2 + delta * delta * count * tile_count / (count + tile_count)",
-            "    count += tile_count",
-            f"rstd = tl.rsqrt(run_m2 / row_len + {row_step.params['eps']})",
-            "# pass 2: normalize, affine, the ops after it, store",
-            "for start in range(0, row_len, CHUNK):", *slice_start]
-    for operand in catalog.operands(row_op, row_step.params):
-        body.append("    " + layout.load(operands[operand.stem], operand.layout, var=operand.stem))
-    body.append("    h = (h - run_mean) * rstd * gamma + beta")
-    for k, step in enumerate(task.steps[k_row + 1:], start=k_row + 2):
-        body += ["    " + line for line in _emit_pointwise(k, step, by_name, layout, task.dtype)]
-    body.append("    tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)")
+
+    def slice_start(hint: str) -> list[str]:
+        return ["    cols = start + tl.arange(0, CHUNK)", "    mask = cols < row_len",
+                f"    h = tl.load(x_ptr + row * row_len + cols, mask=mask, other=0.0{hint}).to(tl.float32)",
+                *("    " + line for line in pre)]
+
+    body = ["row = tl.program_id(0).to(tl.int64)", f"# {k_row + 1}. {step_label(row_step)}: {row_op.doc}"]
+    if state:
+        init, update, _ = _RUNNING[state]
+        body += [f"# {'' if reduces else 'pass 1: '}{_STATE_DOC[state]}",
+                 *init, "for start in range(0, row_len, CHUNK):",
+                 *slice_start(", eviction_policy='evict_first'" if reduces else ""),
+                 *("    " + line.format(mask="mask") for line in update),
+                 *(line.format(**row_step.params) for line in between)]
+    if reduces:
+        for k, step in enumerate(task.steps[k_row + 1:], start=k_row + 2):
+            body += _emit_pointwise(k, step, by_name, _reduced_layout("row"), task.dtype)
+        body.append("tl.store(out_ptr + row, h.to(out_ptr.dtype.element_ty))")
+    else:
+        affine = ", affine" if operands else ""
+        body += [f"# {'pass 2: ' if state else ''}normalize{affine}, the ops after it, store",
+                 "for start in range(0, row_len, CHUNK):", *slice_start("")]
+        for operand in catalog.operands(row_op, row_step.params):
+            body.append("    " + layout.load(operands[operand.stem], operand.layout, var=operand.stem))
+        body.append("    " + normalize.format(**row_step.params))
+        for k, step in enumerate(task.steps[k_row + 1:], start=k_row + 2):
+            body += ["    " + line for line in _emit_pointwise(k, step, by_name, layout, task.dtype)]
+        body.append("    tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)")
     sizes, size_args = _read_sizes(body, _row_sizes(source, len(task.inputs[0].shape)))
     shape = ", ".join(str(d) for d in task.inputs[0].shape)
     doc = (f'"""{" -> ".join(step_label(s) for s in task.steps)}; x [{shape}].\n\n'
@@ -552,11 +615,13 @@ def _looped_norm_kernel(task: FusionTask, name: str, source: str, k_row: int, la
         f"    {doc}",
         *("    " + line for line in body),
     ])
-    launch_args = [source, *[i.name for i in task.inputs[1:]], "out", *size_args, "CHUNK=CHUNK", "num_warps=8"]
+    launch_args = [source, *[i.name for i in task.inputs[1:]], "out", *size_args, "CHUNK=CHUNK",
+                   f"num_warps={LOOPED_WARPS}"]
     launch = [
-        f"    out = torch.empty_like({source})",
+        _row_output(row_step, source),
         f"    row_len = {row_len}",
-        "    CHUNK = 4096 if DEVICE == \"cuda\" else 256  # small slices in the interpreter exercise the loop",
+        f"    CHUNK = {LOOPED_CHUNK} if DEVICE == \"cuda\" else 256"
+        "  # small slices in the interpreter exercise the loop",
         *_launch(f"{name}[({source}.numel() // row_len,)]", launch_args),
     ]
     return kernel, launch
@@ -914,34 +979,7 @@ def _persistent_matmul(task: FusionTask, k_row: int, args: list[str], strides: l
 # -- two reductions ----------------------------------------------------------------------------------
 # [B, M, N] -> reduce N -> [B, M] -> reduce M -> [B]: a program per [BLOCK_M, BLOCK_N] tile of one batch's
 # rows; the tile's rows are reduced over N, the middle pointwise ops applied, and the second reduction's state
-# taken over the tile's rows (combined across tiles, where a program walks several, by an online max and
-# rescaled sum for logsumexp and Chan's combination of (count, mean, M2) for var).
-
-_SECOND = {  # (initial accumulators, per-tile update from h [BLOCK_M] under row_mask, the state as _PARTIALS' parts)
-    "sum": (["total = 0.0"], ["total += tl.sum(tl.where(row_mask, h, 0.0), axis=0)"], {"part_sum": "total"}),
-    "mean": (["total = 0.0"], ["total += tl.sum(tl.where(row_mask, h, 0.0), axis=0)"], {"part_sum": "total"}),
-    "max": (["best = float('-inf')"], ["best = tl.maximum(best, tl.max(tl.where(row_mask, h, float('-inf')), axis=0))"],
-            {"part_max": "best"}),
-    "min": (["best = float('inf')"], ["best = tl.minimum(best, tl.min(tl.where(row_mask, h, float('inf')), axis=0))"],
-            {"part_min": "best"}),
-    "logsumexp": (["run_max = float('-inf')", "run_sum = 0.0"],
-                  ["new_max = tl.maximum(run_max, tl.max(tl.where(row_mask, h, float('-inf')), axis=0))",
-                   "run_sum = run_sum * tl.exp(run_max - new_max) + "
-                   "tl.sum(tl.where(row_mask, tl.exp(h - new_max), 0.0), axis=0)",
-                   "run_max = new_max"],
-                  {"part_max": "run_max", "part_sumexp": "run_sum"}),
-    "l2norm": (["total = 0.0"], ["total += tl.sum(tl.where(row_mask, h * h, 0.0), axis=0)"], {"part_sq": "total"}),
-    "var": (["count = 0.0", "run_mean = 0.0", "run_m2 = 0.0"],
-            ["tile_count = tl.sum(row_mask.to(tl.float32), axis=0)",
-             "tile_mean = tl.sum(tl.where(row_mask, h, 0.0), axis=0) / tile_count",
-             "tile_m2 = tl.sum(tl.where(row_mask, (h - tile_mean) * (h - tile_mean), 0.0), axis=0)",
-             "delta = tile_mean - run_mean",
-             "run_mean += delta * tile_count / (count + tile_count)",
-             "run_m2 += tile_m2 + delta * delta * count * tile_count / (count + tile_count)",
-             "count += tile_count"],
-            {"part_count": "count", "part_mean": "run_mean", "part_m2": "run_m2"}),
-}
-
+# taken over the tile's rows (combined across tiles, where a program walks several, as _RUNNING says).
 
 # Tiles of 2048 values, one a program, on 2 warps, loads with evict_first in a loop of one stage, a batch's tiles
 # neighbours in launch order (one grid dimension: a second would cap B at 65535). A/B on the H100 over the 46
@@ -964,7 +1002,7 @@ def _two_reductions(task: FusionTask) -> str:
                    "full": "batch * n_rows * n_cols + rows[:, None] * n_cols + cols[None, :]"},
                   vectors={"col": ("cols", "cols < n_cols", "[None, :]")})
     per_row = Layout({"col": "rows", "row": "batch", "full": "batch * n_rows + rows"}, frozenset({"row"}), "row_mask")
-    init, update, state = _SECOND[second.op]
+    init, update, state = _RUNNING[second.op]
     parts = _PARTIALS[second.op][0]
 
     body = ["program = tl.program_id(0)",
@@ -987,7 +1025,7 @@ def _two_reductions(task: FusionTask) -> str:
     for k, step in enumerate(task.steps[first_k + 1:second_k], start=first_k + 2):
         loop += _emit_pointwise(k, step, by_name, per_row, task.dtype)
     loop.append(f"# {second_k + 1}. {step_label(second)} (over M): this slice's running state")
-    loop += [line.format(**second.params) for line in update]
+    loop += [line.format(mask="row_mask", **second.params) for line in update]
     body += ["    " + line for line in loop]
     body += [f"tl.store({part}_ptr + batch * n_splits + split, {state[part]})" for part, _ in parts]
 
