@@ -6,8 +6,8 @@ task at its bench shape, eager (and with --compile torch.compile) beside them, i
 Files are grouped by the task they carry (their TASK); a group's inputs are drawn at its first bench
 shape (seed 0). The contenders of a group (eager, torch.compile, each file) are timed in rounds, the
 order rotating each round, every call timed with CUDA events after a 256 MiB write flushes L2. Printed
-per contender: the median, 20th and 80th percentiles, the fraction of the copy-bandwidth floor (3,018
-GB/s, the H100's measured rate) and the speedup over eager and torch.compile. No check and no
+per contender: the median, 20th and 80th percentiles, the fraction of the copy-bandwidth floor (this
+GPU's measured copy rate, `fusionforge.bench.roofline`) and the speedup over eager and torch.compile. No check and no
 wall-clock cross-check: a quick comparison of variants of one task, not a verdict (that is
 `fusionforge bench`). With --device cpu (Triton's interpreter) the outputs are only compared with
 eager at the first test shape.
@@ -22,9 +22,8 @@ from pathlib import Path
 
 import torch
 
+from fusionforge.bench.roofline import device_rates
 from fusionforge.tasks import FusionTask
-
-COPY_GBS = 3018.7
 
 
 def load(path: Path):
@@ -66,6 +65,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     args = parser.parse_args()
+    copy_GBs = device_rates()["copy_GBs"] if args.device == "cuda" else None
     groups: dict[str, list[tuple[str, object]]] = {}
     for path in args.files:
         module = load(path)
@@ -87,7 +87,7 @@ def main() -> None:
                 contenders["compile"] = torch.compile(task.function)
             contenders.update((name, module.fused_kernel_triton_wrapper) for name, module in members)
             times = time_rounds(contenders, inputs, args.rounds)
-        floor = task.cost(dims)["bytes"] / COPY_GBS / 1e6
+        floor = task.cost(dims)["bytes"] / copy_GBs / 1e6
         medians = {name: statistics.median(t) for name, t in times.items()}
         print(f"== {task.id} {task.description} {dims}: floor {floor:.4f} ms", flush=True)
         for name, t in times.items():
