@@ -143,8 +143,8 @@ LONG_ROW = 20011  # a prime above MAX_ROW_BLOCK
 
 
 def _with_long_rows(task: FusionTask) -> FusionTask:
-    """``task`` with rows of more than LONG_ROW values at its bench shape and at one more test shape (its last
-    test shape, N widened); a group norm's rows are groups, so its N grows by the group count."""
+    """``task`` with rows of LONG_ROW values or more at its bench shape and at one more test shape (its last test
+    shape, N widened); a group norm's rows are groups, so its N grows by the group count."""
     groups = next((s.params["groups"] for s in task.steps if s.op == "group_norm"), 1)
     test = task.shapes["test"]
     return replace(task, shapes={"test": [*test, {**test[-1], "N": LONG_ROW * groups}],
