@@ -357,6 +357,27 @@ def test_row_plan_times_warps_only_where_no_count_wins_everywhere(tmp_path):
         assert len(module.ROW_CONFIGS) == 1
 
 
+@pytest.mark.parametrize("ops, rank, widths", [("softmax", 2, (16384, 8192)), ("sum", 2, (16384, 8192)),
+                                               ("group_norm", 3, (8192,))])
+def test_looped_rows_take_the_widest_slice_that_divides_them(tmp_path, monkeypatch, ops, rank, widths):
+    """On a GPU a looped row kernel takes 16384 or 8192 values a slice on 16 warps where the width divides the
+    row, else 4096 on 8; 8192 at most where an operand's index divides per value (group norm's channels); 256 in
+    the interpreter."""
+    task = _with_long_rows(_sampled(ops, rank) if rank == 3 else GEN.generate(7, dtype="float16", ops=ops))
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    spec = importlib.util.spec_from_file_location("looped_file", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "DEVICE", "cpu")
+    assert module.row_slices(32768) == (256, 8)
+    monkeypatch.setattr(module, "DEVICE", "cuda")
+    chosen = {n: module.row_slices(n) for n in (20011, 24576, 32768, 49152, 65536)}
+    wide = 16384 in widths
+    assert chosen == {20011: (4096, 8), 24576: (8192, 16), 32768: (16384 if wide else 8192, 16),
+                      49152: (16384 if wide else 8192, 16), 65536: (16384 if wide else 8192, 16)}
+
+
 def test_row_plan_on_3d_channel_norms(tmp_path):
     batch_norm = _sampled("batch_norm", 3)
     group_norm = _sampled("group_norm", 3)

@@ -537,8 +537,8 @@ def _row_output(step: Step, source: str) -> str:
 # Rows longer than MAX_ROW_BLOCK are walked in CHUNK-wide slices that carry the row op's running state (_RUNNING).
 # A reduction reads the row once (evict_first, as in the row form) and stores its finished state; a normalization
 # takes its statistics in pass 1, then reads the row again in pass 2, recomputes the pointwise ops before it,
-# normalizes and stores. Slices of 4096 values on 8 warps, not tuned: of the generated tasks only 3D group norms
-# have such rows (at their bench shapes); other row ops meet them only in tasks whose shapes were set by hand.
+# normalizes and stores. Of the generated tasks only 3D group norms have such rows (at their bench shapes); other
+# row ops meet them only in tasks whose shapes were set by hand.
 _LOOPED = {  # row op -> (its _RUNNING state or None, statements after pass 1 (a reduction's value), pass 2 or None)
     "sum": ("sum", ["h = total"], None),
     "mean": ("mean", ["h = total / row_len"], None),
@@ -561,7 +561,36 @@ _STATE_DOC = {  # pass 1's comment, by _RUNNING state
     "logsumexp": "the row's max and sum of exp(x - max), slice by slice (the sum rescaled as the max grows)",
     "var": "mean and M2 of the row, slice by slice (Chan's combination)",
 }
-LOOPED_CHUNK, LOOPED_WARPS = 4096, 8
+# The slice width is picked in the wrapper from the row length (row_slices): the widest of LOOPED_SLICES that divides
+# the row, on 16 warps, else 4096 values on 8 (our reading: a wider slice's partial last one wastes issue slots, which
+# count where rows of an odd length load one value at a time). Where an operand's index takes an integer division per
+# value (group norm's per-channel gamma and beta over [B, C, N]), 8192 at most. A/B on the H200
+# (benchmarks/results/ab_h200/round10_looped_*.txt), against 4096 values on 8 warps for every row: fp16 softmax over
+# rows of 24576-65536 values 1.05-1.15x faster, layer_norm 1.03-1.18x (0.83x -> 0.98x torch.compile at 32768), fp32
+# both 1.08-1.19x, the sum 1.03x, 3D group norms 0.99-1.21x; rows of 20011 kept at 4096 (8192: 0.7-0.8x, 16384:
+# 0.5-0.6x). Persistent grids and per-lane Welford statistics were timed too and not taken.
+LOOPED_SLICES, LOOPED_GATHER_SLICES = (16384, 8192), (8192,)
+
+
+def _row_slices(widths: tuple[int, ...]) -> list[str]:
+    """The generated helper giving a looped row kernel its CHUNK and warps for a row length (widths: widest first)."""
+    if len(widths) == 1:
+        which = f"{widths[0]} where it divides the row"
+        pick = f"    chunk = {widths[0]} if row_len % {widths[0]} == 0 else 4096"
+    else:
+        listed = ", ".join(str(w) for w in widths)
+        which = f"the widest of {listed} that divides the row"
+        pick = f"    chunk = next((width for width in ({listed}) if row_len % width == 0), 4096)"
+    return [
+        "def row_slices(row_len):",
+        f'    """CHUNK and warps for rows of row_len values: {which}, on 16 warps; else 4096 on 8."""',
+        "    if DEVICE != \"cuda\":",
+        "        return 256, 8  # small slices in the interpreter exercise the loop",
+        pick,
+        "    return chunk, 16 if chunk > 4096 else 8",
+        "",
+        "",
+    ]
 
 
 def _looped_row_kernel(task: FusionTask, name: str, source: str, k_row: int, layout: Layout, row_len: str,
@@ -609,19 +638,19 @@ def _looped_row_kernel(task: FusionTask, name: str, source: str, k_row: int, lay
     doc = (f'"""{" -> ".join(step_label(s) for s in task.steps)}; x [{shape}].\n\n'
            f'    {geometry[0].upper() + geometry[1:]}, walked in CHUNK-wide slices (rows too long for '
            f'registers); fp32 math, one cast on store.\n    """')
+    gathers = any("cols //" in line for line in body)
     kernel = "\n".join([
+        *_row_slices(LOOPED_GATHER_SLICES if gathers else LOOPED_SLICES),
         "@triton.jit",
         *_kernel_def(name, [*_kernel_args(task), "out_ptr", *sizes], ["CHUNK"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
-    launch_args = [source, *[i.name for i in task.inputs[1:]], "out", *size_args, "CHUNK=CHUNK",
-                   f"num_warps={LOOPED_WARPS}"]
+    launch_args = [source, *[i.name for i in task.inputs[1:]], "out", *size_args, "CHUNK=CHUNK", "num_warps=warps"]
     launch = [
         _row_output(row_step, source),
         f"    row_len = {row_len}",
-        f"    CHUNK = {LOOPED_CHUNK} if DEVICE == \"cuda\" else 256"
-        "  # small slices in the interpreter exercise the loop",
+        "    CHUNK, warps = row_slices(row_len)",
         *_launch(f"{name}[({source}.numel() // row_len,)]", launch_args),
     ]
     return kernel, launch
