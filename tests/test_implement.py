@@ -341,14 +341,20 @@ def test_fp32_matmul_variants_keep_fp32_accuracy():
     assert variant_of(retry) == "tiled" and 'input_precision="ieee"' in retry
 
 
+def _load_module(path: Path):
+    """The Python file at ``path`` (a generated kernel file, a benchmark script), imported as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_row_plan_times_warps_only_where_no_count_wins_everywhere(tmp_path):
     """The row kernel's autotuner sees 1, 2 and 4 warps up to 1024 lanes, 4 and 8 at 2048 and 4096, 4, 8 and 16
     at 8192, one count above; Triton's interpreter gets one config and so never times anything."""
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(generate(GEN.generate(3, ops="square,mean,sqrt")))
-    spec = importlib.util.spec_from_file_location("row_file", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_module(path)
     configs = [triton.Config({}, num_warps=warps) for warps in (1, 2, 4, 8, 16)]
     chosen = {block: [c.num_warps for c in module.row_configs(configs, {}, BLOCK_N=block)]
               for block in (128, 1024, 2048, 4096, 8192, 16384)}
@@ -357,23 +363,19 @@ def test_row_plan_times_warps_only_where_no_count_wins_everywhere(tmp_path):
         assert len(module.ROW_CONFIGS) == 1
 
 
-@pytest.mark.parametrize("ops, rank, widths", [("softmax", 2, (16384, 8192)), ("sum", 2, (16384, 8192)),
-                                               ("group_norm", 3, (8192,))])
-def test_looped_rows_take_the_widest_slice_that_divides_them(tmp_path, monkeypatch, ops, rank, widths):
+@pytest.mark.parametrize("ops, rank, wide", [("softmax", 2, True), ("sum", 2, True), ("group_norm", 3, False)])
+def test_looped_rows_take_the_widest_slice_that_divides_them(tmp_path, monkeypatch, ops, rank, wide):
     """On a GPU a looped row kernel takes 16384 or 8192 values a slice on 16 warps where the width divides the
     row, else 4096 on 8; 8192 at most where an operand's index divides per value (group norm's channels); 256 in
     the interpreter."""
     task = _with_long_rows(_sampled(ops, rank) if rank == 3 else GEN.generate(7, dtype="float16", ops=ops))
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(generate(task))
-    spec = importlib.util.spec_from_file_location("looped_file", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_module(path)
     monkeypatch.setattr(module, "DEVICE", "cpu")
     assert module.row_slices(32768) == (256, 8)
     monkeypatch.setattr(module, "DEVICE", "cuda")
     chosen = {n: module.row_slices(n) for n in (20011, 24576, 32768, 49152, 65536)}
-    wide = 16384 in widths
     assert chosen == {20011: (4096, 8), 24576: (8192, 16), 32768: (16384 if wide else 8192, 16),
                       49152: (16384 if wide else 8192, 16), 65536: (16384 if wide else 8192, 16)}
 
@@ -422,13 +424,7 @@ def test_implement_writes_the_next_free_number(tmp_path, capsys, monkeypatch):
 
 
 def _anchor_tasks():
-    import importlib.util
-
-    path = Path(__file__).parents[1] / "benchmarks" / "anchor_tasks.py"
-    spec = importlib.util.spec_from_file_location("anchor_tasks", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.anchor_tasks()
+    return _load_module(Path(__file__).parents[1] / "benchmarks" / "anchor_tasks.py").anchor_tasks()
 
 
 ANCHOR_TASKS = _anchor_tasks()
