@@ -160,11 +160,14 @@ def test_long_rows_are_walked_in_slices(tmp_path, task):
     """Every row op over rows longer than registers hold, alone or after a matmul: CHUNK-wide slices (256 in the
     interpreter, so the test shapes take 1 to 4 of them, the last masked, and the long one 79 or more), one pass
     for a reduction and for batch norm (per channel), two for a normalization (its statistics, then normalize and
-    store)."""
+    store); a 3D group norm in tiles of channels and positions (256 values in the interpreter)."""
     task = _with_long_rows(task)
     source = generate(task)
     one_pass = any(catalog.get(s.op).family is Family.REDUCTION or s.op == "batch_norm" for s in task.steps)
-    assert source.count("for start in range(0, row_len, CHUNK):") == (1 if one_pass else 2)
+    tiled = len(task.inputs[0].shape) == 3 and any(s.op == "group_norm" for s in task.steps)
+    loop = ("for tile in range(0, tl.cdiv(group_chans, C_BLOCK) * n_blocks):" if tiled else
+            "for start in range(0, row_len, CHUNK):")
+    assert source.count(loop) == (1 if one_pass else 2)
     assert not _unread_parameters(source)
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(source)
@@ -363,29 +366,48 @@ def test_row_plan_times_warps_only_where_no_count_wins_everywhere(tmp_path):
         assert len(module.ROW_CONFIGS) == 1
 
 
-@pytest.mark.parametrize("ops, rank, wide", [("softmax", 2, True), ("sum", 2, True), ("group_norm", 3, False)])
-def test_looped_rows_take_the_widest_slice_that_divides_them(tmp_path, monkeypatch, ops, rank, wide):
+@pytest.mark.parametrize("ops", ["softmax", "sum"])
+def test_looped_rows_take_the_widest_slice_that_divides_them(tmp_path, monkeypatch, ops):
     """On a GPU a looped row kernel takes 16384 or 8192 values a slice on 16 warps where the width divides the
-    row, else 4096 on 8; 8192 at most where an operand's index divides per value (group norm's channels); 256 in
-    the interpreter."""
-    task = _with_long_rows(_sampled(ops, rank) if rank == 3 else GEN.generate(7, dtype="float16", ops=ops))
+    row, else 4096 on 8; 256 in the interpreter."""
     path = tmp_path / "001_fused_kernels.py"
-    path.write_text(generate(task))
+    path.write_text(generate(_with_long_rows(GEN.generate(7, dtype="float16", ops=ops))))
     module = _load_module(path)
     monkeypatch.setattr(module, "DEVICE", "cpu")
     assert module.row_slices(32768) == (256, 8)
     monkeypatch.setattr(module, "DEVICE", "cuda")
     chosen = {n: module.row_slices(n) for n in (20011, 24576, 32768, 49152, 65536)}
-    assert chosen == {20011: (4096, 8), 24576: (8192, 16), 32768: (16384 if wide else 8192, 16),
-                      49152: (16384 if wide else 8192, 16), 65536: (16384 if wide else 8192, 16)}
+    assert chosen == {20011: (4096, 8), 24576: (8192, 16), 32768: (16384, 16), 49152: (16384, 16),
+                      65536: (16384, 16)}
+
+
+@pytest.mark.parametrize("n_cols, group_chans, tile, expected", [
+    (1024, 64, 16384, (16, 1024)), (768, 48, 16384, (32, 256)), (2048, 16, 4096, (2, 2048)),
+    (64, 6, 256, (4, 64)), (97, 3, 256, (2, 128)), (500, 4, 256, (1, 256)), (20000, 8, 16384, (1, 16384))])
+def test_group_norm_tiles_fit_channels_and_positions(tmp_path, n_cols, group_chans, tile, expected):
+    """A 3D group norm's looped kernel: [C_BLOCK, BLOCK_N] tiles of TILE values at most, BLOCK_N the widest power
+    of two dividing N when it is 128 wide or all of N (no padding), else N padded; C_BLOCK no more than the group's
+    channels padded; per-channel operands a vector per tile, no division per value; one TILE in the interpreter."""
+    task = _with_long_rows(_sampled("group_norm", 3))
+    groups = next(s.params["groups"] for s in task.steps if s.op == "group_norm")
+    source = generate(task)
+    assert "cols //" not in source and "[:, None]" in source
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(source)
+    module = _load_module(path)
+    args = {"n_cols": n_cols, "n_chan": group_chans * groups, "TILE": tile}
+    args["BLOCK_N"] = module.tile_width(args)
+    assert (module.tile_channels(args), args["BLOCK_N"]) == expected
+    if module.DEVICE == "cpu":
+        assert [c.kwargs["TILE"] for c in module.GROUP_CONFIGS] == [256]
 
 
 def test_row_plan_on_3d_channel_norms(tmp_path):
     batch_norm = _sampled("batch_norm", 3)
     group_norm = _sampled("group_norm", 3)
-    assert "CHUNK" in generate(group_norm)  # its bench rows exceed the register budget: the looped variant
+    assert "C_BLOCK" in generate(group_norm)  # its bench rows exceed the register budget: the looped variant
     small = replace(group_norm, shapes={"test": group_norm.shapes["test"], "bench": group_norm.shapes["test"][:1]})
-    assert "CHUNK" not in generate(small)  # rows that fit in registers: one block per row
+    assert "C_BLOCK" not in generate(small)  # rows that fit in registers: one block per row
     for task in (batch_norm, group_norm, small):
         path = tmp_path / "001_fused_kernels.py"
         path.write_text(generate(task))

@@ -328,24 +328,24 @@ def _reduction(step: Step, n: str, tile: bool) -> list[str]:
 # A reduction's running state over several vectors of its values (a looped row's slices, the tiles of
 # two_reductions' rows): an online max and rescaled sum for logsumexp, Chan's combination of (count, mean,
 # M2) for var.
-_RUNNING = {  # (initial accumulators, update from a vector h under {mask}, the state as _PARTIALS' parts)
-    "sum": (["total = 0.0"], ["total += tl.sum(tl.where({mask}, h, 0.0), axis=0)"], {"part_sum": "total"}),
-    "mean": (["total = 0.0"], ["total += tl.sum(tl.where({mask}, h, 0.0), axis=0)"], {"part_sum": "total"}),
-    "max": (["best = float('-inf')"], ["best = tl.maximum(best, tl.max(tl.where({mask}, h, float('-inf')), axis=0))"],
-            {"part_max": "best"}),
-    "min": (["best = float('inf')"], ["best = tl.minimum(best, tl.min(tl.where({mask}, h, float('inf')), axis=0))"],
-            {"part_min": "best"}),
+_RUNNING = {  # (initial accumulators, update from h under {mask} (summed over {axis}), the state as _PARTIALS' parts)
+    "sum": (["total = 0.0"], ["total += tl.sum(tl.where({mask}, h, 0.0), axis={axis})"], {"part_sum": "total"}),
+    "mean": (["total = 0.0"], ["total += tl.sum(tl.where({mask}, h, 0.0), axis={axis})"], {"part_sum": "total"}),
+    "max": (["best = float('-inf')"],
+            ["best = tl.maximum(best, tl.max(tl.where({mask}, h, float('-inf')), axis={axis}))"], {"part_max": "best"}),
+    "min": (["best = float('inf')"],
+            ["best = tl.minimum(best, tl.min(tl.where({mask}, h, float('inf')), axis={axis}))"], {"part_min": "best"}),
     "logsumexp": (["run_max = float('-inf')", "run_sum = 0.0"],
-                  ["new_max = tl.maximum(run_max, tl.max(tl.where({mask}, h, float('-inf')), axis=0))",
+                  ["new_max = tl.maximum(run_max, tl.max(tl.where({mask}, h, float('-inf')), axis={axis}))",
                    "run_sum = run_sum * tl.exp(run_max - new_max) + "
-                   "tl.sum(tl.where({mask}, tl.exp(h - new_max), 0.0), axis=0)",
+                   "tl.sum(tl.where({mask}, tl.exp(h - new_max), 0.0), axis={axis})",
                    "run_max = new_max"],
                   {"part_max": "run_max", "part_sumexp": "run_sum"}),
-    "l2norm": (["total = 0.0"], ["total += tl.sum(tl.where({mask}, h * h, 0.0), axis=0)"], {"part_sq": "total"}),
+    "l2norm": (["total = 0.0"], ["total += tl.sum(tl.where({mask}, h * h, 0.0), axis={axis})"], {"part_sq": "total"}),
     "var": (["count = 0.0", "run_mean = 0.0", "run_m2 = 0.0"],
-            ["tile_count = tl.sum({mask}.to(tl.float32), axis=0)",
-             "tile_mean = tl.sum(tl.where({mask}, h, 0.0), axis=0) / tile_count",
-             "tile_m2 = tl.sum(tl.where({mask}, (h - tile_mean) * (h - tile_mean), 0.0), axis=0)",
+            ["tile_count = tl.sum({mask}.to(tl.float32), axis={axis})",
+             "tile_mean = tl.sum(tl.where({mask}, h, 0.0), axis={axis}) / tile_count",
+             "tile_m2 = tl.sum(tl.where({mask}, (h - tile_mean) * (h - tile_mean), 0.0), axis={axis})",
              "delta = tile_mean - run_mean",
              "run_mean += delta * tile_count / (count + tile_count)",
              "run_m2 += tile_m2 + delta * delta * count * tile_count / (count + tile_count)",
@@ -554,70 +554,125 @@ _LOOPED = {  # row op -> (its _RUNNING state or None, statements after pass 1 (a
     "l2_normalize": ("l2norm", ["norm = tl.maximum(tl.sqrt(total), {eps})"], "h = h / norm"),
     "batch_norm": (None, [], _STATS["batch_norm"][0]),  # per channel: one pass, no statistics
 }
-_STATE_DOC = {  # pass 1's comment, by _RUNNING state
-    "sum": "the row's sum, slice by slice", "mean": "the row's sum, slice by slice",
-    "max": "the row's max, slice by slice", "min": "the row's min, slice by slice",
-    "l2norm": "the row's sum of squares, slice by slice",
-    "logsumexp": "the row's max and sum of exp(x - max), slice by slice (the sum rescaled as the max grows)",
-    "var": "mean and M2 of the row, slice by slice (Chan's combination)",
+_STATE_DOC = {  # pass 1's comment, by _RUNNING state ({walk}: slice by slice, or tile by tile)
+    "sum": "the row's sum, {walk}", "mean": "the row's sum, {walk}",
+    "max": "the row's max, {walk}", "min": "the row's min, {walk}",
+    "l2norm": "the row's sum of squares, {walk}",
+    "logsumexp": "the row's max and sum of exp(x - max), {walk} (the sum rescaled as the max grows)",
+    "var": "mean and M2 of the row, {walk} (Chan's combination)",
 }
 # The slice width is picked in the wrapper from the row length (row_slices): the widest of LOOPED_SLICES that divides
 # the row, on 16 warps, else 4096 values on 8 (our reading: a wider slice's partial last one wastes issue slots, which
-# count where rows of an odd length load one value at a time). Where an operand's index takes an integer division per
-# value (group norm's per-channel gamma and beta over [B, C, N]), 8192 at most. A/B on the H200
+# count where rows of an odd length load one value at a time). A/B on the H200
 # (benchmarks/results/ab_h200/round10_looped_*.txt), against 4096 values on 8 warps for every row: fp16 softmax over
 # rows of 24576-65536 values 1.05-1.15x faster, layer_norm 1.03-1.18x (0.83x -> 0.98x torch.compile at 32768), fp32
-# both 1.08-1.19x, the sum 1.03x, 3D group norms 0.99-1.21x; rows of 20011 kept at 4096 (8192: 0.7-0.8x, 16384:
-# 0.5-0.6x). Persistent grids and per-lane Welford statistics were timed too and not taken.
-LOOPED_SLICES, LOOPED_GATHER_SLICES = (16384, 8192), (8192,)
+# both 1.08-1.19x, the sum 1.03x; rows of 20011 kept at 4096 (8192: 0.7-0.8x, 16384: 0.5-0.6x). Persistent grids and
+# per-lane Welford statistics were timed too and not taken. 3D group norms walk tiles instead (GROUP_TILES).
+LOOPED_SLICES = (16384, 8192)
 
 
-def _row_slices(widths: tuple[int, ...]) -> list[str]:
-    """The generated helper giving a looped row kernel its CHUNK and warps for a row length (widths: widest first)."""
-    if len(widths) == 1:
-        which = f"{widths[0]} where it divides the row"
-        pick = f"    chunk = {widths[0]} if row_len % {widths[0]} == 0 else 4096"
-    else:
-        listed = ", ".join(str(w) for w in widths)
-        which = f"the widest of {listed} that divides the row"
-        pick = f"    chunk = next((width for width in ({listed}) if row_len % width == 0), 4096)"
+def _row_slices() -> list[str]:
+    """The generated helper giving a looped row kernel its CHUNK and warps for a row length."""
+    listed = ", ".join(str(width) for width in LOOPED_SLICES)
     return [
         "def row_slices(row_len):",
-        f'    """CHUNK and warps for rows of row_len values: {which}, on 16 warps; else 4096 on 8."""',
+        f'    """CHUNK and warps for rows of row_len values: the widest of {listed} that divides the row, on 16 warps;',
+        '    else 4096 on 8."""',
         "    if DEVICE != \"cuda\":",
         "        return 256, 8  # small slices in the interpreter exercise the loop",
-        pick,
+        f"    chunk = next((width for width in ({listed}) if row_len % width == 0), 4096)",
         "    return chunk, 16 if chunk > 4096 else 8",
         "",
         "",
     ]
 
 
+# A 3D group norm's looped kernel walks a group's [C / G, N] values in [C_BLOCK, BLOCK_N] tiles of TILE values
+# at most, TILE and warps autotuned (once per shape) over GROUP_TILES. A/B on the H200 (benchmarks/results/ab_h200/
+# round11_group_tiles.txt), against 8192-value slices whose gamma and beta were gathered per value: 1.04-1.38x
+# faster at the best tile, which differs by task (16384 on 16 warps for 6 of 9, down to 0.86x at 8192 on 8 for
+# 65536-value rows of an exp-heavy chain, where 4096 on 4 was fastest; 4096 on 4 is 3.2x slower on an fp32 chain).
+GROUP_TILES = ((16384, 16), (8192, 8), (4096, 4))
+
+
+def _group_tiles(groups: int) -> list[str]:
+    """The generated configurations and heuristics giving a 3D group norm's looped kernel its tiles."""
+    listed = ", ".join(f"({tile}, {warps})" for tile, warps in GROUP_TILES)
+    return [
+        "GROUP_CONFIGS = [triton.Config({\"TILE\": tile}, num_warps=warps)",
+        f"                 for tile, warps in ({listed})] if DEVICE == \"cuda\" else [",
+        "    triton.Config({\"TILE\": 256}, num_warps=8),  # small tiles in the interpreter exercise the loop",
+        "]",
+        "",
+        "",
+        "def tile_width(args):",
+        '    """BLOCK_N: the widest power of two that divides N (no padding) if it is 128 wide or all of N, else N',
+        '    padded to a power of two; TILE at most."""',
+        "    block_n = min(args[\"n_cols\"] & -args[\"n_cols\"], args[\"TILE\"])",
+        "    if block_n < min(128, args[\"n_cols\"]):",
+        "        block_n = min(triton.next_power_of_2(args[\"n_cols\"]), args[\"TILE\"])",
+        "    return block_n",
+        "",
+        "",
+        "def tile_channels(args):",
+        '    """C_BLOCK: the channels that fill TILE, at most a group\'s channel count padded to a power of two."""',
+        f"    return min(args[\"TILE\"] // args[\"BLOCK_N\"], triton.next_power_of_2(args[\"n_chan\"] // {groups}))",
+        "",
+        "",
+        "@triton.autotune(configs=GROUP_CONFIGS, key=[\"row_len\", \"n_cols\", \"n_chan\"])",
+        "@triton.heuristics({\"BLOCK_N\": tile_width, \"C_BLOCK\": tile_channels})",
+    ]
+
+
+def _group_walk(groups: int) -> tuple[Layout, list[str], str, list[str]]:
+    """A 3D group norm's row ([C / G channels, N] values) as [C_BLOCK, BLOCK_N] tiles: (operand layout, lines before
+    the passes, the loop, its first lines). Per-channel and per-row operands load as a vector of the tile's channels,
+    broadcast over its positions: no division per value, no gather."""
+    chans = f"(row % {groups}) * group_chans + chans"
+    layout = Layout({"full": "row * row_len + chans[:, None] * n_cols + pos[None, :]"},
+                    vectors={"col": ("pos", "pos < n_cols", "[None, :]"),
+                             "chan": (chans, "chans < group_chans", "[:, None]"),
+                             "row": (f"(row // {groups}) * n_chan + {chans}", "chans < group_chans", "[:, None]")})
+    before = ["tl.static_assert(C_BLOCK * BLOCK_N <= TILE)  # the heuristics keep a tile within its budget",
+              f"group_chans = n_chan // {groups}", "n_blocks = tl.cdiv(n_cols, BLOCK_N)"]
+    head = ["chans = (tile // n_blocks) * C_BLOCK + tl.arange(0, C_BLOCK)",
+            "pos = (tile % n_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)",
+            "mask = (chans < group_chans)[:, None] & (pos < n_cols)[None, :]"]
+    return layout, before, "for tile in range(0, tl.cdiv(group_chans, C_BLOCK) * n_blocks):", head
+
+
 def _looped_row_kernel(task: FusionTask, name: str, source: str, k_row: int, layout: Layout, row_len: str,
                        geometry: str) -> tuple[str, list[str]]:
     """The row kernel over rows too long for registers: CHUNK-wide slices, one pass for a reduction, two for a
-    normalization (``_LOOPED``). Returns the kernel and the wrapper lines that allocate ``out`` and launch it."""
+    normalization (``_LOOPED``); a 3D group norm's rows in [C_BLOCK, BLOCK_N] tiles of channels and positions
+    (``_group_walk``). Returns the kernel and the wrapper lines that allocate ``out`` and launch it."""
     by_name = {i.name: i for i in task.inputs}
     row_step, row_op = task.steps[k_row], catalog.get(task.steps[k_row].op)
     reduces = row_op.family is Family.REDUCTION
     state, between, normalize = _LOOPED["standardize" if row_step.op in _STANDARDIZED else row_step.op]
     operands = dict(zip((o.stem for o in catalog.operands(row_op, row_step.params)), row_step.inputs))
+    tiled = row_step.op == "group_norm" and len(task.inputs[0].shape) == 3
+    if tiled:
+        layout, before, loop, head = _group_walk(row_step.params["groups"])
+    else:
+        before, loop, head = [], "for start in range(0, row_len, CHUNK):", ["cols = start + tl.arange(0, CHUNK)",
+                                                                             "mask = cols < row_len"]
     pre = []
     for k, step in enumerate(task.steps[:k_row], start=1):
         pre += _emit_pointwise(k, step, by_name, layout, task.dtype)
 
     def slice_start(hint: str) -> list[str]:
-        return ["    cols = start + tl.arange(0, CHUNK)", "    mask = cols < row_len",
-                f"    h = tl.load(x_ptr + row * row_len + cols, mask=mask, other=0.0{hint}).to(tl.float32)",
+        return [loop, *("    " + line for line in head),
+                f"    h = tl.load(x_ptr + {layout.index['full']}, mask=mask, other=0.0{hint}).to(tl.float32)",
                 *("    " + line for line in pre)]
 
-    body = ["row = tl.program_id(0).to(tl.int64)", f"# {k_row + 1}. {step_label(row_step)}: {row_op.doc}"]
+    body = ["row = tl.program_id(0).to(tl.int64)", f"# {k_row + 1}. {step_label(row_step)}: {row_op.doc}", *before]
     if state:
         init, update, _ = _RUNNING[state]
-        body += [f"# {'' if reduces else 'pass 1: '}{_STATE_DOC[state]}",
-                 *init, "for start in range(0, row_len, CHUNK):",
-                 *slice_start(", eviction_policy='evict_first'" if reduces else ""),
-                 *("    " + line.format(mask="mask") for line in update),
+        walk = "tile by tile" if tiled else "slice by slice"
+        body += [f"# {'' if reduces else 'pass 1: '}{_STATE_DOC[state].format(walk=walk)}",
+                 *init, *slice_start(", eviction_policy='evict_first'" if reduces else ""),
+                 *("    " + line.format(mask="mask", axis=None if tiled else 0) for line in update),
                  *(line.format(**row_step.params) for line in between)]
     if reduces:
         for k, step in enumerate(task.steps[k_row + 1:], start=k_row + 2):
@@ -625,32 +680,34 @@ def _looped_row_kernel(task: FusionTask, name: str, source: str, k_row: int, lay
         body.append("tl.store(out_ptr + row, h.to(out_ptr.dtype.element_ty))")
     else:
         affine = ", affine" if operands else ""
-        body += [f"# {'pass 2: ' if state else ''}normalize{affine}, the ops after it, store",
-                 "for start in range(0, row_len, CHUNK):", *slice_start("")]
+        body += [f"# {'pass 2: ' if state else ''}normalize{affine}, the ops after it, store", *slice_start("")]
         for operand in catalog.operands(row_op, row_step.params):
             body.append("    " + layout.load(operands[operand.stem], operand.layout, var=operand.stem))
         body.append("    " + normalize.format(**row_step.params))
         for k, step in enumerate(task.steps[k_row + 1:], start=k_row + 2):
             body += ["    " + line for line in _emit_pointwise(k, step, by_name, layout, task.dtype)]
-        body.append("    tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)")
+        body.append(f"    tl.store(out_ptr + {layout.index['full']}, h.to(out_ptr.dtype.element_ty), mask=mask)")
     sizes, size_args = _read_sizes(body, _row_sizes(source, len(task.inputs[0].shape)))
     shape = ", ".join(str(d) for d in task.inputs[0].shape)
+    walk = ("walked in [C_BLOCK, BLOCK_N] tiles of its channels and positions" if tiled else
+            "walked in CHUNK-wide slices")
     doc = (f'"""{" -> ".join(step_label(s) for s in task.steps)}; x [{shape}].\n\n'
-           f'    {geometry[0].upper() + geometry[1:]}, walked in CHUNK-wide slices (rows too long for '
-           f'registers); fp32 math, one cast on store.\n    """')
-    gathers = any("cols //" in line for line in body)
+           f'    {geometry[0].upper() + geometry[1:]}, {walk} (rows too long for registers); fp32 math, one cast on '
+           f'store.\n    """')
     kernel = "\n".join([
-        *_row_slices(LOOPED_GATHER_SLICES if gathers else LOOPED_SLICES),
+        *(_group_tiles(row_step.params["groups"]) if tiled else _row_slices()),
         "@triton.jit",
-        *_kernel_def(name, [*_kernel_args(task), "out_ptr", *sizes], ["CHUNK"]),
+        *_kernel_def(name, [*_kernel_args(task), "out_ptr", *sizes],
+                     ["TILE", "C_BLOCK", "BLOCK_N"] if tiled else ["CHUNK"]),
         f"    {doc}",
         *("    " + line for line in body),
     ])
-    launch_args = [source, *[i.name for i in task.inputs[1:]], "out", *size_args, "CHUNK=CHUNK", "num_warps=warps"]
+    launch_args = [source, *[i.name for i in task.inputs[1:]], "out", *size_args,
+                   *([] if tiled else ["CHUNK=CHUNK", "num_warps=warps"])]
     launch = [
         _row_output(row_step, source),
         f"    row_len = {row_len}",
-        "    CHUNK, warps = row_slices(row_len)",
+        *([] if tiled else ["    CHUNK, warps = row_slices(row_len)"]),
         *_launch(f"{name}[({source}.numel() // row_len,)]", launch_args),
     ]
     return kernel, launch
@@ -1054,7 +1111,7 @@ def _two_reductions(task: FusionTask) -> str:
     for k, step in enumerate(task.steps[first_k + 1:second_k], start=first_k + 2):
         loop += _emit_pointwise(k, step, by_name, per_row, task.dtype)
     loop.append(f"# {second_k + 1}. {step_label(second)} (over M): this slice's running state")
-    loop += [line.format(mask="row_mask", **second.params) for line in update]
+    loop += [line.format(mask="row_mask", axis=0, **second.params) for line in update]
     body += ["    " + line for line in loop]
     body += [f"tl.store({part}_ptr + batch * n_splits + split, {state[part]})" for part, _ in parts]
 
