@@ -589,9 +589,10 @@ def _row_slices() -> list[str]:
 
 # A 3D group norm's looped kernel walks a group's [C / G, N] values in [C_BLOCK, BLOCK_N] tiles of TILE values
 # at most, TILE and warps autotuned (once per shape) over GROUP_TILES. A/B on the H200 (benchmarks/results/ab_h200/
-# round11_group_tiles.txt), against 8192-value slices whose gamma and beta were gathered per value: 1.04-1.38x
-# faster at the best tile, which differs by task (16384 on 16 warps for 6 of 9, down to 0.86x at 8192 on 8 for
-# 65536-value rows of an exp-heavy chain, where 4096 on 4 was fastest; 4096 on 4 is 3.2x slower on an fp32 chain).
+# round11_group_tile_widths.txt), against 8192-value slices whose gamma and beta were gathered per value: 1.04-1.38x
+# faster at the best tile, which differs by task (16384 on 16 warps for 6 of 9; on 65536-value rows of an exp-heavy
+# chain 4096 on 4 was fastest and 16384 on 16 0.86x; 4096 on 4 is 3.2x slower on an fp32 chain). The generator's
+# files before and after, autotuned: 1.04-1.38x on all nine (round11_group_tiles.txt).
 GROUP_TILES = ((16384, 16), (8192, 8), (4096, 4))
 
 
