@@ -382,7 +382,7 @@ def test_looped_rows_take_the_widest_slice_that_divides_them(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("n_cols, group_chans, tile, expected", [
-    (1024, 64, 16384, (16, 1024)), (768, 48, 16384, (32, 256)), (2048, 16, 4096, (2, 2048)),
+    (1024, 64, 16384, (16, 1024)), (768, 48, 16384, (64, 256)), (2048, 16, 4096, (2, 2048)),
     (64, 6, 256, (4, 64)), (97, 3, 256, (2, 128)), (500, 4, 256, (1, 256)), (20000, 8, 16384, (1, 16384))])
 def test_group_norm_tiles_fit_channels_and_positions(tmp_path, n_cols, group_chans, tile, expected):
     """A 3D group norm's looped kernel: [C_BLOCK, BLOCK_N] tiles of TILE values at most, BLOCK_N the widest power
