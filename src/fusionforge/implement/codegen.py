@@ -17,8 +17,9 @@ Plans so far:
   pointwise ops before and after are fused, operands indexed per lane or once per program; a
   reduction's row loads are marked evict_first (read once, kept nowhere), and a reduction over rows
   under 2 KB reads several rows per program ([ROWS, BLOCK_N] tiles of 2048 values). Group norm's
-  rows are one group of one sample. Rows longer than MAX_ROW_BLOCK are walked in slices: one pass
-  for a reduction, two for a normalization (statistics, then normalize and store).
+  rows are one group of one sample. Rows longer than MAX_ROW_BLOCK are walked in slices (a 3D group
+  norm's in tiles of channels and positions): one pass for a reduction, two for a normalization
+  (statistics, then normalize and store).
 
 * matmul: the pointwise epilogue fused (inference batch norm included: it is per channel). A
   reduction after it never stores the [M, N] product: each tile writes its rows' fp32 partial
@@ -538,7 +539,7 @@ def _row_output(step: Step, source: str) -> str:
 # A reduction reads the row once (evict_first, as in the row form) and stores its finished state; a normalization
 # takes its statistics in pass 1, then reads the row again in pass 2, recomputes the pointwise ops before it,
 # normalizes and stores. Of the generated tasks only 3D group norms have such rows (at their bench shapes); other
-# row ops meet them only in tasks whose shapes were set by hand.
+# row ops meet them only in tasks whose shapes were set by hand. Those walk [C_BLOCK, BLOCK_N] tiles (_group_walk).
 _LOOPED = {  # row op -> (its _RUNNING state or None, statements after pass 1 (a reduction's value), pass 2 or None)
     "sum": ("sum", ["h = total"], None),
     "mean": ("mean", ["h = total / row_len"], None),
@@ -662,7 +663,7 @@ def _looped_row_kernel(task: FusionTask, name: str, source: str, k_row: int, lay
     for k, step in enumerate(task.steps[:k_row], start=1):
         pre += _emit_pointwise(k, step, by_name, layout, task.dtype)
 
-    def slice_start(hint: str) -> list[str]:
+    def walk_start(hint: str) -> list[str]:
         return [loop, *("    " + line for line in head),
                 f"    h = tl.load(x_ptr + {layout.index['full']}, mask=mask, other=0.0{hint}).to(tl.float32)",
                 *("    " + line for line in pre)]
@@ -672,7 +673,7 @@ def _looped_row_kernel(task: FusionTask, name: str, source: str, k_row: int, lay
         init, update, _ = _RUNNING[state]
         walk = "tile by tile" if tiled else "slice by slice"
         body += [f"# {'' if reduces else 'pass 1: '}{_STATE_DOC[state].format(walk=walk)}",
-                 *init, *slice_start(", eviction_policy='evict_first'" if reduces else ""),
+                 *init, *walk_start(", eviction_policy='evict_first'" if reduces else ""),
                  *("    " + line.format(mask="mask", axis=None if tiled else 0) for line in update),
                  *(line.format(**row_step.params) for line in between)]
     if reduces:
@@ -681,7 +682,7 @@ def _looped_row_kernel(task: FusionTask, name: str, source: str, k_row: int, lay
         body.append("tl.store(out_ptr + row, h.to(out_ptr.dtype.element_ty))")
     else:
         affine = ", affine" if operands else ""
-        body += [f"# {'pass 2: ' if state else ''}normalize{affine}, the ops after it, store", *slice_start("")]
+        body += [f"# {'pass 2: ' if state else ''}normalize{affine}, the ops after it, store", *walk_start("")]
         for operand in catalog.operands(row_op, row_step.params):
             body.append("    " + layout.load(operands[operand.stem], operand.layout, var=operand.stem))
         body.append("    " + normalize.format(**row_step.params))
@@ -690,10 +691,10 @@ def _looped_row_kernel(task: FusionTask, name: str, source: str, k_row: int, lay
         body.append(f"    tl.store(out_ptr + {layout.index['full']}, h.to(out_ptr.dtype.element_ty), mask=mask)")
     sizes, size_args = _read_sizes(body, _row_sizes(source, len(task.inputs[0].shape)))
     shape = ", ".join(str(d) for d in task.inputs[0].shape)
-    walk = ("walked in [C_BLOCK, BLOCK_N] tiles of its channels and positions" if tiled else
-            "walked in CHUNK-wide slices")
+    walked = ("walked in [C_BLOCK, BLOCK_N] tiles of its channels and positions" if tiled else
+              "walked in CHUNK-wide slices")
     doc = (f'"""{" -> ".join(step_label(s) for s in task.steps)}; x [{shape}].\n\n'
-           f'    {geometry[0].upper() + geometry[1:]}, {walk} (rows too long for registers); fp32 math, one cast on '
+           f'    {geometry[0].upper() + geometry[1:]}, {walked} (rows too long for registers); fp32 math, one cast on '
            f'store.\n    """')
     kernel = "\n".join([
         *(_group_tiles(row_step.params["groups"]) if tiled else _row_slices()),
