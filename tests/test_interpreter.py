@@ -1,16 +1,42 @@
-"""The CPU interpreter must round to bfloat16 as the GPU does, or correct bf16 kernels fail by chance."""
+"""The CPU interpreter must compute what a GPU computes (bf16 rounding, dots, scalar arguments) and refuse
+every load, store and atomic outside the tensor argument its pointer came from."""
 
+import json
 import os
+import traceback
 
 import pytest
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
-from fusionforge.verify.interpreter import faithful_bfloat16
+from fusionforge.verify.interpreter import OutOfBoundsAccess, faithful_bfloat16, install_gpu_semantics
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="interpreter only")
 
+
+@pytest.fixture(scope="module", autouse=True)
+def gpu_semantics():
+    install_gpu_semantics()
+
+
+def _random(*shape, dtype=torch.float32, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+def _out_of_bounds(launch) -> OutOfBoundsAccess:
+    """Run a launch that must fail; the OutOfBoundsAccess in its exception chain."""
+    with pytest.raises(Exception) as info:
+        launch()
+    error = info.value
+    while error is not None and not isinstance(error, OutOfBoundsAccess):
+        error = error.__cause__
+    assert error is not None, f"no OutOfBoundsAccess in {info.value!r}"
+    return error
+
+
+# -- bfloat16 rounding --------------------------------------------------------------------------------
 
 @triton.jit
 def _casts_kernel(x_ptr, half_ptr, stored_ptr, cast_ptr, from_half_ptr, toward_zero_ptr, BLOCK: tl.constexpr):
@@ -42,3 +68,324 @@ def test_float_to_bfloat16_rounds_to_nearest_even():
     normal = slice(8, None)
     assert bool((toward_zero[normal].double().abs() <= x[normal].double().abs()).all())
     assert int((toward_zero[normal].view(torch.int16) != expected[normal]).sum()) > 1000
+
+
+# -- dots ---------------------------------------------------------------------------------------------
+
+@triton.jit
+def _matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, PRECISION: tl.constexpr, ACC_FP16: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """c = a @ b for row-major a [M, K], b [K, N] in one program, K in BLOCK_K steps."""
+    rows = tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float16 if ACC_FP16 else tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        a = tl.load(a_ptr + rows[:, None] * K + ks[None, :], mask=(rows[:, None] < M) & (ks[None, :] < K), other=0.0)
+        b = tl.load(b_ptr + ks[:, None] * N + cols[None, :], mask=(ks[:, None] < K) & (cols[None, :] < N), other=0.0)
+        if ACC_FP16:
+            acc = tl.dot(a, b, acc, out_dtype=tl.float16)
+        elif PRECISION == "default":
+            acc = tl.dot(a, b, acc)
+        else:
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    tl.store(c_ptr + rows[:, None] * N + cols[None, :], acc, mask=(rows[:, None] < M) & (cols[None, :] < N))
+
+
+def _matmul(a, b, precision="default", acc_fp16=False):
+    (M, K), N = a.shape, b.shape[1]
+    c = torch.empty(M, N, dtype=torch.float16 if acc_fp16 else torch.float32)
+    _matmul_kernel[(1,)](a, b, c, M, N, K, PRECISION=precision, ACC_FP16=acc_fp16,
+                         BLOCK_M=triton.next_power_of_2(M), BLOCK_N=triton.next_power_of_2(N), BLOCK_K=16)
+    return c
+
+
+def _tf32(x: torch.Tensor) -> torch.Tensor:
+    """An fp32 tensor as a tensor core reads it for a tf32 dot: the low 13 mantissa bits dropped."""
+    return (x.view(torch.int32) & -(2**13)).view(torch.float32)
+
+
+def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got.double() - want).norm() / want.norm())
+
+
+@pytest.mark.parametrize("shape", [(13, 29, 37), (32, 16, 64), (5, 3, 100)])
+@pytest.mark.parametrize("dtype, precision, low, high", [
+    (torch.bfloat16, "default", 0.0, 1e-6),
+    (torch.float16, "default", 0.0, 1e-6),
+    (torch.float32, "ieee", 0.0, 1e-6),
+    (torch.float32, "tf32x3", 0.0, 1e-6),
+    (torch.float32, "default", 1e-4, 3e-3),  # TF32: 10 mantissa bits per operand
+    (torch.float32, "tf32", 1e-4, 3e-3),
+])
+def test_dot_error_is_the_gpus(shape, dtype, precision, low, high):
+    M, N, K = shape
+    a, b = _random(M, K, dtype=dtype, seed=1), _random(K, N, dtype=dtype, seed=2)
+    exact = a.double() @ b.double()
+    c = _matmul(a, b, precision)
+    assert c.dtype == torch.float32
+    assert low <= _rel_err(c, exact) <= high
+    if dtype == torch.float32 and precision in ("default", "tf32"):  # the tensor cores' truncation, up to summation
+        assert _rel_err(c, _tf32(a).double() @ _tf32(b).double()) < 1e-6
+
+
+def test_tf32_dot_truncates_like_the_tensor_cores():
+    """Measured on an H200 (Triton 3.6): 1 + k * 2**-23 for any k < 2**13 enters a tf32 dot as 1.0."""
+    low_bits = torch.tensor([0x0FFF, 0x1000, 0x1001, 0x1FFF], dtype=torch.int32)
+    values = (torch.tensor(1.0).view(torch.int32) | low_bits).view(torch.float32)
+    a = torch.zeros(16, 16)
+    a[:4, 0] = values
+    b = torch.zeros(16, 16)
+    b[0, :] = 1.0
+    assert torch.equal(_matmul(a, b, "tf32")[:4], torch.ones(4, 16))
+    assert torch.equal(_matmul(a, b, "ieee")[:4], values[:, None].expand(4, 16))
+
+
+@pytest.mark.parametrize("default, high", [("ieee", 1e-6), ("tf32x3", 1e-6), ("tf32", 3e-3)])
+def test_f32_default_knob_picks_the_default_dot(monkeypatch, default, high):
+    """tl.dot without input_precision takes TRITON_F32_DEFAULT when it is set, as on a GPU."""
+    monkeypatch.setenv("TRITON_F32_DEFAULT", default)
+    a, b = _random(13, 37, seed=1), _random(37, 29, seed=2)
+    error = _rel_err(_matmul(a, b), a.double() @ b.double())
+    assert error <= high and (default != "tf32" or error > 1e-4)
+
+
+def test_fp16_dot_keeps_an_fp16_accumulator():
+    a, b = _random(24, 40, dtype=torch.float16, seed=3), _random(40, 20, dtype=torch.float16, seed=4)
+    c = _matmul(a, b, acc_fp16=True)
+    assert c.dtype == torch.float16
+    assert _rel_err(c, a.double() @ b.double()) < 2e-3  # fp16 rounding of the sums, not garbage
+
+
+# -- scalar arguments ---------------------------------------------------------------------------------
+
+@triton.jit
+def _scalars_kernel(x_ptr, scaled_ptr, half_ptr, flag_ptr, big_ptr, scale, flag, big, BLOCK: tl.constexpr):
+    offsets = tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + offsets)
+    tl.store(scaled_ptr + offsets, x * scale)  # fp16 * fp32 scalar: computed in fp32
+    tl.store(half_ptr, scale.to(tl.float16))
+    tl.store(flag_ptr, tl.where(flag, 7, 3))
+    tl.store(big_ptr, big * 2 // 4)  # i64 on a GPU; 32-bit arithmetic would wrap
+
+
+@pytest.mark.parametrize("scale", [1 / 3, -2.7182818, 1e-5])
+def test_python_scalars_get_the_gpus_types(scale):
+    x = _random(64, dtype=torch.float16)
+    scaled, half = torch.empty(64), torch.empty(1, dtype=torch.float16)
+    flag, big = torch.empty(1, dtype=torch.int32), torch.empty(1, dtype=torch.int64)
+    _scalars_kernel[(1,)](x, scaled, half, flag, big, scale, True, 3_000_000_001, BLOCK=64)
+    assert torch.equal(scaled, x.float() * torch.tensor(scale, dtype=torch.float32))
+    assert torch.equal(half, torch.tensor([scale]).half())
+    assert int(flag) == 7 and int(big) == 1_500_000_000
+
+
+# -- memory bounds ------------------------------------------------------------------------------------
+
+@triton.jit
+def _shifted_copy_kernel(x_ptr, out_ptr, n, shift, LOAD_MASKED: tl.constexpr, STORE_MASKED: tl.constexpr,
+                         BLOCK: tl.constexpr):
+    """out[i] = x[i + shift] for i < n; the loads and stores masked to i < n when asked."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside = offsets < n
+    source = x_ptr + offsets.to(tl.int64) + shift
+    x = tl.load(source, mask=inside, other=-1.0) if LOAD_MASKED else tl.load(source)
+    if STORE_MASKED:
+        tl.store(out_ptr + offsets, x, mask=inside)
+    else:
+        tl.store(out_ptr + offsets, x)
+
+
+def _copy(x, out, n, shift=0, load_masked=True, store_masked=True, block=64):
+    _shifted_copy_kernel[(triton.cdiv(n, block),)](x, out, n, shift, LOAD_MASKED=load_masked,
+                                                   STORE_MASKED=store_masked, BLOCK=block)
+
+
+DTYPES = [(torch.float32, "fp32"), (torch.float16, "fp16"), (torch.bfloat16, "bf16")]
+
+
+@pytest.mark.parametrize("n", [37, 100, 129])
+@pytest.mark.parametrize("dtype, name", DTYPES)
+def test_unmasked_load_past_the_end(n, dtype, name):
+    x, out = _random(n, dtype=dtype), torch.empty(n, dtype=dtype)
+    error = _out_of_bounds(lambda: _copy(x, out, n, load_masked=False))
+    details = json.loads(json.dumps(error.details))  # JSON-serialisable as it is
+    assert details.pop("inside") in (None, "out_ptr")  # out may lie right after x on the heap
+    assert details == {"kernel": "_shifted_copy_kernel", "access": "load", "argument": "x_ptr", "offset": n,
+                       "valid_offsets": [0, n - 1], "dtype": name, "lanes_out_of_bounds": n // 64 * 64 + 64 - n,
+                       "lanes_active": 64, "program": [n // 64, 0, 0]}
+    assert str(error).startswith(f"load out of bounds in _shifted_copy_kernel: x_ptr + {n} is outside")
+    assert "\n" not in str(error)
+
+
+@pytest.mark.parametrize("n", [37, 100])
+@pytest.mark.parametrize("dtype, name", DTYPES)
+def test_store_past_the_end_writes_nothing(n, dtype, name):
+    x, out = _random(n, dtype=dtype), torch.zeros(n, dtype=dtype)
+    error = _out_of_bounds(lambda: _copy(x, out, n, store_masked=False, block=128))
+    assert error.details["access"] == "store" and error.details["argument"] == "out_ptr"
+    assert error.details["offset"] == n and error.details["valid_offsets"] == [0, n - 1]
+    assert error.details["lanes_out_of_bounds"] == 128 - n and error.details["dtype"] == name
+    assert not out.any()  # refused before any lane was written
+
+
+@pytest.mark.parametrize("shift", [-1, -7])
+def test_negative_offset_before_the_start(shift):
+    x, out = _random(50), torch.empty(50)
+    error = _out_of_bounds(lambda: _copy(x, out, 50, shift=shift))
+    assert error.details["access"] == "load" and error.details["offset"] == shift
+    assert error.details["lanes_out_of_bounds"] == -shift and error.details["valid_offsets"] == [0, 49]
+
+
+def test_pointer_into_another_arguments_storage():
+    x, out = _random(48), torch.empty(48)
+    distance = (out.data_ptr() - x.data_ptr()) // 4  # x_ptr + distance is out's first element
+    error = _out_of_bounds(lambda: _copy(x, out, 48, shift=distance))
+    assert error.details["argument"] == "x_ptr" and error.details["inside"] == "out_ptr"
+    assert error.details["offset"] == distance and error.details["lanes_out_of_bounds"] == 48
+    assert "lies in out_ptr's storage" in str(error)
+
+
+def test_traceback_shows_the_kernel_line():
+    x, out = _random(37), torch.empty(37)
+    error = _out_of_bounds(lambda: _copy(x, out, 37, load_masked=False))
+    frames = traceback.extract_tb(error.__traceback__)
+    lines = {f.line for f in frames if f.filename == __file__}
+    assert "x = tl.load(source, mask=inside, other=-1.0) if LOAD_MASKED else tl.load(source)" in lines
+
+
+@triton.jit
+def _atomic_kernel(x_ptr, total_ptr, lock_ptr, n, BINS: tl.constexpr, LOCK_OFFSET: tl.constexpr,
+                   BLOCK: tl.constexpr):
+    offsets = tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + offsets, mask=offsets < n, other=0.0)
+    tl.atomic_add(total_ptr + offsets % BINS, x, mask=offsets < n)
+    tl.atomic_cas(lock_ptr + LOCK_OFFSET, 0, 1)
+
+
+def test_atomics_in_and_out_of_bounds():
+    x, total, lock = torch.ones(10), torch.zeros(4), torch.zeros(2, dtype=torch.int32)
+    _atomic_kernel[(1,)](x, total, lock, 10, BINS=4, LOCK_OFFSET=1, BLOCK=16)
+    assert total.tolist() == [3.0, 3.0, 2.0, 2.0] and lock.tolist() == [0, 1]
+    error = _out_of_bounds(lambda: _atomic_kernel[(1,)](x, total, lock, 10, BINS=5, LOCK_OFFSET=0, BLOCK=16))
+    assert error.details["access"] == "atomic" and error.details["argument"] == "total_ptr"
+    assert error.details["offset"] == 4 and error.details["lanes_out_of_bounds"] == 2
+    assert error.details["lanes_active"] == 10
+    error = _out_of_bounds(lambda: _atomic_kernel[(1,)](x, total, lock, 10, BINS=4, LOCK_OFFSET=2, BLOCK=16))
+    assert error.details["argument"] == "lock_ptr" and error.details["offset"] == 2
+    assert error.details["dtype"] == "int32"
+
+
+@triton.jit
+def _block_pointer_kernel(x_ptr, out_ptr, M, N, CHECK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """out = 2 * x, [M, N] row-major, one BLOCK_M x BLOCK_N tile per program; edges checked when asked."""
+    start = (tl.program_id(0) * BLOCK_M, tl.program_id(1) * BLOCK_N)
+    source = tl.make_block_ptr(x_ptr, (M, N), (N, 1), start, (BLOCK_M, BLOCK_N), (1, 0))
+    target = tl.make_block_ptr(out_ptr, (M, N), (N, 1), start, (BLOCK_M, BLOCK_N), (1, 0))
+    if CHECK:
+        tile = tl.load(source, boundary_check=(0, 1), padding_option="zero")
+        tl.store(target, tile * 2, boundary_check=(0, 1))
+    else:
+        tl.store(target, tl.load(source) * 2)
+
+
+@pytest.mark.parametrize("shape", [(13, 7), (33, 20)])
+def test_block_pointers_with_and_without_boundary_checks(shape):
+    x, out = _random(*shape), torch.zeros(shape)
+    grid = (triton.cdiv(shape[0], 16), triton.cdiv(shape[1], 8))
+    _block_pointer_kernel[grid](x, out, *shape, CHECK=True, BLOCK_M=16, BLOCK_N=8)
+    assert torch.equal(out, 2 * x)
+    error = _out_of_bounds(lambda: _block_pointer_kernel[grid](x, out, *shape, CHECK=False, BLOCK_M=16, BLOCK_N=8))
+    assert error.details["argument"] == "x_ptr" and error.details["access"] == "load"
+    assert error.details["offset"] >= shape[0] * shape[1] and error.details["valid_offsets"] == [0, x.numel() - 1]
+
+
+@triton.jit
+def _descriptor_kernel(x_desc, out_ptr, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """out = x + 1 through TMA-style descriptors: a host-built one for x, an in-kernel one for out."""
+    out_desc = tl.make_tensor_descriptor(out_ptr, shape=[M, N], strides=[N, 1], block_shape=[BLOCK_M, BLOCK_N])
+    row, col = tl.program_id(0) * BLOCK_M, tl.program_id(1) * BLOCK_N
+    out_desc.store([row, col], x_desc.load([row, col]) + 1)
+
+
+@pytest.mark.parametrize("shape", [(13, 8), (40, 24)])
+def test_tensor_descriptors_pad_edges_and_refuse_a_shape_past_the_storage(shape):
+    triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8))
+    M, N = shape
+    x, out = _random(M, N), torch.zeros(M, N)
+    grid = (triton.cdiv(M, 16), triton.cdiv(N, 16))
+    _descriptor_kernel[grid](TensorDescriptor.from_tensor(x, [16, 16]), out, M, N, BLOCK_M=16, BLOCK_N=16)
+    assert torch.equal(out, x + 1)
+    too_tall = TensorDescriptor(x, [M + 3, N], [N, 1], [16, 16])  # claims rows the storage lacks
+    error = _out_of_bounds(lambda: _descriptor_kernel[grid](too_tall, out, M, N, BLOCK_M=16, BLOCK_N=16))
+    assert error.details["argument"] == "x_desc" and error.details["offset"] == M * N
+    assert error.details["valid_offsets"] == [0, M * N - 1]
+
+
+@triton.jit
+def _from_integer_kernel(address, out_ptr):
+    tl.store(out_ptr, tl.load(address.to(tl.pointer_type(tl.float32))))
+
+
+def test_pointer_made_from_an_integer_is_refused():
+    x, out = _random(4), torch.empty(1)
+    error = _out_of_bounds(lambda: _from_integer_kernel[(1,)](x.data_ptr(), out))
+    assert error.details["argument"] is None and error.details["offset"] is None
+    assert str(error).startswith("load through a pointer not derived from any tensor argument")
+
+
+def test_honest_kernels_pass():
+    buffer = _random(100)
+    view = buffer[20:70]  # a slice: storage offset 20, the whole buffer reachable from it
+    out = torch.empty(50)
+    _copy(view, out, 50, shift=-20)
+    assert torch.equal(out, buffer[:50])
+    _copy(view, out, 50, shift=30)  # reads the last element of the storage
+    assert torch.equal(out, buffer[50:])
+    _copy(view, out, 0, shift=10**12)  # every lane masked off: none checked, none touched
+    short, padded = _random(10), torch.zeros(64)
+    _copy(short, padded, 10, store_masked=False)  # lanes 10..63 of the load lie past short's end, masked off
+    assert torch.equal(padded[:10], short) and torch.equal(padded[10:], torch.full((54,), -1.0))
+    # a view at the very end of its storage: the error names its own offsets
+    error = _out_of_bounds(lambda: _copy(view, out, 50, shift=31))
+    assert error.details["valid_offsets"] == [-20, 79] and error.details["offset"] == 80
+
+
+@triton.autotune(configs=[triton.Config({"BLOCK": 32}, num_warps=4)], key=["n"])
+@triton.jit
+def _autotuned_add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    inside = offsets < n
+    tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=inside) + tl.load(y_ptr + offsets, mask=inside),
+             mask=inside)
+
+
+def test_autotuned_and_several_kernels_pass():
+    x, y, out = _random(77), _random(77, seed=1), torch.empty(77)
+    _autotuned_add_kernel[lambda meta: (triton.cdiv(77, meta["BLOCK"]),)](x, y, out, 77)
+    assert torch.equal(out, x + y)
+    twice = torch.empty(77)
+    _copy(out, twice, 77)
+    assert torch.equal(twice, x + y)
+    error = _out_of_bounds(lambda: _autotuned_add_kernel[(3,)](x, _random(50), out, 77))
+    assert error.details["kernel"] == "_autotuned_add_kernel" and error.details["argument"] == "y_ptr"
+
+
+@triton.autotune(configs=[triton.Config({"WHICH": k}) for k in range(3)], key=["n"])
+@triton.jit
+def _which_config_kernel(out_ptr, n, WHICH: tl.constexpr):
+    offsets = tl.arange(0, 16)
+    tl.store(out_ptr + offsets, tl.full([16], WHICH, tl.int32), mask=offsets < n)
+
+
+def test_autotuned_kernels_run_every_config_and_rotate_the_winner():
+    """The interpreter has no benchmarker: each tuning runs every config once, and successive tunings
+    (one per key) pick successive configs, so a kernel tuned at three shapes has all three checked."""
+    install_gpu_semantics()
+    winners = []
+    for n in (5, 9, 13):
+        out = torch.full((16,), -1, dtype=torch.int32)
+        _which_config_kernel[(1,)](out, n)
+        assert int((out[:n] == out[0]).sum()) == n and bool((out[n:] == -1).all())
+        winners.append(int(out[0]))
+    assert sorted(winners) == [0, 1, 2]

@@ -1,20 +1,84 @@
-"""Make Triton's CPU interpreter round to bfloat16 the way the GPU does.
+"""Make Triton's CPU interpreter compute what a GPU computes, and check every memory access it makes.
 
-Triton 3.6's interpreter converts float32 -> bfloat16 by dropping the low 16 bits (round toward
-zero, up to 1 ulp of error, always toward zero), for ``.to(tl.bfloat16)`` and for the implicit cast
-in ``tl.store``. A GPU rounds to nearest even (``cvt.rn.bf16.f32``, at most 1/2 ulp). A correct
-bfloat16 kernel checked on the CPU would then carry twice the rounding error of PyTorch and could
-fail the checker by chance, or pass only thanks to a looser tolerance. ``faithful_bfloat16()``
-replaces the interpreter's float -> bfloat16 conversion with torch's round-to-nearest-even, so the
-CPU check sees the numbers the GPU would produce. Other conversions are left to the interpreter.
+The checker's child process calls ``install_gpu_semantics()`` once, when ``TRITON_INTERPRET=1``,
+before it imports a candidate file. It patches Triton 3.6's interpreter (``triton.runtime.interpreter``)
+in five places, each so that a kernel's verdict on the CPU is the one it would get on a GPU.
+
+bfloat16 rounding. The interpreter converts float32 -> bfloat16 by dropping the low 16 bits (round
+toward zero, up to 1 ulp of error), for ``.to(tl.bfloat16)`` and for the implicit cast in ``tl.store``.
+A GPU rounds to nearest even (``cvt.rn.bf16.f32``, at most 1/2 ulp). A correct bfloat16 kernel would
+carry twice PyTorch's rounding error and could fail by chance. ``faithful_bfloat16()`` converts with
+torch's round-to-nearest-even instead; other conversions are left to the interpreter.
+
+Dots. The interpreter computes ``tl.dot`` as ``np.matmul(a, b, dtype=acc)``. It holds bfloat16 values as
+raw uint16 bit patterns, so a bf16 dot multiplied integers (garbage), and an fp16 dot into an fp16
+accumulator summed in float16. Tensor cores multiply 16-bit operands exactly and add in fp32; here fp16
+and bf16 operands are widened to fp32 (exact) and multiplied and summed in fp32, and the accumulator keeps
+its dtype. A float32 dot reaches the builder with ``ir.INPUT_PRECISION.TF32`` unless the kernel asks for
+"ieee" or "tf32x3" (``tl.dot`` takes ``TRITON_F32_DEFAULT`` when set, else "tf32", or "ieee" for
+``allow_tf32=False``). For TF32, Triton hands the fp32 operands to ``mma``/``wgmma`` unconverted (it
+emits ``cvt.rna.tf32.f32`` only to split tf32x3 operands), and the tensor cores read only the top 19
+bits: each operand is truncated to 10 mantissa bits, ``x & 0xFFFFE000``. On an H200 with Triton 3.6 the
+default dot matched this truncation to 2e-7 (relative L2), and round-to-nearest only to 9e-4
+(``benchmarks/dot_rounding_gpu.py``). A float32 kernel with a default ``tl.dot`` thus fails a float32
+check here as it does on the GPU. "ieee" and "tf32x3" (fp32-accurate on a GPU, 2e-7 on the H200) stay
+fp32 products; fp8, int8 and fp64 dots are Triton's own ("bf16x3" and "bf16x6", which a GPU accepts,
+the interpreter still refuses).
+
+Scalar arguments. The GPU compiler types a Python float argument fp32, a bool i1 and an int i32, i64 or
+u64 by its value (``triton.runtime.jit.mangle_type``). The interpreter passed floats through as Python
+floats (``scale.to(tl.float16)`` raised AttributeError, ``x_fp16 * scale`` stayed fp16), rejected bools,
+and held ints in [2**31, 2**32) as uint32. Here each becomes a scalar of the GPU's type; constexpr
+arguments are untouched.
+
+Memory bounds. An access outside a tensor reads garbage or faults on a GPU; in the interpreter it reads
+the host heap, corrupts it (``malloc(): unaligned tcache chunk``, hangs) or goes unnoticed. When the
+interpreter converts a launch's arguments, each tensor argument's pointer gets a tag in bits 48-62 (an
+index into this launch's table of arguments; x86-64 user addresses lie below 2**47), and pointer
+arithmetic carries it along, so every pointer, block pointer and tensor descriptor knows the argument it
+came from. Before each load, store and atomic, every masked-in lane must satisfy
+``start <= address`` and ``address + element bytes <= end`` for its argument's storage (a view may reach
+all of the storage it views); an untagged pointer (made from an integer, say) never does. A violation
+raises ``OutOfBoundsAccess`` before memory is touched; otherwise the tags are stripped and the access
+runs. Masked-off lanes are neither checked nor touched. A launch whose storages do not all lie below
+2**47 runs unchecked, with a warning. The tags show only where a kernel turns a pointer into an integer
+(alignment tests still hold: the tag is a multiple of 2**48).
+
+Autotuning. Triton's autotuner benchmarks every config, which the interpreter cannot (it has no
+benchmarker: a kernel with two configs failed with "0 active drivers"). Here each config runs once while
+tuning, as on a GPU, and the winner rotates from one tuning to the next, so a kernel tuned at several
+shapes has several of its configs checked; on a GPU any of them may be the one that runs.
 """
 
 from __future__ import annotations
+
+import inspect
+import warnings
 
 import numpy as np
 import torch
 
 _FLOAT_SOURCES = ("fp16", "fp32", "fp64")
+_TAG_SHIFT = 48
+_ADDRESS_MASK = np.uint64(2**_TAG_SHIFT - 1)
+_MAX_TAG = 2**15 - 1  # tags use bits 48..62; bit 63 stays clear
+_ADDRESS_LIMIT = 2**47  # x86-64 user space: every storage must end at or below this
+_TF32_MASK = np.uint32(0xFFFFE000)  # sign, 8 exponent bits and the top 10 mantissa bits of an fp32
+
+
+class OutOfBoundsAccess(Exception):
+    """A kernel's load, store or atomic would touch memory outside the tensor argument it came from.
+
+    ``details``: kernel, access ("load", "store", "atomic"), argument (the pointer argument's name, None
+    for an untagged pointer), offset (first offending lane, in elements from the argument's first
+    element), valid_offsets ([first, last] of its storage), dtype (element type accessed),
+    lanes_out_of_bounds, lanes_active (masked-in lanes), program ([x, y, z]) and inside (another
+    argument whose storage holds the address, or None).
+    """
+
+    def __init__(self, message: str, details: dict) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 def faithful_bfloat16() -> bool:
@@ -38,3 +102,298 @@ def faithful_bfloat16() -> bool:
     convert.faithful = True
     interpreter._convert_float = convert
     return True
+
+
+def install_gpu_semantics() -> None:
+    """Make the interpreter compute what a GPU would and check its memory accesses (module docstring)."""
+    faithful_bfloat16()
+    _install_gpu_arithmetic()
+    _install_bounds_checks()
+    _install_autotuning()
+
+
+def _install_autotuning() -> None:
+    """Autotuned kernels as on a GPU (idempotent).
+
+    The interpreter has no benchmarker, so Triton's autotuner fails there ("0 active drivers") as soon as
+    a kernel has two configs. On a GPU every config runs while tuning and any of them may win; here each
+    runs once (its errors surface as on a GPU) and the winner rotates from one tuning to the next (one
+    per autotuning key: a kernel tuned at several shapes gets several of its configs checked).
+    """
+    from triton.runtime import autotuner
+
+    if getattr(autotuner.Autotuner.prune_configs, "gpu_semantics", False):
+        return
+
+    def run_once(kernel_call, quantiles=None, **kwargs):
+        kernel_call()
+        return [1.0] * len(quantiles) if quantiles else 1.0
+
+    def rotating(prune_configs):
+        def prune(self, kwargs):
+            configs = prune_configs(self, kwargs)
+            turn = getattr(self, "interpreter_turn", 0)
+            self.interpreter_turn = turn + 1
+            return configs[turn % len(configs):] + configs[:turn % len(configs)]
+        return prune
+
+    autotuner.Autotuner.do_bench = property(lambda self: run_once)
+    _replace(autotuner.Autotuner, "prune_configs", rotating)
+
+
+def _install_gpu_arithmetic() -> None:
+    """Dots and scalar arguments as on a GPU (idempotent)."""
+    from triton.runtime import interpreter
+
+    if not getattr(interpreter.InterpreterBuilder.create_dot, "gpu_semantics", False):
+        _replace(interpreter.InterpreterBuilder, "create_dot", _gpu_dot)
+        _replace(interpreter, "_implicit_cvt", _typed_scalars)
+
+
+def _install_bounds_checks() -> None:
+    """Tagged tensor pointers and bounds-checked loads, stores and atomics (idempotent)."""
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    if getattr(builder.create_masked_load, "gpu_semantics", False):
+        return
+    _replace(builder, "create_masked_load", _checked_load)
+    _replace(builder, "create_masked_store", _checked_store)
+    _replace(builder, "create_atomic_rmw", _checked_atomic_rmw)
+    _replace(builder, "create_atomic_cas", _checked_atomic_cas)
+    _replace(interpreter.GridExecutor, "_init_args_hst", _registering_args)
+    _replace(interpreter, "_implicit_cvt", _tagged_pointers)
+
+
+def _replace(owner, name: str, make) -> None:
+    """owner.name = make(original): the replacement wraps Triton's own (or an earlier replacement)."""
+    patched = make(getattr(owner, name))
+    patched.gpu_semantics = True
+    setattr(owner, name, patched)
+
+
+# -- dots ---------------------------------------------------------------------------------------------
+
+def _gpu_dot(original):
+    from triton._C.libtriton import ir
+    from triton.runtime.interpreter import TensorHandle
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        """d + a @ b: 16-bit operands exact, fp32 operands TF32-truncated unless ieee/tf32x3; sums in fp32."""
+        kind = a.dtype.name
+        if kind not in ("fp16", "bf16", "fp32") or b.dtype.name != kind:
+            return original(self, a, b, d, input_precision, max_num_imprecise_acc)
+        lhs, rhs = _as_fp32(a.data, kind), _as_fp32(b.data, kind)
+        if kind == "fp32" and input_precision == ir.INPUT_PRECISION.TF32:
+            lhs, rhs = _tf32(lhs), _tf32(rhs)
+        total = np.matmul(lhs, rhs) + d.data.astype(np.float32)
+        return TensorHandle(total.astype(d.data.dtype), d.dtype.scalar)
+
+    return create_dot
+
+
+def _as_fp32(values: np.ndarray, kind: str) -> np.ndarray:
+    """fp16 or bf16 (raw uint16 bits: the high half of an fp32) widened exactly to fp32."""
+    if kind == "bf16":
+        return (values.astype(np.uint32) << 16).view(np.float32)
+    return values.astype(np.float32, copy=False)
+
+
+def _tf32(values: np.ndarray) -> np.ndarray:
+    """What a tensor core reads of an fp32 operand: the low 13 mantissa bits dropped (toward zero)."""
+    return (values.view(np.uint32) & _TF32_MASK).view(np.float32)
+
+
+# -- scalar and tensor arguments ----------------------------------------------------------------------
+
+class _Launch:
+    """The tensor arguments of the launch being interpreted, by tag (0: no tag, never valid)."""
+
+    def __init__(self) -> None:
+        self.kernel = ""
+        self.checking = True
+        self.names: dict[int, str] = {}  # id(host-side argument) -> its name in the kernel's signature
+        self.arguments: list[tuple | None] = [None]  # tag -> (name, first element's address, start, end)
+        # tag -> storage start / end, for every value bits 48-63 can hold; unused tags are never valid
+        self.starts = np.full(2**16, 2**64 - 1, dtype=np.uint64)
+        self.ends = np.zeros(2**16, dtype=np.uint64)
+
+    def begin(self, kernel: str, arguments: dict) -> None:
+        """Forget the last launch; learn this one's argument names and whether its addresses can be tagged."""
+        used = len(self.arguments)
+        self.starts[1:used], self.ends[1:used] = 2**64 - 1, 0
+        self.kernel, self.names, self.arguments = kernel, {}, [None]
+        tensors = []
+        for name, value in arguments.items():
+            self._name(value, name, tensors)
+        spans = [_storage_span(t) for t in tensors]
+        self.checking = len(tensors) <= _MAX_TAG and all(end <= _ADDRESS_LIMIT for _, end in spans if end)
+        if not self.checking:
+            warnings.warn(f"{kernel}: tensor addresses do not fit below 2**47 (or too many tensors); "
+                          "this launch's memory accesses are not bounds-checked", RuntimeWarning, stacklevel=2)
+
+    def _name(self, value, name: str, tensors: list) -> None:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        if isinstance(value, TensorDescriptor):
+            value = value.base
+        if hasattr(value, "data_ptr"):
+            self.names[id(value)] = name
+            tensors.append(value)
+        elif isinstance(value, tuple):
+            for i, item in enumerate(value):
+                self._name(item, f"{name}[{i}]", tensors)
+
+    def tag(self, tensor) -> int:
+        """A new tag for this tensor argument: its storage becomes the range its pointers may touch."""
+        tag = len(self.arguments)
+        start, end = _storage_span(tensor)
+        self.arguments.append((self.names.get(id(tensor), "<tensor>"), tensor.data_ptr(), start, end))
+        self.starts[tag], self.ends[tag] = start, end
+        return tag
+
+
+_LAUNCH = _Launch()
+
+
+def _storage_span(tensor) -> tuple[int, int]:
+    """[start, end) of the bytes a tensor's pointer may reach: its whole storage (a view sees all of it)."""
+    from triton.runtime.interpreter import _unwrap_tensor
+
+    base = _unwrap_tensor(tensor)
+    if not hasattr(base, "untyped_storage"):  # an object with only data_ptr(): its extent is unknown
+        return 0, _ADDRESS_LIMIT
+    storage = base.untyped_storage()
+    return storage.data_ptr(), storage.data_ptr() + storage.nbytes()
+
+
+def _registering_args(original):
+    def init_args_hst(self, args_dev, kwargs):
+        """Triton's host copies of the arguments, registered (by name) for tagging before conversion."""
+        args_hst, kwargs_hst = original(self, args_dev, kwargs)
+        named = inspect.getcallargs(self.fn, *args_hst, **kwargs_hst)
+        _LAUNCH.begin(self.fn.__name__, {n: v for n, v in named.items() if n not in self.constexprs})
+        return args_hst, kwargs_hst
+
+    return init_args_hst
+
+
+def _typed_scalars(original):
+    import triton.language as tl
+    from triton.runtime.interpreter import TensorHandle, _get_np_dtype
+    from triton.runtime.jit import mangle_type
+
+    def implicit_cvt(arg):
+        """A bool, float or int kernel argument as a scalar of the type the GPU compiler gives it."""
+        if isinstance(arg, (bool, float)) or (isinstance(arg, int) and -2**63 <= arg < 2**64):
+            ty = tl.str_to_ty(mangle_type(arg), None)
+            return tl.tensor(TensorHandle(np.array([arg], dtype=_get_np_dtype(ty)), ty), ty)
+        return original(arg)
+
+    return implicit_cvt
+
+
+def _tagged_pointers(original):
+    def implicit_cvt(arg):
+        """A tensor argument's pointer with this launch's tag for it in bits 48-62."""
+        converted = original(arg)
+        if hasattr(arg, "data_ptr") and _LAUNCH.checking:
+            converted.handle.data |= np.uint64(_LAUNCH.tag(arg) << _TAG_SHIFT)
+        return converted
+
+    return implicit_cvt
+
+
+# -- bounds-checked memory access ---------------------------------------------------------------------
+
+def _checked_load(original):
+    def create_masked_load(self, ptrs, mask, *rest, **kwargs):
+        return original(self, _untagged(self, "load", ptrs, mask), mask, *rest, **kwargs)
+
+    return create_masked_load
+
+
+def _checked_store(original):
+    def create_masked_store(self, ptrs, value, mask, *rest, **kwargs):
+        return original(self, _untagged(self, "store", ptrs, mask), value, mask, *rest, **kwargs)
+
+    return create_masked_store
+
+
+def _checked_atomic_rmw(original):
+    def create_atomic_rmw(self, rmw_op, ptr, val, mask, *rest):
+        return original(self, rmw_op, _untagged(self, "atomic", ptr, mask), val, mask, *rest)
+
+    return create_atomic_rmw
+
+
+def _checked_atomic_cas(original):
+    def create_atomic_cas(self, ptr, cmp, val, *rest):
+        return original(self, _untagged(self, "atomic", ptr, None), cmp, val, *rest)
+
+    return create_atomic_cas
+
+
+def _untagged(builder, access: str, ptrs, mask):
+    """ptrs without their tags, once every masked-in lane is inside its argument's storage.
+
+    A lane at address p of element size s, tagged t, is inside when start_t <= p and p + s <= end_t.
+    Fast path: a block's lanes nearly always share the first lane's tag t, so the tagged values are
+    compared with t's tagged bounds, (t << 48) + start_t and (t << 48) + end_t - s: two comparisons and
+    no table lookups. Lanes that fail it (or carry another tag) go to the exact per-lane check.
+    """
+    from triton.runtime.interpreter import TensorHandle
+
+    if not _LAUNCH.checking:
+        return ptrs
+    size = max(1, ptrs.dtype.element_ty.primitive_bitwidth // 8)  # int1 is stored in a byte
+    tag = int(ptrs.data.flat[0]) >> _TAG_SHIFT
+    if 0 < tag < len(_LAUNCH.arguments):
+        _, _, start, end = _LAUNCH.arguments[tag]
+        base = tag << _TAG_SHIFT
+        outside = (ptrs.data < np.uint64(base + start)) | (ptrs.data > np.uint64(base + end - size))
+        if mask is not None:
+            outside &= mask.data
+        if not outside.any():
+            return TensorHandle(ptrs.data & _ADDRESS_MASK, ptrs.dtype)
+    _check_every_lane(builder, access, ptrs, mask, size)
+    return TensorHandle(ptrs.data & _ADDRESS_MASK, ptrs.dtype)
+
+
+def _check_every_lane(builder, access: str, ptrs, mask, size: int) -> None:
+    """Each lane against the storage of its own tag (the tables); raises OutOfBoundsAccess on the first outside."""
+    tags = ptrs.data >> _TAG_SHIFT
+    addresses = ptrs.data & _ADDRESS_MASK
+    outside = (addresses < _LAUNCH.starts[tags]) | (addresses + size > _LAUNCH.ends[tags])
+    if mask is not None:
+        outside &= mask.data
+    if outside.any():
+        active = int(np.broadcast_to(mask.data, outside.shape).sum()) if mask is not None else outside.size
+        raise _violation(builder, access, ptrs.dtype.element_ty, tags, addresses, outside, active)
+
+
+def _violation(builder, access: str, element, tags, addresses, outside, active: int) -> OutOfBoundsAccess:
+    """The exception for the first lane outside its storage, with the offsets a kernel writer reads."""
+    lane = int(np.flatnonzero(outside)[0])
+    tag, address = int(tags.flat[lane]), int(addresses.flat[lane])
+    size = max(1, element.primitive_bitwidth // 8)
+    program = [int(i) for i in builder.grid_idx]
+    known = _LAUNCH.arguments[tag] if 0 < tag < len(_LAUNCH.arguments) else None
+    inside = next((name for name, _, start, end in _LAUNCH.arguments[1:]
+                   if start <= address and address + size <= end), None)
+    details = {"kernel": _LAUNCH.kernel, "access": access, "argument": None, "offset": None,
+               "valid_offsets": None, "dtype": str(element), "lanes_out_of_bounds": int(outside.sum()),
+               "lanes_active": active, "program": program, "inside": inside}
+    lanes = f"{details['lanes_out_of_bounds']} of {active} masked-in lanes, program {tuple(program)}"
+    if known is None:
+        return OutOfBoundsAccess(f"{access} through a pointer not derived from any tensor argument in "
+                                 f"{_LAUNCH.kernel} (address {address:#x}); {lanes}", details)
+    name, first, start, end = known
+    offset = (address - first) // size
+    valid = [-((first - start) // size), (end - first) // size - 1]
+    details.update(argument=name, offset=offset, valid_offsets=valid)
+    where = f"; the address lies in {inside}'s storage" if inside and inside != name else ""
+    pointer = f"{name} + {offset}" if offset >= 0 else f"{name} - {-offset}"
+    return OutOfBoundsAccess(f"{access} out of bounds in {_LAUNCH.kernel}: {pointer} is outside "
+                             f"{name}'s storage (valid offsets {valid[0]}..{valid[1]}, {element} elements)"
+                             f"{where}; {lanes}", details)
