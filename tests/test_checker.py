@@ -8,6 +8,7 @@ import pytest
 from fusionforge.cli import main
 from fusionforge.tasks import TaskGenerator
 from fusionforge.verify import check_file
+from fusionforge.verify.checker import input_sets, value_dependence
 from fusionforge.verify.verdict import render_check, render_failure
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -29,6 +30,9 @@ def test_fixture_verdict(name):
     assert not verdict.passed, f"{name} ({expected['defect']}) passed the check"
     failure = got["failure"]
     assert failure["category"] == expected["category"], render_check(verdict, fancy=False)
+    reasons = expected.get("reason", "")
+    reasons = [reasons] if isinstance(reasons, str) else reasons  # where a GPU finds the same cheat another way
+    assert any(reason in failure["message"] for reason in reasons), render_check(verdict, fancy=False)
     if expected.get("implementation"):
         assert failure["implementation"] == expected["implementation"], render_check(verdict, fancy=False)
     assert failure["message"] and failure["root_cause"] and failure["planned_fix"]
@@ -63,7 +67,7 @@ def test_failure_report_has_the_seed_layout_in_both_forms():
 def test_check_cli_exit_codes(capsys, tmp_path):
     assert main(["check", str(GOOD), "--json"]) == 0
     verdict = json.loads(capsys.readouterr().out)
-    assert verdict["status"] == "pass" and verdict["failure"] is None and len(verdict["checks"]) == 6
+    assert verdict["status"] == "pass" and verdict["failure"] is None and len(verdict["checks"]) == 7
     assert main(["check", str(tmp_path / "missing.py")]) == 2
     assert "no such file" in capsys.readouterr().err
     bad = tmp_path / "001_fused_kernels.py"
@@ -87,3 +91,66 @@ def test_wrapper_must_return_a_plain_tensor(tmp_path):
     failure = check_file(path).failure
     assert failure.category == "dtype" and "not a torch.Tensor" in failure.message
     assert failure.line is not None
+
+
+def test_a_host_side_that_depends_on_values_is_named_at_its_first_differing_step():
+    def record(label, key, trace):
+        return {"label": label, "call_key": key, "triton_trace": trace, "triton_again_trace": trace}
+
+    steps = ["aten.empty_like.default(T(4,)/(1,)+0:float32@cpu)", "launch k(T(4,), 4, BLOCK=8) grid (1,)"]
+    same = [record("a #1", "K", steps), record("a #2", "K", steps), record("b #1", "L", steps[:1])]
+    assert value_dependence(same) is None
+    other = [*same, record("a #refill", "K", [steps[0], "launch k(T(4,), 4, BLOCK=8) grid (2,)"])]
+    failure = value_dependence(other)
+    assert failure.category == "cheat" and failure.input_set == "a #refill"
+    assert "a #1 (first call) and a #refill (first call)" in failure.message and "step 2" in failure.message
+    assert "grid (1,)" in failure.message and "grid (2,)" in failure.message
+
+
+def test_every_check_refills_the_same_tensors_with_new_values():
+    task = TaskGenerator().generate(2, dtype="float16", ops="add:col,relu")
+    sets = input_sets(task, "cpu", seeds=3)
+    refills = [s for s in sets if s.get("refill_of") is not None]
+    assert len(refills) == 1 and sets[refills[0]["refill_of"]]["dims"] == refills[0]["dims"]
+    assert refills[0]["seed"] != sets[refills[0]["refill_of"]]["seed"]
+    assert refills[0]["scalar_seed"] == sets[refills[0]["refill_of"]]["seed"]
+    assert [s.get("refill_of") for s in input_sets(None, "cpu", seeds=3)] == [None, None, None, 0]
+
+
+SANITIZER_REPORT = """========= COMPUTE-SANITIZER
+========= Invalid __global__ write of size 16 bytes
+=========     at fused_kernel_triton+0x1d20 in memory_store_past_end.py:58
+=========     by thread (107,0,0) in block (5,0,0)
+=========     Access to 0x7f94b480c4b0 is out of bounds
+=========     and is inside the nearest allocation at 0x7f94b4809600 of size 11,966 bytes
+=========
+========= Invalid __global__ write of size 16 bytes
+=========     at fused_kernel_triton+0x1d20 in memory_store_past_end.py:58
+=========     by thread (108,0,0) in block (5,0,0)
+=========     Access to 0x7f94b480c4c0 is out of bounds
+=========     and is 3 bytes after the nearest allocation at 0x7f94b4809600 of size 11,966 bytes
+"""  # the start of compute-sanitizer's report on bad/memory_store_past_end.py, H200, CUDA 13.0
+
+
+def test_a_compute_sanitizer_report_names_the_pointer_and_offset():
+    from fusionforge.verify import analysis, memcheck
+
+    errors = memcheck.parse(SANITIZER_REPORT)
+    assert len(errors) == 2 and errors[1] == {
+        "access": "store", "size": 16, "kernel": "fused_kernel_triton", "file": "memory_store_past_end.py",
+        "line": 58, "block": [5, 0, 0], "address": 0x7F94B480C4C0, "allocation": [0x7F94B4809600, 11966],
+        "relation": "after"}
+    assert errors[0]["relation"] == "inside" and errors[0]["address"] == 0x7F94B480C4B0
+    launches = [{"kernel": "fused_kernel_triton", "args": [
+        {"name": "x_ptr", "data_ptr": 0x7F94B4800000, "storage": 0x7F94B4800000, "nbytes": 11966, "itemsize": 2,
+         "dtype": "float16"},
+        {"name": "out_ptr", "data_ptr": 0x7F94B4809600, "storage": 0x7F94B4809600, "nbytes": 11966, "itemsize": 2,
+         "dtype": "float16"}]}]
+    # the first access straddles the end of out's 5983 elements: out of bounds from offset 5983 on
+    details = memcheck.details(errors[0], launches, memcheck.total_errors(SANITIZER_REPORT) or len(errors))
+    assert details["argument"] == "out_ptr" and details["offset"] == 5983 and details["valid_offsets"] == [0, 5982]
+    assert memcheck.details(errors[1], launches, 2)["offset"] == (0x7F94B480C4C0 - 0x7F94B4809600) // 2
+    failure = analysis.memory_failure(details, None, 58, None)
+    assert failure.category == "memory" and failure.stage == "execution"
+    assert "out_ptr + 5983, outside the offsets 0..5982" in failure.message and "2 or more invalid" in failure.message
+    assert "mask=offsets < n" in failure.planned_fix and "tl.store" in failure.planned_fix

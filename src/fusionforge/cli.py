@@ -129,12 +129,20 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     path = _kernel_file(args.file)
     task = _read_task(args.task)
-    if args.device == "cuda":
-        import torch
+    import torch
 
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA GPU is available on this machine")
-    verdict = check_file(path, task=task, device=args.device, timeout=args.timeout, seeds=args.seeds)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA GPU is available on this machine")
+    if args.memcheck:
+        from fusionforge.verify.memcheck import sanitizer
+
+        if (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cuda":
+            raise UsageError("--memcheck runs the file under compute-sanitizer and needs a CUDA GPU (on the CPU "
+                             "every load and store is bounds-checked already)")
+        if sanitizer() is None:
+            raise UsageError("--memcheck: compute-sanitizer (CUDA toolkit) is not on the PATH nor in $CUDA_HOME/bin")
+    verdict = check_file(path, task=task, device=args.device, timeout=args.timeout, seeds=args.seeds,
+                         memcheck=args.memcheck)
     print(verdict.to_json() if args.json else render_check(verdict))
     return EXIT_OK if verdict.passed else EXIT_FAIL
 
@@ -508,6 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is present, else cpu "
                    "(Triton's interpreter, test shapes only)")
     p.add_argument("--seeds", type=_positive_int, default=3, help="input draws for files without a TASK")
+    p.add_argument("--memcheck", action="store_true", help="on a GPU: run the file under compute-sanitizer's memcheck "
+                   "and fail it as `memory` on any out-of-bounds access (slower; on the CPU every access is "
+                   "bounds-checked always)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("bench", help="check, then time kernel files against PyTorch eager and torch.compile",

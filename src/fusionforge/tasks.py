@@ -178,9 +178,11 @@ class FusionTask:
         return self.function(*[a.double() if isinstance(a, torch.Tensor) else a for a in inputs])
 
     # -- inputs ----------------------------------------------------------------------------------
-    def make_inputs(self, dims: dict[str, int], seed: int, device: str = "cpu") -> list:
-        """Draw every input at ``dims`` from its distribution (seeded, drawn on the CPU)."""
-        return [draw(spec, dims, seed, k, device) for k, spec in enumerate(self.inputs)]
+    def make_inputs(self, dims: dict[str, int], seed: int, device: str = "cpu", scalar_seed: int | None = None) -> list:
+        """Draw every input at ``dims`` from its distribution (seeded, drawn on the CPU); scalar inputs at
+        ``scalar_seed`` when it is given (a call that refills tensors with new values keeps its scalars)."""
+        return [draw(spec, dims, seed if scalar_seed is None or spec.dtype != SCALAR_DTYPE else scalar_seed, k, device)
+                for k, spec in enumerate(self.inputs)]
 
     def output_dims(self, dims: dict[str, int]) -> tuple[int, ...]:
         return concrete(self.output_shape, dims)

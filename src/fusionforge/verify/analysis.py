@@ -198,7 +198,12 @@ def mismatch_failure(stats: dict, implementation: str, input_set: str, context: 
                        f"The PyTorch implementation does not compute the task's chain. {where}",
                        "Make fused_kernel_pytorch compute exactly the ops of the task, in order, with the "
                        "task's parameters.", None, input_set)
-    if context.get("stale"):
+    if context.get("refill"):
+        cause = (f"A cached result: the same input tensors, refilled with new values, gave a wrong answer after the "
+                 f"first values gave a right one. The wrapper answers from something keyed on its inputs (their "
+                 f"addresses, shapes or a call count) instead of computing. {where}")
+        fix = "Compute every call from the values its inputs hold now: no caches keyed on tensors, pointers or shapes."
+    elif context.get("stale"):
         cause = (f"State kept between calls: the same shape passed on an earlier call and fails on a later one "
                  f"({context['stale']}); the wrapper returns a cached or stale result. {where}")
         fix = "Compute every call from its own inputs: no caches keyed on shapes, pointers or call counts."
@@ -244,6 +249,91 @@ def cheat_failure(kind: str, detail: str, input_set: str | None) -> Failure:
                    "The Triton kernels do not produce the result: with their launches skipped (ghost replay) the "
                    "wrapper still returns the right values, so it is computed elsewhere (NumPy, Python, a cache).",
                    "Compute the result inside the Triton kernel and return the buffer it writes.", None, input_set)
+
+
+# kind of provenance problem -> (what it means, the fix)
+PROVENANCE = {
+    "foreign": ("the wrapper's kernels or copies read memory this call neither received nor made: a tensor kept "
+                "from an earlier call (a cache), built from host data, or made where the checker's trace cannot "
+                "see (another thread, dispatch modes disabled)",
+                "Allocate every buffer inside the wrapper on each call and pass the kernels only the inputs and those "
+                "buffers; keep no tensors between calls."),
+    "output_foreign": ("the returned tensor was not made during this call: it is kept from an earlier call (a "
+                       "cache) or was made outside the checker's trace",
+                       "Allocate the output in the wrapper on each call and return the buffer your kernel writes."),
+    "untraced_write": ("memory was written outside the file's Triton launches and traced torch copies (through "
+                       "NumPy or ctypes on the host, by a thread, or by a kernel launched around Triton's JIT), so "
+                       "the values the kernels read did not come from the kernels",
+                       "Write tensors only with the file's @triton.jit kernels (launched as kernel[grid](...)) and "
+                       "plain torch copies in the wrapper."),
+    "output_untraced_write": ("the returned tensor was changed after the last kernel or traced copy that wrote it: "
+                              "its values were put there outside the file's Triton launches (NumPy, ctypes, a "
+                              "thread, a kernel launched around Triton's JIT)",
+                              "Return exactly what your kernel wrote; compute every value inside the kernel."),
+    "output_not_kernel": ("no Triton launch of this call wrote the returned tensor, yet its values are right: they "
+                          "come from somewhere else (a copy of data prepared on the host, a cache)",
+                          "Have fused_kernel_triton write the output buffer you return."),
+    "host_read": ("the wrapper reads tensor values into the host (.item(), .tolist(), .numpy(), a device-to-host "
+                  "copy); a fair wrapper reads only shapes, strides and dtypes, so the values are being used to "
+                  "compute or to decide on the host",
+                  "Keep every value on the device and compute it in the kernel; decide from shapes only."),
+    "host_data": ("the wrapper builds tensors from host data (torch.tensor, torch.from_numpy, torch.as_tensor, a "
+                  "host-to-device copy): values computed on the host enter the result",
+                  "Compute in the kernel; allocate buffers with torch.empty/zeros and let the kernels fill them."),
+    "thread": ("the file starts a thread; work in another thread escapes the checker's trace of the wrapper",
+               "Do all the work in the wrapper's own thread: launch the kernels and return."),
+    "process": ("the file starts a process; work in another process escapes the checker",
+                "Do all the work in the wrapper: launch the kernels and return."),
+    "ctypes": ("the wrapper calls into ctypes: raw memory access or native calls around Triton and PyTorch",
+               "Use only Triton kernels and torch allocation, view and copy operations."),
+    "gc": ("the wrapper scans the garbage collector's objects, the way a file finds tensors it was not given",
+           "Use only the wrapper's arguments and the buffers it allocates."),
+    "left_trace": ("the wrapper disables the dispatch modes the checker traces it with, so the work done there is "
+                   "hidden",
+                   "Remove the mode manipulation; do the work in the kernels."),
+    "tampered": ("the file replaces functions of torch, Triton or the checker that the checker relies on to "
+                 "see what the wrapper does",
+                 "Leave torch, Triton and fusionforge as they are: import them, never assign to their attributes."),
+    "value_dependent": ("the wrapper's host side depends on the inputs' values: two calls whose inputs differ only in "
+                        "their values did different things on the host (other ops, other kernel arguments, another "
+                        "grid). Only a host read of tensor values can cause that",
+                        "Decide everything on the host from shapes, strides and dtypes only; compute with values "
+                        "inside the kernels."),
+}
+
+
+def provenance_failure(problem: dict, input_set: str | None) -> Failure:
+    """A rule of the ledger or the host guard broken: the output did not come from the file's kernels alone."""
+    meaning, fix = PROVENANCE[problem["kind"]]
+    return Failure("cheat", "Triton", problem["detail"], f"The result does not come from the file's Triton kernels "
+                   f"alone: {meaning}.", fix, None, input_set)
+
+
+def memory_failure(details: dict, message: str | None, line: int | None, input_set: str | None) -> Failure:
+    """A load, store or atomic outside the tensors of its launch: found by the CPU interpreter's bounds
+    checks (``message`` is theirs) or by compute-sanitizer on a GPU (``message`` is built here)."""
+    access, kernel = details.get("access") or "access", details.get("kernel") or "a kernel"
+    name = details.get("argument")
+    valid = details.get("valid_offsets")
+    if message is None:
+        offset = details.get("offset")
+        where = (f"{name} {'-' if offset < 0 else '+'} {abs(offset)}, outside the offsets {valid[0]}..{valid[1]} of "
+                 "its tensor's memory"
+                 if name is not None and offset is not None and valid else
+                 f"address {details['address']:#x}, outside every allocation" if details.get("address") is not None
+                 else "an address outside the tensors of the launch")
+        message = (f"out-of-bounds {access} in {kernel}: {where} ({details.get('lanes_out_of_bounds')} or more "
+                   "invalid accesses reported by compute-sanitizer)")
+    pointer = name or "the pointer"
+    cause = (f"Out-of-bounds memory: {kernel} {'reads' if access == 'load' else 'writes'} outside the memory of "
+             f"{pointer}'s tensor. A GPU rarely faults on this (the access lands in other memory, so values come out "
+             "wrong or right by luck, and a store corrupts other tensors): a missing or wrong mask, a grid larger than "
+             "the data, or an offset or stride computed wrongly.")
+    op = "tl.load" if access == "load" else "tl.store" if access == "store" else "the atomic"
+    fix = (f"Mask it: {op}({pointer} + offsets, mask=offsets < n{', other=0.0' if access == 'load' else ''}), with "
+           "the mask built from the tensor's real extent (row and column bounds for 2-D tiles); size the grid with "
+           "triton.cdiv(n, BLOCK) and take offsets from the tensor's strides.")
+    return Failure("memory", "Triton", message, cause, fix, line, input_set)
 
 
 def mutation_failure(names: list[str], input_set: str) -> Failure:

@@ -22,8 +22,9 @@ import torch
 from fusionforge import kernelfile
 from fusionforge.tasks import FusionTask, TaskError
 from fusionforge.verify import analysis
+from fusionforge.verify import memcheck as memcheck_tool
 from fusionforge.verify.policy import POISON
-from fusionforge.verify.sandbox import run_child
+from fusionforge.verify.sandbox import OUTPUT_CAP, run_child
 from fusionforge.verify.verdict import Failure, Verdict
 
 FLOOR = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float64: 1e-10}
@@ -35,17 +36,33 @@ def default_device() -> str:
 
 
 def input_sets(task: FusionTask | None, device: str, seeds: int) -> list[dict]:
-    """Fresh seeds per check. Task: two seeds per test shape (and the bench shape on a GPU)."""
+    """Fresh seeds per check. Task: two seeds per test shape (and the bench shape on a GPU).
+
+    After the first test shape's last draw (and the first bench shape) comes a *refill*: the same
+    tensor objects with new values written into them (the call's scalars kept), so a wrapper that
+    answers from anything keyed on its inputs' addresses returns the old result.
+    """
     base = secrets.randbelow(2**31)
+
+    def refill(of: int, seed: int) -> dict:
+        shown = sets[of]["label"].split(" #")[0]
+        return {"label": f"{shown} #refill", "dims": sets[of].get("dims"), "seed": seed,
+                "scalar_seed": sets[of]["seed"], "refill_of": of}
+
     if task is None:
-        return [{"label": f"get_inputs() seed {base + k}", "seed": base + k} for k in range(seeds)]
+        sets = [{"label": f"get_inputs() seed {base + k}", "seed": base + k} for k in range(seeds)]
+        return sets + [refill(0, base + seeds)]
     sets = []
     for i, dims in enumerate(task.shapes["test"]):
         for j in range(2):
             sets.append({"label": f"test[{i}] {_dims(dims)} #{j + 1}", "dims": dims, "seed": base + 2 * i + j})
+        if i == 0:
+            sets.append(refill(len(sets) - 1, base + 500))
     if device == "cuda":
         for i, dims in enumerate(task.shapes["bench"]):
             sets.append({"label": f"bench[{i}] {_dims(dims)}", "dims": dims, "seed": base + 1000 + i})
+            if i == 0:
+                sets.append(refill(len(sets) - 1, base + 1500))
     return sets
 
 
@@ -144,7 +161,7 @@ class _Run:
         """(float64 reference, PyTorch at the dtype, expected dtype) for input set k."""
         if self.task is not None:
             spec = self.sets[k]
-            inputs = self.task.make_inputs(spec["dims"], spec["seed"], self.device)
+            inputs = self.task.make_inputs(spec["dims"], spec["seed"], self.device, spec.get("scalar_seed"))
             with torch.no_grad():
                 ref = self.task.reference(inputs).cpu()
                 own = self.task.function(*inputs).cpu()
@@ -162,6 +179,8 @@ class _Run:
             for name, file in record.get("launches", []):
                 if file == self.path and name not in self.kernels:
                     self.kernels.append(name)
+        for event in result.get("import_events", []):
+            return self.locate(analysis.provenance_failure(event, "import"))
         ran = [r for r in result["sets"] if "triton" in r]
         if ran and not self.kernels:
             return self.locate(analysis.cheat_failure("no_launch", "", ran[0]["label"]))
@@ -169,6 +188,9 @@ class _Run:
             failure = self.evaluate_set(k, record, record["label"])
             if failure:
                 return self.locate(failure)
+        failure = value_dependence(result["sets"])
+        if failure:
+            return self.locate(failure)
         for record in result["sets"]:
             if not (record.get("triton_launches") and record.get("triton_again_launches")):
                 return self.locate(analysis.cheat_failure("memoized", "", record["label"]))
@@ -196,6 +218,10 @@ class _Run:
         if "error" in record:
             error = record["error"]
             line = self.line_of(error)
+            if (error.get("details") or {}).get("access"):
+                failure = analysis.memory_failure(error["details"], error["details"].get("message"), line, label)
+                check["note"] = failure.message
+                return failure
             compile_error = error["module"].startswith("triton") or error.get("compile_line") is not None
             failure = analysis.error_failure(error, self.implementation_of(line) if line else "Triton", line,
                                              label, compile_error)
@@ -220,6 +246,10 @@ class _Run:
 
         if record.get("foreign_ops"):
             return analysis.cheat_failure("torch_ops", ", ".join(record["foreign_ops"]), label)
+        for key in ("triton", "triton_again"):
+            for problem in record.get(f"{key}_problems", []):
+                if problem["kind"] != "output_not_kernel":
+                    return analysis.provenance_failure(problem, label)
         if record.get("mutated"):
             names = [self.task.arg_names[i] if self.task else f"argument {i}" for i in record["mutated"]]
             return analysis.mutation_failure(names, label)
@@ -245,6 +275,7 @@ class _Run:
             if not stats["passed"]:
                 dims = label.split(" #")[0]
                 context = {**context, "second_call": second,
+                           "refill": self.sets[k].get("refill_of") is not None,
                            "stale": dims if dims in self.passed_dims else None,
                            "shape_dependent": dims if self.passed_dims and dims not in self.passed_dims else None}
                 check["passed"] = False
@@ -252,9 +283,47 @@ class _Run:
         if pytorch_failure:
             check["note"] = pytorch_failure.message
             return pytorch_failure
+        for key in ("triton", "triton_again"):
+            for problem in record.get(f"{key}_problems", []):
+                return analysis.provenance_failure(problem, label)
         check["passed"] = True
         self.passed_dims.append(label.split(" #")[0])
         return None
+
+
+def value_dependence(records: list[dict]) -> Failure | None:
+    """The wrapper's host side must be value-blind: calls with the same tensor layouts and scalar inputs
+    must leave the same trace (ops and their scalar arguments, launches with theirs and their grids)."""
+    first: dict[str, tuple[str, list[str]]] = {}
+    for record in records:
+        for key in ("triton", "triton_again"):
+            trace = record.get(f"{key}_trace")
+            if trace is None or "call_key" not in record:
+                continue
+            call = f"{record['label']} ({'first' if key == 'triton' else 'second'} call)"
+            if record["call_key"] not in first:
+                first[record["call_key"]] = (call, trace)
+                continue
+            earlier, expected = first[record["call_key"]]
+            if trace != expected:
+                at = next((i for i, (a, b) in enumerate(zip(expected, trace)) if a != b),
+                          min(len(expected), len(trace)))
+                one, two = (t[at] if at < len(t) else "(nothing)" for t in (expected, trace))
+                detail = (f"{earlier} and {call} differ only in tensor values, yet step {at + 1} of the wrapper "
+                          f"differs: {_difference(one, two)}")
+                return analysis.provenance_failure({"kind": "value_dependent", "detail": detail}, record["label"])
+    return None
+
+
+def _difference(one: str, two: str, width: int = 60) -> str:
+    """Two trace lines shown around where they first differ."""
+    at = next((i for i, (a, b) in enumerate(zip(one, two)) if a != b), min(len(one), len(two)))
+    start = max(0, at - width)
+
+    def part(line: str) -> str:
+        return ("..." if start else "") + line[start:at + width] + ("..." if len(line) > at + width else "")
+
+    return f"{part(one)!r} against {part(two)!r}"
 
 
 def _both(triton_failure: Failure, pytorch_failure: Failure | None) -> Failure:
@@ -262,6 +331,18 @@ def _both(triton_failure: Failure, pytorch_failure: Failure | None) -> Failure:
         triton_failure.implementation = "Both"
         triton_failure.message += f"; and the PyTorch implementation: {pytorch_failure.message}"
     return triton_failure
+
+
+def _memcheck_failure(report: str, result: dict | None, path: Path) -> Failure | None:
+    """The first invalid access compute-sanitizer reported, named like the interpreter's bounds checks."""
+    errors = memcheck_tool.parse(report)
+    if not errors:
+        return None
+    first = errors[0]
+    details = memcheck_tool.details(first, (result or {}).get("launch_log", []),
+                                    memcheck_tool.total_errors(report) or len(errors))
+    line = first.get("line") if first.get("file") and Path(first["file"]).name == path.name else None
+    return analysis.memory_failure(details, None, line, None)
 
 
 def _task_difference(file_task: dict, task: FusionTask) -> str | None:
@@ -273,8 +354,12 @@ def _task_difference(file_task: dict, task: FusionTask) -> str | None:
 
 
 def check_file(path: str | Path, task: FusionTask | None = None, device: str | None = None,
-               timeout: float = DEFAULT_TIMEOUT, seeds: int = 3) -> Verdict:
-    """Check one kernel file. ``task``: the task handed out (else the file's own TASK, else get_inputs)."""
+               timeout: float = DEFAULT_TIMEOUT, seeds: int = 3, memcheck: bool = False) -> Verdict:
+    """Check one kernel file. ``task``: the task handed out (else the file's own TASK, else get_inputs).
+
+    ``memcheck``: on a GPU, run the child under compute-sanitizer (``memcheck.py``); RuntimeError when it
+    is not installed.
+    """
     start = time.perf_counter()
     path = Path(path).resolve()
     device = device or default_device()
@@ -314,14 +399,32 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
                 f"({', '.join(task.arg_names)})", kf.functions["fused_kernel_pytorch"].lineno, "format", "Both"))
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but no CUDA GPU is available")
+    sanitizer = None
+    if memcheck:
+        sanitizer = memcheck_tool.sanitizer()
+        if device != "cuda":
+            raise RuntimeError("--memcheck runs the file under compute-sanitizer and needs a CUDA GPU; on the CPU "
+                               "every load and store is bounds-checked anyway")
+        if sanitizer is None:
+            raise RuntimeError("--memcheck needs NVIDIA's compute-sanitizer (part of the CUDA toolkit) on the PATH "
+                               "or in $CUDA_HOME/bin")
 
     sets = input_sets(task, device, seeds)
     with tempfile.TemporaryDirectory(prefix="fusionforge-check-") as scratch:
         ghost_set = {**sets[0], "label": "ghost replay (launches skipped)", "seed": sets[-1]["seed"] + 7919}
         request = {"file": str(path), "device": device, "task": task.to_dict() if task else None,
-                   "input_sets": sets, "ghost_set": ghost_set, "out_dir": scratch}
-        result, returncode, tail = run_child("fusionforge.verify.runner", request, Path(scratch), device, timeout)
+                   "input_sets": sets, "ghost_set": ghost_set, "out_dir": scratch, "log_launches": memcheck}
+        log = Path(scratch) / "memcheck.log"
+        prefix = memcheck_tool.command(sanitizer, log) if sanitizer else None
+        result, returncode, tail = run_child("fusionforge.verify.runner", request, Path(scratch), device, timeout,
+                                             prefix, memcheck_tool.ENV if sanitizer else None)
         verdict.output_tail = tail
+        if sanitizer and log.exists():
+            report = log.read_text(errors="replace")[:OUTPUT_CAP * 4]
+            verdict.output_tail = report + "\n" + tail
+            failure = _memcheck_failure(report, result, path)
+            if failure is not None:
+                return done(failure)
         if returncode is None:
             return done(analysis.timeout_failure(timeout))
         if result is None:

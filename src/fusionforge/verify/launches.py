@@ -1,4 +1,23 @@
-"""Counting, identifying and (for the ghost replay) skipping Triton launches in a child process."""
+"""Counting, identifying and (for the ghost replay) skipping Triton launches in a child process.
+
+A launch enters Triton through the ``run`` of a kernel interface: an ``Autotuner`` or ``Heuristics``
+wrapping a ``JITFunction`` (``InterpretedFunction`` under the CPU interpreter), or the JIT function
+itself. The outermost ``run`` of a launch is what the wrapper asked for; what runs beneath it
+(autotuning trials, their resets and restores, compilation) belongs to the launch. The monitor
+records every JIT-level launch (kernel name and file), keeps a depth so that work inside a launch can
+be told from the wrapper's own, and hands each outermost launch to an observer (the checker's
+ledger) before and after it runs.
+"""
+
+import inspect
+
+
+def python_function(kernel):
+    """The Python function under a kernel interface (through autotuners and heuristics)."""
+    while not inspect.isfunction(kernel):
+        kernel = kernel.fn
+    return kernel
+
 
 class LaunchMonitor:
     """Counts Triton launches (by kernel name and file) and can skip them (ghost replay)."""
@@ -7,12 +26,18 @@ class LaunchMonitor:
         self.launches: list[tuple[str, str]] = []
         self.compiled: dict[str, object] = {}  # kernel name -> the last compiled kernel it ran (GPU only)
         self.streams: dict[int, object] = {}  # raw handle -> CUDA stream Triton kernels were launched on (GPU only)
-        self.inside = 0
+        self.depth = 0  # > 0 while a launch runs
         self.skip = False
+        self.observer = None  # before_launch(kernel, args, kwargs) / after_launch(): the checker's ledger
         self.stream_handle = None  # () -> the raw handle of the stream Triton launches on now (GPU, once installed)
+
+    @property
+    def inside(self) -> bool:
+        return self.depth > 0
 
     def install(self) -> None:
         import torch
+        import triton.runtime.autotuner as autotuner
         import triton.runtime.interpreter as interpreter
         import triton.runtime.jit as jit
 
@@ -23,31 +48,41 @@ class LaunchMonitor:
             current_device, raw_stream = driver.active.get_current_device, driver.active.get_current_stream
             self.stream_handle = lambda: raw_stream(current_device())
 
-        for cls in (jit.JITFunction, interpreter.InterpretedFunction):
+        def record(kernel) -> None:
+            code = python_function(kernel).__code__
+            self.launches.append((code.co_name, code.co_filename))
+            if on_gpu:
+                handle = self.stream_handle()
+                if handle not in self.streams:
+                    self.streams[handle] = torch.cuda.current_stream()
+
+        jit_level = (jit.JITFunction, interpreter.InterpretedFunction)
+        for cls in (*jit_level, autotuner.Autotuner, autotuner.Heuristics):
             original = cls.run
 
-            def run(fn_self, *args, _original=original, **kwargs):
+            def run(kernel, *args, _original=original, _jit=cls in jit_level, **kwargs):
                 if kwargs.get("warmup"):
-                    return _original(fn_self, *args, **kwargs)
-                code = fn_self.fn.__code__
-                self.launches.append((fn_self.fn.__name__, code.co_filename))
-                if on_gpu:
-                    handle = self.stream_handle()
-                    if handle not in self.streams:
-                        self.streams[handle] = torch.cuda.current_stream()
-                if self.skip:
+                    return _original(kernel, *args, **kwargs)
+                outer = self.depth == 0
+                if _jit or (outer and self.skip):
+                    record(kernel)
+                if outer and self.skip:
                     return None
-                self.inside += 1
+                observer = self.observer if outer else None
+                self.depth += 1
                 try:
-                    kernel = _original(fn_self, *args, **kwargs)
+                    if observer is not None:
+                        kwargs = observer.before_launch(kernel, args, kwargs)
+                    compiled = _original(kernel, *args, **kwargs)
+                    if observer is not None:
+                        observer.after_launch()
                 finally:
-                    self.inside -= 1
-                if hasattr(kernel, "n_regs"):
-                    self.compiled[fn_self.fn.__name__] = kernel
-                return kernel
+                    self.depth -= 1
+                if hasattr(compiled, "n_regs"):
+                    self.compiled[python_function(kernel).__name__] = compiled
+                return compiled
 
             cls.run = run
-
 
     def resources(self) -> dict[str, dict]:
         """Per kernel: registers, spills, shared memory and warps of its compiled form (GPU only)."""

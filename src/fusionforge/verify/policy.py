@@ -9,9 +9,9 @@ ALLOWED_OPS = {
     "view", "_unsafe_view", "reshape", "alias", "as_strided", "expand", "permute", "transpose", "t",
     "squeeze", "unsqueeze", "select", "slice", "split", "split_with_sizes", "unbind", "narrow", "detach",
     "flatten", "unflatten", "view_as", "expand_as", "movedim", "contiguous", "clone", "copy_", "_to_copy",
-    "to", "lift_fresh", "lift_fresh_copy", "set_", "resize_", "_reshape_alias", "sym_size", "sym_stride",
+    "to", "set_", "resize_", "_reshape_alias", "sym_size", "sym_stride",
     "sym_numel", "sym_storage_offset", "is_contiguous", "stride", "size", "numel", "dim", "empty_permuted",
-    "_local_scalar_dense", "item", "arange",
+    "arange",
 }
 ALLOCATING_OPS = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "empty_permuted"}
 

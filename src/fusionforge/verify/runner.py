@@ -4,10 +4,14 @@ The checker (parent) never imports candidate code; this process does, in its own
 and reports what happened. For every input set, in one process and in order:
 
 1. inputs: rebuilt from the task (``make_inputs(dims, seed)``) or from the file's ``get_inputs()``
-   under ``torch.manual_seed(seed)``; pristine copies are kept for the mutation check;
+   under ``torch.manual_seed(seed)``; a *refill* set instead writes new values into the very tensors
+   of an earlier set (same objects, same addresses), so nothing keyed on them can answer;
+   pristine copies are kept for the mutation check;
 2. the Triton wrapper runs (before the PyTorch function, so no freed reference memory exists yet),
    under a dispatch mode that poisons every tensor the wrapper allocates (a NaN with a known
-   payload) and records every aten op it dispatches outside Triton launches;
+   payload) and records every aten op it dispatches outside Triton launches, with the ledger
+   (``ledger.py``: where every byte the launches read and the output holds came from, and the
+   host-side trace) and the host guard (``hostguard.py``: threads, processes, ctypes, host reads);
 3. the file's PyTorch function runs (and, without a task, again on float64 copies: the reference);
 4. the wrapper runs again (after the PyTorch output was freed);
 5. inputs are compared with their pristine copies.
@@ -15,7 +19,7 @@ Then, if every set ran, a ghost replay on fresh inputs: the wrapper once more wi
 launch skipped. If its output is still right, the kernels did not do the work.
 
 Outputs are written to the scratch folder (``torch.save``); the parent compares them with its own
-float64 reference, which this process never sees.
+float64 reference, which this process never sees, and judges the ledger's problems and the traces.
 """
 
 from __future__ import annotations
@@ -28,32 +32,45 @@ import traceback
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode_stack
 
-from fusionforge.verify.interpreter import faithful_bfloat16
+from fusionforge.verify.hostguard import HOST_READ_METHODS, HostGuard
+from fusionforge.verify.interpreter import install_gpu_semantics
 from fusionforge.verify.launches import LaunchMonitor
+from fusionforge.verify.ledger import HOST_DATA, HOST_READS, Ledger, describe
 from fusionforge.verify.policy import ALLOCATING_OPS, ALLOWED_OPS, POISON
 
 
 class WrapperWatch(TorchDispatchMode):
-    """Records aten ops dispatched by the wrapper itself and poisons the tensors it allocates."""
+    """Records aten ops dispatched by the wrapper itself, poisons the tensors it allocates, and hands
+    every op and launch of the call to its ledger."""
 
-    def __init__(self, monitor: LaunchMonitor) -> None:
+    def __init__(self, monitor: LaunchMonitor, ledger: Ledger) -> None:
         super().__init__()
-        self.monitor = monitor
+        self.monitor, self.ledger = monitor, ledger
         self.foreign: list[str] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
         if self.monitor.inside:
             return out
         name = func.overloadpacket.__name__
-        if name not in ALLOWED_OPS and str(func) not in self.foreign:
+        if name not in ALLOWED_OPS | HOST_READS | HOST_DATA and str(func) not in self.foreign:
             self.foreign.append(str(func))
         if name in ALLOCATING_OPS and isinstance(out, torch.Tensor) and out.dtype in POISON:
             int_dtype, pattern = POISON[out.dtype]
             out.view(int_dtype).fill_(pattern)
+        self.ledger.after_op(func, args, kwargs, out)
         return out
+
+    def before_launch(self, kernel, args: tuple, kwargs: dict) -> dict:
+        if self not in _get_current_dispatch_mode_stack():
+            self.ledger.problem("left_trace", "a kernel was launched with the dispatch modes disabled")
+        return self.ledger.before_launch(kernel, args, kwargs)
+
+    def after_launch(self) -> None:
+        self.ledger.after_launch()
 
 
 def _frames(exc: BaseException) -> list[dict]:
@@ -77,7 +94,9 @@ def _error(exc: BaseException, phase: str) -> dict:
     causes = _chain(exc)
     return {"phase": phase, "type": type(exc).__name__, "module": type(exc).__module__,
             "message": str(exc)[:4000], "causes": [f"{type(c).__name__}: {str(c)[:1000]}" for c in causes[1:]],
-            "frames": _frames(exc)[-40:], "compile_line": _compile_line(causes)}
+            "frames": _frames(exc)[-40:], "compile_line": _compile_line(causes),
+            "details": next(({**c.details, "message": str(c)} for c in causes
+                             if isinstance(getattr(c, "details", None), dict)), None)}
 
 
 def _compile_line(causes: list[BaseException]) -> int | None:
@@ -111,6 +130,43 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def protected_functions() -> dict[str, tuple[object, str, object]]:
+    """The functions the checker's child relies on, bound now: name -> (owner, attribute, function).
+
+    A file that replaces any of them (to blind the ledger, the guard or the monitor) is found by
+    ``tampered``, after its import and after each wrapper call.
+    """
+    import _thread
+    import threading
+
+    import torch.utils._python_dispatch as python_dispatch
+    import triton.runtime.autotuner as autotuner
+    import triton.runtime.interpreter as interpreter
+    import triton.runtime.jit as jit
+
+    owners = [(jit.JITFunction, "run"), (interpreter.InterpretedFunction, "run"), (autotuner.Autotuner, "run"),
+              (autotuner.Heuristics, "run"), (torch, "equal"), (torch.cuda, "synchronize"), (torch, "save"),
+              (torch.Tensor, "clone"), (torch.Tensor, "set_"), (torch.Tensor, "untyped_storage"),
+              (torch.Tensor, "to"), (torch.Tensor, "detach"), (_thread, "start_new_thread"),
+              (threading, "_start_new_thread"), (python_dispatch, "_disable_current_modes"),
+              (python_dispatch, "_get_current_dispatch_mode_stack"), (sys.modules[__name__], "_save"),
+              *((torch.Tensor, name) for name in HOST_READ_METHODS)]
+    for cls in (Ledger, HostGuard, LaunchMonitor, WrapperWatch):
+        owners += [(cls, name) for name, value in vars(cls).items() if callable(value)]
+    return {f"{getattr(owner, '__name__', owner)}.{name}": (owner, name, getattr(owner, name))
+            for owner, name in owners if hasattr(owner, name)}
+
+
+def tampered(protected: dict) -> list[str]:
+    return [name for name, (owner, attribute, function) in protected.items()
+            if getattr(owner, attribute) is not function]
+
+
+def call_key(inputs: list) -> str:
+    """What a value-blind wrapper's trace may depend on: the tensors' layouts and the scalar inputs."""
+    return describe(list(inputs))
+
+
 def main(request_path: str) -> int:
     request = json.loads(Path(request_path).read_text())
     out_dir = Path(request["out_dir"])
@@ -122,14 +178,22 @@ def main(request_path: str) -> int:
         return 0
 
     if os.environ.get("TRITON_INTERPRET") == "1":
-        faithful_bfloat16()
+        install_gpu_semantics()
     monitor = LaunchMonitor()
     monitor.install()
+    guard = HostGuard()
+    guard.install(monitor)
     spec = importlib.util.spec_from_file_location("candidate_kernels", request["file"])
     module = importlib.util.module_from_spec(spec)
     sys.modules["candidate_kernels"] = module
     try:
-        spec.loader.exec_module(module)
+        result["import_events"] = []
+        protected = protected_functions()
+        with guard.import_of(result["import_events"]):
+            spec.loader.exec_module(module)
+        if tampered(protected):
+            result["import_events"].append({"kind": "tampered", "detail": "the file replaces functions the checker "
+                                                                          f"uses: {', '.join(tampered(protected))}"})
     except BaseException as exc:  # noqa: BLE001 - anything the module does at import is reported
         result["import_error"] = _error(exc, "import")
         return finish()
@@ -143,39 +207,60 @@ def main(request_path: str) -> int:
 
     def make_inputs(input_set: dict) -> list:
         if task is not None:
-            return task.make_inputs(input_set["dims"], input_set["seed"], device)
+            return task.make_inputs(input_set["dims"], input_set["seed"], device, input_set.get("scalar_seed"))
         torch.manual_seed(input_set["seed"])
         values = module.get_inputs()
         return [v.to(device) if isinstance(v, torch.Tensor) else v for v in values]
 
     def call_wrapper(inputs: list, record: dict, key: str, path: Path) -> bool:
-        watch = WrapperWatch(monitor)
+        ledger = Ledger(device, result.setdefault("launch_log", []) if request.get("log_launches") else None)
+        ledger.add_inputs(inputs)
+        watch = WrapperWatch(monitor, ledger)
         start = len(monitor.launches)
+        monitor.observer = watch
         try:
-            with watch:
+            with guard.watch(ledger.problems), watch:
                 out = wrapper(*inputs)
             _sync(device)
+            ledger.check_output(out)
+            if tampered(protected):
+                ledger.problem("tampered", f"the wrapper replaces functions the checker uses: "
+                                           f"{', '.join(tampered(protected))}")
         except BaseException as exc:  # noqa: BLE001
             record["error"] = _error(exc, key)
             return False
         finally:
+            monitor.observer = None
             record[f"{key}_launches"] = len(monitor.launches) - start
             record.setdefault("launches", []).extend(monitor.launches[start:])
             record.setdefault("foreign_ops", []).extend(op for op in watch.foreign
                                                         if op not in record.get("foreign_ops", []))
+            record[f"{key}_problems"] = ledger.problems
+            record[f"{key}_trace"] = ledger.trace
         record[key] = _save(out, path)
         return True
 
+    kept: dict[int, list] = {}  # the inputs of the sets a later set refills
+    refilled = {s["refill_of"] for s in request["input_sets"] if s.get("refill_of") is not None}
     for k, input_set in enumerate(request["input_sets"]):
         record: dict = {"label": input_set["label"]}
         result["sets"].append(record)
         try:
             inputs = make_inputs(input_set)
+            if input_set.get("refill_of") is not None:  # new values in the same tensors; scalars kept
+                same = kept.pop(input_set["refill_of"])
+                for old, new in zip(same, inputs):
+                    if isinstance(old, torch.Tensor):
+                        old.copy_(new)
+                inputs = same
         except BaseException as exc:  # noqa: BLE001
             record["error"] = _error(exc, "inputs")
             break
+        if k in refilled:
+            kept[k] = inputs
         pristine = [v.clone() if isinstance(v, torch.Tensor) else v for v in inputs]
         record["input_shapes"] = [list(v.shape) if isinstance(v, torch.Tensor) else None for v in inputs]
+        record["call_key"] = call_key(inputs)
         if not call_wrapper(inputs, record, "triton", out_dir / f"triton_{k}.pt"):
             break
         try:

@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 
 OUTPUT_CAP = 16 * 1024  # bytes of the candidate's stdout/stderr kept
+SANITIZER_EXIT = 86  # compute-sanitizer's exit code when it found errors (the child itself ended normally)
+ERROR_EXITS = (SANITIZER_EXIT,)
 
 _running: set[int] = set()  # process groups of the children alive now (several threads may run children)
 _running_lock = threading.Lock()
@@ -40,11 +42,12 @@ def _tail(path: Path) -> str:
         return f.read().decode("utf-8", errors="replace")
 
 
-def run_child(module: str, request: dict, scratch: Path, device: str,
-              timeout: float) -> tuple[dict | None, int | None, str]:
+def run_child(module: str, request: dict, scratch: Path, device: str, timeout: float,
+              prefix: list[str] | None = None, env_extra: dict | None = None) -> tuple[dict | None, int | None, str]:
     """Run ``python -m module REQUEST`` in a fresh process group; (result, returncode or None on timeout, tail).
 
     The child writes ``result.json`` into ``scratch``; the whole group is killed when it ends or times out.
+    ``prefix`` runs it under another program (compute-sanitizer), with ``env_extra`` set.
     """
     request_path = scratch / "request.json"
     request_path.write_text(json.dumps(request))
@@ -55,9 +58,10 @@ def run_child(module: str, request: dict, scratch: Path, device: str,
         env["TRITON_INTERPRET"] = "1"
     else:
         env.pop("TRITON_INTERPRET", None)
+    env.update(env_extra or {})
     log = scratch / "output.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", module, str(request_path)],
+        proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", module, str(request_path)],
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 cwd=scratch, start_new_session=True)
         with _running_lock:
@@ -75,5 +79,5 @@ def run_child(module: str, request: dict, scratch: Path, device: str,
                 _running.discard(proc.pid)  # before the wait reaps it: its id may then be reused
             proc.wait()
     result_path = scratch / "result.json"
-    result = json.loads(result_path.read_text()) if returncode == 0 and result_path.exists() else None
+    result = json.loads(result_path.read_text()) if returncode in (0, *ERROR_EXITS) and result_path.exists() else None
     return result, returncode, _tail(log)

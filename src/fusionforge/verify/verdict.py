@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 STAGES = {
     "format": "format", "syntax": "format",
     "compile": "compilation",
-    "import": "execution", "runtime": "execution", "timeout": "execution", "crash": "execution",
+    "import": "execution", "runtime": "execution", "memory": "execution", "timeout": "execution", "crash": "execution",
     "shape": "testing", "dtype": "testing", "nan": "testing", "mismatch": "testing", "cheat": "testing",
     "mutation": "testing", "slower": "benchmark",
 }

@@ -1,0 +1,251 @@
+"""Where a wrapper's output comes from: the storage ledger and host-side trace of one wrapper call.
+
+A fair wrapper allocates, takes views, makes contiguous copies, reads shapes and strides, and launches
+the file's kernels. The ledger holds each call to what follows from that (DESIGN.md, trust clause 2):
+
+* **Known memory.** Every storage a launch or a traced copy reads is an input of the call or was made
+  during the call by a traced op (an allocation, a copy). A tensor kept from an earlier call, built
+  from host data or made where the dispatch trace cannot see (another thread, modes disabled) is
+  *foreign*.
+* **Bytes the trace explains.** Each known storage carries a snapshot of its bytes, taken after the
+  last traced write to it (an op, or a launch). Bytes that differ at the next launch or when the
+  wrapper returns were written outside the trace: through NumPy or ctypes, by a thread, by a kernel
+  launched around Triton's JIT.
+* **Output written by this call's kernels.** The returned tensor's storage was changed by one of the
+  call's launches (or copied by a traced op from storage that was), and still holds those bytes.
+* **A value-blind host side.** The trace (each op with its scalar arguments and the shape, strides
+  and dtype of its tensors; each launch with its scalar arguments and evaluated grid) must depend on
+  the inputs' shapes and scalar values only. The checker compares the traces of calls that differ only
+  in tensor values: a host read of tensor values that changes what the host does shows up there.
+
+Each violation is a ``problem``: ``{"kind": ..., "detail": ...}``, judged by the parent as ``cheat``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - older Triton
+    TensorDescriptor = ()
+
+from fusionforge.verify.launches import python_function
+
+# ops that read tensor values into the host, or build tensors from host data
+HOST_READS = {"_local_scalar_dense", "item"}
+HOST_DATA = {"lift_fresh", "lift_fresh_copy"}
+
+
+def describe(value) -> str:
+    """A value as the trace shows it: tensors by layout (never by address or contents), scalars as is."""
+    if isinstance(value, torch.Tensor):
+        return (f"T{tuple(value.shape)}/{tuple(value.stride())}+{value.storage_offset()}"
+                f":{str(value.dtype).replace('torch.', '')}@{value.device.type}")
+    if TensorDescriptor and isinstance(value, TensorDescriptor):
+        return f"D[{describe(value.base)} block {list(value.block_shape)}]"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(describe(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={describe(v)}" for k, v in value.items()) + "}"
+    if callable(value):
+        return f"<{getattr(value, '__name__', type(value).__name__)}>"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def tensors_in(value) -> list[torch.Tensor]:
+    """The tensors a launch argument reaches: itself, a descriptor's base, the items of a tuple."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if TensorDescriptor and isinstance(value, TensorDescriptor):
+        return [value.base]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in tensors_in(v)]
+    return []
+
+
+def tensor_arguments(kernel, args: tuple, kwargs: dict) -> list[dict]:
+    """Each tensor a launch is given, by the kernel parameter it is bound to, with where its memory lies."""
+    bound = inspect.signature(python_function(kernel)).bind_partial(*args, **kwargs).arguments
+    return [{"name": name, "data_ptr": t.data_ptr(), "storage": t.untyped_storage().data_ptr(),
+             "nbytes": t.untyped_storage().nbytes(), "itemsize": t.element_size(),
+             "dtype": str(t.dtype).replace("torch.", "")}
+            for name, value in bound.items() for t in tensors_in(value)]
+
+
+@dataclass
+class Entry:
+    snapshot: torch.Tensor  # the storage's bytes after the last traced write
+    origin: str
+    input_index: int | None = None
+    kernel_written: bool = False
+
+
+class Ledger:
+    """The storages one wrapper call may read or return, with their bytes and where they came from."""
+
+    def __init__(self, device: str, launch_log: list | None = None) -> None:
+        self.device = device
+        self.launch_log = launch_log  # when given: each launch's tensor arguments (for compute-sanitizer's reports)
+        self.entries: dict[tuple[str, int], Entry] = {}
+        self.problems: list[dict] = []
+        self.trace: list[str] = []
+        self._launched: list[torch.Tensor] = []
+        self._grid = None
+
+    # -- storages ---------------------------------------------------------------------------------
+    @staticmethod
+    def _key(t: torch.Tensor) -> tuple[str, int]:
+        return str(t.device), t.untyped_storage().data_ptr()
+
+    @staticmethod
+    def _bytes(t: torch.Tensor) -> torch.Tensor:
+        """Every byte of ``t``'s storage as a flat uint8 tensor (a view, not a copy)."""
+        return torch.empty(0, dtype=torch.uint8, device=t.device).set_(t.untyped_storage())
+
+    def _sync(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def problem(self, kind: str, detail: str) -> None:
+        if not any(p["kind"] == kind and p["detail"] == detail for p in self.problems):
+            self.problems.append({"kind": kind, "detail": detail})
+
+    def register(self, t: torch.Tensor, origin: str, kernel_written: bool = False,
+                 input_index: int | None = None) -> None:
+        if t.untyped_storage().nbytes() == 0:
+            return
+        self.entries[self._key(t)] = Entry(self._bytes(t).clone(), origin, input_index, kernel_written)
+
+    def add_inputs(self, inputs: list) -> None:
+        for k, value in enumerate(inputs):
+            if isinstance(value, torch.Tensor):
+                self.register(value, f"input {k}", input_index=k)
+
+    def entry(self, t: torch.Tensor) -> Entry | None:
+        return self.entries.get(self._key(t))
+
+    def verify(self, t: torch.Tensor, reader: str) -> Entry | None:
+        """``t``'s entry when its storage is known and holds the bytes the trace says; else a problem.
+        ``reader`` opens the problem's sentence ("the launch of k is given", "aten.copy_ reads")."""
+        if t.untyped_storage().nbytes() == 0:
+            return None
+        entry = self.entry(t)
+        if entry is None:
+            self.problem("foreign", f"{reader} a tensor {describe(t)} that this call neither received nor made with "
+                                    "a traced op (kept from an earlier call, built from host data, or made outside "
+                                    "the dispatch trace)")
+            return None
+        if not torch.equal(self._bytes(t), entry.snapshot):
+            self.problem("untraced_write", f"{reader} {entry.origin} ({describe(t)}), whose bytes changed since the "
+                                           "last traced op or launch that wrote it")
+        return entry
+
+    # -- traced ops -------------------------------------------------------------------------------
+    def after_op(self, func, args: tuple, kwargs: dict, out) -> None:
+        """Record a wrapper op (already run): its trace line, what it read and what it wrote."""
+        name = func.overloadpacket.__name__
+        arguments = [describe(a) for a in args] + [f"{k}={describe(v)}" for k, v in kwargs.items()]
+        self.trace.append(f"{func}({', '.join(arguments)})")
+        if name in HOST_READS:
+            self.problem("host_read", f"{func} reads a tensor's value into the host (.item())")
+            return
+        if name in HOST_DATA:
+            self.problem("host_data", f"{func}: a tensor is built from host data (torch.tensor, "
+                                      "torch.from_numpy, torch.as_tensor)")
+            return
+        schema = func._schema
+        written, read = [], []
+        for argument, value in zip(schema.arguments, list(args) + [kwargs.get(a.name) for a in
+                                                                    schema.arguments[len(args):]]):
+            for t in tensors_in(value):
+                is_write = argument.alias_info is not None and argument.alias_info.is_write
+                (written if is_write else read).append(t)
+        aliasing = any(r.alias_info is not None for r in schema.returns)
+        outputs = [] if aliasing else tensors_in(out if isinstance(out, (list, tuple)) else [out])
+        if not written and not outputs:
+            return  # a view or a metadata op: no bytes move
+        if self.device == "cuda":
+            if any(t.device.type == "cpu" for t in written + outputs):
+                self.problem("host_read", f"{func} copies tensor values from the GPU to the host")
+            if any(t.device.type == "cpu" for t in read):
+                self.problem("host_data", f"{func} copies host data to the GPU")
+        sources = [e for e in (self.verify(t, f"{func} reads") for t in read) if e is not None]
+        from_kernels = any(e.kernel_written for e in sources)
+        if name == "set_":  # the tensor now views a storage it names: that storage must be known
+            for t in written:
+                if self.entry(t) is None:
+                    self.problem("foreign", f"{func} attaches a storage that this call did not make")
+            return
+        if name == "resize_":  # may move the tensor to new memory
+            for t in written:
+                if self.entry(t) is None:
+                    self.register(t, f"a tensor resized by {func}")
+            return
+        for t in outputs:
+            self.register(t, f"a tensor made by {func}", kernel_written=from_kernels)
+        for t in written:
+            entry = self.entry(t)
+            if entry is None:
+                self.problem("foreign", f"{func} writes into a tensor {describe(t)} that this call neither "
+                                        "received nor made (a buffer kept from an earlier call)")
+            else:  # an input written in place stays an input: the mutation check names it
+                self.register(t, entry.origin, kernel_written=entry.input_index is None and (
+                    entry.kernel_written or from_kernels), input_index=entry.input_index)
+
+    # -- launches ---------------------------------------------------------------------------------
+    def before_launch(self, kernel, args: tuple, kwargs: dict) -> dict:
+        """Check what the launch reads; trace it. Returns the kwargs to launch with (the grid recorded)."""
+        name = python_function(kernel).__name__
+        shown = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}
+        arguments = [describe(a) for a in args] + [f"{k}={describe(v)}" for k, v in shown.items()]
+        grid = kwargs.get("grid")
+        self.trace.append(f"launch {name}({', '.join(arguments)})"
+                          + ("" if callable(grid) else f" grid {describe(grid)}"))
+        self._sync()
+        self._launched = [t for v in (*args, *shown.values()) for t in tensors_in(v)]
+        if self.launch_log is not None:
+            self.launch_log.append({"kernel": name, "args": tensor_arguments(kernel, args, shown)})
+        for t in self._launched:
+            self.verify(t, f"the launch of {name} is given")
+        if callable(grid):
+            def recorded(meta, _grid=grid):
+                self._grid = _grid(meta)
+                return self._grid
+            kwargs = {**kwargs, "grid": recorded}
+        self._grid = None
+        return kwargs
+
+    def after_launch(self) -> None:
+        """Storages whose bytes the launch changed are kernel-written; their snapshots are retaken."""
+        if self._grid is not None:
+            self.trace.append(f"  grid {describe(tuple(self._grid))}")
+        self._sync()
+        for t in self._launched:
+            entry = self.entry(t)
+            if entry is not None and not torch.equal(self._bytes(t), entry.snapshot):
+                entry.snapshot = self._bytes(t).clone()
+                entry.kernel_written = entry.kernel_written or entry.input_index is None
+        self._launched = []
+
+    # -- the result -------------------------------------------------------------------------------
+    def check_output(self, out) -> None:
+        """The returned tensor: known, written by this call's kernels, unchanged since."""
+        if not isinstance(out, torch.Tensor):
+            return
+        self._sync()
+        entry = self.entry(out)
+        if entry is None:
+            self.problem("output_foreign", f"the returned tensor {describe(out)} was neither made during this call "
+                                           "by a traced op nor written by one of its launches (a tensor kept from "
+                                           "an earlier call, or made outside the dispatch trace)")
+        elif not torch.equal(self._bytes(out), entry.snapshot):
+            self.problem("output_untraced_write", "the returned tensor's bytes changed after the last launch or "
+                                                  "traced op that wrote it (written outside the trace)")
+        elif not entry.kernel_written:
+            self.problem("output_not_kernel", f"no launch of this call wrote the returned tensor ({entry.origin})")
