@@ -144,6 +144,7 @@ def test_launch_monitor_records_each_launch_stream_once_by_its_handle(monkeypatc
     """On a GPU the monitor keys launch streams by the handle Triton's launcher reads and builds a Stream
     object only for a handle it has not seen (the GPU calls are faked: this build has no CUDA)."""
     import torch
+    import triton.runtime.autotuner as autotuner
     import triton.runtime.interpreter as interpreter
     import triton.runtime.jit as jit
     from triton.runtime import driver
@@ -160,7 +161,7 @@ def test_launch_monitor_records_each_launch_stream_once_by_its_handle(monkeypatc
             return self.handle
 
     fake, built = FakeDriver(), []
-    for cls in (jit.JITFunction, interpreter.InterpretedFunction):
+    for cls in (jit.JITFunction, interpreter.InterpretedFunction, autotuner.Autotuner, autotuner.Heuristics):
         monkeypatch.setattr(cls, "run", cls.run)  # the monitor's wrapper is undone after the test
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(driver, "_active", fake)
@@ -331,3 +332,111 @@ def test_a_stopped_gate_ends_every_wait_and_every_section_with_an_interrupt():
     with pytest.raises(KeyboardInterrupt):
         with gate.shared():
             pass
+
+
+def verified_calls(n: int = 6, launches: int = 1, wrong_round: int | None = None) -> list[dict]:
+    calls = []
+    for r in range(n):
+        good = r != wrong_round
+        calls.append({"round": r, "why": "first" if r < 2 else "random", "launches": launches, "passed": good,
+                      "kind": "mismatch", "rel_err": 1e-4 if good else 0.2, "tolerance": 2e-3,
+                      "max_abs_err": 1e-3 if good else 3.0, "max_abs_tolerance": 1e-2, "max_abs_index": [5, 7],
+                      "value": 0.1, "expected": 3.1})
+    return calls
+
+
+def test_a_wrong_timed_call_fails_as_cheat():
+    ok = judge(result(), raw(eager=0.36, compiled=0.11, triton=0.10, verified=verified_calls(),
+                             launch_counts={"1": 200}), None, RATES)
+    assert ok.passed and ok.context["verified_calls"] == 6
+    bad = judge(result(), raw(eager=0.36, compiled=0.11, triton=0.10, verified=verified_calls(wrong_round=4),
+                              launch_counts={"1": 200}), None, RATES)
+    assert bad.status == "fail" and bad.failure.category == "cheat"
+    assert "round 4" in bad.failure.message and "1 of 6 verified timed calls" in bad.failure.message
+    assert "new values in the same tensors" in bad.failure.root_cause
+
+
+def test_timed_calls_that_launch_less_than_the_verified_ones_fail_as_cheat():
+    r = judge(result(), raw(eager=0.36, compiled=0.11, triton=0.10, verified=verified_calls(launches=2),
+                            launch_counts={"0": 90, "2": 110}), None, RATES)
+    assert r.failure.category == "cheat" and "90 timed calls launched fewer kernels (0)" in r.failure.message
+
+
+def test_a_floor_that_pytorch_beats_is_a_wrong_floor_not_a_cheat():
+    """Seen on the H200: ceilings measured beside other checks gave a floor above eager's and compile's times."""
+    r = judge(result(), raw(eager=0.08, compiled=0.07, triton=0.05), None, RATES)
+    assert r.roofline["floor_wrong"] and not r.suspicious and r.passed
+    assert "floor" in r.note and "wrong" in r.note
+    contended = judge(result(), raw(eager=0.36, compiled=0.11, triton=0.05),
+                      None, {**RATES, "contended": "other processes use the GPU (pids 7)"})
+    assert contended.roofline["floor_wrong"] and not contended.suspicious and "uncertain" in contended.note
+
+
+def test_ceilings_are_trusted_only_when_measured_alone_and_consistent():
+    from fusionforge.bench.roofline import plausible
+
+    samples = {"copy_GBs": [3000.0, 3010.0, 2990.0], "matmul_TFLOPs_float16": [650.0, 655.0, 660.0]}
+    rates, why = plausible(samples, [])
+    assert rates == {"copy_GBs": 3010.0, "matmul_TFLOPs_float16": 660.0} and not why
+    assert plausible(samples, [1234])[0] is None and "1234" in plausible(samples, [1234])[1]
+    busy = {**samples, "matmul_TFLOPs_float16": [271.0, 655.0, 680.0]}
+    rates, why = plausible(busy, None)
+    assert rates is None and "matmul_TFLOPs_float16" in why
+
+
+def test_a_contended_measurement_is_measured_again_and_never_cached(monkeypatch, tmp_path):
+    from fusionforge.bench import roofline
+
+    good = {name: [100.0, 101.0, 100.5] for name in roofline.RATES}
+    busy = {name: [40.0, 101.0, 100.5] for name in roofline.RATES}
+    answers = [(busy, [], ""), (good, [], "")]
+    monkeypatch.setattr(roofline, "CACHE", tmp_path / "rates.json")
+    monkeypatch.setattr(roofline, "device_key", lambda: "GPU X|torch t|triton t")
+    monkeypatch.setattr(roofline, "_measure_in_child", lambda: answers.pop(0))
+    monkeypatch.setattr(roofline.time, "sleep", lambda seconds: None)
+    rates = roofline.device_rates()
+    assert rates["copy_GBs"] == 101.0 and "contended" not in rates and not answers
+    assert json.loads((tmp_path / "rates.json").read_text())["GPU X|torch t|triton t"]["copy_GBs"] == 101.0
+    roofline.forget("GPU X|torch t|triton t")
+    answers[:] = [(busy, [], "")] * roofline.ATTEMPTS
+    rates = roofline.device_rates()
+    assert "disagree" in rates["contended"] and not answers
+    assert json.loads((tmp_path / "rates.json").read_text()) == {}
+
+
+def test_fresh_inputs_give_each_round_new_values_in_the_same_tensors():
+    import torch
+
+    from fusionforge.bench.timer import FreshInputs
+
+    pools = [[torch.randn(37, 131), torch.randn(131), 0.5], [torch.randn(37, 131), torch.randn(131), 0.25]]
+    pristine = [[v.clone() if isinstance(v, torch.Tensor) else v for v in pool] for pool in pools]
+    fresh = FreshInputs(pools, random.Random(0))
+    seen, first = [], fresh.refill(0)
+    for r in range(6):
+        inputs = fresh.refill(r)
+        assert inputs is fresh.timed[r % 2] and (r % 2 or inputs is first)
+        assert inputs[2] == pools[r % 2][2]  # scalars kept
+        for value, source in zip(inputs[:2], pools[r % 2][:2]):  # a permutation of the pool's values
+            assert torch.equal(value.reshape(-1).sort().values, source.reshape(-1).sort().values)
+        seen.append(inputs[0].clone())
+    assert all(not torch.equal(a, b) for k, a in enumerate(seen) for b in seen[k + 1:])
+    assert all(torch.equal(a, b) for pool, kept in zip(pools, pristine) for a, b in zip(pool[:2], kept[:2]))
+
+
+def test_a_timed_output_is_verified_with_the_checkers_tolerance():
+    import torch
+
+    from fusionforge.bench.timer import verify_call
+    from fusionforge.tasks import TaskGenerator
+
+    task = TaskGenerator().generate(3, dtype="float32", ops="add:col,softmax")
+    inputs = task.make_inputs({"M": 41, "N": 97}, 5)
+    eager = task.function(*inputs)
+    assert verify_call(eager.clone(), eager, inputs, task.reference, torch.float32)["passed"]
+    stale = eager.clone()
+    stale[30:] = task.function(*task.make_inputs({"M": 41, "N": 97}, 6))[30:]
+    verdict = verify_call(stale, eager, inputs, task.reference, torch.float32)
+    assert not verdict["passed"] and verdict["kind"] == "mismatch" and verdict["max_abs_index"][0] >= 30
+    assert verify_call((eager,), eager, inputs, task.reference, torch.float32) == {
+        "passed": False, "kind": "type", "type": "tuple"}

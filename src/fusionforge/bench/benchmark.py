@@ -14,6 +14,7 @@ import datetime
 import json
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -160,14 +161,20 @@ def time_checked(verdict: Verdict, path: str | Path, task: FusionTask | None = N
         result.note = "not timed: timing needs a CUDA GPU (the check ran on the CPU through Triton's interpreter)"
         return result
     task = task or _task_of(path)
+    started = time.perf_counter()
     raw, returncode, tail = _timing_child(path, task, timeout, warm_only=False)
+    child_seconds = time.perf_counter() - started
     if raw is None:
         result.failure = Failure("runtime", "Harness", f"the timing run failed (exit {returncode}): "
                                  f"{tail.strip().splitlines()[-1] if tail.strip() else 'no output'}",
                                  "The benchmark process could not time the file.",
                                  "Run `fusionforge bench` again; if it fails again, report it with the file.")
         return result
-    return judge(result, raw, task, roofline.device_rates())
+    result = judge(result, raw, task, roofline.device_rates())
+    result.context["timing_child_seconds"] = round(child_seconds, 3)
+    if result.roofline.get("floor_wrong"):
+        roofline.forget(result.context["rates"])
+    return result
 
 
 def warm(path: str | Path, task: FusionTask | None = None, timeout: float = 300.0) -> bool:
@@ -223,10 +230,17 @@ def judge(result: BenchResult, raw: dict, task: FusionTask | None, rates: dict) 
                        **{f"{n}_fraction_of_floor": floor / stats[n]["median_ms"] for n in CONTENDERS},
                        "triton_GBs": nbytes / triton_["median_ms"] / 1e6,
                        "triton_TFLOPs": flops / triton_["median_ms"] / 1e9}
+    # A floor that PyTorch's own calls beat is a wrong floor (ceilings measured too low), not a cheat's mark.
+    beaten = [n for n in ("eager", "compile") if stats[n]["median_ms"] < 0.95 * floor]
+    if beaten or rates.get("contended"):
+        result.roofline["floor_wrong"] = True
+        result.note = (f"the roofline floor {floor:.4f} ms is wrong: {' and '.join(beaten)} ran under it; the device "
+                       "ceilings are measured again on the next timing" if beaten else
+                       f"the roofline floor is uncertain: the device ceilings were measured while {rates['contended']}")
 
     if raw.get("tampered"):
         result.suspicious.append(f"timing functions were patched by the candidate: {', '.join(raw['tampered'])}")
-    if triton_["median_ms"] < 0.95 * floor:
+    if triton_["median_ms"] < 0.95 * floor and not result.roofline.get("floor_wrong"):
         result.suspicious.append(f"Triton's median {triton_['median_ms']:.4f} ms is under the roofline floor "
                                  f"{floor:.4f} ms: past physics")
     # A call's wall clock is its host time (until it returns: launches, Python, any wait) plus the GPU work
@@ -239,22 +253,57 @@ def judge(result: BenchResult, raw: dict, task: FusionTask | None, rates: dict) 
         result.suspicious.append(f"the wall clock sees {wall['triton']:.4f} ms per call ({host['triton']:.4f} ms "
                                  f"of it on the host) against {triton_['median_ms']:.4f} ms by events, a gap "
                                  "PyTorch's calls do not have: work escapes the timed stream")
-    if result.speedup > SUSPICIOUS_SPEEDUP and not result.suspicious:
+    if result.speedup > SUSPICIOUS_SPEEDUP and not result.suspicious and not result.note:
         result.note = (f"speedup {result.speedup:.1f}x is over {SUSPICIOUS_SPEEDUP:g}x; the wall-clock re-check "
                        f"({wall['eager']:.4f} vs {wall['triton']:.4f} ms) and the floor confirm it")
     result.context = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": raw.get("device"), "driver": _driver(), "torch": raw.get("torch"), "triton": raw.get("triton"),
         "timer": "CUDA events on the current stream, joined with the candidate's streams; L2 flushed before "
-                 "each call; contenders interleaved in rounds",
+                 "each call; contenders interleaved in rounds, new input values each round; timed outputs verified",
         "flush_bytes": raw["flush_bytes"], "l2_bytes": raw["l2_bytes"], "calls": raw["calls"],
         "compile_seconds": raw["compile_seconds"], "launches_per_call": raw["launches_per_call"],
         "kernels": raw["kernels"], "side_streams": raw["side_streams"], "rates": rates["device_key"],
-        "phase_seconds": raw.get("phases"),
+        "phase_seconds": raw.get("phases"), "verified_calls": len(raw.get("verified", [])),
+        "verify_seconds": raw.get("verify_seconds"), "refill_gpu_seconds": raw.get("refill_gpu_seconds"),
     }
-    if not result.faster and not result.suspicious:
+    result.failure = timed_work_failure(raw)
+    if result.failure is None and not result.faster and not result.suspicious:
         result.failure = slower_failure(result, raw)
     return result
+
+
+def timed_work_failure(raw: dict) -> Failure | None:
+    """The timer verifies what it times: a verified timed call with a wrong output, or timed calls that
+    launch fewer kernels than the verified ones, mean the timed work is not the verified work."""
+    verified = raw.get("verified", [])
+    wrong = [v for v in verified if not v["passed"]]
+    cause_tail = ("The checker's calls passed, so the file computes differently when it is timed: it keeps results "
+                  "between calls (every round's inputs are new values in the same tensors), skips work after many "
+                  "calls, or detects the timer.")
+    fix = "Compute every call fully from its current inputs, the same way whatever the call count or the caller."
+    if wrong:
+        v = wrong[0]
+        if v.get("kind") == "mismatch":
+            what = (f"rel err {v['rel_err']:.3g} > tolerance {v['tolerance']:.3g}, max abs err "
+                    f"{v['max_abs_err']:.3g} at {v['max_abs_index']} (got {v['value']:.6g}, "
+                    f"expected {v['expected']:.6g})")
+        else:
+            what = f"{v.get('kind')} ({v.get('shape', v.get('type'))})"
+        return Failure("cheat", "Triton", f"{len(wrong)} of {len(verified)} verified timed calls are wrong; the first, "
+                       f"round {v['round']} ({v['why']}): {what}",
+                       f"A timed call returned a wrong result: round {v['round']}'s output does not match the float64 "
+                       f"reference of that round's inputs. {cause_tail}", fix)
+    counts = {int(k): n for k, n in raw.get("launch_counts", {}).items()}
+    if counts and verified:
+        expected = max(v["launches"] for v in verified)
+        fewer = sum(n for k, n in counts.items() if k < expected)
+        if fewer:
+            return Failure("cheat", "Triton", f"{fewer} timed calls launched fewer kernels ({min(counts)}) than the "
+                           f"verified calls ({expected})",
+                           f"Some timed calls did less work than the calls whose outputs were verified. {cause_tail}",
+                           fix)
+    return None
 
 
 def slower_failure(result: BenchResult, raw: dict) -> Failure:

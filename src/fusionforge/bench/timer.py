@@ -3,7 +3,9 @@
 Protocol (README, "How kernels are timed"):
 * the timing functions (CUDA events, synchronize, the clock) are bound here before the candidate
   module is imported, so patching them from the candidate changes nothing; any patch is reported;
-* inputs (two sets, alternated) are built before any timed region, at the bench shape;
+* inputs (two sets, alternated) are built before any timed region, at the bench shape; before each
+  round, outside the timed region, the round's set is refilled with new values (``FreshInputs``):
+  the same tensors, never the same values twice, so nothing keyed on the inputs can answer;
 * each contender is warmed up until JIT compilation and autotuning are done (torch.compile's
   compile time is measured apart);
 * before every timed call the L2 cache is flushed by writing a buffer of at least twice the L2
@@ -12,6 +14,11 @@ Protocol (README, "How kernels are timed"):
   on every stream a Triton kernel was launched on, so work on side streams is counted;
 * contenders are interleaved in rounds (the order rotates) so drift hits all alike; rounds go on
   until every contender has at least MIN_CALLS calls and one second of measured time, or MAX_CALLS;
+* the timer verifies what it times: the Triton outputs of the first round of each input set, the last
+  of each, a few drawn at random from the first MIN_CALLS rounds and each later round with
+  probability LATE_VERIFY_RATE are compared, outside the timed regions, with the float64 reference of
+  that round's inputs under the checker's tolerance (eager's output of the same round is PyTorch's own
+  error); every timed Triton call's launches are counted;
 * a wall-clock measure (device synchronize around single calls) is taken too, as a cross-check, with
   the host's own time in each call (until the call returns): wall minus host minus events is GPU work
   the events did not see.
@@ -22,9 +29,12 @@ the on-disk caches, and nothing is timed.
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import json
 import os
+import random
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -35,12 +45,19 @@ os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 import torch  # noqa: E402
 
+from fusionforge.verify.checker import compare  # noqa: E402
 from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
 
 MIN_CALLS = 100
 MIN_SECONDS = 1.0
 MAX_CALLS = 2000
 WALL_CALLS = 20
+# Rounds verified besides the first and the last two: RANDOM_VERIFIED drawn from the first MIN_CALLS, and
+# each later one with probability LATE_VERIFY_RATE. A timed call's median moves only if more than half the
+# calls change, and each verified round then catches it with probability over 1/2. On the H200 34 verified
+# calls (a rate of 0.01 over 2,000 rounds) cost 6.7% of a 13.7 s timing child; 0.003 gives about 14.
+RANDOM_VERIFIED = 4
+LATE_VERIFY_RATE = 0.003
 
 # Bound before any candidate code runs.
 _Event = torch.cuda.Event
@@ -77,6 +94,47 @@ def _rounded(times: list[float]) -> list[float]:
     return [round(t, 6) for t in times]
 
 
+class FreshInputs:
+    """The timed input sets, refilled with new values before each round, outside the timed region.
+
+    Two pools of values (the request's two seeds) and two timed sets of tensors, cloned from them.
+    Before round r, set r % 2 takes its pool's values, each floating tensor's rolled by its own random
+    offset: every input's values keep their distribution (a task's inputs are drawn i.i.d.), no two
+    rounds see the same values, and the tensors (and their addresses) stay the same.
+    """
+
+    def __init__(self, pools: list[list], rng: random.Random) -> None:
+        self.pools, self.rng = pools, rng
+        self.timed = [[v.clone() if isinstance(v, torch.Tensor) else v for v in pool] for pool in pools]
+
+    def refill(self, round_: int) -> list:
+        k = round_ % len(self.pools)
+        for source, target in zip(self.pools[k], self.timed[k]):
+            if isinstance(source, torch.Tensor) and source.is_floating_point() and source.numel() > 1:
+                _roll_into(target, source, self.rng.randrange(1, source.numel()))
+        return self.timed[k]
+
+
+def _roll_into(target: torch.Tensor, source: torch.Tensor, shift: int) -> None:
+    """target (flattened) = source (flattened) rolled left by ``shift``: two copies, no temporary."""
+    if target.is_contiguous() and source.is_contiguous():
+        t, s = target.view(-1), source.view(-1)
+        t[:s.numel() - shift].copy_(s[shift:])
+        t[s.numel() - shift:].copy_(s[:shift])
+    else:
+        target.copy_(source.reshape(-1).roll(-shift).view(source.shape))
+
+
+def verify_call(out, eager_out, inputs: list, reference, dtype) -> dict:
+    """A timed call's output against the float64 reference of its inputs, under the checker's tolerance."""
+    if type(out) is not torch.Tensor:  # noqa: E721 - as the checker: a plain tensor only
+        return {"passed": False, "kind": "type", "type": type(out).__name__}
+    stats = compare(out, reference(inputs), eager_out, dtype)
+    keep = ("passed", "kind", "rel_err", "tolerance", "max_abs_err", "max_abs_tolerance", "max_abs_index",
+            "value", "expected", "bad_fraction", "shape", "dtype")
+    return {k: stats[k] for k in keep if k in stats}
+
+
 def main(request_path: str) -> int:
     request = json.loads(Path(request_path).read_text())
     out_dir = Path(request["out_dir"])
@@ -95,6 +153,7 @@ def main(request_path: str) -> int:
 
         task = FusionTask.from_dict(request["task"])
         eager = task.function  # the trusted chain, not the file's own (which could be made slow)
+        reference, dtype = task.reference, getattr(torch, task.dtype)
         input_sets = [task.make_inputs(request["dims"], seed, "cuda") for seed in request["seeds"]]
     else:
         eager = module.fused_kernel_pytorch
@@ -102,7 +161,14 @@ def main(request_path: str) -> int:
         for seed in request["seeds"]:
             torch.manual_seed(seed)
             input_sets.append([v.to("cuda") if isinstance(v, torch.Tensor) else v for v in module.get_inputs()])
+        dtype = next(v.dtype for v in input_sets[0] if isinstance(v, torch.Tensor) and v.is_floating_point())
+
+        def reference(inputs):
+            return eager(*[v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                           for v in inputs])
     triton_fn = module.fused_kernel_triton_wrapper
+    rng = random.Random(secrets.randbits(64))
+    fresh = FreshInputs(input_sets, rng)
 
     with torch.no_grad():
         flops = None  # a task's cost model counts its FLOPs; a file without one is counted here
@@ -143,28 +209,54 @@ def main(request_path: str) -> int:
         flush_bytes = max(2 * l2, 256 * 1024**2)
         flush = torch.empty(flush_bytes, dtype=torch.uint8, device="cuda")
         events: dict[str, list] = {name: [] for name in contenders}
+        refills: list[tuple] = []
+        launch_counts: collections.Counter = collections.Counter()
+        verified: list[dict] = []
+        verify_seconds = 0.0
+        drawn = set(rng.sample(range(2, MIN_CALLS - 2), RANDOM_VERIFIED))
         names = list(contenders)
         phase("timed rounds")
-        rounds = 0
-        while True:
+        rounds, last = 0, None  # last: the round after which the loop ends, once known
+        while last is None or rounds <= last:
+            why = ("first" if rounds < 2 else "last" if last is not None else "random" if rounds in drawn
+                   or (rounds >= MIN_CALLS and rng.random() < LATE_VERIFY_RATE) else None)
             order = names[rounds % len(names):] + names[:rounds % len(names)]
+            refill_begin, refill_end = _Event(enable_timing=True), _Event(enable_timing=True)
+            _record(refill_begin)
+            inputs = fresh.refill(rounds)
+            _record(refill_end)
+            refills.append((refill_begin, refill_end))
+            outputs = {}
             for name in order:
-                inputs = input_sets[rounds % len(input_sets)]
                 flush.zero_()
                 begin, end = _Event(enable_timing=True), _Event(enable_timing=True)
+                before = len(monitor.launches)
                 _record(begin)
-                contenders[name](*inputs)
+                out = contenders[name](*inputs)
                 join_launch_streams(monitor)
                 _record(end)
                 events[name].append((begin, end))
+                if name == "triton":
+                    launches = len(monitor.launches) - before
+                    launch_counts[launches] += 1
+                if why is not None and name != "compile":
+                    outputs[name] = out
+                del out
+            if why is not None:
+                start = _perf_counter()
+                verified.append({"round": rounds, "why": why, "launches": launches,
+                                 **verify_call(outputs["triton"], outputs["eager"], inputs, reference, dtype)})
+                verify_seconds += _perf_counter() - start
+            del outputs
             rounds += 1
-            if rounds >= MIN_CALLS and rounds % 50 == 0:
+            if last is None and rounds >= MIN_CALLS - 2 and rounds % 50 == 48:
                 _synchronize()
                 totals = [sum(_elapsed(b, e) for b, e in pairs) / 1e3 for pairs in events.values()]
-                if min(totals) >= MIN_SECONDS or rounds >= MAX_CALLS:
-                    break
+                if min(totals) >= MIN_SECONDS or rounds >= MAX_CALLS - 2:
+                    last = rounds + 1  # two more rounds, one of each input set, both verified
         _synchronize()
         times = {name: [_elapsed(b, e) for b, e in pairs] for name, pairs in events.items()}
+        refill_ms = sum(_elapsed(b, e) for b, e in refills)
 
         phase("wall-clock cross-check")
         wall: dict[str, list[float]] = {name: [] for name in contenders}
@@ -184,6 +276,8 @@ def main(request_path: str) -> int:
         "wall_ms": {name: _rounded(t) for name, t in wall.items()},
         "host_ms": {name: _rounded(t) for name, t in host.items()},
         "calls": rounds, "flush_bytes": flush_bytes, "l2_bytes": l2, "flops_counted": flops,
+        "verified": verified, "launch_counts": {str(k): n for k, n in sorted(launch_counts.items())},
+        "verify_seconds": round(verify_seconds, 4), "refill_gpu_seconds": round(refill_ms / 1e3, 4),
         "side_streams": max(0, len(monitor.streams) - 1),
         "tampered": [name for name, (owner, attr, original) in PROTECTED.items()
                      if getattr(owner, attr) is not original],

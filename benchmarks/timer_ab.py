@@ -1,0 +1,97 @@
+"""Time files with two versions of fusionforge in one call: does a change to the timer move the timings?
+
+    git archive HEAD src | tar -x -C OLD        # the version to compare against, as a source tree
+    PYTHONPATH=src python benchmarks/timer_ab.py --old OLD/src --out ab.json benchmarks/anchors/*.py
+
+Each file is benched (`bench_file`, check and timing child) by the old source tree and by this one, the
+order alternating from file to file so that drift hits both alike. Per file it prints the medians of
+eager, torch.compile and Triton under each version, the new/old ratio of each and the measured spread
+(the mean relative 20-80 band of the two timings): a ratio inside 1 +- spread is no move. For the new
+version it also prints the timed-output verification's cost: the seconds spent verifying timed calls
+plus the GPU seconds of refilling inputs, over the timing child's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ("import json, sys; from fusionforge.bench import bench_file; "
+         "print('RESULT ' + json.dumps(bench_file(sys.argv[1]).to_dict()))")
+
+
+def bench(source: Path, path: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    done = subprocess.run([sys.executable, "-c", BENCH, str(path)], capture_output=True, text=True, env=env,
+                          timeout=900)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    return {"status": "error", "message": (done.stderr or done.stdout).strip()[-500:]}
+
+
+def compare(old: dict, new: dict) -> dict:
+    row: dict = {"old_status": old.get("status"), "new_status": new.get("status")}
+    if not (old.get("timings") and new.get("timings")):
+        return row
+    for version, result in (("old", old), ("new", new)):
+        failure = result.get("failure") or (result.get("check") or {}).get("failure")
+        if failure or result.get("message"):
+            row[f"{version}_failure"] = (failure or {}).get("message") or result.get("message")
+    for name in ("eager", "compile", "triton"):
+        a, b = old["timings"][name], new["timings"][name]
+        spread = ((a["p80_ms"] - a["p20_ms"]) / a["median_ms"] + (b["p80_ms"] - b["p20_ms"]) / b["median_ms"]) / 2
+        ratio = b["median_ms"] / a["median_ms"]
+        row[name] = {"old_ms": a["median_ms"], "new_ms": b["median_ms"], "ratio": ratio, "spread": spread,
+                     "within_spread": abs(ratio - 1) <= spread}
+    context = new.get("context", {})
+    cost = (context.get("verify_seconds") or 0) + (context.get("refill_gpu_seconds") or 0)
+    row["verification"] = {"verify_seconds": context.get("verify_seconds"),
+                           "refill_gpu_seconds": context.get("refill_gpu_seconds"),
+                           "verified_calls": context.get("verified_calls"), "calls": context.get("calls"),
+                           "timing_child_seconds": context.get("timing_child_seconds"),
+                           "fraction": cost / context["timing_child_seconds"] if context.get("timing_child_seconds")
+                           else None}
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--old", type=Path, required=True, help="the old version's src folder")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    rows = []
+    for k, path in enumerate(args.files):
+        order = [("old", args.old), ("new", ROOT / "src")]
+        results = {name: bench(source, path) for name, source in (order if k % 2 == 0 else order[::-1])}
+        row = {"file": path.name, **compare(results["old"], results["new"]), "results": results}
+        rows.append(row)
+        args.out.write_text(json.dumps({"rows": rows}, indent=1))  # a cut-short run keeps its rows
+        if "triton" in row:
+            cells = " ".join(f"{n} {row[n]['ratio']:.3f} (spread {row[n]['spread']:.3f})"
+                             for n in ("eager", "compile", "triton"))
+            v = row["verification"]
+            print(f"{path.name:<34} {cells}; verification {v['verified_calls']} calls, "
+                  f"{v['fraction']:.1%} of the timing child's {v['timing_child_seconds']:.1f} s", flush=True)
+        else:
+            print(f"{path.name:<34} old {row['old_status']} new {row['new_status']} "
+                  f"{row.get('new_failure') or row.get('old_failure') or ''}"[:400], flush=True)
+    timed = [r for r in rows if "triton" in r]
+    summary = {"files": len(rows), "timed": len(timed),
+               "triton_within_spread": sum(r["triton"]["within_spread"] for r in timed),
+               "max_verification_fraction": max((r["verification"]["fraction"] or 0 for r in timed), default=None),
+               "rows": rows}
+    args.out.write_text(json.dumps(summary, indent=1))
+    print(f"Triton within the spread on {summary['triton_within_spread']} of {len(timed)}; verification at most "
+          f"{summary['max_verification_fraction']:.1%} of a timing child's wall time" if timed else "nothing timed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
