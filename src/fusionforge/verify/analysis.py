@@ -286,7 +286,8 @@ PROVENANCE = {
                 "Do all the work in the wrapper: launch the kernels and return."),
     "ctypes": ("the wrapper calls into ctypes: raw memory access or native calls around Triton and PyTorch",
                "Use only Triton kernels and torch allocation, view and copy operations."),
-    "gc": ("the wrapper scans the garbage collector's objects, the way a file finds tensors it was not given",
+    "gc": ("the file scans the garbage collector's objects, the way a file finds tensors it was not given or "
+           "the checker's own objects",
            "Use only the wrapper's arguments and the buffers it allocates."),
     "left_trace": ("the wrapper disables the dispatch modes the checker traces it with, so the work done there is "
                    "hidden",

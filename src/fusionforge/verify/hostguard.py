@@ -3,8 +3,9 @@
 A fair wrapper starts no thread or process, calls nothing through ctypes, scans no garbage-collector
 lists, reads no tensor values into Python (``.item()``, ``.tolist()``, ``.numpy()``, NumPy's array
 protocol, DLPack) and never steps outside the dispatch trace the checker keeps. The guard notes
-these while it watches: during a wrapper call outside its launches, and, for threads and processes,
-while the candidate file is imported (a thread started there can do a wrapper's work unseen).
+these while it watches: during a wrapper call outside its launches, and, for threads, processes and gc
+scans, while the candidate file is imported (a thread started there can do a wrapper's work unseen; a
+scan there can find the checker's objects).
 
 Processes, ctypes and gc scans are reported by Python's audit hooks (PEP 578), which code cannot
 remove once added. Threads, host reads and disabled dispatch modes are seen at the Python entry
@@ -98,4 +99,4 @@ class HostGuard:
         elif event.startswith("ctypes."):
             self.note("ctypes", f"calls into ctypes ({event})")
         elif event in GC_EVENTS:
-            self.note("gc", f"scans the garbage collector's objects ({event})")
+            self.note("gc", f"scans the garbage collector's objects ({event})", at_import=True)

@@ -36,8 +36,8 @@ except ImportError:  # pragma: no cover - older Triton
 from fusionforge.verify.launches import python_function
 
 # ops that read tensor values into the host, or build tensors from host data
-HOST_READS = {"_local_scalar_dense", "item"}
-HOST_DATA = {"lift_fresh", "lift_fresh_copy"}
+HOST_READS = frozenset({"_local_scalar_dense", "item"})
+HOST_DATA = frozenset({"lift_fresh", "lift_fresh_copy"})
 
 
 def describe(value) -> str:

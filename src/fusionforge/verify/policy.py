@@ -3,7 +3,7 @@
 import torch
 
 # Allocation, view, copy and metadata ops: what a wrapper may dispatch outside Triton launches.
-ALLOWED_OPS = {
+ALLOWED_OPS = frozenset({
     "empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "zeros", "zeros_like",
     "new_zeros", "ones", "ones_like", "new_ones", "full", "full_like", "new_full", "fill_", "zero_",
     "view", "_unsafe_view", "reshape", "alias", "as_strided", "expand", "permute", "transpose", "t",
@@ -12,8 +12,9 @@ ALLOWED_OPS = {
     "to", "set_", "resize_", "_reshape_alias", "sym_size", "sym_stride",
     "sym_numel", "sym_storage_offset", "is_contiguous", "stride", "size", "numel", "dim", "empty_permuted",
     "arange",
-}
-ALLOCATING_OPS = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "empty_permuted"}
+})
+ALLOCATING_OPS = frozenset({"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided",
+                            "empty_permuted"})
 
 # NaN bit patterns with a payload, so the parent can tell "never written" from a computed NaN.
 POISON = {torch.float32: (torch.int32, 0x7FF0DEAD), torch.float16: (torch.int16, 0x7EAD),

@@ -25,6 +25,7 @@ float64 reference, which this process never sees, and judges the ledger's proble
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import os
 import sys
@@ -153,6 +154,12 @@ def protected_functions() -> dict[str, tuple[object, str, object]]:
               *((torch.Tensor, name) for name in HOST_READ_METHODS)]
     for cls in (Ledger, HostGuard, LaunchMonitor, WrapperWatch):
         owners += [(cls, name) for name, value in vars(cls).items() if callable(value)]
+    from fusionforge.verify import hostguard, launches, ledger, policy
+
+    for module in (ledger, hostguard, launches, policy, sys.modules[__name__]):  # their functions and rule sets
+        owners += [(module, name) for name, value in vars(module).items()
+                   if not name.startswith("__") and (inspect.isfunction(value) or inspect.isclass(value)
+                                                     or isinstance(value, (frozenset, tuple)))]
     return {f"{getattr(owner, '__name__', owner)}.{name}": (owner, name, getattr(owner, name))
             for owner, name in owners if hasattr(owner, name)}
 
