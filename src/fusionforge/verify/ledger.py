@@ -170,10 +170,12 @@ class Ledger:
         outputs = [] if aliasing else tensors_in(out if isinstance(out, (list, tuple)) else [out])
         if not written and not outputs:
             return  # a view or a metadata op: no bytes move
-        if self.device == "cuda":
-            if any(t.device.type == "cpu" for t in written + outputs):
+        if self.device == "cuda":  # a copy between the host and the GPU (a CPU allocation alone is no copy)
+            reads = {t.device.type for t in read}
+            writes = {t.device.type for t in written + outputs}
+            if "cuda" in reads and "cpu" in writes:
                 self.problem("host_read", f"{func} copies tensor values from the GPU to the host")
-            if any(t.device.type == "cpu" for t in read):
+            if "cpu" in reads and "cuda" in writes:
                 self.problem("host_data", f"{func} copies host data to the GPU")
         sources = [e for e in (self.verify(t, f"{func} reads") for t in read) if e is not None]
         from_kernels = any(e.kernel_written for e in sources)
