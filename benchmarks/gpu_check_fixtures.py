@@ -1,6 +1,7 @@
 """Check every known-good and known-bad fixture on a CUDA GPU, at the test and bench shapes.
 
     PYTHONPATH=src python benchmarks/gpu_check_fixtures.py [--out results.json] [--jobs 4] [--memcheck FILE ...]
+        [--only FILE ...]
 
 Runs the fixtures of tests/fixtures/expected.json (several checks at a time: these are correctness
 runs, nothing is timed), then, one after another, a kernel with an out-of-bounds store (an illegal
@@ -9,7 +10,8 @@ Then the timer's known-bad files (tests/fixtures/bench/cheat_*.py: honest under 
 once timed) through `bench_file`, which must fail them as `cheat`; and each --memcheck file (relative
 to tests/fixtures) checked again under compute-sanitizer, with the time it took beside the plain
 check's. Prints a table and writes every verdict as JSON. Exit 1 if any verdict differs from the
-expected one.
+expected one. With --only, just those fixtures (and the --memcheck ones) are checked: with --jobs 1, the
+plain checks are the fair baseline for the memcheck times.
 """
 
 import argparse
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 import triton
 
+from fusionforge.bench import bench_file
 from fusionforge.verify import check_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,11 +48,28 @@ def verdict_row(name: str, expected: dict, verdict) -> dict:
             "message": d["failure"]["message"][:300] if d["failure"] else "", "verdict": d}
 
 
+def fault_and_timer_cheats(add, safely, expected: dict) -> None:
+    """A CUDA fault and the check right after it; then the timer's known-bad files through bench_file."""
+    fault = "gpu/illegal_memory_access.py"
+    add(safely(fault, {"status": "fail", "category": "runtime"}, lambda: check_file(FIXTURES / fault, device="cuda")))
+    after = "good/pointwise_bias_gelu_fp16.py"
+    add(safely(after + " (right after the fault)", expected[after],
+               lambda: check_file(FIXTURES / after, device="cuda")))
+    for path in sorted((FIXTURES / "bench").glob("cheat_*.py")):
+        result = bench_file(path, device="cuda").to_dict()
+        failure = result["failure"] or {}
+        add({"file": f"bench/{path.name} (timed)", "expected": "cheat", "got": failure.get("category") or
+             result["status"], "ok": result["status"] == "fail" and failure.get("category") == "cheat",
+             "seconds": result["context"].get("timing_child_seconds") or 0.0, "bench_checked": True,
+             "message": failure.get("message", "")[:300], "verdict": result})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="gpu_check_fixtures.json")
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--memcheck", nargs="*", default=[], help="fixtures to check again under compute-sanitizer")
+    parser.add_argument("--only", nargs="*", default=None, help="just these fixtures (relative to tests/fixtures)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("a CUDA GPU is required", file=sys.stderr)
@@ -87,22 +107,10 @@ def main() -> int:
         return safely(name, expected[name], lambda: check_file(FIXTURES / name, device="cuda", timeout=timeout))
 
     with ThreadPoolExecutor(args.jobs) as pool:
-        for row in pool.map(run, sorted(expected)):
+        for row in pool.map(run, sorted(expected) if args.only is None else args.only):
             add(row)
-    fault = "gpu/illegal_memory_access.py"
-    add(safely(fault, {"status": "fail", "category": "runtime"}, lambda: check_file(FIXTURES / fault, device="cuda")))
-    after = "good/pointwise_bias_gelu_fp16.py"
-    add(safely(after + " (right after the fault)", expected[after],
-               lambda: check_file(FIXTURES / after, device="cuda")))
-    from fusionforge.bench import bench_file
-
-    for path in sorted((FIXTURES / "bench").glob("cheat_*.py")):
-        result = bench_file(path, device="cuda").to_dict()
-        failure = result["failure"] or {}
-        add({"file": f"bench/{path.name} (timed)", "expected": "cheat", "got": failure.get("category") or
-             result["status"], "ok": result["status"] == "fail" and failure.get("category") == "cheat",
-             "seconds": result["context"].get("timing_child_seconds") or 0.0, "bench_checked": True,
-             "message": failure.get("message", "")[:300], "verdict": result})
+    if args.only is None:
+        fault_and_timer_cheats(add, safely, expected)
     plain = {r["file"]: r for r in rows}
     for name in args.memcheck:
         expected_entry = expected.get(name, {"status": "pass"})

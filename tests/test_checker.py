@@ -154,3 +154,33 @@ def test_a_compute_sanitizer_report_names_the_pointer_and_offset():
     assert failure.category == "memory" and failure.stage == "execution"
     assert "out_ptr + 5983, outside the offsets 0..5982" in failure.message and "2 or more invalid" in failure.message
     assert "mask=offsets < n" in failure.planned_fix and "tl.store" in failure.planned_fix
+
+
+def test_the_launch_log_is_on_disk_before_each_launch_and_survives_a_cut_line(tmp_path):
+    from fusionforge.verify import memcheck
+
+    log = memcheck.LaunchLog(tmp_path / memcheck.LAUNCH_LOG)
+    first = {"kernel": "fused_kernel_triton", "args": [{"name": "x_ptr", "storage": 16}]}
+    log.append(first)
+    assert memcheck.read_launch_log(log.path) == [first]  # readable as soon as it is appended
+    with open(log.path, "a") as f:
+        f.write('{"kernel": "fused_ker')  # a child killed in the middle of a line
+    assert memcheck.read_launch_log(log.path) == [first]
+    assert memcheck.read_launch_log(tmp_path / "absent.jsonl") == []
+
+
+def test_the_checker_child_logs_each_launch_when_asked(tmp_path):
+    from fusionforge.verify import memcheck
+    from fusionforge.verify.checker import input_sets
+    from fusionforge.verify.sandbox import run_child
+
+    path = FIXTURES / "good" / "row_bias_softmax_fp32.py"
+    sets = input_sets(None, "cpu", 1)
+    request = {"file": str(path), "device": "cpu", "task": None, "input_sets": sets,
+               "ghost_set": {**sets[0], "label": "ghost", "seed": 7}, "out_dir": str(tmp_path), "log_launches": True}
+    result, returncode, _ = run_child("fusionforge.verify.runner", request, tmp_path, "cpu", 300)
+    assert returncode == 0 and result is not None
+    launches = memcheck.read_launch_log(tmp_path / memcheck.LAUNCH_LOG)
+    assert launches and all(launch["args"] for launch in launches)
+    names = {arg["name"] for launch in launches for arg in launch["args"]}
+    assert all(name.endswith("_ptr") for name in names), names

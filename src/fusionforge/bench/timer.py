@@ -54,8 +54,9 @@ MAX_CALLS = 2000
 WALL_CALLS = 20
 # Rounds verified besides the first and the last two: RANDOM_VERIFIED drawn from the first MIN_CALLS, and
 # each later one with probability LATE_VERIFY_RATE. A timed call's median moves only if more than half the
-# calls change, and each verified round then catches it with probability over 1/2. On the H200 34 verified
-# calls (a rate of 0.01 over 2,000 rounds) cost 6.7% of a 13.7 s timing child; 0.003 gives about 14.
+# calls change, and each verified round then catches it with probability over 1/2. On the H200 a verified
+# call costs 1-8 ms (24 ms for an 8192^3 matmul's float64 reference): 8-14 calls, 1.5-2.4% of a timing
+# child (docs/measurements.md, "Trust on the H200").
 RANDOM_VERIFIED = 4
 LATE_VERIFY_RATE = 0.003
 
@@ -243,6 +244,7 @@ def main(request_path: str) -> int:
                     outputs[name] = out
                 del out
             if why is not None:
+                _synchronize()  # the round's own GPU work is not verification's cost
                 start = _perf_counter()
                 verified.append({"round": rounds, "why": why, "launches": launches,
                                  **verify_call(outputs["triton"], outputs["eager"], inputs, reference, dtype)})

@@ -333,14 +333,13 @@ def _both(triton_failure: Failure, pytorch_failure: Failure | None) -> Failure:
     return triton_failure
 
 
-def _memcheck_failure(report: str, result: dict | None, path: Path) -> Failure | None:
+def _memcheck_failure(report: str, launches: list[dict], path: Path) -> Failure | None:
     """The first invalid access compute-sanitizer reported, named like the interpreter's bounds checks."""
     errors = memcheck_tool.parse(report)
     if not errors:
         return None
     first = errors[0]
-    details = memcheck_tool.details(first, (result or {}).get("launch_log", []),
-                                    memcheck_tool.total_errors(report) or len(errors))
+    details = memcheck_tool.details(first, launches, memcheck_tool.total_errors(report) or len(errors))
     line = first.get("line") if first.get("file") and Path(first["file"]).name == path.name else None
     return analysis.memory_failure(details, None, line, None)
 
@@ -422,7 +421,8 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
         if sanitizer and log.exists():
             report = log.read_text(errors="replace")[:OUTPUT_CAP * 4]
             verdict.output_tail = report + "\n" + tail
-            failure = _memcheck_failure(report, result, path)
+            launches = memcheck_tool.read_launch_log(Path(scratch) / memcheck_tool.LAUNCH_LOG)
+            failure = _memcheck_failure(report, launches, path)
             if failure is not None:
                 return done(failure)
         if returncode is None:

@@ -71,7 +71,9 @@ def tensors_in(value) -> list[torch.Tensor]:
 
 def tensor_arguments(kernel, args: tuple, kwargs: dict) -> list[dict]:
     """Each tensor a launch is given, by the kernel parameter it is bound to, with where its memory lies."""
-    bound = inspect.signature(python_function(kernel)).bind_partial(*args, **kwargs).arguments
+    signature = inspect.signature(python_function(kernel))
+    parameters = {k: v for k, v in kwargs.items() if k in signature.parameters}  # not num_warps and the like
+    bound = signature.bind_partial(*args, **parameters).arguments
     return [{"name": name, "data_ptr": t.data_ptr(), "storage": t.untyped_storage().data_ptr(),
              "nbytes": t.untyped_storage().nbytes(), "itemsize": t.element_size(),
              "dtype": str(t.dtype).replace("torch.", "")}

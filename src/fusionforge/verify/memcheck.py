@@ -5,18 +5,21 @@ carves tensors out of large blocks, so the access lands in other memory and the 
 wrong, or right by luck. With ``PYTORCH_NO_CUDA_MEMORY_CACHING=1`` every tensor is an allocation of its
 own, and compute-sanitizer's memcheck tool reports each access outside one: the kernel, the source
 line (Triton compiles with line info), the address and the nearest allocation. The child logs each
-launch's tensor arguments (name, address, bytes), so the report names the pointer argument and the
-offset in elements, as the CPU interpreter's bounds checks do (``interpreter.OutOfBoundsAccess``).
+launch's tensor arguments (name, address, bytes) to a file before the launch (``LaunchLog``: a child
+that dies after a fault keeps its log), so the report names the pointer argument and the offset in
+elements, as the CPU interpreter's bounds checks do (``interpreter.OutOfBoundsAccess``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from pathlib import Path
 
 ENV = {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}
+LAUNCH_LOG = "launches.jsonl"  # in the child's scratch folder
 ACCESS = {"read": "load", "write": "store"}
 
 _ERROR = re.compile(r"Invalid __global__ (\w+) of size (\d+) bytes")
@@ -44,6 +47,30 @@ def command(executable: str, log: Path) -> list[str]:
 
     return [executable, "--tool", "memcheck", "--print-limit", "20", "--show-backtrace", "no",
             "--error-exitcode", str(SANITIZER_EXIT), "--log-file", str(log)]
+
+
+class LaunchLog:
+    """Each launch's tensor arguments as a JSON line, written and closed before the launch runs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, entry: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+def read_launch_log(path: Path) -> list[dict]:
+    """The launches a child logged (every complete line), however the child ended."""
+    if not path.exists():
+        return []
+    launches = []
+    for line in path.read_text().splitlines():
+        try:
+            launches.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by the child's end
+            break
+    return launches
 
 
 def parse(report: str) -> list[dict]:

@@ -39,6 +39,7 @@ from fusionforge.verify.hostguard import HOST_READ_METHODS, HostGuard
 from fusionforge.verify.interpreter import install_gpu_semantics
 from fusionforge.verify.launches import LaunchMonitor
 from fusionforge.verify.ledger import HOST_DATA, HOST_READS, Ledger, describe
+from fusionforge.verify.memcheck import LAUNCH_LOG, LaunchLog
 from fusionforge.verify.policy import ALLOCATING_OPS, ALLOWED_OPS, POISON
 
 
@@ -131,6 +132,18 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _discover_devices() -> None:
+    """Run torch's lazy device discovery now, before the guard is installed.
+
+    torch counts the GPUs through NVML, loaded with ctypes, on the first ``device_count`` after CUDA's
+    initialisation, and caches the count; a wrapper's first ``torch.cuda.get_device_properties`` would
+    otherwise do it, and the guard would rightly see a ctypes call in the wrapper.
+    """
+    torch.cuda.init()
+    for index in range(torch.cuda.device_count()):
+        torch.cuda.get_device_properties(index)
+
+
 def protected_functions() -> dict[str, tuple[object, str, object]]:
     """The functions the checker's child relies on, bound now: name -> (owner, attribute, function).
 
@@ -186,6 +199,8 @@ def main(request_path: str) -> int:
 
     if os.environ.get("TRITON_INTERPRET") == "1":
         install_gpu_semantics()
+    if device == "cuda":
+        _discover_devices()
     monitor = LaunchMonitor()
     monitor.install()
     guard = HostGuard()
@@ -220,7 +235,7 @@ def main(request_path: str) -> int:
         return [v.to(device) if isinstance(v, torch.Tensor) else v for v in values]
 
     def call_wrapper(inputs: list, record: dict, key: str, path: Path) -> bool:
-        ledger = Ledger(device, result.setdefault("launch_log", []) if request.get("log_launches") else None)
+        ledger = Ledger(device, LaunchLog(out_dir / LAUNCH_LOG) if request.get("log_launches") else None)
         ledger.add_inputs(inputs)
         watch = WrapperWatch(monitor, ledger)
         start = len(monitor.launches)
