@@ -440,3 +440,38 @@ def test_a_timed_output_is_verified_with_the_checkers_tolerance():
     assert not verdict["passed"] and verdict["kind"] == "mismatch" and verdict["max_abs_index"][0] >= 30
     assert verify_call((eager,), eager, inputs, task.reference, torch.float32) == {
         "passed": False, "kind": "type", "type": "tuple"}
+
+
+def test_the_timer_refuses_a_files_stack_walk_and_allows_a_librarys(tmp_path):
+    from fusionforge.verify.hostguard import Refused, StackWatch
+
+    candidate = tmp_path / "walker.py"
+    candidate.write_text("import sys\n\ndef wrapper():\n    return sys._getframe(1)\n\n"
+                         "def via_inspect():\n    import inspect\n    return inspect.stack()\n")
+    namespace: dict = {}
+    exec(compile(candidate.read_text(), str(candidate), "exec"), namespace)
+
+    class Monitor:
+        inside = False
+
+    watch = StackWatch(Monitor(), str(candidate))
+    watch.install()
+    with pytest.raises(Refused, match="sys._getframe"):
+        watch.watched(namespace["wrapper"])()
+    with pytest.raises(Refused):  # a library walking the stack for the file is the file's walk
+        watch.watched(namespace["via_inspect"])()
+    assert watch.events == ["walks the interpreter's stack (sys._getframe)"]
+    import typing
+
+    with watch.watching():  # a walk with no frame of the file's above it (typing naming its caller's module)
+        typing.TypeVar("T")
+    assert len(watch.events) == 1
+    assert namespace["wrapper"]() is not None  # and nothing is refused while no call is watched
+
+
+def test_a_timed_file_that_walked_the_stack_fails_as_cheat():
+    from fusionforge.bench.benchmark import timed_work_failure
+
+    failure = timed_work_failure({"stack_access": ["walks the interpreter's stack (sys._getframe)"], "verified": []})
+    assert failure.category == "cheat" and "reads the timer's stack" in failure.message
+    assert timed_work_failure({"stack_access": [], "verified": []}) is None

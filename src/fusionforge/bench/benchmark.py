@@ -276,6 +276,13 @@ def judge(result: BenchResult, raw: dict, task: FusionTask | None, rates: dict) 
 def timed_work_failure(raw: dict) -> Failure | None:
     """The timer verifies what it times: a verified timed call with a wrong output, or timed calls that
     launch fewer kernels than the verified ones, mean the timed work is not the verified work."""
+    if raw.get("stack_access"):
+        return Failure("cheat", "Triton", f"the file reads the timer's stack ({', '.join(raw['stack_access'])})",
+                       "The wrapper (or the file at import) walked the timing process's frames or traced it: the "
+                       "timer's state (which calls it verifies, the loop's variables) is on that stack, and a file "
+                       "that reads it can do less work on the calls no one checks.",
+                       "Use no frames, tracers or profilers (sys._getframe, inspect.currentframe, tracebacks' "
+                       "frames, sys.settrace); compute every call the same way.")
     verified = raw.get("verified", [])
     wrong = [v for v in verified if not v["passed"]]
     cause_tail = ("The checker's calls passed, so the file computes differently when it is timed: it keeps results "

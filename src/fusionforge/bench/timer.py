@@ -46,6 +46,7 @@ os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 import torch  # noqa: E402
 
 from fusionforge.verify.checker import compare  # noqa: E402
+from fusionforge.verify.hostguard import StackWatch  # noqa: E402
 from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
 
 MIN_CALLS = 100
@@ -142,12 +143,15 @@ def main(request_path: str) -> int:
     result: dict = {}
     monitor = LaunchMonitor()
     monitor.install()
+    stack = StackWatch(monitor, request["file"])  # the timer's state is on this process's stack: not the file's to read
+    stack.install()
 
     phase("import")
     spec = importlib.util.spec_from_file_location("candidate_kernels", request["file"])
     module = importlib.util.module_from_spec(spec)
     sys.modules["candidate_kernels"] = module
-    spec.loader.exec_module(module)
+    with stack.watching():
+        spec.loader.exec_module(module)
 
     if request["task"] is not None:
         from fusionforge.tasks import FusionTask
@@ -167,7 +171,7 @@ def main(request_path: str) -> int:
         def reference(inputs):
             return eager(*[v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
                            for v in inputs])
-    triton_fn = module.fused_kernel_triton_wrapper
+    triton_fn = stack.watched(module.fused_kernel_triton_wrapper)
     rng = random.Random(secrets.randbits(64))
     fresh = FreshInputs(input_sets, rng)
 
@@ -280,7 +284,7 @@ def main(request_path: str) -> int:
         "calls": rounds, "flush_bytes": flush_bytes, "l2_bytes": l2, "flops_counted": flops,
         "verified": verified, "launch_counts": {str(k): n for k, n in sorted(launch_counts.items())},
         "verify_seconds": round(verify_seconds, 4), "refill_gpu_seconds": round(refill_ms / 1e3, 4),
-        "side_streams": max(0, len(monitor.streams) - 1),
+        "side_streams": max(0, len(monitor.streams) - 1), "stack_access": stack.events,
         "tampered": [name for name, (owner, attr, original) in PROTECTED.items()
                      if getattr(owner, attr) is not original],
         "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": _triton_version(),

@@ -289,6 +289,9 @@ PROVENANCE = {
     "gc": ("the file scans the garbage collector's objects, the way a file finds tensors it was not given or "
            "the checker's own objects",
            "Use only the wrapper's arguments and the buffers it allocates."),
+    "stack": ("the file walks the interpreter's stack (sys._getframe, inspect.currentframe, a traceback's or "
+              "generator's frame, a tracer): the checker's own objects are on that stack, one f_back away",
+              "Use no frames, tracers or profilers; the wrapper needs only its arguments."),
     "left_trace": ("the wrapper disables the dispatch modes the checker traces it with, so the work done there is "
                    "hidden",
                    "Remove the mode manipulation; do the work in the kernels."),

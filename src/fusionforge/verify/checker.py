@@ -216,6 +216,10 @@ class _Run:
         check: dict = {"label": label, "passed": False}
         self.checks.append(check)
         if "error" in record:
+            for key in ("triton", "triton_again"):  # a rule broken before the error (a refused walk) is the verdict
+                for problem in record.get(f"{key}_problems", []):
+                    if not problem["kind"].startswith("output_"):
+                        return analysis.provenance_failure(problem, label)
             error = record["error"]
             line = self.line_of(error)
             if (error.get("details") or {}).get("access"):
@@ -429,6 +433,8 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
             return done(analysis.timeout_failure(timeout))
         if result is None:
             return done(analysis.crash_failure(returncode, tail))
+        if result.get("import_error") and result.get("import_events"):  # a refused walk or scan at import
+            return done(analysis.provenance_failure(result["import_events"][0], "import"))
         if result.get("import_error"):
             error = result["import_error"]
             lines = [f["line"] for f in error["frames"] if f["file"] == str(path)]

@@ -1,15 +1,16 @@
 """What a wrapper must not do on the host, noticed as it happens in the checker's child.
 
 A fair wrapper starts no thread or process, calls nothing through ctypes, scans no garbage-collector
-lists, reads no tensor values into Python (``.item()``, ``.tolist()``, ``.numpy()``, NumPy's array
-protocol, DLPack) and never steps outside the dispatch trace the checker keeps. The guard notes
-these while it watches: during a wrapper call outside its launches, and, for threads, processes and gc
-scans, while the candidate file is imported (a thread started there can do a wrapper's work unseen; a
-scan there can find the checker's objects).
+lists, walks no frames of the interpreter's stack (where the checker's own objects are), reads no
+tensor values into Python (``.item()``, ``.tolist()``, ``.numpy()``, NumPy's array protocol, DLPack)
+and never steps outside the dispatch trace the checker keeps. The guard notes these while it watches:
+during a wrapper call outside its launches, and, for threads, processes, gc scans and stack walks,
+while the candidate file is imported (a thread started there can do a wrapper's work unseen; a scan or
+a walk there can find the checker's objects).
 
-Processes, ctypes and gc scans are reported by Python's audit hooks (PEP 578), which code cannot
-remove once added. Threads, host reads and disabled dispatch modes are seen at the Python entry
-points patched here; a file that calls the C functions beneath them goes unnamed, and is then
+Processes, ctypes, gc scans and stack walks are reported by Python's audit hooks (PEP 578), which
+code cannot remove once added. Threads, host reads and disabled dispatch modes are seen at the Python
+entry points patched here; a file that calls the C functions beneath them goes unnamed, and is then
 caught by what it did: bytes no traced op or launch wrote (``ledger.py``).
 """
 
@@ -17,10 +18,107 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 PROCESS_EVENTS = ("os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.exec", "os.system",
                   "subprocess.Popen", "pty.spawn")
 GC_EVENTS = ("gc.get_objects", "gc.get_referrers", "gc.get_referents")
+# The interpreter's stack holds the checker's (and the timer's) own objects, one f_back away from any frame.
+STACK_EVENTS = ("sys._getframe", "sys._current_frames", "sys.settrace", "sys.setprofile")
+FRAME_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})  # audited as object.__getattr__
+
+
+def stack_access(event: str, args: tuple) -> str | None:
+    """What an audit event says of a walk of the interpreter's stack (a frame taken, a tracer set), or None."""
+    if event in STACK_EVENTS:
+        return event
+    if event == "object.__getattr__" and len(args) > 1 and args[1] in FRAME_ATTRIBUTES:
+        return f"{type(args[0]).__name__}.{args[1]}"
+    return None
+
+
+PACKAGE = str(Path(__file__).resolve().parents[1])  # fusionforge itself: its frames are the checker's
+
+
+class FileFrames:
+    """Whether the code that raised an audit event is the candidate file's: the nearest frame above the event
+    that is either the file's or fusionforge's decides (a library such as inspect or typing walking the
+    stack for its caller counts as whoever called it; a lazy import inside the checker's own hooks is the
+    checker's)."""
+
+    def __init__(self) -> None:
+        self.file: str | None = None  # the candidate's path, as its code objects name it
+        self._walking = False
+
+    def candidate_called(self) -> bool:
+        if self._walking or self.file is None:
+            return False
+        self._walking = True  # sys._getframe below raises an audit event of its own
+        try:
+            frame = sys._getframe(2)
+            while frame is not None:
+                name = frame.f_code.co_filename
+                if name == self.file:
+                    return True
+                if name.startswith(PACKAGE):
+                    return False
+                frame = frame.f_back
+            return False
+        finally:
+            self._walking = False
+
+
+def reach(event: str, args: tuple) -> tuple[str, str] | None:
+    """(kind, detail) when an audit event is a way to the process's other objects: a gc scan or a stack walk."""
+    if event in GC_EVENTS:
+        return "gc", f"scans the garbage collector's objects ({event})"
+    what = stack_access(event, args)
+    return ("stack", f"walks the interpreter's stack ({what})") if what is not None else None
+
+
+class Refused(RuntimeError):
+    """Raised by an audit hook to stop a gc scan or a stack walk before it hands anything over: a note
+    alone could be erased by a file holding the checker's objects."""
+
+
+class StackWatch:
+    """Stack walks and gc scans by the file's code outside its launches, for the timing child (an audit hook:
+    the file cannot remove it, and reaching this object takes one of the walks it records)."""
+
+    def __init__(self, monitor, file: str) -> None:
+        self.monitor = monitor
+        self.active = False
+        self.events: list[str] = []
+        self.frames = FileFrames()
+        self.frames.file = file
+
+    def install(self) -> None:
+        sys.addaudithook(self._audit)
+
+    def _audit(self, event: str, args: tuple) -> None:
+        if not self.active or self.monitor.inside:
+            return
+        found = reach(event, args)
+        if found is not None and self.frames.candidate_called():
+            if found[1] not in self.events:
+                self.events.append(found[1])
+            raise Refused(f"the timer refuses this: the file {found[1]}")
+
+    @contextmanager
+    def watching(self):
+        self.active = True
+        try:
+            yield
+        finally:
+            self.active = False
+
+    def watched(self, fn):
+        """``fn`` (the file's wrapper) with every call watched."""
+        def call(*args, **kwargs):
+            with self.watching():
+                return fn(*args, **kwargs)
+
+        return call
 HOST_READ_METHODS = ("numpy", "tolist", "__array__", "__dlpack__")
 
 
@@ -30,6 +128,7 @@ class HostGuard:
         self.watching = False  # a wrapper call is running
         self.importing = False  # the candidate file is being imported
         self.monitor = None
+        self.frames = FileFrames()  # set frames.file to the candidate's path before importing it
 
     def _active(self) -> bool:
         return self.watching and not (self.monitor is not None and self.monitor.inside)
@@ -98,5 +197,9 @@ class HostGuard:
             self.note("process", f"starts a process ({event})", at_import=True)
         elif event.startswith("ctypes."):
             self.note("ctypes", f"calls into ctypes ({event})")
-        elif event in GC_EVENTS:
-            self.note("gc", f"scans the garbage collector's objects ({event})", at_import=True)
+        else:
+            found = reach(event, args)
+            inside = self.monitor is not None and self.monitor.inside
+            if found is not None and not inside and self.frames.candidate_called():
+                self.note(*found, at_import=True)
+                raise Refused(f"fusionforge's checker refuses this: the file {found[1]}")

@@ -149,6 +149,12 @@ class Ledger:
         return entry
 
     # -- traced ops -------------------------------------------------------------------------------
+    def before_resize(self, func, t: torch.Tensor) -> None:
+        """resize_ keeps a tensor's bytes (copies them when it grows): its memory must be known already."""
+        if self.entry(t) is None and t.untyped_storage().nbytes() > 0:
+            self.problem("foreign", f"{func} resizes a tensor {describe(t)} that this call neither received "
+                                    "nor made")
+
     def after_op(self, func, args: tuple, kwargs: dict, out) -> None:
         """Record a wrapper op (already run): its trace line, what it read and what it wrote."""
         name = func.overloadpacket.__name__

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode_stack
+from triton.runtime import autotuner
 
 from fusionforge.verify.hostguard import HOST_READ_METHODS, HostGuard
 from fusionforge.verify.interpreter import install_gpu_semantics
@@ -54,10 +55,13 @@ class WrapperWatch(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func.namespace == "aten" and func.overloadpacket.__name__ == "resize_" and not self.monitor.inside:
+            self.ledger.before_resize(func, args[0])
         out = func(*args, **kwargs)
         if self.monitor.inside:
             return out
-        name = func.overloadpacket.__name__
+        # an op of another namespace (torch.library) is foreign whatever its name: its body runs untraced
+        name = func.overloadpacket.__name__ if func.namespace == "aten" else str(func)
         if name not in ALLOWED_OPS | HOST_READS | HOST_DATA and str(func) not in self.foreign:
             self.foreign.append(str(func))
         if name in ALLOCATING_OPS and isinstance(out, torch.Tensor) and out.dtype in POISON:
@@ -67,12 +71,56 @@ class WrapperWatch(TorchDispatchMode):
         return out
 
     def before_launch(self, kernel, args: tuple, kwargs: dict) -> dict:
-        if self not in _get_current_dispatch_mode_stack():
-            self.ledger.problem("left_trace", "a kernel was launched with the dispatch modes disabled")
-        return self.ledger.before_launch(kernel, args, kwargs)
+        self.check_traced("a kernel was launched")
+        kwargs = self.ledger.before_launch(kernel, args, kwargs)
+        self.as_wrapper_code(kernel)
+        if callable(kwargs.get("grid")):
+            kwargs = {**kwargs, "grid": self.wrapper_code(kwargs["grid"])}
+        return kwargs
 
     def after_launch(self) -> None:
         self.ledger.after_launch()
+
+    def check_traced(self, when: str) -> None:
+        """The dispatch trace must still see every op: this mode on the stack, torch dispatch not disabled
+        and the Python dispatch key not excluded (torch._C guards the patched entry points do not cover)."""
+        if self not in _get_current_dispatch_mode_stack():
+            self.ledger.problem("left_trace", f"{when} with the dispatch modes disabled")
+        elif torch._C._dispatch_tls_is_dispatch_key_excluded(torch._C.DispatchKey.Python):
+            self.ledger.problem("left_trace", f"{when} with torch's Python dispatch switched off "
+                                              "(_DisableTorchDispatch or an excluded Python key)")
+
+    def wrapper_code(self, fn):
+        """``fn``, a callable of the file's that Triton calls during a launch (a grid, a heuristic, an autotuner
+        hook), run as the wrapper's own code: traced and guarded, not as part of the launch."""
+        if fn is None or getattr(fn, "runs_as_wrapper_code", False):
+            return fn
+        monitor = self.monitor
+
+        def run(*args, **kwargs):
+            depth, monitor.depth = monitor.depth, 0
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                monitor.depth = depth
+
+        run.runs_as_wrapper_code = True
+        return run
+
+    def as_wrapper_code(self, kernel) -> None:
+        """Make the file's callables in a kernel's autotuner and heuristics run as wrapper code."""
+        while not inspect.isfunction(kernel) and hasattr(kernel, "fn"):
+            if isinstance(kernel, autotuner.Heuristics):
+                kernel.values = {name: self.wrapper_code(fn) for name, fn in kernel.values.items()}
+            if isinstance(kernel, autotuner.Autotuner):
+                for attribute in ("early_config_prune", "perf_model"):
+                    setattr(kernel, attribute, self.wrapper_code(getattr(kernel, attribute)))
+                for attribute, user in (("pre_hook", "user_defined_pre_hook"), ("post_hook", "user_defined_post_hook")):
+                    if getattr(kernel, user, False):
+                        setattr(kernel, attribute, self.wrapper_code(getattr(kernel, attribute)))
+                for config in kernel.configs:
+                    config.pre_hook = self.wrapper_code(config.pre_hook)
+            kernel = kernel.fn
 
 
 def _frames(exc: BaseException) -> list[dict]:
@@ -154,7 +202,6 @@ def protected_functions() -> dict[str, tuple[object, str, object]]:
     import threading
 
     import torch.utils._python_dispatch as python_dispatch
-    import triton.runtime.autotuner as autotuner
     import triton.runtime.interpreter as interpreter
     import triton.runtime.jit as jit
 
@@ -164,6 +211,7 @@ def protected_functions() -> dict[str, tuple[object, str, object]]:
               (torch.Tensor, "to"), (torch.Tensor, "detach"), (_thread, "start_new_thread"),
               (threading, "_start_new_thread"), (python_dispatch, "_disable_current_modes"),
               (python_dispatch, "_get_current_dispatch_mode_stack"), (sys.modules[__name__], "_save"),
+              (torch._C, "_dispatch_tls_is_dispatch_key_excluded"),
               *((torch.Tensor, name) for name in HOST_READ_METHODS)]
     for cls in (Ledger, HostGuard, LaunchMonitor, WrapperWatch):
         owners += [(cls, name) for name, value in vars(cls).items() if callable(value)]
@@ -203,8 +251,11 @@ def main(request_path: str) -> int:
         _discover_devices()
     monitor = LaunchMonitor()
     monitor.install()
+    with WrapperWatch(monitor, Ledger(device)):  # the first op under a Python mode imports much of torch
+        torch.empty_like(torch.empty(2, device=device)).view(-1).contiguous()
     guard = HostGuard()
     guard.install(monitor)
+    guard.frames.file = request["file"]
     spec = importlib.util.spec_from_file_location("candidate_kernels", request["file"])
     module = importlib.util.module_from_spec(spec)
     sys.modules["candidate_kernels"] = module
@@ -243,6 +294,7 @@ def main(request_path: str) -> int:
         try:
             with guard.watch(ledger.problems), watch:
                 out = wrapper(*inputs)
+                watch.check_traced("the wrapper returned")
             _sync(device)
             ledger.check_output(out)
             if tampered(protected):
