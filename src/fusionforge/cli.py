@@ -111,7 +111,7 @@ def _cmd_task(args: argparse.Namespace) -> int:
         if args.out:
             print(f"\nwrote {args.out}")
     if getattr(args, "state", None):  # generate_fusion_task.py: remember what was handed out
-        from fusionforge.implement.agent import Handout
+        from fusionforge.handout import Handout
 
         try:
             for task in tasks:
@@ -356,12 +356,9 @@ class TaskProgress:
 
 
 def _cmd_attempt(args: argparse.Namespace) -> int:
-    import tempfile
-
     from fusionforge import kernelfile
-    from fusionforge.implement import Implementation
-    from fusionforge.implement.agent import Handout
-    from fusionforge.pipeline import Settings, give_up, judge_attempt, keep, keep_logged
+    from fusionforge.handout import Handout
+    from fusionforge.pipeline import Settings, attempt_file
 
     path = Path(args.file)
     handout = Handout(args.state)
@@ -373,36 +370,17 @@ def _cmd_attempt(args: argparse.Namespace) -> int:
         raise UsageError(f"no task was handed out here ({args.state} is empty): run generate_fusion_task.py "
                          "first, or pass --task TASK.json")
     log = handout.log(task, Path(args.runs))
-    log.start(task)
     if (outcome := log.outcome()) is not None:
         raise UsageError(f"task {task.id} is already finished ({outcome['outcome']} after {outcome['attempts']} "
                          "attempts): generate a new task")
+    if not (log.attempts() and log.attempts()[-1]["passed"]):
+        _kernel_file(args.file)
     settings = Settings(path.parent, _dataset(args.data), attempts=args.attempts, timeout=args.timeout)
     echo = (lambda text: None) if args.json else _echo
-    logged = log.attempts()
-    with tempfile.TemporaryDirectory(prefix="fusionforge-attempt-") as scratch:
-        # judge and keep one snapshot of FILE: edits made while it is checked change nothing
-        judged = Path(scratch) / (path.name if path.suffix == ".py" else "001_fused_kernels.py")
-        if logged and logged[-1]["passed"]:  # interrupted between its verdict and data/
-            outcome = keep_logged(task, judged, "agent", log, settings, echo)
-            if path.is_file() and path.read_text() == log.source(logged[-1]["attempt"]):
-                path.unlink()
-            entry = logged[-1]
-        else:
-            source = _kernel_file(args.file).read_text()
-            judged.write_text(source)
-            attempt = len(logged) + 1
-            echo(f"=== ATTEMPT {attempt}: {task.description} ===")
-            entry = judge_attempt(task, judged, attempt, Implementation(source=source), "agent", log, settings, echo)
-            outcome = None
-            if entry["passed"]:
-                outcome = keep(task, judged, entry, source, "agent", log, settings, echo)
-                path.unlink(missing_ok=True)
-            elif attempt >= args.attempts:
-                outcome = give_up(task, path, attempt, log, echo)
-            else:
-                echo(f"Attempt {attempt} of {args.attempts} failed. Fix {path} and run `{PROG} attempt {path}` "
-                     "again.")
+    entry, outcome = attempt_file(task, path, log, settings, echo)
+    if outcome is None:
+        echo(f"Attempt {entry['attempt']} of {args.attempts} failed. Fix {path}, dry-run it with `{PROG} check "
+             f"{path}` (free), then run `{PROG} attempt {path}` again.")
     if args.json:
         print(json.dumps({**entry, "task_id": task.id, "outcome": outcome}, indent=2))
     return EXIT_OK if entry["passed"] else EXIT_FAIL

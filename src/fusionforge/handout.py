@@ -1,9 +1,10 @@
-"""The outside agent: a person or program that writes the kernel file itself.
+"""The tasks handed out to an outside agent: a person or program that writes the kernel file itself.
 
 ``generate_fusion_task.py`` records each task it prints in a state folder (``.fusionforge/`` in the
 working directory), so that ``fusionforge attempt FILE`` checks FILE against the task that was really
 handed out, not against whatever the file's own TASK claims, and knows which attempt this is: the
-attempts are logged under ``runs/agent/<task id>/`` like the loop's.
+attempts are logged under ``runs/agent/<task id>/`` like the loop's. ``fusionforge task --current``
+shows the task handed out last, with the command that prints it again.
 """
 
 from __future__ import annotations
@@ -24,14 +25,22 @@ class Handout:
     def __init__(self, folder: str | Path = STATE) -> None:
         self.folder = Path(folder)
 
-    def record(self, task: FusionTask) -> None:
+    def record(self, task: FusionTask, command: str | None = None) -> None:
+        """Hand ``task`` out: it becomes the current task; ``command`` prints it again."""
         (self.folder / "tasks").mkdir(parents=True, exist_ok=True)
         write_json(self.folder / "tasks" / f"{task.id}.json", task.to_dict())
-        write_json(self.folder / "current.json", {"task_id": task.id})
+        write_json(self.folder / "current.json", {"task_id": task.id, "command": command})
+
+    def _current(self) -> dict:
+        path = self.folder / "current.json"
+        return json.loads(path.read_text()) if path.exists() else {}
 
     def current_id(self) -> str | None:
-        path = self.folder / "current.json"
-        return json.loads(path.read_text())["task_id"] if path.exists() else None
+        return self._current().get("task_id")
+
+    def current_command(self) -> str | None:
+        """The command that prints the current task again (None for a task handed out with --task)."""
+        return self._current().get("command")
 
     def task(self, task_id: str | None = None) -> FusionTask | None:
         """A handed-out task by id, or the one handed out last; None when there is none."""
