@@ -154,3 +154,20 @@ def test_a_compute_sanitizer_report_names_the_pointer_and_offset():
     assert failure.category == "memory" and failure.stage == "execution"
     assert "out_ptr + 5983, outside the offsets 0..5982" in failure.message and "2 or more invalid" in failure.message
     assert "mask=offsets < n" in failure.planned_fix and "tl.store" in failure.planned_fix
+
+
+def test_a_plain_check_is_no_attempt_and_names_a_line_once(tmp_path, capsys):
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(GOOD.read_text().replace("def test_performance(", "def perf(", 1))
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILURE ANALYSIS\n" in out and "ATTEMPT" not in out
+    error = next(line for line in out.splitlines() if line.startswith("- Error:"))
+    assert error.count("(line ") == 1, error
+
+
+def test_an_empty_file_says_so(tmp_path, capsys):
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text("")
+    assert main(["check", str(path), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["failure"]["message"] == "the file is empty"
