@@ -51,3 +51,42 @@ class Handout:
     @staticmethod
     def log(task: FusionTask, runs_root: Path) -> TaskLog:
         return TaskLog(runs_root / "agent" / task.id)
+
+
+def skeleton(task: FusionTask) -> str:
+    """The kernel file an outside agent fills in: the built-in generator's file for ``task`` with its TRITON
+    section replaced by the kernel's and the wrapper's signatures to write.
+
+    Everything else is ready and checked as it stands: the docstring line, TASK (a Python literal), the
+    PyTorch function, ``get_inputs`` (drawn like the task's inputs) and the main block.
+    UnsupportedTask when the generator has no plan for the chain.
+    """
+    from fusionforge.implement import generate
+
+    lines = generate(task).splitlines()
+    first, last = lines.index("# <TRITON>"), lines.index("# </TRITON>")
+    return "\n".join(lines[:first + 1] + _triton_stub(task).splitlines() + lines[last:]) + "\n"
+
+
+def _triton_stub(task: FusionTask) -> str:
+    from fusionforge.tasks import SCALAR_DTYPE
+
+    chain = "\n".join(f"        {line}" for line in task.pytorch_body())
+    params = [spec.name if spec.dtype == SCALAR_DTYPE else f"{spec.name}_ptr" for spec in task.inputs]
+    output = "[" + ", ".join(str(d) for d in task.output_shape) + f"] {task.dtype}"
+    return f'''@triton.jit
+def fused_kernel_triton({", ".join(params)}, out_ptr, BLOCK_SIZE: tl.constexpr):
+    """TODO: fuse the chain into this kernel (add the sizes, strides and block sizes it needs; more kernels
+    may follow it). fused_kernel_pytorch computes, with h the running value:
+
+{chain}
+
+    Load, then compute in float32 (.to(tl.float32)); store once in the output's dtype. Mask every load and
+    store: the test shapes are odd sizes.
+    """
+
+
+def fused_kernel_triton_wrapper({", ".join(task.arg_names)}):
+    """TODO: allocate the output ({output}), launch the kernels, return the output. Outside the launches
+    only allocation, views, reshapes and contiguous copies: no torch math."""
+    raise NotImplementedError("fused_kernel_triton_wrapper is not written yet")'''
