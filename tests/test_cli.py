@@ -237,3 +237,9 @@ def test_make_setup_shows_its_progress():
     assert result.returncode == 0, result.stderr
     torch_line = next(line for line in result.stdout.splitlines() if "torch==" in line and "pip install" in line)
     assert " -q" not in torch_line and "setup 2/3" in result.stdout
+
+
+def test_a_bad_chain_leaves_no_out_file(tmp_path, capsys):
+    out = tmp_path / "task.json"
+    assert main(["task", "--ops", "gleu", "--out", str(out)]) == 2
+    assert not out.exists()
