@@ -452,3 +452,7 @@ def test_report_shows_each_input_set_like_check():
     assert "FINAL TEST REPORT - ATTEMPT 3" in text and "Checked on cpu against the float64 reference:" in text
     assert "[OK] test[0] M=41 N=97 #1" in text and "rel err 1.50e-07 (tol 1.00e-05)" in text
     assert "ghost replay (launches skipped)" in text and "SUCCESS" in text
+    check.checks.append({"label": "test[1] M=64 N=128 #1", "passed": False})  # failed before its error was measured
+    failing = render_report(BenchResult(check=check), fancy=False)
+    line = next(line for line in failing.splitlines() if "test[1] M=64 N=128 #1" in line)
+    assert "[FAIL]" in line and line.endswith("failed: see the analysis")

@@ -122,8 +122,10 @@ def render_input_sets(verdict: Verdict, fancy: bool | None = None) -> list[str]:
     lines = []
     for c in verdict.checks:
         mark = symbol("ok", fancy) if c.get("passed") else symbol("fail", fancy)
-        detail = (f"rel err {c['rel_err']:.2e} (tol {c['tolerance']:.2e}), max abs err {c['max_abs_err']:.2e}"
-                  if c.get("rel_err") is not None else c.get("note", ""))
+        if c.get("rel_err") is not None:
+            detail = f"rel err {c['rel_err']:.2e} (tol {c['tolerance']:.2e}), max abs err {c['max_abs_err']:.2e}"
+        else:
+            detail = c.get("note") or ("" if c.get("passed") else "failed: see the analysis")
         lines.append(f"  {mark} {c['label']:<34} {detail}")
     return lines
 
