@@ -121,8 +121,6 @@ def _cmd_task(args: argparse.Namespace) -> int:
             except (TaskError, KeyError) as e:
                 raise UsageError(str(e).strip('"')) from None
             command = task_command(seed + k, args.difficulty, args.dtype, args.ops)
-            if hand_out:
-                _record(args.state, task, command)
             spec = json.dumps(task.to_dict(), indent=2)
             if out is None and args.out:  # opened once a task is made: a bad option leaves no file behind
                 out = _open_out(args.out)
@@ -136,6 +134,8 @@ def _cmd_task(args: argparse.Namespace) -> int:
                 print(spec, end="\n" if not many or k == args.count - 1 else "", flush=True)
             else:
                 print(("\n\n" if k else "") + render_task(task, command), flush=True)
+            if hand_out:  # once printed: a reader gone (| head) is handed out nothing it did not see
+                _record(args.state, task, command)
             if args.skeleton:
                 _write_skeleton(task)
             if hand_out:
