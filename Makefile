@@ -8,11 +8,16 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
+# pip shows what it downloads and installs (torch is the long part): the first setup takes minutes.
 $(VENV)/.installed: pyproject.toml
+	@echo "== setup 1/3: a virtual environment in $(VENV), with a current pip"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "torch==2.13.0" "triton==3.6.0" "numpy<2.3"
-	$(BIN)/pip install -q -e ".[dev]"
+	@echo "== setup 2/3: torch 2.13.0, triton 3.6.0 and numpy < 2.3 (a few hundred MB; minutes the first time)"
+	$(BIN)/pip install --progress-bar on "torch==2.13.0" "triton==3.6.0" "numpy<2.3"
+	@echo "== setup 3/3: fusionforge itself and its test tools"
+	$(BIN)/pip install --progress-bar on -e ".[dev]"
+	@echo "== setup done: $(BIN)/fusionforge"
 	touch $@
 
 lint: setup

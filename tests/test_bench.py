@@ -209,6 +209,7 @@ def test_report_has_the_seed_layout():
     assert "torch.compile" in text and "of the floor" in text
     assert "✅ SUCCESS: Both implementations completed successfully!" in text
     assert render_report(r, fancy=False).isascii()
+    assert "FINAL TEST REPORT\n" in render_report(r, fancy=False)  # a plain bench is no attempt
     as_json = json.loads(r.to_json())
     assert as_json["timings"]["triton"]["p20_ms"] <= as_json["timings"]["triton"]["median_ms"]
     assert as_json["context"]["flush_bytes"] == 2**28 and as_json["context"]["calls"] == 200
@@ -229,7 +230,7 @@ def test_bench_on_cpu_verifies_and_says_not_timed(capsys):
 def test_bench_of_a_wrong_kernel_fails(capsys):
     assert main(["bench", str(FIXTURES / "bad" / "mismatch_sigmoid_not_gelu.py")]) == 1
     out = capsys.readouterr().out
-    assert "Triton Implementation:  " in out and "FAILURE ANALYSIS - ATTEMPT 1" in out
+    assert "Triton Implementation:  " in out and "FAILURE ANALYSIS\n" in out and "ATTEMPT" not in out
 
 
 def test_bench_of_several_files_checks_in_parallel_and_reports_each(capsys):
@@ -475,3 +476,18 @@ def test_a_timed_file_that_walked_the_stack_fails_as_cheat():
     failure = timed_work_failure({"stack_access": ["walks the interpreter's stack (sys._getframe)"], "verified": []})
     assert failure.category == "cheat" and "reads the timer's stack" in failure.message
     assert timed_work_failure({"stack_access": [], "verified": []}) is None
+
+
+def test_report_shows_each_input_set_like_check():
+    """`attempt` and `run` print the bench report: on a pass it lists each input set's error, as `check` does."""
+    check = Verdict(file="f.py", device="cpu", checks=[
+        {"label": "test[0] M=41 N=97 #1", "passed": True, "rel_err": 1.5e-7, "tolerance": 1e-5, "max_abs_err": 3e-7},
+        {"label": "ghost replay (launches skipped)", "passed": True, "note": "output changed: the kernels work"}])
+    text = render_report(BenchResult(check=check, note="not timed"), attempt=3, fancy=False)
+    assert "FINAL TEST REPORT - ATTEMPT 3" in text and "Checked on cpu against the float64 reference:" in text
+    assert "[OK] test[0] M=41 N=97 #1" in text and "rel err 1.50e-07 (tol 1.00e-05)" in text
+    assert "ghost replay (launches skipped)" in text and "SUCCESS" in text
+    check.checks.append({"label": "test[1] M=64 N=128 #1", "passed": False})  # failed before its error was measured
+    failing = render_report(BenchResult(check=check), fancy=False)
+    line = next(line for line in failing.splitlines() if "test[1] M=64 N=128 #1" in line)
+    assert "[FAIL]" in line and line.endswith("failed: see the analysis")

@@ -184,3 +184,20 @@ def test_the_checker_child_logs_each_launch_when_asked(tmp_path):
     assert launches and all(launch["args"] for launch in launches)
     names = {arg["name"] for launch in launches for arg in launch["args"]}
     assert all(name.endswith("_ptr") for name in names), names
+
+
+def test_a_plain_check_is_no_attempt_and_names_a_line_once(tmp_path, capsys):
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(GOOD.read_text().replace("def test_performance(", "def perf(", 1))
+    assert main(["check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILURE ANALYSIS\n" in out and "ATTEMPT" not in out
+    error = next(line for line in out.splitlines() if line.startswith("- Error:"))
+    assert error.count("(line ") == 1, error
+
+
+def test_an_empty_file_says_so(tmp_path, capsys):
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text("")
+    assert main(["check", str(path), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["failure"]["message"] == "the file is empty"

@@ -66,3 +66,26 @@ def test_render_is_parseable_and_numbered_names():
     assert text.startswith('"""Fused Kernels: relu (float32)"""') and "ATTEMPT = 2" in text
     assert kernelfile.attempt_number("007_fused_kernels.py") == 7
     assert kernelfile.attempt_number("fused.py") is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "the file is empty"),
+    ("\n   \n", "the file is empty"),
+    ("print('hello')\n", "not a kernel file in the seed format"),
+    ("import torch\n\ndef f(x):\n    return x\n", "not a kernel file in the seed format"),
+])
+def test_empty_or_foreign_file_is_one_clear_problem(tmp_path, text, message):
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(text)
+    [problem] = kernelfile.parse(path).problems
+    assert message in problem.message
+
+
+@pytest.mark.parametrize("json_word, python_word", [("true", "True"), ("false", "False"), ("null", "None")])
+def test_task_in_json_says_so(tmp_path, json_word, python_word):
+    """TASK copied from `--json` output: JSON's literals are not Python's, and the message says what to write."""
+    kf = _variant(tmp_path, "TASK = {", f"TASK = {{'extra': {json_word}, ")
+    [problem] = kf.problems
+    assert f"TASK is JSON ({json_word}), not Python: write {python_word}" in problem.message
+    assert problem.line == kf.text.splitlines().index(next(ln for ln in kf.text.splitlines()
+                                                           if ln.startswith("TASK = "))) + 1

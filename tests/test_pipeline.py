@@ -201,6 +201,7 @@ def test_outside_agent_attempts_against_the_handed_out_task(tmp_path, monkeypatc
     assert cli.main(["attempt", str(path)]) == 0
     out = capsys.readouterr().out
     assert "=== ATTEMPT 2:" in out and "kept" in out
+    assert "FINAL TEST REPORT - ATTEMPT 2" in out and "rel err" in out and "test[0]" in out  # as `check` shows
     assert not path.exists()
     [record] = Dataset(tmp_path / "data").records()
     assert record["implementer"] == "agent" and record["attempts"] == 2
@@ -208,6 +209,29 @@ def test_outside_agent_attempts_against_the_handed_out_task(tmp_path, monkeypatc
     path.write_text(source)
     assert cli.main(["attempt", str(path)]) == 2  # that task is finished
     assert "already finished" in capsys.readouterr().err
+
+
+def test_outside_agent_pass_interrupted_on_its_way_to_data_is_kept_next_time(tmp_path, monkeypatch, capsys):
+    from fusionforge import pipeline
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.task_main(["--seed", "5", "--difficulty", "easy"]) == 0
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(BuiltinImplementer().implement(TASK, 1, []).source)
+    keep = pipeline.keep
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "keep", interrupted)
+    assert cli.main(["attempt", str(path)]) == 130
+    assert path.exists() and Dataset(tmp_path / "data").records() == []
+    monkeypatch.setattr(pipeline, "keep", keep)
+    capsys.readouterr()
+    assert cli.main(["attempt", str(path)]) == 0  # no new attempt: the logged pass is kept
+    assert "had passed; keeping it now" in capsys.readouterr().out
+    [record] = Dataset(tmp_path / "data").records()
+    assert record["attempts"] == 1 and not path.exists()
 
 
 def test_outside_agent_third_failure_deletes_the_file(tmp_path, monkeypatch, capsys):

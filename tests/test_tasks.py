@@ -80,6 +80,31 @@ def test_difficulty_shapes_the_chain(difficulty):
             assert families[0] is Family.MATMUL or families.count(Family.REDUCTION) >= 2
 
 
+@pytest.mark.parametrize("ops, difficulty, family", [
+    ("batch_norm", "easy", "pointwise"),
+    ("relu,batch_norm,add:scalar", "easy", "pointwise"),
+    ("batch_norm,softmax", "medium", "reduction"),
+    ("relu,layer_norm", "medium", "reduction"),
+    ("matmul,batch_norm", "hard", "matmul"),
+    ("sum,sum", "hard", "reduction"),
+])
+def test_forced_chains_are_labelled_by_what_they_compute(ops, difficulty, family):
+    """An inference batch norm is a per-channel affine map: alone or with pointwise ops, an easy chain."""
+    from fusionforge.dataset import family_of
+
+    task = GEN.generate(3, ops=ops)
+    assert task.difficulty == difficulty
+    assert family_of([s.op for s in task.steps]) == family
+
+
+@pytest.mark.parametrize("op", ["log", "sqrt", "rsqrt", "reciprocal"])
+def test_labels_name_the_running_value_h(op):
+    """After a matmul x @ w, a label such as rsqrt(|x| + 0.5) would read as the input x."""
+    task = GEN.generate(0, ops=f"bmm,{op}")
+    label = task.description.split(" -> ")[1]
+    assert "|h|" in label and "x" not in label, label
+
+
 def test_forced_chain_and_params_sampled():
     task = GEN.generate(5, dtype="bfloat16", ops="linear_bias,add:row,gelu,layer_norm")
     assert [s.op for s in task.steps] == ["linear_bias", "add", "gelu", "layer_norm"]

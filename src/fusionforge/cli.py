@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import secrets
+import shlex
 import signal
 import sys
 import time
@@ -52,15 +54,28 @@ def _si(value: float, unit: str) -> str:
     return f"{value:.0f} {unit}"
 
 
-def render_task(task: FusionTask) -> str:
-    """The task as a numbered list of operations to fuse, readable at a glance."""
+def task_command(seed: int, difficulty: str | None = None, dtype: str | None = None, ops: str | None = None,
+                 prog: str = PROG + " task") -> str:
+    """The command that prints the task of these generator options again (the options given, no others:
+    a difficulty or dtype drawn by the seed is drawn again, one given is not drawn)."""
+    words = [prog, "--seed", str(seed)]
+    for flag, value in (("--difficulty", difficulty), ("--dtype", dtype), ("--ops", ops)):
+        if value:
+            words += [flag, shlex.quote(value)]
+    return " ".join(words)
+
+
+def render_task(task: FusionTask, command: str | None = None) -> str:
+    """The task as a numbered list of operations to fuse, readable at a glance; ``command`` prints it again."""
     from fusionforge import ops as catalog
 
     body = task.pytorch_body()
     shapes = task.step_shapes()
     width = max(len(i.name) for i in task.inputs)
-    lines = [f"Fusion task {task.id}  (seed {task.seed}, {task.difficulty}, {task.dtype})",
-             task.description, "", "Inputs:"]
+    lines = [f"Fusion task {task.id}  (seed {task.seed}, {task.difficulty}, {task.dtype})", task.description]
+    if command:
+        lines.append(f"Print it again: {command}")
+    lines += ["", "Inputs:"]
     for spec in task.inputs:
         shape = "Python float" if not spec.shape and spec.dtype == "python_float" else _fmt_shape(spec.shape)
         dtype = "" if spec.dtype == "python_float" else spec.dtype
@@ -87,39 +102,107 @@ def render_task(task: FusionTask) -> str:
 
 
 def _cmd_task(args: argparse.Namespace) -> int:
+    if args.current:
+        return _show_current(args)
+    # The screen evaluates small chains: one thread is several times faster than torch's default threads
+    # on a busy machine (2 s for 200 tasks on 2 cores, against 11 s).
+    import torch
+
+    torch.set_num_threads(1)
     seed = args.seed if args.seed is not None else secrets.randbelow(10**6)
     generator = TaskGenerator()
+    hand_out = getattr(args, "hand_out", False)  # generate_fusion_task.py: remember what was handed out
+    out = None
+    many = args.count > 1
     try:
-        tasks = [generator.generate(seed + k, args.difficulty, args.dtype, args.ops) for k in range(args.count)]
-    except (TaskError, KeyError) as e:
-        raise UsageError(str(e).strip('"')) from None
-    if args.out:
-        payload = tasks[0].to_dict() if len(tasks) == 1 else [t.to_dict() for t in tasks]
-        try:
-            with open(args.out, "w") as f:
-                json.dump(payload, f, indent=2)
-                f.write("\n")
-        except OSError as e:
-            raise UsageError(f"cannot write {args.out}: {e.strerror}") from None
-    if args.json:
-        if len(tasks) == 1:
-            print(tasks[0].to_json())
-        else:
-            print(json.dumps([t.to_dict() for t in tasks], indent=2))
-    else:
-        print("\n\n".join(render_task(t) for t in tasks))
-        if args.out:
-            print(f"\nwrote {args.out}")
-    if getattr(args, "state", None):  # generate_fusion_task.py: remember what was handed out
-        from fusionforge.implement.agent import Handout
+        for k in range(args.count):  # streamed: each task printed (and written) as soon as it is made
+            try:
+                task = generator.generate(seed + k, args.difficulty, args.dtype, args.ops)
+            except (TaskError, KeyError) as e:
+                raise UsageError(str(e).strip('"')) from None
+            command = task_command(seed + k, args.difficulty, args.dtype, args.ops)
+            spec = json.dumps(task.to_dict(), indent=2)
+            if out is None and args.out:  # opened once a task is made: a bad option leaves no file behind
+                out = _open_out(args.out)
+            if many:  # a JSON list, laid out as json.dumps(list, indent=2) would
+                spec = ("[\n" if k == 0 else ",\n") + "\n".join("  " + line for line in spec.splitlines())
+                spec += "\n]" if k == args.count - 1 else ""
+            if out is not None:
+                out.write(spec + ("\n" if not many or k == args.count - 1 else ""))
+                out.flush()
+            if args.json:
+                print(spec, end="\n" if not many or k == args.count - 1 else "", flush=True)
+            else:
+                print(("\n\n" if k else "") + render_task(task, command), flush=True)
+            if hand_out:  # once printed: a reader gone (| head) is handed out nothing it did not see
+                _record(args.state, task, command)
+            if args.skeleton:
+                _write_skeleton(task)
+            if hand_out:
+                print(f"handed out {task.id} (kept in {args.state}/ for `{PROG} attempt`); print it again: "
+                      f"{command}", file=sys.stderr)
+    finally:
+        if out is not None:
+            out.close()
+    if args.out and not args.json:
+        print(f"\nwrote {args.out}")
+    return EXIT_OK
 
-        try:
-            for task in tasks:
-                Handout(args.state).record(task)
-        except OSError as e:
-            raise UsageError(f"cannot write {e.filename}: {e.strerror}") from None
-        print(f"handed out {', '.join(t.id for t in tasks)} (kept in {args.state}/ for `fusionforge attempt`)",
-              file=sys.stderr)
+
+def _open_out(name: str | None):
+    if not name:
+        return None
+    try:
+        return open(name, "w")
+    except OSError as e:
+        raise UsageError(f"cannot write {name}: {e.strerror}") from None
+
+
+def _record(state: str, task: FusionTask, command: str) -> None:
+    from fusionforge.handout import Handout
+
+    try:
+        Handout(state).record(task, command)
+    except OSError as e:
+        raise UsageError(f"cannot write {e.filename}: {e.strerror}") from None
+
+
+def _write_skeleton(task: FusionTask) -> None:
+    from fusionforge.handout import skeleton
+    from fusionforge.implement import UnsupportedTask
+    from fusionforge.pipeline import claim_path
+
+    try:
+        source = skeleton(task)
+    except UnsupportedTask as e:
+        raise UsageError(f"no skeleton for this chain: {e}") from None
+    try:
+        path = claim_path(Path.cwd())
+        path.write_text(source)
+    except OSError as e:
+        raise UsageError(f"cannot write {e.filename}: {e.strerror}") from None
+    print(f"wrote {path.name}: the task's file with its TASK, PyTorch function, get_inputs and main block; "
+          f"write the TRITON section, dry-run it with `{PROG} check {path.name}`", file=sys.stderr)
+
+
+def _show_current(args: argparse.Namespace) -> int:
+    from fusionforge.handout import Handout
+
+    given = [flag for flag, value in (("--seed", args.seed), ("--difficulty", args.difficulty),
+                                      ("--dtype", args.dtype), ("--ops", args.ops)) if value is not None]
+    if given or args.count != 1:
+        raise UsageError(f"--current shows the task handed out last; it takes no {(given or ['--count'])[0]}")
+    handout = Handout(args.state)
+    task = handout.task()
+    if task is None:
+        raise UsageError(f"no task was handed out here ({args.state}/ is empty): run generate_fusion_task.py first")
+    if args.out:
+        out = _open_out(args.out)
+        with out:
+            out.write(task.to_json() + "\n")
+    print(task.to_json() if args.json else render_task(task, handout.current_command()))
+    if args.skeleton:
+        _write_skeleton(task)
     return EXIT_OK
 
 
@@ -129,6 +212,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     path = _kernel_file(args.file)
     task = _read_task(args.task)
+    note = None
+    if task is None:
+        task, note = _handed_out(path, args.state, Path(args.runs))
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -143,8 +229,27 @@ def _cmd_check(args: argparse.Namespace) -> int:
             raise UsageError("--memcheck: compute-sanitizer (CUDA toolkit) is not on the PATH nor in $CUDA_HOME/bin")
     verdict = check_file(path, task=task, device=args.device, timeout=args.timeout, seeds=args.seeds,
                          memcheck=args.memcheck)
-    print(verdict.to_json() if args.json else render_check(verdict))
+    print(verdict.to_json() if args.json else render_check(verdict) + (f"\n{note}" if note else ""))
     return EXIT_OK if verdict.passed else EXIT_FAIL
+
+
+def _handed_out(path: Path, state: str, runs_root: Path) -> tuple[FusionTask | None, str | None]:
+    """The handed-out task that FILE's TASK names, as `attempt` would judge FILE against it, and a note saying
+    which attempt that would be; (None, None) when FILE names no task handed out in ``state``."""
+    from fusionforge import kernelfile
+    from fusionforge.handout import Handout
+
+    claimed = (kernelfile.parse(path).task or {}).get("id")
+    handout = Handout(state)
+    task = handout.task(claimed) if claimed else None
+    if task is None:
+        return None, None
+    log = handout.log(task, runs_root)
+    if (outcome := log.outcome()) is not None:
+        return task, (f"Task {task.id} is finished ({outcome['outcome']} after {outcome['attempts']} attempts): "
+                      f"`{PROG} attempt` takes no more files for it.")
+    return task, (f"No attempt was counted. `{PROG} attempt {path}` judges it as attempt {len(log.attempts()) + 1} "
+                  f"at task {task.id}.")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -290,10 +395,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = Settings(workdir, dataset, attempts=options["attempts"], device=options["device"],
                         timeout=options["timeout"], run=run.id)
     echo = (lambda text: None) if args.json else _echo
+
+    def header(task: FusionTask) -> str:
+        return render_task(task, task_command(task.seed, options.get("difficulty"), options.get("dtype"),
+                                              options.get("ops")))
+
     start = time.perf_counter()
     try:
         with TaskProgress(options["count"], enabled=not args.json and options["count"] > 1) as advance:
-            results = run_tasks(run, implementer, settings, jobs=args.jobs, echo=echo, header=render_task,
+            results = run_tasks(run, implementer, settings, jobs=args.jobs, echo=echo, header=header,
                                 advance=advance)
     except (ImplementerError, DatasetError) as e:
         raise UsageError(f"{e} (resume with: {PROG} run --resume {run.id})") from None
@@ -356,12 +466,9 @@ class TaskProgress:
 
 
 def _cmd_attempt(args: argparse.Namespace) -> int:
-    import tempfile
-
     from fusionforge import kernelfile
-    from fusionforge.implement import Implementation
-    from fusionforge.implement.agent import Handout
-    from fusionforge.pipeline import Settings, give_up, judge_attempt, keep, keep_logged
+    from fusionforge.handout import Handout
+    from fusionforge.pipeline import Settings, attempt_file
 
     path = Path(args.file)
     handout = Handout(args.state)
@@ -373,36 +480,17 @@ def _cmd_attempt(args: argparse.Namespace) -> int:
         raise UsageError(f"no task was handed out here ({args.state} is empty): run generate_fusion_task.py "
                          "first, or pass --task TASK.json")
     log = handout.log(task, Path(args.runs))
-    log.start(task)
     if (outcome := log.outcome()) is not None:
         raise UsageError(f"task {task.id} is already finished ({outcome['outcome']} after {outcome['attempts']} "
                          "attempts): generate a new task")
+    if not (log.attempts() and log.attempts()[-1]["passed"]):
+        _kernel_file(args.file)
     settings = Settings(path.parent, _dataset(args.data), attempts=args.attempts, timeout=args.timeout)
     echo = (lambda text: None) if args.json else _echo
-    logged = log.attempts()
-    with tempfile.TemporaryDirectory(prefix="fusionforge-attempt-") as scratch:
-        # judge and keep one snapshot of FILE: edits made while it is checked change nothing
-        judged = Path(scratch) / (path.name if path.suffix == ".py" else "001_fused_kernels.py")
-        if logged and logged[-1]["passed"]:  # interrupted between its verdict and data/
-            outcome = keep_logged(task, judged, "agent", log, settings, echo)
-            if path.is_file() and path.read_text() == log.source(logged[-1]["attempt"]):
-                path.unlink()
-            entry = logged[-1]
-        else:
-            source = _kernel_file(args.file).read_text()
-            judged.write_text(source)
-            attempt = len(logged) + 1
-            echo(f"=== ATTEMPT {attempt}: {task.description} ===")
-            entry = judge_attempt(task, judged, attempt, Implementation(source=source), "agent", log, settings, echo)
-            outcome = None
-            if entry["passed"]:
-                outcome = keep(task, judged, entry, source, "agent", log, settings, echo)
-                path.unlink(missing_ok=True)
-            elif attempt >= args.attempts:
-                outcome = give_up(task, path, attempt, log, echo)
-            else:
-                echo(f"Attempt {attempt} of {args.attempts} failed. Fix {path} and run `{PROG} attempt {path}` "
-                     "again.")
+    entry, outcome = attempt_file(task, path, log, settings, echo)
+    if outcome is None:
+        echo(f"Attempt {entry['attempt']} of {args.attempts} failed. Fix {path}, dry-run it with `{PROG} check "
+             f"{path}` (free), then run `{PROG} attempt {path}` again.")
     if args.json:
         print(json.dumps({**entry, "task_id": task.id, "outcome": outcome}, indent=2))
     return EXIT_OK if entry["passed"] else EXIT_FAIL
@@ -456,21 +544,30 @@ def _read_task(path: str | None) -> FusionTask | None:
 
 
 def _add_task_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, help="seed of the (first) task; random when omitted")
+    p.add_argument("--seed", type=_seed, help="seed of the (first) task; random when omitted")
     p.add_argument("--difficulty", choices=DIFFICULTIES, help="easy: pointwise; medium: + a reduction or "
                    "normalization; hard: matmul root with epilogue, or several reductions")
-    p.add_argument("--dtype", choices=DTYPES)
-    p.add_argument("--count", type=_positive_int, default=1, help="number of tasks (seeds SEED, SEED+1, ...)")
+    p.add_argument("--dtype", choices=DTYPES, help="the task's dtype; drawn by the seed when omitted")
+    p.add_argument("--count", type=_positive_int, default=1, help="number of tasks (seeds SEED, SEED+1, ...), each "
+                   "printed as soon as it is made")
     p.add_argument("--ops", help="force a chain, e.g. linear_bias,add:col,gelu,layer_norm")
     p.add_argument("--out", metavar="FILE", help="also write the task JSON (a list when --count > 1)")
     p.add_argument("--json", action="store_true", help="print the task spec as JSON")
+    p.add_argument("--skeleton", action="store_true", help="also write the task's kernel file to fill in, as the "
+                   "next free NNN_fused_kernels.py here: TASK (a Python literal), the PyTorch function, get_inputs "
+                   "and the main block written, the TRITON section left to write")
+    p.add_argument("--current", action="store_true", help="show the task handed out last here (by "
+                   "generate_fusion_task.py) again, with the command that prints it")
+    p.add_argument("--state", default=".fusionforge", metavar="DIR", help="where handed-out tasks are kept for "
+                   "`fusionforge attempt` (default .fusionforge)")
 
 
 def _add_file_options(p: argparse.ArgumentParser, json_help: str, timeout_help: str, optional: bool = False,
                       many: bool = False) -> None:
-    p.add_argument("file", metavar="FILE", nargs=("*" if many else "?") if optional else None)
+    p.add_argument("file", metavar="FILE", nargs=("*" if many else "?") if optional else None,
+                   help="kernel files NNN_fused_kernels.py" if many else "a kernel file NNN_fused_kernels.py")
     p.add_argument("--json", action="store_true", help=json_help)
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help=timeout_help)
+    p.add_argument("--timeout", type=_seconds, default=300.0, metavar="SECONDS", help=timeout_help)
     p.add_argument("--task", metavar="TASK.json", help="the task that was handed out (default: the file's own "
                    "TASK, else its get_inputs)")
 
@@ -482,16 +579,49 @@ def _add_store_options(p: argparse.ArgumentParser) -> None:
 
 def _kernel_file(name: str) -> Path:
     path = Path(name)
+    if path.is_dir():
+        found = sorted(path.glob("*_fused_kernels.py"))
+        hint = (f"give one of its {len(found)} kernel files, e.g. {found[0]}" if found
+                else "give a kernel file NNN_fused_kernels.py")
+        raise UsageError(f"{name} is a folder, not a kernel file: {hint} (`{PROG} bench {name.rstrip('/')}/*.py` "
+                         "checks and times several)")
     if not path.is_file():
         raise UsageError(f"no such file: {name}")
     return path
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
+def _whole_number(minimum: int):
+    """An argparse type: a whole number >= ``minimum`` (counts, jobs, attempts, tokens >= 1; seeds >= 0)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, not {text!r}")
+        return value
+
+    return parse
+
+
+def _real_number(minimum: float, what: str = "a number", inclusive: bool = True):
+    """An argparse type: a finite number >= ``minimum`` (> it when not ``inclusive``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (value >= minimum if inclusive else value > minimum)):
+            raise argparse.ArgumentTypeError(f"must be {what} {'>=' if inclusive else '>'} {minimum:g}, not {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _whole_number(1)
+_seed = _whole_number(0)
+_seconds = _real_number(0, "a number of seconds", inclusive=False)  # a limit of 0 would fail every attempt as a hang
+_temperature = _real_number(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -516,6 +646,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is present, else cpu "
                    "(Triton's interpreter, test shapes only)")
     p.add_argument("--seeds", type=_positive_int, default=3, help="input draws for files without a TASK")
+    p.add_argument("--state", default=".fusionforge", metavar="DIR", help="the handed-out tasks (default "
+                   ".fusionforge): a file whose TASK names one is checked against it, as `attempt` would")
+    p.add_argument("--runs", default="runs", metavar="DIR", help="the attempt logs, to say which attempt the "
+                   "file would be (default: runs)")
     p.add_argument("--memcheck", action="store_true", help="on a GPU: run the file under compute-sanitizer's memcheck "
                    "and fail it as `memory` on any out-of-bounds access (slower; on the CPU every access is "
                    "bounds-checked always)")
@@ -541,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Render TASK.json as a complete kernel file in the seed format (PyTorch function, "
                        "Triton kernel and wrapper, TEST section, main block). Exit 0 written, 1 no plan for this "
                        "chain yet, 2 usage error.")
-    p.add_argument("task", metavar="TASK.json")
+    p.add_argument("task", metavar="TASK.json", help="a task spec (fusionforge task --json --out TASK.json)")
     p.add_argument("-o", "--output", metavar="FILE", help="default: the next free NNN_fused_kernels.py here")
     p.set_defaults(func=_cmd_implement)
 
@@ -552,9 +686,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "record, the last failure deletes it. Every attempt is logged under runs/. Exit 0 every task "
                        "kept, 1 some task failed, 2 usage error, 130 interrupted (resume with --resume).")
     p.add_argument("-n", "--count", type=_positive_int, default=1, help="number of tasks (default 1)")
-    p.add_argument("--seed", type=int, help="seed of the first task (tasks SEED, SEED+1, ...); random when omitted")
-    p.add_argument("--difficulty", choices=DIFFICULTIES)
-    p.add_argument("--dtype", choices=DTYPES)
+    p.add_argument("--seed", type=_seed, help="seed of the first task (tasks SEED, SEED+1, ...); random when omitted")
+    p.add_argument("--difficulty", choices=DIFFICULTIES, help="every task's difficulty (default: drawn per task)")
+    p.add_argument("--dtype", choices=DTYPES, help="every task's dtype (default: drawn per task)")
     p.add_argument("--ops", help="force a chain for every task, e.g. linear_bias,gelu,layer_norm")
     p.add_argument("--implementer", choices=("builtin", "llm"), default="builtin", help="default: builtin")
     p.add_argument("--model", help="llm: the model name the endpoint serves")
@@ -562,7 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the openai client's)")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
                    help="llm: the environment variable holding the API key (default OPENAI_API_KEY)")
-    p.add_argument("--temperature", type=float, default=0.2, help="llm: sampling temperature (default 0.2)")
+    p.add_argument("--temperature", type=_temperature, default=0.2, help="llm: sampling temperature (default 0.2)")
     p.add_argument("--max-tokens", type=_positive_int, default=16384, help="llm: reply token limit (default 16384)")
     p.add_argument("--attempts", type=_positive_int, default=3, help="attempts per task (default 3)")
     p.add_argument("--workdir", default=".", metavar="DIR", help="where NNN_fused_kernels.py is written "
@@ -571,7 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="", metavar="RUN", help="continue an interrupted run (default: "
                    "the newest in --runs); its own options apply")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is present")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS", help="per check and timing run")
+    p.add_argument("--timeout", type=_seconds, default=300.0, metavar="SECONDS", help="per check and timing run")
     p.add_argument("-j", "--jobs", type=_positive_int, default=1, help="tasks worked on at a time (default 1): "
                    "checks run side by side, each timing has the GPU alone; each task's output is printed "
                    "when it ends")
@@ -584,28 +718,35 @@ def build_parser() -> argparse.ArgumentParser:
                        "in this folder (the one FILE's TASK names, else the newest), as attempt 1, 2 or 3 of it. "
                        "A pass moves FILE to data/ with its record; the third failure deletes FILE. Attempts are "
                        "logged under runs/agent/. Exit 0 pass, 1 fail, 2 usage error.")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the kernel file NNN_fused_kernels.py for the handed-out task")
     p.add_argument("--task", metavar="TASK.json", help="hand this task out first (instead of generate_fusion_task.py)")
     p.add_argument("--state", default=".fusionforge", metavar="DIR", help="the handed-out tasks (default "
                    ".fusionforge)")
     p.add_argument("--attempts", type=_positive_int, default=3, help="attempts per task (default 3)")
     _add_store_options(p)
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS")
+    p.add_argument("--timeout", type=_seconds, default=300.0, metavar="SECONDS", help="limit for the check and "
+                   "for the timing run (default 300)")
     p.add_argument("--json", action="store_true", help="print the attempt's log entry as JSON")
     p.set_defaults(func=_cmd_attempt)
 
-    p = sub.add_parser("data", help="the dataset: stats, export", description="Inspect or export data/.")
+    p = sub.add_parser("data", help="the dataset: stats, export", description="Inspect or export data/: "
+                       "`data stats` or `data export OUT` (each has --help).")
     data = p.add_subparsers(dest="data_command", metavar="ACTION")
     data.required = True
-    q = data.add_parser("stats", help="counts, success rates, speedups per op family and dtype")
+    q = data.add_parser("stats", help="counts, success rates, speedups per op family and dtype",
+                        description="What data/ holds: kernels (timed on a GPU or verified, not timed), the tasks "
+                        "attempted and landed (from the logs in --runs), and per op family and dtype the speedups "
+                        "over PyTorch eager (geomean, median, min, max).")
     _add_store_options(q)
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print the figures as JSON")
     q.set_defaults(func=_cmd_data)
-    q = data.add_parser("export", help="every record with its kernel source, as JSON lines or Parquet")
-    q.add_argument("out", metavar="OUT")
-    q.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", help="default: jsonl")
+    q = data.add_parser("export", help="every record with its kernel source, as JSON lines or Parquet",
+                        description="Write every record of data/index.jsonl with its kernel file's source to OUT.")
+    q.add_argument("out", metavar="OUT", help="the file to write")
+    q.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", help="jsonl (default): one JSON "
+                   "record a line; parquet: needs pyarrow")
     _add_store_options(q)
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print a JSON summary (records written, OUT)")
     q.set_defaults(func=_cmd_data)
     return parser
 
@@ -629,22 +770,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        sys.stderr.close()
-        return EXIT_OK
+        return _broken_pipe()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _broken_pipe() -> int:
+    """The reader of stdout went away (``| head``): stop quietly. What Python would still flush at exit
+    goes nowhere instead of raising again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (captured by a test): nothing is left to flush
+        pass
+    return EXIT_OK
 
 
 def task_main(argv: list[str] | None = None) -> int:
     """Entry point of generate_fusion_task.py: the ``task`` subcommand on its own."""
     parser = Parser(prog=os.path.basename(sys.argv[0]) or "generate_fusion_task.py",
-                                     description="Generate a fusion task (same options as 'fusionforge task').")
+                    description="Generate a fusion task and hand it out here: it is kept in --state for "
+                    "`fusionforge attempt` (the same options as `fusionforge task`).")
     _add_task_options(parser)
-    parser.add_argument("--state", default=".fusionforge", metavar="DIR", help="where the handed-out task is "
-                        "kept for `fusionforge attempt` (default .fusionforge)")
+    parser.set_defaults(hand_out=True)
     args = parser.parse_args(argv)
     try:
         return _cmd_task(args)
     except UsageError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return _broken_pipe()

@@ -49,11 +49,11 @@ def code_hash(source: str) -> str:
 
 
 def family_of(ops: list[str]) -> str:
-    """The op family that shapes the kernel: matmul root, else reduction/norm, else pointwise."""
-    families = [catalog.get(op).family for op in ops]
-    if families[0] is catalog.Family.MATMUL:
+    """The op family that shapes the kernel: matmul root, else reduction/norm (one that reduces: an
+    inference batch norm is a per-channel affine map), else pointwise."""
+    if catalog.get(ops[0]).family is catalog.Family.MATMUL:
         return "matmul"
-    if any(f in (catalog.Family.REDUCTION, catalog.Family.NORM) for f in families):
+    if any(catalog.reduces(catalog.get(op)) for op in ops):
         return "reduction"
     return "pointwise"
 

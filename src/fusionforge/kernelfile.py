@@ -32,6 +32,10 @@ from pathlib import Path
 SECTIONS = ("PYTHON", "TRITON", "TEST")
 DOCSTRING_PREFIX = "Fused Kernels:"
 FILE_NAME = re.compile(r"^(\d{3,})_fused_kernels\.py$")
+JSON_WORDS = {"false": "False", "null": "None", "true": "True"}
+NOT_SEED_FORMAT = ("not a kernel file in the seed format: it has no first line \"\"\"Fused Kernels: ...\"\"\" "
+                   "and no # <PYTHON>, # <TRITON> or # <TEST> section (`fusionforge task --current --skeleton` "
+                   "writes the handed-out task's file to fill in)")
 MAIN_GUARD = re.compile(r"""^if\s+__name__\s*==\s*(['"])__main__\1\s*:""")
 
 
@@ -94,6 +98,12 @@ def parse(path: str | Path) -> KernelFile:
     text = path.read_text(encoding="utf-8", errors="replace")
     kf = KernelFile(path=path, text=text)
     lines = text.splitlines()
+    if not text.strip():
+        kf.problems.append(Problem("the file is empty"))
+        return kf
+    if not re.search(r"Fused Kernels:|^#\s*</?(PYTHON|TRITON|TEST)>", text, re.MULTILINE):
+        kf.problems.append(Problem(NOT_SEED_FORMAT))
+        return kf
 
     first = lines[0].strip() if lines else ""
     match = re.match(r'^("""|\'\'\')\s*Fused Kernels:\s*(.*?)\s*\1$', first)
@@ -146,7 +156,13 @@ def parse(path: str | Path) -> KernelFile:
             try:
                 value = ast.literal_eval(node.value)
             except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                kf.problems.append(Problem("TASK must be a literal dict (JSON-able)", node.lineno))
+                json_words = sorted({n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
+                                    & set(JSON_WORDS))
+                kf.problems.append(Problem(
+                    f"TASK is JSON ({', '.join(json_words)}), not Python: write "
+                    f"{', '.join(JSON_WORDS[w] for w in json_words)}; `fusionforge task --current --skeleton` "
+                    "writes the file with TASK as a Python literal" if json_words
+                    else "TASK must be a literal dict (JSON-able)", node.lineno))
             else:
                 if isinstance(value, dict):
                     kf.task = value

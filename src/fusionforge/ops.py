@@ -231,10 +231,10 @@ UNARY_OPS = [
            "log(sigmoid(x))", 6),
     _unary("exp", "torch.exp({x})", "tl.exp({x})", "exp(x)", 1),
     _unary("log", "torch.log(torch.abs({x}) + {shift})", "tl.log(tl.abs({x}) + {shift})",
-           "log(|x| + shift)", 3, [SHIFT], "log(|x| + {shift})"),
-    _unary("sqrt", "torch.sqrt(torch.abs({x}))", "tl.sqrt(tl.abs({x}))", "sqrt(|x|)", 2, label="sqrt(|x|)"),
+           "log(|x| + shift)", 3, [SHIFT], "log(|h| + {shift})"),
+    _unary("sqrt", "torch.sqrt(torch.abs({x}))", "tl.sqrt(tl.abs({x}))", "sqrt(|x|)", 2, label="sqrt(|h|)"),
     _unary("rsqrt", "torch.rsqrt(torch.abs({x}) + {shift})", "tl.rsqrt(tl.abs({x}) + {shift})",
-           "1 / sqrt(|x| + shift)", 3, [SHIFT], "rsqrt(|x| + {shift})"),
+           "1 / sqrt(|x| + shift)", 3, [SHIFT], "rsqrt(|h| + {shift})"),
     _unary("abs", "torch.abs({x})", "tl.abs({x})", "|x|"),
     _unary("square", "torch.square({x})", "{x} * {x}", "x^2"),
     _unary("neg", "torch.neg({x})", "-{x}", "-x"),
@@ -242,7 +242,7 @@ UNARY_OPS = [
            "tl.minimum(tl.maximum({x}, {min_val}), {max_val})", "min(max(x, min_val), max_val)", 2,
            [LOW, HIGH], "clamp({min_val}, {max_val})"),
     _unary("reciprocal", "torch.reciprocal(torch.abs({x}) + {shift})", "1.0 / (tl.abs({x}) + {shift})",
-           "1 / (|x| + shift)", 3, [SHIFT], "1 / (|x| + {shift})"),
+           "1 / (|x| + shift)", 3, [SHIFT], "1 / (|h| + {shift})"),
     replace(_unary("sin", "torch.sin({x})", "tl.sin({x})", "sin(x)", 4), triton_16bit="sin_16bit({x}, 0)"),
     replace(_unary("cos", "torch.cos({x})", "tl.cos({x})", "cos(x)", 4), triton_16bit="sin_16bit({x}, 1)"),
     _unary("erf", "torch.erf({x})", "tl.erf({x})", "erf(x)", 6),
@@ -344,6 +344,13 @@ CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + UNARY_OPS + BINARY_
 
 # Channel normalizations see PyTorch's (N, C, *) layout: the channel is dim 1.
 CHANNEL_NORMS = ("group_norm", "batch_norm", "instance_norm")
+# Inference batch norm applies running statistics: a per-channel affine map that reduces nothing.
+AFFINE_NORMS = ("batch_norm",)
+
+
+def reduces(op: Op) -> bool:
+    """Whether ``op`` reduces over values: a reduction, or a normalization that computes its statistics."""
+    return op.family in (Family.REDUCTION, Family.NORM) and op.name not in AFFINE_NORMS
 
 
 def get(name: str) -> Op:

@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed, wait
@@ -208,14 +209,57 @@ def attempt_task(task: FusionTask, implementer: Implementer, log: TaskLog, setti
         if implementation.exhausted:
             echo(f"No attempt {attempt}: the {implementer.name} implementer has nothing new to try for this task.")
             return give_up(task, path, attempt - 1, log, echo)
-        echo(f"=== ATTEMPT {attempt}: {task.description} ===")
-        if implementation.source is not None:
-            write_text(path, implementation.source)
-        entry = judge_attempt(task, path, attempt, implementation, implementer.name, log, settings, echo)
-        if entry["passed"]:
-            return keep(task, path, entry, implementation.source, implementer.name, log, settings, echo)
+        entry, outcome = one_attempt(task, attempt, implementation, implementer.name, path, log, settings, echo)
+        if outcome is not None:
+            return outcome
         history.append(PastAttempt(attempt, implementation.source, entry["report"], entry["failure"]))
-    return give_up(task, path, settings.attempts, log, echo)
+    return give_up(task, path, settings.attempts, log, echo)  # every attempt was logged before an interrupt
+
+
+def one_attempt(task: FusionTask, attempt: int, implementation: Implementation, implementer: str, path: Path,
+                log: TaskLog, settings: Settings, echo: Echo, origin: Path | None = None) -> tuple[dict, dict | None]:
+    """Attempt number ``attempt``: print its header, write the source to ``path``, judge it; keep a pass in
+    data/, give the task up after its last failed attempt. Returns the attempt's log entry and the task's
+    outcome (None while attempts remain).
+
+    ``origin``: the file an outside agent wrote, when ``path`` is a snapshot of it; it goes when the
+    attempt lands in data/ or the task is given up.
+    """
+    echo(f"=== ATTEMPT {attempt}: {task.description} ===")
+    if implementation.source is not None:
+        write_text(path, implementation.source)
+    entry = judge_attempt(task, path, attempt, implementation, implementer, log, settings, echo)
+    if entry["passed"]:
+        outcome = keep(task, path, entry, implementation.source, implementer, log, settings, echo)
+        if origin is not None:
+            origin.unlink(missing_ok=True)
+        return entry, outcome
+    if attempt >= settings.attempts:
+        return entry, give_up(task, origin or path, attempt, log, echo)
+    return entry, None
+
+
+def attempt_file(task: FusionTask, path: Path, log: TaskLog, settings: Settings, echo: Echo = print,
+                 implementer: str = "agent") -> tuple[dict, dict | None]:
+    """The outside agent's turn: judge the file at ``path`` as the next attempt at ``task``.
+
+    One snapshot of the file is judged and kept, so edits made while it is checked change nothing. A
+    pass that an interrupt stopped on its way to data/ is kept from its log instead (and the file, if
+    it is still that attempt's source, removed). Returns the attempt's log entry and the task's outcome
+    (None while attempts remain). The caller makes sure the task is not finished yet.
+    """
+    log.start(task)
+    logged = log.attempts()
+    with tempfile.TemporaryDirectory(prefix="fusionforge-attempt-") as scratch:
+        judged = Path(scratch) / (path.name if path.suffix == ".py" else "001_fused_kernels.py")
+        if logged and logged[-1]["passed"]:
+            outcome = keep_logged(task, judged, implementer, log, settings, echo)
+            if path.is_file() and path.read_text() == log.source(logged[-1]["attempt"]):
+                path.unlink()
+            return logged[-1], outcome
+        source = path.read_text()
+        return one_attempt(task, len(logged) + 1, Implementation(source=source), implementer, judged, log, settings,
+                           echo, origin=path)
 
 
 class Run:

@@ -429,7 +429,7 @@ def _difficulty_of(forced) -> str:
     names = [catalog.CATALOG[n] for n, _ in forced]
     if names[0].family is Family.MATMUL or sum(o.family is Family.REDUCTION for o in names) > 1:
         return "hard"
-    if any(o.family in (Family.REDUCTION, Family.NORM) for o in names):
+    if any(catalog.reduces(o) for o in names):
         return "medium"
     return "easy"
 

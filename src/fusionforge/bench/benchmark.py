@@ -27,7 +27,7 @@ from fusionforge.tasks import FusionTask
 from fusionforge.verify import Failure, Verdict, check_file
 from fusionforge.verify.checker import default_device, input_sets
 from fusionforge.verify.sandbox import run_child
-from fusionforge.verify.verdict import RULE, render_failure, symbol, use_symbols
+from fusionforge.verify.verdict import RULE, attempt_title, render_failure, render_input_sets, symbol, use_symbols
 
 SUSPICIOUS_SPEEDUP = 10.0
 CONTENDERS = ("eager", "compile", "triton")
@@ -342,16 +342,20 @@ def slower_failure(result: BenchResult, raw: dict) -> Failure:
                    f"({t['median_ms']:.4f} ms vs {e['median_ms']:.4f} ms)", cause, "; ".join(fixes).capitalize() + ".")
 
 
-def render_report(result: BenchResult, attempt: int = 1, fancy: bool | None = None) -> str:
-    """The seed's FINAL TEST REPORT, then torch.compile and the roofline; or the failure analysis."""
+def render_report(result: BenchResult, attempt: int | None = None, fancy: bool | None = None) -> str:
+    """The seed's FINAL TEST REPORT (of attempt ``attempt``, when it is one): each input set's error against
+    the reference, then the timings, torch.compile and the roofline; or the failure analysis."""
     fancy = use_symbols() if fancy is None else fancy
     ok, bad = symbol("ok", fancy), symbol("fail", fancy)
     failure = result.check.failure
     py_ok = failure is None or failure.implementation not in ("PyTorch", "Both")
     tr_ok = failure is None or failure.implementation not in ("Triton", "Both", "Harness")
-    lines = [RULE, f"FINAL TEST REPORT - ATTEMPT {attempt}", RULE,
+    lines = [RULE, attempt_title("FINAL TEST REPORT", attempt), RULE,
              f"PyTorch Implementation: {ok + ' SUCCESS' if py_ok else bad + ' FAILED'}",
              f"Triton Implementation:  {ok + ' SUCCESS' if tr_ok else bad + ' FAILED'}", ""]
+    if result.check.checks:
+        lines += [f"Checked on {result.check.device} against the float64 reference:",
+                  *render_input_sets(result.check, fancy), ""]
     if failure is not None:
         return "\n".join(lines + [render_failure(failure, attempt, fancy)])
     if result.failure is not None and not result.timed:

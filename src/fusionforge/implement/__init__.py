@@ -1,7 +1,8 @@
 """Implementers: whatever turns a FusionTask into a kernel file's source text.
 
-``builtin`` (the code generator), ``llm`` (an OpenAI-compatible endpoint; optional extra) and the
-outside agent (``agent``: a person or program that writes the file and runs ``fusionforge attempt``).
+``builtin`` (the code generator) and ``llm`` (an OpenAI-compatible endpoint; optional extra). The
+outside agent, a person or program that writes the file and runs ``fusionforge attempt``, is no
+implementer here: ``fusionforge.handout`` keeps what was handed out to it.
 """
 
 from fusionforge.implement.base import Implementation, Implementer, ImplementerError, PastAttempt

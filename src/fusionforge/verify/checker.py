@@ -381,7 +381,9 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
             implementation = "PyTorch"
         elif any(w in problem.message for w in ("wrapper", "fused_kernel_triton")):
             implementation = "Triton"
-        message = "; ".join(p.message + (f" (line {p.line})" if p.line else "") for p in kf.problems[:5])
+        # the first problem's line is the failure's own; the others say theirs
+        message = "; ".join([problem.message] + [p.message + (f" (line {p.line})" if p.line else "")
+                                                 for p in kf.problems[1:5]])
         return done(analysis.format_problem(message if problem.category == "format" else problem.message,
                                             problem.line, problem.category, implementation))
     if task is not None and kf.task is not None:

@@ -94,11 +94,16 @@ def symbol(name: str, fancy: bool) -> str:
 RULE = "=" * 60
 
 
-def render_failure(failure: Failure, attempt: int = 1, fancy: bool | None = None) -> str:
-    """The seed's FAILURE ANALYSIS block."""
+def attempt_title(title: str, attempt: int | None) -> str:
+    """``FAILURE ANALYSIS - ATTEMPT 2``; a plain check or bench is no attempt and says only the title."""
+    return f"{title} - ATTEMPT {attempt}" if attempt else title
+
+
+def render_failure(failure: Failure, attempt: int | None = None, fancy: bool | None = None) -> str:
+    """The seed's FAILURE ANALYSIS block (of attempt ``attempt``, when it is one)."""
     fancy = use_symbols() if fancy is None else fancy
     where = f" (line {failure.line})" if failure.line else ""
-    lines = [RULE, f"FAILURE ANALYSIS - ATTEMPT {attempt}", RULE,
+    lines = [RULE, attempt_title("FAILURE ANALYSIS", attempt), RULE,
              f"{symbol('fail', fancy)} FAILURE: {failure.category} in the {failure.implementation} implementation",
              f"{symbol('look', fancy)} FAILURE POINT:",
              f"- Implementation: {failure.implementation}",
@@ -111,16 +116,26 @@ def render_failure(failure: Failure, attempt: int = 1, fancy: bool | None = None
     return "\n".join(lines)
 
 
-def render_check(verdict: Verdict, attempt: int = 1, fancy: bool | None = None) -> str:
+def render_input_sets(verdict: Verdict, fancy: bool | None = None) -> list[str]:
+    """One line per input set the check ran: its error against the reference and the tolerance, or a note."""
+    fancy = use_symbols() if fancy is None else fancy
+    lines = []
+    for c in verdict.checks:
+        mark = symbol("ok", fancy) if c.get("passed") else symbol("fail", fancy)
+        if c.get("rel_err") is not None:
+            detail = f"rel err {c['rel_err']:.2e} (tol {c['tolerance']:.2e}), max abs err {c['max_abs_err']:.2e}"
+        else:
+            detail = c.get("note") or ("" if c.get("passed") else "failed: see the analysis")
+        lines.append(f"  {mark} {c['label']:<34} {detail}")
+    return lines
+
+
+def render_check(verdict: Verdict, attempt: int | None = None, fancy: bool | None = None) -> str:
     """A check's text report: one line per input set, then the verdict or the failure analysis."""
     fancy = use_symbols() if fancy is None else fancy
     lines = [f"Checked {verdict.file} on {verdict.device}"
              + (f" against task {verdict.task_id}" if verdict.task_id else "") + f" ({verdict.seconds:.1f} s)"]
-    for c in verdict.checks:
-        mark = symbol("ok", fancy) if c.get("passed") else symbol("fail", fancy)
-        detail = (f"rel err {c['rel_err']:.2e} (tol {c['tolerance']:.2e}), max abs err {c['max_abs_err']:.2e}"
-                  if c.get("rel_err") is not None else c.get("note", ""))
-        lines.append(f"  {mark} {c['label']:<34} {detail}")
+    lines += render_input_sets(verdict, fancy)
     if verdict.passed:
         lines.append(f"{symbol('done', fancy)} PASS: the Triton kernel matches the reference on every input set")
     else:
