@@ -89,3 +89,28 @@ def test_task_in_json_says_so(tmp_path, json_word, python_word):
     assert f"TASK is JSON ({json_word}), not Python: write {python_word}" in problem.message
     assert problem.line == kf.text.splitlines().index(next(ln for ln in kf.text.splitlines()
                                                            if ln.startswith("TASK = "))) + 1
+
+
+def test_a_generated_file_run_on_its_own_says_what_to_do_without_a_gpu_and_exits_non_zero(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from fusionforge.implement import generate
+    from fusionforge.tasks import TaskGenerator
+
+    path = tmp_path / "001_fused_kernels.py"
+    source = generate(TaskGenerator().generate(3))
+    path.write_text(source)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1 and "TRITON_INTERPRET=1 python" in done.stderr
+    interpreted = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                                 env=env | {"TRITON_INTERPRET": "1"}, timeout=300)
+    assert interpreted.returncode == 0 and "SUCCESS: Both implementations" in interpreted.stdout
+    wrong = tmp_path / "002_fused_kernels.py"  # a wrapper returning zeros: the report fails it, and so does the exit
+    wrong.write_text(source.replace("def fused_kernel_triton_wrapper(", "def fused_kernel_triton_wrapper(*args):\n"
+                                    "    return args[0] * 0\n\n\ndef _unused_wrapper("))
+    failed = subprocess.run([sys.executable, str(wrong)], capture_output=True, text=True,
+                            env=env | {"TRITON_INTERPRET": "1"}, timeout=300)
+    assert failed.returncode == 1 and "FAILED" in failed.stdout
