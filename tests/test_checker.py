@@ -201,3 +201,24 @@ def test_an_empty_file_says_so(tmp_path, capsys):
     path.write_text("")
     assert main(["check", str(path), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["failure"]["message"] == "the file is empty"
+
+
+def test_a_childs_result_is_refused_unless_its_seal_holds(tmp_path):
+    import secrets
+
+    import torch
+
+    from fusionforge.verify.sandbox import RESULT, Seal, unseal
+
+    key = secrets.token_bytes(32)
+    torch.save(torch.ones(3), tmp_path / "triton_0.pt")
+    Seal(key).write(tmp_path, {"sets": [{"label": "a"}]})
+    assert unseal(tmp_path, key) == ({"sets": [{"label": "a"}]}, None)
+    assert unseal(tmp_path, secrets.token_bytes(32))[1].startswith("the result file was written by something other")
+    torch.save(torch.zeros(3), tmp_path / "triton_0.pt")  # an output swapped after the seal
+    assert "triton_0.pt was changed" in unseal(tmp_path, key)[1]
+    Seal(key).write(tmp_path, {"sets": []})
+    (tmp_path / "extra.pt").write_bytes(b"")
+    assert "added or removed" in unseal(tmp_path, key)[1]
+    (tmp_path / RESULT).write_text('{"sets": [], "import_error": null}')  # written by the file itself
+    assert unseal(tmp_path, key)[1] == "the result file is not the one the checker's child writes"

@@ -24,7 +24,7 @@ from fusionforge import kernelfile
 from fusionforge.bench import roofline
 from fusionforge.bench.gate import DeviceGate
 from fusionforge.tasks import FusionTask
-from fusionforge.verify import Failure, Verdict, check_file
+from fusionforge.verify import Failure, Verdict, analysis, check_file
 from fusionforge.verify.checker import default_device, input_sets
 from fusionforge.verify.sandbox import run_child
 from fusionforge.verify.verdict import RULE, attempt_title, render_failure, render_input_sets, symbol, use_symbols
@@ -170,6 +170,9 @@ def time_checked(verdict: Verdict, path: str | Path, task: FusionTask | None = N
                                  "The benchmark process could not time the file.",
                                  "Run `fusionforge bench` again; if it fails again, report it with the file.")
         return result
+    if "forged" in raw:
+        result.failure = analysis.provenance_failure({"kind": "forged", "detail": raw["forged"]}, "timing")
+        return result
     result = judge(result, raw, task, roofline.device_rates())
     result.context["timing_child_seconds"] = round(child_seconds, 3)
     if result.roofline.get("floor_wrong"):
@@ -185,7 +188,7 @@ def warm(path: str | Path, task: FusionTask | None = None, timeout: float = 300.
     GPU; True when the run completed.
     """
     raw, _, _ = _timing_child(path, task or _task_of(path), timeout, warm_only=True)
-    return raw is not None
+    return raw is not None and "forged" not in raw
 
 
 def _task_of(path: str | Path) -> FusionTask | None:

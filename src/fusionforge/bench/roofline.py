@@ -115,8 +115,8 @@ def _measure_in_child() -> tuple[dict | None, list[int] | None, str]:
     with tempfile.TemporaryDirectory(prefix="fusionforge-rates-") as scratch:
         raw, returncode, tail = run_child("fusionforge.bench.roofline", {"out_dir": scratch}, Path(scratch), "cuda",
                                           MEASURE_TIMEOUT)
-    if raw is None:
-        last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
+    if raw is None or "forged" in raw:
+        last = raw["forged"] if raw else tail.strip().splitlines()[-1] if tail.strip() else "no output"
         return None, None, f"the measurement failed (exit {returncode}): {last}"
     return raw["samples"], raw["others"], ""
 
@@ -178,10 +178,13 @@ def floor_ms(nbytes: float, flops: float, dtype: str, rates: dict) -> float:
 
 def main(request_path: str) -> int:
     """The measuring child: the samples, and which processes hold the GPU once they are taken."""
+    from fusionforge.verify.sandbox import Seal
+
+    seal = Seal()
     request = json.loads(Path(request_path).read_text())
     samples = measure_samples()
     others = [pid for pid in gpu_processes() or [] if pid != os.getpid()]
-    (Path(request["out_dir"]) / "result.json").write_text(json.dumps({"samples": samples, "others": others}))
+    seal.write(Path(request["out_dir"]), {"samples": samples, "others": others})
     return 0
 
 

@@ -48,6 +48,7 @@ import torch  # noqa: E402
 from fusionforge.verify.checker import compare  # noqa: E402
 from fusionforge.verify.hostguard import StackWatch  # noqa: E402
 from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
+from fusionforge.verify.sandbox import Seal  # noqa: E402
 
 MIN_CALLS = 100
 MIN_SECONDS = 1.0
@@ -138,6 +139,7 @@ def verify_call(out, eager_out, inputs: list, reference, dtype) -> dict:
 
 
 def main(request_path: str) -> int:
+    seal = Seal()
     request = json.loads(Path(request_path).read_text())
     out_dir = Path(request["out_dir"])
     result: dict = {}
@@ -197,7 +199,7 @@ def main(request_path: str) -> int:
                     break
         if request.get("warm_only"):
             phase("done")
-            (out_dir / "result.json").write_text(json.dumps({"warm_only": True, **result, "phases": PHASES}))
+            seal.write(out_dir, {"warm_only": True, **result, "phases": PHASES})
             return 0
 
         before = len(monitor.launches)
@@ -292,7 +294,7 @@ def main(request_path: str) -> int:
     })
     phase("done")
     result["phases"] = PHASES
-    (out_dir / "result.json").write_text(json.dumps(result))
+    seal.write(out_dir, result)
     return 0
 
 

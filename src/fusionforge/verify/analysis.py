@@ -292,6 +292,9 @@ PROVENANCE = {
     "stack": ("the file walks the interpreter's stack (sys._getframe, inspect.currentframe, a traceback's or "
               "generator's frame, a tracer): the checker's own objects are on that stack, one f_back away",
               "Use no frames, tracers or profilers; the wrapper needs only its arguments."),
+    "forged": ("the verdict's evidence did not come from the checker: the result file was written or changed by "
+               "the file's own code (the checker's child seals what it writes with a key the file never sees)",
+               "Leave the checker's files alone: compute the output in the kernel and return it."),
     "left_trace": ("the wrapper disables the dispatch modes the checker traces it with, so the work done there is "
                    "hidden",
                    "Remove the mode manipulation; do the work in the kernels."),

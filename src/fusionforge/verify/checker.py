@@ -431,6 +431,8 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
             failure = _memcheck_failure(report, launches, path)
             if failure is not None:
                 return done(failure)
+        if result is not None and "forged" in result:
+            return done(analysis.provenance_failure({"kind": "forged", "detail": result["forged"]}, None))
         if returncode is None:
             return done(analysis.timeout_failure(timeout))
         if result is None:

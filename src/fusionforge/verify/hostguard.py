@@ -16,7 +16,9 @@ caught by what it did: bytes no traced op or launch wrote (``ledger.py``).
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,13 +40,27 @@ def stack_access(event: str, args: tuple) -> str | None:
 
 
 PACKAGE = str(Path(__file__).resolve().parents[1])  # fusionforge itself: its frames are the checker's
+LIBRARIES = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})  # where the installed modules live
+STARTED = time.time()
+
+
+def _library_import(frame) -> bool:
+    """A frame running the body of an installed module (a lazy import inside torch, typing and the like),
+    from a file that was there before this process started."""
+    name = frame.f_code.co_filename
+    if frame.f_code.co_name != "<module>" or not name.startswith(LIBRARIES):
+        return False
+    try:
+        return os.stat(name).st_mtime < STARTED
+    except OSError:
+        return False
 
 
 class FileFrames:
     """Whether the code that raised an audit event is the candidate file's: the nearest frame above the event
-    that is either the file's or fusionforge's decides (a library such as inspect or typing walking the
-    stack for its caller counts as whoever called it; a lazy import inside the checker's own hooks is the
-    checker's)."""
+    that is the file's, fusionforge's or the body of an installed module being imported decides (a library
+    such as inspect or typing walking the stack for its caller counts as whoever called it; a lazy import
+    inside torch is torch's)."""
 
     def __init__(self) -> None:
         self.file: str | None = None  # the candidate's path, as its code objects name it
@@ -60,7 +76,7 @@ class FileFrames:
                 name = frame.f_code.co_filename
                 if name == self.file:
                     return True
-                if name.startswith(PACKAGE):
+                if name.startswith(PACKAGE) or _library_import(frame):
                     return False
                 frame = frame.f_back
             return False

@@ -42,6 +42,7 @@ from fusionforge.verify.launches import LaunchMonitor
 from fusionforge.verify.ledger import HOST_DATA, HOST_READS, Ledger, describe
 from fusionforge.verify.memcheck import LAUNCH_LOG, LaunchLog
 from fusionforge.verify.policy import ALLOCATING_OPS, ALLOWED_OPS, POISON
+from fusionforge.verify.sandbox import Seal
 
 
 class WrapperWatch(TorchDispatchMode):
@@ -236,13 +237,14 @@ def call_key(inputs: list) -> str:
 
 
 def main(request_path: str) -> int:
+    seal = Seal()
     request = json.loads(Path(request_path).read_text())
     out_dir = Path(request["out_dir"])
     device = request["device"]
     result: dict = {"sets": [], "import_error": None}
 
     def finish() -> int:
-        (out_dir / "result.json").write_text(json.dumps(result))
+        seal.write(out_dir, result)
         return 0
 
     if os.environ.get("TRITON_INTERPRET") == "1":

@@ -1,9 +1,20 @@
-"""Running candidate code in a child process: its own process group, a timeout, captured output."""
+"""Running candidate code in a child process: its own process group, a timeout, captured output, and a
+sealed result.
+
+The child's result is sealed (``Seal``): the parent hands the child a fresh key on its stdin, which the
+child reads before any candidate code runs; the child writes ``result.json`` as its result and the
+SHA-256 of each output file, under an HMAC with that key. The parent refuses a result whose MAC or files
+do not match: one written by the candidate itself (a file that writes result.json and exits) or changed
+after the child's own code wrote it.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -13,6 +24,9 @@ from pathlib import Path
 OUTPUT_CAP = 16 * 1024  # bytes of the candidate's stdout/stderr kept
 SANITIZER_EXIT = 86  # compute-sanitizer's exit code when it found errors (the child itself ended normally)
 ERROR_EXITS = (SANITIZER_EXIT,)
+
+RESULT = "result.json"
+OUTPUTS = "*.pt"  # the output files a child leaves for its parent, sealed with the result
 
 _running: set[int] = set()  # process groups of the children alive now (several threads may run children)
 _running_lock = threading.Lock()
@@ -34,6 +48,50 @@ def kill_running() -> int:
     return len(groups)
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Seal:
+    """The child's side of the seal: the parent's key, read from stdin before any candidate code runs, and
+    the C function that signs with it, both bound here (a file cannot swap them or reach this object without
+    a stack walk or a gc scan, which the guard refuses)."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        import _hashlib
+
+        if key is None:
+            key = bytes.fromhex(sys.stdin.buffer.readline().decode().strip())
+            sys.stdin.close()
+        self._key = key
+        self._sign = _hashlib.hmac_digest
+
+    def write(self, out_dir: Path, result: dict) -> None:
+        """``result.json``: the result and the SHA-256 of every output file, under an HMAC."""
+        body = json.dumps({"result": result, "files": {p.name: _digest(p) for p in sorted(out_dir.glob(OUTPUTS))}})
+        mac = self._sign(self._key, body.encode(), "sha256").hex()
+        (out_dir / RESULT).write_text(json.dumps({"body": body, "mac": mac}))
+
+
+def unseal(out_dir: Path, key: bytes) -> tuple[dict | None, str | None]:
+    """The parent's side: (the child's result, None), or (None, why the seal does not hold)."""
+    try:
+        sealed = json.loads((out_dir / RESULT).read_text())
+        body, mac = sealed["body"], sealed["mac"]
+    except (ValueError, KeyError, TypeError):
+        return None, "the result file is not the one the checker's child writes"
+    if not hmac.compare_digest(hmac.new(key, body.encode(), "sha256").hexdigest(), str(mac)):
+        return None, "the result file was written by something other than the checker's child (its seal is wrong)"
+    payload = json.loads(body)
+    files = {p.name: p for p in out_dir.glob(OUTPUTS)}
+    if set(files) != set(payload["files"]):
+        return None, "output files were added or removed after the checker's child sealed its result"
+    changed = [name for name, digest in payload["files"].items() if _digest(files[name]) != digest]
+    if changed:
+        return None, f"{changed[0]} was changed after the checker's child sealed its result"
+    return payload["result"], None
+
+
 def _tail(path: Path) -> str:
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
@@ -46,8 +104,9 @@ def run_child(module: str, request: dict, scratch: Path, device: str, timeout: f
               prefix: list[str] | None = None, env_extra: dict | None = None) -> tuple[dict | None, int | None, str]:
     """Run ``python -m module REQUEST`` in a fresh process group; (result, returncode or None on timeout, tail).
 
-    The child writes ``result.json`` into ``scratch``; the whole group is killed when it ends or times out.
-    ``prefix`` runs it under another program (compute-sanitizer), with ``env_extra`` set.
+    The child seals ``result.json`` in ``scratch`` with the key written to its stdin (``Seal``); a result
+    whose seal does not hold comes back as ``{"forged": why}``. The whole group is killed when it ends or
+    times out. ``prefix`` runs it under another program (compute-sanitizer), with ``env_extra`` set.
     """
     request_path = scratch / "request.json"
     request_path.write_text(json.dumps(request))
@@ -61,12 +120,18 @@ def run_child(module: str, request: dict, scratch: Path, device: str, timeout: f
     env.update(env_extra or {})
     log = scratch / "output.log"
     with open(log, "wb") as out:
+        key = secrets.token_bytes(32)
         proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", module, str(request_path)],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env,
                                 cwd=scratch, start_new_session=True)
         with _running_lock:
             _running.add(proc.pid)
         try:
+            try:
+                proc.stdin.write(key.hex().encode() + b"\n")
+                proc.stdin.close()
+            except BrokenPipeError:  # the child is already gone; its exit code says why
+                pass
             returncode = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             returncode = None
@@ -78,6 +143,9 @@ def run_child(module: str, request: dict, scratch: Path, device: str, timeout: f
             with _running_lock:
                 _running.discard(proc.pid)  # before the wait reaps it: its id may then be reused
             proc.wait()
-    result_path = scratch / "result.json"
-    result = json.loads(result_path.read_text()) if returncode in (0, *ERROR_EXITS) and result_path.exists() else None
+    result = None
+    if returncode in (0, *ERROR_EXITS) and (scratch / RESULT).exists():
+        result, forged = unseal(scratch, key)
+        if forged is not None:
+            result = {"forged": forged}
     return result, returncode, _tail(log)
