@@ -1,7 +1,6 @@
 """The built-in code generator: deterministic, seed-format files that pass the checker."""
 
 import ast
-import importlib.util
 import os
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from fusionforge.implement.codegen import (
     variant_of,
     variants,
 )
-from fusionforge.kernelfile import next_free_path, parse
+from fusionforge.kernelfile import load_module, next_free_path, parse
 from fusionforge.ops import Family
 from fusionforge.tasks import FusionTask, TaskGenerator
 from fusionforge.verify import check_file
@@ -344,20 +343,12 @@ def test_fp32_matmul_variants_keep_fp32_accuracy():
     assert variant_of(retry) == "tiled" and 'input_precision="ieee"' in retry
 
 
-def _load_module(path: Path):
-    """The Python file at ``path`` (a generated kernel file, a benchmark script), imported as a module."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_row_plan_times_warps_only_where_no_count_wins_everywhere(tmp_path):
     """The row kernel's autotuner sees 1, 2 and 4 warps up to 1024 lanes, 4 and 8 at 2048 and 4096, 4, 8 and 16
     at 8192, one count above; Triton's interpreter gets one config and so never times anything."""
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(generate(GEN.generate(3, ops="square,mean,sqrt")))
-    module = _load_module(path)
+    module = load_module(path)
     configs = [triton.Config({}, num_warps=warps) for warps in (1, 2, 4, 8, 16)]
     chosen = {block: [c.num_warps for c in module.row_configs(configs, {}, BLOCK_N=block)]
               for block in (128, 1024, 2048, 4096, 8192, 16384)}
@@ -372,7 +363,7 @@ def test_looped_rows_take_the_widest_slice_that_divides_them(tmp_path, monkeypat
     row, else 4096 on 8; 256 in the interpreter."""
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(generate(_with_long_rows(GEN.generate(7, dtype="float16", ops=ops))))
-    module = _load_module(path)
+    module = load_module(path)
     monkeypatch.setattr(module, "DEVICE", "cpu")
     assert module.row_slices(32768) == (256, 8)
     monkeypatch.setattr(module, "DEVICE", "cuda")
@@ -394,7 +385,7 @@ def test_group_norm_tiles_fit_channels_and_positions(tmp_path, n_cols, group_cha
     assert "cols //" not in source and "[:, None]" in source
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(source)
-    module = _load_module(path)
+    module = load_module(path)
     args = {"n_cols": n_cols, "n_chan": group_chans * groups, "TILE": tile}
     args["BLOCK_N"] = module.tile_width(args)
     assert (module.tile_channels(args), args["BLOCK_N"]) == expected
@@ -446,7 +437,7 @@ def test_implement_writes_the_next_free_number(tmp_path, capsys, monkeypatch):
 
 
 def _anchor_tasks():
-    return _load_module(Path(__file__).parents[1] / "benchmarks" / "anchor_tasks.py").anchor_tasks()
+    return load_module(Path(__file__).parents[1] / "benchmarks" / "anchor_tasks.py").anchor_tasks()
 
 
 ANCHOR_TASKS = _anchor_tasks()
