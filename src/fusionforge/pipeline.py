@@ -30,8 +30,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fusionforge.atomic import write_json, write_text
 from fusionforge.bench import BenchResult, DeviceGate, bench_file, bench_files, render_report
-from fusionforge.dataset import Dataset, make_record, now, write_json, write_text
+from fusionforge.dataset import Dataset, make_record, now
 from fusionforge.implement.base import Implementation, Implementer, PastAttempt
 from fusionforge.kernelfile import next_free_path
 from fusionforge.tasks import FusionTask, TaskGenerator
