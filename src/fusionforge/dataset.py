@@ -22,10 +22,9 @@ import tokenize
 from collections import defaultdict
 from pathlib import Path
 
-from fusionforge import ops as catalog
 from fusionforge.atomic import append_line, write_json, write_text  # noqa: F401 - write_json: for implement/agent.py
 from fusionforge.kernelfile import next_free_path
-from fusionforge.tasks import FusionTask
+from fusionforge.tasks import FusionTask, classify
 
 INDEX = "index.jsonl"
 LOCK = ".lock"
@@ -48,16 +47,6 @@ def code_hash(source: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def family_of(ops: list[str]) -> str:
-    """The op family that shapes the kernel: matmul root, else reduction/norm (one that reduces: an
-    inference batch norm is a per-channel affine map), else pointwise."""
-    if catalog.get(ops[0]).family is catalog.Family.MATMUL:
-        return "matmul"
-    if any(catalog.reduces(catalog.get(op)) for op in ops):
-        return "reduction"
-    return "pointwise"
-
-
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -74,7 +63,7 @@ def make_record(task: FusionTask, source: str, result, implementer: str, model: 
     ops = [s.op for s in task.steps]
     return {
         "id": f"{task.id}-{code_hash(source)[:8]}", "file": None, "task": task.to_dict(),
-        "description": task.description, "ops": ops, "family": family_of(ops), "dtype": task.dtype,
+        "description": task.description, "ops": ops, "family": classify(ops).family, "dtype": task.dtype,
         "shapes": task.shapes,
         "signature": task.signature, "implementer": implementer, "model": model, "attempts": attempt,
         "run": run, "usage": usage or {}, "checks": checks, "check_device": result.check.device,
