@@ -261,7 +261,7 @@ _TEST_3D = [dict(B=(2, 3), M=(5, 7, 11), N=(97, 131), K=(29, 37)),
             dict(B=(1, 3), M=(3, 13), N=(300, 500), K=(67, 97))]
 # Rows longer than LONG_ROW values are more than a kernel holds in registers (64 KB of fp32), so kernels walk
 # them in slices. A task whose rows are that long at its bench shape gets a fourth test shape with rows of
-# LONG_TEST_ROW values or more (a prime): the lopsided shape's (one batch), N stretched, so the walk runs there.
+# LONG_TEST_ROW values or more (a prime), so that the walk runs there too (_long_rows).
 LONG_ROW, LONG_TEST_ROW = 16384, 20011
 # Bench shapes: the free dims; the leading dim (M in 2D, B in 3D) grows until the bench floor is met.
 _BENCH_2D = [dict(N=n) for n in (1024, 2048, 3072, 4096, 5120, 8192)]
@@ -278,7 +278,6 @@ def _round_up(value: int, multiple: int) -> int:
 # The generator
 # --------------------------------------------------------------------------------------------------
 
-_POINTWISE = [op for op in catalog.CATALOG.values() if op.family in (Family.UNARY, Family.BINARY)]
 _UNARY = [op for op in catalog.CATALOG.values() if op.family is Family.UNARY]
 _BINARY = [op for op in catalog.CATALOG.values() if op.family is Family.BINARY]
 _ROW_OPS = [op for op in catalog.CATALOG.values() if op.family in (Family.REDUCTION, Family.NORM)]
@@ -426,9 +425,7 @@ class TaskGenerator:
                           output_shape=list(shape), shapes={"test": test, "bench": []})
         task.shapes["bench"] = [_bench_dims(task, rank, root, rng, channel, groups)]
         if longest_row(task, task.shapes["bench"]) > LONG_ROW:
-            long_rows = {**test[-1], **({"B": 1} if dims_rank == 3 else {}),
-                         "N": LONG_TEST_ROW * (groups if dims_rank == 2 else 1)}
-            task.shapes["test"].append({k: long_rows[k] for k in DIM_ORDER if k in long_rows})
+            task.shapes["test"].append(_long_rows(task, test[-1], groups))
         task.description = describe(task)
         task.signature = signature(task)
         task.id = "ff-" + hashlib.sha256(task.signature.encode()).hexdigest()[:12]
@@ -488,6 +485,19 @@ def longest_row(task: FusionTask, shapes: list[dict[str, int]]) -> int:
     rank = len(task.inputs[0].shape)
     return max((row_length(step, rank, dims) for step in task.steps
                 if catalog.get(step.op).family in (Family.REDUCTION, Family.NORM) for dims in shapes), default=0)
+
+
+def _long_rows(task: FusionTask, lopsided: dict[str, int], groups: int) -> dict[str, int]:
+    """The lopsided test shape (one batch) with rows of LONG_TEST_ROW values or more. A 3D group norm's rows are
+    a group's channels by N: they grow by channels, so a matmul before it stays small; other rows grow along the
+    last dimension (a 2D group norm's by G times as much: its rows are N / G)."""
+    rank = len(task.inputs[0].shape)
+    dims = {**lopsided, **({"B": 1} if rank == 3 else {})}
+    if rank == 3 and any(step.op == "group_norm" for step in task.steps):
+        dims["M"] = groups * -(-LONG_TEST_ROW // dims["N"])
+    else:
+        dims["N"] = LONG_TEST_ROW * (groups if rank == 2 else 1)
+    return dims
 
 
 def _sample_params(op: Op, fixed: dict, rng: random.Random) -> dict[str, Any]:
