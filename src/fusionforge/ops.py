@@ -176,7 +176,7 @@ def helpers_of(op: Op, dtype: str = "float32") -> list[str]:
     """The TRITON_HELPERS an op's Triton form at ``dtype`` needs (those it calls and theirs), in definition order."""
     needed, pending = set(), [op.triton_form(dtype) or ""]
     while pending:
-        code = pending.pop()
+        code = re.sub(r'"""(.|\n)*?"""', "", pending.pop())  # calls, not the words of a docstring
         for name, helper in TRITON_HELPERS.items():
             if name not in needed and re.search(rf"(?<![\w.]){name}\(", code):
                 needed.add(name)
@@ -342,8 +342,6 @@ MATMUL_OPS = [
 
 CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + UNARY_OPS + BINARY_OPS + REDUCTION_OPS + NORM_OPS}
 
-# Channel normalizations see PyTorch's (N, C, *) layout: the channel is dim 1.
-CHANNEL_NORMS = ("group_norm", "batch_norm", "instance_norm")
 # Inference batch norm applies running statistics: a per-channel affine map that reduces nothing.
 AFFINE_NORMS = ("batch_norm",)
 
