@@ -113,10 +113,7 @@ KEEPDIM = Param("keepdim", (False, True))
 # tl.log where they can: it is libdevice's logf, about 40 PTX instructions, where tl.exp is one ex2.approx.
 # The *_16bit helpers serve float16 and bfloat16 tasks (Op.triton_16bit): errors far inside 8 or 11 bits
 # of mantissa for a fraction of libdevice's cost (its sinf and cosf are 100 PTX instructions each, sin_16bit
-# about 25); their coefficients are least-squares fits. A/B on the H100 (benchmarks/results/ab_h100/
-# round5_16bit_forms.txt): chains with sin or cos 0.89x-1.01x the time. Such forms for log (a polynomial
-# after splitting off the exponent), softplus and logsigmoid (through it) and erf (through
-# normal_cdf_16bit) gained nothing (0.96x-1.23x, 0.99x in geometric mean) and were left out.
+# about 25); their coefficients are least-squares fits. Which forms were kept, and why: docs/tuning.md#16-bit-forms.
 TRITON_HELPERS = {
     "log1p": '''@triton.jit
 def log1p(e):
