@@ -22,7 +22,7 @@ import tokenize
 from collections import defaultdict
 from pathlib import Path
 
-from fusionforge.atomic import append_line, write_json, write_text  # noqa: F401 - write_json: for implement/agent.py
+from fusionforge.atomic import append_line, write_text
 from fusionforge.kernelfile import next_free_path
 from fusionforge.tasks import FusionTask, classify
 

@@ -1,4 +1,4 @@
-"""Fused Kernels: 1 / (|x| + 0.5) -> celu(alpha=2.0) -> selu (float16)"""
+"""Fused Kernels: 1 / (|h| + 0.5) -> celu(alpha=2.0) -> selu (float16)"""
 import torch
 import torch.nn.functional as F
 import triton
@@ -12,7 +12,7 @@ TASK = {
     'seed': 5,
     'difficulty': 'easy',
     'dtype': 'float16',
-    'description': '1 / (|x| + 0.5) -> celu(alpha=2.0) -> selu (float16)',
+    'description': '1 / (|h| + 0.5) -> celu(alpha=2.0) -> selu (float16)',
     'signature': 'float16|r2|reciprocal(shift=0.5)>celu(alpha=2.0)>selu',
     'ops': [{'op': 'reciprocal', 'params': {'shift': 0.5}, 'inputs': []},
             {'op': 'celu', 'params': {'alpha': 2.0}, 'inputs': []}, {'op': 'selu', 'params': {}, 'inputs': []}],
@@ -25,7 +25,7 @@ TASK = {
 
 
 def fused_kernel_pytorch(x):
-    """1 / (|x| + 0.5) -> celu(alpha=2.0) -> selu (float16)"""
+    """1 / (|h| + 0.5) -> celu(alpha=2.0) -> selu (float16)"""
     h = torch.reciprocal(torch.abs(x) + 0.5)
     h = F.celu(h, alpha=2.0)
     h = F.selu(h)
@@ -35,7 +35,7 @@ def fused_kernel_pytorch(x):
 # <TRITON>
 @triton.jit
 def fused_kernel_triton(x_ptr, out_ptr, n_elements, BLOCK_SIZE: tl.constexpr):
-    """1 / (|x| + 0.5) -> celu(alpha=2.0) -> selu: elementwise over x [M, N] flattened, BLOCK_SIZE elements a program.
+    """1 / (|h| + 0.5) -> celu(alpha=2.0) -> selu: elementwise over x [M, N] flattened, BLOCK_SIZE elements a program.
 
     Full-tensor operands are read at the same offsets, scalars are arguments; fp32 math, one cast on store.
     """
@@ -43,7 +43,7 @@ def fused_kernel_triton(x_ptr, out_ptr, n_elements, BLOCK_SIZE: tl.constexpr):
     offsets = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)  # [BLOCK_SIZE]
     mask = offsets < n_elements
     h = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-    # 1. 1 / (|x| + 0.5): 1 / (|x| + shift)
+    # 1. 1 / (|h| + 0.5): 1 / (|x| + shift)
     h = 1.0 / (tl.abs(h) + 0.5)
     # 2. celu(alpha=2.0): x if x > 0 else alpha (exp(x / alpha) - 1)
     h = tl.where(h > 0.0, h, 2.0 * (tl.exp(h / 2.0) - 1.0))
@@ -94,6 +94,11 @@ def test_performance(pytorch_func, triton_func, inputs, num_runs=50):
 # </TEST>
 
 if __name__ == '__main__':
+    import os
+    import sys
+
+    if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit(f"No CUDA GPU here: run TRITON_INTERPRET=1 python {sys.argv[0]} (Triton's interpreter on the CPU)")
     ATTEMPT = 1
     NUM_RUNS = 50
     print(f"=== ATTEMPT {ATTEMPT}: {__doc__.split(':', 1)[1].strip()} ===")
@@ -128,3 +133,4 @@ if __name__ == '__main__':
             verdict = f"{ratio:.2f}x FASTER" if ratio > 1 else f"{1 / ratio:.2f}x SLOWER"
             print(f"\n\U0001f3c6 RESULT: Triton is {verdict} than PyTorch")
         print("\n\u2705 SUCCESS: Both implementations completed successfully!")
+    sys.exit(1 if errors else 0)

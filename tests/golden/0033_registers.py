@@ -1,4 +1,4 @@
-"""Fused Kernels: mul a per-row vector -> softsign -> layer_norm over the last dim (affine) -> log(|x| + 1.0) (float32)"""
+"""Fused Kernels: mul a per-row vector -> softsign -> layer_norm over the last dim (affine) -> log(|h| + 1.0) (float32)"""
 import torch
 import torch.nn.functional as F
 import triton
@@ -12,7 +12,7 @@ TASK = {
     'seed': 33,
     'difficulty': 'medium',
     'dtype': 'float32',
-    'description': 'mul a per-row vector -> softsign -> layer_norm over the last dim (affine) -> log(|x| + 1.0) (float32)',
+    'description': 'mul a per-row vector -> softsign -> layer_norm over the last dim (affine) -> log(|h| + 1.0) (float32)',
     'signature': 'float32|r3|mul(operand=row)>softsign>layer_norm(eps=1e-05)>log(shift=1.0)',
     'ops': [{'op': 'mul', 'params': {'operand': 'row'}, 'inputs': ['rowvec0']},
             {'op': 'softsign', 'params': {}, 'inputs': []},
@@ -33,7 +33,7 @@ TASK = {
 
 
 def fused_kernel_pytorch(x, rowvec0, gamma2, beta2):
-    """mul a per-row vector -> softsign -> layer_norm over the last dim (affine) -> log(|x| + 1.0) (float32)"""
+    """mul a per-row vector -> softsign -> layer_norm over the last dim (affine) -> log(|h| + 1.0) (float32)"""
     h = x * rowvec0.unsqueeze(-1)
     h = F.softsign(h)
     h = F.layer_norm(h, h.shape[-1:], gamma2, beta2, eps=1e-05)
@@ -58,7 +58,7 @@ def row_warps(configs, named_args, **kwargs):
 @triton.autotune(configs=row_configs(), key=["row_len"], prune_configs_by={"early_config_prune": row_warps})
 @triton.jit
 def fused_kernel_triton(x_ptr, rowvec0_ptr, gamma2_ptr, beta2_ptr, out_ptr, row_len, BLOCK_N: tl.constexpr):
-    """mul a per-row vector -> softsign -> layer_norm over the last dim (affine) -> log(|x| + 1.0); x [B, M, N].
+    """mul a per-row vector -> softsign -> layer_norm over the last dim (affine) -> log(|h| + 1.0); x [B, M, N].
 
     One row of the last dimension per program, held in registers (BLOCK_N lanes, masked); fp32 math, one cast on store.
     """
@@ -78,7 +78,7 @@ def fused_kernel_triton(x_ptr, rowvec0_ptr, gamma2_ptr, beta2_ptr, out_ptr, row_
     centered = tl.where(mask, h - row_mean, 0.0)
     h = centered * tl.rsqrt(tl.sum(centered * centered, axis=0) / row_len + 1e-05)
     h = h * gamma + beta
-    # 4. log(|x| + 1.0): log(|x| + shift)
+    # 4. log(|h| + 1.0): log(|x| + shift)
     h = tl.log(tl.abs(h) + 1.0)
     tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -130,6 +130,11 @@ def test_performance(pytorch_func, triton_func, inputs, num_runs=50):
 # </TEST>
 
 if __name__ == '__main__':
+    import os
+    import sys
+
+    if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit(f"No CUDA GPU here: run TRITON_INTERPRET=1 python {sys.argv[0]} (Triton's interpreter on the CPU)")
     ATTEMPT = 1
     NUM_RUNS = 50
     print(f"=== ATTEMPT {ATTEMPT}: {__doc__.split(':', 1)[1].strip()} ===")
@@ -164,3 +169,4 @@ if __name__ == '__main__':
             verdict = f"{ratio:.2f}x FASTER" if ratio > 1 else f"{1 / ratio:.2f}x SLOWER"
             print(f"\n\U0001f3c6 RESULT: Triton is {verdict} than PyTorch")
         print("\n\u2705 SUCCESS: Both implementations completed successfully!")
+    sys.exit(1 if errors else 0)

@@ -1,4 +1,4 @@
-"""Fused Kernels: 1 / (|x| + 0.5) -> var over the last dim -> neg (bfloat16)"""
+"""Fused Kernels: 1 / (|h| + 0.5) -> var over the last dim -> neg (bfloat16)"""
 import torch
 import torch.nn.functional as F
 import triton
@@ -12,7 +12,7 @@ TASK = {
     'seed': 67,
     'difficulty': 'medium',
     'dtype': 'bfloat16',
-    'description': '1 / (|x| + 0.5) -> var over the last dim -> neg (bfloat16)',
+    'description': '1 / (|h| + 0.5) -> var over the last dim -> neg (bfloat16)',
     'signature': 'bfloat16|r3|reciprocal(shift=0.5)>var(correction=1,keepdim=False)>neg',
     'ops': [{'op': 'reciprocal', 'params': {'shift': 0.5}, 'inputs': []},
             {'op': 'var', 'params': {'correction': 1, 'keepdim': False}, 'inputs': []},
@@ -26,7 +26,7 @@ TASK = {
 
 
 def fused_kernel_pytorch(x):
-    """1 / (|x| + 0.5) -> var over the last dim -> neg (bfloat16)"""
+    """1 / (|h| + 0.5) -> var over the last dim -> neg (bfloat16)"""
     h = torch.reciprocal(torch.abs(x) + 0.5)
     h = torch.var(h, dim=-1, keepdim=False, correction=1)
     h = torch.neg(h)
@@ -50,7 +50,7 @@ def row_warps(configs, named_args, **kwargs):
 @triton.autotune(configs=row_configs(), key=["row_len"], prune_configs_by={"early_config_prune": row_warps})
 @triton.jit
 def fused_kernel_triton(x_ptr, out_ptr, n_rows, row_len, ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
-    """1 / (|x| + 0.5) -> var over the last dim -> neg; x [B, M, N].
+    """1 / (|h| + 0.5) -> var over the last dim -> neg; x [B, M, N].
 
     ROWS rows of the last dimension per program, a [ROWS, BLOCK_N] tile held in registers (masked); fp32 math, one cast
     on store.
@@ -61,7 +61,7 @@ def fused_kernel_triton(x_ptr, out_ptr, n_rows, row_len, ROWS: tl.constexpr, BLO
     mask = row_mask[:, None] & (cols[None, :] < row_len)
     # a reduction reads its rows once: evict_first (docs/tuning.md#evict-first)
     h = tl.load(x_ptr + rows[:, None] * row_len + cols[None, :], mask=mask, other=0.0, eviction_policy='evict_first').to(tl.float32)
-    # 1. 1 / (|x| + 0.5): 1 / (|x| + shift)
+    # 1. 1 / (|h| + 0.5): 1 / (|x| + shift)
     h = 1.0 / (tl.abs(h) + 0.5)
     # 2. var over the last dim: sum_j (x_ij - mean_i)^2 / (N - correction)
     row_mean = tl.sum(tl.where(mask, h, 0.0), axis=1) / row_len
@@ -116,6 +116,11 @@ def test_performance(pytorch_func, triton_func, inputs, num_runs=50):
 # </TEST>
 
 if __name__ == '__main__':
+    import os
+    import sys
+
+    if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit(f"No CUDA GPU here: run TRITON_INTERPRET=1 python {sys.argv[0]} (Triton's interpreter on the CPU)")
     ATTEMPT = 1
     NUM_RUNS = 50
     print(f"=== ATTEMPT {ATTEMPT}: {__doc__.split(':', 1)[1].strip()} ===")
@@ -150,3 +155,4 @@ if __name__ == '__main__':
             verdict = f"{ratio:.2f}x FASTER" if ratio > 1 else f"{1 / ratio:.2f}x SLOWER"
             print(f"\n\U0001f3c6 RESULT: Triton is {verdict} than PyTorch")
         print("\n\u2705 SUCCESS: Both implementations completed successfully!")
+    sys.exit(1 if errors else 0)

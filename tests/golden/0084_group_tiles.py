@@ -155,6 +155,11 @@ def test_performance(pytorch_func, triton_func, inputs, num_runs=50):
 # </TEST>
 
 if __name__ == '__main__':
+    import os
+    import sys
+
+    if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit(f"No CUDA GPU here: run TRITON_INTERPRET=1 python {sys.argv[0]} (Triton's interpreter on the CPU)")
     ATTEMPT = 1
     NUM_RUNS = 50
     print(f"=== ATTEMPT {ATTEMPT}: {__doc__.split(':', 1)[1].strip()} ===")
@@ -189,3 +194,4 @@ if __name__ == '__main__':
             verdict = f"{ratio:.2f}x FASTER" if ratio > 1 else f"{1 / ratio:.2f}x SLOWER"
             print(f"\n\U0001f3c6 RESULT: Triton is {verdict} than PyTorch")
         print("\n\u2705 SUCCESS: Both implementations completed successfully!")
+    sys.exit(1 if errors else 0)

@@ -1,4 +1,4 @@
-"""Fused Kernels: minimum a per-column vector -> sqrt(|x|) -> softmax over the last dim (float16)"""
+"""Fused Kernels: minimum a per-column vector -> sqrt(|h|) -> softmax over the last dim (float16)"""
 import torch
 import torch.nn.functional as F
 import triton
@@ -12,7 +12,7 @@ TASK = {
     'seed': 125,
     'difficulty': 'medium',
     'dtype': 'float16',
-    'description': 'minimum a per-column vector -> sqrt(|x|) -> softmax over the last dim (float16)',
+    'description': 'minimum a per-column vector -> sqrt(|h|) -> softmax over the last dim (float16)',
     'signature': 'float16|r3|minimum(operand=col)>sqrt>softmax',
     'ops': [{'op': 'minimum', 'params': {'operand': 'col'}, 'inputs': ['bias0']},
             {'op': 'sqrt', 'params': {}, 'inputs': []}, {'op': 'softmax', 'params': {}, 'inputs': []}],
@@ -27,7 +27,7 @@ TASK = {
 
 
 def fused_kernel_pytorch(x, bias0):
-    """minimum a per-column vector -> sqrt(|x|) -> softmax over the last dim (float16)"""
+    """minimum a per-column vector -> sqrt(|h|) -> softmax over the last dim (float16)"""
     h = torch.minimum(x, bias0)
     h = torch.sqrt(torch.abs(h))
     h = torch.softmax(h, dim=-1)
@@ -51,7 +51,7 @@ def row_warps(configs, named_args, **kwargs):
 @triton.autotune(configs=row_configs(), key=["row_len"], prune_configs_by={"early_config_prune": row_warps})
 @triton.jit
 def fused_kernel_triton(x_ptr, bias0_ptr, out_ptr, row_len, BLOCK_N: tl.constexpr):
-    """minimum a per-column vector -> sqrt(|x|) -> softmax over the last dim; x [B, M, N].
+    """minimum a per-column vector -> sqrt(|h|) -> softmax over the last dim; x [B, M, N].
 
     One row of the last dimension per program, held in registers (BLOCK_N lanes, masked); fp32 math, one cast on store.
     """
@@ -62,7 +62,7 @@ def fused_kernel_triton(x_ptr, bias0_ptr, out_ptr, row_len, BLOCK_N: tl.constexp
     bias0 = tl.load(bias0_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     # 1. minimum a per-column vector: min(x, y)
     h = tl.minimum(h, bias0)
-    # 2. sqrt(|x|): sqrt(|x|)
+    # 2. sqrt(|h|): sqrt(|x|)
     h = tl.sqrt(tl.abs(h))
     # 3. softmax over the last dim: exp(x_ij - m_i) / sum_j exp(x_ij - m_i)
     row_max = tl.max(tl.where(mask, h, float('-inf')), axis=0)
@@ -114,6 +114,11 @@ def test_performance(pytorch_func, triton_func, inputs, num_runs=50):
 # </TEST>
 
 if __name__ == '__main__':
+    import os
+    import sys
+
+    if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit(f"No CUDA GPU here: run TRITON_INTERPRET=1 python {sys.argv[0]} (Triton's interpreter on the CPU)")
     ATTEMPT = 1
     NUM_RUNS = 50
     print(f"=== ATTEMPT {ATTEMPT}: {__doc__.split(':', 1)[1].strip()} ===")
@@ -148,3 +153,4 @@ if __name__ == '__main__':
             verdict = f"{ratio:.2f}x FASTER" if ratio > 1 else f"{1 / ratio:.2f}x SLOWER"
             print(f"\n\U0001f3c6 RESULT: Triton is {verdict} than PyTorch")
         print("\n\u2705 SUCCESS: Both implementations completed successfully!")
+    sys.exit(1 if errors else 0)
