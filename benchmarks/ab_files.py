@@ -16,21 +16,14 @@ eager at the first test shape.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 from pathlib import Path
 
 import torch
 
 from fusionforge.bench.roofline import device_rates
+from fusionforge.kernelfile import load_module
 from fusionforge.tasks import FusionTask
-
-
-def load(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -68,7 +61,7 @@ def main() -> None:
     copy_GBs = device_rates()["copy_GBs"] if args.device == "cuda" else None
     groups: dict[str, list[tuple[str, object]]] = {}
     for path in args.files:
-        module = load(path)
+        module = load_module(path)
         groups.setdefault(module.TASK["id"], []).append((path.name, module))
     for members in groups.values():
         task = FusionTask.from_dict(members[0][1].TASK)

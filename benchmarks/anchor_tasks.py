@@ -23,8 +23,7 @@ import sys
 from pathlib import Path
 
 from fusionforge.bench import bench_files
-from fusionforge.implement import generate
-from fusionforge.implement.codegen import plan_of, variant_of
+from fusionforge.codegen import resolve, write
 from fusionforge.tasks import FusionTask, TaskGenerator
 
 ANCHOR_FILE = Path(__file__).resolve().parents[2] / "shared" / "anchors" / "h100_eager_vs_compile.json"
@@ -69,16 +68,17 @@ def main() -> int:
         else {}
     args.folder.mkdir(parents=True, exist_ok=True)
     entries, paths = anchor_tasks(), []
-    for name, task, _ in entries:
+    plans = [resolve(task) for _, task, _ in entries]
+    for (name, _, _), plan in zip(entries, plans):
         path = args.folder / f"{name}_fused_kernels.py"
-        path.write_text(generate(task))
+        path.write_text(write(plan))
         paths.append(path)
     rows = []
 
     def done(k: int, result) -> None:
         name, task, differs = entries[k]
-        row = {"chain": name, "ops": ANCHORS[k][1], "task": task.to_dict(), "plan": plan_of(task),
-               "variant": variant_of(paths[k].read_text()), "differs": differs, "status": result.status,
+        row = {"chain": name, "ops": ANCHORS[k][1], "task": task.to_dict(), "plan": plans[k].kind,
+               "variant": plans[k].variant, "differs": differs, "status": result.status,
                "check_passed": result.check.passed,
                "result": result.to_dict()}
         anchor = recorded.get(name, {})

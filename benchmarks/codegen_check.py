@@ -1,7 +1,7 @@
 """Implement generated tasks with the built-in code generator and check every file.
 
     python benchmarks/codegen_check.py [--first 0] [--count 500] [--jobs 2] [--out FILE] [--device cpu|cuda]
-                                       [--variant persistent|tf32x3|tiled]
+                                       [--variant persistent|tf32x3|tiled|...]
 
 Seeds first..first+count-1, difficulty and dtype chosen by each seed; each task's first variant, or
 with --variant, only the tasks that have that variant of their plan. Reports how many pass the
@@ -20,8 +20,7 @@ from pathlib import Path
 
 
 def one(seed: int, device: str, folder: str, variant: str | None) -> dict | None:
-    from fusionforge.implement import UnsupportedTask, generate
-    from fusionforge.implement.codegen import plan_of, variants
+    from fusionforge.codegen import UnsupportedTask, resolve, variants, write
     from fusionforge.tasks import TaskGenerator
     from fusionforge.verify import check_file
 
@@ -29,12 +28,13 @@ def one(seed: int, device: str, folder: str, variant: str | None) -> dict | None
     row = {"seed": seed, "task": task.id, "difficulty": task.difficulty, "dtype": task.dtype,
            "signature": task.signature}
     try:
-        row["plan"] = plan_of(task)
         if variant is not None and variant not in variants(task):
             return None
-        source = generate(task, 1, variant)
+        plan = resolve(task, variant)
     except UnsupportedTask as e:
         return {**row, "status": "refused", "message": str(e)}
+    row.update(plan=plan.kind, variant=plan.variant)
+    source = write(plan)
     path = Path(folder) / f"{seed:04d}_fused_kernels.py"
     path.write_text(source)
     verdict = check_file(path, task=task, device=device, timeout=600)

@@ -49,8 +49,7 @@ def check_one(root: Path, seed: int, deadline: float, device: str, alone: bool =
     if time.time() > deadline:
         return None
     from fusionforge.bench.benchmark import warm
-    from fusionforge.implement import UnsupportedTask, generate
-    from fusionforge.implement.codegen import plan_of, variant_of
+    from fusionforge.codegen import UnsupportedTask, resolve, write
     from fusionforge.tasks import TaskGenerator
     from fusionforge.verify import check_file
 
@@ -58,14 +57,13 @@ def check_one(root: Path, seed: int, deadline: float, device: str, alone: bool =
     row = {"seed": seed, "task": task.id, "difficulty": task.difficulty, "dtype": task.dtype,
            "description": task.description, "alone": alone}
     try:
-        row["plan"] = plan_of(task)
-        source = generate(task)
+        plan = resolve(task)
     except UnsupportedTask as e:
         row.update(status="refused", message=str(e))
         return _save(root / "check" / f"{seed:04d}.json", row)
+    row.update(plan=plan.kind, variant=plan.variant)
     path = file_of(root, seed)
-    path.write_text(source)
-    row["variant"] = variant_of(source)
+    path.write_text(write(plan))
     verdict = check_file(path, task=task, device=device, timeout=600)
     row.update(status="pass" if verdict.passed else verdict.failure.category, check_seconds=round(verdict.seconds, 2),
                message=verdict.failure.message[:400] if verdict.failure else "", verdict=verdict.to_dict())
@@ -213,8 +211,9 @@ def summary(root: Path, out: Path, tf32_TFLOPs: float | None = None) -> dict:
 
 def run_summary(run: Path, out: Path) -> dict:
     """The same figures from a ``fusionforge run`` of the built-in implementer (its folder under runs/): each
-    task's first attempt is the generator's first variant, checked and timed as a sweep would."""
-    from fusionforge.implement.codegen import plan_of, variant_of
+    task's first attempt is the generator's first variant (logged with the attempt; a log from before the variant
+    was logged has the default), checked and timed as a sweep would."""
+    from fusionforge.codegen import resolve
     from fusionforge.tasks import FusionTask
 
     rows, context = [], None
@@ -224,7 +223,7 @@ def run_summary(run: Path, out: Path) -> dict:
         d = entry["result"]
         check_failure = d["check"]["failure"] if d else entry["failure"]
         meta = {"seed": task.seed, "task": task.id, "difficulty": task.difficulty, "dtype": task.dtype,
-                "plan": plan_of(task), "variant": variant_of((folder / "attempt_1.py").read_text()),
+                "plan": resolve(task).kind, "variant": entry.get("variant") or resolve(task).variant,
                 "description": task.description, "status": "pass" if not check_failure else check_failure["category"],
                 "message": (check_failure or {}).get("message", "")[:400]}
         context = context or (d or {}).get("context")

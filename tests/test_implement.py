@@ -1,7 +1,6 @@
 """The built-in code generator: deterministic, seed-format files that pass the checker."""
 
 import ast
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,19 +9,16 @@ from pathlib import Path
 
 import pytest
 import triton
+from conftest import DEVICE
 
 from fusionforge import ops as catalog
 from fusionforge.cli import main
+from fusionforge.codegen import resolve, variants
+from fusionforge.codegen.source import Code, Kernel
+from fusionforge.codegen.tuning import TWO_REDUCTION_MAX_SPLITS, TWO_REDUCTION_TILE
 from fusionforge.implement import BuiltinImplementer, PastAttempt, UnsupportedTask, generate
 from fusionforge.implement.builtin import next_variant
-from fusionforge.implement.codegen import (
-    TWO_REDUCTION_MAX_SPLITS,
-    TWO_REDUCTION_TILE,
-    _read_sizes,
-    variant_of,
-    variants,
-)
-from fusionforge.kernelfile import next_free_path, parse
+from fusionforge.kernelfile import load_module, next_free_path, parse
 from fusionforge.ops import Family
 from fusionforge.tasks import FusionTask, TaskGenerator
 from fusionforge.verify import check_file
@@ -56,9 +52,10 @@ def test_kernels_take_no_parameter_they_do_not_read():
 
 
 def test_a_size_named_only_in_a_comment_is_not_passed():
-    body = ["# rows of n_cols values", "h = tl.load(x_ptr + row * row_len + cols)  # n_rows programs"]
-    sizes = [("row_len", "row_len"), ("n_cols", "N"), ("n_rows", "M")]
-    assert _read_sizes(body, sizes) == (["row_len"], ["row_len"])
+    body = Code()("# rows of n_cols values", "h = tl.load(x_ptr + row * row_len + cols)  # n_rows programs")
+    kernel = Kernel("k", ["x_ptr"], [("row_len", "row_len"), ("n_cols", "N"), ("n_rows", "M")], [], ["k."], body)
+    assert kernel.read_sizes() == [("row_len", "row_len")] and kernel.size_args() == ["row_len"]
+    assert "def k(x_ptr, row_len):" in kernel.text()
 
 
 def test_easy_sample_covers_dtypes_ranks_and_broadcasts():
@@ -157,10 +154,10 @@ def _with_long_rows(task: FusionTask) -> FusionTask:
                             GEN.generate(7, dtype="float16", ops="matmul,softmax")],
                          ids=lambda task: f"{task.signature}-{task.dtype}")
 def test_long_rows_are_walked_in_slices(tmp_path, task):
-    """Every row op over rows longer than registers hold, alone or after a matmul: CHUNK-wide slices (256 in the
-    interpreter, so the test shapes take 1 to 4 of them, the last masked, and the long one 79 or more), one pass
-    for a reduction and for batch norm (per channel), two for a normalization (its statistics, then normalize and
-    store); a 3D group norm in tiles of channels and positions (256 values in the interpreter)."""
+    """Every row op over rows longer than registers hold, alone or after a matmul: CHUNK-wide slices (the long test
+    shape's rows of 20011 values take five of 4096, the last masked), one pass for a reduction and for batch norm
+    (per channel), two for a normalization (its statistics, then normalize and store); a 3D group norm in tiles of
+    channels and positions (at the long test shape, two or more tiles a group at every TILE)."""
     task = _with_long_rows(task)
     source = generate(task)
     one_pass = any(catalog.get(s.op).family is Family.REDUCTION or s.op == "batch_norm" for s in task.steps)
@@ -229,7 +226,7 @@ def test_16bit_matmul_variants_pass_the_checker(tmp_path, ops, dtype):
     assert "warp_specialize=True" in generate(task)
     for variant in variants(task):
         source = generate(task, 1, variant)
-        assert variant_of(source) == variant
+        assert resolve(task, variant).variant == variant
         path = tmp_path / f"{variant}_fused_kernels.py"
         path.write_text(source)
         verdict = check_file(path, task=task, timeout=240)
@@ -294,7 +291,7 @@ def test_partials_beyond_the_tiles_used_are_never_read(tmp_path, ops):
     unwritten (poisoned) columns past n_tiles. Reproduced here by sizing them for BLOCK_N = 8."""
     task = GEN.generate(3, dtype="float16", ops=ops)
     source = generate(task)
-    smallest = 'min(config.kwargs["BLOCK_N"] for config in MATMUL_CONFIGS)'
+    smallest = 'min(config.kwargs["BLOCK_N"] for config in fused_kernel_triton.configs)'
     assert smallest in source
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(source.replace(smallest, "8"))
@@ -302,24 +299,27 @@ def test_partials_beyond_the_tiles_used_are_never_read(tmp_path, ops):
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
-def _past(source: str, category: str) -> PastAttempt:
-    return PastAttempt(1, source, f"FAILURE ANALYSIS ({category})", {"category": category})
+def _past(source: str, category: str, variant: str | None = None) -> PastAttempt:
+    return PastAttempt(1, source, f"FAILURE ANALYSIS ({category})", {"category": category}, variant)
 
 
 def test_retries_move_to_the_next_variant_unless_the_failure_was_transient():
     task = GEN.generate(2, dtype="float16", ops="linear,relu")
     persistent, tiled = generate(task), generate(task, 2, "tiled")
-    assert variant_of(persistent) == "persistent" and variant_of(tiled) == "tiled"
+    assert "warp_specialize=True" in persistent and "warp_specialize" not in tiled
     assert next_variant(task, []) == "persistent"
-    assert next_variant(task, [_past(persistent, "slower")]) == "tiled"
-    assert next_variant(task, [_past(persistent, "slower"), _past(tiled, "compile")]) == "persistent"
-    assert next_variant(task, [_past(tiled, "timeout")]) == "tiled"
+    assert next_variant(task, [_past(persistent, "slower", "persistent")]) == "tiled"
+    assert next_variant(task, [_past(persistent, "slower", "persistent"), _past(tiled, "compile", "tiled")]) == \
+        "persistent"
+    assert next_variant(task, [_past(tiled, "timeout", "tiled")]) == "tiled"
+    assert next_variant(task, [_past(persistent, "slower")]) == "tiled"  # a log without the variant: the default
     single = GEN.generate(2, dtype="float16", ops="relu,sum")
-    assert variants(single) == ["tiled"] and next_variant(single, [_past(generate(single), "slower")]) == "tiled"
+    assert variants(single) == ["registers"]
+    assert next_variant(single, [_past(generate(single), "slower", "registers")]) == "registers"
     with pytest.raises(UnsupportedTask):
         generate(single, 1, "persistent")
-    source = BuiltinImplementer().implement(task, 2, [_past(persistent, "slower")]).source
-    assert variant_of(source) == "tiled" and "ATTEMPT = 2" in source
+    retry = BuiltinImplementer().implement(task, 2, [_past(persistent, "slower", "persistent")])
+    assert retry.variant == "tiled" and retry.source == generate(task, 2, "tiled") and "ATTEMPT = 2" in retry.source
 
 
 def test_builtin_says_when_it_has_nothing_new():
@@ -330,7 +330,7 @@ def test_builtin_says_when_it_has_nothing_new():
     assert builtin.implement(single, 2, [_past(tiled, "slower")]).exhausted
     assert builtin.implement(single, 2, [_past(tiled, "timeout")]).source is not None
     task = GEN.generate(2, dtype="float32", ops="linear,relu")
-    both = [_past(generate(task), "slower"), _past(generate(task, 2, "tiled"), "slower")]
+    both = [_past(generate(task), "slower", "tf32x3"), _past(generate(task, 2, "tiled"), "slower", "tiled")]
     assert builtin.implement(task, 2, both[:1]).source is not None
     assert builtin.implement(task, 3, both).exhausted
 
@@ -340,42 +340,30 @@ def test_fp32_matmul_variants_keep_fp32_accuracy():
     task = GEN.generate(2, dtype="float32", ops="linear,relu")
     assert variants(task) == ["tf32x3", "tiled"]
     first, retry = generate(task), generate(task, 2, "tiled")
-    assert variant_of(first) == "tf32x3" and 'input_precision="tf32x3"' in first
-    assert variant_of(retry) == "tiled" and 'input_precision="ieee"' in retry
-
-
-def _load_module(path: Path):
-    """The Python file at ``path`` (a generated kernel file, a benchmark script), imported as a module."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    assert 'input_precision="tf32x3"' in first and "ieee" not in first
+    assert 'input_precision="ieee"' in retry and "tf32x3" not in retry
 
 
 def test_row_plan_times_warps_only_where_no_count_wins_everywhere(tmp_path):
     """The row kernel's autotuner sees 1, 2 and 4 warps up to 1024 lanes, 4 and 8 at 2048 and 4096, 4, 8 and 16
-    at 8192, one count above; Triton's interpreter gets one config and so never times anything."""
+    at 8192, one count above (the interpreter runs each of them once while tuning)."""
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(generate(GEN.generate(3, ops="square,mean,sqrt")))
-    module = _load_module(path)
-    configs = [triton.Config({}, num_warps=warps) for warps in (1, 2, 4, 8, 16)]
-    chosen = {block: [c.num_warps for c in module.row_configs(configs, {}, BLOCK_N=block)]
+    module = load_module(path)
+    configs = module.row_configs()
+    assert [c.num_warps for c in configs] == [1, 2, 4, 8, 16]
+    chosen = {block: [c.num_warps for c in module.row_warps(configs, {}, BLOCK_N=block)]
               for block in (128, 1024, 2048, 4096, 8192, 16384)}
     assert chosen == {128: [1, 2, 4], 1024: [1, 2, 4], 2048: [4, 8], 4096: [4, 8], 8192: [4, 8, 16], 16384: [16]}
-    if module.DEVICE == "cpu":
-        assert len(module.ROW_CONFIGS) == 1
 
 
 @pytest.mark.parametrize("ops", ["softmax", "sum"])
-def test_looped_rows_take_the_widest_slice_that_divides_them(tmp_path, monkeypatch, ops):
-    """On a GPU a looped row kernel takes 16384 or 8192 values a slice on 16 warps where the width divides the
-    row, else 4096 on 8; 256 in the interpreter."""
+def test_looped_rows_take_the_widest_slice_that_divides_them(tmp_path, ops):
+    """A looped row kernel takes 16384 or 8192 values a slice on 16 warps where the width divides the row, else
+    4096 on 8."""
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(generate(_with_long_rows(GEN.generate(7, dtype="float16", ops=ops))))
-    module = _load_module(path)
-    monkeypatch.setattr(module, "DEVICE", "cpu")
-    assert module.row_slices(32768) == (256, 8)
-    monkeypatch.setattr(module, "DEVICE", "cuda")
+    module = load_module(path)
     chosen = {n: module.row_slices(n) for n in (20011, 24576, 32768, 49152, 65536)}
     assert chosen == {20011: (4096, 8), 24576: (8192, 16), 32768: (16384, 16), 49152: (16384, 16),
                       65536: (16384, 16)}
@@ -387,26 +375,26 @@ def test_looped_rows_take_the_widest_slice_that_divides_them(tmp_path, monkeypat
 def test_group_norm_tiles_fit_channels_and_positions(tmp_path, n_cols, group_chans, tile, expected):
     """A 3D group norm's looped kernel: [C_BLOCK, BLOCK_N] tiles of TILE values at most, BLOCK_N the widest power
     of two dividing N when it is 128 wide or all of N (no padding), else N padded; C_BLOCK no more than the group's
-    channels padded; per-channel operands a vector per tile, no division per value; one TILE in the interpreter."""
+    channels padded; per-channel operands a vector per tile, no division per value; TILE autotuned."""
     task = _with_long_rows(_sampled("group_norm", 3))
     groups = next(s.params["groups"] for s in task.steps if s.op == "group_norm")
     source = generate(task)
     assert "cols //" not in source and "[:, None]" in source
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(source)
-    module = _load_module(path)
+    module = load_module(path)
     args = {"n_cols": n_cols, "n_chan": group_chans * groups, "TILE": tile}
     args["BLOCK_N"] = module.tile_width(args)
     assert (module.tile_channels(args), args["BLOCK_N"]) == expected
-    if module.DEVICE == "cpu":
-        assert [c.kwargs["TILE"] for c in module.GROUP_CONFIGS] == [256]
+    assert [(c.kwargs["TILE"], c.num_warps) for c in module.group_configs()] == [(16384, 16), (8192, 8), (4096, 4)]
 
 
 def test_row_plan_on_3d_channel_norms(tmp_path):
     batch_norm = _sampled("batch_norm", 3)
     group_norm = _sampled("group_norm", 3)
     assert "C_BLOCK" in generate(group_norm)  # its bench rows exceed the register budget: the looped variant
-    small = replace(group_norm, shapes={"test": group_norm.shapes["test"], "bench": group_norm.shapes["test"][:1]})
+    small = replace(group_norm, shapes={"test": group_norm.shapes["test"][:3],  # without the long-row shape
+                                        "bench": group_norm.shapes["test"][:1]})
     assert "C_BLOCK" not in generate(small)  # rows that fit in registers: one block per row
     for task in (batch_norm, group_norm, small):
         path = tmp_path / "001_fused_kernels.py"
@@ -446,7 +434,7 @@ def test_implement_writes_the_next_free_number(tmp_path, capsys, monkeypatch):
 
 
 def _anchor_tasks():
-    return _load_module(Path(__file__).parents[1] / "benchmarks" / "anchor_tasks.py").anchor_tasks()
+    return load_module(Path(__file__).parents[1] / "benchmarks" / "anchor_tasks.py").anchor_tasks()
 
 
 ANCHOR_TASKS = _anchor_tasks()
@@ -462,3 +450,94 @@ def test_anchor_chains_through_the_generator_pass_the_check(tmp_path, name, task
     path.write_text(generate(task))
     verdict = check_file(path, task=task, timeout=240)
     assert verdict.passed, verdict.failure and verdict.failure.message
+
+
+def test_the_generator_and_the_implementers_never_import_the_pipeline_or_the_dataset():
+    """Imports run one way: the attempt loop and data/ use the generator and the implementers, never the reverse."""
+    import fusionforge
+
+    root = Path(fusionforge.__file__).parent
+    found = []
+    for path in [*(root / "codegen").glob("*.py"), *(root / "implement").glob("*.py")]:
+        if path.name == "agent.py":  # the hand-out state of `fusionforge attempt`: not an implementer
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                       [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name} imports {m}" for m in modules
+                      if m in ("fusionforge.pipeline", "fusionforge.dataset")]
+    assert not found
+
+
+def test_step_numbers_in_every_kernel_match_the_chain():
+    """Every ``# k. <label>`` comment of every kernel (a matmul's row kernel and combine kernel included) names
+    step k of the task's chain, for every variant of seeds 0..199."""
+    import re
+
+    from fusionforge.tasks import step_label
+
+    wrong = []
+    for seed in range(200):
+        task = GEN.generate(seed)
+        for variant in variants(task):
+            for k, label in re.findall(r"^\s*# (\d+)\. (.+?)(?: \(over [MN]\))?: ", generate(task, 1, variant), re.M):
+                if step_label(task.steps[int(k) - 1]) != label:
+                    wrong.append(f"seed {seed} {variant}: # {k}. {label}")
+    assert not wrong
+
+
+def test_a_pointwise_op_is_one_catalog_entry(tmp_path, monkeypatch):
+    """An op added to the catalog alone (its PyTorch and Triton forms) is generated, in every plan, and computes
+    what PyTorch does (run here in-process, with the GPU semantics the checker's child gives the interpreter: the
+    child itself would not know the new op)."""
+    import torch
+
+    from fusionforge.verify.interpreter import install_gpu_semantics
+
+    if DEVICE == "cpu":
+        install_gpu_semantics()
+    op = catalog._unary("cube", "torch.pow({x}, 3)", "{x} * {x} * {x}", "x^3", 2)
+    monkeypatch.setitem(catalog.CATALOG, "cube", op)
+    for k, ops in enumerate(["cube,add:col", "cube,softmax", "linear,cube", "cube,sum,max"]):
+        task = GEN.generate(1, dtype="float32", ops=ops)
+        source = generate(task)
+        assert "cube: x^3" in source and "h = h * h * h" in source
+        path = tmp_path / f"{k:03d}_fused_kernels.py"
+        path.write_text(source)
+        inputs = task.make_inputs(task.shapes["test"][0], seed=k)
+        out = load_module(path).fused_kernel_triton_wrapper(*inputs)
+        torch.testing.assert_close(out.double(), task.reference(inputs), rtol=1e-4, atol=1e-4)
+
+
+def test_the_kernels_tiled_for_a_gpu_walk_their_loops_at_a_test_shape(tmp_path):
+    """Files carry only the GPU's configs, and the interpreter runs them all: at one test shape at least, a 3D
+    group norm's looped kernel walks several tiles a group at every TILE; a persistent matmul's k-loop takes
+    several steps at every config, and its two programs (a CPU's) walk several output tiles each at one config
+    at least (the loop's code is the same at every config)."""
+    for seed in (84, 281):  # a 3D group norm alone, and after a batched matmul
+        task = GEN.generate(seed)
+        groups = next(s.params["groups"] for s in task.steps if s.op == "group_norm")
+        path = tmp_path / f"{seed}_fused_kernels.py"
+        path.write_text(generate(task))
+        module = load_module(path)
+        for config in module.group_configs():
+            walks = []
+            for dims in task.shapes["test"]:
+                args = {"n_cols": dims["N"], "n_chan": dims["M"], "TILE": config.kwargs["TILE"]}
+                args["BLOCK_N"] = module.tile_width(args)
+                walks.append(triton.cdiv(dims["M"] // groups, module.tile_channels(args)) *
+                             triton.cdiv(dims["N"], args["BLOCK_N"]))
+            assert max(walks) >= 2, (seed, config)
+    for seed in range(200):
+        task = GEN.generate(seed)
+        if variants(task)[0] != "persistent":
+            continue
+        path = tmp_path / f"{seed}_fused_kernels.py"
+        path.write_text(generate(task))
+        walks = []
+        for config in load_module(path).matmul_configs():
+            m, n, k = (config.kwargs[f"BLOCK_{d}"] for d in "MNK")
+            assert any(dims["K"] > k for dims in task.shapes["test"]), (seed, config)
+            walks += [dims.get("B", 1) * triton.cdiv(dims["M"], m) * triton.cdiv(dims["N"], n)
+                      for dims in task.shapes["test"]]
+        assert max(walks) > 2, seed

@@ -389,3 +389,32 @@ def test_autotuned_kernels_run_every_config_and_rotate_the_winner():
         assert int((out[:n] == out[0]).sum()) == n and bool((out[n:] == -1).all())
         winners.append(int(out[0]))
     assert sorted(winners) == [0, 1, 2]
+
+
+@triton.autotune(configs=[triton.Config({"WHICH": k}, num_warps=w, num_stages=s) for k in range(2) for w in (1, 4)
+                          for s in (1, 3)], key=["n"])
+@triton.jit
+def _warps_only_kernel(out_ptr, n, WHICH: tl.constexpr):
+    offsets = tl.arange(0, 16)
+    tl.store(out_ptr + offsets, tl.full([16], WHICH, tl.int32), mask=offsets < n)
+
+
+def test_configs_that_differ_only_in_warps_or_stages_run_once():
+    """The interpreter ignores warps and stages: of eight configs, the two with distinct meta-parameters run."""
+    install_gpu_semantics()
+    from triton.runtime.interpreter import InterpretedFunction
+
+    real_run, runs = InterpretedFunction.run, []
+
+    def counting(self, *args, **kwargs):
+        runs.append(kwargs.get("WHICH"))
+        return real_run(self, *args, **kwargs)
+
+    InterpretedFunction.run = counting
+    try:
+        out = torch.full((16,), -1, dtype=torch.int32)
+        _warps_only_kernel[(1,)](out, 7)
+    finally:
+        InterpretedFunction.run = real_run
+    assert sorted(runs[:-1]) == [0, 1] and len(runs) == 3  # each once while tuning, then the winner
+    assert _warps_only_kernel.best_config.kwargs["WHICH"] == runs[-1]

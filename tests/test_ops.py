@@ -1,6 +1,5 @@
 """The op catalog: coverage, shape rules, guarded domains, and Triton forms that match PyTorch."""
 
-import importlib.util
 import random
 
 import pytest
@@ -9,6 +8,7 @@ import triton
 from conftest import DEVICE
 
 from fusionforge import ops as catalog
+from fusionforge.kernelfile import load_module
 from fusionforge.ops import Family, ShapeError
 from fusionforge.tasks import TaskGenerator
 
@@ -99,10 +99,7 @@ def _pointwise_kernel(tmp_path, expr: str, binary: bool):
         "    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)\n")
     path = tmp_path / "pointwise_kernel.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"pointwise_{abs(hash(expr))}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.kernel
+    return load_module(path, f"pointwise_{abs(hash(expr))}").kernel
 
 
 @pytest.mark.parametrize("name, params, low, high", [("softplus", {"beta": 2.0}, -8.0, -2.0),

@@ -474,3 +474,12 @@ def test_ctrl_c_in_a_parallel_run_records_no_cut_short_attempt(tmp_path, signal_
     assert sorted(r["task"]["seed"] for r in records) == [41, 42, 43, 44, 45, 46]
     assert all(r["attempts"] == 1 for r in records)
     assert not list((tmp_path / "work").glob("*_fused_kernels.py"))
+
+
+def test_the_variant_written_is_logged_with_the_attempt_and_read_back(tmp_path):
+    from fusionforge.codegen import resolve
+
+    log = TaskLog(tmp_path / "runs" / "001")
+    assert attempt_task(TASK, BuiltinImplementer(), log, settings(tmp_path), lambda line: None)["outcome"] == "kept"
+    [entry] = log.attempts()
+    assert entry["variant"] == resolve(TASK).variant and log.history()[0].variant == entry["variant"]

@@ -9,7 +9,19 @@ import torch
 
 from fusionforge import ops as catalog
 from fusionforge.ops import Family
-from fusionforge.tasks import BENCH_MIN_BYTES, BENCH_MIN_FLOPS, DTYPES, FusionTask, TaskError, TaskGenerator, screen
+from fusionforge.tasks import (
+    BENCH_MIN_BYTES,
+    BENCH_MIN_FLOPS,
+    DTYPES,
+    LONG_ROW,
+    LONG_TEST_ROW,
+    FusionTask,
+    TaskError,
+    TaskGenerator,
+    classify,
+    longest_row,
+    screen,
+)
 
 GEN = TaskGenerator()
 
@@ -54,13 +66,14 @@ def test_generated_task_is_valid(seed):
     assert len(test) >= 3
     sizes = [v for d in test for v in d.values()]
     assert any(_is_prime(v) for v in sizes) and any(v & (v - 1) for v in sizes)
-    for dims in test:
+    for k, dims in enumerate(test):
         inputs = task.make_inputs(dims, seed=seed)
         out = task.function(*inputs)
         assert tuple(out.shape) == task.output_dims(dims)
         assert out.dtype == getattr(torch, task.dtype)
         assert torch.isfinite(out).all()
-        assert max(t.numel() for t in inputs + [out] if isinstance(t, torch.Tensor)) < 100_000  # CPU-sized
+        largest = max(t.numel() for t in inputs + [out] if isinstance(t, torch.Tensor))
+        assert largest < (20 * LONG_TEST_ROW if k == 3 else 200_000)  # CPU-sized; a fourth shape has long rows
     bench = task.to_dict()["cost"]["bench"][0]
     assert bench["bytes"] >= BENCH_MIN_BYTES or bench["flops"] >= BENCH_MIN_FLOPS
 
@@ -90,11 +103,9 @@ def test_difficulty_shapes_the_chain(difficulty):
 ])
 def test_forced_chains_are_labelled_by_what_they_compute(ops, difficulty, family):
     """An inference batch norm is a per-channel affine map: alone or with pointwise ops, an easy chain."""
-    from fusionforge.dataset import family_of
-
     task = GEN.generate(3, ops=ops)
     assert task.difficulty == difficulty
-    assert family_of([s.op for s in task.steps]) == family
+    assert classify([s.op for s in task.steps]).family == family
 
 
 @pytest.mark.parametrize("op", ["log", "sqrt", "rsqrt", "reciprocal"])
@@ -175,3 +186,30 @@ def test_group_norm_channels_divide_into_groups():
 def test_all_ops_get_used():
     used = {s.op for seed in range(300) for s in GEN.generate(seed).steps}
     assert used == set(catalog.CATALOG)
+
+
+@pytest.mark.parametrize("ops, plan, family, difficulty", [
+    ("relu,add:col", "pointwise", "pointwise", "easy"), ("exp,softmax,tanh", "row", "reduction", "medium"),
+    ("square,sum,sqrt,max", "two_reductions", "reduction", "hard"), ("linear,batch_norm,softmax", "matmul", "matmul",
+                                                                       "hard"),
+    ("matmul,softmax,sum", None, "matmul", "hard"), ("softmax,layer_norm", None, "reduction", "medium"),
+    ("relu,softmax,max,sum", None, "reduction", "hard"), ("var,softmax", None, "reduction", "medium")])
+def test_one_classification_gives_plan_family_and_difficulty(ops, plan, family, difficulty):
+    kind = classify(ops.replace(":col", "").split(","))
+    assert (kind.plan, kind.family, kind.difficulty) == (plan, family, difficulty)
+    if plan is not None:
+        assert GEN.generate(3, ops=ops).difficulty == difficulty
+
+
+def test_test_shapes_walk_the_loops_the_bench_shape_walks():
+    """A matmul's lopsided test shape spans several 64-wide k-steps; a task whose bench rows are longer than
+    registers hold (a 3D group norm) gets a fourth test shape with rows that long too, the others unchanged."""
+    matmul = GEN.generate(2, ops="linear,relu")
+    assert matmul.shapes["test"][2]["K"] > 64
+    group_norm = next(t for t in (GEN.generate(s, difficulty="medium") for s in range(200))
+                      if len(t.inputs[0].shape) == 3 and any(step.op == "group_norm" for step in t.steps))
+    test, bench = group_norm.shapes["test"], group_norm.shapes["bench"]
+    assert longest_row(group_norm, bench) > LONG_ROW and len(test) == 4
+    assert longest_row(group_norm, test[3:]) >= LONG_TEST_ROW > LONG_ROW >= longest_row(group_norm, test[:3])
+    assert test[3] == {**test[2], "B": 1, "M": test[3]["M"]}  # a group's channels grow, N and K stay small
+    assert len(GEN.generate(2, ops="relu,softmax").shapes["test"]) == 3

@@ -17,15 +17,14 @@ import hashlib
 import io
 import json
 import math
-import os
 import tempfile
 import tokenize
 from collections import defaultdict
 from pathlib import Path
 
-from fusionforge import ops as catalog
+from fusionforge.atomic import append_line, write_text
 from fusionforge.kernelfile import next_free_path
-from fusionforge.tasks import FusionTask
+from fusionforge.tasks import FusionTask, classify
 
 INDEX = "index.jsonl"
 LOCK = ".lock"
@@ -48,16 +47,6 @@ def code_hash(source: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def family_of(ops: list[str]) -> str:
-    """The op family that shapes the kernel: matmul root, else reduction/norm (one that reduces: an
-    inference batch norm is a per-channel affine map), else pointwise."""
-    if catalog.get(ops[0]).family is catalog.Family.MATMUL:
-        return "matmul"
-    if any(catalog.reduces(catalog.get(op)) for op in ops):
-        return "reduction"
-    return "pointwise"
-
-
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -74,7 +63,7 @@ def make_record(task: FusionTask, source: str, result, implementer: str, model: 
     ops = [s.op for s in task.steps]
     return {
         "id": f"{task.id}-{code_hash(source)[:8]}", "file": None, "task": task.to_dict(),
-        "description": task.description, "ops": ops, "family": family_of(ops), "dtype": task.dtype,
+        "description": task.description, "ops": ops, "family": classify(ops).family, "dtype": task.dtype,
         "shapes": task.shapes,
         "signature": task.signature, "implementer": implementer, "model": model, "attempts": attempt,
         "run": run, "usage": usage or {}, "checks": checks, "check_device": result.check.device,
@@ -144,7 +133,7 @@ class Dataset:
                 dest = next_free_path(self.root)
                 write_text(dest, source_path.read_text())
                 record = {**record, "file": dest.name}
-                _append_line(self.index, json.dumps(record, sort_keys=False))
+                append_line(self.index, json.dumps(record, sort_keys=False))
         source_path.unlink(missing_ok=True)
         return (record, True) if twin is None else (twin, False)
 
@@ -224,27 +213,3 @@ def _speedups(records: list[dict]) -> dict:
         row.update(geomean=math.exp(sum(math.log(s) for s in speedups) / len(speedups)),
                    median=speedups[len(speedups) // 2], min=speedups[0], max=speedups[-1])
     return row
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` whole or not at all: a temporary file, fsynced, then renamed over ``path``."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with open(partial, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
-
-
-def write_json(path: Path, data) -> None:
-    write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def _append_line(path: Path, line: str) -> None:
-    """One ``write`` of a whole line on an O_APPEND descriptor, fsynced."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fusionforge.dataset import write_json
+from fusionforge.atomic import write_json
 from fusionforge.pipeline import TaskLog
 from fusionforge.tasks import FusionTask
 

@@ -20,14 +20,19 @@ Layout, in order::
     if __name__ == '__main__': ...
 
 Validation is static (``ast``; the file is never imported here) and names what is wrong and where.
+``load_module`` imports a file, for the processes that run one (the checker's and the timer's children,
+tests and benchmark scripts).
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 SECTIONS = ("PYTHON", "TRITON", "TEST")
 DOCSTRING_PREFIX = "Fused Kernels:"
@@ -200,6 +205,17 @@ def parse(path: str | Path) -> KernelFile:
         kf.problems.append(Problem("get_inputs() must be defined before the main block",
                                    kf.functions["get_inputs"].lineno))
     return kf
+
+
+def load_module(path: str | Path, name: str | None = None) -> ModuleType:
+    """Import the Python file at ``path`` as module ``name`` (default: the file's stem), registered in
+    ``sys.modules`` before its code runs (as an import would, so dataclasses and pickling inside it work)."""
+    name = name or Path(path).stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def next_free_path(folder: Path) -> Path:

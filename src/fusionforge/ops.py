@@ -113,10 +113,7 @@ KEEPDIM = Param("keepdim", (False, True))
 # tl.log where they can: it is libdevice's logf, about 40 PTX instructions, where tl.exp is one ex2.approx.
 # The *_16bit helpers serve float16 and bfloat16 tasks (Op.triton_16bit): errors far inside 8 or 11 bits
 # of mantissa for a fraction of libdevice's cost (its sinf and cosf are 100 PTX instructions each, sin_16bit
-# about 25); their coefficients are least-squares fits. A/B on the H100 (benchmarks/results/ab_h100/
-# round5_16bit_forms.txt): chains with sin or cos 0.89x-1.01x the time. Such forms for log (a polynomial
-# after splitting off the exponent), softplus and logsigmoid (through it) and erf (through
-# normal_cdf_16bit) gained nothing (0.96x-1.23x, 0.99x in geometric mean) and were left out.
+# about 25); their coefficients are least-squares fits. Which forms were kept, and why: docs/tuning.md#16-bit-forms.
 TRITON_HELPERS = {
     "log1p": '''@triton.jit
 def log1p(e):
@@ -176,7 +173,7 @@ def helpers_of(op: Op, dtype: str = "float32") -> list[str]:
     """The TRITON_HELPERS an op's Triton form at ``dtype`` needs (those it calls and theirs), in definition order."""
     needed, pending = set(), [op.triton_form(dtype) or ""]
     while pending:
-        code = pending.pop()
+        code = re.sub(r'"""(.|\n)*?"""', "", pending.pop())  # calls, not the words of a docstring
         for name, helper in TRITON_HELPERS.items():
             if name not in needed and re.search(rf"(?<![\w.]){name}\(", code):
                 needed.add(name)
@@ -342,8 +339,6 @@ MATMUL_OPS = [
 
 CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + UNARY_OPS + BINARY_OPS + REDUCTION_OPS + NORM_OPS}
 
-# Channel normalizations see PyTorch's (N, C, *) layout: the channel is dim 1.
-CHANNEL_NORMS = ("group_norm", "batch_norm", "instance_norm")
 # Inference batch norm applies running statistics: a per-channel affine map that reduces nothing.
 AFFINE_NORMS = ("batch_norm",)
 

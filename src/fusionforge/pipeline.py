@@ -10,7 +10,7 @@ Every attempt is logged under ``runs/<run>/<NNN>-<task id>/`` whatever happens: 
 
     run.json                 the run's options and task seeds (what --resume needs)
     NNN-<task id>/task.json  the task; state.json: the work file in use
-    NNN-<task id>/attempt_K.py, attempt_K.json   source, verdict, report, implementer usage, timing
+    NNN-<task id>/attempt_K.py, attempt_K.json   source, verdict, report, implementer usage and variant, timing
     NNN-<task id>/outcome.json                   kept | duplicate | failed, written last
 
 Each file is written whole under a temporary name and renamed, so an interrupt leaves the log, the
@@ -30,8 +30,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fusionforge.atomic import write_json, write_text
 from fusionforge.bench import BenchResult, DeviceGate, bench_file, bench_files, render_report
-from fusionforge.dataset import Dataset, make_record, now, write_json, write_text
+from fusionforge.dataset import Dataset, make_record, now
 from fusionforge.implement.base import Implementation, Implementer, PastAttempt
 from fusionforge.kernelfile import next_free_path
 from fusionforge.tasks import FusionTask, TaskGenerator
@@ -79,7 +80,7 @@ class TaskLog:
         return path.read_text() if path.exists() else None
 
     def history(self) -> list[PastAttempt]:
-        return [PastAttempt(e["attempt"], self.source(e["attempt"]), e["report"], e["failure"])
+        return [PastAttempt(e["attempt"], self.source(e["attempt"]), e["report"], e["failure"], e.get("variant"))
                 for e in self.attempts()]
 
     def save_attempt(self, number: int, source: str | None, entry: dict) -> None:
@@ -136,7 +137,8 @@ def judge_attempt(task: FusionTask, path: Path, attempt: int, implementation: Im
                               "Remove whatever hides work from the timed stream or patches the timers.")
     echo(report)
     entry = {"attempt": attempt, "file": str(path) if implementation.source is not None else None,
-             "implementer": implementer, "model": implementation.model, "usage": implementation.usage,
+             "implementer": implementer, "model": implementation.model, "variant": implementation.variant,
+             "usage": implementation.usage,
              "passed": bool(result is not None and result.passed), "failure": failure.to_dict() if failure else None,
              "result": result.to_dict() if result is not None else None, "report": plain,
              "seconds": round(time.perf_counter() - start, 3), "finished": now()}
@@ -212,7 +214,8 @@ def attempt_task(task: FusionTask, implementer: Implementer, log: TaskLog, setti
         entry, outcome = one_attempt(task, attempt, implementation, implementer.name, path, log, settings, echo)
         if outcome is not None:
             return outcome
-        history.append(PastAttempt(attempt, implementation.source, entry["report"], entry["failure"]))
+        history.append(PastAttempt(attempt, implementation.source, entry["report"], entry["failure"],
+                                   implementation.variant))
     return give_up(task, path, settings.attempts, log, echo)  # every attempt was logged before an interrupt
 
 

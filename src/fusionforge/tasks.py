@@ -250,13 +250,19 @@ def draw(spec: InputSpec, dims: dict[str, int], seed: int, index: int, device: s
 # Shape families
 # --------------------------------------------------------------------------------------------------
 
-# Test shapes: one of primes, one of powers of two, one lopsided; small enough for the interpreter.
+# Test shapes: one of primes, one of powers of two, one lopsided; small enough for the interpreter, and
+# large enough that a kernel tiled for a GPU walks its loops at one of them at least: the lopsided shape's
+# K spans several 64-wide steps of a matmul's k-loop.
 _TEST_2D = [dict(M=(13, 31, 37, 41), N=(97, 131, 193, 251), K=(29, 37, 53)),
             dict(M=(16, 32, 64), N=(64, 128, 256), K=(32, 64)),
-            dict(M=(3, 5, 7), N=(300, 500, 777, 1000), K=(20, 48))]
+            dict(M=(3, 5, 7), N=(300, 500, 777, 1000), K=(67, 97))]
 _TEST_3D = [dict(B=(2, 3), M=(5, 7, 11), N=(97, 131), K=(29, 37)),
             dict(B=(2,), M=(4, 8), N=(64, 128), K=(32,)),
-            dict(B=(1, 3), M=(3, 13), N=(300, 500), K=(20, 48))]
+            dict(B=(1, 3), M=(3, 13), N=(300, 500), K=(67, 97))]
+# Rows longer than LONG_ROW values are more than a kernel holds in registers (64 KB of fp32), so kernels walk
+# them in slices. A task whose rows are that long at its bench shape gets a fourth test shape with rows of
+# LONG_TEST_ROW values or more (a prime), so that the walk runs there too (_long_rows).
+LONG_ROW, LONG_TEST_ROW = 16384, 20011
 # Bench shapes: the free dims; the leading dim (M in 2D, B in 3D) grows until the bench floor is met.
 _BENCH_2D = [dict(N=n) for n in (1024, 2048, 3072, 4096, 5120, 8192)]
 _BENCH_2D_MM = [dict(N=n, K=k) for n, k in ((4096, 4096), (8192, 4096), (4096, 8192), (8192, 8192), (3072, 4096))]
@@ -272,7 +278,6 @@ def _round_up(value: int, multiple: int) -> int:
 # The generator
 # --------------------------------------------------------------------------------------------------
 
-_POINTWISE = [op for op in catalog.CATALOG.values() if op.family in (Family.UNARY, Family.BINARY)]
 _UNARY = [op for op in catalog.CATALOG.values() if op.family is Family.UNARY]
 _BINARY = [op for op in catalog.CATALOG.values() if op.family is Family.BINARY]
 _ROW_OPS = [op for op in catalog.CATALOG.values() if op.family in (Family.REDUCTION, Family.NORM)]
@@ -318,7 +323,7 @@ class TaskGenerator:
         if dtype is not None and dtype not in DTYPES:
             raise TaskError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
         forced = parse_ops(ops) if isinstance(ops, str) else ops
-        difficulty = difficulty or (_difficulty_of(forced) if forced else rng.choice(DIFFICULTIES))
+        difficulty = difficulty or (classify([n for n, _ in forced]).difficulty if forced else rng.choice(DIFFICULTIES))
         dtype = dtype or rng.choice(DTYPES)
         last_reason = ""
         for _ in range(self.max_tries):
@@ -419,19 +424,80 @@ class TaskGenerator:
         task = FusionTask(id="", seed=seed, difficulty=difficulty, dtype=dtype, steps=steps, inputs=inputs,
                           output_shape=list(shape), shapes={"test": test, "bench": []})
         task.shapes["bench"] = [_bench_dims(task, rank, root, rng, channel, groups)]
+        if longest_row(task, task.shapes["bench"]) > LONG_ROW:
+            task.shapes["test"].append(_long_rows(task, test[-1], groups))
         task.description = describe(task)
         task.signature = signature(task)
         task.id = "ff-" + hashlib.sha256(task.signature.encode()).hexdigest()[:12]
         return task
 
 
-def _difficulty_of(forced) -> str:
-    names = [catalog.CATALOG[n] for n, _ in forced]
-    if names[0].family is Family.MATMUL or sum(o.family is Family.REDUCTION for o in names) > 1:
-        return "hard"
-    if any(catalog.reduces(o) for o in names):
-        return "medium"
-    return "easy"
+@dataclass(frozen=True)
+class ChainKind:
+    """What a chain of ops is, from its ops' families: the built-in code generator's plan for it (None: no
+    plan yet), the family its dataset records are grouped by, and its difficulty."""
+
+    plan: str | None
+    family: str
+    difficulty: str
+
+
+def classify(ops: list[str]) -> ChainKind:
+    """The kind of the chain of ``ops`` (catalog names, in order).
+
+    Plans: a matmul root's epilogue may hold inference batch norm and one more reduction or normalization
+    (matmul); pointwise ops only (pointwise); one reduction or normalization among them (row); two
+    reductions and no normalization (two_reductions); other chains have no plan yet.
+    Family and difficulty follow what the chain computes: a matmul root is hard; two reductions are hard;
+    any op that reduces makes a medium "reduction" chain; the rest are easy "pointwise" chains. An inference
+    batch norm applies running statistics, a per-channel affine map that reduces nothing (``ops.reduces``),
+    so a chain of it with pointwise ops is easy, though the row plan writes it.
+    """
+    entries = [catalog.get(op) for op in ops]
+    families = [entry.family for entry in entries]
+    row_ops = [op for op, family in zip(ops, families) if family in (Family.REDUCTION, Family.NORM)]
+    reductions = families.count(Family.REDUCTION)
+    if families[0] is Family.MATMUL:
+        return ChainKind("matmul" if len([op for op in row_ops if op != "batch_norm"]) <= 1 else None, "matmul",
+                         "hard")
+    if not row_ops:
+        plan = "pointwise"
+    elif len(row_ops) == 1:
+        plan = "row"
+    else:
+        plan = "two_reductions" if reductions == len(row_ops) == 2 else None
+    if not any(catalog.reduces(entry) for entry in entries):
+        return ChainKind(plan, "pointwise", "easy")
+    return ChainKind(plan, "reduction", "hard" if reductions > 1 else "medium")
+
+
+def row_length(step: Step, rank: int, dims: dict[str, int]) -> int:
+    """The values one row of a reduction or normalization spans at ``dims``: the last dimension's; for group
+    norm, one group of one sample (N / G of [M, N], (M / G) * N of [B, M, N])."""
+    if step.op != "group_norm":
+        return dims["N"]
+    groups = step.params["groups"]
+    return dims["N"] // groups if rank == 2 else dims["M"] // groups * dims["N"]
+
+
+def longest_row(task: FusionTask, shapes: list[dict[str, int]]) -> int:
+    """The longest row any reduction or normalization of ``task`` sees at ``shapes`` (0: none has rows)."""
+    rank = len(task.inputs[0].shape)
+    return max((row_length(step, rank, dims) for step in task.steps
+                if catalog.get(step.op).family in (Family.REDUCTION, Family.NORM) for dims in shapes), default=0)
+
+
+def _long_rows(task: FusionTask, lopsided: dict[str, int], groups: int) -> dict[str, int]:
+    """The lopsided test shape (one batch) with rows of LONG_TEST_ROW values or more. A 3D group norm's rows are
+    a group's channels by N: they grow by channels, so a matmul before it stays small; other rows grow along the
+    last dimension (a 2D group norm's by G times as much: its rows are N / G)."""
+    rank = len(task.inputs[0].shape)
+    dims = {**lopsided, **({"B": 1} if rank == 3 else {})}
+    if rank == 3 and any(step.op == "group_norm" for step in task.steps):
+        dims["M"] = groups * -(-LONG_TEST_ROW // dims["N"])
+    else:
+        dims["N"] = LONG_TEST_ROW * (groups if rank == 2 else 1)
+    return dims
 
 
 def _sample_params(op: Op, fixed: dict, rng: random.Random) -> dict[str, Any]:

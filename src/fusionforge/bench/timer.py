@@ -30,7 +30,6 @@ the on-disk caches, and nothing is timed.
 from __future__ import annotations
 
 import collections
-import importlib.util
 import json
 import os
 import random
@@ -45,6 +44,7 @@ os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 import torch  # noqa: E402
 
+from fusionforge.kernelfile import load_module  # noqa: E402
 from fusionforge.verify.checker import compare  # noqa: E402
 from fusionforge.verify.hostguard import StackWatch  # noqa: E402
 from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
@@ -149,11 +149,8 @@ def main(request_path: str) -> int:
     stack.install()
 
     phase("import")
-    spec = importlib.util.spec_from_file_location("candidate_kernels", request["file"])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["candidate_kernels"] = module
     with stack.watching():
-        spec.loader.exec_module(module)
+        module = load_module(request["file"], "candidate_kernels")
 
     if request["task"] is not None:
         from fusionforge.tasks import FusionTask

@@ -27,6 +27,7 @@ class PastAttempt:
     source: str | None  # the file that was tried; None when no usable file came back
     report: str  # the FAILURE ANALYSIS text of that attempt (plain ASCII form)
     failure: dict | None = None  # Failure.to_dict()
+    variant: str | None = None  # the built-in generator's variant it was written in (from the attempt log)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Implementation:
     failure: Failure | None = None  # why there is no usable file (source is None)
     usage: dict = field(default_factory=dict)  # requests, prompt/completion tokens, seconds
     model: str | None = None
+    variant: str | None = None  # the code generator's plan variant (the built-in implementer's), logged
     exhausted: bool = False  # nothing new to try (a deterministic implementer): the loop stops early
 
 

@@ -16,8 +16,8 @@ from importlib import resources
 from string import Template
 
 from fusionforge import kernelfile
+from fusionforge.codegen import python_section
 from fusionforge.implement.base import Implementation, ImplementerError, PastAttempt
-from fusionforge.implement.codegen import python_section
 from fusionforge.tasks import SCALAR_DTYPE, FusionTask, step_label
 from fusionforge.verify.verdict import Failure
 

@@ -47,7 +47,10 @@ runs. Masked-off lanes are neither checked nor touched. A launch whose storages 
 Autotuning. Triton's autotuner benchmarks every config, which the interpreter cannot (it has no
 benchmarker: a kernel with two configs failed with "0 active drivers"). Here each config runs once while
 tuning, as on a GPU, and the winner rotates from one tuning to the next, so a kernel tuned at several
-shapes has several of its configs checked; on a GPU any of them may be the one that runs.
+shapes has several of its configs checked; on a GPU any of them may be the one that runs. Configs that
+differ only in what the interpreter ignores (num_warps, num_stages, num_ctas, maxnreg: how a GPU runs the
+same program) compute the same values here, so only the first of them runs: a row kernel autotuned over its
+warps runs once per tuning, as a single config would.
 """
 
 from __future__ import annotations
@@ -118,7 +121,8 @@ def _install_autotuning() -> None:
     The interpreter has no benchmarker, so Triton's autotuner fails there ("0 active drivers") as soon as
     a kernel has two configs. On a GPU every config runs while tuning and any of them may win; here each
     runs once (its errors surface as on a GPU) and the winner rotates from one tuning to the next (one
-    per autotuning key: a kernel tuned at several shapes gets several of its configs checked).
+    per autotuning key: a kernel tuned at several shapes gets several of its configs checked). Of configs with
+    the same meta-parameters (differing only in warps, stages, CTAs or registers), only the first runs.
     """
     from triton.runtime import autotuner
 
@@ -131,7 +135,12 @@ def _install_autotuning() -> None:
 
     def rotating(prune_configs):
         def prune(self, kwargs):
-            configs = prune_configs(self, kwargs)
+            configs, seen = [], set()
+            for config in prune_configs(self, kwargs):
+                values = tuple(sorted(config.kwargs.items()))
+                if values not in seen:
+                    seen.add(values)
+                    configs.append(config)
             turn = getattr(self, "interpreter_turn", 0)
             self.interpreter_turn = turn + 1
             return configs[turn % len(configs):] + configs[:turn % len(configs)]

@@ -24,7 +24,6 @@ float64 reference, which this process never sees, and judges the ledger's proble
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import os
@@ -36,6 +35,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode_stack
 from triton.runtime import autotuner
 
+from fusionforge.kernelfile import load_module
 from fusionforge.verify.hostguard import HOST_READ_METHODS, HostGuard
 from fusionforge.verify.interpreter import install_gpu_semantics
 from fusionforge.verify.launches import LaunchMonitor
@@ -258,14 +258,11 @@ def main(request_path: str) -> int:
     guard = HostGuard()
     guard.install(monitor)
     guard.frames.file = request["file"]
-    spec = importlib.util.spec_from_file_location("candidate_kernels", request["file"])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["candidate_kernels"] = module
     try:
         result["import_events"] = []
         protected = protected_functions()
         with guard.import_of(result["import_events"]):
-            spec.loader.exec_module(module)
+            module = load_module(request["file"], "candidate_kernels")
         if tampered(protected):
             result["import_events"].append({"kind": "tampered", "detail": "the file replaces functions the checker "
                                                                           f"uses: {', '.join(tampered(protected))}"})

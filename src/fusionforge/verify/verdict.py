@@ -15,8 +15,6 @@ STAGES = {
     "shape": "testing", "dtype": "testing", "nan": "testing", "mismatch": "testing", "cheat": "testing",
     "mutation": "testing", "slower": "benchmark",
 }
-CATEGORIES = tuple(STAGES)
-
 
 @dataclass
 class Failure:

@@ -1,0 +1,180 @@
+"""The plan: everything the emitters need, resolved once from a task.
+
+A plan names the kind of kernel file (its family of emitters), the variant written and why, and the task's
+steps, each with its number in the chain (kernel comments use it, in every kernel of the file), its catalog
+entry and the inputs it reads. A reduction or normalization whose rows a kernel walks carries how it walks
+them (``Rows``). The variant is what the built-in implementer retries with and what the attempt log records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fusionforge import ops as catalog
+from fusionforge.codegen import tuning
+from fusionforge.ops import Family, Op
+from fusionforge.tasks import ITEMSIZE, SCALAR_DTYPE, FusionTask, InputSpec, Step, classify, row_length, step_label
+
+ROW_FAMILIES = (Family.REDUCTION, Family.NORM)
+
+
+class UnsupportedTask(ValueError):
+    """The built-in code generator has no plan for this chain yet."""
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One step of the chain: its number in the chain (1-based), the step, its catalog entry, its inputs."""
+
+    index: int
+    step: Step
+    op: Op
+    inputs: tuple[InputSpec, ...]
+
+    @property
+    def label(self) -> str:
+        return step_label(self.step)
+
+    @property
+    def params(self) -> dict:
+        return self.step.params
+
+    @property
+    def reduces(self) -> bool:
+        return self.op.family is Family.REDUCTION
+
+    @property
+    def pointwise(self) -> bool:
+        return self.op.family in (Family.UNARY, Family.BINARY)
+
+    def operands(self) -> list[tuple[str, str, InputSpec]]:
+        """(stem, layout, input) of each extra input: a binary op's one operand, a normalization's weights."""
+        return [(o.stem, o.layout, spec) for o, spec in zip(catalog.operands(self.op, self.params), self.inputs)]
+
+    def comment(self, doc: str | None = None) -> str:
+        """``# <index>. <label>: <doc>``, the op's formula unless ``doc`` says what this kernel does of it."""
+        return f"# {self.index}. {self.label}: {doc or self.op.doc}"
+
+
+@dataclass(frozen=True)
+class Rows:
+    """How a kernel walks the rows of a reduction or normalization: ``form`` is ``registers`` (a row a program,
+    held in registers), ``short_rows`` (several short rows a program), ``slices`` (a row walked in slices) or
+    ``group_tiles`` (a 3D group norm's group walked in tiles of channels and positions)."""
+
+    step: PlanStep
+    form: str
+    longest: int  # values, the longest row at any of the task's shapes
+    rank: int
+
+    @property
+    def looped(self) -> bool:
+        return self.form in ("slices", "group_tiles")
+
+
+@dataclass(frozen=True)
+class Plan:
+    task: FusionTask
+    kind: str  # pointwise | row | matmul | two_reductions
+    variant: str
+    reason: str
+    steps: tuple[PlanStep, ...]
+    rows: Rows | None = None  # the row plan's row op, or the normalization after a matmul
+
+    @property
+    def dtype(self) -> str:
+        return self.task.dtype
+
+    @property
+    def rank(self) -> int:
+        return len(self.task.inputs[0].shape)
+
+    @property
+    def row_steps(self) -> list[PlanStep]:
+        return [s for s in self.steps if s.op.family in ROW_FAMILIES]
+
+
+def plan_steps(task: FusionTask) -> tuple[PlanStep, ...]:
+    by_name = {spec.name: spec for spec in task.inputs}
+    return tuple(PlanStep(k, step, catalog.get(step.op), tuple(by_name[name] for name in step.inputs))
+                 for k, step in enumerate(task.steps, start=1))
+
+
+def _rows(task: FusionTask, step: PlanStep) -> Rows:
+    rank = len(task.inputs[0].shape)
+    longest = max(row_length(step.step, rank, dims) for dims in task.shapes["test"] + task.shapes["bench"])
+    if longest > tuning.MAX_ROW_BLOCK:
+        form = "group_tiles" if step.op.name == "group_norm" and rank == 3 else "slices"
+    elif step.reduces and longest * ITEMSIZE[task.dtype] < tuning.SHORT_ROW_BYTES:
+        form = "short_rows"
+    else:
+        form = "registers"
+    return Rows(step, form, longest, rank)
+
+
+_ROW_REASONS = {
+    "registers": "rows of at most {longest} values: one a program, held in registers",
+    "short_rows": "rows under {bytes} bytes: [ROWS, BLOCK_N] tiles of {tile} values a program",
+    "slices": "rows of up to {longest} values, over {cap} held in registers: walked in slices",
+    "group_tiles": "groups of up to {longest} values, over {cap} held in registers: walked in tiles of channels "
+                   "and positions",
+}
+
+
+def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[list[tuple[str, str]], Rows | None]:
+    """The variants the generator can write, the default first, each with its reason; and the rows walked."""
+    if kind == "pointwise":
+        vectors = [s.params["operand"] for s in steps if s.params.get("operand") in ("col", "row")]
+        if vectors:
+            return [("tiles", f"a per-{'column' if 'col' in vectors else 'row'} vector: [rows, N] tiles load it "
+                              "once each")], None
+        return [("flat", "full tensors and scalars only: flat blocks of the output")], None
+    if kind == "two_reductions":
+        return [("split", "two reductions: a program per tile of a batch's rows, a combine kernel per batch")], None
+    if kind == "row":
+        rows = _rows(task, next(s for s in steps if s.op.family in ROW_FAMILIES))
+        reason = _ROW_REASONS[rows.form].format(longest=rows.longest, bytes=tuning.SHORT_ROW_BYTES,
+                                                tile=tuning.SHORT_ROW_TILE, cap=tuning.MAX_ROW_BLOCK)
+        return [(rows.form, reason)], rows
+    tail = next((s for s in steps if s.op.family in ROW_FAMILIES and s.op.name != "batch_norm"), None)
+    rows = _rows(task, tail) if tail is not None and not tail.reduces else None
+    if task.dtype == "float32":
+        return [("tf32x3", "float32: tl.dot in three TF32 passes on the tensor cores, fp32-accurate"),
+                ("tiled", "float32: tl.dot in IEEE fp32 (the retry)")], rows
+    return [("persistent", "16-bit: one program per SM over the output tiles, TMA loads"),
+            ("tiled", "16-bit: a tl.dot tile per program (the retry)")], rows
+
+
+def variants(task: FusionTask) -> list[str]:
+    """The kernel variants the generator can write for ``task``, the default first (matmul roots have two: the
+    built-in implementer retries with the other)."""
+    return [variant for variant, _ in _options(task, _kind(task), plan_steps(task))[0]]
+
+
+def _kind(task: FusionTask) -> str:
+    kind = classify([s.op for s in task.steps]).plan
+    if kind is None:
+        raise UnsupportedTask(f"the built-in code generator has no plan yet for chains with several normalizations "
+                              f"or reductions beyond two (task {task.id}: {task.description})")
+    return kind
+
+
+def resolve(task: FusionTask, variant: str | None = None) -> Plan:
+    """The plan for ``task`` in ``variant`` (default: the first); UnsupportedTask for a chain with no plan."""
+    kind = _kind(task)
+    steps = plan_steps(task)
+    options, rows = _options(task, kind, steps)
+    reasons = dict(options)
+    variant = variant or options[0][0]
+    if variant not in reasons:
+        raise UnsupportedTask(f"no {variant!r} variant of the {kind} plan for task {task.id}")
+    return Plan(task, kind, variant, reasons[variant], steps, rows)
+
+
+def kernel_args(inputs: list[InputSpec]) -> list[str]:
+    """A kernel's parameters for ``inputs``: ``<name>_ptr`` for a tensor, the name for a scalar."""
+    return [f"{i.name}_ptr" if i.dtype != SCALAR_DTYPE else i.name for i in inputs]
+
+
+def step_inputs(steps: list[PlanStep]) -> list[InputSpec]:
+    return [spec for s in steps for spec in s.inputs]

@@ -1,0 +1,72 @@
+"""The pointwise plan: unary and binary ops, one kernel over the output.
+
+``flat``: blocks of POINTWISE_BLOCK elements of the flattened output; a full-tensor operand is read at the
+same offsets, a scalar is an argument. ``tiles``: with a per-row or per-column vector, [BLOCK_M, BLOCK_N]
+tiles numbered row by row, each vector loaded once per tile and broadcast (indexed per element, it would cost
+an integer division each).
+"""
+
+from __future__ import annotations
+
+from fusionforge.codegen import tuning
+from fusionforge.codegen.layout import Layout, pointwise_steps
+from fusionforge.codegen.plan import Plan, kernel_args
+from fusionforge.codegen.source import Code, Kernel
+from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
+
+
+def emit(plan: Plan) -> Section:
+    task = plan.task
+    tiles = plan.variant == "tiles"
+    body = Code()
+    if tiles:
+        body("# tiles in row-major order: neighbouring programs read neighbouring memory",
+             "tiles_n = tl.cdiv(n_cols, BLOCK_N)",
+             "rows = (tl.program_id(0) // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]",
+             "cols = (tl.program_id(0) % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]",
+             "row_mask = rows < n_rows",
+             "col_mask = cols < n_cols",
+             "mask = row_mask[:, None] & col_mask[None, :]",
+             "offsets = rows[:, None].to(tl.int64) * n_cols + cols[None, :]  # [BLOCK_M, BLOCK_N]")
+        layout = Layout({"full": "offsets"}, vectors={"col": ("cols", "col_mask", "[None, :]"),
+                                                      "row": ("rows", "row_mask", "[:, None]")})
+        sizes, constexprs = [("n_rows", "n_rows"), ("n_cols", "n_cols")], ["BLOCK_M", "BLOCK_N"]
+        held = "as [rows, N] in [BLOCK_M, BLOCK_N] tiles"
+        doc = "Per-column vectors load once per tile ([BLOCK_N], broadcast down its rows), per-row vectors " \
+              "[BLOCK_M] across its columns; fp32 math, one cast on store."
+    else:
+        body("pid = tl.program_id(0)",
+             "offsets = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)  # [BLOCK_SIZE]",
+             "mask = offsets < n_elements")
+        layout = Layout({"full": "offsets"})
+        sizes, constexprs = [("n_elements", "n_elements")], ["BLOCK_SIZE"]
+        held = "flattened, BLOCK_SIZE elements a program"
+        doc = "Full-tensor operands are read at the same offsets, scalars are arguments; fp32 math, one cast on store."
+    body("h = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)")
+    pointwise_steps(body, list(plan.steps), layout, task.dtype)
+    body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
+    kernel = Kernel("fused_kernel_triton", [*kernel_args(task.inputs), "out_ptr"], sizes, constexprs,
+                    [f"{chain_text(plan.steps)}: elementwise over {shape_text(task.inputs[0])} {held}.", doc],
+                    body)
+
+    code = wrapper(plan)
+    code("out = torch.empty_like(x)")
+    if tiles:
+        code(f"# [{tuning.POINTWISE_TILE} // BLOCK_N, BLOCK_N] tiles on {tuning.POINTWISE_WARPS} warps "
+             f"({tuning.see('pointwise-tiles')})",
+             "n_cols = x.shape[-1]",
+             "n_rows = x.numel() // n_cols",
+             f"BLOCK_N = min({tuning.POINTWISE_TILE_N}, triton.next_power_of_2(n_cols))",
+             f"BLOCK_M = {tuning.POINTWISE_TILE} // BLOCK_N",
+             "grid = (triton.cdiv(n_rows, BLOCK_M) * triton.cdiv(n_cols, BLOCK_N),)")
+        launch = ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N"]
+    else:
+        code(f"# blocks of {tuning.POINTWISE_BLOCK} on {tuning.POINTWISE_WARPS} warps "
+             f"({tuning.see('pointwise-blocks')})",
+             "n_elements = out.numel()",
+             f"grid = (triton.cdiv(n_elements, {tuning.POINTWISE_BLOCK}),)")
+        launch = [f"BLOCK_SIZE={tuning.POINTWISE_BLOCK}"]
+    code.call("fused_kernel_triton[grid](", ["x", *(i.name for i in task.inputs[1:]), "out", *kernel.size_args(),
+                                             *launch, f"num_warps={tuning.POINTWISE_WARPS}"])
+    code("return out")
+    return Section([kernel], [], code)

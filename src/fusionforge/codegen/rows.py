@@ -1,0 +1,237 @@
+"""The row plan's kernel: pointwise steps, one reduction or normalization over rows, pointwise steps.
+
+One emitter for every way of walking the rows (``Rows.form``), the looped ones a flag on the same steps:
+
+* ``registers``: a row a program, held in BLOCK_N lanes (the next power of two, masked);
+* ``short_rows``: a reduction over rows under 2 KB reads [ROWS, BLOCK_N] tiles of several rows;
+* ``slices``: a row too long for registers walked in CHUNK-wide slices carrying the reduction's running state:
+  one pass for a reduction, two for a normalization (its statistic, then normalize and store);
+* ``group_tiles``: a 3D group norm's group ([C / G, N] values) walked in [C_BLOCK, BLOCK_N] tiles of channels
+  and positions, so per-channel operands load as a vector per tile.
+
+Group norm's rows are one group of one sample: [M, N] -> [M * G, N / G]; [B, M, N] -> [B * G, (M / G) * N],
+contiguous in memory. The same kernel serves a normalization after a matmul, over its product.
+"""
+
+from __future__ import annotations
+
+from fusionforge.codegen import tuning
+from fusionforge.codegen.layout import Layout, operand_loads, per_row, pointwise_steps
+from fusionforge.codegen.plan import Plan, PlanStep, Rows, kernel_args
+from fusionforge.codegen.reductions import NORMALIZATIONS, REDUCTIONS, Phrases
+from fusionforge.codegen.source import Code, Kernel
+from fusionforge.codegen.wrapper import Section, chain_text, wrapper
+from fusionforge.tasks import InputSpec
+
+EVICT_FIRST = ", eviction_policy='evict_first'"
+READ_ONCE = f"# a reduction reads its rows once: evict_first ({tuning.see('evict-first')})"
+
+
+def emit(plan: Plan) -> Section:
+    kernel, launch, host = row_kernel(plan, plan.rows, list(plan.steps), "fused_kernel_triton", "x",
+                                      list(plan.task.inputs))
+    code = wrapper(plan)
+    code.extend(launch)
+    code("return out")
+    return Section([kernel], host, code)
+
+
+def geometry(rows: Rows) -> tuple[str, Layout, str]:
+    """(the row length in the wrapper, in terms of ``x``; where operands live for the values of a row held
+    whole; the rows in words)."""
+    step, rank = rows.step, rows.rank
+    if step.op.name == "group_norm":
+        groups = step.params["groups"]
+        if rank == 2:
+            return (f"x.shape[-1] // {groups}",
+                    Layout({"col": f"(row % {groups}) * row_len + cols", "row": f"row // {groups}",
+                            "full": "row * row_len + cols", "chan": f"(row % {groups}) * row_len + cols"},
+                           frozenset({"row"})),
+                    f"rows are one group of {groups} per sample: [M, N] -> [M * {groups}, N / {groups}]")
+        return (f"(x.shape[1] // {groups}) * x.shape[-1]",
+                Layout({"col": "cols % n_cols",
+                        "row": f"(row // {groups}) * n_chan + (row % {groups}) * (n_chan // {groups}) + cols // n_cols",
+                        "full": "row * row_len + cols",
+                        "chan": f"(row % {groups}) * (n_chan // {groups}) + cols // n_cols"}),
+                f"rows are one group of {groups} per sample: [B, M, N] -> [B * {groups}, (M / {groups}) * N]")
+    chan = "cols" if rank == 2 else "row % n_chan"
+    return ("x.shape[-1]",
+            Layout({"col": "cols", "row": "row", "full": "row * row_len + cols", "chan": chan},
+                   frozenset({"row", *({"chan"} if rank == 3 else ())})),
+            "one row of the last dimension per program")
+
+
+def _short_rows(rank: int) -> Layout:
+    col = ("cols", "cols < row_len", "[None, :]")
+    chan = col if rank == 2 else ("rows % n_chan", "row_mask", "[:, None]")
+    return Layout({"full": "rows[:, None] * row_len + cols[None, :]"},
+                  vectors={"col": col, "row": ("rows", "row_mask", "[:, None]"), "chan": chan})
+
+
+def _group_tiles(groups: int) -> Layout:
+    chans = f"(row % {groups}) * group_chans + chans"
+    return Layout({"full": "row * row_len + chans[:, None] * n_cols + pos[None, :]"},
+                  vectors={"col": ("pos", "pos < n_cols", "[None, :]"),
+                           "chan": (chans, "chans < group_chans", "[:, None]"),
+                           "row": (f"(row // {groups}) * n_chan + {chans}", "chans < group_chans", "[:, None]")})
+
+
+def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source: str,
+               inputs: list[InputSpec]) -> tuple[Kernel, Code, list[str]]:
+    """The kernel walking ``rows`` through ``steps`` (pointwise, the row op, pointwise) over ``source`` (the
+    wrapper's ``x``, or a matmul's product ``h``); ``inputs``: the kernel's, ``source`` first. Returns the
+    kernel, the wrapper lines that allocate ``out`` and launch it, and host-side helpers it needs."""
+    step, form, dtype = rows.step, rows.form, plan.dtype
+    before = [s for s in steps if s.index < step.index]
+    after = [s for s in steps if s.index > step.index]
+    row_len, layout, in_words = geometry(rows)
+    row_len = row_len.replace("x.", f"{source}.")
+    reduction = REDUCTIONS.get(step.op.name)
+    norm = NORMALIZATIONS.get(step.op.name)
+    body = Code()
+    constexprs = {"registers": ["BLOCK_N"], "short_rows": ["ROWS", "BLOCK_N"], "slices": ["CHUNK"],
+                  "group_tiles": ["TILE", "C_BLOCK", "BLOCK_N"]}[form]
+    hint = EVICT_FIRST if step.reduces else ""
+
+    if form == "short_rows":
+        layout = _short_rows(rows.rank)
+        body("rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)  # [ROWS]",
+             "cols = tl.arange(0, BLOCK_N)  # [BLOCK_N]",
+             "row_mask = rows < n_rows",
+             "mask = row_mask[:, None] & (cols[None, :] < row_len)")
+    elif form == "registers":
+        body("row = tl.program_id(0).to(tl.int64)",
+             "cols = tl.arange(0, BLOCK_N)  # [BLOCK_N]",
+             "mask = cols < row_len")
+    if not rows.looped:
+        if hint:
+            body(READ_ONCE)
+        body(f"h = tl.load(x_ptr + {layout.index['full']}, mask=mask, other=0.0{hint}).to(tl.float32)")
+        pointwise_steps(body, before, layout, dtype)
+        body(step.comment())
+        operand_loads(body, step, layout)
+        if form == "short_rows":
+            phrases = Phrases(reduction, "row_", step.params, axis=1, bcast="[:, None]", known={"count": "row_len"})
+            body(*phrases(reduction.block), *phrases(reduction.finalize))
+            pointwise_steps(body, after, per_row("rows", mask="row_mask"), dtype)
+            body("tl.store(out_ptr + rows, h.to(out_ptr.dtype.element_ty), mask=row_mask)")
+        elif reduction:
+            phrases = Phrases(reduction, "row_", step.params, known={"count": "row_len"})
+            body(*phrases(reduction.block), *phrases(reduction.finalize))
+            pointwise_steps(body, after, per_row("row"), dtype)
+            body("tl.store(out_ptr + row, h.to(out_ptr.dtype.element_ty))")
+        else:
+            body(*_normalize_in_registers(norm, step))
+            pointwise_steps(body, after, layout, dtype)
+            body("tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)")
+    else:
+        _walk(body, rows, before, after, reduction, norm, layout, dtype)
+
+    sizes = [*([("n_rows", "n_rows")] if form == "short_rows" else []), ("row_len", "row_len"),
+             ("n_cols", f"{source}.shape[-1]"), *([("n_chan", f"{source}.shape[1]")] if rows.rank == 3 else [])]
+    held = {"registers": f"{in_words}, held in registers (BLOCK_N lanes, masked)",
+            "short_rows": "ROWS rows of the last dimension per program, a [ROWS, BLOCK_N] tile held in registers "
+                          "(masked)",
+            "slices": f"{in_words}, walked in CHUNK-wide slices (rows too long for registers)",
+            "group_tiles": f"{in_words}, walked in [C_BLOCK, BLOCK_N] tiles of its channels and positions (rows "
+                           "too long for registers)"}[form]
+    tuning_code = {"registers": tuning.row_warps(), "short_rows": tuning.row_warps(), "slices": [],
+                   "group_tiles": tuning.group_tiles(step.params.get("groups", 1))}[form]
+    kernel = Kernel(name, ["x_ptr", *kernel_args(inputs[1:]), "out_ptr"], sizes, constexprs,
+                    [f"{chain_text(steps)}; x [{', '.join(str(d) for d in inputs[0].shape)}].",
+                     f"{held[0].upper()}{held[1:]}; fp32 math, one cast on store."], body, tuning_code)
+    host = ["\n".join(tuning.row_slices())] if form == "slices" else []
+    return kernel, _launch(kernel, rows, step, name, source, row_len, inputs), host
+
+
+def _normalize_in_registers(norm, step: PlanStep) -> list[str]:
+    """A normalization of a row held whole: the record's one-pass form, else its statistic's block, finalize
+    and apply."""
+    if norm.statistic is None:
+        return [norm.apply.format(**step.params)]
+    reduction = REDUCTIONS[norm.statistic]
+    phrases = Phrases(reduction, "row_", step.params, known={"count": "row_len"})
+    if norm.registers:
+        return phrases(norm.registers)
+    return [*phrases(reduction.block), *phrases(norm.finalize), *phrases([norm.apply])]
+
+
+def _walk(body: Code, rows: Rows, before: list[PlanStep], after: list[PlanStep], reduction, norm,
+          layout: Layout, dtype: str) -> None:
+    """A row too long for registers: pass 1 folds each slice (or tile) into the row op's running state; a
+    normalization's pass 2 walks the row again, normalizes and stores."""
+    step = rows.step
+    statistic = reduction or (REDUCTIONS[norm.statistic] if norm.statistic else None)
+    body("row = tl.program_id(0).to(tl.int64)", step.comment())
+    if rows.form == "group_tiles":
+        groups = step.params["groups"]
+        layout = _group_tiles(groups)
+        body("tl.static_assert(C_BLOCK * BLOCK_N <= TILE)  # the heuristics keep a tile within its budget",
+             f"group_chans = n_chan // {groups}",
+             "n_blocks = tl.cdiv(n_cols, BLOCK_N)")
+        loop = "for tile in range(0, tl.cdiv(group_chans, C_BLOCK) * n_blocks):"
+        head = ["chans = (tile // n_blocks) * C_BLOCK + tl.arange(0, C_BLOCK)  # [C_BLOCK]",
+                "pos = (tile % n_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]",
+                "mask = (chans < group_chans)[:, None] & (pos < n_cols)[None, :]"]
+        walk, axis = "tile by tile", None
+    else:
+        loop = "for start in range(0, row_len, CHUNK):"
+        head = ["cols = start + tl.arange(0, CHUNK)  # [CHUNK]", "mask = cols < row_len"]
+        walk, axis = "slice by slice", 0
+
+    def open_walk(hint: str) -> None:
+        body(loop)
+        body.level += 1
+        body(*head, f"h = tl.load(x_ptr + {layout.index['full']}, mask=mask, other=0.0{hint}).to(tl.float32)")
+        pointwise_steps(body, before, layout, dtype)
+
+    if statistic:
+        phrases = Phrases(statistic, "run_", step.params, axis=axis)
+        body(f"# {'' if reduction else 'pass 1: '}{statistic.what}, {walk}", *phrases.init())
+        if reduction:
+            body(READ_ONCE)
+        open_walk(EVICT_FIRST if reduction else "")
+        body(*phrases(statistic.update))
+        body.level -= 1
+        body(*phrases(reduction.finalize if reduction else norm.finalize))
+    if reduction:
+        pointwise_steps(body, after, per_row("row"), dtype)
+        body("tl.store(out_ptr + row, h.to(out_ptr.dtype.element_ty))")
+        return
+    affine = ", affine" if step.inputs else ""
+    body(f"# {'pass 2: ' if statistic else ''}normalize{affine}, the ops after it, store")
+    open_walk("")
+    operand_loads(body, step, layout)
+    body(*(phrases([norm.apply]) if statistic else [norm.apply.format(**step.params)]))
+    pointwise_steps(body, after, layout, dtype)
+    body(f"tl.store(out_ptr + {layout.index['full']}, h.to(out_ptr.dtype.element_ty), mask=mask)")
+    body.level -= 1
+
+
+def _launch(kernel: Kernel, rows: Rows, step: PlanStep, name: str, source: str, row_len: str,
+            inputs: list[InputSpec]) -> Code:
+    """The wrapper lines allocating ``out`` (a value per row for a reduction, else ``source``'s shape) and
+    launching the kernel, a program per row (per ROWS rows for short ones)."""
+    code = Code(1)
+    if step.reduces:
+        shape = f"(*{source}.shape[:-1], 1)" if step.params["keepdim"] else f"{source}.shape[:-1]"
+        code(f"out = torch.empty({shape}, dtype={source}.dtype, device={source}.device)")
+    else:
+        code(f"out = torch.empty_like({source})")
+    code(f"row_len = {row_len}")
+    args = [source, *(i.name for i in inputs[1:]), "out", *kernel.size_args()]
+    grid = f"{source}.numel() // row_len"
+    if rows.form in ("registers", "short_rows"):
+        code(f"BLOCK_N = triton.next_power_of_2(row_len)  # warps: {tuning.see('row-warps')}")
+        args.append("BLOCK_N=BLOCK_N")
+    if rows.form == "short_rows":
+        code(f"n_rows = {source}.numel() // row_len",
+             f"ROWS = max(1, {tuning.SHORT_ROW_TILE} // BLOCK_N)  # rows under {tuning.SHORT_ROW_BYTES} bytes: "
+             f"{tuning.see('short-rows')}")
+        args.insert(-1, "ROWS=ROWS")
+        grid = "triton.cdiv(n_rows, ROWS)"
+    elif rows.form == "slices":
+        code("CHUNK, warps = row_slices(row_len)")
+        args += ["CHUNK=CHUNK", "num_warps=warps"]
+    code.call(f"{name}[({grid},)](", args)
+    return code

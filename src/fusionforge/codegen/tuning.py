@@ -1,0 +1,124 @@
+"""Every tuning choice of the generated kernels, in one place: tile sizes, warps, configs and the host-side
+functions that pick them, each with the section of ``docs/tuning.md`` that holds its measurements.
+
+Generated files carry the configs as functions of the target (``matmul_configs()``, the Triton tutorials'
+way) and the host-side rules as small functions (``row_slices``, ``tile_width``), so a file reads as its GPU
+runs it; the checker's interpreter runs every config (each once while tuning).
+"""
+
+from __future__ import annotations
+
+from fusionforge.tasks import LONG_ROW
+
+DOC = "docs/tuning.md"
+
+
+def see(section: str) -> str:
+    """The one-line reference a generated file gives for a tuning choice."""
+    return f"{DOC}#{section}"
+
+
+# Pointwise: flat blocks of POINTWISE_BLOCK elements on POINTWISE_WARPS warps (8 contiguous values a thread);
+# with a per-row or per-column vector, [POINTWISE_TILE / BLOCK_N, BLOCK_N] tiles (BLOCK_N at most
+# POINTWISE_TILE_N), numbered row by row.
+POINTWISE_BLOCK, POINTWISE_WARPS = 1024, 4
+POINTWISE_TILE, POINTWISE_TILE_N = 2048, 1024
+
+# Rows: up to MAX_ROW_BLOCK values held in registers; longer rows are walked (slices, or a 3D group norm's
+# tiles). Reductions over rows under SHORT_ROW_BYTES read [ROWS, BLOCK_N] tiles of SHORT_ROW_TILE values.
+MAX_ROW_BLOCK = LONG_ROW
+SHORT_ROW_BYTES, SHORT_ROW_TILE = 2048, 2048
+ROW_WARPS = (1, 2, 4, 8, 16)
+LOOPED_SLICES, LOOPED_FALLBACK = (16384, 8192), (4096, 8)  # (slice values, warps) of the fallback
+GROUP_TILES = ((16384, 16), (8192, 8), (4096, 4))  # (TILE values, warps)
+
+# Matmul tiles (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), GROUP_M = 8.
+MATMUL_CONFIGS = {
+    "16bit": ((128, 256, 64, 8, 3), (128, 128, 64, 8, 4), (256, 128, 64, 8, 3), (128, 128, 32, 4, 4)),
+    "float32": ((128, 128, 32, 8, 3), (64, 128, 32, 4, 4), (128, 64, 32, 4, 4)),
+    "persistent": ((128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 64, 8, 4)),
+}
+
+# Two reductions: tiles of TWO_REDUCTION_TILE values on TWO_REDUCTION_WARPS warps, one a program until a batch
+# has TWO_REDUCTION_MAX_SPLITS of them.
+TWO_REDUCTION_TILE, TWO_REDUCTION_MAX_SPLITS, TWO_REDUCTION_WARPS = 2048, 1024, 2
+
+
+def matmul_configs(which: str) -> list[str]:
+    """The generated ``matmul_configs()`` of the tiled 16-bit, tiled float32 or persistent kernel."""
+    section = "persistent-matmul" if which == "persistent" else "matmul-tiles"
+    return [
+        "def matmul_configs():",
+        f'    """Hopper tiles: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), GROUP_M 8 ({see(section)})."""',
+        f"    tiles = {MATMUL_CONFIGS[which]!r}",
+        '    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_warps=w, '
+        'num_stages=s)',
+        "            for m, n, k, w, s in tiles]",
+    ]
+
+
+MATMUL_AUTOTUNE = ['@triton.autotune(configs=matmul_configs(), key=["M", "N", "K"])']
+
+
+def row_warps() -> list[str]:
+    """The generated configs and pruning that time a row kernel's warps where no count wins everywhere."""
+    warps = ", ".join(str(w) for w in ROW_WARPS)
+    return [
+        "def row_configs():",
+        f'    """A row kernel\'s warps ({see("row-warps")})."""',
+        f"    return [triton.Config({{}}, num_warps=warps) for warps in ({warps})]",
+        "",
+        "",
+        "def row_warps(configs, named_args, **kwargs):",
+        '    """The configs worth timing at this BLOCK_N: 1-4 warps up to 1024 lanes, 4 and 8 up to 4096, 4-16 at '
+        '8192,',
+        '    16 above."""',
+        '    block = kwargs["BLOCK_N"]',
+        "    warps = (1, 2, 4) if block <= 1024 else (4, 8) if block <= 4096 else (4, 8, 16) if block == 8192 else "
+        "(16,)",
+        "    return [config for config in configs if config.num_warps in warps]",
+        "",
+        "",
+        '@triton.autotune(configs=row_configs(), key=["row_len"], prune_configs_by={"early_config_prune": row_warps})',
+    ]
+
+
+def row_slices() -> list[str]:
+    """The generated host function giving a looped row kernel its CHUNK and warps for a row length."""
+    listed = ", ".join(str(width) for width in LOOPED_SLICES)
+    chunk, warps = LOOPED_FALLBACK
+    return [
+        "def row_slices(row_len):",
+        f'    """CHUNK and warps for rows of row_len values ({see("looped-rows")}): the widest of {listed} that',
+        f'    divides the row, on 16 warps; else {chunk} on {warps}."""',
+        f"    chunk = next((width for width in ({listed}) if row_len % width == 0), {chunk})",
+        f"    return chunk, 16 if chunk > {chunk} else {warps}",
+    ]
+
+
+def group_tiles(groups: int) -> list[str]:
+    """The generated configs and heuristics giving a 3D group norm's looped kernel its tiles."""
+    listed = ", ".join(f"({tile}, {warps})" for tile, warps in GROUP_TILES)
+    return [
+        "def group_configs():",
+        f'    """TILE values of a group\'s channels and positions on num_warps ({see("group-norm-tiles")})."""',
+        f'    return [triton.Config({{"TILE": tile}}, num_warps=warps) for tile, warps in ({listed})]',
+        "",
+        "",
+        "def tile_width(args):",
+        '    """BLOCK_N: the widest power of two that divides N (no padding) if it is 128 wide or all of N, else N',
+        '    padded to a power of two; TILE at most."""',
+        '    block_n = min(args["n_cols"] & -args["n_cols"], args["TILE"])',
+        '    if block_n < min(128, args["n_cols"]):',
+        '        block_n = min(triton.next_power_of_2(args["n_cols"]), args["TILE"])',
+        "    return block_n",
+        "",
+        "",
+        "def tile_channels(args):",
+        '    """C_BLOCK: the channels that fill TILE, at most a group\'s channel count padded to a power of two."""',
+        f'    return min(args["TILE"] // args["BLOCK_N"], triton.next_power_of_2(args["n_chan"] // {groups}))',
+        "",
+        "",
+        '@triton.autotune(configs=group_configs(), key=["row_len", "n_cols", "n_chan"])',
+        '@triton.heuristics({"BLOCK_N": tile_width, "C_BLOCK": tile_channels})',
+    ]

@@ -1,0 +1,198 @@
+"""Fused Kernels: batched matmul x @ w -> logsumexp over the last dim -> square (float32)"""
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+# <PYTHON>
+TASK = {
+    'id': 'ff-6fa624e903f0',
+    'seed': 31,
+    'difficulty': 'hard',
+    'dtype': 'float32',
+    'description': 'batched matmul x @ w -> logsumexp over the last dim -> square (float32)',
+    'signature': 'float32|r3|bmm>logsumexp(keepdim=False)>square',
+    'ops': [{'op': 'bmm', 'params': {}, 'inputs': ['w']},
+            {'op': 'logsumexp', 'params': {'keepdim': False}, 'inputs': []},
+            {'op': 'square', 'params': {}, 'inputs': []}],
+    'inputs': [{'name': 'x', 'role': 'activation', 'shape': ['B', 'M', 'K'], 'dtype': 'float32',
+                'init': {'dist': 'normal', 'mean': 0.0, 'std': 1.0, 'clip': 4.0}},
+               {'name': 'w', 'role': 'weight', 'shape': ['B', 'K', 'N'], 'dtype': 'float32',
+                'init': {'dist': 'normal', 'mean': 0.0, 'std': 1.0, 'fan_in': 'K', 'clip': 4.0}}],
+    'output': {'shape': ['B', 'M'], 'dtype': 'float32'},
+    'shapes': {'test': [{'B': 3, 'M': 11, 'N': 131, 'K': 29}, {'B': 2, 'M': 8, 'N': 64, 'K': 32},
+                        {'B': 1, 'M': 13, 'N': 300, 'K': 97}], 'bench': [{'B': 21, 'M': 1024, 'N': 2048, 'K': 1024}]},
+}
+
+
+def fused_kernel_pytorch(x, w):
+    """batched matmul x @ w -> logsumexp over the last dim -> square (float32)"""
+    h = torch.bmm(x, w)
+    h = torch.logsumexp(h, dim=-1, keepdim=False)
+    h = torch.square(h)
+    return h
+# </PYTHON>
+
+# <TRITON>
+def matmul_configs():
+    """Hopper tiles: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), GROUP_M 8 (docs/tuning.md#matmul-tiles)."""
+    tiles = ((128, 128, 32, 8, 3), (64, 128, 32, 4, 4), (128, 64, 32, 4, 4))
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_warps=w, num_stages=s)
+            for m, n, k, w, s in tiles]
+
+
+@triton.autotune(configs=matmul_configs(), key=["M", "N", "K"])
+@triton.jit
+def fused_kernel_triton(x_ptr, w_ptr, part_max_ptr, part_sumexp_ptr, n_parts, M, N, K, stride_xb, stride_xm, stride_xk,
+                        stride_wb, stride_wk, stride_wn, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """batched matmul x @ w: a [M, N] tile of x @ w per program and batch, the epilogue fused.
+
+    fp32 accumulation in tl.dot; the rows' partial states stored in fp32, never the product.
+    """
+    pid = tl.program_id(0)
+    batch = tl.program_id(1)
+    tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    # grouped order: GROUP_M row-tiles share each column of w while it is in L2
+    first_m = (pid // (GROUP_M * tiles_n)) * GROUP_M
+    group_m = tl.minimum(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % (GROUP_M * tiles_n)) % group_m
+    pid_n = (pid % (GROUP_M * tiles_n)) // group_m
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
+    rk = tl.arange(0, BLOCK_K)  # [BLOCK_K]
+    x_ptrs = x_ptr + batch * stride_xb + rm[:, None] * stride_xm + rk[None, :] * stride_xk
+    w_ptrs = w_ptr + batch * stride_wb + rk[:, None] * stride_wk + rn[None, :] * stride_wn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        a = tl.load(x_ptrs, mask=(rm[:, None] < M) & (rk[None, :] + k < K), other=0.0)  # [BLOCK_M, BLOCK_K]
+        b = tl.load(w_ptrs, mask=(rk[:, None] + k < K) & (rn[None, :] < N), other=0.0)  # [BLOCK_K, BLOCK_N]
+        acc = tl.dot(a, b, acc, input_precision="tf32x3")
+        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += BLOCK_K * stride_wk
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    # 1. batched matmul x @ w: x @ w per batch: [B, M, K] x [B, K, N] -> [B, M, N]
+    h = acc  # [BLOCK_M, BLOCK_N]
+    # 2. logsumexp over the last dim: this tile's partial state of each of its rows
+    part_max = tl.max(tl.where(mask, h, float('-inf')), axis=1)
+    part_sumexp = tl.sum(tl.where(mask, tl.exp(h - part_max[:, None]), 0.0), axis=1)
+    tl.store(part_max_ptr + (batch * M + rm) * n_parts + pid_n, part_max, mask=rm < M)
+    tl.store(part_sumexp_ptr + (batch * M + rm) * n_parts + pid_n, part_sumexp, mask=rm < M)
+
+
+@triton.jit
+def logsumexp_combine_kernel(part_max_ptr, part_sumexp_ptr, out_ptr, n_tiles, n_parts, BLOCK_T: tl.constexpr):
+    """logsumexp over the last dim -> square: one program per row of the matmul output.
+
+    Merges its n_tiles partial states (fp32), applies the later ops, one cast on store.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    tiles = tl.arange(0, BLOCK_T)  # [BLOCK_T]
+    tile_mask = tiles < n_tiles
+    part_max = tl.load(part_max_ptr + row * n_parts + tiles, mask=tile_mask, other=float('-inf'))
+    part_sumexp = tl.load(part_sumexp_ptr + row * n_parts + tiles, mask=tile_mask, other=0.0)
+    # 2. logsumexp over the last dim: m + log sum_j exp(x_ij - m), m = max_j x_ij
+    new_max = tl.max(part_max, axis=0)
+    part_sumexp = tl.sum(part_sumexp * tl.exp(part_max - new_max), axis=0)
+    part_max = new_max
+    h = part_max + tl.log(part_sumexp)
+    # 3. square: x^2
+    h = h * h
+    tl.store(out_ptr + row, h.to(out_ptr.dtype.element_ty))
+
+
+def fused_kernel_triton_wrapper(x, w):
+    """x [B, M, K], w [B, K, N] -> [B, M]: allocate, launch."""
+    x = x.contiguous()
+    w = w.contiguous()
+    M, K = x.shape[-2], x.shape[-1]
+    N = w.shape[-1]
+    # one partial per row and tile of N: room for the smallest BLOCK_N among the configs
+    n_parts = triton.cdiv(N, min(config.kwargs["BLOCK_N"] for config in fused_kernel_triton.configs))
+    part_max = torch.empty((x.shape[0] * M, n_parts), dtype=torch.float32, device=x.device)
+    part_sumexp = torch.empty((x.shape[0] * M, n_parts), dtype=torch.float32, device=x.device)
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]), x.shape[0])
+    fused_kernel_triton[grid](x, w, part_max, part_sumexp, n_parts, M, N, K, x.stride(0), x.stride(1), x.stride(2),
+                              w.stride(0), w.stride(1), w.stride(2))
+    # the tiles of N the autotuned matmul used, one partial each
+    n_tiles = triton.cdiv(N, fused_kernel_triton.best_config.kwargs["BLOCK_N"])
+    out = torch.empty((x.shape[0], M), dtype=x.dtype, device=x.device)
+    logsumexp_combine_kernel[(x.shape[0] * M,)](part_max, part_sumexp, out, n_tiles, n_parts,
+                                                BLOCK_T=triton.next_power_of_2(n_tiles))
+    return out
+# </TRITON>
+
+# <TEST>
+def get_inputs():
+    """One call's arguments, drawn like the task's: the bench shape on a GPU, a test shape on the CPU."""
+    dims = {'B': 21, 'M': 1024, 'N': 2048, 'K': 1024} if DEVICE == "cuda" else {'B': 3, 'M': 11, 'N': 131, 'K': 29}
+    x = (torch.randn((dims['B'], dims['M'], dims['K']), device=DEVICE).clamp(-4.0, 4.0)).to(torch.float32)
+    w = (torch.randn((dims['B'], dims['K'], dims['N']), device=DEVICE).clamp(-4.0, 4.0) * (1.0 / dims['K'] ** 0.5)).to(torch.float32)
+    return [x, w]
+
+
+def test_performance(pytorch_func, triton_func, inputs, num_runs=50):
+    """Total seconds for `num_runs` calls of each function, timed with CUDA events after a warm-up.
+
+    A quick standalone figure; `fusionforge bench` is the trusted measurement. (None, None) on the CPU.
+    """
+    if not torch.cuda.is_available():
+        return None, None
+    totals = []
+    for func in (pytorch_func, triton_func):
+        for _ in range(3):
+            func(*inputs)
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(num_runs):
+            func(*inputs)
+        end.record()
+        torch.cuda.synchronize()
+        totals.append(start.elapsed_time(end) / 1000.0)
+    return totals[0], totals[1]
+# </TEST>
+
+if __name__ == '__main__':
+    import os
+    import sys
+
+    if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit(f"No CUDA GPU here: run TRITON_INTERPRET=1 python {sys.argv[0]} (Triton's interpreter on the CPU)")
+    ATTEMPT = 1
+    NUM_RUNS = 50
+    print(f"=== ATTEMPT {ATTEMPT}: {__doc__.split(':', 1)[1].strip()} ===")
+    inputs = get_inputs()
+    outputs, errors = {}, {}
+    for name, func in (("PyTorch", fused_kernel_pytorch), ("Triton", fused_kernel_triton_wrapper)):
+        try:
+            outputs[name] = func(*inputs)
+        except Exception as exc:  # report every failure, then stop
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    if not errors:
+        ref, out = outputs["PyTorch"].float(), outputs["Triton"].float()
+        tol = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}.get(outputs["PyTorch"].dtype, 1e-2)
+        if out.shape != ref.shape or not torch.allclose(out, ref, rtol=tol, atol=tol):
+            errors["Triton"] = "output does not match PyTorch"
+    print("=" * 60)
+    print(f"FINAL TEST REPORT - ATTEMPT {ATTEMPT}")
+    print("=" * 60)
+    for name in ("PyTorch", "Triton"):
+        status = "\u2713 SUCCESS" if name not in errors else f"\u274c FAILED ({errors[name]})"
+        print(f"{name + ' Implementation:':<24}{status}")
+    if not errors:
+        pytorch_time, triton_time = test_performance(fused_kernel_pytorch, fused_kernel_triton_wrapper, inputs,
+                                                     NUM_RUNS)
+        if pytorch_time is None:
+            print("\nPyTorch Time: not timed (timing needs a CUDA GPU)")
+            print("Triton Time:  not timed (timing needs a CUDA GPU)")
+        else:
+            print(f"\nPyTorch Time: {pytorch_time:.4f}s ({pytorch_time / NUM_RUNS * 1000:.2f}ms per run)")
+            print(f"Triton Time:  {triton_time:.4f}s ({triton_time / NUM_RUNS * 1000:.2f}ms per run)")
+            ratio = pytorch_time / triton_time
+            verdict = f"{ratio:.2f}x FASTER" if ratio > 1 else f"{1 / ratio:.2f}x SLOWER"
+            print(f"\n\U0001f3c6 RESULT: Triton is {verdict} than PyTorch")
+        print("\n\u2705 SUCCESS: Both implementations completed successfully!")
+    sys.exit(1 if errors else 0)

@@ -1,0 +1,216 @@
+"""Fused Kernels: linear x @ w^T -> group_norm(8 groups) -> maximum a per-row vector (bfloat16)"""
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+# <PYTHON>
+TASK = {
+    'id': 'ff-b53787f9f026',
+    'seed': 100,
+    'difficulty': 'hard',
+    'dtype': 'bfloat16',
+    'description': 'linear x @ w^T -> group_norm(8 groups) -> maximum a per-row vector (bfloat16)',
+    'signature': 'bfloat16|r2|linear>group_norm(eps=1e-05,groups=8)>maximum(operand=row)',
+    'ops': [{'op': 'linear', 'params': {}, 'inputs': ['w']},
+            {'op': 'group_norm', 'params': {'groups': 8, 'eps': 1e-05}, 'inputs': ['gamma1', 'beta1']},
+            {'op': 'maximum', 'params': {'operand': 'row'}, 'inputs': ['rowvec2']}],
+    'inputs': [{'name': 'x', 'role': 'activation', 'shape': ['M', 'K'], 'dtype': 'bfloat16',
+                'init': {'dist': 'normal', 'mean': 0.0, 'std': 1.0, 'clip': 4.0}},
+               {'name': 'w', 'role': 'weight', 'shape': ['N', 'K'], 'dtype': 'bfloat16',
+                'init': {'dist': 'normal', 'mean': 0.0, 'std': 1.0, 'fan_in': 'K', 'clip': 4.0}},
+               {'name': 'gamma1', 'role': 'weight', 'shape': ['N'], 'dtype': 'bfloat16',
+                'init': {'dist': 'normal', 'mean': 1.0, 'std': 0.2, 'clip': 0.6}},
+               {'name': 'beta1', 'role': 'bias', 'shape': ['N'], 'dtype': 'bfloat16',
+                'init': {'dist': 'normal', 'mean': 0.0, 'std': 0.2, 'clip': 0.6}},
+               {'name': 'rowvec2', 'role': 'rowvec', 'shape': ['M'], 'dtype': 'bfloat16',
+                'init': {'dist': 'normal', 'mean': 0.0, 'std': 0.5, 'clip': 2.0}}],
+    'output': {'shape': ['M', 'N'], 'dtype': 'bfloat16'},
+    'shapes': {'test': [{'M': 37, 'N': 136, 'K': 29}, {'M': 64, 'N': 128, 'K': 64}, {'M': 3, 'N': 1000, 'K': 97}],
+               'bench': [{'M': 13696, 'N': 4096, 'K': 4096}]},
+}
+
+
+def fused_kernel_pytorch(x, w, gamma1, beta1, rowvec2):
+    """linear x @ w^T -> group_norm(8 groups) -> maximum a per-row vector (bfloat16)"""
+    h = F.linear(x, w)
+    h = F.group_norm(h, 8, gamma1, beta1, eps=1e-05)
+    h = torch.maximum(h, rowvec2.unsqueeze(-1))
+    return h
+# </PYTHON>
+
+# <TRITON>
+def matmul_configs():
+    """Hopper tiles: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), GROUP_M 8 (docs/tuning.md#matmul-tiles)."""
+    tiles = ((128, 256, 64, 8, 3), (128, 128, 64, 8, 4), (256, 128, 64, 8, 3), (128, 128, 32, 4, 4))
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_warps=w, num_stages=s)
+            for m, n, k, w, s in tiles]
+
+
+@triton.autotune(configs=matmul_configs(), key=["M", "N", "K"])
+@triton.jit
+def fused_kernel_triton(x_ptr, w_ptr, out_ptr, M, N, K, stride_xm, stride_xk, stride_wk, stride_wn,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """linear x @ w^T: a [M, N] tile of x @ w per program, the epilogue fused.
+
+    fp32 accumulation in tl.dot; one cast on store.
+    """
+    pid = tl.program_id(0)
+    tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    # grouped order: GROUP_M row-tiles share each column of w while it is in L2
+    first_m = (pid // (GROUP_M * tiles_n)) * GROUP_M
+    group_m = tl.minimum(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % (GROUP_M * tiles_n)) % group_m
+    pid_n = (pid % (GROUP_M * tiles_n)) // group_m
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
+    rk = tl.arange(0, BLOCK_K)  # [BLOCK_K]
+    x_ptrs = x_ptr + rm[:, None] * stride_xm + rk[None, :] * stride_xk
+    w_ptrs = w_ptr + rk[:, None] * stride_wk + rn[None, :] * stride_wn
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        a = tl.load(x_ptrs, mask=(rm[:, None] < M) & (rk[None, :] + k < K), other=0.0)  # [BLOCK_M, BLOCK_K]
+        b = tl.load(w_ptrs, mask=(rk[:, None] + k < K) & (rn[None, :] < N), other=0.0)  # [BLOCK_K, BLOCK_N]
+        acc = tl.dot(a, b, acc)
+        x_ptrs += BLOCK_K * stride_xk
+        w_ptrs += BLOCK_K * stride_wk
+    mask = (rm[:, None] < M) & (rn[None, :] < N)
+    # 1. linear x @ w^T: x @ w^T: [M, K] x [N, K] -> [M, N]
+    h = acc  # [BLOCK_M, BLOCK_N]
+    tl.store(out_ptr + rm[:, None] * N + rn[None, :], h.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def row_configs():
+    """A row kernel's warps (docs/tuning.md#row-warps)."""
+    return [triton.Config({}, num_warps=warps) for warps in (1, 2, 4, 8, 16)]
+
+
+def row_warps(configs, named_args, **kwargs):
+    """The configs worth timing at this BLOCK_N: 1-4 warps up to 1024 lanes, 4 and 8 up to 4096, 4-16 at 8192,
+    16 above."""
+    block = kwargs["BLOCK_N"]
+    warps = (1, 2, 4) if block <= 1024 else (4, 8) if block <= 4096 else (4, 8, 16) if block == 8192 else (16,)
+    return [config for config in configs if config.num_warps in warps]
+
+
+@triton.autotune(configs=row_configs(), key=["row_len"], prune_configs_by={"early_config_prune": row_warps})
+@triton.jit
+def group_norm_kernel(x_ptr, gamma1_ptr, beta1_ptr, rowvec2_ptr, out_ptr, row_len, BLOCK_N: tl.constexpr):
+    """group_norm(8 groups) -> maximum a per-row vector; x [M, N].
+
+    Rows are one group of 8 per sample: [M, N] -> [M * 8, N / 8], held in registers (BLOCK_N lanes, masked); fp32 math,
+    one cast on store.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_N)  # [BLOCK_N]
+    mask = cols < row_len
+    h = tl.load(x_ptr + row * row_len + cols, mask=mask, other=0.0).to(tl.float32)
+    # 2. group_norm(8 groups): per sample and group of channels (dim 1): (x - mean) / sqrt(var + eps) * gamma + beta
+    gamma = tl.load(gamma1_ptr + (row % 8) * row_len + cols, mask=mask, other=0.0).to(tl.float32)
+    beta = tl.load(beta1_ptr + (row % 8) * row_len + cols, mask=mask, other=0.0).to(tl.float32)
+    row_mean = tl.sum(tl.where(mask, h, 0.0), axis=0) / row_len
+    centered = tl.where(mask, h - row_mean, 0.0)
+    h = centered * tl.rsqrt(tl.sum(centered * centered, axis=0) / row_len + 1e-05)
+    h = h * gamma + beta
+    rowvec2 = tl.load(rowvec2_ptr + row // 8).to(tl.float32)
+    # 3. maximum a per-row vector: max(x, y)
+    h = tl.maximum(h, rowvec2)
+    tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def fused_kernel_triton_wrapper(x, w, gamma1, beta1, rowvec2):
+    """x [M, K], w [N, K], gamma1 [N], beta1 [N], rowvec2 [M] -> [M, N]: allocate, launch."""
+    x = x.contiguous()
+    w = w.contiguous()
+    gamma1 = gamma1.contiguous()
+    beta1 = beta1.contiguous()
+    rowvec2 = rowvec2.contiguous()
+    M, K = x.shape[-2], x.shape[-1]
+    N = w.shape[0]
+    h = torch.empty((M, N), dtype=x.dtype, device=x.device)
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]), )
+    fused_kernel_triton[grid](x, w, h, M, N, K, x.stride(0), x.stride(1), w.stride(1), w.stride(0))
+    out = torch.empty_like(h)
+    row_len = h.shape[-1] // 8
+    BLOCK_N = triton.next_power_of_2(row_len)  # warps: docs/tuning.md#row-warps
+    group_norm_kernel[(h.numel() // row_len,)](h, gamma1, beta1, rowvec2, out, row_len, BLOCK_N=BLOCK_N)
+    return out
+# </TRITON>
+
+# <TEST>
+def get_inputs():
+    """One call's arguments, drawn like the task's: the bench shape on a GPU, a test shape on the CPU."""
+    dims = {'M': 13696, 'N': 4096, 'K': 4096} if DEVICE == "cuda" else {'M': 37, 'N': 136, 'K': 29}
+    x = (torch.randn((dims['M'], dims['K']), device=DEVICE).clamp(-4.0, 4.0)).to(torch.bfloat16)
+    w = (torch.randn((dims['N'], dims['K']), device=DEVICE).clamp(-4.0, 4.0) * (1.0 / dims['K'] ** 0.5)).to(torch.bfloat16)
+    gamma1 = (torch.randn((dims['N'],), device=DEVICE).clamp(-0.6, 0.6) * 0.2 + 1.0).to(torch.bfloat16)
+    beta1 = (torch.randn((dims['N'],), device=DEVICE).clamp(-0.6, 0.6) * 0.2).to(torch.bfloat16)
+    rowvec2 = (torch.randn((dims['M'],), device=DEVICE).clamp(-2.0, 2.0) * 0.5).to(torch.bfloat16)
+    return [x, w, gamma1, beta1, rowvec2]
+
+
+def test_performance(pytorch_func, triton_func, inputs, num_runs=50):
+    """Total seconds for `num_runs` calls of each function, timed with CUDA events after a warm-up.
+
+    A quick standalone figure; `fusionforge bench` is the trusted measurement. (None, None) on the CPU.
+    """
+    if not torch.cuda.is_available():
+        return None, None
+    totals = []
+    for func in (pytorch_func, triton_func):
+        for _ in range(3):
+            func(*inputs)
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(num_runs):
+            func(*inputs)
+        end.record()
+        torch.cuda.synchronize()
+        totals.append(start.elapsed_time(end) / 1000.0)
+    return totals[0], totals[1]
+# </TEST>
+
+if __name__ == '__main__':
+    import os
+    import sys
+
+    if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit(f"No CUDA GPU here: run TRITON_INTERPRET=1 python {sys.argv[0]} (Triton's interpreter on the CPU)")
+    ATTEMPT = 1
+    NUM_RUNS = 50
+    print(f"=== ATTEMPT {ATTEMPT}: {__doc__.split(':', 1)[1].strip()} ===")
+    inputs = get_inputs()
+    outputs, errors = {}, {}
+    for name, func in (("PyTorch", fused_kernel_pytorch), ("Triton", fused_kernel_triton_wrapper)):
+        try:
+            outputs[name] = func(*inputs)
+        except Exception as exc:  # report every failure, then stop
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    if not errors:
+        ref, out = outputs["PyTorch"].float(), outputs["Triton"].float()
+        tol = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}.get(outputs["PyTorch"].dtype, 1e-2)
+        if out.shape != ref.shape or not torch.allclose(out, ref, rtol=tol, atol=tol):
+            errors["Triton"] = "output does not match PyTorch"
+    print("=" * 60)
+    print(f"FINAL TEST REPORT - ATTEMPT {ATTEMPT}")
+    print("=" * 60)
+    for name in ("PyTorch", "Triton"):
+        status = "\u2713 SUCCESS" if name not in errors else f"\u274c FAILED ({errors[name]})"
+        print(f"{name + ' Implementation:':<24}{status}")
+    if not errors:
+        pytorch_time, triton_time = test_performance(fused_kernel_pytorch, fused_kernel_triton_wrapper, inputs,
+                                                     NUM_RUNS)
+        if pytorch_time is None:
+            print("\nPyTorch Time: not timed (timing needs a CUDA GPU)")
+            print("Triton Time:  not timed (timing needs a CUDA GPU)")
+        else:
+            print(f"\nPyTorch Time: {pytorch_time:.4f}s ({pytorch_time / NUM_RUNS * 1000:.2f}ms per run)")
+            print(f"Triton Time:  {triton_time:.4f}s ({triton_time / NUM_RUNS * 1000:.2f}ms per run)")
+            ratio = pytorch_time / triton_time
+            verdict = f"{ratio:.2f}x FASTER" if ratio > 1 else f"{1 / ratio:.2f}x SLOWER"
+            print(f"\n\U0001f3c6 RESULT: Triton is {verdict} than PyTorch")
+        print("\n\u2705 SUCCESS: Both implementations completed successfully!")
+    sys.exit(1 if errors else 0)

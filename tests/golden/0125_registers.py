@@ -1,0 +1,156 @@
+"""Fused Kernels: minimum a per-column vector -> sqrt(|h|) -> softmax over the last dim (float16)"""
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+# <PYTHON>
+TASK = {
+    'id': 'ff-d79563a55436',
+    'seed': 125,
+    'difficulty': 'medium',
+    'dtype': 'float16',
+    'description': 'minimum a per-column vector -> sqrt(|h|) -> softmax over the last dim (float16)',
+    'signature': 'float16|r3|minimum(operand=col)>sqrt>softmax',
+    'ops': [{'op': 'minimum', 'params': {'operand': 'col'}, 'inputs': ['bias0']},
+            {'op': 'sqrt', 'params': {}, 'inputs': []}, {'op': 'softmax', 'params': {}, 'inputs': []}],
+    'inputs': [{'name': 'x', 'role': 'activation', 'shape': ['B', 'M', 'N'], 'dtype': 'float16',
+                'init': {'dist': 'normal', 'mean': 0.0, 'std': 1.0, 'clip': 4.0}},
+               {'name': 'bias0', 'role': 'bias', 'shape': ['N'], 'dtype': 'float16',
+                'init': {'dist': 'normal', 'mean': 0.0, 'std': 0.5, 'clip': 2.0}}],
+    'output': {'shape': ['B', 'M', 'N'], 'dtype': 'float16'},
+    'shapes': {'test': [{'B': 2, 'M': 5, 'N': 131}, {'B': 2, 'M': 4, 'N': 128}, {'B': 1, 'M': 3, 'N': 500}],
+               'bench': [{'B': 245, 'M': 256, 'N': 1024}]},
+}
+
+
+def fused_kernel_pytorch(x, bias0):
+    """minimum a per-column vector -> sqrt(|h|) -> softmax over the last dim (float16)"""
+    h = torch.minimum(x, bias0)
+    h = torch.sqrt(torch.abs(h))
+    h = torch.softmax(h, dim=-1)
+    return h
+# </PYTHON>
+
+# <TRITON>
+def row_configs():
+    """A row kernel's warps (docs/tuning.md#row-warps)."""
+    return [triton.Config({}, num_warps=warps) for warps in (1, 2, 4, 8, 16)]
+
+
+def row_warps(configs, named_args, **kwargs):
+    """The configs worth timing at this BLOCK_N: 1-4 warps up to 1024 lanes, 4 and 8 up to 4096, 4-16 at 8192,
+    16 above."""
+    block = kwargs["BLOCK_N"]
+    warps = (1, 2, 4) if block <= 1024 else (4, 8) if block <= 4096 else (4, 8, 16) if block == 8192 else (16,)
+    return [config for config in configs if config.num_warps in warps]
+
+
+@triton.autotune(configs=row_configs(), key=["row_len"], prune_configs_by={"early_config_prune": row_warps})
+@triton.jit
+def fused_kernel_triton(x_ptr, bias0_ptr, out_ptr, row_len, BLOCK_N: tl.constexpr):
+    """minimum a per-column vector -> sqrt(|h|) -> softmax over the last dim; x [B, M, N].
+
+    One row of the last dimension per program, held in registers (BLOCK_N lanes, masked); fp32 math, one cast on store.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_N)  # [BLOCK_N]
+    mask = cols < row_len
+    h = tl.load(x_ptr + row * row_len + cols, mask=mask, other=0.0).to(tl.float32)
+    bias0 = tl.load(bias0_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    # 1. minimum a per-column vector: min(x, y)
+    h = tl.minimum(h, bias0)
+    # 2. sqrt(|h|): sqrt(|x|)
+    h = tl.sqrt(tl.abs(h))
+    # 3. softmax over the last dim: exp(x_ij - m_i) / sum_j exp(x_ij - m_i)
+    row_max = tl.max(tl.where(mask, h, float('-inf')), axis=0)
+    numerator = tl.where(mask, tl.exp(h - row_max), 0.0)
+    h = numerator / tl.sum(numerator, axis=0)
+    tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def fused_kernel_triton_wrapper(x, bias0):
+    """x [B, M, N], bias0 [N] -> [B, M, N]: allocate, launch."""
+    x = x.contiguous()
+    bias0 = bias0.contiguous()
+    out = torch.empty_like(x)
+    row_len = x.shape[-1]
+    BLOCK_N = triton.next_power_of_2(row_len)  # warps: docs/tuning.md#row-warps
+    fused_kernel_triton[(x.numel() // row_len,)](x, bias0, out, row_len, BLOCK_N=BLOCK_N)
+    return out
+# </TRITON>
+
+# <TEST>
+def get_inputs():
+    """One call's arguments, drawn like the task's: the bench shape on a GPU, a test shape on the CPU."""
+    dims = {'B': 245, 'M': 256, 'N': 1024} if DEVICE == "cuda" else {'B': 2, 'M': 5, 'N': 131}
+    x = (torch.randn((dims['B'], dims['M'], dims['N']), device=DEVICE).clamp(-4.0, 4.0)).to(torch.float16)
+    bias0 = (torch.randn((dims['N'],), device=DEVICE).clamp(-2.0, 2.0) * 0.5).to(torch.float16)
+    return [x, bias0]
+
+
+def test_performance(pytorch_func, triton_func, inputs, num_runs=50):
+    """Total seconds for `num_runs` calls of each function, timed with CUDA events after a warm-up.
+
+    A quick standalone figure; `fusionforge bench` is the trusted measurement. (None, None) on the CPU.
+    """
+    if not torch.cuda.is_available():
+        return None, None
+    totals = []
+    for func in (pytorch_func, triton_func):
+        for _ in range(3):
+            func(*inputs)
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(num_runs):
+            func(*inputs)
+        end.record()
+        torch.cuda.synchronize()
+        totals.append(start.elapsed_time(end) / 1000.0)
+    return totals[0], totals[1]
+# </TEST>
+
+if __name__ == '__main__':
+    import os
+    import sys
+
+    if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit(f"No CUDA GPU here: run TRITON_INTERPRET=1 python {sys.argv[0]} (Triton's interpreter on the CPU)")
+    ATTEMPT = 1
+    NUM_RUNS = 50
+    print(f"=== ATTEMPT {ATTEMPT}: {__doc__.split(':', 1)[1].strip()} ===")
+    inputs = get_inputs()
+    outputs, errors = {}, {}
+    for name, func in (("PyTorch", fused_kernel_pytorch), ("Triton", fused_kernel_triton_wrapper)):
+        try:
+            outputs[name] = func(*inputs)
+        except Exception as exc:  # report every failure, then stop
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    if not errors:
+        ref, out = outputs["PyTorch"].float(), outputs["Triton"].float()
+        tol = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}.get(outputs["PyTorch"].dtype, 1e-2)
+        if out.shape != ref.shape or not torch.allclose(out, ref, rtol=tol, atol=tol):
+            errors["Triton"] = "output does not match PyTorch"
+    print("=" * 60)
+    print(f"FINAL TEST REPORT - ATTEMPT {ATTEMPT}")
+    print("=" * 60)
+    for name in ("PyTorch", "Triton"):
+        status = "\u2713 SUCCESS" if name not in errors else f"\u274c FAILED ({errors[name]})"
+        print(f"{name + ' Implementation:':<24}{status}")
+    if not errors:
+        pytorch_time, triton_time = test_performance(fused_kernel_pytorch, fused_kernel_triton_wrapper, inputs,
+                                                     NUM_RUNS)
+        if pytorch_time is None:
+            print("\nPyTorch Time: not timed (timing needs a CUDA GPU)")
+            print("Triton Time:  not timed (timing needs a CUDA GPU)")
+        else:
+            print(f"\nPyTorch Time: {pytorch_time:.4f}s ({pytorch_time / NUM_RUNS * 1000:.2f}ms per run)")
+            print(f"Triton Time:  {triton_time:.4f}s ({triton_time / NUM_RUNS * 1000:.2f}ms per run)")
+            ratio = pytorch_time / triton_time
+            verdict = f"{ratio:.2f}x FASTER" if ratio > 1 else f"{1 / ratio:.2f}x SLOWER"
+            print(f"\n\U0001f3c6 RESULT: Triton is {verdict} than PyTorch")
+        print("\n\u2705 SUCCESS: Both implementations completed successfully!")
+    sys.exit(1 if errors else 0)
