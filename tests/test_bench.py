@@ -470,11 +470,66 @@ def test_the_timer_refuses_a_files_stack_walk_and_allows_a_librarys(tmp_path):
     assert namespace["wrapper"]() is not None  # and nothing is refused while no call is watched
 
 
+def test_inside_a_launch_the_files_own_walk_is_refused_and_tritons_is_the_launchs(tmp_path):
+    """Inside a launch the file's own code (a kernel body under the interpreter, a function a kernel calls) is
+    still the file's; what Triton's code does there belongs to the launch."""
+    from fusionforge.verify.hostguard import TRITON, Refused, StackWatch
+
+    candidate = tmp_path / "walker.py"
+    candidate.write_text("import sys\n\ndef wrapper(launch):\n    return launch(lambda: sys._getframe(1))\n")
+    namespace: dict = {}
+    exec(compile(candidate.read_text(), str(candidate), "exec"), namespace)
+    launch_code = ("import sys\n\ndef launch(fn):\n    return fn()\n\n"
+                   "def triton_walk(fn):\n    return sys._getframe(1)\n")
+    triton_like: dict = {}
+    exec(compile(launch_code, f"{TRITON}/runtime/not_a_real_module.py", "exec"), triton_like)
+
+    class Monitor:
+        inside = True
+
+    watch = StackWatch(Monitor(), str(candidate))
+    watch.install()
+    with pytest.raises(Refused, match="sys._getframe"):  # the file's lambda, called by the launch
+        watch.watched(namespace["wrapper"])(triton_like["launch"])
+    assert watch.watched(namespace["wrapper"])(triton_like["triton_walk"]) is not None  # Triton's own walk
+
+
+def test_the_timer_refuses_a_file_rewriting_code_it_did_not_define(tmp_path):
+    from fusionforge.verify.hostguard import Refused, StackWatch
+
+    candidate = tmp_path / "rewriter.py"
+    candidate.write_text("def own():\n    return 1\n\ndef rewrite(target):\n    own.__code__ = (lambda: 2).__code__\n"
+                         "    target.__code__ = own.__code__\n")
+    namespace: dict = {}
+    exec(compile(candidate.read_text(), str(candidate), "exec"), namespace)
+
+    def not_the_files():
+        return 0
+
+    class Monitor:
+        inside = False
+
+    watch = StackWatch(Monitor(), str(candidate))
+    watch.install()
+    with pytest.raises(Refused, match="rewrites the code of .*not_the_files"):
+        watch.watched(namespace["rewrite"])(not_the_files)
+    assert not_the_files() == 0 and namespace["own"]() == 2  # the file's own function may change; others may not
+
+
+def test_the_timer_protects_what_its_evidence_relies_on():
+    from fusionforge.bench import timer
+
+    for name in ("LaunchMonitor.install", "StackWatch._audit", "FileFrames.candidate_called", "FreshInputs.refill",
+                 "Seal.write", "compare", "torch.cuda.Event.record", "time.perf_counter"):
+        assert name in timer.PROTECTED, name
+    assert all(getattr(owner, attribute) is original for owner, attribute, original in timer.PROTECTED.values())
+
+
 def test_a_timed_file_that_walked_the_stack_fails_as_cheat():
     from fusionforge.bench.benchmark import timed_work_failure
 
     failure = timed_work_failure({"stack_access": ["walks the interpreter's stack (sys._getframe)"], "verified": []})
-    assert failure.category == "cheat" and "reads the timer's stack" in failure.message
+    assert failure.category == "cheat" and "reaches into the timer" in failure.message
     assert timed_work_failure({"stack_access": [], "verified": []}) is None
 
 

@@ -242,7 +242,7 @@ def judge(result: BenchResult, raw: dict, task: FusionTask | None, rates: dict) 
                        f"the roofline floor is uncertain: the device ceilings were measured while {rates['contended']}")
 
     if raw.get("tampered"):
-        result.suspicious.append(f"timing functions were patched by the candidate: {', '.join(raw['tampered'])}")
+        result.suspicious.append(f"the candidate replaced functions the timer relies on: {', '.join(raw['tampered'])}")
     if triton_["median_ms"] < 0.95 * floor and not result.roofline.get("floor_wrong"):
         result.suspicious.append(f"Triton's median {triton_['median_ms']:.4f} ms is under the roofline floor "
                                  f"{floor:.4f} ms: past physics")
@@ -280,12 +280,14 @@ def timed_work_failure(raw: dict) -> Failure | None:
     """The timer verifies what it times: a verified timed call with a wrong output, or timed calls that
     launch fewer kernels than the verified ones, mean the timed work is not the verified work."""
     if raw.get("stack_access"):
-        return Failure("cheat", "Triton", f"the file reads the timer's stack ({', '.join(raw['stack_access'])})",
-                       "The wrapper (or the file at import) walked the timing process's frames or traced it: the "
-                       "timer's state (which calls it verifies, the loop's variables) is on that stack, and a file "
-                       "that reads it can do less work on the calls no one checks.",
-                       "Use no frames, tracers or profilers (sys._getframe, inspect.currentframe, tracebacks' "
-                       "frames, sys.settrace); compute every call the same way.")
+        return Failure("cheat", "Triton", f"the file reaches into the timer: {'; '.join(raw['stack_access'])}",
+                       "The wrapper (or the file at import) walked the timing process's frames, traced it, scanned "
+                       "its objects or rewrote functions it did not define: the timer's state (which calls it "
+                       "verifies, the loop's variables) is there, and a file that reads or bends it can do less "
+                       "work on the calls no one checks.",
+                       "Use no frames, tracers, profilers or gc scans (sys._getframe, inspect.currentframe, "
+                       "tracebacks' frames, sys.settrace), rewrite no function's code; compute every call the same "
+                       "way.")
     verified = raw.get("verified", [])
     wrong = [v for v in verified if not v["passed"]]
     cause_tail = ("The checker's calls passed, so the file computes differently when it is timed: it keeps results "

@@ -21,7 +21,8 @@ Protocol (README, "How kernels are timed"):
   error); every timed Triton call's launches are counted;
 * a wall-clock measure (device synchronize around single calls) is taken too, as a cross-check, with
   the host's own time in each call (until the call returns): wall minus host minus events is GPU work
-  the events did not see.
+  the events did not see. Its calls take the timed tensors, refilled as before a timed round, so the
+  file cannot tell them from timed calls by their inputs.
 
 With ``"warm_only": true`` the child stops after the warm-up: compiled kernels and graphs are then in
 the on-disk caches, and nothing is timed.
@@ -46,7 +47,7 @@ import torch  # noqa: E402
 
 from fusionforge.kernelfile import load_module  # noqa: E402
 from fusionforge.verify.checker import compare  # noqa: E402
-from fusionforge.verify.hostguard import StackWatch  # noqa: E402
+from fusionforge.verify.hostguard import FileFrames, StackWatch  # noqa: E402
 from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
 from fusionforge.verify.sandbox import Seal  # noqa: E402
 
@@ -74,6 +75,12 @@ PROTECTED = {"torch.cuda.Event.record": (torch.cuda.Event, "record", _record),
              "torch.cuda.Event.elapsed_time": (torch.cuda.Event, "elapsed_time", _elapsed),
              "torch.cuda.synchronize": (torch.cuda, "synchronize", _synchronize),
              "time.perf_counter": (time, "perf_counter", _perf_counter)}
+
+
+def _methods(*classes) -> dict:
+    """Every function of ``classes``, bound now, keyed by qualified name (for PROTECTED)."""
+    return {f"{cls.__name__}.{name}": (cls, name, value) for cls in classes for name, value in vars(cls).items()
+            if callable(value)}
 
 
 def join_launch_streams(monitor: LaunchMonitor) -> None:
@@ -128,6 +135,11 @@ def _roll_into(target: torch.Tensor, source: torch.Tensor, shift: int) -> None:
         target.copy_(source.reshape(-1).roll(-shift).view(source.shape))
 
 
+# what the timer's evidence relies on besides the clocks: the launch count, the stack watch, the refills, the seal
+PROTECTED.update(_methods(LaunchMonitor, StackWatch, FileFrames, FreshInputs, Seal),
+                 compare=(sys.modules[__name__], "compare", compare))
+
+
 def verify_call(out, eager_out, inputs: list, reference, dtype) -> dict:
     """A timed call's output against the float64 reference of its inputs, under the checker's tolerance."""
     if type(out) is not torch.Tensor:  # noqa: E721 - as the checker: a plain tensor only
@@ -145,6 +157,10 @@ def main(request_path: str) -> int:
     result: dict = {}
     monitor = LaunchMonitor()
     monitor.install()
+    from triton.runtime import autotuner, jit
+
+    PROTECTED.update({f"{cls.__name__}.run": (cls, "run", cls.run)  # the launch count's hooks
+                      for cls in (jit.JITFunction, autotuner.Autotuner, autotuner.Heuristics)})
     stack = StackWatch(monitor, request["file"])  # the timer's state is on this process's stack: not the file's to read
     stack.install()
 
@@ -266,12 +282,13 @@ def main(request_path: str) -> int:
         phase("wall-clock cross-check")
         wall: dict[str, list[float]] = {name: [] for name in contenders}
         host: dict[str, list[float]] = {name: [] for name in contenders}
-        for k in range(WALL_CALLS):
+        for k in range(WALL_CALLS):  # on the timed tensors, refilled: to the file, inputs like a timed round's
+            inputs = fresh.refill(rounds + k)
             for name, fn in contenders.items():
                 flush.zero_()
                 _synchronize()
                 t0 = _perf_counter()
-                fn(*input_sets[k % len(input_sets)])
+                fn(*inputs)
                 host[name].append((_perf_counter() - t0) * 1e3)
                 _synchronize()
                 wall[name].append((_perf_counter() - t0) * 1e3)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import types
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def stack_access(event: str, args: tuple) -> str | None:
 
 
 PACKAGE = str(Path(__file__).resolve().parents[1])  # fusionforge itself: its frames are the checker's
+TRITON = str(Path(__import__("triton").__file__).resolve().parent)  # inside a launch, Triton's frames are the launch's
 LIBRARIES = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})  # where the installed modules live
 STARTED = time.time()
 
@@ -60,23 +62,27 @@ class FileFrames:
     """Whether the code that raised an audit event is the candidate file's: the nearest frame above the event
     that is the file's, fusionforge's or the body of an installed module being imported decides (a library
     such as inspect or typing walking the stack for its caller counts as whoever called it; a lazy import
-    inside torch is torch's)."""
+    inside torch is torch's). Inside a launch, Triton's frames decide too: what Triton does is the launch's,
+    what the file's code does there (a kernel body the interpreter runs, a function a kernel calls, which a
+    GPU calls at compile time, an allocator) is the file's."""
 
     def __init__(self) -> None:
         self.file: str | None = None  # the candidate's path, as its code objects name it
         self._walking = False
 
-    def candidate_called(self) -> bool:
+    def candidate_called(self, skip: int = 2, in_launch: bool = False) -> bool:
+        """Whether the code ``skip`` frames above this call (default: its caller's caller) is the file's;
+        ``in_launch``: a launch is running."""
         if self._walking or self.file is None:
             return False
         self._walking = True  # sys._getframe below raises an audit event of its own
         try:
-            frame = sys._getframe(2)
+            frame = sys._getframe(skip)
             while frame is not None:
                 name = frame.f_code.co_filename
                 if name == self.file:
                     return True
-                if name.startswith(PACKAGE) or _library_import(frame):
+                if name.startswith(PACKAGE) or (in_launch and name.startswith(TRITON)) or _library_import(frame):
                     return False
                 frame = frame.f_back
             return False
@@ -84,12 +90,30 @@ class FileFrames:
             self._walking = False
 
 
-def reach(event: str, args: tuple) -> tuple[str, str] | None:
-    """(kind, detail) when an audit event is a way to the process's other objects: a gc scan or a stack walk."""
+CODE_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__"})  # set: audited as object.__setattr__
+
+
+def rewritten_function(event: str, args: tuple, file: str | None) -> str | None:
+    """The qualified name of a function not defined in ``file`` whose code or defaults an audit event says are
+    being replaced (the function stays the same object, so an identity check would not see it), or None."""
+    if event != "object.__setattr__" or len(args) < 2 or args[1] not in CODE_ATTRIBUTES:
+        return None
+    function = args[0]
+    if not isinstance(function, types.FunctionType) or function.__code__.co_filename == file:
+        return None
+    return f"{function.__module__}.{function.__qualname__}"
+
+
+def reach(event: str, args: tuple, file: str | None = None) -> tuple[str, str] | None:
+    """(kind, detail) when an audit event is a way to the process's other objects (a gc scan, a stack walk) or
+    rewrites a function that is not the file's (``file``: the candidate's path)."""
     if event in GC_EVENTS:
         return "gc", f"scans the garbage collector's objects ({event})"
     what = stack_access(event, args)
-    return ("stack", f"walks the interpreter's stack ({what})") if what is not None else None
+    if what is not None:
+        return "stack", f"walks the interpreter's stack ({what})"
+    name = rewritten_function(event, args, file)
+    return ("tampered", f"rewrites the code of {name} in place, a function it did not define") if name else None
 
 
 class Refused(RuntimeError):
@@ -112,10 +136,10 @@ class StackWatch:
         sys.addaudithook(self._audit)
 
     def _audit(self, event: str, args: tuple) -> None:
-        if not self.active or self.monitor.inside:
+        if not self.active:
             return
-        found = reach(event, args)
-        if found is not None and self.frames.candidate_called():
+        found = reach(event, args, self.frames.file)
+        if found is not None and self.frames.candidate_called(in_launch=self.monitor.inside):
             if found[1] not in self.events:
                 self.events.append(found[1])
             raise Refused(f"the timer refuses this: the file {found[1]}")
@@ -147,7 +171,14 @@ class HostGuard:
         self.frames = FileFrames()  # set frames.file to the candidate's path before importing it
 
     def _active(self) -> bool:
-        return self.watching and not (self.monitor is not None and self.monitor.inside)
+        """A wrapper call is watched, and the code that called ``note`` is the wrapper's, not a launch's: inside
+        a launch, the file's own code (a kernel body under the interpreter, a Python call a kernel makes at
+        compile time, an allocator) still counts as the wrapper's. Call only from ``note``."""
+        if not self.watching:
+            return False
+        if not (self.monitor is not None and self.monitor.inside):
+            return True
+        return self.frames.candidate_called(4, in_launch=True)  # frames: this, note, noted or _audit, the caller
 
     def note(self, kind: str, detail: str, at_import: bool = False) -> None:
         if self._active() or (at_import and self.importing):
@@ -214,8 +245,8 @@ class HostGuard:
         elif event.startswith("ctypes."):
             self.note("ctypes", f"calls into ctypes ({event})")
         else:
-            found = reach(event, args)
+            found = reach(event, args, self.frames.file)
             inside = self.monitor is not None and self.monitor.inside
-            if found is not None and not inside and self.frames.candidate_called():
+            if found is not None and self.frames.candidate_called(in_launch=inside):
                 self.note(*found, at_import=True)
                 raise Refused(f"fusionforge's checker refuses this: the file {found[1]}")

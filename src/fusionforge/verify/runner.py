@@ -36,7 +36,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatc
 from triton.runtime import autotuner
 
 from fusionforge.kernelfile import load_module
-from fusionforge.verify.hostguard import HOST_READ_METHODS, HostGuard
+from fusionforge.verify.hostguard import HOST_READ_METHODS, FileFrames, HostGuard
 from fusionforge.verify.interpreter import install_gpu_semantics
 from fusionforge.verify.launches import LaunchMonitor
 from fusionforge.verify.ledger import HOST_DATA, HOST_READS, Ledger, describe
@@ -49,17 +49,27 @@ class WrapperWatch(TorchDispatchMode):
     """Records aten ops dispatched by the wrapper itself, poisons the tensors it allocates, and hands
     every op and launch of the call to its ledger."""
 
-    def __init__(self, monitor: LaunchMonitor, ledger: Ledger) -> None:
+    def __init__(self, monitor: LaunchMonitor, ledger: Ledger, frames: FileFrames | None = None) -> None:
         super().__init__()
-        self.monitor, self.ledger = monitor, ledger
+        self.monitor, self.ledger, self.frames = monitor, ledger, frames
         self.foreign: list[str] = []
+
+    def launch_own(self) -> bool:
+        """Whether the op being dispatched is a launch's own work (Triton's), not the file's code: inside a
+        launch, the file's code (a kernel body under the interpreter, a function a kernel calls, which a GPU
+        calls at compile time) is traced as the wrapper's."""
+        if not self.monitor.inside:
+            return False
+        # frames: candidate_called, this, __torch_dispatch__, then the code that dispatched
+        return self.frames is None or not self.frames.candidate_called(3, in_launch=True)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func.namespace == "aten" and func.overloadpacket.__name__ == "resize_" and not self.monitor.inside:
+        launch_own = self.launch_own()
+        if func.namespace == "aten" and func.overloadpacket.__name__ == "resize_" and not launch_own:
             self.ledger.before_resize(func, args[0])
         out = func(*args, **kwargs)
-        if self.monitor.inside:
+        if launch_own:
             return out
         # an op of another namespace (torch.library) is foreign whatever its name: its body runs untraced
         name = func.overloadpacket.__name__ if func.namespace == "aten" else str(func)
@@ -214,7 +224,7 @@ def protected_functions() -> dict[str, tuple[object, str, object]]:
               (python_dispatch, "_get_current_dispatch_mode_stack"), (sys.modules[__name__], "_save"),
               (torch._C, "_dispatch_tls_is_dispatch_key_excluded"),
               *((torch.Tensor, name) for name in HOST_READ_METHODS)]
-    for cls in (Ledger, HostGuard, LaunchMonitor, WrapperWatch):
+    for cls in (Ledger, HostGuard, FileFrames, LaunchMonitor, WrapperWatch):
         owners += [(cls, name) for name, value in vars(cls).items() if callable(value)]
     from fusionforge.verify import hostguard, launches, ledger, policy
 
@@ -287,7 +297,7 @@ def main(request_path: str) -> int:
     def call_wrapper(inputs: list, record: dict, key: str, path: Path) -> bool:
         ledger = Ledger(device, LaunchLog(out_dir / LAUNCH_LOG) if request.get("log_launches") else None)
         ledger.add_inputs(inputs)
-        watch = WrapperWatch(monitor, ledger)
+        watch = WrapperWatch(monitor, ledger, guard.frames)
         start = len(monitor.launches)
         monitor.observer = watch
         try:
