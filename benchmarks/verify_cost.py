@@ -11,7 +11,6 @@ The first call pays for loading the float64 kernels once; the later ones are the
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -20,14 +19,8 @@ from pathlib import Path
 import torch
 
 from fusionforge.bench.timer import verify_call
+from fusionforge.kernelfile import load_module
 from fusionforge.verify.checker import compare
-
-
-def load(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def seconds(fn) -> float:
@@ -40,7 +33,7 @@ def seconds(fn) -> float:
 
 def measure(path: Path, calls: int) -> dict:
     """One file's verification cost: ``calls`` verifications, then the reference and the comparison alone."""
-    module = load(path)
+    module = load_module(path)
     torch.manual_seed(0)
     inputs = [v.cuda() if isinstance(v, torch.Tensor) else v for v in module.get_inputs()]
     dtype = next(v.dtype for v in inputs if isinstance(v, torch.Tensor) and v.is_floating_point())
