@@ -11,7 +11,7 @@ import pytest
 from fusionforge import cli
 from fusionforge.cli import main
 from fusionforge.kernelfile import parse
-from fusionforge.tasks import TaskGenerator
+from fusionforge.tasks import FusionTask, TaskGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,7 +194,7 @@ def test_skeleton_is_the_task_file_to_fill_in(seed, difficulty, dtype, tmp_path,
     kf = parse(tmp_path / "002_fused_kernels.py")
     task = TaskGenerator().generate(seed, difficulty, dtype)
     assert kf.ok, kf.problems
-    assert kf.task == task.to_dict()  # a Python literal: True/False/None, never JSON's words
+    assert FusionTask.from_dict(kf.task).to_dict() == task.to_dict()  # a Python literal, never JSON's words
     assert kf.kernels == ["fused_kernel_triton"] and "get_inputs" in kf.functions
     assert "raise NotImplementedError" in kf.text and "ATTEMPT" in kf.text
 
