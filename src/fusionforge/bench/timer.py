@@ -47,7 +47,7 @@ import torch  # noqa: E402
 
 from fusionforge.kernelfile import load_module  # noqa: E402
 from fusionforge.verify.checker import compare  # noqa: E402
-from fusionforge.verify.hostguard import FileFrames, StackWatch  # noqa: E402
+from fusionforge.verify.hostguard import FileFrames, StackWatch, methods_of, tampered  # noqa: E402
 from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
 from fusionforge.verify.sandbox import Seal  # noqa: E402
 
@@ -75,12 +75,6 @@ PROTECTED = {"torch.cuda.Event.record": (torch.cuda.Event, "record", _record),
              "torch.cuda.Event.elapsed_time": (torch.cuda.Event, "elapsed_time", _elapsed),
              "torch.cuda.synchronize": (torch.cuda, "synchronize", _synchronize),
              "time.perf_counter": (time, "perf_counter", _perf_counter)}
-
-
-def _methods(*classes) -> dict:
-    """Every function of ``classes``, bound now, keyed by qualified name (for PROTECTED)."""
-    return {f"{cls.__name__}.{name}": (cls, name, value) for cls in classes for name, value in vars(cls).items()
-            if callable(value)}
 
 
 def join_launch_streams(monitor: LaunchMonitor) -> None:
@@ -136,7 +130,7 @@ def _roll_into(target: torch.Tensor, source: torch.Tensor, shift: int) -> None:
 
 
 # what the timer's evidence relies on besides the clocks: the launch count, the stack watch, the refills, the seal
-PROTECTED.update(_methods(LaunchMonitor, StackWatch, FileFrames, FreshInputs, Seal),
+PROTECTED.update(methods_of(LaunchMonitor, StackWatch, FileFrames, FreshInputs, Seal),
                  compare=(sys.modules[__name__], "compare", compare))
 
 
@@ -301,8 +295,7 @@ def main(request_path: str) -> int:
         "verified": verified, "launch_counts": {str(k): n for k, n in sorted(launch_counts.items())},
         "verify_seconds": round(verify_seconds, 4), "refill_gpu_seconds": round(refill_ms / 1e3, 4),
         "side_streams": max(0, len(monitor.streams) - 1), "stack_access": stack.events,
-        "tampered": [name for name, (owner, attr, original) in PROTECTED.items()
-                     if getattr(owner, attr) is not original],
+        "tampered": tampered(PROTECTED),
         "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": _triton_version(),
         "dims": request["dims"],
     })

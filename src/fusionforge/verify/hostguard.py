@@ -116,6 +116,18 @@ def reach(event: str, args: tuple, file: str | None = None) -> tuple[str, str] |
     return ("tampered", f"rewrites the code of {name} in place, a function it did not define") if name else None
 
 
+def methods_of(*classes) -> dict[str, tuple[object, str, object]]:
+    """Every function of ``classes``, bound now: "Class.name" -> (class, name, function), for ``tampered``."""
+    return {f"{cls.__name__}.{name}": (cls, name, getattr(cls, name)) for cls in classes
+            for name, value in vars(cls).items() if callable(value)}
+
+
+def tampered(protected: dict[str, tuple[object, str, object]]) -> list[str]:
+    """The names in ``protected`` whose owner's attribute is no longer the function bound then."""
+    return [name for name, (owner, attribute, function) in protected.items()
+            if getattr(owner, attribute) is not function]
+
+
 class Refused(RuntimeError):
     """Raised by an audit hook to stop a gc scan or a stack walk before it hands anything over: a note
     alone could be erased by a file holding the checker's objects."""

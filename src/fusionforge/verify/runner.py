@@ -36,7 +36,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatc
 from triton.runtime import autotuner
 
 from fusionforge.kernelfile import load_module
-from fusionforge.verify.hostguard import HOST_READ_METHODS, FileFrames, HostGuard
+from fusionforge.verify.hostguard import HOST_READ_METHODS, FileFrames, HostGuard, methods_of, tampered
 from fusionforge.verify.interpreter import install_gpu_semantics
 from fusionforge.verify.launches import LaunchMonitor
 from fusionforge.verify.ledger import HOST_DATA, HOST_READS, Ledger, describe
@@ -224,21 +224,15 @@ def protected_functions() -> dict[str, tuple[object, str, object]]:
               (python_dispatch, "_get_current_dispatch_mode_stack"), (sys.modules[__name__], "_save"),
               (torch._C, "_dispatch_tls_is_dispatch_key_excluded"),
               *((torch.Tensor, name) for name in HOST_READ_METHODS)]
-    for cls in (Ledger, HostGuard, FileFrames, LaunchMonitor, WrapperWatch):
-        owners += [(cls, name) for name, value in vars(cls).items() if callable(value)]
     from fusionforge.verify import hostguard, launches, ledger, policy
 
     for module in (ledger, hostguard, launches, policy, sys.modules[__name__]):  # their functions and rule sets
         owners += [(module, name) for name, value in vars(module).items()
                    if not name.startswith("__") and (inspect.isfunction(value) or inspect.isclass(value)
                                                      or isinstance(value, (frozenset, tuple)))]
-    return {f"{getattr(owner, '__name__', owner)}.{name}": (owner, name, getattr(owner, name))
-            for owner, name in owners if hasattr(owner, name)}
-
-
-def tampered(protected: dict) -> list[str]:
-    return [name for name, (owner, attribute, function) in protected.items()
-            if getattr(owner, attribute) is not function]
+    return {**{f"{getattr(owner, '__name__', owner)}.{name}": (owner, name, getattr(owner, name))
+               for owner, name in owners if hasattr(owner, name)},
+            **methods_of(Ledger, HostGuard, FileFrames, LaunchMonitor, WrapperWatch)}
 
 
 def call_key(inputs: list) -> str:
