@@ -58,10 +58,12 @@ def fault_and_timer_cheats(add, safely, expected: dict) -> None:
     for path in sorted((FIXTURES / "bench").glob("cheat_*.py")):
         result = bench_file(path, device="cuda").to_dict()
         failure = result["failure"] or {}
+        # suspicious: `fusionforge bench` exits 1 and the attempt loop fails the attempt as a cheat
+        caught = (result["status"] == "fail" and failure.get("category") == "cheat") or result["status"] == "suspicious"
         add({"file": f"bench/{path.name} (timed)", "expected": "cheat", "got": failure.get("category") or
-             result["status"], "ok": result["status"] == "fail" and failure.get("category") == "cheat",
-             "seconds": result["context"].get("timing_child_seconds") or 0.0, "bench_checked": True,
-             "message": failure.get("message", "")[:300], "verdict": result})
+             result["status"], "ok": caught, "seconds": result["context"].get("timing_child_seconds") or 0.0,
+             "bench_checked": True, "message": (failure.get("message") or "; ".join(result["suspicious"]))[:300],
+             "verdict": result})
 
 
 def main() -> int:

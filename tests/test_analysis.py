@@ -40,3 +40,29 @@ def test_runtime_patterns():
     pytorch = analysis.error_failure({"type": "RuntimeError", "message": "boom", "causes": []}, "PyTorch", 42,
                                      "test[0]", False)
     assert pytorch.implementation == "PyTorch" and "fused_kernel_pytorch" in pytorch.planned_fix
+
+
+
+def _plain_python(x):
+    return x
+
+
+def _kernel_calling_plain_python(x_ptr):
+    _plain_python(x_ptr)
+
+
+def test_a_python_function_called_from_a_kernel_is_a_compile_error():
+    """A GPU refuses it while reading the kernel's source (a RuntimeError from Triton's dependency finder)."""
+    from triton.runtime.jit import JITFunction
+
+    from fusionforge.verify.checker import _reading_kernel_source
+    from fusionforge.verify.runner import _error
+
+    try:
+        _ = JITFunction(_kernel_calling_plain_python).cache_key
+    except RuntimeError as exc:
+        refused = _error(exc, "triton")
+    assert "Unsupported function referenced" in refused["message"] and _reading_kernel_source(refused)
+    launch = {"type": "RuntimeError", "message": "Triton Error [CUDA]: invalid argument", "causes": [],
+              "frames": [{"file": "/x/triton/backends/nvidia/driver.py", "line": 713, "function": "__call__"}]}
+    assert not _reading_kernel_source(launch)

@@ -226,7 +226,8 @@ class _Run:
                 failure = analysis.memory_failure(error["details"], error["details"].get("message"), line, label)
                 check["note"] = failure.message
                 return failure
-            compile_error = error["module"].startswith("triton") or error.get("compile_line") is not None
+            compile_error = (error["module"].startswith("triton") or error.get("compile_line") is not None
+                             or _reading_kernel_source(error))
             failure = analysis.error_failure(error, self.implementation_of(line) if line else "Triton", line,
                                              label, compile_error)
             if error["phase"] == "inputs":
@@ -293,6 +294,17 @@ class _Run:
         check["passed"] = True
         self.passed_dims.append(label.split(" #")[0])
         return None
+
+
+SOURCE_READING = frozenset({"cache_key", "record_reference", "_update_hash", "visit_Name", "visit_Attribute"})
+
+
+def _reading_kernel_source(error: dict) -> bool:
+    """Whether the error came from Triton reading a kernel's source before compiling it (its dependency finder
+    refuses, with a RuntimeError, a plain Python function that a kernel calls)."""
+    return any(frame["function"] in SOURCE_READING
+               and frame["file"].replace("\\", "/").endswith("triton/runtime/jit.py")
+               for frame in error.get("frames", []))
 
 
 def value_dependence(records: list[dict]) -> Failure | None:

@@ -6,7 +6,9 @@ itself. The outermost ``run`` of a launch is what the wrapper asked for; what ru
 (autotuning trials, their resets and restores, compilation) belongs to the launch. The monitor
 records every JIT-level launch (kernel name and file), keeps a depth so that work inside a launch can
 be told from the wrapper's own, and hands each outermost launch to an observer (the checker's
-ledger) before and after it runs.
+ledger) before and after it runs. It also knows when an autotuner is trying configs: those trial
+launches, and whatever file code they run (a config's pre_hook, an allocator), happen only on the
+first call with a new autotuning key.
 """
 
 import inspect
@@ -27,6 +29,7 @@ class LaunchMonitor:
         self.compiled: dict[str, object] = {}  # kernel name -> the last compiled kernel it ran (GPU only)
         self.streams: dict[int, object] = {}  # raw handle -> CUDA stream Triton kernels were launched on (GPU only)
         self.depth = 0  # > 0 while a launch runs
+        self.trials = 0  # > 0 while an autotuner tries its configs
         self.skip = False
         self.observer = None  # before_launch(kernel, args, kwargs) / after_launch(): the checker's ledger
         self.stream_handle = None  # () -> the raw handle of the stream Triton launches on now (GPU, once installed)
@@ -34,6 +37,10 @@ class LaunchMonitor:
     @property
     def inside(self) -> bool:
         return self.depth > 0
+
+    @property
+    def in_trial(self) -> bool:
+        return self.trials > 0
 
     def install(self) -> None:
         import torch
@@ -83,6 +90,17 @@ class LaunchMonitor:
                 return compiled
 
             cls.run = run
+
+        bench = autotuner.Autotuner._bench
+
+        def trial(kernel, *args, **kwargs):
+            self.trials += 1
+            try:
+                return bench(kernel, *args, **kwargs)
+            finally:
+                self.trials -= 1
+
+        autotuner.Autotuner._bench = trial
 
     def resources(self) -> dict[str, dict]:
         """Per kernel: registers, spills, shared memory and warps of its compiled form (GPU only)."""

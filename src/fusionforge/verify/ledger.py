@@ -155,11 +155,13 @@ class Ledger:
             self.problem("foreign", f"{func} resizes a tensor {describe(t)} that this call neither received "
                                     "nor made")
 
-    def after_op(self, func, args: tuple, kwargs: dict, out) -> None:
-        """Record a wrapper op (already run): its trace line, what it read and what it wrote."""
+    def after_op(self, func, args: tuple, kwargs: dict, out, step: bool = True) -> None:
+        """Record a wrapper op (already run): what it read and what it wrote, and its trace line unless
+        ``step`` is False (an op of an autotuning trial: only the first call with a new key makes those)."""
         name = func.overloadpacket.__name__
-        arguments = [describe(a) for a in args] + [f"{k}={describe(v)}" for k, v in kwargs.items()]
-        self.trace.append(f"{func}({', '.join(arguments)})")
+        if step:
+            arguments = [describe(a) for a in args] + [f"{k}={describe(v)}" for k, v in kwargs.items()]
+            self.trace.append(f"{func}({', '.join(arguments)})")
         if name in HOST_READS:
             self.problem("host_read", f"{func} reads a tensor's value into the host (.item())")
             return

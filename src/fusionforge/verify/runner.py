@@ -78,7 +78,7 @@ class WrapperWatch(TorchDispatchMode):
         if name in ALLOCATING_OPS and isinstance(out, torch.Tensor) and out.dtype in POISON:
             int_dtype, pattern = POISON[out.dtype]
             out.view(int_dtype).fill_(pattern)
-        self.ledger.after_op(func, args, kwargs, out)
+        self.ledger.after_op(func, args, kwargs, out, step=not self.monitor.in_trial)
         return out
 
     def before_launch(self, kernel, args: tuple, kwargs: dict) -> dict:
@@ -217,7 +217,8 @@ def protected_functions() -> dict[str, tuple[object, str, object]]:
     import triton.runtime.jit as jit
 
     owners = [(jit.JITFunction, "run"), (interpreter.InterpretedFunction, "run"), (autotuner.Autotuner, "run"),
-              (autotuner.Heuristics, "run"), (torch, "equal"), (torch.cuda, "synchronize"), (torch, "save"),
+              (autotuner.Autotuner, "_bench"), (autotuner.Heuristics, "run"), (torch, "equal"),
+              (torch.cuda, "synchronize"), (torch, "save"),
               (torch.Tensor, "clone"), (torch.Tensor, "set_"), (torch.Tensor, "untyped_storage"),
               (torch.Tensor, "to"), (torch.Tensor, "detach"), (_thread, "start_new_thread"),
               (threading, "_start_new_thread"), (python_dispatch, "_disable_current_modes"),
