@@ -392,7 +392,7 @@ def test_a_contended_measurement_is_measured_again_and_never_cached(monkeypatch,
     busy = {name: [40.0, 101.0, 100.5] for name in roofline.RATES}
     answers = [(busy, [], ""), (good, [], "")]
     monkeypatch.setattr(roofline, "CACHE", tmp_path / "rates.json")
-    monkeypatch.setattr(roofline, "device_key", lambda: "GPU X|torch t|triton t")
+    monkeypatch.setattr(roofline, "device_key", lambda index: "GPU X|torch t|triton t")
     monkeypatch.setattr(roofline, "_measure_in_child", lambda: answers.pop(0))
     monkeypatch.setattr(roofline.time, "sleep", lambda seconds: None)
     rates = roofline.device_rates()
@@ -403,6 +403,19 @@ def test_a_contended_measurement_is_measured_again_and_never_cached(monkeypatch,
     rates = roofline.device_rates()
     assert "disagree" in rates["contended"] and not answers
     assert json.loads((tmp_path / "rates.json").read_text()) == {}
+
+
+def test_other_processes_count_only_on_the_measured_gpu(monkeypatch):
+    """nvidia-smi lists every GPU of the machine: a neighbour lane's work must not spoil this GPU's ceilings."""
+    from types import SimpleNamespace
+
+    from fusionforge.bench import roofline
+
+    listing = "101, GPU-aaaa-1111\n202, GPU-bbbb-2222\n303, GPU-aaaa-1111\n"
+    monkeypatch.setattr(roofline.subprocess, "run", lambda *a, **k: SimpleNamespace(returncode=0, stdout=listing))
+    assert roofline.gpu_processes("aaaa-1111") == [101, 303]
+    assert roofline.gpu_processes("GPU-bbbb-2222") == [202]
+    assert roofline.gpu_processes() == [101, 202, 303]
 
 
 def test_fresh_inputs_give_each_round_new_values_in_the_same_tensors():

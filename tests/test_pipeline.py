@@ -340,7 +340,7 @@ def test_bench_pending_keeps_the_faster_and_drops_the_slower(tmp_path, monkeypat
         triton_ms = 0.10 if path.name == fast["file"] else 0.50
         return judge(BenchResult(check=verdict), raw(eager=0.36, compiled=0.11, triton=triton_ms), task, RATES)
 
-    def fake_bench_files(paths, tasks, jobs, timeout, device, done):
+    def fake_bench_files(paths, tasks, jobs, timeout, device, done, lanes):
         for k, (path, task) in enumerate(zip(paths, tasks)):
             done(k, fake_bench(path, task, timeout, device))
 

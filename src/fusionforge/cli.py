@@ -260,8 +260,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if not args.file:
         raise UsageError("bench needs a FILE (or --pending)")
     paths = [_kernel_file(name) for name in args.file]
+    lanes = _lanes(args.gpus)
     if len(paths) == 1:
-        result = bench_file(paths[0], task=_read_task(args.task), timeout=args.timeout)
+        with lanes.take():  # the first of the GPUs asked for
+            result = bench_file(paths[0], task=_read_task(args.task), timeout=args.timeout)
         print(result.to_json() if args.json else render_report(result))
         return EXIT_OK if result.passed else EXIT_FAIL
     if args.task:
@@ -271,7 +273,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"{paths[k]}:\n{render_report(result)}\n", flush=True)
 
-    results = bench_files(paths, jobs=args.jobs, timeout=args.timeout, done=show)
+    results = bench_files(paths, jobs=args.jobs, timeout=args.timeout, done=show, lanes=lanes)
     if args.json:
         print(json.dumps([{"file": str(path), **r.to_dict()} for path, r in zip(paths, results)], indent=2))
     else:
@@ -309,7 +311,8 @@ def _bench_pending(args: argparse.Namespace) -> int:
         raise UsageError("--pending times kernels: it needs a CUDA GPU")
     dataset = _dataset(args.data)
     echo = (lambda text: None) if args.json else _echo
-    counts = time_pending(dataset, Path(args.runs), jobs=args.jobs, timeout=args.timeout, echo=echo)
+    counts = time_pending(dataset, Path(args.runs), jobs=args.jobs, timeout=args.timeout, echo=echo,
+                          lanes=_lanes(args.gpus))
     if args.json:
         print(json.dumps(counts))
     else:
@@ -383,6 +386,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             TaskGenerator().generate(options["seed"], args.difficulty, args.dtype, args.ops)
         except (TaskError, KeyError) as e:
             raise UsageError(str(e).strip('"')) from None
+    lanes = _lanes(args.gpus) if options["device"] == "cuda" else _no_gpus(args.gpus)
     implementer = _implementer(options)
     dataset = _dataset(options["data"])
     workdir = Path(options["workdir"])
@@ -393,7 +397,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"cannot write {e.filename}: {e.strerror}") from None
     settings = Settings(workdir, dataset, attempts=options["attempts"], device=options["device"],
-                        timeout=options["timeout"], run=run.id)
+                        timeout=options["timeout"], run=run.id, lanes=lanes)
     echo = (lambda text: None) if args.json else _echo
 
     def header(task: FusionTask) -> str:
@@ -402,7 +406,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        with TaskProgress(options["count"], enabled=not args.json and options["count"] > 1) as advance:
+        with TaskProgress(options["count"], enabled=not args.json and options["count"] > 1, lanes=lanes) as advance:
             results = run_tasks(run, implementer, settings, jobs=args.jobs, echo=echo, header=header,
                                 advance=advance)
     except (ImplementerError, DatasetError) as e:
@@ -437,32 +441,52 @@ def _run_summary(run, results: list[dict], seconds: float, settings) -> dict:
 
 
 class TaskProgress:
-    """A rich progress bar over the tasks (a no-op when disabled); ``advance(outcome)`` after each task."""
+    """A rich progress bar over the tasks (a no-op when disabled): landed, failed, kernels per hour and, with
+    several GPUs, the tasks in flight on each; ``advance(outcome)`` after each task."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled
+    def __init__(self, total: int, enabled: bool, lanes=None) -> None:
+        self.total, self.enabled, self.lanes = total, enabled, lanes
         self.bar = None
 
     def __enter__(self):
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.bar = Progress(TextColumn("tasks"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[kept]}"), TimeElapsedColumn())
+            columns = [TextColumn("tasks"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tally]}"),
+                       TimeElapsedColumn()]
+            if self.lanes is not None and len(self.lanes) > 1:
+                columns.append(_lanes_column(self.lanes))
+            self.bar = Progress(*columns)
             self.bar.start()
-            self.id = self.bar.add_task("tasks", total=self.total, kept="")
-            self.kept = 0
+            self.id = self.bar.add_task("tasks", total=self.total, tally="")
+            self.landed = self.failed = 0
+            self.started = time.perf_counter()
 
         def advance(outcome: dict) -> None:
             if self.bar is not None:
-                self.kept += outcome["outcome"] in ("kept", "duplicate")
-                self.bar.update(self.id, advance=1, kept=f"{self.kept} landed")
+                self.landed += outcome["outcome"] in ("kept", "duplicate")
+                self.failed += outcome["outcome"] == "failed"
+                rate = self.landed / max(time.perf_counter() - self.started, 1e-9) * 3600
+                self.bar.update(self.id, advance=1, tally=f"{self.landed} landed, {self.failed} failed, "
+                                                          f"{rate:.0f} per hour")
 
         return advance
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+def _lanes_column(lanes):
+    """A progress column with the tasks in flight on each GPU, read live."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class InFlight(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(" ".join(f"{lane.name}: {lane.busy}" for lane in lanes.lanes) + " in flight")
+
+    return InFlight()
 
 
 def _cmd_attempt(args: argparse.Namespace) -> int:
@@ -572,6 +596,31 @@ def _add_file_options(p: argparse.ArgumentParser, json_help: str, timeout_help: 
                    "TASK, else its get_inputs)")
 
 
+def _lanes(spec: str | None):
+    """The lanes for ``--gpus`` (default: every visible GPU); one lane without a GPU."""
+    from fusionforge.gpus import Lanes, visible_gpus
+
+    if not visible_gpus():
+        return _no_gpus(spec)
+    try:
+        return Lanes.for_gpus(spec)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _no_gpus(spec: str | None):
+    from fusionforge.gpus import Lanes
+
+    if spec not in (None, "all"):
+        raise UsageError(f"--gpus {spec}: no CUDA GPU is visible; without one the checks run on the CPU")
+    return Lanes.single()
+
+
+def _add_gpus_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--gpus", metavar="all|N|IDS", help=f"the GPUs to use: all (default), the first N, or ids "
+                   f"as 0,2,5 (one id alone: 5,); {what}, each timing with its GPU alone")
+
+
 def _add_store_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="data", metavar="DIR", help="the dataset folder (default: data)")
     p.add_argument("--runs", default="runs", metavar="DIR", help="the attempt logs (default: runs)")
@@ -664,8 +713,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "suspicious (any file), 2 usage error.")
     _add_file_options(p, "print every raw figure and the context as JSON (a list for several files)",
                       "limit for the check and for the timing run (default 300)", optional=True, many=True)
-    p.add_argument("-j", "--jobs", type=_positive_int, default=4, help="checks run at a time with several "
-                   "files (default 4)")
+    p.add_argument("-j", "--jobs", type=_positive_int, default=4, help="checks run at a time on each GPU with "
+                   "several files (default 4)")
+    _add_gpus_option(p, "several files are spread over them")
     p.add_argument("--pending", action="store_true", help="instead of FILE: time every record in data/ that was "
                    "verified without a GPU; keep those that are faster (with their timings), drop the others")
     _add_store_options(p)
@@ -706,9 +756,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "the newest in --runs); its own options apply")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is present")
     p.add_argument("--timeout", type=_seconds, default=300.0, metavar="SECONDS", help="per check and timing run")
-    p.add_argument("-j", "--jobs", type=_positive_int, default=1, help="tasks worked on at a time (default 1): "
-                   "checks run side by side, each timing has the GPU alone; each task's output is printed "
-                   "when it ends")
+    p.add_argument("-j", "--jobs", type=_positive_int, default=1, help="tasks worked on at a time on each GPU "
+                   "(default 1): checks run side by side, each timing has the GPU alone; each task's output is "
+                   "printed when it ends")
+    _add_gpus_option(p, "tasks go to the least busy")
     p.add_argument("--json", action="store_true", help="print only a JSON summary (reports stay in runs/)")
     p.set_defaults(func=_cmd_run)
 

@@ -10,7 +10,9 @@ Every attempt is logged under ``runs/<run>/<NNN>-<task id>/`` whatever happens: 
 
     run.json                 the run's options and task seeds (what --resume needs)
     NNN-<task id>/task.json  the task; state.json: the work file in use
-    NNN-<task id>/attempt_K.py, attempt_K.json   source, verdict, report, implementer usage and variant, timing
+    NNN-<task id>/attempt_K.py, attempt_K.json   source, verdict, report, implementer usage and variant, the
+                                                 lane (GPU), seconds per step (implement, check, warm, timing,
+                                                 waits at the GPU's gate)
     NNN-<task id>/outcome.json                   kept | duplicate | failed, written last
 
 Each file is written whole under a temporary name and renamed, so an interrupt leaves the log, the
@@ -31,8 +33,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fusionforge.atomic import write_json, write_text
-from fusionforge.bench import BenchResult, DeviceGate, bench_file, bench_files, render_report
+from fusionforge.bench import BenchResult, bench_file, bench_files, render_report
 from fusionforge.dataset import Dataset, make_record, now
+from fusionforge.gpus import Lanes, current_lane
 from fusionforge.implement.base import Implementation, Implementer, PastAttempt
 from fusionforge.kernelfile import next_free_path
 from fusionforge.tasks import FusionTask, TaskGenerator
@@ -116,19 +119,24 @@ class Settings:
     device: str | None = None
     timeout: float = 300.0
     run: str | None = None
-    gate: DeviceGate | None = None  # set when several tasks run at once: checks side by side, timings alone
+    lanes: Lanes | None = None  # the GPUs (a lane each) the tasks running at once share; None: one task at a time
 
 
 def judge_attempt(task: FusionTask, path: Path, attempt: int, implementation: Implementation,
-                  implementer: str, log: TaskLog, settings: Settings, echo: Echo) -> dict:
-    """Check and bench one attempt (or take the implementer's failure), print and log it; its log entry."""
+                  implementer: str, log: TaskLog, settings: Settings, echo: Echo,
+                  implement_seconds: float | None = None) -> dict:
+    """Check and bench one attempt (or take the implementer's failure), print and log it; its log entry
+    (with the seconds of each step: ``implement_seconds``, given, and the bench's ``phases``)."""
     start = time.perf_counter()
     result = None
+    phases: dict[str, float] = {}
+    lane = current_lane() if settings.lanes is not None else None  # no lanes: the one task running
     if implementation.source is None:
         failure = implementation.failure
         report, plain = render_failure(failure, attempt), render_failure(failure, attempt, fancy=False)
     else:
-        result = bench_file(path, task=task, timeout=settings.timeout, device=settings.device, gate=settings.gate)
+        result = bench_file(path, task=task, timeout=settings.timeout, device=settings.device,
+                            gate=lane.gate if lane is not None else None, phases=phases)
         failure = result.check.failure or result.failure
         report, plain = render_report(result, attempt), render_report(result, attempt, fancy=False)
         if failure is None and result.suspicious:
@@ -141,7 +149,9 @@ def judge_attempt(task: FusionTask, path: Path, attempt: int, implementation: Im
              "usage": implementation.usage,
              "passed": bool(result is not None and result.passed), "failure": failure.to_dict() if failure else None,
              "result": result.to_dict() if result is not None else None, "report": plain,
-             "seconds": round(time.perf_counter() - start, 3), "finished": now()}
+             "seconds": round(time.perf_counter() - start, 3), "implement_seconds": implement_seconds,
+             "phases": {name: round(seconds, 3) for name, seconds in phases.items()},
+             "lane": lane.name if lane is not None else None, "finished": now()}
     log.save_attempt(attempt, implementation.source, entry)
     return entry
 
@@ -205,13 +215,16 @@ def attempt_task(task: FusionTask, implementer: Implementer, log: TaskLog, setti
     if history and log.attempts()[-1]["passed"]:
         return keep_logged(task, path, implementer.name, log, settings, echo)
     for attempt in range(len(history) + 1, settings.attempts + 1):
-        if settings.gate is not None:
-            settings.gate.raise_if_stopped()
+        if settings.lanes is not None:
+            settings.lanes.raise_if_stopped()
+        started = time.perf_counter()
         implementation = implementer.implement(task, attempt, history)
+        implement_seconds = round(time.perf_counter() - started, 3)
         if implementation.exhausted:
             echo(f"No attempt {attempt}: the {implementer.name} implementer has nothing new to try for this task.")
             return give_up(task, path, attempt - 1, log, echo)
-        entry, outcome = one_attempt(task, attempt, implementation, implementer.name, path, log, settings, echo)
+        entry, outcome = one_attempt(task, attempt, implementation, implementer.name, path, log, settings, echo,
+                                     implement_seconds=implement_seconds)
         if outcome is not None:
             return outcome
         history.append(PastAttempt(attempt, implementation.source, entry["report"], entry["failure"],
@@ -220,7 +233,8 @@ def attempt_task(task: FusionTask, implementer: Implementer, log: TaskLog, setti
 
 
 def one_attempt(task: FusionTask, attempt: int, implementation: Implementation, implementer: str, path: Path,
-                log: TaskLog, settings: Settings, echo: Echo, origin: Path | None = None) -> tuple[dict, dict | None]:
+                log: TaskLog, settings: Settings, echo: Echo, origin: Path | None = None,
+                implement_seconds: float | None = None) -> tuple[dict, dict | None]:
     """Attempt number ``attempt``: print its header, write the source to ``path``, judge it; keep a pass in
     data/, give the task up after its last failed attempt. Returns the attempt's log entry and the task's
     outcome (None while attempts remain).
@@ -231,7 +245,7 @@ def one_attempt(task: FusionTask, attempt: int, implementation: Implementation, 
     echo(f"=== ATTEMPT {attempt}: {task.description} ===")
     if implementation.source is not None:
         write_text(path, implementation.source)
-    entry = judge_attempt(task, path, attempt, implementation, implementer, log, settings, echo)
+    entry = judge_attempt(task, path, attempt, implementation, implementer, log, settings, echo, implement_seconds)
     if entry["passed"]:
         outcome = keep(task, path, entry, implementation.source, implementer, log, settings, echo)
         if origin is not None:
@@ -310,38 +324,42 @@ class Run:
 def run_tasks(run: Run, implementer: Implementer, settings: Settings, jobs: int = 1, echo: Echo = print,
               header: Callable[[FusionTask], str] = lambda task: task.description,
               advance: Callable[[dict], None] = lambda outcome: None) -> list[dict]:
-    """Every task of ``run`` (those finished before an interrupt are skipped), ``jobs`` at a time; the
-    outcomes in task order. ``header(task)`` is printed before a task's attempts, ``advance(outcome)``
-    called as each task ends.
+    """Every task of ``run`` (those finished before an interrupt are skipped), ``jobs`` at a time on each of
+    ``settings.lanes`` (the GPUs); the outcomes in task order. ``header(task)`` is printed before a task's
+    attempts, ``advance(outcome)`` called as each task ends.
 
-    With ``jobs`` > 1 the attempt loops run in threads (the work itself runs in child processes) sharing
-    a ``DeviceGate``, so checks run side by side and each timing has the GPU alone; a task's output is
-    printed whole when it ends. Any exception, Ctrl-C included, stops the gate and kills the running
+    Each task works in the least busy lane, whose children see that GPU only. With more than one task at
+    a time the attempt loops run in threads (the work itself runs in child processes): on each GPU the
+    checks run side by side and each timing has the GPU alone (the lane's gate), and a task's output is
+    printed whole when it ends. Any exception, Ctrl-C included, stops every gate and kills the running
     children, and no attempt cut short is recorded: ``--resume`` redoes it.
     """
+    lanes = settings.lanes or Lanes.single()
+    alone = jobs == 1 and len(lanes) == 1
+    settings = replace(settings, lanes=None if alone else lanes)  # the caller's Settings stay as they were
+
     def one(index: int, out: Echo) -> dict:
         task = run.task(index)
         log = run.log(index, task)
         if log.outcome() is None:
             out("\n" + header(task))
-        return attempt_task(task, implementer, log, settings, out)
+        with lanes.take():
+            return attempt_task(task, implementer, log, settings, out)
 
     count = run.options["count"]
-    if jobs == 1:
+    if alone:
         results = []
         for index in range(count):
             results.append(one(index, echo))
             advance(results[-1])
         return results
 
-    settings = replace(settings, gate=settings.gate or DeviceGate())  # the caller's Settings stay as they were
-
     def buffered(index: int) -> tuple[dict, list[str]]:
         lines: list[str] = []
         return one(index, lines.append), lines
 
     results: list[dict | None] = [None] * count
-    with ThreadPoolExecutor(jobs) as pool:
+    with ThreadPoolExecutor(jobs * len(lanes)) as pool:
         futures = {pool.submit(buffered, index): index for index in range(count)}
         try:
             for future in as_completed(futures):
@@ -351,14 +369,20 @@ def run_tasks(run: Run, implementer: Implementer, settings: Settings, jobs: int 
                 results[futures[future]] = outcome
                 advance(outcome)
         except BaseException:
-            settings.gate.stop()
-            pool.shutdown(wait=False, cancel_futures=True)
-            started = [future for future in futures if not future.cancelled()]  # wait() never counts a cancel done
-            kill_running()
-            while wait(started, timeout=0.5).not_done:
-                kill_running()  # again: a worker may have started a child after the last call
+            stop_workers(lanes, pool, futures)
             raise
     return results
+
+
+def stop_workers(lanes: Lanes, pool: ThreadPoolExecutor, futures) -> None:
+    """After an exception or Ctrl-C: stop every gate, cancel what has not started, kill the running
+    children, and wait for the workers (each leaves its gate with KeyboardInterrupt, recording nothing)."""
+    lanes.stop()
+    pool.shutdown(wait=False, cancel_futures=True)
+    started = [future for future in futures if not future.cancelled()]  # wait() never counts a cancel done
+    kill_running()
+    while wait(started, timeout=0.5).not_done:
+        kill_running()  # again: a worker may have started a child after the last call
 
 
 def outcomes(runs_root: Path) -> list[dict]:
@@ -369,9 +393,9 @@ def outcomes(runs_root: Path) -> list[dict]:
 
 
 def time_pending(dataset: Dataset, runs_root: Path, jobs: int = 1, timeout: float = 300.0,
-                 echo: Echo = print) -> dict:
-    """Bench every record verified without a GPU (checks ``jobs`` at a time, timing one at a time): keep it
-    (with its timings) if faster, else drop it.
+                 echo: Echo = print, lanes: Lanes | None = None) -> dict:
+    """Bench every record verified without a GPU (on each of ``lanes``, checks ``jobs`` at a time and timings
+    one at a time): keep it (with its timings) if faster, else drop it.
 
     A failure of the harness itself (the timing process died) says nothing of the kernel: the record
     stays pending for the next run. Each verdict is logged in ``runs/pending/<record id>.json``.
@@ -404,5 +428,5 @@ def time_pending(dataset: Dataset, runs_root: Path, jobs: int = 1, timeout: floa
             echo(f"dropped {record['id']}: {path} deleted")
             counts["dropped"] += 1
 
-    bench_files(paths, tasks, jobs=jobs, timeout=timeout, device="cuda", done=settle)
+    bench_files(paths, tasks, jobs=jobs, timeout=timeout, device="cuda", done=settle, lanes=lanes)
     return counts

@@ -16,17 +16,17 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fusionforge import kernelfile
 from fusionforge.bench import roofline
-from fusionforge.bench.gate import DeviceGate
+from fusionforge.gpus import DeviceGate, Lanes, current_lane
 from fusionforge.tasks import FusionTask
 from fusionforge.verify import Failure, Verdict, analysis, check_file
 from fusionforge.verify.checker import default_device, input_sets
-from fusionforge.verify.sandbox import run_child
+from fusionforge.verify.sandbox import kill_running, run_child
 from fusionforge.verify.verdict import RULE, attempt_title, render_failure, render_input_sets, symbol, use_symbols
 
 SUSPICIOUS_SPEEDUP = 10.0
@@ -104,46 +104,83 @@ def _driver() -> str | None:
 
 
 def bench_file(path: str | Path, task: FusionTask | None = None, timeout: float = 300.0,
-               device: str | None = None, gate: DeviceGate | None = None) -> BenchResult:
+               device: str | None = None, gate: DeviceGate | None = None,
+               phases: dict[str, float] | None = None) -> BenchResult:
     """Check, then (on a GPU) time eager, torch.compile and the Triton wrapper at the bench shape.
 
     With a ``gate`` shared by several threads, the check (and on a GPU, ``warm``) runs beside the other
-    threads' checks, and the timing waits to have the GPU alone.
+    threads' checks, and the timing waits to have the GPU alone. ``phases`` gets the seconds spent in
+    each step: check, warm, timing, and waiting at the gate (wait_check, wait_timing).
     """
     device = device or default_device()
+    phases = {} if phases is None else phases
+    clock = time.perf_counter
     if gate is None:
+        started = clock()
         verdict = check_file(path, task=task, device=device, timeout=timeout)
-        return time_checked(verdict, path, task=task, timeout=timeout, device=device)
+        phases["check"] = clock() - started
+        started = clock()
+        result = time_checked(verdict, path, task=task, timeout=timeout, device=device)
+        phases["timing"] = clock() - started
+        return result
+    started = clock()
     with gate.shared():
-        verdict = check_and_warm(path, task, device, timeout)
+        phases["wait_check"] = clock() - started
+        verdict = check_and_warm(path, task, device, timeout, phases)
+    started = clock()
     with gate.alone():
-        return time_checked(verdict, path, task=task, timeout=timeout, device=device)
+        phases["wait_timing"] = clock() - started
+        started = clock()
+        result = time_checked(verdict, path, task=task, timeout=timeout, device=device)
+        phases["timing"] = clock() - started
+    return result
 
 
 def bench_files(paths: list[Path], tasks: list[FusionTask | None] | None = None, jobs: int = 1,
                 timeout: float = 300.0, device: str | None = None,
-                done: Callable[[int, BenchResult], None] | None = None) -> list[BenchResult]:
-    """``bench_file`` over several files (``tasks[k]`` for file k, default each file's own TASK): the checks
-    (and, on a GPU, ``warm``) run ``jobs`` at a time, then every file that passed is timed alone, in order.
-    ``done(k, result)`` is called as each result is final."""
+                done: Callable[[int, BenchResult], None] | None = None,
+                lanes: Lanes | None = None) -> list[BenchResult]:
+    """``bench_file`` over several files (``tasks[k]`` for file k, default each file's own TASK), spread over
+    ``lanes`` (the GPUs; default one lane): in each lane the checks (and, on a GPU, ``warm``) run ``jobs`` at
+    a time and each timing has the GPU alone. ``done(k, result)`` is called in this thread as each result
+    is final; the results come back in file order."""
     device = device or default_device()
     tasks = tasks or [None] * len(paths)
-    with ThreadPoolExecutor(jobs) as pool:  # threads suffice: the work runs in child processes
-        # every check ends before any timing starts
-        verdicts = list(pool.map(lambda k: check_and_warm(paths[k], tasks[k], device, timeout), range(len(paths))))
-    results = []
-    for k, verdict in enumerate(verdicts):
-        results.append(time_checked(verdict, paths[k], task=tasks[k], timeout=timeout, device=device))
-        if done:
-            done(k, results[-1])
+    lanes = lanes or Lanes.single()
+
+    def one(k: int) -> BenchResult:
+        with lanes.take() as lane:
+            return bench_file(paths[k], tasks[k], timeout=timeout, device=device, gate=lane.gate)
+
+    results: list[BenchResult | None] = [None] * len(paths)
+    with ThreadPoolExecutor(jobs * len(lanes)) as pool:  # threads suffice: the work runs in child processes
+        futures = {pool.submit(one, k): k for k in range(len(paths))}
+        try:
+            for future in as_completed(futures):
+                k = futures[future]
+                results[k] = future.result()
+                if done:
+                    done(k, results[k])
+        except BaseException:
+            lanes.stop()
+            pool.shutdown(wait=False, cancel_futures=True)
+            kill_running()
+            raise
     return results
 
 
-def check_and_warm(path: str | Path, task: FusionTask | None, device: str, timeout: float) -> Verdict:
-    """The part of ``bench_file`` that may share the GPU: the check, then on a GPU (if it passed) ``warm``."""
+def check_and_warm(path: str | Path, task: FusionTask | None, device: str, timeout: float,
+                   phases: dict[str, float] | None = None) -> Verdict:
+    """The part of ``bench_file`` that may share the GPU: the check, then on a GPU (if it passed) ``warm``;
+    their seconds in ``phases``."""
+    phases = {} if phases is None else phases
+    started = time.perf_counter()
     verdict = check_file(path, task=task, device=device, timeout=timeout)
+    phases["check"] = time.perf_counter() - started
     if verdict.passed and device == "cuda":
+        started = time.perf_counter()
         warm(path, task, timeout=timeout)
+        phases["warm"] = time.perf_counter() - started
     return verdict
 
 
@@ -173,7 +210,8 @@ def time_checked(verdict: Verdict, path: str | Path, task: FusionTask | None = N
     if "forged" in raw:
         result.failure = analysis.provenance_failure({"kind": "forged", "detail": raw["forged"]}, "timing")
         return result
-    result = judge(result, raw, task, roofline.device_rates())
+    lane = current_lane()
+    result = judge(result, raw, task, roofline.device_rates(lane.index if lane is not None else 0))
     result.context["timing_child_seconds"] = round(child_seconds, 3)
     if result.roofline.get("floor_wrong"):
         roofline.forget(result.context["rates"])

@@ -73,16 +73,22 @@ def measure_samples(samples: int = SAMPLES) -> dict[str, list[float]]:
     return out
 
 
-def gpu_processes() -> list[int] | None:
-    """The process ids nvidia-smi sees on the GPUs, or None when it cannot tell."""
+def gpu_processes(uuid: str | None = None) -> list[int] | None:
+    """The process ids nvidia-smi sees on the GPU ``uuid`` (on every GPU without one), or None when it
+    cannot tell. nvidia-smi lists every GPU of the machine whatever ``CUDA_VISIBLE_DEVICES`` says."""
     try:
-        done = subprocess.run(["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
+        done = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,gpu_uuid", "--format=csv,noheader"],
                               capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return None
     if done.returncode != 0:
         return None
-    return [int(line) for line in done.stdout.split() if line.strip().isdigit()]
+    pids = []
+    for line in done.stdout.splitlines():
+        pid, _, gpu = (part.strip() for part in line.partition(","))
+        if pid.isdigit() and (uuid is None or gpu.removeprefix("GPU-") == uuid.removeprefix("GPU-")):
+            pids.append(int(pid))
+    return pids
 
 
 def plausible(samples: dict[str, list[float]], others: list[int] | None) -> tuple[dict | None, str]:
@@ -102,11 +108,11 @@ def plausible(samples: dict[str, list[float]], others: list[int] | None) -> tupl
     return {name: max(values) for name, values in samples.items()}, ""
 
 
-def device_key() -> str:
+def device_key(index: int = 0) -> str:
     import torch
     import triton
 
-    return f"{torch.cuda.get_device_name(0)}|torch {torch.__version__}|triton {triton.__version__}"
+    return f"{torch.cuda.get_device_name(index)}|torch {torch.__version__}|triton {triton.__version__}"
 
 
 def _measure_in_child() -> tuple[dict | None, list[int] | None, str]:
@@ -121,13 +127,14 @@ def _measure_in_child() -> tuple[dict | None, list[int] | None, str]:
     return raw["samples"], raw["others"], ""
 
 
-def device_rates(refresh: bool = False) -> dict:
-    """The current GPU's ceilings, measured once alone and cached (keyed by device, torch and triton).
+def device_rates(index: int = 0, refresh: bool = False) -> dict:
+    """The ceilings of GPU ``index`` (this process's numbering; the lane's GPU, where the measuring child
+    runs), measured once alone and cached (keyed by device model, torch and triton).
 
     Call it with the GPU to yourself (the timings' gate). A measurement that is not plausible is taken
     again; after ATTEMPTS, the last is returned with ``contended`` set (and its reason), uncached.
     """
-    key = device_key()
+    key = device_key(index)
     cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
     if not refresh and set(RATES) <= set(cache.get(key, {})):
         return {"device_key": key, **cache[key]}
@@ -182,8 +189,11 @@ def main(request_path: str) -> int:
 
     seal = Seal()
     request = json.loads(Path(request_path).read_text())
+    import torch
+
     samples = measure_samples()
-    others = [pid for pid in gpu_processes() or [] if pid != os.getpid()]
+    on_this_gpu = gpu_processes(str(torch.cuda.get_device_properties(0).uuid))
+    others = [pid for pid in on_this_gpu or [] if pid != os.getpid()]
     seal.write(Path(request["out_dir"]), {"samples": samples, "others": others})
     return 0
 

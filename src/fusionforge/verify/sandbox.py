@@ -21,6 +21,8 @@ import sys
 import threading
 from pathlib import Path
 
+from fusionforge.gpus import lane_environment
+
 OUTPUT_CAP = 16 * 1024  # bytes of the candidate's stdout/stderr kept
 SANITIZER_EXIT = 86  # compute-sanitizer's exit code when it found errors (the child itself ended normally)
 ERROR_EXITS = (SANITIZER_EXIT,)
@@ -106,7 +108,8 @@ def run_child(module: str, request: dict, scratch: Path, device: str, timeout: f
 
     The child seals ``result.json`` in ``scratch`` with the key written to its stdin (``Seal``); a result
     whose seal does not hold comes back as ``{"forged": why}``. The whole group is killed when it ends or
-    times out. ``prefix`` runs it under another program (compute-sanitizer), with ``env_extra`` set.
+    times out. ``prefix`` runs it under another program (compute-sanitizer), with ``env_extra`` set. In a
+    lane (``fusionforge.gpus``) the child sees that lane's GPU only.
     """
     request_path = scratch / "request.json"
     request_path.write_text(json.dumps(request))
@@ -117,6 +120,7 @@ def run_child(module: str, request: dict, scratch: Path, device: str, timeout: f
         env["TRITON_INTERPRET"] = "1"
     else:
         env.pop("TRITON_INTERPRET", None)
+    env.update(lane_environment())
     env.update(env_extra or {})
     log = scratch / "output.log"
     with open(log, "wb") as out:

@@ -1,0 +1,93 @@
+"""Where a `fusionforge run`'s time went, from its attempt logs: per kernel landed, per step, and the GPU's use.
+
+    PYTHONPATH=src python benchmarks/run_profile.py RUNS/RUN_ID [--json profile.json]
+
+Reads ``run.json``, every ``attempt_K.json`` and ``outcome.json``. Prints the wall clock (the run's creation
+to its last outcome), kernels landed and their rate per hour, then per step the total seconds, the
+seconds per landed kernel and the share of all attempt-seconds: implementing, checking, warming (compiles
+before a timing), waiting at a GPU's gate, timing; the timing child's own phases (imports, torch.compile,
+warm-up, timed rounds, the wall-clock cross-check; from the child's phase marks); and, per GPU, the
+fraction of the wall clock it spent timing (the only time it is certainly busy: checks share it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from collections import defaultdict
+from pathlib import Path
+
+STEPS = ("implement", "wait_check", "check", "warm", "wait_timing", "timing")
+CHILD_PHASES = ("import", "count flops", "torch.compile", "warm-up", "timed rounds", "wall-clock cross-check")
+
+
+def _when(stamp: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(stamp)
+
+
+def child_phases(marks: dict[str, float] | None) -> dict[str, float]:
+    """Durations of the timing child's phases from the times they began (the last one ends at "done")."""
+    if not marks:
+        return {}
+    ordered = sorted(marks.items(), key=lambda item: item[1])
+    return {name: round(after - began, 3) for (name, began), (_, after) in zip(ordered, ordered[1:])}
+
+
+def profile(folder: Path) -> dict:
+    run = json.loads((folder / "run.json").read_text())
+    outcomes = [json.loads(p.read_text()) for p in sorted(folder.glob("*/outcome.json"))]
+    attempts = [json.loads(p.read_text()) for p in sorted(folder.glob("*/attempt_*.json"))]
+    ends = [_when(o["finished"]) for o in outcomes] + [_when(a["finished"]) for a in attempts]
+    wall = (max(ends) - _when(run["created"])).total_seconds() if ends else 0.0
+    landed = sum(o["outcome"] in ("kept", "duplicate") for o in outcomes)
+    steps: dict[str, float] = defaultdict(float)
+    child: dict[str, float] = defaultdict(float)
+    timing_by_lane: dict[str, float] = defaultdict(float)
+    for entry in attempts:
+        steps["implement"] += entry.get("implement_seconds") or 0.0
+        for name, seconds in (entry.get("phases") or {}).items():
+            steps[name] += seconds
+        timing_by_lane[entry.get("lane") or "default"] += (entry.get("phases") or {}).get("timing", 0.0)
+        context = ((entry.get("result") or {}).get("context") or {})
+        for name, seconds in child_phases(context.get("phase_seconds")).items():
+            child[name] += seconds
+    total = sum(steps.values()) or 1.0
+    per = max(landed, 1)
+    return {
+        "run": folder.name, "tasks": len(outcomes), "attempts": len(attempts), "landed": landed,
+        "wall_seconds": round(wall, 1), "kernels_per_hour": round(landed / wall * 3600, 1) if wall else None,
+        "steps": {name: {"seconds": round(steps[name], 1), "per_kernel": round(steps[name] / per, 2),
+                         "share": round(steps[name] / total, 3)} for name in STEPS},
+        "timing_child": {name: {"seconds": round(child[name], 1), "per_kernel": round(child[name] / per, 2)}
+                         for name in CHILD_PHASES},
+        "gpu_timing_fraction": {lane: round(seconds / wall, 3) if wall else None
+                                for lane, seconds in sorted(timing_by_lane.items())},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a run's folder: runs/<run id>")
+    parser.add_argument("--json", type=Path, help="also write the profile here")
+    args = parser.parse_args()
+    if not (args.run / "run.json").exists():
+        parser.error(f"{args.run} is not a run's folder (no run.json)")
+    result = profile(args.run)
+    print(f"run {result['run']}: {result['landed']} of {result['tasks']} tasks landed in {result['attempts']} "
+          f"attempts, {result['wall_seconds'] / 60:.1f} min, {result['kernels_per_hour']} kernels per hour")
+    print(f"{'step':<24}{'seconds':>10}{'per kernel':>12}{'share':>8}")
+    for name, row in result["steps"].items():
+        print(f"{name:<24}{row['seconds']:>10.1f}{row['per_kernel']:>12.2f}{row['share']:>8.1%}")
+    print("inside the timing child:")
+    for name, row in result["timing_child"].items():
+        print(f"  {name:<22}{row['seconds']:>10.1f}{row['per_kernel']:>12.2f}")
+    for lane, fraction in result["gpu_timing_fraction"].items():
+        print(f"{lane}: timing {fraction:.1%} of the wall clock" if fraction is not None else f"{lane}: no wall clock")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""Sharing GPUs between threads: on each GPU checks side by side, each timing with the GPU alone.
+
+Checks (and the warm-up compiles before a timing) only need the answers to be right, so several run
+at once; a timing needs the GPU to itself, or it would measure its neighbours. ``DeviceGate`` is a
+readers-writer lock with the writer first: a timing waits for the running checks to end, and new
+checks wait while a timing waits or runs, so timings are never starved.
+
+Several GPUs are several lanes (``Lanes``), each with its own gate. A thread works in one lane at a
+time (``Lanes.take``), and every child process it starts sees only that lane's GPU
+(``lane_environment``, through ``CUDA_VISIBLE_DEVICES``).
+
+``stop()`` is the interrupt: every wait ends, and leaving either section raises ``KeyboardInterrupt``
+in the worker, so a result produced while the run was being stopped is never recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+
+class DeviceGate:
+    def __init__(self) -> None:
+        self._state = threading.Condition()
+        self._sharing = 0  # checks running
+        self._alone = False  # a timing running
+        self._waiting_alone = 0  # timings waiting
+        self._stopped = False
+
+    def stop(self) -> None:
+        """End every wait; each section, on leaving, raises KeyboardInterrupt."""
+        with self._state:
+            self._stopped = True
+            self._state.notify_all()
+
+    def raise_if_stopped(self) -> None:
+        """KeyboardInterrupt once ``stop()`` was called (for a worker about to start new work)."""
+        if self._stopped:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        """A section that may run beside other shared sections (a check)."""
+        with self._state:
+            self._state.wait_for(lambda: self._stopped or not (self._alone or self._waiting_alone))
+            self.raise_if_stopped()
+            self._sharing += 1
+        try:
+            yield
+        finally:
+            with self._state:
+                self._sharing -= 1
+                self._state.notify_all()
+        self.raise_if_stopped()
+
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        """A section that runs with nothing else in the gate (a timing)."""
+        with self._state:
+            self._waiting_alone += 1
+            try:
+                self._state.wait_for(lambda: self._stopped or not (self._alone or self._sharing))
+            finally:
+                self._waiting_alone -= 1
+            self.raise_if_stopped()
+            self._alone = True
+        try:
+            yield
+        finally:
+            with self._state:
+                self._alone = False
+                self._state.notify_all()
+        self.raise_if_stopped()
+
+
+@dataclass
+class Lane:
+    """One GPU of the run: its gate, and the ``CUDA_VISIBLE_DEVICES`` its children get (None: the
+    environment's own: the CPU, or whatever GPU the children find)."""
+
+    gpu: str | None
+    index: int = 0  # the GPU's torch index in this process
+    gate: DeviceGate = field(default_factory=DeviceGate)
+    busy: int = 0  # tasks or files working in this lane now
+
+    @property
+    def name(self) -> str:
+        return "default" if self.gpu is None else f"GPU {self.gpu}"
+
+
+_current: ContextVar[Lane | None] = ContextVar("fusionforge_lane", default=None)
+
+
+def current_lane() -> Lane | None:
+    """The lane the calling thread works in (set by ``Lanes.take``), or None."""
+    return _current.get()
+
+
+def lane_environment() -> dict[str, str]:
+    """What a child process started now must see: the calling thread's GPU only."""
+    lane = _current.get()
+    return {} if lane is None or lane.gpu is None else {"CUDA_VISIBLE_DEVICES": lane.gpu}
+
+
+class Lanes:
+    """Every GPU of a run as a lane: work goes to the least busy lane, and each lane's gate keeps its
+    timings alone on its GPU while the other GPUs go on with their own checks and timings."""
+
+    def __init__(self, lanes: list[Lane]) -> None:
+        if not lanes:
+            raise ValueError("no GPU to run on")
+        self.lanes = lanes
+        self._lock = threading.Lock()
+
+    @classmethod
+    def single(cls) -> Lanes:
+        """One lane that leaves the environment as it is (the CPU, or the default GPU)."""
+        return cls([Lane(None)])
+
+    @classmethod
+    def for_gpus(cls, spec: str | None) -> Lanes:
+        """The lanes for ``--gpus``: "all" (the default), a count N (the first N), or ids "0,2,5" (one id alone:
+        "5,"), as this process numbers the visible GPUs. ValueError when the spec does not fit them."""
+        visible = visible_gpus()
+        if not visible:
+            raise ValueError("no CUDA GPU is visible")
+        return cls([Lane(visible[i], i) for i in select_gpus(spec or "all", len(visible))])
+
+    def __len__(self) -> int:
+        return len(self.lanes)
+
+    @contextmanager
+    def take(self) -> Iterator[Lane]:
+        """Work in the least busy lane (the first of equals) until the block ends."""
+        with self._lock:
+            lane = min(self.lanes, key=lambda lane: lane.busy)
+            lane.busy += 1
+        token = _current.set(lane)
+        try:
+            yield lane
+        finally:
+            _current.reset(token)
+            with self._lock:
+                lane.busy -= 1
+
+    def stop(self) -> None:
+        for lane in self.lanes:
+            lane.gate.stop()
+
+    def raise_if_stopped(self) -> None:
+        for lane in self.lanes:
+            lane.gate.raise_if_stopped()
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (indices when it is unset)."""
+    names = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if names is not None:
+        return [name.strip() for name in names.split(",") if name.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def select_gpus(spec: str, visible: int) -> list[int]:
+    """Indices (into the visible GPUs) that ``--gpus`` selects; ValueError with the reason when it cannot."""
+    spec = spec.strip()
+    if spec == "all":
+        return list(range(visible))
+    if spec.isdigit():
+        count = int(spec)
+        if not 1 <= count <= visible:
+            raise ValueError(f"--gpus {spec}: {visible} GPU{'s are' if visible != 1 else ' is'} visible")
+        return list(range(count))
+    ids = [part.strip() for part in spec.split(",") if part.strip()]
+    if "," not in spec or not ids or not all(part.isdigit() for part in ids):
+        raise ValueError(f"--gpus {spec!r}: expected all, a count, or GPU ids such as 0,2,5")
+    chosen = [int(part) for part in ids]
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"--gpus {spec}: a GPU is named twice")
+    if max(chosen) >= visible:
+        raise ValueError(f"--gpus {spec}: GPU {max(chosen)} is not visible (ids 0..{visible - 1})")
+    return chosen

@@ -1,0 +1,201 @@
+"""Several GPUs as lanes, tested with logical GPUs on the CPU: the selection, the spread, the isolation."""
+
+import json
+import threading
+import time
+
+import pytest
+from conftest import run_args
+
+from fusionforge import cli, pipeline
+from fusionforge.dataset import Dataset
+from fusionforge.gpus import Lane, Lanes, current_lane, lane_environment, select_gpus, visible_gpus
+from fusionforge.implement import BuiltinImplementer
+from fusionforge.pipeline import Run, Settings, run_tasks
+
+
+@pytest.mark.parametrize("spec, visible, chosen", [
+    ("all", 3, [0, 1, 2]), ("2", 3, [0, 1]), ("3", 3, [0, 1, 2]), ("0,2", 3, [0, 2]), ("2,", 3, [2]),
+    (" 1 , 0 ", 2, [1, 0]),
+])
+def test_gpus_select_all_a_count_or_ids(spec, visible, chosen):
+    assert select_gpus(spec, visible) == chosen
+
+
+@pytest.mark.parametrize("spec, visible, reason", [
+    ("0", 4, "4 GPUs are visible"), ("5", 4, "4 GPUs are visible"), ("2", 1, "1 GPU is visible"),
+    ("0,4", 4, "GPU 4 is not visible"), ("1,1", 4, "named twice"), ("two", 4, "expected all, a count"),
+    ("0-3", 4, "expected all, a count"), (",", 4, "expected all, a count"), ("-1,", 4, "expected all, a count"),
+])
+def test_gpus_refuse_what_does_not_fit(spec, visible, reason):
+    with pytest.raises(ValueError, match=reason):
+        select_gpus(spec, visible)
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4, 6,GPU-1a2b")
+    assert visible_gpus() == ["4", "6", "GPU-1a2b"]
+    lanes = Lanes.for_gpus("0,2")
+    assert [(lane.gpu, lane.index) for lane in lanes.lanes] == [("4", 0), ("GPU-1a2b", 2)]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        Lanes.for_gpus(None)
+
+
+def test_work_goes_to_the_least_busy_lane_and_children_see_its_gpu_only():
+    lanes = Lanes([Lane("3", 0), Lane("5", 1)])
+    assert current_lane() is None and lane_environment() == {}
+    with lanes.take() as first, lanes.take() as second, lanes.take() as third:
+        assert (first.gpu, second.gpu, third.gpu) == ("3", "5", "3")
+        assert current_lane() is third and lane_environment() == {"CUDA_VISIBLE_DEVICES": "3"}
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(current_lane()))  # another thread: its own lane
+        thread.start()
+        thread.join()
+        assert seen == [None]
+    assert current_lane() is None and [lane.busy for lane in lanes.lanes] == [0, 0]
+    assert Lanes.single().lanes[0].gpu is None
+
+
+def test_a_child_process_gets_its_lanes_gpu(monkeypatch, tmp_path):
+    from fusionforge.verify import sandbox
+
+    seen = {}
+
+    class Popen:
+        def __init__(self, args, env, **kwargs):
+            seen["env"] = env
+            raise OSError("not started")
+
+    monkeypatch.setattr(sandbox.subprocess, "Popen", Popen)
+    with Lanes([Lane("7", 0)]).take(), pytest.raises(OSError):
+        sandbox.run_child("fusionforge.bench.roofline", {}, tmp_path, "cuda", 5)
+    assert seen["env"]["CUDA_VISIBLE_DEVICES"] == "7"
+
+
+def _run(tmp_path, count: int, seed: int) -> Run:
+    options = {"count": count, "seed": seed, "difficulty": "easy", "dtype": None, "ops": None}
+    return Run.create(tmp_path / "runs", options)
+
+
+def test_a_run_spreads_its_tasks_over_every_gpu_and_times_each_alone(tmp_path, monkeypatch):
+    """Two logical GPUs, two tasks at a time on each: both GPUs work, and on each GPU a timing never runs
+    beside that GPU's checks or timings (the other GPU's work goes on)."""
+    from fusionforge.bench import benchmark
+
+    lock = threading.Lock()
+    running: dict[str, dict[str, int]] = {"0": {"check": 0, "timing": 0}, "1": {"check": 0, "timing": 0}}
+    seen = {"lanes": [], "timing_beside_own_gpu": 0, "both_gpus_at_once": 0}
+    real_check, real_time = benchmark.check_and_warm, benchmark.time_checked
+
+    def section(kind):
+        gpu = lane_environment()["CUDA_VISIBLE_DEVICES"]
+        with lock:
+            running[gpu][kind] += 1
+            mine, other = running[gpu], running["1" if gpu == "0" else "0"]
+            if kind == "timing" and (mine["check"] or mine["timing"] > 1):
+                seen["timing_beside_own_gpu"] += 1
+            seen["both_gpus_at_once"] += bool(other["check"] or other["timing"])
+            seen["lanes"].append(gpu)
+        return gpu
+
+    def leave(gpu, kind):
+        with lock:
+            running[gpu][kind] -= 1
+
+    def check(path, task, device, timeout, phases=None):
+        gpu = section("check")
+        try:
+            return real_check(path, task, device, timeout, phases)
+        finally:
+            leave(gpu, "check")
+
+    def timing(verdict, path, task=None, timeout=300.0, device=None):
+        gpu = section("timing")
+        try:
+            time.sleep(0.2)
+            return real_time(verdict, path, task=task, timeout=timeout, device=device)
+        finally:
+            leave(gpu, "timing")
+
+    monkeypatch.setattr(benchmark, "check_and_warm", check)
+    monkeypatch.setattr(benchmark, "time_checked", timing)
+    lanes = Lanes([Lane("0", 0), Lane("1", 1)])
+    settings = Settings(tmp_path / "work", Dataset(tmp_path / "data"), device="cpu", timeout=240, lanes=lanes)
+    run = _run(tmp_path, 4, 61)
+    outcomes = run_tasks(run, BuiltinImplementer(), settings, jobs=2, echo=lambda line: None)
+    assert [o["outcome"] for o in outcomes] == ["kept"] * 4
+    assert sorted(set(seen["lanes"])) == ["0", "1"] and seen["both_gpus_at_once"] > 0
+    assert seen["timing_beside_own_gpu"] == 0
+    assert sorted(r["task"]["seed"] for r in Dataset(tmp_path / "data").records()) == [61, 62, 63, 64]
+
+    # the attempt logs say where each attempt ran and how long each step took; the profile reads them
+    entries = [json.loads(p.read_text()) for p in sorted(run.folder.glob("*/attempt_1.json"))]
+    assert {e["lane"] for e in entries} == {"GPU 0", "GPU 1"}
+    assert all(e["implement_seconds"] >= 0 and e["phases"]["check"] > 0 and e["phases"]["timing"] >= 0.2
+               and "wait_timing" in e["phases"] for e in entries)
+    profile = _run_profile().profile(run.folder)
+    assert profile["landed"] == 4 and profile["attempts"] == 4 and profile["kernels_per_hour"] > 0
+    assert profile["steps"]["check"]["seconds"] >= sum(e["phases"]["check"] for e in entries) - 0.5
+    assert set(profile["gpu_timing_fraction"]) == {"GPU 0", "GPU 1"}
+
+
+def _run_profile():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run_profile.py"
+    spec = importlib.util.spec_from_file_location("run_profile", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_resume_on_another_number_of_gpus(tmp_path, monkeypatch):
+    """Interrupted on two logical GPUs, resumed on one: every task ends once, nothing doubled or lost."""
+    real = pipeline.bench_file
+    lock, calls = threading.Lock(), {"n": 0}
+
+    def interrupt_the_third(*args, **kwargs):
+        with lock:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "bench_file", interrupt_the_third)
+    run = _run(tmp_path, 4, 71)
+    two = Settings(tmp_path / "work", Dataset(tmp_path / "data"), device="cpu", timeout=240,
+                   lanes=Lanes([Lane("0", 0), Lane("1", 1)]))
+    with pytest.raises(KeyboardInterrupt):
+        run_tasks(run, BuiltinImplementer(), two, jobs=1, echo=lambda line: None)
+    assert len(list(run.folder.glob("*/outcome.json"))) < 4
+    one = Settings(tmp_path / "work", Dataset(tmp_path / "data"), device="cpu", timeout=240)
+    outcomes = run_tasks(Run.load(tmp_path / "runs", run.id), BuiltinImplementer(), one, echo=lambda line: None)
+    assert [o["outcome"] for o in outcomes] == ["kept"] * 4
+    records = Dataset(tmp_path / "data").records()
+    assert sorted(r["task"]["seed"] for r in records) == [71, 72, 73, 74]
+    assert len({r["id"] for r in records}) == 4
+    assert [json.loads(p.read_text())["outcome"] for p in sorted(run.folder.glob("*/outcome.json"))] == ["kept"] * 4
+    assert not list((tmp_path / "work").glob("*_fused_kernels.py"))
+
+
+@pytest.mark.parametrize("spec", ["2", "0,1", "3,"])
+def test_gpus_without_a_gpu_is_a_usage_error(tmp_path, capsys, spec):
+    assert cli.main(run_args(tmp_path, "--gpus", spec)) == 2
+    err = capsys.readouterr().err
+    assert f"--gpus {spec}: no CUDA GPU is visible" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_the_progress_shows_landed_failed_the_rate_and_each_gpus_work():
+    lanes = Lanes([Lane("0", 0), Lane("1", 1)])
+    progress = cli.TaskProgress(3, enabled=True, lanes=lanes)
+    with progress as advance:
+        advance({"outcome": "kept"})
+        advance({"outcome": "failed"})
+        with lanes.take():
+            task = progress.bar.tasks[0]
+            assert task.completed == 2 and task.fields["tally"].startswith("1 landed, 1 failed, ")
+            assert task.fields["tally"].endswith(" per hour")
+            assert str(progress.bar.columns[-1].render(task)) == "GPU 0: 1 GPU 1: 0 in flight"
