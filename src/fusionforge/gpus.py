@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -185,3 +186,17 @@ def select_gpus(spec: str, visible: int) -> list[int]:
     if max(chosen) >= visible:
         raise ValueError(f"--gpus {spec}: GPU {max(chosen)} is not visible (ids 0..{visible - 1})")
     return chosen
+
+
+def stop_workers(lanes: Lanes, pool: ThreadPoolExecutor, futures) -> None:
+    """After an exception or Ctrl-C in the thread collecting ``futures``: stop every gate, cancel the work
+    not started, kill the running children, and wait for the workers (each leaves its gate with
+    KeyboardInterrupt, so nothing cut short is recorded)."""
+    from fusionforge.verify.sandbox import kill_running  # the sandbox reads the lanes: imported late
+
+    lanes.stop()
+    pool.shutdown(wait=False, cancel_futures=True)
+    started = [future for future in futures if not future.cancelled()]  # wait() never counts a cancel done
+    kill_running()
+    while wait(started, timeout=0.5).not_done:
+        kill_running()  # again: a worker may have started a child after the last call

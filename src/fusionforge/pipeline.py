@@ -28,18 +28,17 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fusionforge.atomic import write_json, write_text
 from fusionforge.bench import BenchResult, bench_file, bench_files, render_report
 from fusionforge.dataset import Dataset, make_record, now
-from fusionforge.gpus import Lanes, current_lane
+from fusionforge.gpus import Lanes, current_lane, stop_workers
 from fusionforge.implement.base import Implementation, Implementer, PastAttempt
 from fusionforge.kernelfile import next_free_path
 from fusionforge.tasks import FusionTask, TaskGenerator
-from fusionforge.verify.sandbox import kill_running
 from fusionforge.verify.verdict import Failure, render_failure, symbol, use_symbols
 
 ATTEMPTS = 3
@@ -372,17 +371,6 @@ def run_tasks(run: Run, implementer: Implementer, settings: Settings, jobs: int 
             stop_workers(lanes, pool, futures)
             raise
     return results
-
-
-def stop_workers(lanes: Lanes, pool: ThreadPoolExecutor, futures) -> None:
-    """After an exception or Ctrl-C: stop every gate, cancel what has not started, kill the running
-    children, and wait for the workers (each leaves its gate with KeyboardInterrupt, recording nothing)."""
-    lanes.stop()
-    pool.shutdown(wait=False, cancel_futures=True)
-    started = [future for future in futures if not future.cancelled()]  # wait() never counts a cancel done
-    kill_running()
-    while wait(started, timeout=0.5).not_done:
-        kill_running()  # again: a worker may have started a child after the last call
 
 
 def outcomes(runs_root: Path) -> list[dict]:

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from fusionforge import kernelfile
 from fusionforge.bench import roofline
-from fusionforge.gpus import DeviceGate, Lanes, current_lane
+from fusionforge.gpus import DeviceGate, Lanes, current_lane, stop_workers
 from fusionforge.tasks import FusionTask
 from fusionforge.verify import Failure, Verdict, analysis, check_file
 from fusionforge.verify.checker import default_device, input_sets
-from fusionforge.verify.sandbox import kill_running, run_child
+from fusionforge.verify.sandbox import run_child
 from fusionforge.verify.verdict import RULE, attempt_title, render_failure, render_input_sets, symbol, use_symbols
 
 SUSPICIOUS_SPEEDUP = 10.0
@@ -162,9 +162,7 @@ def bench_files(paths: list[Path], tasks: list[FusionTask | None] | None = None,
                 if done:
                     done(k, results[k])
         except BaseException:
-            lanes.stop()
-            pool.shutdown(wait=False, cancel_futures=True)
-            kill_running()
+            stop_workers(lanes, pool, futures)
             raise
     return results
 
