@@ -87,11 +87,13 @@ class BenchResult:
 
     @classmethod
     def from_dict(cls, raw: dict) -> BenchResult:
-        """A passing result back from ``to_dict`` (what a dataset record needs; failures are not rebuilt)."""
-        return cls(check=Verdict.from_dict(raw["check"]), timed=raw["timed"], note=raw["note"],
-                   timings=raw["timings"], speedup=raw["speedup"], speedup_vs_compile=raw["speedup_vs_compile"],
-                   faster=raw["faster"], faster_than_compile=raw["faster_than_compile"], roofline=raw["roofline"],
-                   suspicious=raw["suspicious"], context=raw["context"])
+        """A result back from ``to_dict`` (a dataset record's, or one sent back by a Ray worker)."""
+        check = Verdict.from_dict(raw["check"])
+        failure = Failure.from_dict(raw["failure"]) if raw["failure"] and check.passed else None
+        return cls(check=check, timed=raw["timed"], note=raw["note"], timings=raw["timings"], speedup=raw["speedup"],
+                   speedup_vs_compile=raw["speedup_vs_compile"], faster=raw["faster"],
+                   faster_than_compile=raw["faster_than_compile"], roofline=raw["roofline"],
+                   suspicious=raw["suspicious"], failure=failure, context=raw["context"])
 
 
 def _driver() -> str | None:
