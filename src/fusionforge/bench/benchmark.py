@@ -143,15 +143,17 @@ def bench_files(paths: list[Path], tasks: list[FusionTask | None] | None = None,
                 done: Callable[[int, BenchResult], None] | None = None,
                 lanes: Lanes | None = None) -> list[BenchResult]:
     """``bench_file`` over several files (``tasks[k]`` for file k, default each file's own TASK), spread over
-    ``lanes`` (the GPUs; default one lane): in each lane the checks (and, on a GPU, ``warm``) run ``jobs`` at
-    a time and each timing has the GPU alone. ``done(k, result)`` is called in this thread as each result
-    is final; the results come back in file order."""
+    ``lanes`` (the GPUs, here or a Ray cluster's; default one lane): in each lane the checks (and, on a GPU,
+    ``warm``) run ``jobs`` at a time and each timing has the GPU alone. ``done(k, result)`` is called in this
+    thread as each result is final; the results come back in file order."""
     device = device or default_device()
     tasks = tasks or [None] * len(paths)
     lanes = lanes or Lanes.single()
 
     def one(k: int) -> BenchResult:
         with lanes.take() as lane:
+            if lane.worker is not None:
+                return lane.worker.bench(paths[k], tasks[k], timeout, device, {})
             return bench_file(paths[k], tasks[k], timeout=timeout, device=device, gate=lane.gate)
 
     results: list[BenchResult | None] = [None] * len(paths)
