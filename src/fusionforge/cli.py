@@ -253,27 +253,41 @@ def _handed_out(path: Path, state: str, runs_root: Path) -> tuple[FusionTask | N
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from fusionforge.bench import bench_file, bench_files, render_report
+    from fusionforge.bench import bench_file, render_report
 
+    _check_engine(args)
     if args.pending:
         return _bench_pending(args)
     if not args.file:
         raise UsageError("bench needs a FILE (or --pending)")
     paths = [_kernel_file(name) for name in args.file]
+    if len(paths) > 1 and args.task:
+        raise UsageError("--task goes with one FILE; several files are each benched against their own TASK")
+    if args.engine == "ray":
+        lanes = _ray_lanes(args, None)
+        try:
+            return _bench_files(args, paths, lanes, lanes.device)
+        finally:
+            lanes.close()
     lanes = _lanes(args.gpus)
     if len(paths) == 1:
         with lanes.take():  # the first of the GPUs asked for
             result = bench_file(paths[0], task=_read_task(args.task), timeout=args.timeout)
         print(result.to_json() if args.json else render_report(result))
         return EXIT_OK if result.passed else EXIT_FAIL
-    if args.task:
-        raise UsageError("--task goes with one FILE; several files are each benched against their own TASK")
+    return _bench_files(args, paths, lanes)
+
+
+def _bench_files(args: argparse.Namespace, paths: list[Path], lanes, device: str | None = None) -> int:
+    """``bench`` of several files (or one, on a Ray cluster) spread over ``lanes``; the exit code."""
+    from fusionforge.bench import bench_files, render_report
 
     def show(k: int, result) -> None:
         if not args.json:
             print(f"{paths[k]}:\n{render_report(result)}\n", flush=True)
 
-    results = bench_files(paths, jobs=args.jobs, timeout=args.timeout, done=show, lanes=lanes)
+    results = bench_files(paths, [_read_task(args.task)] * len(paths), jobs=args.jobs, timeout=args.timeout,
+                          device=device, done=show, lanes=lanes)
     if args.json:
         print(json.dumps([{"file": str(path), **r.to_dict()} for path, r in zip(paths, results)], indent=2))
     else:
@@ -307,12 +321,16 @@ def _bench_pending(args: argparse.Namespace) -> int:
 
     if args.file:
         raise UsageError("--pending times the records in data/: give no FILE with it")
-    if not torch.cuda.is_available():
+    if args.engine == "local" and not torch.cuda.is_available():
         raise UsageError("--pending times kernels: it needs a CUDA GPU")
     dataset = _dataset(args.data)
     echo = (lambda text: None) if args.json else _echo
-    counts = time_pending(dataset, Path(args.runs), jobs=args.jobs, timeout=args.timeout, echo=echo,
-                          lanes=_lanes(args.gpus))
+    lanes = _ray_lanes(args, "cuda") if args.engine == "ray" else _lanes(args.gpus)
+    try:
+        counts = time_pending(dataset, Path(args.runs), jobs=args.jobs, timeout=args.timeout, echo=echo,
+                              lanes=lanes)
+    finally:
+        lanes.close()
     if args.json:
         print(json.dumps(counts))
     else:
@@ -357,11 +375,10 @@ def _implementer(options: dict):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from fusionforge.dataset import DatasetError
-    from fusionforge.implement import ImplementerError
-    from fusionforge.pipeline import Run, Settings, run_tasks
+    from fusionforge.pipeline import Run
     from fusionforge.verify.checker import default_device
 
+    _check_engine(args)
     runs_root = Path(args.runs)
     if args.resume is not None:
         try:
@@ -370,7 +387,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from None
         options = run.options
     else:
-        if args.device == "cuda":
+        run = None
+        if args.device == "cuda" and args.engine == "local":
             import torch
 
             if not torch.cuda.is_available():
@@ -380,20 +398,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
                    "implementer": args.implementer, "model": args.model, "base_url": args.base_url,
                    "api_key_env": args.api_key_env, "temperature": args.temperature, "max_tokens": args.max_tokens,
                    "attempts": args.attempts, "workdir": str(Path(args.workdir).resolve()),
-                   "data": str(Path(args.data).resolve()), "device": args.device or default_device(),
+                   "data": str(Path(args.data).resolve()),
+                   "device": args.device or (default_device() if args.engine == "local" else None),
                    "timeout": args.timeout}
         try:
             TaskGenerator().generate(options["seed"], args.difficulty, args.dtype, args.ops)
         except (TaskError, KeyError) as e:
             raise UsageError(str(e).strip('"')) from None
-    lanes = _lanes(args.gpus) if options["device"] == "cuda" else _no_gpus(args.gpus)
+    if args.engine == "ray":
+        lanes = _ray_lanes(args, options["device"])
+        options["device"] = lanes.device
+    else:
+        lanes = _lanes(args.gpus) if options["device"] == "cuda" else _no_gpus(args.gpus)
+    try:
+        return _run(args, run, options, lanes)
+    finally:
+        lanes.close()
+
+
+def _run(args: argparse.Namespace, run, options: dict, lanes) -> int:
+    """``run`` (None: a new one, made here) on ``lanes``; the exit code."""
+    from fusionforge.dataset import DatasetError
+    from fusionforge.implement import ImplementerError
+    from fusionforge.pipeline import Run, Settings, run_tasks
+
     implementer = _implementer(options)
     dataset = _dataset(options["data"])
     workdir = Path(options["workdir"])
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        if args.resume is None:
-            run = Run.create(runs_root, options)
+        if run is None:
+            run = Run.create(Path(args.runs), options)
     except OSError as e:
         raise UsageError(f"cannot write {e.filename}: {e.strerror}") from None
     settings = Settings(workdir, dataset, attempts=options["attempts"], device=options["device"],
@@ -616,6 +651,35 @@ def _no_gpus(spec: str | None):
     return Lanes.single()
 
 
+def _check_engine(args: argparse.Namespace) -> None:
+    if args.address is not None and args.engine != "ray":
+        raise UsageError("--address goes with --engine ray")
+
+
+def _ray_lanes(args: argparse.Namespace, device: str | None):
+    """A worker on each GPU of the Ray cluster at ``--address`` (``--gpus``: all or a count), as lanes."""
+    import importlib
+
+    try:
+        ray_engine = importlib.import_module("fusionforge.ray_engine")
+    except ImportError as e:
+        if (e.name or "").split(".")[0] != "ray":
+            raise
+        raise UsageError("--engine ray needs ray: pip install 'fusionforge[ray]'") from None
+    try:
+        return ray_engine.start(args.address, args.gpus, args.jobs, device)
+    except (ValueError, ConnectionError) as e:
+        raise UsageError(str(e)) from None
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="where the checks and timings "
+                   "run: local (default): this machine's GPUs; ray: a worker on each GPU of a Ray cluster "
+                   "(pip install 'fusionforge[ray]'), data/ and runs/ still written here only")
+    p.add_argument("--address", metavar="auto|HOST:PORT|ray://HOST:10001", help="ray: the cluster to join "
+                   "(default: a new local Ray, or RAY_ADDRESS)")
+
+
 def _add_gpus_option(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--gpus", metavar="all|N|IDS", help=f"the GPUs to use: all (default), the first N, or ids "
                    f"as 0,2,5 (one id alone: 5,); {what}, each timing with its GPU alone")
@@ -716,6 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jobs", type=_positive_int, default=4, help="checks run at a time on each GPU with "
                    "several files (default 4)")
     _add_gpus_option(p, "several files are spread over them")
+    _add_engine_options(p)
     p.add_argument("--pending", action="store_true", help="instead of FILE: time every record in data/ that was "
                    "verified without a GPU; keep those that are faster (with their timings), drop the others")
     _add_store_options(p)
@@ -760,6 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 1): checks run side by side, each timing has the GPU alone; each task's output is "
                    "printed when it ends")
     _add_gpus_option(p, "tasks go to the least busy")
+    _add_engine_options(p)
     p.add_argument("--json", action="store_true", help="print only a JSON summary (reports stay in runs/)")
     p.set_defaults(func=_cmd_run)
 

@@ -7,7 +7,8 @@ checks wait while a timing waits or runs, so timings are never starved.
 
 Several GPUs are several lanes (``Lanes``), each with its own gate. A thread works in one lane at a
 time (``Lanes.take``), and every child process it starts sees only that lane's GPU
-(``lane_environment``, through ``CUDA_VISIBLE_DEVICES``).
+(``lane_environment``, through ``CUDA_VISIBLE_DEVICES``). A lane may instead hand its files to a worker
+elsewhere (``Lane.worker``: a GPU of a Ray cluster, ``fusionforge.ray_engine``), which has its own gate.
 
 ``stop()`` is the interrupt: every wait ends, and leaving either section raises ``KeyboardInterrupt``
 in the worker, so a result produced while the run was being stopped is never recorded.
@@ -22,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class DeviceGate:
@@ -87,10 +89,13 @@ class Lane:
     index: int = 0  # the GPU's torch index in this process
     gate: DeviceGate = field(default_factory=DeviceGate)
     busy: int = 0  # tasks or files working in this lane now
+    worker: Any = None  # benches this lane's files in another process (``bench(path, task, timeout, device,
+    # phases)``, as ``bench_file``), on the GPU it names; None: here, with ``gate``
+    label: str | None = None  # the name of a worker's GPU
 
     @property
     def name(self) -> str:
-        return "default" if self.gpu is None else f"GPU {self.gpu}"
+        return self.label or ("default" if self.gpu is None else f"GPU {self.gpu}")
 
 
 _current: ContextVar[Lane | None] = ContextVar("fusionforge_lane", default=None)
@@ -155,6 +160,9 @@ class Lanes:
     def raise_if_stopped(self) -> None:
         for lane in self.lanes:
             lane.gate.raise_if_stopped()
+
+    def close(self) -> None:
+        """Release what the lanes hold once the run is over (nothing here; a Ray engine's workers)."""
 
 
 def visible_gpus() -> list[str]:

@@ -129,13 +129,19 @@ def judge_attempt(task: FusionTask, path: Path, attempt: int, implementation: Im
     start = time.perf_counter()
     result = None
     phases: dict[str, float] = {}
-    lane = current_lane() if settings.lanes is not None else None  # no lanes: the one task running
+    lane = current_lane()
+    worker = lane.worker if lane is not None else None
+    if settings.lanes is None and worker is None:
+        lane = None  # the one task running, here: no gate to share
     if implementation.source is None:
         failure = implementation.failure
         report, plain = render_failure(failure, attempt), render_failure(failure, attempt, fancy=False)
+    elif worker is not None:
+        result = worker.bench(path, task, settings.timeout, settings.device, phases)
     else:
         result = bench_file(path, task=task, timeout=settings.timeout, device=settings.device,
                             gate=lane.gate if lane is not None else None, phases=phases)
+    if result is not None:
         failure = result.check.failure or result.failure
         report, plain = render_report(result, attempt), render_report(result, attempt, fancy=False)
         if failure is None and result.suspicious:

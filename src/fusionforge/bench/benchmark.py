@@ -87,11 +87,13 @@ class BenchResult:
 
     @classmethod
     def from_dict(cls, raw: dict) -> BenchResult:
-        """A passing result back from ``to_dict`` (what a dataset record needs; failures are not rebuilt)."""
-        return cls(check=Verdict.from_dict(raw["check"]), timed=raw["timed"], note=raw["note"],
-                   timings=raw["timings"], speedup=raw["speedup"], speedup_vs_compile=raw["speedup_vs_compile"],
-                   faster=raw["faster"], faster_than_compile=raw["faster_than_compile"], roofline=raw["roofline"],
-                   suspicious=raw["suspicious"], context=raw["context"])
+        """A result back from ``to_dict`` (a dataset record's, or one sent back by a Ray worker)."""
+        check = Verdict.from_dict(raw["check"])
+        failure = Failure.from_dict(raw["failure"]) if raw["failure"] and check.passed else None
+        return cls(check=check, timed=raw["timed"], note=raw["note"], timings=raw["timings"], speedup=raw["speedup"],
+                   speedup_vs_compile=raw["speedup_vs_compile"], faster=raw["faster"],
+                   faster_than_compile=raw["faster_than_compile"], roofline=raw["roofline"],
+                   suspicious=raw["suspicious"], failure=failure, context=raw["context"])
 
 
 def _driver() -> str | None:
@@ -141,15 +143,17 @@ def bench_files(paths: list[Path], tasks: list[FusionTask | None] | None = None,
                 done: Callable[[int, BenchResult], None] | None = None,
                 lanes: Lanes | None = None) -> list[BenchResult]:
     """``bench_file`` over several files (``tasks[k]`` for file k, default each file's own TASK), spread over
-    ``lanes`` (the GPUs; default one lane): in each lane the checks (and, on a GPU, ``warm``) run ``jobs`` at
-    a time and each timing has the GPU alone. ``done(k, result)`` is called in this thread as each result
-    is final; the results come back in file order."""
+    ``lanes`` (the GPUs, here or a Ray cluster's; default one lane): in each lane the checks (and, on a GPU,
+    ``warm``) run ``jobs`` at a time and each timing has the GPU alone. ``done(k, result)`` is called in this
+    thread as each result is final; the results come back in file order."""
     device = device or default_device()
     tasks = tasks or [None] * len(paths)
     lanes = lanes or Lanes.single()
 
     def one(k: int) -> BenchResult:
         with lanes.take() as lane:
+            if lane.worker is not None:
+                return lane.worker.bench(paths[k], tasks[k], timeout, device, {})
             return bench_file(paths[k], tasks[k], timeout=timeout, device=device, gate=lane.gate)
 
     results: list[BenchResult | None] = [None] * len(paths)

@@ -35,6 +35,11 @@ class Failure:
                 "message": self.message, "line": self.line, "root_cause": self.root_cause,
                 "planned_fix": self.planned_fix, "input_set": self.input_set}
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> Failure:
+        return cls(raw["category"], raw["implementation"], raw["message"], raw["root_cause"], raw["planned_fix"],
+                   raw.get("line"), raw.get("input_set"))
+
 
 @dataclass
 class Verdict:
@@ -62,11 +67,10 @@ class Verdict:
 
     @classmethod
     def from_dict(cls, raw: dict) -> Verdict:
-        """A passing verdict back from ``to_dict`` (a failure's analysis is not rebuilt)."""
-        if raw["status"] != "pass":
-            raise ValueError("only a passing verdict can be rebuilt from its dict")
-        return cls(file=raw["file"], checks=raw["checks"], task_id=raw["task_id"], device=raw["device"],
-                   seconds=raw.get("seconds", 0.0), kernels=raw["kernels"])
+        """A verdict back from ``to_dict`` (the child's output tail is not kept there)."""
+        failure = Failure.from_dict(raw["failure"]) if raw["failure"] else None
+        return cls(file=raw["file"], failure=failure, checks=raw["checks"], task_id=raw["task_id"],
+                   device=raw["device"], seconds=raw.get("seconds", 0.0), kernels=raw["kernels"])
 
 
 def use_symbols(stream=None) -> bool:
