@@ -46,7 +46,7 @@ os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 import torch  # noqa: E402
 
 from fusionforge.kernelfile import load_module  # noqa: E402
-from fusionforge.verify.checker import compare  # noqa: E402
+from fusionforge.verify.checker import compare, input_sensitivity  # noqa: E402
 from fusionforge.verify.hostguard import FileFrames, StackWatch, methods_of, tampered  # noqa: E402
 from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
 from fusionforge.verify.sandbox import Seal  # noqa: E402
@@ -131,16 +131,18 @@ def _roll_into(target: torch.Tensor, source: torch.Tensor, shift: int) -> None:
 
 # what the timer's evidence relies on besides the clocks: the launch count, the stack watch, the refills, the seal
 PROTECTED.update(methods_of(LaunchMonitor, StackWatch, FileFrames, FreshInputs, Seal),
-                 compare=(sys.modules[__name__], "compare", compare))
+                 compare=(sys.modules[__name__], "compare", compare),
+                 input_sensitivity=(sys.modules[__name__], "input_sensitivity", input_sensitivity))
 
 
 def verify_call(out, eager_out, inputs: list, reference, dtype) -> dict:
     """A timed call's output against the float64 reference of its inputs, under the checker's tolerance."""
     if type(out) is not torch.Tensor:  # noqa: E721 - as the checker: a plain tensor only
         return {"passed": False, "kind": "type", "type": type(out).__name__}
-    stats = compare(out, reference(inputs), eager_out, dtype)
+    ref = reference(inputs)
+    stats = compare(out, ref, eager_out, dtype, lambda: input_sensitivity(reference, inputs, ref))
     keep = ("passed", "kind", "rel_err", "tolerance", "max_abs_err", "max_abs_tolerance", "max_abs_index",
-            "value", "expected", "bad_fraction", "shape", "dtype")
+            "value", "expected", "bad_fraction", "rounding_bound", "shape", "dtype")
     return {k: stats[k] for k in keep if k in stats}
 
 

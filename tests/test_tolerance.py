@@ -1,0 +1,117 @@
+"""The checker's tolerance: an element over the max abs bound passes only where the chain is ill-conditioned.
+
+The case is the one an H200 run met: a float32 matmul -> minimum -> sqrt(|h|) task whose split-TF32
+(tf32x3) kernel was right to float32 accuracy but failed the max abs rule alone at one element, a sqrt of
+a dot product that cancelled to ~1e-6 (PyTorch's own error there happened to be small).
+"""
+
+import functools
+
+import pytest
+import torch
+
+from fusionforge.tasks import FusionTask
+from fusionforge.verify import analysis
+from fusionforge.verify.checker import compare, input_sensitivity
+
+SQRT_TASK = {
+    "id": "ff-tolerance", "seed": 17, "difficulty": "hard", "dtype": "float32",
+    "description": "matmul x @ w -> minimum a per-row vector -> sqrt(|h|) (float32)",
+    "signature": "float32|r2|matmul>minimum(operand=row)>sqrt",
+    "ops": [{"op": "matmul", "params": {}, "inputs": ["w"]},
+            {"op": "minimum", "params": {"operand": "row"}, "inputs": ["rowvec1"]},
+            {"op": "sqrt", "params": {}, "inputs": []}],
+    "inputs": [{"name": "x", "role": "activation", "shape": ["M", "K"], "dtype": "float32",
+                "init": {"dist": "normal", "mean": 0.0, "std": 1.0, "clip": 4.0}},
+               {"name": "w", "role": "weight", "shape": ["K", "N"], "dtype": "float32",
+                "init": {"dist": "normal", "mean": 0.0, "std": 1.0, "fan_in": "K", "clip": 4.0}},
+               {"name": "rowvec1", "role": "rowvec", "shape": ["M"], "dtype": "float32",
+                "init": {"dist": "normal", "mean": 0.0, "std": 0.5, "clip": 2.0}}],
+    "output": {"shape": ["M", "N"], "dtype": "float32"},
+    "shapes": {"test": [{"M": 37, "N": 131, "K": 53}], "bench": [{"M": 7296, "N": 3072, "K": 4096}]},
+}
+DIMS = {"M": 37, "N": 131, "K": 53}
+
+
+def _tf32(a: torch.Tensor) -> torch.Tensor:
+    """Round float32 to TF32 (10 explicit mantissa bits), to nearest."""
+    bits = a.view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def _tf32x3_chain(x, w, rowvec):
+    """The chain with its matmul as split TF32 does it: big*big + big*small + small*big, fp32 sums."""
+    xb, wb = _tf32(x), _tf32(w)
+    xs, ws = _tf32(x - xb), _tf32(w - wb)
+    h = (xs @ wb + xb @ ws) + xb @ wb
+    return torch.sqrt(torch.abs(torch.minimum(h, rowvec.unsqueeze(-1))))
+
+
+def _moved(task, inputs, ref, seed):
+    return functools.partial(input_sensitivity, task.reference, inputs, ref, seed)
+
+
+def _cases(seeds):
+    task = FusionTask.from_dict(SQRT_TASK)
+    for seed in seeds:
+        inputs = task.make_inputs(DIMS, seed)
+        ref = task.reference(inputs)
+        yield task, seed, inputs, ref, task.function(*inputs), _tf32x3_chain(*inputs)
+
+
+def test_split_tf32_is_float32_accurate_and_passes_where_the_max_abs_rule_alone_fails():
+    alone_failed = 0
+    for task, seed, inputs, ref, own, out in _cases(range(300)):
+        alone_failed += not compare(out, ref, own, torch.float32)["passed"]
+        stats = compare(out, ref, own, torch.float32, _moved(task, inputs, ref, seed))
+        assert stats["passed"], (seed, stats)
+    assert alone_failed > 0  # the case is real: the max abs rule alone fails this correct kernel
+
+
+def _corrupted(out: torch.Tensor) -> dict[str, torch.Tensor]:
+    tile_bf16, tile_scaled, one = out.clone(), out.clone(), out.clone()
+    tile_bf16[-16:, -16:] = out[-16:, -16:].bfloat16().float()
+    tile_scaled[-16:, -16:] *= 1 + 2**-10
+    one[3, 5] += 1e-3 * out.abs().max()
+    return {"tile_bf16": tile_bf16, "tile_scaled": tile_scaled, "all_bf16": out.bfloat16().float(),
+            "one_element": one, "last_k_dropped": None}
+
+
+@pytest.mark.parametrize("bug", ["tile_bf16", "tile_scaled", "all_bf16", "one_element", "last_k_dropped"])
+def test_localized_and_precision_bugs_still_fail(bug):
+    for task, seed, inputs, ref, own, out in _cases(range(20)):
+        wrong = _corrupted(out)[bug]
+        if wrong is None:  # a mask that misses the last K column in the bottom-right tile
+            x, w, rowvec = inputs
+            cut = x.clone()
+            cut[-16:, -1] = 0
+            wrong = out.clone()
+            wrong[-16:, -16:] = _tf32x3_chain(cut, w, rowvec)[-16:, -16:]
+        stats = compare(wrong, ref, own, torch.float32, _moved(task, inputs, ref, seed))
+        assert not stats["passed"], (bug, seed)
+
+
+def test_the_sensitivity_is_computed_only_when_an_element_is_over_the_max_abs_bound():
+    def never():
+        raise AssertionError("computed although every element was within the bound")
+
+    task, seed, inputs, ref, own, out = next(_cases([0]))
+    assert compare(own, ref, own, torch.float32, never)["passed"]
+
+
+def test_a_max_abs_failure_says_which_rule_it_broke():
+    task, seed, inputs, ref, own, out = next(_cases([0]))
+    wrong = out.clone()
+    wrong[3, 5] += 1e-4 * out.abs().max()
+    stats = compare(wrong, ref, own, torch.float32, _moved(task, inputs, ref, seed))
+    assert stats["max_abs_index"] == [3, 5] and stats["rel_err"] <= stats["tolerance"]
+    failure = analysis.mismatch_failure(stats, "Triton", "test[0]", {"refill": True, "dtype": "float32"})
+    assert "over the max abs tolerance" in failure.message and "rounding bound" in failure.message
+    assert "> tolerance" not in failure.message and "A few elements are off" in failure.root_cause
+
+
+def test_the_sensitivity_is_large_only_where_the_chain_is_ill_conditioned():
+    task, seed, inputs, ref, own, out = next(_cases([1]))
+    relative = input_sensitivity(task.reference, inputs, ref, seed) / ref.abs()
+    smallest = ref.abs().argmin()  # sqrt of the dot product nearest zero
+    assert relative.median() < 1e-6 and relative.reshape(-1)[smallest] > 100 * relative.median()
