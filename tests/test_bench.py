@@ -456,6 +456,24 @@ def test_a_timed_output_is_verified_with_the_checkers_tolerance():
         "passed": False, "kind": "type", "type": "tuple"}
 
 
+def test_a_file_without_a_task_is_verified_at_its_pytorch_functions_dtype():
+    """The float32 statistic of float16 rows (an anchor): timed outputs are float32, as the checker expects."""
+    import torch
+
+    from fusionforge.bench.timer import output_dtype, verify_call
+    from fusionforge.kernelfile import load_module
+
+    module = load_module(next(p for p in ANCHORS if p.name == "sq_mean_sqrt.py"), "sq_mean_sqrt_anchor")
+    inputs = module.get_inputs()
+    assert inputs[0].dtype == torch.float16 and output_dtype(module.fused_kernel_pytorch, inputs) == torch.float32
+
+    def reference(values):
+        return module.fused_kernel_pytorch(*[v.double() for v in values])
+
+    eager = module.fused_kernel_pytorch(*inputs)
+    assert verify_call(eager.clone(), eager, inputs, reference, output_dtype(module.fused_kernel_pytorch, inputs))[
+        "passed"]
+
 def test_the_timer_refuses_a_files_stack_walk_and_allows_a_librarys(tmp_path):
     from fusionforge.verify.hostguard import Refused, StackWatch
 
