@@ -4,10 +4,13 @@
 
 Reads ``run.json``, every ``attempt_K.json`` and ``outcome.json``. Prints the wall clock (the run's creation
 to its last outcome), kernels landed and their rate per hour, then per step the total seconds, the
-seconds per landed kernel and the share of all attempt-seconds: implementing, checking, warming (compiles
-before a timing), waiting at a GPU's gate, timing; the timing child's own phases (imports, torch.compile,
-warm-up, timed rounds, the wall-clock cross-check; from the child's phase marks); and, per GPU, the
-fraction of the wall clock it spent timing (the only time it is certainly busy: checks share it).
+seconds per landed kernel and the share of all attempt-seconds: implementing, checking, preparing the
+timing child (beside the checks), waiting at a GPU's gate, timing (the GPU alone); the timing child's own
+phases (from its phase marks: inputs, torch.compile, waiting for the GPU, then with the GPU alone the
+file's import, warm-up, timed rounds and the wall-clock cross-check); and, per GPU, the fraction of the
+wall clock it spent timing (the only time it is certainly busy: checks share it). Runs logged before the
+timing child got ready beside the checks have "warm" (a separate compile run) and "import" (the file's
+import and the inputs) instead. Steps and phases a run does not have are left out.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-STEPS = ("implement", "wait_check", "check", "warm", "wait_timing", "timing")
-CHILD_PHASES = ("import", "count flops", "torch.compile", "warm-up", "timed rounds", "wall-clock cross-check")
+STEPS = ("implement", "wait_check", "check", "prepare", "warm", "wait_timing", "timing")
+CHILD_PHASES = ("inputs", "torch.compile", "waiting for the GPU", "import the file", "import", "count flops",
+                "warm-up", "timed rounds", "wall-clock cross-check")
 
 
 def _when(stamp: str) -> datetime.datetime:
@@ -78,10 +82,12 @@ def main() -> int:
           f"attempts, {result['wall_seconds'] / 60:.1f} min, {result['kernels_per_hour']} kernels per hour")
     print(f"{'step':<24}{'seconds':>10}{'per kernel':>12}{'share':>8}")
     for name, row in result["steps"].items():
-        print(f"{name:<24}{row['seconds']:>10.1f}{row['per_kernel']:>12.2f}{row['share']:>8.1%}")
+        if row["seconds"]:
+            print(f"{name:<24}{row['seconds']:>10.1f}{row['per_kernel']:>12.2f}{row['share']:>8.1%}")
     print("inside the timing child:")
     for name, row in result["timing_child"].items():
-        print(f"  {name:<22}{row['seconds']:>10.1f}{row['per_kernel']:>12.2f}")
+        if row["seconds"]:
+            print(f"  {name:<22}{row['seconds']:>10.1f}{row['per_kernel']:>12.2f}")
     for lane, fraction in result["gpu_timing_fraction"].items():
         print(f"{lane}: timing {fraction:.1%} of the wall clock" if fraction is not None else f"{lane}: no wall clock")
     if args.json:

@@ -86,7 +86,7 @@ def test_a_run_spreads_its_tasks_over_every_gpu_and_times_each_alone(tmp_path, m
     lock = threading.Lock()
     running: dict[str, dict[str, int]] = {"0": {"check": 0, "timing": 0}, "1": {"check": 0, "timing": 0}}
     seen = {"lanes": [], "timing_beside_own_gpu": 0, "both_gpus_at_once": 0}
-    real_check, real_time = benchmark.check_and_warm, benchmark.time_checked
+    real_check, real_time = benchmark.check_and_prepare, benchmark.time_checked
 
     def section(kind):
         gpu = lane_environment()["CUDA_VISIBLE_DEVICES"]
@@ -110,15 +110,15 @@ def test_a_run_spreads_its_tasks_over_every_gpu_and_times_each_alone(tmp_path, m
         finally:
             leave(gpu, "check")
 
-    def timing(verdict, path, task=None, timeout=300.0, device=None):
+    def timing(verdict, path, task=None, timeout=300.0, device=None, timing=None):
         gpu = section("timing")
         try:
             time.sleep(0.2)
-            return real_time(verdict, path, task=task, timeout=timeout, device=device)
+            return real_time(verdict, path, task=task, timeout=timeout, device=device, timing=timing)
         finally:
             leave(gpu, "timing")
 
-    monkeypatch.setattr(benchmark, "check_and_warm", check)
+    monkeypatch.setattr(benchmark, "check_and_prepare", check)
     monkeypatch.setattr(benchmark, "time_checked", timing)
     lanes = Lanes([Lane("0", 0), Lane("1", 1)])
     settings = Settings(tmp_path / "work", Dataset(tmp_path / "data"), device="cpu", timeout=240, lanes=lanes)

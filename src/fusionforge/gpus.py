@@ -1,7 +1,7 @@
 """Sharing GPUs between threads: on each GPU checks side by side, each timing with the GPU alone.
 
-Checks (and the warm-up compiles before a timing) only need the answers to be right, so several run
-at once; a timing needs the GPU to itself, or it would measure its neighbours. ``DeviceGate`` is a
+Checks (and a timing child's preparation: imports, inputs, torch.compile) only need the answers to be
+right, so several run at once; a timing needs the GPU to itself, or it would measure its neighbours. ``DeviceGate`` is a
 readers-writer lock with the writer first: a timing waits for the running checks to end, and new
 checks wait while a timing waits or runs, so timings are never starved.
 

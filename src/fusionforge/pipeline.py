@@ -11,8 +11,8 @@ Every attempt is logged under ``runs/<run>/<NNN>-<task id>/`` whatever happens: 
     run.json                 the run's options and task seeds (what --resume needs)
     NNN-<task id>/task.json  the task; state.json: the work file in use
     NNN-<task id>/attempt_K.py, attempt_K.json   source, verdict, report, implementer usage and variant, the
-                                                 lane (GPU), seconds per step (implement, check, warm, timing,
-                                                 waits at the GPU's gate)
+                                                 lane (GPU), seconds per step (implement, check, prepare,
+                                                 timing, waits at the GPU's gate)
     NNN-<task id>/outcome.json                   kept | duplicate | failed, written last
 
 Each file is written whole under a temporary name and renamed, so an interrupt leaves the log, the

@@ -24,8 +24,10 @@ Protocol (README, "How kernels are timed"):
   the events did not see. Its calls take the timed tensors, refilled as before a timed round, so the
   file cannot tell them from timed calls by their inputs.
 
-With ``"warm_only": true`` the child stops after the warm-up: compiled kernels and graphs are then in
-the on-disk caches, and nothing is timed.
+The child gets ready first, beside other work on the GPU: imports, a task's inputs, torch.compile of the
+trusted chain and its warm-up, nothing of the file. It says so on the ``ready_fd`` pipe and waits for
+"go" on stdin (``fusionforge.verify.sandbox.Child``), which comes with the GPU alone; then it imports the
+file and times.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from fusionforge.kernelfile import load_module  # noqa: E402
 from fusionforge.verify.checker import compare, input_sensitivity  # noqa: E402
 from fusionforge.verify.hostguard import FileFrames, StackWatch, methods_of, tampered  # noqa: E402
 from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
-from fusionforge.verify.sandbox import Seal  # noqa: E402
+from fusionforge.verify.sandbox import Seal, ready_and_wait  # noqa: E402
 
 MIN_CALLS = 100
 MIN_SECONDS = 1.0
@@ -153,8 +155,31 @@ def verify_call(out, eager_out, inputs: list, reference, dtype) -> dict:
     return {k: stats[k] for k in keep if k in stats}
 
 
+def compile_chain(eager, inputs: list, result: dict):
+    """torch.compile of the chain, compiled by a first call (its seconds in ``result["compile_seconds"]``)."""
+    phase("torch.compile")
+    start = _perf_counter()
+    compiled = torch.compile(eager)
+    compiled(*inputs)
+    _synchronize()
+    result["compile_seconds"] = _perf_counter() - start
+    return compiled
+
+
+def warm_up(contenders: dict, input_sets: list) -> None:
+    """Call each contender until JIT compilation and autotuning are done: at least 3 calls, then until 50 ms
+    have passed (at most 100 calls)."""
+    for fn in contenders.values():
+        warm_start = _perf_counter()
+        for k in range(100):
+            fn(*input_sets[k % len(input_sets)])
+            _synchronize()
+            if k >= 2 and _perf_counter() - warm_start > 0.05:
+                break
+
+
 def main(request_path: str) -> int:
-    seal = Seal()
+    seal = Seal(keep_stdin=True)
     request = json.loads(Path(request_path).read_text())
     out_dir = Path(request["out_dir"])
     result: dict = {}
@@ -167,11 +192,11 @@ def main(request_path: str) -> int:
     PROTECTED["Autotuner._bench"] = (autotuner.Autotuner, "_bench", autotuner.Autotuner._bench)
     stack = StackWatch(monitor, request["file"])  # the timer's state is on this process's stack: not the file's to read
     stack.install()
+    phase("inputs")
 
-    phase("import")
-    with stack.watching():
-        module = load_module(request["file"], "candidate_kernels")
-
+    # Ready: everything that runs no code of the file (a task's inputs, torch.compile of the trusted chain)
+    # is done beside other work on the GPU; the rest waits for "go", given with the GPU alone.
+    task = None
     if request["task"] is not None:
         from fusionforge.tasks import FusionTask
 
@@ -179,7 +204,20 @@ def main(request_path: str) -> int:
         eager = task.function  # the trusted chain, not the file's own (which could be made slow)
         reference, dtype = task.reference, getattr(torch, task.dtype)
         input_sets = [task.make_inputs(request["dims"], seed, "cuda") for seed in request["seeds"]]
-    else:
+        with torch.no_grad():
+            compiled = compile_chain(eager, input_sets[0], result)
+            warm_up({"eager": eager, "compile": compiled}, input_sets)
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    flush_bytes = max(2 * l2, 256 * 1024**2)
+    flush = torch.empty(flush_bytes, dtype=torch.uint8, device="cuda")
+    phase("waiting for the GPU")
+    if not ready_and_wait(request["ready_fd"]):
+        return 0
+    phase("import the file")
+
+    with stack.watching():
+        module = load_module(request["file"], "candidate_kernels")
+    if task is None:
         eager = module.fused_kernel_pytorch
         input_sets = []
         for seed in request["seeds"]:
@@ -196,28 +234,13 @@ def main(request_path: str) -> int:
 
     with torch.no_grad():
         flops = None  # a task's cost model counts its FLOPs; a file without one is counted here
-        if request["task"] is None:
+        if task is None:
             phase("count flops")
             flops = _count_flops(eager, input_sets[0])
-        phase("torch.compile")
-        start = _perf_counter()
-        compiled = torch.compile(eager)
-        compiled(*input_sets[0])
-        _synchronize()
-        result["compile_seconds"] = _perf_counter() - start
+            compiled = compile_chain(eager, input_sets[0], result)
         contenders = {"eager": eager, "compile": compiled, "triton": triton_fn}
         phase("warm-up")
-        for fn in contenders.values():
-            warm_start = _perf_counter()
-            for k in range(100):
-                fn(*input_sets[k % len(input_sets)])
-                _synchronize()
-                if k >= 2 and _perf_counter() - warm_start > 0.05:
-                    break
-        if request.get("warm_only"):
-            phase("done")
-            seal.write(out_dir, {"warm_only": True, **result, "phases": PHASES})
-            return 0
+        warm_up(contenders, input_sets)
 
         before = len(monitor.launches)
         out = triton_fn(*input_sets[0])
@@ -229,9 +252,6 @@ def main(request_path: str) -> int:
         del out
         result["kernels"] = monitor.resources()
 
-        l2 = torch.cuda.get_device_properties(0).L2_cache_size
-        flush_bytes = max(2 * l2, 256 * 1024**2)
-        flush = torch.empty(flush_bytes, dtype=torch.uint8, device="cuda")
         events: dict[str, list] = {name: [] for name in contenders}
         refills: list[tuple] = []
         launch_counts: collections.Counter = collections.Counter()

@@ -1,0 +1,73 @@
+"""The timing child's two steps: ready beside other work, then timing with the GPU alone."""
+
+import json
+import time
+
+from fusionforge.verify import sandbox
+
+# A child in the timer's shape: seal key, preparation, ready, wait for "go", then the part that needs the GPU.
+CHILD = """
+import json, sys, time
+from pathlib import Path
+from fusionforge.verify.sandbox import Seal, ready_and_wait
+
+seal = Seal(keep_stdin=True)
+request = json.loads(Path(sys.argv[1]).read_text())
+out = Path(request["out_dir"])
+if request.get("die_before_ready"):
+    raise SystemExit(3)
+(out / "prepared").write_text("yes")
+if not ready_and_wait(request["ready_fd"]):
+    raise SystemExit(0)
+(out / "went").write_text(str(time.time()))
+seal.write(out, {"timed": True, "stdin_closed": sys.stdin.closed})
+"""
+
+
+def _start(tmp_path, **request):
+    (tmp_path / "two_step_child.py").write_text(CHILD)
+    return sandbox.start_child("two_step_child", {"out_dir": str(tmp_path), **request}, tmp_path, "cpu", ready=True)
+
+
+def test_a_ready_child_waits_for_go_and_then_seals_its_result(tmp_path):
+    child = _start(tmp_path)
+    assert child.wait_ready(60)
+    time.sleep(0.3)
+    assert (tmp_path / "prepared").exists() and not (tmp_path / "went").exists()  # nothing past ready before go
+    child.go()
+    result, returncode, _ = child.finish(60)
+    assert returncode == 0 and result == {"timed": True, "stdin_closed": True}
+
+
+def test_a_child_let_go_without_go_ends_without_timing(tmp_path):
+    child = _start(tmp_path)
+    assert child.wait_ready(60)
+    child.close()
+    assert child.proc.poll() is not None and not (tmp_path / "went").exists()
+
+
+def test_a_child_that_dies_while_preparing_is_not_ready_and_says_why(tmp_path):
+    child = _start(tmp_path, die_before_ready=True)
+    started = time.perf_counter()
+    assert not child.wait_ready(60)
+    assert time.perf_counter() - started < 30  # its exit ends the wait
+    result, returncode, _ = child.finish(1)
+    assert result is None and returncode == 3
+
+
+def test_an_interrupt_kills_children_waiting_for_go(tmp_path):
+    child = _start(tmp_path)
+    assert child.wait_ready(60)
+    assert sandbox.kill_running() >= 1
+    result, returncode, _ = child.finish(10)
+    assert result is None and returncode is not None and returncode < 0
+
+
+def test_a_child_cannot_forge_its_result_while_waiting(tmp_path):
+    child = _start(tmp_path)
+    assert child.wait_ready(60)
+    (tmp_path / sandbox.RESULT).write_text(json.dumps({"body": "{}", "mac": "0" * 64}))  # someone else's result
+    child.close()
+    result, _, _ = child.finish(1)
+    assert result is None or "forged" in result
+
