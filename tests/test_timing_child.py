@@ -1,8 +1,12 @@
-"""The timing child's two steps: ready beside other work, then timing with the GPU alone."""
+"""The timing child's two steps (ready beside other work, then timing with the GPU alone) and its stop rule."""
 
 import json
+import random
 import time
 
+import pytest
+
+from fusionforge.bench.timer import MEDIAN_PRECISION, median_is_stable
 from fusionforge.verify import sandbox
 
 # A child in the timer's shape: seal key, preparation, ready, wait for "go", then the part that needs the GPU.
@@ -71,3 +75,17 @@ def test_a_child_cannot_forge_its_result_while_waiting(tmp_path):
     result, _, _ = child.finish(1)
     assert result is None or "forged" in result
 
+
+@pytest.mark.parametrize("noise", [0.002, 0.01, 0.05])
+def test_the_median_is_stable_once_its_confidence_interval_is_within_the_precision(noise):
+    rng = random.Random(7)
+    calls = [1.0 + rng.gauss(0, noise) for _ in range(2000)]
+    needed = next(n for n in range(50, 2001, 50) if median_is_stable(calls[:n]))
+    # the interval's half width is about 1.25 * 1.96 * noise / sqrt(n): n grows with the noise squared
+    expected = (1.25 * 1.96 * noise / MEDIAN_PRECISION) ** 2
+    assert needed <= max(100, 2 * expected) and (noise < 0.01 or needed >= expected / 2)
+
+
+def test_a_median_of_zeros_or_a_few_wild_calls_is_not_stable():
+    assert not median_is_stable([0.0] * 200)
+    assert not median_is_stable([1 + k / 120 for k in range(120)])  # calls spread evenly over 1..2 ms

@@ -13,7 +13,8 @@ Protocol (README, "How kernels are timed"):
 * a call is timed with CUDA events on the current stream; before the end event the stream waits
   on every stream a Triton kernel was launched on, so work on side streams is counted;
 * contenders are interleaved in rounds (the order rotates) so drift hits all alike; rounds go on
-  until every contender has at least MIN_CALLS calls and one second of measured time, or MAX_CALLS;
+  until every contender has at least MIN_CALLS calls and its median is known to +-MEDIAN_PRECISION (a 95%
+  confidence interval), or has MIN_SECONDS of measured time, or MAX_CALLS;
 * the timer verifies what it times: the Triton outputs of the first round of each input set, the last
   of each, a few drawn at random from the first MIN_CALLS rounds and each later round with
   probability LATE_VERIFY_RATE are compared, outside the timed regions, with the float64 reference of
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import random
 import secrets
@@ -54,6 +56,7 @@ from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
 from fusionforge.verify.sandbox import Seal, ready_and_wait  # noqa: E402
 
 MIN_CALLS = 100
+MEDIAN_PRECISION = 0.005
 MIN_SECONDS = 1.0
 MAX_CALLS = 2000
 WALL_CALLS = 20
@@ -94,6 +97,17 @@ PHASES: dict[str, float] = {}  # phase -> when it began, in seconds after the im
 def phase(name: str) -> None:
     PHASES[name] = round(_perf_counter() - STARTED, 3)
     print(f"[timer] {PHASES[name]:8.3f}s {name}", flush=True)
+
+
+def median_is_stable(times: list[float]) -> bool:
+    """Whether the median is known to within +-MEDIAN_PRECISION of itself: the distribution-free 95%
+    confidence interval of a median of n calls runs between the order statistics n/2 -+ 0.98 sqrt(n)."""
+    ordered = sorted(times)
+    n = len(ordered)
+    half = 0.98 * math.sqrt(n)
+    low, high = max(0, math.floor(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half))
+    median = ordered[n // 2]
+    return median > 0 and ordered[high] - ordered[low] <= 2 * MEDIAN_PRECISION * median
 
 
 def _rounded(times: list[float]) -> list[float]:
@@ -296,8 +310,9 @@ def main(request_path: str) -> int:
             rounds += 1
             if last is None and rounds >= MIN_CALLS - 2 and rounds % 50 == 48:
                 _synchronize()
-                totals = [sum(_elapsed(b, e) for b, e in pairs) / 1e3 for pairs in events.values()]
-                if min(totals) >= MIN_SECONDS or rounds >= MAX_CALLS - 2:
+                so_far = [[_elapsed(b, e) for b, e in pairs] for pairs in events.values()]
+                if (all(median_is_stable(t) for t in so_far) or min(sum(t) for t in so_far) >= 1e3 * MIN_SECONDS
+                        or rounds >= MAX_CALLS - 2):
                     last = rounds + 1  # two more rounds, one of each input set, both verified
         _synchronize()
         times = {name: [_elapsed(b, e) for b, e in pairs] for name, pairs in events.items()}
