@@ -119,11 +119,12 @@ def bench_file(path: str | Path, task: FusionTask | None = None, timeout: float 
     phases = {} if phases is None else phases
     gate = gate or DeviceGate()
     clock = time.perf_counter
-    started = clock()
-    with gate.shared():
-        phases["wait_check"] = clock() - started
-        verdict, timing = check_and_prepare(path, task, device, timeout, phases)
+    timing: TimingChild | None = None
     try:
+        started = clock()
+        with gate.shared():
+            phases["wait_check"] = clock() - started
+            verdict, timing = check_and_prepare(path, task, device, timeout, phases)
         started = clock()
         with gate.alone():
             phases["wait_timing"] = clock() - started
@@ -178,22 +179,38 @@ class TimingChild:
         self.timeout = timeout
         sets = input_sets(task, "cuda", seeds=2)
         bench_sets = [s for s in sets if s["label"].startswith("bench")] or sets
+        self._request = {"file": str(Path(path).resolve()), "task": task.to_dict() if task else None,
+                         "dims": bench_sets[0].get("dims"),
+                         "seeds": [bench_sets[0]["seed"], bench_sets[0]["seed"] + 1]}
+        self._child = self._scratch = None
+        self.ready = self._start()
+
+    def _start(self) -> bool:
+        """Start the child and wait until it is ready (or ended, or the time ran out)."""
         self._scratch = tempfile.TemporaryDirectory(prefix="fusionforge-bench-")
-        request = {"file": str(Path(path).resolve()), "task": task.to_dict() if task else None,
-                   "dims": bench_sets[0].get("dims"), "seeds": [bench_sets[0]["seed"], bench_sets[0]["seed"] + 1],
-                   "out_dir": self._scratch.name}
-        self._child = start_child("fusionforge.bench.timer", request, Path(self._scratch.name), "cuda", ready=True)
-        self.ready = self._child.wait_ready(timeout)
+        try:
+            self._child = start_child("fusionforge.bench.timer", {**self._request, "out_dir": self._scratch.name},
+                                      Path(self._scratch.name), "cuda", ready=True)
+            return self._child.wait_ready(self.timeout)
+        except BaseException:
+            self.close()
+            raise
 
     def time(self) -> tuple[dict | None, int | None, str]:
-        """(the raw result or None, returncode, the output's tail); the child is gone after it."""
+        """(the raw result or None, returncode, the output's tail); the child is gone after it. A child that
+        did not get ready beside the other work (out of memory, too slow under load) is started again here."""
+        if not self.ready:
+            self.close()
+            self.ready = self._start()
         if self.ready:
             self._child.go()
         return self._child.finish(self.timeout if self.ready else 1.0)
 
     def close(self) -> None:
-        self._child.close()
-        self._scratch.cleanup()
+        if self._child is not None:
+            self._child.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
 
 def check_and_prepare(path: str | Path, task: FusionTask | None, device: str, timeout: float,

@@ -13,8 +13,9 @@ Protocol (README, "How kernels are timed"):
 * a call is timed with CUDA events on the current stream; before the end event the stream waits
   on every stream a Triton kernel was launched on, so work on side streams is counted;
 * contenders are interleaved in rounds (the order rotates) so drift hits all alike; rounds go on
-  until every contender has at least MIN_CALLS calls and its median is known to +-MEDIAN_PRECISION (a 95%
-  confidence interval), or has MIN_SECONDS of measured time, or MAX_CALLS;
+  until every contender has at least MIN_CALLS calls and its median holds still (``Settling``: known to
+  +-MEDIAN_PRECISION with 95% confidence at two checks 50 rounds apart, and within that of itself), or
+  has MIN_SECONDS of measured time, or MAX_CALLS;
 * the timer verifies what it times: the Triton outputs of the first round of each input set, the last
   of each, a few drawn at random from the first MIN_CALLS rounds and each later round with
   probability LATE_VERIFY_RATE are compared, outside the timed regions, with the float64 reference of
@@ -62,10 +63,10 @@ MAX_CALLS = 2000
 WALL_CALLS = 20
 # Rounds verified besides the first and the last two: RANDOM_VERIFIED drawn from the first MIN_CALLS, and
 # each later one with probability LATE_VERIFY_RATE. A timed call's median moves only if more than half the
-# calls change, and each verified round then catches it with probability over 1/2. On the H200 a verified
-# call costs 1-8 ms (24 ms for an 8192^3 matmul's float64 reference): 8-14 calls, 1.5-2.4% of a timing
-# child (docs/measurements.md, "Trust on the H200").
-RANDOM_VERIFIED = 4
+# calls change, and each verified round then catches it with probability over 1/2: a file that times
+# differently from round 3 on escapes 10 verified rounds with probability under 2^-10, however soon the
+# rounds stop. On the H200 a verified call costs 1-8 ms (24 ms for an 8192^3 matmul's float64 reference).
+RANDOM_VERIFIED = 8
 LATE_VERIFY_RATE = 0.003
 
 # Bound before any candidate code runs.
@@ -110,6 +111,25 @@ def median_is_stable(times: list[float]) -> bool:
     return median > 0 and ordered[high] - ordered[low] <= 2 * MEDIAN_PRECISION * median
 
 
+class Settling:
+    """When the timed rounds may stop early: at two stop checks in a row, every contender's median stable
+    (``median_is_stable``) and within MEDIAN_PRECISION of where it was at the check before (a fluke of one
+    check, or a drift, does not end the rounds)."""
+
+    def __init__(self) -> None:
+        self.previous: list[float] | None = None
+
+    def settled(self, times: list[list[float]]) -> bool:
+        if not all(median_is_stable(t) for t in times):
+            self.previous = None
+            return False
+        medians = [sorted(t)[len(t) // 2] for t in times]
+        held = self.previous is not None and all(abs(m - p) <= MEDIAN_PRECISION * p
+                                                 for m, p in zip(medians, self.previous))
+        self.previous = medians
+        return held
+
+
 def _rounded(times: list[float]) -> list[float]:
     return [round(t, 6) for t in times]
 
@@ -146,7 +166,8 @@ def _roll_into(target: torch.Tensor, source: torch.Tensor, shift: int) -> None:
 
 
 # what the timer's evidence relies on besides the clocks: the launch count, the stack watch, the refills, the seal
-PROTECTED.update(methods_of(LaunchMonitor, StackWatch, FileFrames, FreshInputs, Seal),
+PROTECTED.update(methods_of(LaunchMonitor, StackWatch, FileFrames, FreshInputs, Seal, Settling),
+                 median_is_stable=(sys.modules[__name__], "median_is_stable", median_is_stable),
                  compare=(sys.modules[__name__], "compare", compare),
                  input_sensitivity=(sys.modules[__name__], "input_sensitivity", input_sensitivity))
 
@@ -195,6 +216,8 @@ def warm_up(contenders: dict, input_sets: list) -> None:
 def main(request_path: str) -> int:
     seal = Seal(keep_stdin=True)
     request = json.loads(Path(request_path).read_text())
+    if request.get("ready_fd") is not None:  # for this process only: no compiler it starts may hold it open
+        os.set_inheritable(request["ready_fd"], False)
     out_dir = Path(request["out_dir"])
     result: dict = {}
     monitor = LaunchMonitor()
@@ -225,7 +248,7 @@ def main(request_path: str) -> int:
     flush_bytes = max(2 * l2, 256 * 1024**2)
     flush = torch.empty(flush_bytes, dtype=torch.uint8, device="cuda")
     phase("waiting for the GPU")
-    if not ready_and_wait(request["ready_fd"]):
+    if not ready_and_wait(request.get("ready_fd")):
         return 0
     phase("import the file")
 
@@ -272,6 +295,7 @@ def main(request_path: str) -> int:
         verified: list[dict] = []
         verify_seconds = 0.0
         drawn = set(rng.sample(range(2, MIN_CALLS - 2), RANDOM_VERIFIED))
+        settling = Settling()
         names = list(contenders)
         phase("timed rounds")
         rounds, last = 0, None  # last: the round after which the loop ends, once known
@@ -311,8 +335,8 @@ def main(request_path: str) -> int:
             if last is None and rounds >= MIN_CALLS - 2 and rounds % 50 == 48:
                 _synchronize()
                 so_far = [[_elapsed(b, e) for b, e in pairs] for pairs in events.values()]
-                if (all(median_is_stable(t) for t in so_far) or min(sum(t) for t in so_far) >= 1e3 * MIN_SECONDS
-                        or rounds >= MAX_CALLS - 2):
+                if settling.settled(so_far) or min(sum(t) for t in so_far) >= 1e3 * MIN_SECONDS \
+                        or rounds >= MAX_CALLS - 2:
                     last = rounds + 1  # two more rounds, one of each input set, both verified
         _synchronize()
         times = {name: [_elapsed(b, e) for b, e in pairs] for name, pairs in events.items()}

@@ -77,9 +77,13 @@ class Seal:
         (out_dir / RESULT).write_text(json.dumps({"body": body, "mac": mac}))
 
 
-def ready_and_wait(ready_fd: int) -> bool:
+def ready_and_wait(ready_fd: int | None) -> bool:
     """The child's side of ``Child.wait_ready`` and ``Child.go``: say it is ready, wait for "go" on stdin
-    (then close it); False when the parent let it go without one (it is no longer wanted)."""
+    (then close it); False when the parent let it go without one (it is no longer wanted). A child run
+    without a ready pipe (``run_child``) goes on at once."""
+    if ready_fd is None:
+        sys.stdin.close()
+        return True
     os.write(ready_fd, b"r")
     os.close(ready_fd)
     line = sys.stdin.buffer.readline()
@@ -169,8 +173,9 @@ class Child:
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the child says it is ready; False when it ended (or the time ran out) first."""
-        readable, _, _ = select.select([self._ready], [], [], timeout)
-        return bool(readable) and self._ready.read(1) == b"r"
+        poller = select.poll()
+        poller.register(self._ready, select.POLLIN)
+        return bool(poller.poll(timeout * 1000)) and self._ready.read(1) == b"r"
 
     def go(self) -> None:
         """Let a ready child go on."""
