@@ -1,6 +1,7 @@
 """Several GPUs as lanes, tested with logical GPUs on the CPU: the selection, the spread, the isolation."""
 
 import json
+import os
 import threading
 import time
 
@@ -199,3 +200,13 @@ def test_the_progress_shows_landed_failed_the_rate_and_each_gpus_work():
             assert task.completed == 2 and task.fields["tally"].startswith("1 landed, 1 failed, ")
             assert task.fields["tally"].endswith(" per hour")
             assert str(progress.bar.columns[-1].render(task)) == "GPU 0: 1 GPU 1: 0 in flight"
+
+
+def test_a_run_works_on_as_many_tasks_per_gpu_as_its_cores_allow_by_default(monkeypatch):
+    from fusionforge.gpus import default_jobs
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert default_jobs("cuda", 1) == 14 and default_jobs("cuda", 2) == 6 and default_jobs("cuda", 8) == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 128)
+    assert default_jobs("cuda", 1) == 14 and default_jobs("cuda", 8) == 14
+    assert default_jobs("cpu", 1) == 1

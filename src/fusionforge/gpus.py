@@ -165,6 +165,18 @@ class Lanes:
         """Release what the lanes hold once the run is over (nothing here; a Ray engine's workers)."""
 
 
+RAY_JOBS = 8  # tasks at a time on each GPU of a Ray cluster when -j is not given
+
+
+def default_jobs(device: str, gpus: int) -> int:
+    """Tasks at a time on each GPU when ``-j`` is not given: on a GPU, the CPU cores per GPU less two (the
+    checks compile on the CPU; the run and the timing child need a core each), from 1 to 14; without a GPU,
+    1 (the checks run Triton's interpreter, a core each)."""
+    if device != "cuda":
+        return 1
+    return max(1, min(14, (os.cpu_count() or 1) // max(gpus, 1) - 2))
+
+
 def visible_gpus() -> list[str]:
     """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (indices when it is unset)."""
     names = os.environ.get("CUDA_VISIBLE_DEVICES")
