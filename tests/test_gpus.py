@@ -154,7 +154,7 @@ def _run_profile():
 
 def test_resume_on_another_number_of_gpus(tmp_path, monkeypatch):
     """Interrupted on two logical GPUs, resumed on one: every task ends once, nothing doubled or lost."""
-    real = pipeline.bench_file
+    real = pipeline.bench_in_lane
     lock, calls = threading.Lock(), {"n": 0}
 
     def interrupt_the_third(*args, **kwargs):
@@ -164,7 +164,7 @@ def test_resume_on_another_number_of_gpus(tmp_path, monkeypatch):
                 raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "bench_file", interrupt_the_third)
+    monkeypatch.setattr(pipeline, "bench_in_lane", interrupt_the_third)
     run = _run(tmp_path, 4, 71)
     two = Settings(tmp_path / "work", Dataset(tmp_path / "data"), device="cpu", timeout=240,
                    lanes=Lanes([Lane("0", 0), Lane("1", 1)]))

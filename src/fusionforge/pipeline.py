@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fusionforge.atomic import write_json, write_text
-from fusionforge.bench import BenchResult, bench_file, bench_files, render_report
+from fusionforge.bench import BenchResult, bench_files, bench_in_lane, render_report
 from fusionforge.dataset import Dataset, make_record, now
 from fusionforge.gpus import Lanes, current_lane, stop_workers
 from fusionforge.implement.base import Implementation, Implementer, PastAttempt
@@ -130,17 +130,13 @@ def judge_attempt(task: FusionTask, path: Path, attempt: int, implementation: Im
     result = None
     phases: dict[str, float] = {}
     lane = current_lane()
-    worker = lane.worker if lane is not None else None
-    if settings.lanes is None and worker is None:
+    if settings.lanes is None and (lane is None or lane.worker is None):
         lane = None  # the one task running, here: no gate to share
     if implementation.source is None:
         failure = implementation.failure
         report, plain = render_failure(failure, attempt), render_failure(failure, attempt, fancy=False)
-    elif worker is not None:
-        result = worker.bench(path, task, settings.timeout, settings.device, phases)
     else:
-        result = bench_file(path, task=task, timeout=settings.timeout, device=settings.device,
-                            gate=lane.gate if lane is not None else None, phases=phases)
+        result = bench_in_lane(lane, path, task, settings.timeout, settings.device, phases)
     if result is not None:
         failure = result.check.failure or result.failure
         report, plain = render_report(result, attempt), render_report(result, attempt, fancy=False)

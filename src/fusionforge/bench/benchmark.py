@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fusionforge import kernelfile
 from fusionforge.bench import roofline
-from fusionforge.gpus import DeviceGate, Lanes, current_lane, stop_workers
+from fusionforge.gpus import DeviceGate, Lane, Lanes, current_lane, stop_workers
 from fusionforge.tasks import FusionTask
 from fusionforge.verify import Failure, Verdict, analysis, check_file
 from fusionforge.verify.checker import default_device, input_sets
@@ -137,6 +137,17 @@ def bench_file(path: str | Path, task: FusionTask | None = None, timeout: float 
     return result
 
 
+def bench_in_lane(lane: Lane | None, path: str | Path, task: FusionTask | None, timeout: float, device: str,
+                  phases: dict[str, float] | None = None) -> BenchResult:
+    """``bench_file`` in ``lane``: on its worker when it has one (a GPU of a Ray cluster), else here through
+    its gate; without a lane, here with a gate of its own."""
+    phases = {} if phases is None else phases
+    if lane is not None and lane.worker is not None:
+        return lane.worker.bench(path, task, timeout, device, phases)
+    return bench_file(path, task, timeout=timeout, device=device, gate=lane.gate if lane is not None else None,
+                      phases=phases)
+
+
 def bench_files(paths: list[Path], tasks: list[FusionTask | None] | None = None, jobs: int = 1,
                 timeout: float = 300.0, device: str | None = None,
                 done: Callable[[int, BenchResult], None] | None = None,
@@ -152,9 +163,7 @@ def bench_files(paths: list[Path], tasks: list[FusionTask | None] | None = None,
 
     def one(k: int) -> BenchResult:
         with lanes.take() as lane:
-            if lane.worker is not None:
-                return lane.worker.bench(paths[k], tasks[k], timeout, device, {})
-            return bench_file(paths[k], tasks[k], timeout=timeout, device=device, gate=lane.gate)
+            return bench_in_lane(lane, paths[k], tasks[k], timeout, device)
 
     results: list[BenchResult | None] = [None] * len(paths)
     with ThreadPoolExecutor(jobs * len(lanes)) as pool:  # threads suffice: the work runs in child processes
