@@ -138,6 +138,7 @@ def test_a_run_spreads_its_tasks_over_every_gpu_and_times_each_alone(tmp_path, m
     profile = _run_profile().profile(run.folder)
     assert profile["landed"] == 4 and profile["attempts"] == 4 and profile["kernels_per_hour"] > 0
     assert profile["steps"]["check"]["seconds"] >= sum(e["phases"]["check"] for e in entries) - 0.5
+    assert all(profile["check_child"][name]["seconds"] > 0 for name in ("start and imports", "input sets"))
     assert set(profile["gpu_timing_fraction"]) == {"GPU 0", "GPU 1"}
 
 
