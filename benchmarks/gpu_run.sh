@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # The attempt loop on a GPU machine, in slices that fit a per-command time limit.
 #
-#   N=50 SEED=0 JOBS=12 SLICE=540 OUT=/some/dir benchmarks/gpu_run.sh
+#   N=50 SEED=0 [JOBS=12] SLICE=540 OUT=/some/dir benchmarks/gpu_run.sh
 #
-# Runs `fusionforge run -n N --seed SEED -j JOBS` from source (PYTHONPATH=src) in gpu-run/ (git-ignored), stops
-# it with SIGTERM after SLICE seconds (fusionforge takes it as Ctrl-C: data/ and runs/ stay consistent;
-# a process started in the background ignores SIGINT), and
+# Runs `fusionforge run -n N --seed SEED [-j JOBS]` (without JOBS, fusionforge's default -j) from source
+# (PYTHONPATH=src) in gpu-run/ (git-ignored), stops it with SIGTERM after SLICE seconds (fusionforge takes
+# it as Ctrl-C: data/ and runs/ stay consistent; a process started in the background ignores SIGINT), and
 # copies gpu-run/ and the dataset's stats to $OUT. Calling it again on the same machine resumes the
 # run where it stopped; gpu-run/slices.log has each slice's start and end (epoch seconds). Exit: 124
 # while the run is not complete; once it is, fusionforge run's own: 0 every task landed, 1 some failed.
 set -u
 N=${N:-50}
 SEED=${SEED:-0}
-JOBS=${JOBS:-1}
+JOBS=${JOBS:-}
 SLICE=${SLICE:-540}
 OUT=${OUT:-gpu-run-out}
 ROOT=gpu-run
@@ -27,7 +27,8 @@ else
   args=(-n "$N" --seed "$SEED")
 fi
 start=$(date +%s)
-PYTHONFAULTHANDLER=1 python -m fusionforge run "${args[@]}" -j "$JOBS" --workdir "$ROOT/work" --data "$ROOT/data" \
+[ -n "$JOBS" ] && args+=(-j "$JOBS")
+PYTHONFAULTHANDLER=1 python -m fusionforge run "${args[@]}" --workdir "$ROOT/work" --data "$ROOT/data" \
   --runs "$ROOT/runs" >> "$ROOT/run.log" 2>&1 &
 pid=$!
 while kill -0 "$pid" 2>/dev/null && [ $(($(date +%s) - start)) -lt "$SLICE" ]; do sleep 2; done

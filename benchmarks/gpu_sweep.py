@@ -6,9 +6,9 @@
     python benchmarks/gpu_sweep.py --summary OUT.json --from SUMMARY.json...
     python benchmarks/gpu_sweep.py --summary OUT.json --run runs/RUN
 
-check: every seed, --jobs at a time: the generator's first-attempt file goes to ROOT/files/, is checked
-       on the GPU (`check_file`) and, when it passes, warmed (`warm`: Triton's kernels and torch.compile's
-       graph compiled into the on-disk caches, nothing timed). One JSON per seed in ROOT/check/.
+check: every seed, --jobs at a time: the generator's first-attempt file goes to ROOT/files/ and is
+       checked on the GPU (`check_file`, which compiles its kernels at the bench shape into Triton's
+       on-disk cache). One JSON per seed in ROOT/check/.
 time:  first, a check that failed while other checks shared the GPU is run again alone, and that result
        counts; then every seed whose check passed is timed, one at a time with the GPU to itself, by
        `time_checked` (the timing half of `fusionforge bench`). One JSON per seed in ROOT/time/.
@@ -45,10 +45,9 @@ def file_of(root: Path, seed: int) -> Path:
 
 
 def check_one(root: Path, seed: int, deadline: float, device: str, alone: bool = False) -> dict | None:
-    """Write, check and (on a pass) warm one seed's file; None when the budget ran out first."""
+    """Write and check one seed's file; None when the budget ran out first."""
     if time.time() > deadline:
         return None
-    from fusionforge.bench.benchmark import warm
     from fusionforge.codegen import UnsupportedTask, resolve, write
     from fusionforge.tasks import TaskGenerator
     from fusionforge.verify import check_file
@@ -67,10 +66,6 @@ def check_one(root: Path, seed: int, deadline: float, device: str, alone: bool =
     verdict = check_file(path, task=task, device=device, timeout=600)
     row.update(status="pass" if verdict.passed else verdict.failure.category, check_seconds=round(verdict.seconds, 2),
                message=verdict.failure.message[:400] if verdict.failure else "", verdict=verdict.to_dict())
-    if verdict.passed and not alone and device == "cuda":
-        start = time.perf_counter()
-        row["warmed"] = warm(path, task, timeout=600)
-        row["warm_seconds"] = round(time.perf_counter() - start, 2)
     return _save(root / "check" / f"{seed:04d}.json", row)
 
 
@@ -113,7 +108,7 @@ def stage_check(root: Path, seeds: list[int], jobs: int, deadline: float, device
             row = future.result()
             if row is not None:
                 print(f"{_line(row)} check {row['status']:<8} {row.get('check_seconds', 0):6.1f}s "
-                      f"warm {row.get('warm_seconds', 0):6.1f}s {row.get('message', '')[:90]}", flush=True)
+                      f"{row.get('message', '')[:90]}", flush=True)
 
 
 def stage_time(root: Path, seeds: list[int], deadline: float, device: str) -> None:

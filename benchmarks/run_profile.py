@@ -4,10 +4,15 @@
 
 Reads ``run.json``, every ``attempt_K.json`` and ``outcome.json``. Prints the wall clock (the run's creation
 to its last outcome), kernels landed and their rate per hour, then per step the total seconds, the
-seconds per landed kernel and the share of all attempt-seconds: implementing, checking, warming (compiles
-before a timing), waiting at a GPU's gate, timing; the timing child's own phases (imports, torch.compile,
-warm-up, timed rounds, the wall-clock cross-check; from the child's phase marks); and, per GPU, the
-fraction of the wall clock it spent timing (the only time it is certainly busy: checks share it).
+seconds per landed kernel and the share of all attempt-seconds: implementing, checking, preparing the
+timing child (beside the checks), waiting at a GPU's gate, timing (the GPU alone); the check child's own
+phases (the process's start and imports, set-up, the file's import, the input sets, of which Triton's
+compiles and autotuning, and the ghost replay); the timing child's own phases (from its phase marks:
+inputs, torch.compile, waiting for the GPU, then with the GPU alone the file's import, warm-up, timed
+rounds and the wall-clock cross-check); and, per GPU, the fraction of the
+wall clock it spent timing (the only time it is certainly busy: checks share it). Runs logged before the
+timing child got ready beside the checks have "warm" (a separate compile run) and "import" (the file's
+import and the inputs) instead. Steps and phases a run does not have are left out.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-STEPS = ("implement", "wait_check", "check", "warm", "wait_timing", "timing")
-CHILD_PHASES = ("import", "count flops", "torch.compile", "warm-up", "timed rounds", "wall-clock cross-check")
+STEPS = ("implement", "wait_check", "check", "prepare", "warm", "wait_timing", "timing")
+CHECK_PHASES = ("start and imports", "set-up", "file import", "input sets", "compile", "autotune", "ghost replay")
+CHILD_PHASES = ("inputs", "torch.compile", "waiting for the GPU", "import the file", "import", "count flops",
+                "warm-up", "timed rounds", "wall-clock cross-check")
 
 
 def _when(stamp: str) -> datetime.datetime:
@@ -43,12 +50,15 @@ def profile(folder: Path) -> dict:
     landed = sum(o["outcome"] in ("kept", "duplicate") for o in outcomes)
     steps: dict[str, float] = defaultdict(float)
     child: dict[str, float] = defaultdict(float)
+    check_child: dict[str, float] = defaultdict(float)
     timing_by_lane: dict[str, float] = defaultdict(float)
     for entry in attempts:
         steps["implement"] += entry.get("implement_seconds") or 0.0
         for name, seconds in (entry.get("phases") or {}).items():
             steps[name] += seconds
         timing_by_lane[entry.get("lane") or "default"] += (entry.get("phases") or {}).get("timing", 0.0)
+        for name, seconds in (((entry.get("result") or {}).get("check") or {}).get("phases") or {}).items():
+            check_child[name] += seconds
         context = ((entry.get("result") or {}).get("context") or {})
         for name, seconds in child_phases(context.get("phase_seconds")).items():
             child[name] += seconds
@@ -59,6 +69,8 @@ def profile(folder: Path) -> dict:
         "wall_seconds": round(wall, 1), "kernels_per_hour": round(landed / wall * 3600, 1) if wall else None,
         "steps": {name: {"seconds": round(steps[name], 1), "per_kernel": round(steps[name] / per, 2),
                          "share": round(steps[name] / total, 3)} for name in STEPS},
+        "check_child": {name: {"seconds": round(check_child[name], 1), "per_kernel": round(check_child[name] / per, 2)}
+                        for name in CHECK_PHASES},
         "timing_child": {name: {"seconds": round(child[name], 1), "per_kernel": round(child[name] / per, 2)}
                          for name in CHILD_PHASES},
         "gpu_timing_fraction": {lane: round(seconds / wall, 3) if wall else None
@@ -78,10 +90,16 @@ def main() -> int:
           f"attempts, {result['wall_seconds'] / 60:.1f} min, {result['kernels_per_hour']} kernels per hour")
     print(f"{'step':<24}{'seconds':>10}{'per kernel':>12}{'share':>8}")
     for name, row in result["steps"].items():
-        print(f"{name:<24}{row['seconds']:>10.1f}{row['per_kernel']:>12.2f}{row['share']:>8.1%}")
+        if row["seconds"]:
+            print(f"{name:<24}{row['seconds']:>10.1f}{row['per_kernel']:>12.2f}{row['share']:>8.1%}")
+    print("inside the check child (compile and autotune are parts of the input sets):")
+    for name, row in result["check_child"].items():
+        if row["seconds"]:
+            print(f"  {name:<22}{row['seconds']:>10.1f}{row['per_kernel']:>12.2f}")
     print("inside the timing child:")
     for name, row in result["timing_child"].items():
-        print(f"  {name:<22}{row['seconds']:>10.1f}{row['per_kernel']:>12.2f}")
+        if row["seconds"]:
+            print(f"  {name:<22}{row['seconds']:>10.1f}{row['per_kernel']:>12.2f}")
     for lane, fraction in result["gpu_timing_fraction"].items():
         print(f"{lane}: timing {fraction:.1%} of the wall clock" if fraction is not None else f"{lane}: no wall clock")
     if args.json:

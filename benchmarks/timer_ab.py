@@ -2,13 +2,16 @@
 
     git archive HEAD src | tar -x -C OLD        # the version to compare against, as a source tree
     PYTHONPATH=src python benchmarks/timer_ab.py --old OLD/src --out ab.json benchmarks/anchors/*.py
+    PYTHONPATH=src python benchmarks/timer_ab.py --old OLD/src --out ab.json --check-once --jobs 12 FILES...
 
 Each file is benched (`bench_file`, check and timing child) by the old source tree and by this one, the
 order alternating from file to file so that drift hits both alike. Per file it prints the medians of
 eager, torch.compile and Triton under each version, the new/old ratio of each and the measured spread
 (the mean relative 20-80 band of the two timings): a ratio inside 1 +- spread is no move. For the new
 version it also prints the timed-output verification's cost: the seconds spent verifying timed calls
-plus the GPU seconds of refilling inputs, over the timing child's wall time.
+plus the GPU seconds of refilling inputs, over the timing child's wall time. With --check-once, each file
+is checked once, by this version, --jobs at a time, and only the timing halves (`time_checked`) are
+compared: the check is the same under both versions, and the costly part of a bench.
 """
 
 from __future__ import annotations
@@ -18,17 +21,25 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ("import json, sys; from fusionforge.bench import bench_file; "
          "print('RESULT ' + json.dumps(bench_file(sys.argv[1]).to_dict()))")
+# --check-once: the timing half alone, for a verdict passed as JSON
+TIME = ("import json, sys; from fusionforge.bench import time_checked; from fusionforge.verify import Verdict; "
+        "verdict = Verdict.from_dict(json.loads(open(sys.argv[2]).read())); "
+        "print('RESULT ' + json.dumps(time_checked(verdict, sys.argv[1], device='cuda').to_dict()))")
 
 
-def bench(source: Path, path: Path) -> dict:
+def bench(source: Path, path: Path, verdict: Path | None = None) -> dict:
+    """bench_file of ``path`` by the version in ``source``; only its timing half, given a ``verdict`` file."""
     env = {**os.environ, "PYTHONPATH": str(source)}
-    done = subprocess.run([sys.executable, "-c", BENCH, str(path)], capture_output=True, text=True, env=env,
-                          timeout=900)
+    command = [sys.executable, "-c", BENCH, str(path)] if verdict is None else \
+        [sys.executable, "-c", TIME, str(path), str(verdict)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
@@ -60,16 +71,44 @@ def compare(old: dict, new: dict) -> dict:
     return row
 
 
+def check_all(paths: list[Path], jobs: int, scratch: Path) -> dict[Path, Path | None]:
+    """Check every file (this version, ``jobs`` at a time); each passing file's verdict as a JSON file."""
+    from fusionforge.verify import check_file
+
+    def one(k: int) -> Path | None:
+        verdict = check_file(paths[k], timeout=600)
+        if not verdict.passed:
+            return None
+        saved = scratch / f"{k}.json"
+        saved.write_text(json.dumps(verdict.to_dict()))
+        return saved
+
+    with ThreadPoolExecutor(jobs) as pool:
+        return dict(zip(paths, pool.map(one, range(len(paths)))))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--old", type=Path, required=True, help="the old version's src folder")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--check-once", action="store_true", help="check every file first with this version, "
+                        "--jobs at a time, then time each passing file with both versions (the timing halves)")
+    parser.add_argument("--jobs", type=int, default=8, help="checks at a time with --check-once (default 8)")
     args = parser.parse_args()
+    verdicts: dict[Path, Path | None] = {path: None for path in args.files}
+    scratch = tempfile.TemporaryDirectory(prefix="timer-ab-")
+    if args.check_once:
+        verdicts = check_all(args.files, args.jobs, Path(scratch.name))
     rows = []
     for k, path in enumerate(args.files):
         order = [("old", args.old), ("new", ROOT / "src")]
-        results = {name: bench(source, path) for name, source in (order if k % 2 == 0 else order[::-1])}
+        if args.check_once and verdicts[path] is None:
+            rows.append({"file": path.name, "old_status": "fail", "new_status": "fail"})
+            print(f"{path.name:<34} failed the check", flush=True)
+            continue
+        results = {name: bench(source, path, verdicts[path])
+                   for name, source in (order if k % 2 == 0 else order[::-1])}
         row = {"file": path.name, **compare(results["old"], results["new"]), "results": results}
         rows.append(row)
         args.out.write_text(json.dumps({"rows": rows}, indent=1))  # a cut-short run keeps its rows

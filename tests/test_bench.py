@@ -258,7 +258,7 @@ def test_anchor_kernels_pass_the_checker(path):
 
 
 def test_the_gate_lets_checks_overlap_and_gives_each_timing_the_gpu_alone(monkeypatch):
-    """Eight threads bench through one gate (fake check, warm and timing that record who runs beside them)."""
+    """Eight threads bench through one gate (fake check, preparation and timing that record who runs beside them)."""
     import threading
     import time
     from types import SimpleNamespace
@@ -285,14 +285,23 @@ def test_the_gate_lets_checks_overlap_and_gives_each_timing_the_gpu_alone(monkey
         section("check")
         return SimpleNamespace(passed=True)
 
-    def fake_time(verdict, path, task=None, timeout=None, device=None):
+    class FakeTimingChild:
+        def __init__(self, path, task, timeout):
+            section("check")  # made ready beside the checks
+
+        def close(self):
+            pass
+
+    def fake_time(verdict, path, task=None, timeout=None, device=None, timing=None):
+        assert isinstance(timing, FakeTimingChild)
         section("timing")
         with lock:
             seen["timings"] += 1
         return "timed"
 
     monkeypatch.setattr(benchmark, "check_file", fake_check)
-    monkeypatch.setattr(benchmark, "warm", lambda path, task, timeout: section("check"))
+    monkeypatch.setattr(benchmark, "TimingChild", FakeTimingChild)
+    monkeypatch.setattr(benchmark, "_task_of", lambda path: None)
     monkeypatch.setattr(benchmark, "time_checked", fake_time)
     gate = DeviceGate()
     threads = [threading.Thread(target=benchmark.bench_file, args=(f"{k}.py",), kwargs={"device": "cuda", "gate": gate})

@@ -9,7 +9,7 @@ from fusionforge.cli import main
 from fusionforge.tasks import TaskGenerator
 from fusionforge.verify import check_file
 from fusionforge.verify.checker import input_sets, value_dependence
-from fusionforge.verify.verdict import render_check, render_failure
+from fusionforge.verify.verdict import Verdict, render_check, render_failure
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
@@ -222,3 +222,12 @@ def test_a_childs_result_is_refused_unless_its_seal_holds(tmp_path):
     assert "added or removed" in unseal(tmp_path, key)[1]
     (tmp_path / RESULT).write_text('{"sets": [], "import_error": null}')  # written by the file itself
     assert unseal(tmp_path, key)[1] == "the result file is not the one the checker's child writes"
+
+
+def test_a_check_says_where_its_childs_time_went():
+    verdict = check_file(FIXTURES / "good" / "colsum_relu_atomic_autotuned_pre_hook_fp32.py", timeout=240)
+    assert verdict.passed
+    phases = verdict.phases
+    assert {"start and imports", "set-up", "file import", "input sets", "compile", "autotune"} <= set(phases)
+    assert phases["start and imports"] > 0.1 and phases["input sets"] >= phases["autotune"] > 0
+    assert Verdict.from_dict(verdict.to_dict()).phases == phases

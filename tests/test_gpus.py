@@ -1,6 +1,7 @@
 """Several GPUs as lanes, tested with logical GPUs on the CPU: the selection, the spread, the isolation."""
 
 import json
+import os
 import threading
 import time
 
@@ -86,7 +87,7 @@ def test_a_run_spreads_its_tasks_over_every_gpu_and_times_each_alone(tmp_path, m
     lock = threading.Lock()
     running: dict[str, dict[str, int]] = {"0": {"check": 0, "timing": 0}, "1": {"check": 0, "timing": 0}}
     seen = {"lanes": [], "timing_beside_own_gpu": 0, "both_gpus_at_once": 0}
-    real_check, real_time = benchmark.check_and_warm, benchmark.time_checked
+    real_check, real_time = benchmark.check_and_prepare, benchmark.time_checked
 
     def section(kind):
         gpu = lane_environment()["CUDA_VISIBLE_DEVICES"]
@@ -110,15 +111,15 @@ def test_a_run_spreads_its_tasks_over_every_gpu_and_times_each_alone(tmp_path, m
         finally:
             leave(gpu, "check")
 
-    def timing(verdict, path, task=None, timeout=300.0, device=None):
+    def timing(verdict, path, task=None, timeout=300.0, device=None, timing=None):
         gpu = section("timing")
         try:
             time.sleep(0.2)
-            return real_time(verdict, path, task=task, timeout=timeout, device=device)
+            return real_time(verdict, path, task=task, timeout=timeout, device=device, timing=timing)
         finally:
             leave(gpu, "timing")
 
-    monkeypatch.setattr(benchmark, "check_and_warm", check)
+    monkeypatch.setattr(benchmark, "check_and_prepare", check)
     monkeypatch.setattr(benchmark, "time_checked", timing)
     lanes = Lanes([Lane("0", 0), Lane("1", 1)])
     settings = Settings(tmp_path / "work", Dataset(tmp_path / "data"), device="cpu", timeout=240, lanes=lanes)
@@ -137,6 +138,7 @@ def test_a_run_spreads_its_tasks_over_every_gpu_and_times_each_alone(tmp_path, m
     profile = _run_profile().profile(run.folder)
     assert profile["landed"] == 4 and profile["attempts"] == 4 and profile["kernels_per_hour"] > 0
     assert profile["steps"]["check"]["seconds"] >= sum(e["phases"]["check"] for e in entries) - 0.5
+    assert all(profile["check_child"][name]["seconds"] > 0 for name in ("start and imports", "input sets"))
     assert set(profile["gpu_timing_fraction"]) == {"GPU 0", "GPU 1"}
 
 
@@ -153,7 +155,7 @@ def _run_profile():
 
 def test_resume_on_another_number_of_gpus(tmp_path, monkeypatch):
     """Interrupted on two logical GPUs, resumed on one: every task ends once, nothing doubled or lost."""
-    real = pipeline.bench_file
+    real = pipeline.bench_in_lane
     lock, calls = threading.Lock(), {"n": 0}
 
     def interrupt_the_third(*args, **kwargs):
@@ -163,7 +165,7 @@ def test_resume_on_another_number_of_gpus(tmp_path, monkeypatch):
                 raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "bench_file", interrupt_the_third)
+    monkeypatch.setattr(pipeline, "bench_in_lane", interrupt_the_third)
     run = _run(tmp_path, 4, 71)
     two = Settings(tmp_path / "work", Dataset(tmp_path / "data"), device="cpu", timeout=240,
                    lanes=Lanes([Lane("0", 0), Lane("1", 1)]))
@@ -199,3 +201,13 @@ def test_the_progress_shows_landed_failed_the_rate_and_each_gpus_work():
             assert task.completed == 2 and task.fields["tally"].startswith("1 landed, 1 failed, ")
             assert task.fields["tally"].endswith(" per hour")
             assert str(progress.bar.columns[-1].render(task)) == "GPU 0: 1 GPU 1: 0 in flight"
+
+
+def test_a_run_works_on_as_many_tasks_per_gpu_as_its_cores_allow_by_default(monkeypatch):
+    from fusionforge.gpus import default_jobs
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert default_jobs("cuda", 1) == 14 and default_jobs("cuda", 2) == 6 and default_jobs("cuda", 8) == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 128)
+    assert default_jobs("cuda", 1) == 14 and default_jobs("cuda", 8) == 14
+    assert default_jobs("cpu", 1) == 1

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from fusionforge import __version__
+from fusionforge.gpus import RAY_JOBS, default_jobs
 from fusionforge.tasks import DIFFICULTIES, DTYPES, FusionTask, TaskError, TaskGenerator, step_label
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -442,8 +443,8 @@ def _run(args: argparse.Namespace, run, options: dict, lanes) -> int:
     start = time.perf_counter()
     try:
         with TaskProgress(options["count"], enabled=not args.json and options["count"] > 1, lanes=lanes) as advance:
-            results = run_tasks(run, implementer, settings, jobs=args.jobs, echo=echo, header=header,
-                                advance=advance)
+            results = run_tasks(run, implementer, settings, jobs=args.jobs or _default_jobs(args, options, lanes),
+                                echo=echo, header=header, advance=advance)
     except (ImplementerError, DatasetError) as e:
         raise UsageError(f"{e} (resume with: {PROG} run --resume {run.id})") from None
     except KeyboardInterrupt:
@@ -656,6 +657,12 @@ def _check_engine(args: argparse.Namespace) -> None:
         raise UsageError("--address goes with --engine ray")
 
 
+def _default_jobs(args: argparse.Namespace, options: dict, lanes) -> int:
+    if args.engine == "ray" and options["device"] == "cuda":
+        return RAY_JOBS
+    return default_jobs(options["device"], len(lanes))
+
+
 def _ray_lanes(args: argparse.Namespace, device: str | None):
     """A worker on each GPU of the Ray cluster at ``--address`` (``--gpus``: all or a count), as lanes."""
     import importlib
@@ -667,7 +674,7 @@ def _ray_lanes(args: argparse.Namespace, device: str | None):
             raise
         raise UsageError("--engine ray needs ray: pip install 'fusionforge[ray]'") from None
     try:
-        return ray_engine.start(args.address, args.gpus, args.jobs, device)
+        return ray_engine.start(args.address, args.gpus, args.jobs or RAY_JOBS, device)
     except (ValueError, ConnectionError) as e:
         raise UsageError(str(e)) from None
 
@@ -821,9 +828,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "the newest in --runs); its own options apply")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is present")
     p.add_argument("--timeout", type=_seconds, default=300.0, metavar="SECONDS", help="per check and timing run")
-    p.add_argument("-j", "--jobs", type=_positive_int, default=1, help="tasks worked on at a time on each GPU "
-                   "(default 1): checks run side by side, each timing has the GPU alone; each task's output is "
-                   "printed when it ends")
+    p.add_argument("-j", "--jobs", type=_positive_int, help="tasks worked on at a time on each GPU: checks run "
+                   "side by side, each timing has the GPU alone; each task's output is printed when it ends "
+                   f"(default: the CPU cores per GPU less two, at most 14; {RAY_JOBS} with --engine ray; 1 without "
+                   "a GPU)")
     _add_gpus_option(p, "tasks go to the least busy")
     _add_engine_options(p)
     p.add_argument("--json", action="store_true", help="print only a JSON summary (reports stay in runs/)")

@@ -1,7 +1,7 @@
 """Sharing GPUs between threads: on each GPU checks side by side, each timing with the GPU alone.
 
-Checks (and the warm-up compiles before a timing) only need the answers to be right, so several run
-at once; a timing needs the GPU to itself, or it would measure its neighbours. ``DeviceGate`` is a
+Checks (and a timing child's preparation: imports, inputs, torch.compile) only need the answers to be
+right, so several run at once; a timing needs the GPU to itself, or it would measure its neighbours. ``DeviceGate`` is a
 readers-writer lock with the writer first: a timing waits for the running checks to end, and new
 checks wait while a timing waits or runs, so timings are never starved.
 
@@ -163,6 +163,18 @@ class Lanes:
 
     def close(self) -> None:
         """Release what the lanes hold once the run is over (nothing here; a Ray engine's workers)."""
+
+
+RAY_JOBS = 8  # tasks at a time on each GPU of a Ray cluster when -j is not given
+
+
+def default_jobs(device: str, gpus: int) -> int:
+    """Tasks at a time on each GPU when ``-j`` is not given: on a GPU, the CPU cores per GPU less two (the
+    checks compile on the CPU; the run and the timing child need a core each), from 1 to 14; without a GPU,
+    1 (the checks run Triton's interpreter, a core each)."""
+    if device != "cuda":
+        return 1
+    return max(1, min(14, (os.cpu_count() or 1) // max(gpus, 1) - 2))
 
 
 def visible_gpus() -> list[str]:

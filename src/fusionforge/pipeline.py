@@ -11,8 +11,8 @@ Every attempt is logged under ``runs/<run>/<NNN>-<task id>/`` whatever happens: 
     run.json                 the run's options and task seeds (what --resume needs)
     NNN-<task id>/task.json  the task; state.json: the work file in use
     NNN-<task id>/attempt_K.py, attempt_K.json   source, verdict, report, implementer usage and variant, the
-                                                 lane (GPU), seconds per step (implement, check, warm, timing,
-                                                 waits at the GPU's gate)
+                                                 lane (GPU), seconds per step (implement, check, prepare,
+                                                 timing, waits at the GPU's gate)
     NNN-<task id>/outcome.json                   kept | duplicate | failed, written last
 
 Each file is written whole under a temporary name and renamed, so an interrupt leaves the log, the
@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fusionforge.atomic import write_json, write_text
-from fusionforge.bench import BenchResult, bench_file, bench_files, render_report
+from fusionforge.bench import BenchResult, bench_files, bench_in_lane, render_report
 from fusionforge.dataset import Dataset, make_record, now
 from fusionforge.gpus import Lanes, current_lane, stop_workers
 from fusionforge.implement.base import Implementation, Implementer, PastAttempt
@@ -130,17 +130,13 @@ def judge_attempt(task: FusionTask, path: Path, attempt: int, implementation: Im
     result = None
     phases: dict[str, float] = {}
     lane = current_lane()
-    worker = lane.worker if lane is not None else None
-    if settings.lanes is None and worker is None:
+    if settings.lanes is None and (lane is None or lane.worker is None):
         lane = None  # the one task running, here: no gate to share
     if implementation.source is None:
         failure = implementation.failure
         report, plain = render_failure(failure, attempt), render_failure(failure, attempt, fancy=False)
-    elif worker is not None:
-        result = worker.bench(path, task, settings.timeout, settings.device, phases)
     else:
-        result = bench_file(path, task=task, timeout=settings.timeout, device=settings.device,
-                            gate=lane.gate if lane is not None else None, phases=phases)
+        result = bench_in_lane(lane, path, task, settings.timeout, settings.device, phases)
     if result is not None:
         failure = result.check.failure or result.failure
         report, plain = render_report(result, attempt), render_report(result, attempt, fancy=False)

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from fusionforge import kernelfile
 from fusionforge.bench import roofline
-from fusionforge.gpus import DeviceGate, Lanes, current_lane, stop_workers
+from fusionforge.gpus import DeviceGate, Lane, Lanes, current_lane, stop_workers
 from fusionforge.tasks import FusionTask
 from fusionforge.verify import Failure, Verdict, analysis, check_file
 from fusionforge.verify.checker import default_device, input_sets
-from fusionforge.verify.sandbox import run_child
+from fusionforge.verify.sandbox import start_child
 from fusionforge.verify.verdict import RULE, attempt_title, render_failure, render_input_sets, symbol, use_symbols
 
 SUSPICIOUS_SPEEDUP = 10.0
@@ -110,32 +110,42 @@ def bench_file(path: str | Path, task: FusionTask | None = None, timeout: float 
                phases: dict[str, float] | None = None) -> BenchResult:
     """Check, then (on a GPU) time eager, torch.compile and the Triton wrapper at the bench shape.
 
-    With a ``gate`` shared by several threads, the check (and on a GPU, ``warm``) runs beside the other
-    threads' checks, and the timing waits to have the GPU alone. ``phases`` gets the seconds spent in
-    each step: check, warm, timing, and waiting at the gate (wait_check, wait_timing).
+    Through a ``gate`` shared by several threads (default: a gate of its own), the check and the timing
+    child's preparation run beside the other threads' checks, and the timing waits to have the GPU alone.
+    ``phases`` gets the seconds spent in each step: check, prepare, timing, and waiting at the gate
+    (wait_check, wait_timing).
     """
     device = device or default_device()
     phases = {} if phases is None else phases
+    gate = gate or DeviceGate()
     clock = time.perf_counter
-    if gate is None:
+    timing: TimingChild | None = None
+    try:
         started = clock()
-        verdict = check_file(path, task=task, device=device, timeout=timeout)
-        phases["check"] = clock() - started
+        with gate.shared():
+            phases["wait_check"] = clock() - started
+            verdict, timing = check_and_prepare(path, task, device, timeout, phases)
         started = clock()
-        result = time_checked(verdict, path, task=task, timeout=timeout, device=device)
-        phases["timing"] = clock() - started
-        return result
-    started = clock()
-    with gate.shared():
-        phases["wait_check"] = clock() - started
-        verdict = check_and_warm(path, task, device, timeout, phases)
-    started = clock()
-    with gate.alone():
-        phases["wait_timing"] = clock() - started
-        started = clock()
-        result = time_checked(verdict, path, task=task, timeout=timeout, device=device)
-        phases["timing"] = clock() - started
+        with gate.alone():
+            phases["wait_timing"] = clock() - started
+            started = clock()
+            result = time_checked(verdict, path, task=task, timeout=timeout, device=device, timing=timing)
+            phases["timing"] = clock() - started
+    finally:
+        if timing is not None:
+            timing.close()
     return result
+
+
+def bench_in_lane(lane: Lane | None, path: str | Path, task: FusionTask | None, timeout: float, device: str,
+                  phases: dict[str, float] | None = None) -> BenchResult:
+    """``bench_file`` in ``lane``: on its worker when it has one (a GPU of a Ray cluster), else here through
+    its gate; without a lane, here with a gate of its own."""
+    phases = {} if phases is None else phases
+    if lane is not None and lane.worker is not None:
+        return lane.worker.bench(path, task, timeout, device, phases)
+    return bench_file(path, task, timeout=timeout, device=device, gate=lane.gate if lane is not None else None,
+                      phases=phases)
 
 
 def bench_files(paths: list[Path], tasks: list[FusionTask | None] | None = None, jobs: int = 1,
@@ -144,17 +154,16 @@ def bench_files(paths: list[Path], tasks: list[FusionTask | None] | None = None,
                 lanes: Lanes | None = None) -> list[BenchResult]:
     """``bench_file`` over several files (``tasks[k]`` for file k, default each file's own TASK), spread over
     ``lanes`` (the GPUs, here or a Ray cluster's; default one lane): in each lane the checks (and, on a GPU,
-    ``warm``) run ``jobs`` at a time and each timing has the GPU alone. ``done(k, result)`` is called in this
-    thread as each result is final; the results come back in file order."""
+    the timing children's preparation) run ``jobs`` at a time and each timing has the GPU alone.
+    ``done(k, result)`` is called in this thread as each result is final; the results come back in file
+    order."""
     device = device or default_device()
     tasks = tasks or [None] * len(paths)
     lanes = lanes or Lanes.single()
 
     def one(k: int) -> BenchResult:
         with lanes.take() as lane:
-            if lane.worker is not None:
-                return lane.worker.bench(paths[k], tasks[k], timeout, device, {})
-            return bench_file(paths[k], tasks[k], timeout=timeout, device=device, gate=lane.gate)
+            return bench_in_lane(lane, paths[k], tasks[k], timeout, device)
 
     results: list[BenchResult | None] = [None] * len(paths)
     with ThreadPoolExecutor(jobs * len(lanes)) as pool:  # threads suffice: the work runs in child processes
@@ -171,24 +180,68 @@ def bench_files(paths: list[Path], tasks: list[FusionTask | None] | None = None,
     return results
 
 
-def check_and_warm(path: str | Path, task: FusionTask | None, device: str, timeout: float,
-                   phases: dict[str, float] | None = None) -> Verdict:
-    """The part of ``bench_file`` that may share the GPU: the check, then on a GPU (if it passed) ``warm``;
-    their seconds in ``phases``."""
+class TimingChild:
+    """The timing child of one file (``fusionforge.bench.timer``), started and made ready beside other work
+    on the GPU (imports, inputs, torch.compile of the chain); ``time`` lets it time, with the GPU alone."""
+
+    def __init__(self, path: str | Path, task: FusionTask | None, timeout: float) -> None:
+        self.timeout = timeout
+        sets = input_sets(task, "cuda", seeds=2)
+        bench_sets = [s for s in sets if s["label"].startswith("bench")] or sets
+        self._request = {"file": str(Path(path).resolve()), "task": task.to_dict() if task else None,
+                         "dims": bench_sets[0].get("dims"),
+                         "seeds": [bench_sets[0]["seed"], bench_sets[0]["seed"] + 1]}
+        self._child = self._scratch = None
+        self.ready = self._start()
+
+    def _start(self) -> bool:
+        """Start the child and wait until it is ready (or ended, or the time ran out)."""
+        self._scratch = tempfile.TemporaryDirectory(prefix="fusionforge-bench-")
+        try:
+            self._child = start_child("fusionforge.bench.timer", {**self._request, "out_dir": self._scratch.name},
+                                      Path(self._scratch.name), "cuda", ready=True)
+            return self._child.wait_ready(self.timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def time(self) -> tuple[dict | None, int | None, str]:
+        """(the raw result or None, returncode, the output's tail); the child is gone after it. A child that
+        did not get ready beside the other work (out of memory, too slow under load) is started again here."""
+        if not self.ready:
+            self.close()
+            self.ready = self._start()
+        if self.ready:
+            self._child.go()
+        return self._child.finish(self.timeout if self.ready else 1.0)
+
+    def close(self) -> None:
+        if self._child is not None:
+            self._child.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+
+
+def check_and_prepare(path: str | Path, task: FusionTask | None, device: str, timeout: float,
+                      phases: dict[str, float] | None = None) -> tuple[Verdict, TimingChild | None]:
+    """The part of ``bench_file`` that may share the GPU: the check, then on a GPU (if it passed) the
+    timing child, made ready; their seconds in ``phases``."""
     phases = {} if phases is None else phases
     started = time.perf_counter()
     verdict = check_file(path, task=task, device=device, timeout=timeout)
     phases["check"] = time.perf_counter() - started
+    timing = None
     if verdict.passed and device == "cuda":
         started = time.perf_counter()
-        warm(path, task, timeout=timeout)
-        phases["warm"] = time.perf_counter() - started
-    return verdict
+        timing = TimingChild(path, task or _task_of(path), timeout)
+        phases["prepare"] = time.perf_counter() - started
+    return verdict, timing
 
 
 def time_checked(verdict: Verdict, path: str | Path, task: FusionTask | None = None, timeout: float = 300.0,
-                 device: str | None = None) -> BenchResult:
-    """The timing half of ``bench_file``, for a file whose check already ran (``verdict`` is its result).
+                 device: str | None = None, timing: TimingChild | None = None) -> BenchResult:
+    """The timing half of ``bench_file``, for a file whose check already ran (``verdict`` is its result),
+    with its ``timing`` child when it was made ready beforehand.
 
     Checks may run several at a time; timing never should: give this the GPU alone.
     """
@@ -201,7 +254,13 @@ def time_checked(verdict: Verdict, path: str | Path, task: FusionTask | None = N
         return result
     task = task or _task_of(path)
     started = time.perf_counter()
-    raw, returncode, tail = _timing_child(path, task, timeout, warm_only=False)
+    own = timing is None
+    timing = timing or TimingChild(path, task, timeout)
+    try:
+        raw, returncode, tail = timing.time()
+    finally:
+        if own:
+            timing.close()
     child_seconds = time.perf_counter() - started
     if raw is None:
         result.failure = Failure("runtime", "Harness", f"the timing run failed (exit {returncode}): "
@@ -220,31 +279,9 @@ def time_checked(verdict: Verdict, path: str | Path, task: FusionTask | None = N
     return result
 
 
-def warm(path: str | Path, task: FusionTask | None = None, timeout: float = 300.0) -> bool:
-    """Do everything timing does except time: compile and autotune the Triton kernels, torch.compile the chain.
-
-    The products land in the on-disk caches (Triton's kernels, torch.compile's graphs), so a later
-    ``time_checked`` of the same file spends its time timing. Safe to run beside other work on the
-    GPU; True when the run completed.
-    """
-    raw, _, _ = _timing_child(path, task or _task_of(path), timeout, warm_only=True)
-    return raw is not None and "forged" not in raw
-
-
 def _task_of(path: str | Path) -> FusionTask | None:
     kf = kernelfile.parse(path)
     return FusionTask.from_dict(kf.task) if kf.task is not None else None
-
-
-def _timing_child(path: str | Path, task: FusionTask | None, timeout: float, warm_only: bool):
-    """Run the timing child on the bench input set; (raw result or None, returncode, output tail)."""
-    sets = input_sets(task, "cuda", seeds=2)
-    bench_sets = [s for s in sets if s["label"].startswith("bench")] or sets
-    seeds = [bench_sets[0]["seed"], bench_sets[0]["seed"] + 1]
-    with tempfile.TemporaryDirectory(prefix="fusionforge-bench-") as scratch:
-        request = {"file": str(Path(path).resolve()), "task": task.to_dict() if task else None,
-                   "dims": bench_sets[0].get("dims"), "seeds": seeds, "out_dir": scratch, "warm_only": warm_only}
-        return run_child("fusionforge.bench.timer", request, Path(scratch), "cuda", timeout)
 
 
 def judge(result: BenchResult, raw: dict, task: FusionTask | None, rates: dict) -> BenchResult:

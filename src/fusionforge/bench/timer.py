@@ -13,7 +13,9 @@ Protocol (README, "How kernels are timed"):
 * a call is timed with CUDA events on the current stream; before the end event the stream waits
   on every stream a Triton kernel was launched on, so work on side streams is counted;
 * contenders are interleaved in rounds (the order rotates) so drift hits all alike; rounds go on
-  until every contender has at least MIN_CALLS calls and one second of measured time, or MAX_CALLS;
+  until every contender has at least MIN_CALLS calls and its median holds still (``Settling``: known to
+  +-MEDIAN_PRECISION with 95% confidence at two checks 50 rounds apart, and within that of itself), or
+  has MIN_SECONDS of measured time, or MAX_CALLS;
 * the timer verifies what it times: the Triton outputs of the first round of each input set, the last
   of each, a few drawn at random from the first MIN_CALLS rounds and each later round with
   probability LATE_VERIFY_RATE are compared, outside the timed regions, with the float64 reference of
@@ -24,14 +26,17 @@ Protocol (README, "How kernels are timed"):
   the events did not see. Its calls take the timed tensors, refilled as before a timed round, so the
   file cannot tell them from timed calls by their inputs.
 
-With ``"warm_only": true`` the child stops after the warm-up: compiled kernels and graphs are then in
-the on-disk caches, and nothing is timed.
+The child gets ready first, beside other work on the GPU: imports, a task's inputs, torch.compile of the
+trusted chain and its warm-up, nothing of the file. It says so on the ``ready_fd`` pipe and waits for
+"go" on stdin (``fusionforge.verify.sandbox.Child``), which comes with the GPU alone; then it imports the
+file and times.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import random
 import secrets
@@ -49,18 +54,19 @@ from fusionforge.kernelfile import load_module  # noqa: E402
 from fusionforge.verify.checker import compare, input_sensitivity  # noqa: E402
 from fusionforge.verify.hostguard import FileFrames, StackWatch, methods_of, tampered  # noqa: E402
 from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
-from fusionforge.verify.sandbox import Seal  # noqa: E402
+from fusionforge.verify.sandbox import Seal, ready_and_wait  # noqa: E402
 
 MIN_CALLS = 100
+MEDIAN_PRECISION = 0.005
 MIN_SECONDS = 1.0
 MAX_CALLS = 2000
 WALL_CALLS = 20
 # Rounds verified besides the first and the last two: RANDOM_VERIFIED drawn from the first MIN_CALLS, and
 # each later one with probability LATE_VERIFY_RATE. A timed call's median moves only if more than half the
-# calls change, and each verified round then catches it with probability over 1/2. On the H200 a verified
-# call costs 1-8 ms (24 ms for an 8192^3 matmul's float64 reference): 8-14 calls, 1.5-2.4% of a timing
-# child (docs/measurements.md, "Trust on the H200").
-RANDOM_VERIFIED = 4
+# calls change, and each verified round then catches it with probability over 1/2: a file that times
+# differently from round 3 on escapes 10 verified rounds with probability under 2^-10, however soon the
+# rounds stop. On the H200 a verified call costs 1-8 ms (24 ms for an 8192^3 matmul's float64 reference).
+RANDOM_VERIFIED = 8
 LATE_VERIFY_RATE = 0.003
 
 # Bound before any candidate code runs.
@@ -92,6 +98,36 @@ PHASES: dict[str, float] = {}  # phase -> when it began, in seconds after the im
 def phase(name: str) -> None:
     PHASES[name] = round(_perf_counter() - STARTED, 3)
     print(f"[timer] {PHASES[name]:8.3f}s {name}", flush=True)
+
+
+def median_is_stable(times: list[float]) -> bool:
+    """Whether the median is known to within +-MEDIAN_PRECISION of itself: the distribution-free 95%
+    confidence interval of a median of n calls runs between the order statistics n/2 -+ 0.98 sqrt(n)."""
+    ordered = sorted(times)
+    n = len(ordered)
+    half = 0.98 * math.sqrt(n)
+    low, high = max(0, math.floor(n / 2 - half)), min(n - 1, math.ceil(n / 2 + half))
+    median = ordered[n // 2]
+    return median > 0 and ordered[high] - ordered[low] <= 2 * MEDIAN_PRECISION * median
+
+
+class Settling:
+    """When the timed rounds may stop early: at two stop checks in a row, every contender's median stable
+    (``median_is_stable``) and within MEDIAN_PRECISION of where it was at the check before (a fluke of one
+    check, or a drift, does not end the rounds)."""
+
+    def __init__(self) -> None:
+        self.previous: list[float] | None = None
+
+    def settled(self, times: list[list[float]]) -> bool:
+        if not all(median_is_stable(t) for t in times):
+            self.previous = None
+            return False
+        medians = [sorted(t)[len(t) // 2] for t in times]
+        held = self.previous is not None and all(abs(m - p) <= MEDIAN_PRECISION * p
+                                                 for m, p in zip(medians, self.previous))
+        self.previous = medians
+        return held
 
 
 def _rounded(times: list[float]) -> list[float]:
@@ -130,7 +166,8 @@ def _roll_into(target: torch.Tensor, source: torch.Tensor, shift: int) -> None:
 
 
 # what the timer's evidence relies on besides the clocks: the launch count, the stack watch, the refills, the seal
-PROTECTED.update(methods_of(LaunchMonitor, StackWatch, FileFrames, FreshInputs, Seal),
+PROTECTED.update(methods_of(LaunchMonitor, StackWatch, FileFrames, FreshInputs, Seal, Settling),
+                 median_is_stable=(sys.modules[__name__], "median_is_stable", median_is_stable),
                  compare=(sys.modules[__name__], "compare", compare),
                  input_sensitivity=(sys.modules[__name__], "input_sensitivity", input_sensitivity))
 
@@ -153,9 +190,34 @@ def verify_call(out, eager_out, inputs: list, reference, dtype) -> dict:
     return {k: stats[k] for k in keep if k in stats}
 
 
+def compile_chain(eager, inputs: list, result: dict):
+    """torch.compile of the chain, compiled by a first call (its seconds in ``result["compile_seconds"]``)."""
+    phase("torch.compile")
+    start = _perf_counter()
+    compiled = torch.compile(eager)
+    compiled(*inputs)
+    _synchronize()
+    result["compile_seconds"] = _perf_counter() - start
+    return compiled
+
+
+def warm_up(contenders: dict, input_sets: list) -> None:
+    """Call each contender until JIT compilation and autotuning are done: at least 3 calls, then until 50 ms
+    have passed (at most 100 calls)."""
+    for fn in contenders.values():
+        warm_start = _perf_counter()
+        for k in range(100):
+            fn(*input_sets[k % len(input_sets)])
+            _synchronize()
+            if k >= 2 and _perf_counter() - warm_start > 0.05:
+                break
+
+
 def main(request_path: str) -> int:
-    seal = Seal()
+    seal = Seal(keep_stdin=True)
     request = json.loads(Path(request_path).read_text())
+    if request.get("ready_fd") is not None:  # for this process only: no compiler it starts may hold it open
+        os.set_inheritable(request["ready_fd"], False)
     out_dir = Path(request["out_dir"])
     result: dict = {}
     monitor = LaunchMonitor()
@@ -167,11 +229,11 @@ def main(request_path: str) -> int:
     PROTECTED["Autotuner._bench"] = (autotuner.Autotuner, "_bench", autotuner.Autotuner._bench)
     stack = StackWatch(monitor, request["file"])  # the timer's state is on this process's stack: not the file's to read
     stack.install()
+    phase("inputs")
 
-    phase("import")
-    with stack.watching():
-        module = load_module(request["file"], "candidate_kernels")
-
+    # Ready: everything that runs no code of the file (a task's inputs, torch.compile of the trusted chain)
+    # is done beside other work on the GPU; the rest waits for "go", given with the GPU alone.
+    task = None
     if request["task"] is not None:
         from fusionforge.tasks import FusionTask
 
@@ -179,7 +241,20 @@ def main(request_path: str) -> int:
         eager = task.function  # the trusted chain, not the file's own (which could be made slow)
         reference, dtype = task.reference, getattr(torch, task.dtype)
         input_sets = [task.make_inputs(request["dims"], seed, "cuda") for seed in request["seeds"]]
-    else:
+        with torch.no_grad():
+            compiled = compile_chain(eager, input_sets[0], result)
+            warm_up({"eager": eager, "compile": compiled}, input_sets)
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    flush_bytes = max(2 * l2, 256 * 1024**2)
+    flush = torch.empty(flush_bytes, dtype=torch.uint8, device="cuda")
+    phase("waiting for the GPU")
+    if not ready_and_wait(request.get("ready_fd")):
+        return 0
+    phase("import the file")
+
+    with stack.watching():
+        module = load_module(request["file"], "candidate_kernels")
+    if task is None:
         eager = module.fused_kernel_pytorch
         input_sets = []
         for seed in request["seeds"]:
@@ -196,28 +271,13 @@ def main(request_path: str) -> int:
 
     with torch.no_grad():
         flops = None  # a task's cost model counts its FLOPs; a file without one is counted here
-        if request["task"] is None:
+        if task is None:
             phase("count flops")
             flops = _count_flops(eager, input_sets[0])
-        phase("torch.compile")
-        start = _perf_counter()
-        compiled = torch.compile(eager)
-        compiled(*input_sets[0])
-        _synchronize()
-        result["compile_seconds"] = _perf_counter() - start
+            compiled = compile_chain(eager, input_sets[0], result)
         contenders = {"eager": eager, "compile": compiled, "triton": triton_fn}
         phase("warm-up")
-        for fn in contenders.values():
-            warm_start = _perf_counter()
-            for k in range(100):
-                fn(*input_sets[k % len(input_sets)])
-                _synchronize()
-                if k >= 2 and _perf_counter() - warm_start > 0.05:
-                    break
-        if request.get("warm_only"):
-            phase("done")
-            seal.write(out_dir, {"warm_only": True, **result, "phases": PHASES})
-            return 0
+        warm_up(contenders, input_sets)
 
         before = len(monitor.launches)
         out = triton_fn(*input_sets[0])
@@ -229,15 +289,13 @@ def main(request_path: str) -> int:
         del out
         result["kernels"] = monitor.resources()
 
-        l2 = torch.cuda.get_device_properties(0).L2_cache_size
-        flush_bytes = max(2 * l2, 256 * 1024**2)
-        flush = torch.empty(flush_bytes, dtype=torch.uint8, device="cuda")
         events: dict[str, list] = {name: [] for name in contenders}
         refills: list[tuple] = []
         launch_counts: collections.Counter = collections.Counter()
         verified: list[dict] = []
         verify_seconds = 0.0
         drawn = set(rng.sample(range(2, MIN_CALLS - 2), RANDOM_VERIFIED))
+        settling = Settling()
         names = list(contenders)
         phase("timed rounds")
         rounds, last = 0, None  # last: the round after which the loop ends, once known
@@ -276,8 +334,9 @@ def main(request_path: str) -> int:
             rounds += 1
             if last is None and rounds >= MIN_CALLS - 2 and rounds % 50 == 48:
                 _synchronize()
-                totals = [sum(_elapsed(b, e) for b, e in pairs) / 1e3 for pairs in events.values()]
-                if min(totals) >= MIN_SECONDS or rounds >= MAX_CALLS - 2:
+                so_far = [[_elapsed(b, e) for b, e in pairs] for pairs in events.values()]
+                if settling.settled(so_far) or min(sum(t) for t in so_far) >= 1e3 * MIN_SECONDS \
+                        or rounds >= MAX_CALLS - 2:
                     last = rounds + 1  # two more rounds, one of each input set, both verified
         _synchronize()
         times = {name: [_elapsed(b, e) for b, e in pairs] for name, pairs in events.items()}

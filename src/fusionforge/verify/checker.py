@@ -498,6 +498,7 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
             return done(analysis.timeout_failure(timeout))
         if result is None:
             return done(analysis.crash_failure(returncode, tail))
+        verdict.phases = result.get("phases") or {}
         if result.get("import_error") and result.get("import_events"):  # a refused walk or scan at import
             return done(analysis.provenance_failure(result["import_events"][0], "import"))
         if result.get("import_error"):

@@ -12,6 +12,7 @@ first call with a new autotuning key.
 """
 
 import inspect
+import time
 
 
 def python_function(kernel):
@@ -33,6 +34,8 @@ class LaunchMonitor:
         self.skip = False
         self.observer = None  # before_launch(kernel, args, kwargs) / after_launch(): the checker's ledger
         self.stream_handle = None  # () -> the raw handle of the stream Triton launches on now (GPU, once installed)
+        self.compile_seconds = 0.0  # in Triton's compiler (a compile, or a load from its cache; GPU only)
+        self.autotune_seconds = 0.0  # in autotuners' trials (the compiles of their configs included)
 
     @property
     def inside(self) -> bool:
@@ -95,12 +98,25 @@ class LaunchMonitor:
 
         def trial(kernel, *args, **kwargs):
             self.trials += 1
+            started = time.perf_counter()
             try:
                 return bench(kernel, *args, **kwargs)
             finally:
                 self.trials -= 1
+                self.autotune_seconds += time.perf_counter() - started
 
         autotuner.Autotuner._bench = trial
+        if hasattr(jit.JITFunction, "_do_compile"):
+            do_compile = jit.JITFunction._do_compile
+
+            def timed_compile(kernel, *args, **kwargs):
+                started = time.perf_counter()
+                try:
+                    return do_compile(kernel, *args, **kwargs)
+                finally:
+                    self.compile_seconds += time.perf_counter() - started
+
+            jit.JITFunction._do_compile = timed_compile
 
     def resources(self) -> dict[str, dict]:
         """Per kernel: registers, spills, shared memory and warps of its compiled form (GPU only)."""

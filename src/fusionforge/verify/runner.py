@@ -28,6 +28,7 @@ import inspect
 import json
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -236,6 +237,17 @@ def protected_functions() -> dict[str, tuple[object, str, object]]:
             **methods_of(Ledger, HostGuard, FileFrames, LaunchMonitor, WrapperWatch)}
 
 
+def process_age() -> float:
+    """Seconds since this process started (Linux's /proc, to 10 ms); 0.0 where that cannot be read."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        started_ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counted after the command name
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def call_key(inputs: list) -> str:
     """What a value-blind wrapper's trace may depend on: the tensors' layouts and the scalar inputs."""
     return describe(list(inputs))
@@ -247,8 +259,15 @@ def main(request_path: str) -> int:
     out_dir = Path(request["out_dir"])
     device = request["device"]
     result: dict = {"sets": [], "import_error": None}
+    now = time.perf_counter()
+    marks = {"start and imports": now - process_age(), "set-up": now}  # phase -> when it began
 
     def finish() -> int:
+        marks["done"] = time.perf_counter()
+        ordered = sorted(marks.items(), key=lambda item: item[1])
+        result["phases"] = {name: round(after - began, 3) for (name, began), (_, after) in zip(ordered, ordered[1:])}
+        result["phases"].update(compile=round(monitor.compile_seconds, 3),
+                                autotune=round(monitor.autotune_seconds, 3))
         seal.write(out_dir, result)
         return 0
 
@@ -263,6 +282,7 @@ def main(request_path: str) -> int:
     guard = HostGuard()
     guard.install(monitor)
     guard.frames.file = request["file"]
+    marks["file import"] = time.perf_counter()
     try:
         result["import_events"] = []
         protected = protected_functions()
@@ -318,6 +338,7 @@ def main(request_path: str) -> int:
         record[key] = _save(out, path)
         return True
 
+    marks["input sets"] = time.perf_counter()
     kept: dict[int, list] = {}  # the inputs of the sets a later set refills
     refilled = {s["refill_of"] for s in request["input_sets"] if s.get("refill_of") is not None}
     for k, input_set in enumerate(request["input_sets"]):
@@ -360,6 +381,7 @@ def main(request_path: str) -> int:
                              if isinstance(a, torch.Tensor) and not _same(a, b)]
     else:
         if request.get("ghost_set"):
+            marks["ghost replay"] = time.perf_counter()
             monitor.skip = True
             ghost: dict = {"label": request["ghost_set"]["label"]}
             call_wrapper(make_inputs(request["ghost_set"]), ghost, "ghost", out_dir / "ghost.pt")

@@ -15,6 +15,7 @@ import hmac
 import json
 import os
 import secrets
+import select
 import signal
 import subprocess
 import sys
@@ -59,12 +60,13 @@ class Seal:
     the C function that signs with it, both bound here (a file cannot swap them or reach this object without
     a stack walk or a gc scan, which the guard refuses)."""
 
-    def __init__(self, key: bytes | None = None) -> None:
+    def __init__(self, key: bytes | None = None, keep_stdin: bool = False) -> None:
         import _hashlib
 
         if key is None:
             key = bytes.fromhex(sys.stdin.buffer.readline().decode().strip())
-            sys.stdin.close()
+            if not keep_stdin:  # a child that waits for "go" (``Child``) closes it after reading that
+                sys.stdin.close()
         self._key = key
         self._sign = _hashlib.hmac_digest
 
@@ -73,6 +75,20 @@ class Seal:
         body = json.dumps({"result": result, "files": {p.name: _digest(p) for p in sorted(out_dir.glob(OUTPUTS))}})
         mac = self._sign(self._key, body.encode(), "sha256").hex()
         (out_dir / RESULT).write_text(json.dumps({"body": body, "mac": mac}))
+
+
+def ready_and_wait(ready_fd: int | None) -> bool:
+    """The child's side of ``Child.wait_ready`` and ``Child.go``: say it is ready, wait for "go" on stdin
+    (then close it); False when the parent let it go without one (it is no longer wanted). A child run
+    without a ready pipe (``run_child``) goes on at once."""
+    if ready_fd is None:
+        sys.stdin.close()
+        return True
+    os.write(ready_fd, b"r")
+    os.close(ready_fd)
+    line = sys.stdin.buffer.readline()
+    sys.stdin.close()
+    return line.strip() == b"go"
 
 
 def unseal(out_dir: Path, key: bytes) -> tuple[dict | None, str | None]:
@@ -102,6 +118,114 @@ def _tail(path: Path) -> str:
         return f.read().decode("utf-8", errors="replace")
 
 
+class Child:
+    """A child process started by ``start_child``, in its own process group, that may first get ready.
+
+    A child started with ``ready=True`` prepares (whatever comes before the candidate's code), says so on a
+    pipe (``wait_ready``), and waits for ``go`` on its stdin; ``finish`` then waits for it to end and
+    unseals its result. ``close`` kills the whole group, whatever its state.
+    """
+
+    def __init__(self, module: str, request: dict, scratch: Path, device: str, ready: bool,
+                 prefix: list[str] | None, env_extra: dict | None) -> None:
+        self.scratch = scratch
+        self._closed = False
+        ready_read, ready_write = os.pipe() if ready else (None, None)
+        request = {**request, "ready_fd": ready_write}
+        request_path = scratch / "request.json"
+        request_path.write_text(json.dumps(request))
+        env = dict(os.environ)
+        src = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        if device == "cpu":
+            env["TRITON_INTERPRET"] = "1"
+        else:
+            env.pop("TRITON_INTERPRET", None)
+        env.update(lane_environment())
+        env.update(env_extra or {})
+        self.key = secrets.token_bytes(32)
+        try:
+            with open(scratch / "output.log", "wb") as out:
+                self.proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", module, str(request_path)],
+                                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env,
+                                             cwd=scratch, start_new_session=True,
+                                             pass_fds=(ready_write,) if ready else ())
+        except BaseException:
+            for fd in (ready_read, ready_write):
+                if fd is not None:
+                    os.close(fd)
+            raise
+        with _running_lock:
+            _running.add(self.proc.pid)
+        self._ready = os.fdopen(ready_read, "rb", buffering=0) if ready else None
+        if ready:
+            os.close(ready_write)  # the child holds the only write end: its exit ends a wait for ready
+        self._send(self.key.hex().encode() + b"\n", close=not ready)
+
+    def _send(self, line: bytes, close: bool) -> None:
+        try:
+            self.proc.stdin.write(line)
+            self.proc.stdin.flush()
+            if close:
+                self.proc.stdin.close()
+        except (BrokenPipeError, ValueError):  # the child is already gone; its exit code says why
+            pass
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the child says it is ready; False when it ended (or the time ran out) first."""
+        poller = select.poll()
+        poller.register(self._ready, select.POLLIN)
+        return bool(poller.poll(timeout * 1000)) and self._ready.read(1) == b"r"
+
+    def go(self) -> None:
+        """Let a ready child go on."""
+        self._send(b"go\n", close=True)
+
+    def finish(self, timeout: float) -> tuple[dict | None, int | None, str]:
+        """Wait for the child to end; (sealed result, or ``{"forged": why}``; returncode or None on timeout;
+        the output's tail). The whole group is killed when the child ends or times out."""
+        try:
+            returncode = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        finally:
+            self.close()
+        result = None
+        if returncode in (0, *ERROR_EXITS) and (self.scratch / RESULT).exists():
+            result, forged = unseal(self.scratch, self.key)
+            if forged is not None:
+                result = {"forged": forged}
+        return result, returncode, _tail(self.scratch / "output.log")
+
+    def close(self) -> None:
+        """Kill the child's process group (if still there) and reap it; once only (its id may be reused)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        with _running_lock:
+            _running.discard(self.proc.pid)  # before the wait reaps it: its id may then be reused
+        self.proc.wait()
+        if self._ready is not None:
+            self._ready.close()
+            self._ready = None
+        if self.proc.stdin and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+
+
+def start_child(module: str, request: dict, scratch: Path, device: str, ready: bool = False,
+                prefix: list[str] | None = None, env_extra: dict | None = None) -> Child:
+    """Start ``python -m module REQUEST`` in a fresh process group (``Child``); with ``ready`` it first
+    prepares, then waits for ``Child.go``. The request gets ``ready_fd``: the pipe to say it is ready on."""
+    return Child(module, request, scratch, device, ready, prefix, env_extra)
+
+
 def run_child(module: str, request: dict, scratch: Path, device: str, timeout: float,
               prefix: list[str] | None = None, env_extra: dict | None = None) -> tuple[dict | None, int | None, str]:
     """Run ``python -m module REQUEST`` in a fresh process group; (result, returncode or None on timeout, tail).
@@ -111,45 +235,4 @@ def run_child(module: str, request: dict, scratch: Path, device: str, timeout: f
     times out. ``prefix`` runs it under another program (compute-sanitizer), with ``env_extra`` set. In a
     lane (``fusionforge.gpus``) the child sees that lane's GPU only.
     """
-    request_path = scratch / "request.json"
-    request_path.write_text(json.dumps(request))
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    if device == "cpu":
-        env["TRITON_INTERPRET"] = "1"
-    else:
-        env.pop("TRITON_INTERPRET", None)
-    env.update(lane_environment())
-    env.update(env_extra or {})
-    log = scratch / "output.log"
-    with open(log, "wb") as out:
-        key = secrets.token_bytes(32)
-        proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", module, str(request_path)],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env,
-                                cwd=scratch, start_new_session=True)
-        with _running_lock:
-            _running.add(proc.pid)
-        try:
-            try:
-                proc.stdin.write(key.hex().encode() + b"\n")
-                proc.stdin.close()
-            except BrokenPipeError:  # the child is already gone; its exit code says why
-                pass
-            returncode = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            returncode = None
-        finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            with _running_lock:
-                _running.discard(proc.pid)  # before the wait reaps it: its id may then be reused
-            proc.wait()
-    result = None
-    if returncode in (0, *ERROR_EXITS) and (scratch / RESULT).exists():
-        result, forged = unseal(scratch, key)
-        if forged is not None:
-            result = {"forged": forged}
-    return result, returncode, _tail(log)
+    return start_child(module, request, scratch, device, prefix=prefix, env_extra=env_extra).finish(timeout)

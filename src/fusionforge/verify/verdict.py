@@ -51,6 +51,7 @@ class Verdict:
     seconds: float = 0.0
     kernels: list[str] = field(default_factory=list)
     output_tail: str = ""
+    phases: dict[str, float] = field(default_factory=dict)  # the check child's seconds per phase
 
     @property
     def passed(self) -> bool:
@@ -60,7 +61,7 @@ class Verdict:
         return {"status": "pass" if self.passed else "fail",
                 "failure": self.failure.to_dict() if self.failure else None,
                 "checks": self.checks, "file": self.file, "task_id": self.task_id, "device": self.device,
-                "kernels": self.kernels, "seconds": round(self.seconds, 3)}
+                "kernels": self.kernels, "seconds": round(self.seconds, 3), "phases": self.phases}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -70,7 +71,8 @@ class Verdict:
         """A verdict back from ``to_dict`` (the child's output tail is not kept there)."""
         failure = Failure.from_dict(raw["failure"]) if raw["failure"] else None
         return cls(file=raw["file"], failure=failure, checks=raw["checks"], task_id=raw["task_id"],
-                   device=raw["device"], seconds=raw.get("seconds", 0.0), kernels=raw["kernels"])
+                   device=raw["device"], seconds=raw.get("seconds", 0.0), kernels=raw["kernels"],
+                   phases=raw.get("phases") or {})
 
 
 def use_symbols(stream=None) -> bool:
