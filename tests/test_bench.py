@@ -133,6 +133,19 @@ def test_patched_timers_are_suspicious():
     assert r.status == "suspicious"
 
 
+def test_the_timer_knows_when_the_file_replaces_a_step_of_its_own(monkeypatch):
+    """A file imported by the timing child could swap the steps that build torch.compile's contender or verify
+    its outputs (the child runs as __main__, reachable through sys.modules): each one is watched."""
+    from fusionforge.bench import timer
+    from fusionforge.verify.hostguard import tampered
+
+    assert tampered(timer.PROTECTED) == []
+    for name in ("compile_chain", "warm_up", "verify_call", "output_dtype", "median_is_stable", "input_sensitivity"):
+        with monkeypatch.context() as patch:
+            patch.setattr(timer, name, lambda *args, **kwargs: None)
+            assert tampered(timer.PROTECTED) == [name]
+
+
 def test_over_ten_x_needs_the_wall_clock_recheck():
     confirmed = judge(result(), raw(eager=1.2, compiled=0.11, triton=0.1), None, RATES)
     assert confirmed.passed and "confirm" in confirmed.note

@@ -213,6 +213,11 @@ def warm_up(contenders: dict, input_sets: list) -> None:
                 break
 
 
+# the steps between the file's import and the timed rounds
+PROTECTED.update({name: (sys.modules[__name__], name, globals()[name])
+                  for name in ("output_dtype", "verify_call", "compile_chain", "warm_up")})
+
+
 def main(request_path: str) -> int:
     seal = Seal(keep_stdin=True)
     request = json.loads(Path(request_path).read_text())
