@@ -6,30 +6,18 @@ a dot product that cancelled to ~1e-6 (PyTorch's own error there happened to be 
 """
 
 import functools
+from pathlib import Path
 
 import pytest
 import torch
 
-from fusionforge.tasks import FusionTask
+from fusionforge.kernelfile import load_module
+from fusionforge.tasks import TaskGenerator
 from fusionforge.verify import analysis
 from fusionforge.verify.checker import compare, input_sensitivity
 
-SQRT_TASK = {
-    "id": "ff-tolerance", "seed": 17, "difficulty": "hard", "dtype": "float32",
-    "description": "matmul x @ w -> minimum a per-row vector -> sqrt(|h|) (float32)",
-    "signature": "float32|r2|matmul>minimum(operand=row)>sqrt",
-    "ops": [{"op": "matmul", "params": {}, "inputs": ["w"]},
-            {"op": "minimum", "params": {"operand": "row"}, "inputs": ["rowvec1"]},
-            {"op": "sqrt", "params": {}, "inputs": []}],
-    "inputs": [{"name": "x", "role": "activation", "shape": ["M", "K"], "dtype": "float32",
-                "init": {"dist": "normal", "mean": 0.0, "std": 1.0, "clip": 4.0}},
-               {"name": "w", "role": "weight", "shape": ["K", "N"], "dtype": "float32",
-                "init": {"dist": "normal", "mean": 0.0, "std": 1.0, "fan_in": "K", "clip": 4.0}},
-               {"name": "rowvec1", "role": "rowvec", "shape": ["M"], "dtype": "float32",
-                "init": {"dist": "normal", "mean": 0.0, "std": 0.5, "clip": 2.0}}],
-    "output": {"shape": ["M", "N"], "dtype": "float32"},
-    "shapes": {"test": [{"M": 37, "N": 131, "K": 53}], "bench": [{"M": 7296, "N": 3072, "K": 4096}]},
-}
+# the task of that run (seed 17): the generator makes it again from its chain
+SQRT_TASK = TaskGenerator().generate(17, dtype="float32", ops="matmul,minimum:row,sqrt")
 DIMS = {"M": 37, "N": 131, "K": 53}
 
 
@@ -52,7 +40,7 @@ def _moved(task, inputs, ref, seed):
 
 
 def _cases(seeds):
-    task = FusionTask.from_dict(SQRT_TASK)
+    task = SQRT_TASK
     for seed in seeds:
         inputs = task.make_inputs(DIMS, seed)
         ref = task.reference(inputs)
@@ -68,13 +56,14 @@ def test_split_tf32_is_float32_accurate_and_passes_where_the_max_abs_rule_alone_
     assert alone_failed > 0  # the case is real: the max abs rule alone fails this correct kernel
 
 
+# the corrupted outputs of the GPU sweep, and two more
+SWEEP = load_module(Path(__file__).parents[1] / "benchmarks" / "tolerance_sweep.py", "tolerance_sweep")
+
+
 def _corrupted(out: torch.Tensor) -> dict[str, torch.Tensor]:
-    tile_bf16, tile_scaled, one = out.clone(), out.clone(), out.clone()
-    tile_bf16[-16:, -16:] = out[-16:, -16:].bfloat16().float()
-    tile_scaled[-16:, -16:] *= 1 + 2**-10
+    one = out.clone()
     one[3, 5] += 1e-3 * out.abs().max()
-    return {"tile_bf16": tile_bf16, "tile_scaled": tile_scaled, "all_bf16": out.bfloat16().float(),
-            "one_element": one, "last_k_dropped": None}
+    return {**SWEEP.corruptions(out), "one_element": one, "last_k_dropped": None}
 
 
 @pytest.mark.parametrize("bug", ["tile_bf16", "tile_scaled", "all_bf16", "one_element", "last_k_dropped"])
