@@ -427,6 +427,23 @@ def test_a_contended_measurement_is_measured_again_and_never_cached(monkeypatch,
     assert json.loads((tmp_path / "rates.json").read_text()) == {}
 
 
+def test_ready_children_parked_on_the_gpu_do_not_spoil_the_ceilings(monkeypatch, tmp_path):
+    """A timing child waits for its turn holding the GPU's memory, idle: the ceilings measured beside it are
+    the GPU alone's and are cached; any other process on the GPU still makes them contended."""
+    from fusionforge.bench import roofline
+
+    good = {name: [100.0, 101.0, 100.5] for name in roofline.RATES}
+    monkeypatch.setattr(roofline, "CACHE", tmp_path / "rates.json")
+    monkeypatch.setattr(roofline, "device_key", lambda index: "GPU X|torch t|triton t")
+    monkeypatch.setattr(roofline, "parked", lambda pid: pid == 4242)
+    monkeypatch.setattr(roofline.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(roofline, "_measure_in_child", lambda: (good, [4242], ""))
+    assert "contended" not in roofline.device_rates() and (tmp_path / "rates.json").exists()
+    roofline.forget("GPU X|torch t|triton t")
+    monkeypatch.setattr(roofline, "_measure_in_child", lambda: (good, [4242, 777], ""))
+    assert "777" in roofline.device_rates()["contended"]
+
+
 def test_other_processes_count_only_on_the_measured_gpu(monkeypatch):
     """nvidia-smi lists every GPU of the machine: a neighbour lane's work must not spoil this GPU's ceilings."""
     from types import SimpleNamespace

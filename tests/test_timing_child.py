@@ -20,6 +20,7 @@ request = json.loads(Path(sys.argv[1]).read_text())
 out = Path(request["out_dir"])
 if request.get("die_before_ready"):
     raise SystemExit(3)
+time.sleep(request.get("prepare_seconds", 0))
 (out / "prepared").write_text("yes")
 if not ready_and_wait(request["ready_fd"]):
     raise SystemExit(0)
@@ -35,10 +36,13 @@ def _start(tmp_path, **request):
 
 def test_a_ready_child_waits_for_go_and_then_seals_its_result(tmp_path):
     child = _start(tmp_path)
+    assert not sandbox.parked(child.proc.pid)
     assert child.wait_ready(60)
     time.sleep(0.3)
     assert (tmp_path / "prepared").exists() and not (tmp_path / "went").exists()  # nothing past ready before go
+    assert sandbox.parked(child.proc.pid)  # idle until "go": the device ceilings may be measured beside it
     child.go()
+    assert not sandbox.parked(child.proc.pid)
     result, returncode, _ = child.finish(60)
     assert returncode == 0 and result == {"timed": True, "stdin_closed": True}
 
@@ -97,6 +101,23 @@ def test_a_timing_child_that_did_not_get_ready_beside_the_checks_is_started_agai
     raw, returncode, _ = timing.time()
     timing.close()
     assert len(starts) == 2 and returncode == 0 and raw == {"timed": True, "stdin_closed": True}
+
+
+def test_a_timing_child_too_slow_to_get_ready_is_stopped_before_the_next_timing(tmp_path, monkeypatch):
+    """Still preparing when its time ran out, it would share the GPU with the timings that follow."""
+    from fusionforge.bench import benchmark
+
+    def start(module, request, scratch, device, ready=False):
+        (scratch / "two_step_child.py").write_text(CHILD)
+        return sandbox.start_child("two_step_child", {**request, "prepare_seconds": 30}, scratch, "cpu", ready=ready)
+
+    monkeypatch.setattr(benchmark, "start_child", start)
+    monkeypatch.setattr(benchmark, "input_sets", lambda task, device, seeds: [{"label": "bench[0]", "seed": 1}])
+    timing = benchmark.TimingChild(tmp_path / "file.py", None, 2)
+    try:
+        assert not timing.ready and timing._child.proc.poll() is not None
+    finally:
+        timing.close()
 
 
 @pytest.mark.parametrize("noise", [0.002, 0.01, 0.05])

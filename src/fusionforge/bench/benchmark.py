@@ -200,10 +200,13 @@ class TimingChild:
         try:
             self._child = start_child("fusionforge.bench.timer", {**self._request, "out_dir": self._scratch.name},
                                       Path(self._scratch.name), "cuda", ready=True)
-            return self._child.wait_ready(self.timeout)
+            ready = self._child.wait_ready(self.timeout)
         except BaseException:
             self.close()
             raise
+        if not ready:  # still preparing, it would share the GPU with the next timing: stopped now
+            self._child.close()
+        return ready
 
     def time(self) -> tuple[dict | None, int | None, str]:
         """(the raw result or None, returncode, the output's tail); the child is gone after it. A child that

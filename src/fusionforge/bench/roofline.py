@@ -11,7 +11,8 @@ A ceiling measured while other work shares the GPU is too low, and a floor made 
 honest kernels then look "past physics". So the ceilings are measured in a child process of their
 own (``python -m fusionforge.bench.roofline REQUEST``), by callers that hold the GPU alone (timings'
 gate), each rate SAMPLES times, interleaved; they are cached only when plausible: no other process on
-the GPU and every rate's samples within RATE_AGREEMENT of each other. Otherwise they are measured
+the GPU (ready timing children parked until their turn hold memory there but run nothing, and do not
+count) and every rate's samples within RATE_AGREEMENT of each other. Otherwise they are measured
 again (up to ATTEMPTS times); a last implausible measurement is used once, marked ``contended``, and
 never cached.
 """
@@ -25,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from fusionforge.verify.sandbox import parked, run_child
 
 CACHE = Path(os.environ.get("FUSIONFORGE_CACHE", Path.home() / ".cache" / "fusionforge")) / "device_rates.json"
 RATES = ("copy_GBs", "matmul_TFLOPs_float16", "matmul_TFLOPs_bfloat16", "matmul_TFLOPs_float32", "matmul_TFLOPs_tf32")
@@ -116,8 +119,6 @@ def device_key(index: int = 0) -> str:
 
 
 def _measure_in_child() -> tuple[dict | None, list[int] | None, str]:
-    from fusionforge.verify.sandbox import run_child
-
     with tempfile.TemporaryDirectory(prefix="fusionforge-rates-") as scratch:
         raw, returncode, tail = run_child("fusionforge.bench.roofline", {"out_dir": scratch}, Path(scratch), "cuda",
                                           MEASURE_TIMEOUT)
@@ -145,7 +146,7 @@ def device_rates(index: int = 0, refresh: bool = False) -> dict:
         samples, others, why = _measure_in_child()
         if samples is None:
             continue
-        rates, why = plausible(samples, [pid for pid in others or [] if pid != os.getpid()])
+        rates, why = plausible(samples, [pid for pid in others or [] if pid != os.getpid() and not parked(pid)])
         if rates is not None:
             cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
             cache[key] = rates

@@ -33,6 +33,18 @@ OUTPUTS = "*.pt"  # the output files a child leaves for its parent, sealed with 
 
 _running: set[int] = set()  # process groups of the children alive now (several threads may run children)
 _running_lock = threading.Lock()
+_parked: set[int] = set()  # process groups of ready children waiting for "go": trusted code only, idle
+
+
+def parked(pid: int) -> bool:
+    """Whether process ``pid`` belongs to a ready child still waiting for "go" (its own process group):
+    it holds the GPU's memory but runs nothing there (only trusted code has run in it so far)."""
+    try:
+        group = os.getpgid(pid)
+    except (ProcessLookupError, PermissionError):
+        return False
+    with _running_lock:
+        return group in _parked
 
 
 def kill_running() -> int:
@@ -175,10 +187,16 @@ class Child:
         """Wait until the child says it is ready; False when it ended (or the time ran out) first."""
         poller = select.poll()
         poller.register(self._ready, select.POLLIN)
-        return bool(poller.poll(timeout * 1000)) and self._ready.read(1) == b"r"
+        ready = bool(poller.poll(timeout * 1000)) and self._ready.read(1) == b"r"
+        if ready:
+            with _running_lock:
+                _parked.add(self.proc.pid)
+        return ready
 
     def go(self) -> None:
         """Let a ready child go on."""
+        with _running_lock:
+            _parked.discard(self.proc.pid)
         self._send(b"go\n", close=True)
 
     def finish(self, timeout: float) -> tuple[dict | None, int | None, str]:
@@ -208,6 +226,7 @@ class Child:
             pass
         with _running_lock:
             _running.discard(self.proc.pid)  # before the wait reaps it: its id may then be reused
+            _parked.discard(self.proc.pid)
         self.proc.wait()
         if self._ready is not None:
             self._ready.close()
