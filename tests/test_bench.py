@@ -96,6 +96,17 @@ def test_under_the_floor_is_suspicious():
     assert r.status == "suspicious" and any("past physics" in s for s in r.suspicious)
 
 
+def test_a_matmul_faster_than_cublas_is_not_past_physics_until_far_beyond_it():
+    """Seen on the H200: a persistent TMA bf16 kernel at 729 TFLOP/s against cuBLAS's 680 at 8192^3 (the
+    ceiling), honest and verified. Only a matmul far past the measured ceiling is suspicious."""
+    flops = 7e11  # 1.0 ms at RATES' float16 ceiling
+    fast = judge(result(), raw(eager=1.3, compiled=1.05, triton=1.0 / 1.07, nbytes=3_000_000, flops=flops),
+                 None, RATES)
+    assert fast.passed and not fast.suspicious and fast.roofline["triton_fraction_of_floor"] > 1.05
+    far = judge(result(), raw(eager=1.3, compiled=1.05, triton=1.0 / 1.4, nbytes=3_000_000, flops=flops), None, RATES)
+    assert far.status == "suspicious" and any("past physics" in s for s in far.suspicious)
+
+
 def test_work_outside_the_timed_stream_is_suspicious():
     r = judge(result(), raw(eager=0.36, compiled=0.11, triton=0.10, hidden=0.3), None, RATES)
     assert r.status == "suspicious" and any("escapes the timed stream" in s for s in r.suspicious)

@@ -308,24 +308,26 @@ def judge(result: BenchResult, raw: dict, task: FusionTask | None, rates: dict) 
     else:
         nbytes, flops, dtype = raw["bytes_io"], raw["flops_counted"], raw["dtype"]
     floor = roofline.floor_ms(nbytes, flops, dtype, rates)
+    physics = roofline.floor_ms(nbytes, flops, dtype, rates, roofline.MATMUL_HEADROOM)
     result.roofline = {"bytes": nbytes, "flops": flops, "floor_ms": floor, "dtype": dtype,
                        "copy_GBs": rates["copy_GBs"], "matmul_TFLOPs": roofline.matmul_TFLOPs(dtype, rates),
                        **{f"{n}_fraction_of_floor": floor / stats[n]["median_ms"] for n in CONTENDERS},
                        "triton_GBs": nbytes / triton_["median_ms"] / 1e6,
                        "triton_TFLOPs": flops / triton_["median_ms"] / 1e9}
     # A floor that PyTorch's own calls beat is a wrong floor (ceilings measured too low), not a cheat's mark.
-    beaten = [n for n in ("eager", "compile") if stats[n]["median_ms"] < 0.95 * floor]
+    beaten = [n for n in ("eager", "compile") if stats[n]["median_ms"] < 0.95 * physics]
     if beaten or rates.get("contended"):
         result.roofline["floor_wrong"] = True
-        result.note = (f"the roofline floor {floor:.4f} ms is wrong: {' and '.join(beaten)} ran under it; the device "
-                       "ceilings are measured again on the next timing" if beaten else
+        result.note = (f"the roofline floor {floor:.4f} ms is wrong: {' and '.join(beaten)} ran under the least time it "
+                       f"allows ({physics:.4f} ms); the device ceilings are measured again on the next timing" if beaten else
                        f"the roofline floor is uncertain: the device ceilings were measured while {rates['contended']}")
 
     if raw.get("tampered"):
         result.suspicious.append(f"the candidate replaced functions the timer relies on: {', '.join(raw['tampered'])}")
-    if triton_["median_ms"] < 0.95 * floor and not result.roofline.get("floor_wrong"):
+    if triton_["median_ms"] < 0.95 * physics and not result.roofline.get("floor_wrong"):
         result.suspicious.append(f"Triton's median {triton_['median_ms']:.4f} ms is under the roofline floor "
-                                 f"{floor:.4f} ms: past physics")
+                                 f"{floor:.4f} ms" + (f" (its matmul part at {roofline.MATMUL_HEADROOM:g}x the "
+                                 f"measured ceiling: {physics:.4f} ms)" if physics < floor else "") + ": past physics")
     # A call's wall clock is its host time (until it returns: launches, Python, any wait) plus the GPU work
     # still running after that; the events see all the GPU work on the timed stream. What is left over,
     # wall - host - events, is GPU work the events missed (kernels on a stream never joined), beyond the
