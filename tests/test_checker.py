@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from fusionforge.cli import main
 from fusionforge.tasks import TaskGenerator
@@ -231,3 +232,24 @@ def test_a_check_says_where_its_childs_time_went():
     assert {"start and imports", "set-up", "file import", "input sets", "compile", "autotune"} <= set(phases)
     assert phases["start and imports"] > 0.1 and phases["input sets"] >= phases["autotune"] > 0
     assert Verdict.from_dict(verdict.to_dict()).phases == phases
+
+
+def test_a_compare_that_finds_no_gpu_memory_runs_on_the_cpu(monkeypatch):
+    """The check compares bench-shape outputs on the GPU; with its memory taken it falls back to the CPU."""
+    from fusionforge.verify import checker
+
+    ref = torch.linspace(-1, 1, 1000, dtype=torch.float64)
+    out = ref.to(torch.float16)
+    real, devices = checker.compare, []
+
+    def short_of_memory(out, ref, own, dtype, sensitivity=None):
+        devices.append(out.device.type)
+        if len(devices) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(out, ref, own, dtype, sensitivity)
+
+    monkeypatch.setattr(checker, "compare", short_of_memory)
+    stats = checker.compare_on("cpu", out, ref, out, torch.float16)
+    assert stats["passed"] and devices == ["cpu", "cpu"]
+    bad = checker.compare_on("cpu", out.flip(0), ref, out, torch.float16)
+    assert not bad["passed"]

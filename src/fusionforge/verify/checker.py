@@ -165,10 +165,22 @@ def _index(flat: int, shape) -> list[int]:
     return list(reversed(index))
 
 
-def _load(saved: dict | None):
+def _load(saved: dict | None, device: str = "cpu"):
     if not saved or saved.get("type") != "torch.Tensor":
         return None
-    return torch.load(saved["file"], weights_only=True)
+    return torch.load(saved["file"], weights_only=True, map_location=device)
+
+
+def compare_on(device: str, out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype,
+               sensitivity: Callable[[], torch.Tensor] | None = None) -> dict:
+    """``compare`` on ``device`` (a bench shape's float64 compare takes seconds of CPU, milliseconds of GPU),
+    on the CPU when the GPU has no memory left for it."""
+    moved = [t.to(device) if t is not None else None for t in (out, ref, own)]
+    try:
+        return compare(*moved, dtype, sensitivity)
+    except torch.OutOfMemoryError:
+        del moved
+        return compare(out.cpu(), ref.cpu(), own.cpu() if own is not None else None, dtype, sensitivity)
 
 
 def _failure_from_stats(stats: dict, implementation: str, label: str, context: dict) -> Failure:
@@ -211,12 +223,12 @@ class _Run:
             spec = self.sets[k]
             inputs = self.task.make_inputs(spec["dims"], spec["seed"], self.device, spec.get("scalar_seed"))
             with torch.no_grad():
-                ref = self.task.reference(inputs).cpu()
-                own = self.task.function(*inputs).cpu()
+                ref = self.task.reference(inputs)
+                own = self.task.function(*inputs)
             return ref, own, getattr(torch, self.task.dtype), \
                 functools.cache(functools.partial(input_sensitivity, self.task.reference, inputs, ref, spec["seed"]))
-        own = _load(record.get("pytorch"))
-        ref = _load(record.get("reference"))
+        own = _load(record.get("pytorch"), self.device)
+        ref = _load(record.get("reference"), self.device)
         if own is None:
             return None, None, None, None
         if ref is None or ref.shape != own.shape:
@@ -245,9 +257,9 @@ class _Run:
                 return self.locate(analysis.cheat_failure("memoized", "", record["label"]))
         ghost = result.get("ghost")
         if ghost and ghost.get("ghost"):
-            out = _load(ghost["ghost"])
+            out = _load(ghost["ghost"], self.device)
             ref, own, dtype, _ = self.reference(len(self.sets) - 1, ghost)
-            if out is not None and ref is not None and compare(out, ref, own, dtype)["passed"]:
+            if out is not None and ref is not None and compare_on(self.device, out, ref, own, dtype)["passed"]:
                 return self.locate(analysis.cheat_failure("ghost", "", ghost["label"]))
         return None
 
@@ -310,20 +322,20 @@ class _Run:
 
         pytorch_failure = None
         if self.task is not None:
-            mine = _load(record.get("pytorch"))
+            mine = _load(record.get("pytorch"), self.device)
             if mine is None:
                 pytorch_failure = analysis.not_a_tensor("PyTorch", record["pytorch"].get("type"), label)
             else:
-                stats = compare(mine, ref, own, dtype, sensitivity)
+                stats = compare_on(self.device, mine, ref, own, dtype, sensitivity)
                 if not stats["passed"]:
                     pytorch_failure = _failure_from_stats(stats, "PyTorch", label, context)
 
         for key, second in (("triton", False), ("triton_again", True)):
-            out = _load(record.get(key))
+            out = _load(record.get(key), self.device)
             if out is None:
                 failure = analysis.not_a_tensor("Triton", record.get(key, {}).get("type"), label)
                 return _both(failure, pytorch_failure)
-            stats = compare(out, ref, own, dtype, sensitivity)
+            stats = compare_on(self.device, out, ref, own, dtype, sensitivity)
             if not second:
                 check.update({k: v for k, v in stats.items() if k not in ("kind",)})
             if not stats["passed"]:
