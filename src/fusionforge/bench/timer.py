@@ -54,7 +54,7 @@ from fusionforge.kernelfile import load_module  # noqa: E402
 from fusionforge.verify.checker import compare, input_sensitivity  # noqa: E402
 from fusionforge.verify.hostguard import FileFrames, StackWatch, methods_of, tampered  # noqa: E402
 from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
-from fusionforge.verify.sandbox import Seal, ready_and_wait  # noqa: E402
+from fusionforge.verify.sandbox import Seal, exit_at_once, ready_and_wait  # noqa: E402
 
 MIN_CALLS = 100
 MEDIAN_PRECISION = 0.005
@@ -396,4 +396,4 @@ def _count_flops(fn, inputs) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1]))
+    exit_at_once(main(sys.argv[1]))

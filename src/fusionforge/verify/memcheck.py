@@ -18,7 +18,7 @@ import re
 import shutil
 from pathlib import Path
 
-ENV = {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}
+ENV = {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1", "FUSIONFORGE_MEMCHECK": "1"}  # the runner ends normally under it
 LAUNCH_LOG = "launches.jsonl"  # in the child's scratch folder
 ACCESS = {"read": "load", "write": "store"}
 

@@ -43,7 +43,7 @@ from fusionforge.verify.launches import LaunchMonitor
 from fusionforge.verify.ledger import HOST_DATA, HOST_READS, Ledger, describe
 from fusionforge.verify.memcheck import LAUNCH_LOG, LaunchLog
 from fusionforge.verify.policy import ALLOCATING_OPS, ALLOWED_OPS, POISON
-from fusionforge.verify.sandbox import Seal
+from fusionforge.verify.sandbox import Seal, exit_at_once
 
 
 class WrapperWatch(TorchDispatchMode):
@@ -391,4 +391,7 @@ def main(request_path: str) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1]))
+    code = main(sys.argv[1])
+    if os.environ.get("FUSIONFORGE_MEMCHECK") == "1":
+        raise SystemExit(code)  # compute-sanitizer reports as the CUDA context ends: let it end
+    exit_at_once(code)
