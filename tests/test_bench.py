@@ -288,6 +288,7 @@ def test_the_gate_lets_checks_overlap_and_gives_each_timing_the_gpu_alone(monkey
     from types import SimpleNamespace
 
     from fusionforge.bench import DeviceGate, benchmark
+    from fusionforge.gpus import parent_gpu_work
 
     lock = threading.Lock()
     running = {"check": 0, "timing": 0}
@@ -306,12 +307,14 @@ def test_the_gate_lets_checks_overlap_and_gives_each_timing_the_gpu_alone(monkey
             running[kind] -= 1
 
     def fake_check(path, task=None, device=None, timeout=None):
-        section("check")
+        with parent_gpu_work():  # a check's GPU work in this process (its child's, a timing pauses)
+            section("check")
         return SimpleNamespace(passed=True)
 
     class FakeTimingChild:
         def __init__(self, path, task, timeout):
-            section("check")  # made ready beside the checks
+            with parent_gpu_work():  # made ready beside the checks
+                section("check")
 
         def close(self):
             pass
@@ -438,7 +441,7 @@ def test_a_contended_measurement_is_measured_again_and_never_cached(monkeypatch,
     assert json.loads((tmp_path / "rates.json").read_text()) == {}
 
 
-def test_ready_children_parked_on_the_gpu_do_not_spoil_the_ceilings(monkeypatch, tmp_path):
+def test_children_idle_on_the_gpu_do_not_spoil_the_ceilings(monkeypatch, tmp_path):
     """A timing child waits for its turn holding the GPU's memory, idle: the ceilings measured beside it are
     the GPU alone's and are cached; any other process on the GPU still makes them contended."""
     from fusionforge.bench import roofline
@@ -446,7 +449,7 @@ def test_ready_children_parked_on_the_gpu_do_not_spoil_the_ceilings(monkeypatch,
     good = {name: [100.0, 101.0, 100.5] for name in roofline.RATES}
     monkeypatch.setattr(roofline, "CACHE", tmp_path / "rates.json")
     monkeypatch.setattr(roofline, "device_key", lambda index: "GPU X|torch t|triton t")
-    monkeypatch.setattr(roofline, "parked", lambda pid: pid == 4242)
+    monkeypatch.setattr(roofline, "idle_on_gpu", lambda pid: pid == 4242)
     monkeypatch.setattr(roofline.time, "sleep", lambda seconds: None)
     monkeypatch.setattr(roofline, "_measure_in_child", lambda: (good, [4242], ""))
     assert "contended" not in roofline.device_rates() and (tmp_path / "rates.json").exists()

@@ -4,6 +4,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import run_args
@@ -79,22 +80,37 @@ def _run(tmp_path, count: int, seed: int) -> Run:
     return Run.create(tmp_path / "runs", options)
 
 
+def _stopped(group: int) -> bool:
+    """Whether every process of the process group ``group`` is stopped (or gone)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] not in ("T", "t", "Z", "X"):
+            return False
+    return True
+
+
 def test_a_run_spreads_its_tasks_over_every_gpu_and_times_each_alone(tmp_path, monkeypatch):
     """Two logical GPUs, two tasks at a time on each: both GPUs work, and on each GPU a timing never runs
-    beside that GPU's checks or timings (the other GPU's work goes on)."""
+    beside that GPU's other timings, its checks' GPU work in this process, or a check child that is not
+    paused (the other GPU's work goes on)."""
     from fusionforge.bench import benchmark
+    from fusionforge.verify import checker
 
     lock = threading.Lock()
     running: dict[str, dict[str, int]] = {"0": {"check": 0, "timing": 0}, "1": {"check": 0, "timing": 0}}
     seen = {"lanes": [], "timing_beside_own_gpu": 0, "both_gpus_at_once": 0}
-    real_check, real_time = benchmark.check_and_prepare, benchmark.time_checked
+    real_evaluate, real_time = checker._Run.evaluate, benchmark.time_checked
 
     def section(kind):
         gpu = lane_environment()["CUDA_VISIBLE_DEVICES"]
         with lock:
             running[gpu][kind] += 1
             mine, other = running[gpu], running["1" if gpu == "0" else "0"]
-            if kind == "timing" and (mine["check"] or mine["timing"] > 1):
+            if kind == "timing" and (mine["check"] or mine["timing"] > 1
+                                     or not all(_stopped(group) for group in current_lane().gate._children)):
                 seen["timing_beside_own_gpu"] += 1
             seen["both_gpus_at_once"] += bool(other["check"] or other["timing"])
             seen["lanes"].append(gpu)
@@ -104,10 +120,11 @@ def test_a_run_spreads_its_tasks_over_every_gpu_and_times_each_alone(tmp_path, m
         with lock:
             running[gpu][kind] -= 1
 
-    def check(path, task, device, timeout, phases=None):
+    def evaluate(self, result):  # a check's own work on its GPU, in this process
         gpu = section("check")
         try:
-            return real_check(path, task, device, timeout, phases)
+            time.sleep(0.1)
+            return real_evaluate(self, result)
         finally:
             leave(gpu, "check")
 
@@ -119,7 +136,7 @@ def test_a_run_spreads_its_tasks_over_every_gpu_and_times_each_alone(tmp_path, m
         finally:
             leave(gpu, "timing")
 
-    monkeypatch.setattr(benchmark, "check_and_prepare", check)
+    monkeypatch.setattr(checker._Run, "evaluate", evaluate)
     monkeypatch.setattr(benchmark, "time_checked", timing)
     lanes = Lanes([Lane("0", 0), Lane("1", 1)])
     settings = Settings(tmp_path / "work", Dataset(tmp_path / "data"), device="cpu", timeout=240, lanes=lanes)
@@ -211,3 +228,96 @@ def test_a_run_works_on_as_many_tasks_per_gpu_as_its_cores_allow_by_default(monk
     monkeypatch.setattr(os, "cpu_count", lambda: 128)
     assert default_jobs("cuda", 1) == 14 and default_jobs("cuda", 8) == 14
     assert default_jobs("cpu", 1) == 1
+
+
+# A check-like child, quick to start: beats (the time, to a file) every few ms until it has used "work"
+# seconds of CPU.
+HEARTBEAT = """
+import json, sys, time
+from pathlib import Path
+
+request = json.loads(Path(sys.argv[1]).read_text())
+out = Path(request["out_dir"])
+end = time.process_time() + request["work"]
+with open(out / "beats", "a") as beats:
+    while time.process_time() < end:
+        beats.write(f"{time.time()}\\n")
+        beats.flush()
+        deadline = time.process_time() + 0.005
+        while time.process_time() < deadline:
+            pass
+"""
+
+
+def _check_like_child(tmp_path, gate, work, timeout, results):
+    from fusionforge.verify import sandbox
+
+    (tmp_path / "heartbeat.py").write_text(HEARTBEAT)
+    with gate.pausable():
+        results.append(sandbox.start_child("heartbeat", {"out_dir": str(tmp_path), "work": work}, tmp_path,
+                                           "cpu").finish(timeout))
+
+
+def _beats(tmp_path):
+    path = tmp_path / "beats"
+    return [float(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def test_a_timing_pauses_the_checks_children_and_their_time_limits_wait():
+    """No beat of a check's child while a timing holds the GPU, its beats go on after, and the pause does
+    not count against its time limit (4 s for 0.5 s of work and a 5 s timing)."""
+    import tempfile
+
+    from fusionforge.gpus import DeviceGate, paused_group
+
+    gate, results = DeviceGate(), []
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        worker = threading.Thread(target=_check_like_child, args=(folder, gate, 0.5, 4.0, results))
+        worker.start()
+        deadline = time.time() + 60
+        while not _beats(folder) and time.time() < deadline:
+            time.sleep(0.01)
+        assert _beats(folder), "the child never started"
+        with gate.alone():
+            began = time.time()
+            paused = set(gate._children)
+            # paused children hold the GPU's memory but run nothing: the device ceilings may be measured
+            assert paused and all(paused_group(group) for group in paused)
+            time.sleep(5.0)
+            ended = time.time()
+        assert not any(paused_group(group) for group in paused)
+        worker.join(60)
+        beats = _beats(folder)
+    _, returncode, _ = results[0]
+    assert returncode == 0
+    assert not [beat for beat in beats if began <= beat <= ended]
+    assert any(beat < began for beat in beats) and any(beat > ended for beat in beats)
+
+
+def test_a_timing_waits_for_a_checks_own_gpu_work_and_new_children_wait_for_the_timing(tmp_path):
+    from fusionforge.gpus import DeviceGate, parent_gpu_work
+
+    gate, events = DeviceGate(), []
+
+    def check_work():
+        with gate.pausable(), parent_gpu_work():
+            events.append(("work", time.time()))
+            time.sleep(0.5)
+            events.append(("work done", time.time()))
+
+    worker = threading.Thread(target=check_work)
+    worker.start()
+    while not events:
+        time.sleep(0.01)
+    with gate.alone():
+        events.append(("timing", time.time()))
+        starter = threading.Thread(target=_check_like_child, args=(tmp_path, gate, 0.05, 60, []))
+        starter.start()
+        time.sleep(0.5)
+        events.append(("timing done", time.time()))
+    worker.join(60)
+    starter.join(60)
+    when = dict(events)
+    assert when["timing"] >= when["work done"]  # the timing waited for the parent's GPU work
+    assert min(_beats(tmp_path)) >= when["timing done"]  # the child started after the timing

@@ -36,13 +36,13 @@ def _start(tmp_path, **request):
 
 def test_a_ready_child_waits_for_go_and_then_seals_its_result(tmp_path):
     child = _start(tmp_path)
-    assert not sandbox.parked(child.proc.pid)
+    assert not sandbox.idle_on_gpu(child.proc.pid)
     assert child.wait_ready(60)
     time.sleep(0.3)
     assert (tmp_path / "prepared").exists() and not (tmp_path / "went").exists()  # nothing past ready before go
-    assert sandbox.parked(child.proc.pid)  # idle until "go": the device ceilings may be measured beside it
+    assert sandbox.idle_on_gpu(child.proc.pid)  # idle until "go": the device ceilings may be measured beside it
     child.go()
-    assert not sandbox.parked(child.proc.pid)
+    assert not sandbox.idle_on_gpu(child.proc.pid)
     result, returncode, _ = child.finish(60)
     assert returncode == 0 and result == {"timed": True, "stdin_closed": True}
 

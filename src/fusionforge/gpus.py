@@ -1,9 +1,15 @@
 """Sharing GPUs between threads: on each GPU checks side by side, each timing with the GPU alone.
 
 Checks (and a timing child's preparation: imports, inputs, torch.compile) only need the answers to be
-right, so several run at once; a timing needs the GPU to itself, or it would measure its neighbours. ``DeviceGate`` is a
-readers-writer lock with the writer first: a timing waits for the running checks to end, and new
-checks wait while a timing waits or runs, so timings are never starved.
+right, so several run at once; a timing needs the GPU to itself, or it would measure its neighbours.
+``DeviceGate`` gives it that without waiting for the checks to end: their child processes are *paused*
+(SIGSTOP to each child's process group) for the timing and go on after it (SIGCONT), their time limits
+extended by the pause. A paused process launches nothing, and what it had queued on the GPU (at most a
+call or an autotuning trial's repeats) finishes within ``SETTLE_SECONDS``, waited before the timing
+starts. The parent's own GPU work for a check (the reference and the comparison) cannot be paused: it
+runs in short *shared* sections, and the gate is a readers-writer lock over those with the writer first:
+a timing waits for the shared sections running, and new ones (and new children) wait while a timing
+waits or runs, so timings are never starved.
 
 Several GPUs are several lanes (``Lanes``), each with its own gate. A thread works in one lane at a
 time (``Lanes.take``), and every child process it starts sees only that lane's GPU
@@ -17,22 +23,34 @@ in the worker, so a result produced while the run was being stopped is never rec
 from __future__ import annotations
 
 import os
+import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+SETTLE_SECONDS = 0.2  # after pausing the children, for the GPU work they had queued to finish
+
+_pausing: ContextVar[DeviceGate | None] = ContextVar("fusionforge_pausing", default=None)
+_paused: set[int] = set()  # process groups paused by a timing now, on any GPU
+_paused_lock = threading.Lock()
+
 
 class DeviceGate:
     def __init__(self) -> None:
         self._state = threading.Condition()
-        self._sharing = 0  # checks running
+        self._sharing = 0  # shared sections running
+        self._starting = 0  # children being started in pausable sections
         self._alone = False  # a timing running
         self._waiting_alone = 0  # timings waiting
         self._stopped = False
+        self._children: set[int] = set()  # process groups a timing pauses
+        self._paused_total = 0.0  # seconds the children have spent paused, before the current pause
+        self._paused_since: float | None = None
 
     def stop(self) -> None:
         """End every wait; each section, on leaving, raises KeyboardInterrupt."""
@@ -61,23 +79,123 @@ class DeviceGate:
         self.raise_if_stopped()
 
     @contextmanager
+    def pausable(self) -> Iterator[None]:
+        """A section whose child processes (``sandbox.Child``) a timing pauses rather than waits for (a check
+        and the timing child's preparation); its own GPU work in this process goes in ``shared`` sections."""
+        with self._state:
+            self._state.wait_for(lambda: self._stopped or not (self._alone or self._waiting_alone))
+            self.raise_if_stopped()
+        token = _pausing.set(self)
+        try:
+            yield
+        finally:
+            _pausing.reset(token)
+        self.raise_if_stopped()
+
+    @contextmanager
+    def starting_child(self) -> Iterator[Callable[[int], None]]:
+        """Around a child's start in a pausable section: no timing begins until the child is registered
+        (``register(process_group)``), so none runs beside it unpaused."""
+        with self._state:
+            self._state.wait_for(lambda: self._stopped or not (self._alone or self._waiting_alone))
+            self.raise_if_stopped()
+            self._starting += 1
+
+        def register(group: int) -> None:
+            with self._state:
+                self._children.add(group)
+
+        try:
+            yield register
+        finally:
+            with self._state:
+                self._starting -= 1
+                self._state.notify_all()
+
+    def release_child(self, group: int) -> None:
+        """The child ``group`` no longer works under this gate (it ended, or it is the timing's own): let it
+        go on if paused."""
+        with self._state:
+            if group not in self._children:
+                return
+            self._children.discard(group)
+            if self._paused_since is not None:
+                _signal_group(group, signal.SIGCONT)
+                with _paused_lock:
+                    _paused.discard(group)
+
+    def paused_seconds(self) -> float:
+        """The seconds the children have spent paused so far (a child's time limit is extended by those
+        that pass while it runs)."""
+        with self._state:
+            now = time.monotonic() - self._paused_since if self._paused_since is not None else 0.0
+            return self._paused_total + now
+
+    @contextmanager
     def alone(self) -> Iterator[None]:
-        """A section that runs with nothing else in the gate (a timing)."""
+        """A section that runs with nothing else in the gate (a timing): it waits for the shared sections,
+        pauses the children of the pausable ones and lets them go on when it ends."""
         with self._state:
             self._waiting_alone += 1
             try:
-                self._state.wait_for(lambda: self._stopped or not (self._alone or self._sharing))
+                self._state.wait_for(lambda: self._stopped or not (self._alone or self._sharing or self._starting))
             finally:
                 self._waiting_alone -= 1
             self.raise_if_stopped()
             self._alone = True
+            paused = list(self._children)
+            if paused:
+                self._paused_since = time.monotonic()
+                with _paused_lock:
+                    _paused.update(paused)
+                for group in paused:
+                    _signal_group(group, signal.SIGSTOP)
         try:
+            if paused:
+                time.sleep(SETTLE_SECONDS)
             yield
         finally:
             with self._state:
+                if self._paused_since is not None:
+                    self._paused_total += time.monotonic() - self._paused_since
+                    self._paused_since = None
+                for group in self._children:
+                    _signal_group(group, signal.SIGCONT)
+                with _paused_lock:
+                    _paused.difference_update(paused)
                 self._alone = False
                 self._state.notify_all()
         self.raise_if_stopped()
+
+
+def _signal_group(group: int, signum: int) -> None:
+    try:
+        os.killpg(group, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def paused_group(group: int) -> bool:
+    """Whether the process group ``group`` is paused for a timing now."""
+    with _paused_lock:
+        return group in _paused
+
+
+def pausing_gate() -> DeviceGate | None:
+    """The gate whose pausable section the calling thread is in (its children are paused for timings)."""
+    return _pausing.get()
+
+
+@contextmanager
+def parent_gpu_work() -> Iterator[None]:
+    """Around this process's own GPU work in a pausable section (a check's reference and comparison): a
+    shared section of its gate, which a timing waits for, since it cannot pause it."""
+    gate = _pausing.get()
+    if gate is None:
+        yield
+        return
+    with gate.shared():
+        yield
 
 
 @dataclass

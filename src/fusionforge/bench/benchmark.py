@@ -111,7 +111,8 @@ def bench_file(path: str | Path, task: FusionTask | None = None, timeout: float 
     """Check, then (on a GPU) time eager, torch.compile and the Triton wrapper at the bench shape.
 
     Through a ``gate`` shared by several threads (default: a gate of its own), the check and the timing
-    child's preparation run beside the other threads' checks, and the timing waits to have the GPU alone.
+    child's preparation run beside the other threads' checks, and the timing has the GPU alone: it waits
+    for the checks' own GPU work in this process and pauses their children (``DeviceGate``).
     ``phases`` gets the seconds spent in each step: check, prepare, timing, and waiting at the gate
     (wait_check, wait_timing).
     """
@@ -122,7 +123,7 @@ def bench_file(path: str | Path, task: FusionTask | None = None, timeout: float 
     timing: TimingChild | None = None
     try:
         started = clock()
-        with gate.shared():
+        with gate.pausable():
             phases["wait_check"] = clock() - started
             verdict, timing = check_and_prepare(path, task, device, timeout, phases)
         started = clock()
@@ -318,8 +319,9 @@ def judge(result: BenchResult, raw: dict, task: FusionTask | None, rates: dict) 
     beaten = [n for n in ("eager", "compile") if stats[n]["median_ms"] < 0.95 * physics]
     if beaten or rates.get("contended"):
         result.roofline["floor_wrong"] = True
-        result.note = (f"the roofline floor {floor:.4f} ms is wrong: {' and '.join(beaten)} ran under the least time it "
-                       f"allows ({physics:.4f} ms); the device ceilings are measured again on the next timing" if beaten else
+        result.note = (f"the roofline floor {floor:.4f} ms is wrong: {' and '.join(beaten)} ran under the least "
+                       f"time it allows ({physics:.4f} ms); the device ceilings are measured again on the next "
+                       "timing" if beaten else
                        f"the roofline floor is uncertain: the device ceilings were measured while {rates['contended']}")
 
     if raw.get("tampered"):

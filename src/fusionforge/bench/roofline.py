@@ -11,8 +11,8 @@ A ceiling measured while other work shares the GPU is too low, and a floor made 
 honest kernels then look "past physics". So the ceilings are measured in a child process of their
 own (``python -m fusionforge.bench.roofline REQUEST``), by callers that hold the GPU alone (timings'
 gate), each rate SAMPLES times, interleaved; they are cached only when plausible: no other process on
-the GPU (ready timing children parked until their turn hold memory there but run nothing, and do not
-count) and every rate's samples within RATE_AGREEMENT of each other. Otherwise they are measured
+the GPU (children paused for the timing, or ready and waiting for their turn, hold memory there but run
+nothing, and do not count) and every rate's samples within RATE_AGREEMENT of each other. Otherwise they are measured
 again (up to ATTEMPTS times); a last implausible measurement is used once, marked ``contended``, and
 never cached.
 """
@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fusionforge.verify.sandbox import parked, run_child
+from fusionforge.verify.sandbox import idle_on_gpu, run_child
 
 CACHE = Path(os.environ.get("FUSIONFORGE_CACHE", Path.home() / ".cache" / "fusionforge")) / "device_rates.json"
 RATES = ("copy_GBs", "matmul_TFLOPs_float16", "matmul_TFLOPs_bfloat16", "matmul_TFLOPs_float32", "matmul_TFLOPs_tf32")
@@ -152,7 +152,7 @@ def device_rates(index: int = 0, refresh: bool = False) -> dict:
         samples, others, why = _measure_in_child()
         if samples is None:
             continue
-        rates, why = plausible(samples, [pid for pid in others or [] if pid != os.getpid() and not parked(pid)])
+        rates, why = plausible(samples, [pid for pid in others or [] if pid != os.getpid() and not idle_on_gpu(pid)])
         if rates is not None:
             cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
             cache[key] = rates

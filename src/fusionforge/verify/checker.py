@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from fusionforge import kernelfile
+from fusionforge.gpus import parent_gpu_work
 from fusionforge.tasks import FusionTask, TaskError
 from fusionforge.verify import analysis
 from fusionforge.verify import memcheck as memcheck_tool
@@ -518,6 +519,7 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
             lines = [f["line"] for f in error["frames"] if f["file"] == str(path)]
             return done(analysis.import_failure(error, lines[-1] if lines else None))
         run = _Run(kf, task, device, sets + [ghost_set])
-        failure = run.evaluate(result)
+        with parent_gpu_work():  # the reference and the comparisons, on the GPU: no timing beside them
+            failure = run.evaluate(result)
         verdict.checks, verdict.kernels = run.checks, run.kernels
         return done(failure)

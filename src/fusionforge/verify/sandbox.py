@@ -20,10 +20,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import NoReturn
 
-from fusionforge.gpus import lane_environment
+from fusionforge.gpus import lane_environment, paused_group, pausing_gate
 
 OUTPUT_CAP = 16 * 1024  # bytes of the candidate's stdout/stderr kept
 SANITIZER_EXIT = 86  # compute-sanitizer's exit code when it found errors (the child itself ended normally)
@@ -37,15 +39,17 @@ _running_lock = threading.Lock()
 _parked: set[int] = set()  # process groups of ready children waiting for "go": trusted code only, idle
 
 
-def parked(pid: int) -> bool:
-    """Whether process ``pid`` belongs to a ready child still waiting for "go" (its own process group):
-    it holds the GPU's memory but runs nothing there (only trusted code has run in it so far)."""
+def idle_on_gpu(pid: int) -> bool:
+    """Whether process ``pid`` belongs to a child that holds the GPU's memory but runs nothing there: a
+    ready child waiting for "go" (only trusted code has run in it so far), or one paused for a timing."""
     try:
         group = os.getpgid(pid)
     except (ProcessLookupError, PermissionError):
         return False
     with _running_lock:
-        return group in _parked
+        if group in _parked:
+            return True
+    return paused_group(group)
 
 
 def kill_running() -> int:
@@ -166,17 +170,22 @@ class Child:
         env.update(lane_environment())
         env.update(env_extra or {})
         self.key = secrets.token_bytes(32)
+        self._gate = pausing_gate()  # a timing on this GPU pauses the child, and its time limits wait
         try:
-            with open(scratch / "output.log", "wb") as out:
+            with open(scratch / "output.log", "wb") as out, \
+                    self._gate.starting_child() if self._gate else nullcontext(None) as register:
                 self.proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", module, str(request_path)],
                                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env,
                                              cwd=scratch, start_new_session=True,
                                              pass_fds=(ready_write,) if ready else ())
+                if register:
+                    register(self.proc.pid)
         except BaseException:
             for fd in (ready_read, ready_write):
                 if fd is not None:
                     os.close(fd)
             raise
+        self._paused_before = self._gate.paused_seconds() if self._gate else 0.0
         with _running_lock:
             _running.add(self.proc.pid)
         self._ready = os.fdopen(ready_read, "rb", buffering=0) if ready else None
@@ -193,29 +202,45 @@ class Child:
         except (BrokenPipeError, ValueError):  # the child is already gone; its exit code says why
             pass
 
+    def _left(self, started: float, timeout: float) -> float:
+        """Seconds left of ``timeout`` from ``started`` (monotonic), not counting the time spent paused."""
+        paused = self._gate.paused_seconds() - self._paused_before if self._gate else 0.0
+        return started + timeout + paused - time.monotonic()
+
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the child says it is ready; False when it ended (or the time ran out) first."""
         poller = select.poll()
         poller.register(self._ready, select.POLLIN)
-        ready = bool(poller.poll(timeout * 1000)) and self._ready.read(1) == b"r"
+        started = time.monotonic()
+        while not (said := bool(poller.poll(max(0.0, min(self._left(started, timeout), 1.0)) * 1000))):
+            if self._left(started, timeout) <= 0:
+                break
+        ready = said and self._ready.read(1) == b"r"
         if ready:
             with _running_lock:
                 _parked.add(self.proc.pid)
         return ready
 
     def go(self) -> None:
-        """Let a ready child go on."""
+        """Let a ready child go on (with the GPU alone: it leaves its gate's paused children)."""
         with _running_lock:
             _parked.discard(self.proc.pid)
+        if self._gate is not None:
+            self._gate.release_child(self.proc.pid)
+            self._gate = None
         self._send(b"go\n", close=True)
 
     def finish(self, timeout: float) -> tuple[dict | None, int | None, str]:
         """Wait for the child to end; (sealed result, or ``{"forged": why}``; returncode or None on timeout;
         the output's tail). The whole group is killed when the child ends or times out."""
+        started = time.monotonic()
+        returncode = None
         try:
-            returncode = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            returncode = None
+            while returncode is None and (left := self._left(started, timeout)) > 0:
+                try:
+                    returncode = self.proc.wait(timeout=min(left, 1.0))
+                except subprocess.TimeoutExpired:
+                    pass
         finally:
             self.close()
         result = None
@@ -237,6 +262,8 @@ class Child:
         with _running_lock:
             _running.discard(self.proc.pid)  # before the wait reaps it: its id may then be reused
             _parked.discard(self.proc.pid)
+        if self._gate is not None:
+            self._gate.release_child(self.proc.pid)
         self.proc.wait()
         if self._ready is not None:
             self._ready.close()
