@@ -321,3 +321,22 @@ def test_a_timing_waits_for_a_checks_own_gpu_work_and_new_children_wait_for_the_
     when = dict(events)
     assert when["timing"] >= when["work done"]  # the timing waited for the parent's GPU work
     assert min(_beats(tmp_path)) >= when["timing done"]  # the child started after the timing
+
+
+def test_the_gate_simulation_replays_step_times_under_both_policies():
+    """benchmarks/gate_simulation.py: with no time beside the GPU both policies are the GPU's own rate; with
+    checks longer than the timings, pausing the checks beats draining them."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gate_simulation.py"
+    spec = importlib.util.spec_from_file_location("gate_simulation", path)
+    simulation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(simulation)
+    only_gpu = [(0.0, 2.0)]
+    assert simulation.simulate(only_gpu, 14, "drain", 0) == pytest.approx(1800)
+    assert simulation.simulate(only_gpu, 14, "pause", 0) == pytest.approx(1800)
+    even = [(28.0, 3.0)]  # checks all alike: draining them costs nothing
+    assert simulation.simulate(even, 14, "drain", 0) == pytest.approx(simulation.simulate(even, 14, "pause", 0))
+    mixed = [(20.0, 2.0), (40.0, 4.0), (30.0, 3.0)]  # the longest check in flight holds every timing up
+    drain, pause = (simulation.simulate(mixed, 14, policy, 1) for policy in ("drain", "pause"))
+    assert drain < pause < 3600 / 3.0  # never faster than the GPU's mean timing allows
