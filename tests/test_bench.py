@@ -307,13 +307,13 @@ def test_the_gate_lets_checks_overlap_and_gives_each_timing_the_gpu_alone(monkey
             running[kind] -= 1
 
     def fake_check(path, task=None, device=None, timeout=None):
-        with parent_gpu_work():  # a check's GPU work in this process (its child's, a timing pauses)
+        with parent_gpu_work("cpu"):  # a check's GPU work in this process (its child's, a timing pauses)
             section("check")
         return SimpleNamespace(passed=True)
 
     class FakeTimingChild:
         def __init__(self, path, task, timeout):
-            with parent_gpu_work():  # made ready beside the checks
+            with parent_gpu_work("cpu"):  # made ready beside the checks
                 section("check")
 
         def close(self):

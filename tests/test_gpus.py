@@ -301,7 +301,7 @@ def test_a_timing_waits_for_a_checks_own_gpu_work_and_new_children_wait_for_the_
     gate, events = DeviceGate(), []
 
     def check_work():
-        with gate.pausable(), parent_gpu_work():
+        with gate.pausable(), parent_gpu_work("cpu"):
             events.append(("work", time.time()))
             time.sleep(0.5)
             events.append(("work done", time.time()))

@@ -3,6 +3,7 @@
 import json
 import random
 import time
+from pathlib import Path
 
 import pytest
 
@@ -13,8 +14,9 @@ from fusionforge.verify import sandbox
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from fusionforge.verify.sandbox import Seal, ready_and_wait
+from fusionforge.verify.sandbox import Seal, die_with_parent, ready_and_wait
 
+die_with_parent()
 seal = Seal(keep_stdin=True)
 request = json.loads(Path(sys.argv[1]).read_text())
 out = Path(request["out_dir"])
@@ -154,3 +156,47 @@ def test_the_rounds_stop_only_when_the_medians_hold_still_at_two_checks():
     wild = Settling()
     assert not wild.settled([calls(1.0, 100), [1 + k / 100 for k in range(100)]])  # one contender not stable
     assert not wild.settled([calls(1.0, 150), calls(0.5, 150)])  # stable now, but only since this check
+
+
+# A parent that starts a ready child, says its pid, and waits to be killed.
+PARENT = """
+import sys, time
+from pathlib import Path
+from fusionforge.verify import sandbox
+
+scratch = Path(sys.argv[1])
+child = sandbox.start_child("two_step_child", {"out_dir": str(scratch)}, scratch, "cpu", ready=True)
+print(child.proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_paused_child_dies_with_the_process_that_started_it(tmp_path):
+    """A worker killed during a timing leaves its paused children stopped; they must not outlive it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "two_step_child.py").write_text(CHILD)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              cwd=tmp_path)
+    child = int(parent.stdout.readline())
+    deadline = time.time() + 60
+    while not (tmp_path / "prepared").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(child, signal.SIGSTOP)  # paused for a timing
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state in ("Z", "X"):
+            break
+        time.sleep(0.05)
+    else:
+        os.killpg(child, signal.SIGKILL)
+        pytest.fail("the paused child outlived its parent")

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +49,7 @@ class DeviceGate:
         self._waiting_alone = 0  # timings waiting
         self._stopped = False
         self._children: set[int] = set()  # process groups a timing pauses
+        self._parked: set[int] = set()  # of those, ready children waiting for "go": nothing queued on the GPU
         self._paused_total = 0.0  # seconds the children have spent paused, before the current pause
         self._paused_since: float | None = None
 
@@ -65,7 +66,7 @@ class DeviceGate:
 
     @contextmanager
     def shared(self) -> Iterator[None]:
-        """A section that may run beside other shared sections (a check)."""
+        """A section that may run beside other shared sections (this process's GPU work for a check)."""
         with self._state:
             self._state.wait_for(lambda: self._stopped or not (self._alone or self._waiting_alone))
             self.raise_if_stopped()
@@ -93,17 +94,19 @@ class DeviceGate:
         self.raise_if_stopped()
 
     @contextmanager
-    def starting_child(self) -> Iterator[Callable[[int], None]]:
+    def starting_child(self) -> Iterator[Callable[[int], float]]:
         """Around a child's start in a pausable section: no timing begins until the child is registered
-        (``register(process_group)``), so none runs beside it unpaused."""
+        (``register(process_group)``, which returns ``paused_seconds()`` then), so none runs beside it
+        unpaused."""
         with self._state:
             self._state.wait_for(lambda: self._stopped or not (self._alone or self._waiting_alone))
             self.raise_if_stopped()
             self._starting += 1
 
-        def register(group: int) -> None:
+        def register(group: int) -> float:
             with self._state:
                 self._children.add(group)
+                return self._paused_total
 
         try:
             yield register
@@ -112,6 +115,12 @@ class DeviceGate:
                 self._starting -= 1
                 self._state.notify_all()
 
+    def parked(self, group: int) -> None:
+        """The child ``group`` is ready and waits for "go": a timing pauses it without waiting for the GPU."""
+        with self._state:
+            if group in self._children:
+                self._parked.add(group)
+
     def release_child(self, group: int) -> None:
         """The child ``group`` no longer works under this gate (it ended, or it is the timing's own): let it
         go on if paused."""
@@ -119,6 +128,7 @@ class DeviceGate:
             if group not in self._children:
                 return
             self._children.discard(group)
+            self._parked.discard(group)
             if self._paused_since is not None:
                 _signal_group(group, signal.SIGCONT)
                 with _paused_lock:
@@ -151,7 +161,7 @@ class DeviceGate:
                 for group in paused:
                     _signal_group(group, signal.SIGSTOP)
         try:
-            if paused:
+            if set(paused) - self._parked:  # a check may have queued GPU work just before it stopped
                 time.sleep(SETTLE_SECONDS)
             yield
         finally:
@@ -187,15 +197,23 @@ def pausing_gate() -> DeviceGate | None:
 
 
 @contextmanager
-def parent_gpu_work() -> Iterator[None]:
-    """Around this process's own GPU work in a pausable section (a check's reference and comparison): a
-    shared section of its gate, which a timing waits for, since it cannot pause it."""
-    gate = _pausing.get()
-    if gate is None:
-        yield
-        return
-    with gate.shared():
-        yield
+def parent_gpu_work(device: str) -> Iterator[None]:
+    """Around this process's own work on ``device`` for a check (the reference, a comparison): on the
+    calling thread's lane's GPU, and in a pausable section a shared section of its gate, which a timing
+    waits for, since it cannot pause it."""
+    gate, lane = _pausing.get(), _current.get()
+    with gate.shared() if gate is not None else nullcontext():
+        if device != "cuda":
+            yield
+            return
+        import torch
+
+        index = lane.index if lane is not None and lane.gpu is not None else torch.cuda.current_device()
+        with torch.cuda.device(index):
+            try:
+                yield
+            finally:
+                torch.cuda.synchronize()  # what it queued ends in the section
 
 
 @dataclass

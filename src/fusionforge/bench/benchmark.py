@@ -126,6 +126,8 @@ def bench_file(path: str | Path, task: FusionTask | None = None, timeout: float 
         with gate.pausable():
             phases["wait_check"] = clock() - started
             verdict, timing = check_and_prepare(path, task, device, timeout, phases)
+        if not verdict.passed:  # nothing to time: no pause of the other checks
+            return time_checked(verdict, path, task=task, timeout=timeout, device=device)
         started = clock()
         with gate.alone():
             phases["wait_timing"] = clock() - started

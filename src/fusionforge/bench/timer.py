@@ -54,7 +54,7 @@ from fusionforge.kernelfile import load_module  # noqa: E402
 from fusionforge.verify.checker import compare, input_sensitivity  # noqa: E402
 from fusionforge.verify.hostguard import FileFrames, StackWatch, methods_of, tampered  # noqa: E402
 from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
-from fusionforge.verify.sandbox import Seal, exit_at_once, ready_and_wait  # noqa: E402
+from fusionforge.verify.sandbox import Seal, die_with_parent, exit_at_once, ready_and_wait  # noqa: E402
 
 MIN_CALLS = 100
 MEDIAN_PRECISION = 0.005
@@ -219,6 +219,7 @@ PROTECTED.update({name: (sys.modules[__name__], name, globals()[name])
 
 
 def main(request_path: str) -> int:
+    die_with_parent()
     seal = Seal(keep_stdin=True)
     request = json.loads(Path(request_path).read_text())
     if request.get("ready_fd") is not None:  # for this process only: no compiler it starts may hold it open

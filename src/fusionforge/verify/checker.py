@@ -166,22 +166,21 @@ def _index(flat: int, shape) -> list[int]:
     return list(reversed(index))
 
 
-def _load(saved: dict | None, device: str = "cpu"):
+def _load(saved: dict | None):
     if not saved or saved.get("type") != "torch.Tensor":
         return None
-    return torch.load(saved["file"], weights_only=True, map_location=device)
+    return torch.load(saved["file"], weights_only=True, map_location="cpu")
 
 
 def compare_on(device: str, out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype,
                sensitivity: Callable[[], torch.Tensor] | None = None) -> dict:
-    """``compare`` on ``device`` (a bench shape's float64 compare takes seconds of CPU, milliseconds of GPU),
-    on the CPU when the GPU has no memory left for it."""
-    moved = [t.to(device) if t is not None else None for t in (out, ref, own)]
-    try:
-        return compare(*moved, dtype, sensitivity)
-    except torch.OutOfMemoryError:
-        del moved
-        return compare(out.cpu(), ref.cpu(), own.cpu() if own is not None else None, dtype, sensitivity)
+    """``compare`` on ``device`` (a bench shape's float64 compare takes seconds of CPU, milliseconds of GPU;
+    on the calling thread's GPU, no timing beside it), on the CPU when the GPU has no memory left for it."""
+    with parent_gpu_work(device):
+        try:
+            return compare(*(t.to(device) if t is not None else None for t in (out, ref, own)), dtype, sensitivity)
+        except torch.OutOfMemoryError:
+            return compare(out.cpu(), ref.cpu(), own.cpu() if own is not None else None, dtype, sensitivity)
 
 
 def _failure_from_stats(stats: dict, implementation: str, label: str, context: dict) -> Failure:
@@ -222,14 +221,14 @@ class _Run:
         set k; the sensitivity (``input_sensitivity``) is computed only when asked for."""
         if self.task is not None:
             spec = self.sets[k]
-            inputs = self.task.make_inputs(spec["dims"], spec["seed"], self.device, spec.get("scalar_seed"))
-            with torch.no_grad():
+            with torch.no_grad(), parent_gpu_work(self.device):
+                inputs = self.task.make_inputs(spec["dims"], spec["seed"], self.device, spec.get("scalar_seed"))
                 ref = self.task.reference(inputs)
                 own = self.task.function(*inputs)
             return ref, own, getattr(torch, self.task.dtype), \
                 functools.cache(functools.partial(input_sensitivity, self.task.reference, inputs, ref, spec["seed"]))
-        own = _load(record.get("pytorch"), self.device)
-        ref = _load(record.get("reference"), self.device)
+        own = _load(record.get("pytorch"))
+        ref = _load(record.get("reference"))
         if own is None:
             return None, None, None, None
         if ref is None or ref.shape != own.shape:
@@ -258,7 +257,7 @@ class _Run:
                 return self.locate(analysis.cheat_failure("memoized", "", record["label"]))
         ghost = result.get("ghost")
         if ghost and ghost.get("ghost"):
-            out = _load(ghost["ghost"], self.device)
+            out = _load(ghost["ghost"])
             ref, own, dtype, _ = self.reference(len(self.sets) - 1, ghost)
             if out is not None and ref is not None and compare_on(self.device, out, ref, own, dtype)["passed"]:
                 return self.locate(analysis.cheat_failure("ghost", "", ghost["label"]))
@@ -306,8 +305,11 @@ class _Run:
         ref, own, dtype, sensitivity = self.reference(k, record)
         if ref is None:
             return analysis.harness_failure("no reference could be computed")
-        if not torch.isfinite(ref).all() and self.task is not None:
-            return analysis.harness_failure(f"the task's reference is not finite at {label}")
+        if self.task is not None:
+            with parent_gpu_work(self.device):
+                finite = bool(torch.isfinite(ref).all())
+            if not finite:
+                return analysis.harness_failure(f"the task's reference is not finite at {label}")
         context = {"expected_shape": list(ref.shape), "expected_dtype": str(dtype).replace("torch.", ""),
                    "dtype": str(dtype).replace("torch.", "")}
 
@@ -323,7 +325,7 @@ class _Run:
 
         pytorch_failure = None
         if self.task is not None:
-            mine = _load(record.get("pytorch"), self.device)
+            mine = _load(record.get("pytorch"))
             if mine is None:
                 pytorch_failure = analysis.not_a_tensor("PyTorch", record["pytorch"].get("type"), label)
             else:
@@ -332,7 +334,7 @@ class _Run:
                     pytorch_failure = _failure_from_stats(stats, "PyTorch", label, context)
 
         for key, second in (("triton", False), ("triton_again", True)):
-            out = _load(record.get(key), self.device)
+            out = _load(record.get(key))
             if out is None:
                 failure = analysis.not_a_tensor("Triton", record.get(key, {}).get("type"), label)
                 return _both(failure, pytorch_failure)
@@ -519,7 +521,6 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
             lines = [f["line"] for f in error["frames"] if f["file"] == str(path)]
             return done(analysis.import_failure(error, lines[-1] if lines else None))
         run = _Run(kf, task, device, sets + [ghost_set])
-        with parent_gpu_work():  # the reference and the comparisons, on the GPU: no timing beside them
-            failure = run.evaluate(result)
+        failure = run.evaluate(result)
         verdict.checks, verdict.kernels = run.checks, run.kernels
         return done(failure)

@@ -43,7 +43,7 @@ from fusionforge.verify.launches import LaunchMonitor
 from fusionforge.verify.ledger import HOST_DATA, HOST_READS, Ledger, describe
 from fusionforge.verify.memcheck import LAUNCH_LOG, LaunchLog
 from fusionforge.verify.policy import ALLOCATING_OPS, ALLOWED_OPS, POISON
-from fusionforge.verify.sandbox import Seal, exit_at_once
+from fusionforge.verify.sandbox import Seal, die_with_parent, exit_at_once
 
 
 class WrapperWatch(TorchDispatchMode):
@@ -254,6 +254,7 @@ def call_key(inputs: list) -> str:
 
 
 def main(request_path: str) -> int:
+    die_with_parent()
     seal = Seal()
     request = json.loads(Path(request_path).read_text())
     out_dir = Path(request["out_dir"])

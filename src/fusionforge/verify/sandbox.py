@@ -94,6 +94,17 @@ class Seal:
         (out_dir / RESULT).write_text(json.dumps({"body": body, "mac": mac}))
 
 
+def die_with_parent() -> None:
+    """Have the kernel kill this child if the thread that started it ends (Linux; elsewhere nothing): a
+    child paused for a timing would otherwise outlive a parent killed meanwhile, holding its GPU memory."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def exit_at_once(code: int) -> NoReturn:
     """End a child whose result is sealed without Python's and CUDA's teardown (a second or more in a
     process that used the GPU, while its parent waits, a timing with the GPU alone); the parent kills the
@@ -178,14 +189,12 @@ class Child:
                                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env,
                                              cwd=scratch, start_new_session=True,
                                              pass_fds=(ready_write,) if ready else ())
-                if register:
-                    register(self.proc.pid)
+                self._paused_before = register(self.proc.pid) if register else 0.0
         except BaseException:
             for fd in (ready_read, ready_write):
                 if fd is not None:
                     os.close(fd)
             raise
-        self._paused_before = self._gate.paused_seconds() if self._gate else 0.0
         with _running_lock:
             _running.add(self.proc.pid)
         self._ready = os.fdopen(ready_read, "rb", buffering=0) if ready else None
@@ -219,6 +228,8 @@ class Child:
         if ready:
             with _running_lock:
                 _parked.add(self.proc.pid)
+            if self._gate is not None:
+                self._gate.parked(self.proc.pid)
         return ready
 
     def go(self) -> None:
