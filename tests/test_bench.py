@@ -342,6 +342,27 @@ def test_the_gate_lets_checks_overlap_and_gives_each_timing_the_gpu_alone(monkey
     assert seen["timing_beside_other_work"] == 0
 
 
+def test_a_timing_whose_paused_neighbours_ran_is_suspicious(monkeypatch):
+    from contextlib import contextmanager
+    from types import SimpleNamespace
+
+    from fusionforge.bench import DeviceGate, benchmark
+
+    class WokenGate(DeviceGate):
+        @contextmanager
+        def alone(self):
+            yield {4242}  # a paused check seen running during the timing
+
+    monkeypatch.setattr(benchmark, "check_and_prepare",
+                        lambda path, task, device, timeout, phases: (SimpleNamespace(passed=True), None))
+    monkeypatch.setattr(benchmark, "time_checked",
+                        lambda verdict, path, task=None, timeout=None, device=None, timing=None:
+                        BenchResult(check=verdict, timed=True))
+    result = benchmark.bench_file("x.py", device="cuda", gate=WokenGate())
+    assert result.status == "suspicious" and "did not have the GPU alone" in result.suspicious[0]
+    assert benchmark.bench_file("x.py", device="cuda", gate=DeviceGate()).status == "pass"
+
+
 def test_a_stopped_gate_ends_every_wait_and_every_section_with_an_interrupt():
     import threading
 

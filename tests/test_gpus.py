@@ -4,6 +4,7 @@ import json
 import os
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -102,7 +103,7 @@ def test_a_run_spreads_its_tasks_over_every_gpu_and_times_each_alone(tmp_path, m
     lock = threading.Lock()
     running: dict[str, dict[str, int]] = {"0": {"check": 0, "timing": 0}, "1": {"check": 0, "timing": 0}}
     seen = {"lanes": [], "timing_beside_own_gpu": 0, "both_gpus_at_once": 0}
-    real_evaluate, real_time = checker._Run.evaluate, benchmark.time_checked
+    real_gpu_work, real_time = checker.parent_gpu_work, benchmark.time_checked
 
     def section(kind):
         gpu = lane_environment()["CUDA_VISIBLE_DEVICES"]
@@ -120,13 +121,15 @@ def test_a_run_spreads_its_tasks_over_every_gpu_and_times_each_alone(tmp_path, m
         with lock:
             running[gpu][kind] -= 1
 
-    def evaluate(self, result):  # a check's own work on its GPU, in this process
-        gpu = section("check")
-        try:
-            time.sleep(0.1)
-            return real_evaluate(self, result)
-        finally:
-            leave(gpu, "check")
+    @contextmanager
+    def gpu_work(device):  # a check's own work on its GPU, in this process
+        with real_gpu_work(device):
+            gpu = section("check")
+            try:
+                time.sleep(0.02)
+                yield
+            finally:
+                leave(gpu, "check")
 
     def timing(verdict, path, task=None, timeout=300.0, device=None, timing=None):
         gpu = section("timing")
@@ -136,7 +139,7 @@ def test_a_run_spreads_its_tasks_over_every_gpu_and_times_each_alone(tmp_path, m
         finally:
             leave(gpu, "timing")
 
-    monkeypatch.setattr(checker._Run, "evaluate", evaluate)
+    monkeypatch.setattr(checker, "parent_gpu_work", gpu_work)
     monkeypatch.setattr(benchmark, "time_checked", timing)
     lanes = Lanes([Lane("0", 0), Lane("1", 1)])
     settings = Settings(tmp_path / "work", Dataset(tmp_path / "data"), device="cpu", timeout=240, lanes=lanes)
@@ -340,3 +343,33 @@ def test_the_gate_simulation_replays_step_times_under_both_policies():
     mixed = [(20.0, 2.0), (40.0, 4.0), (30.0, 3.0)]  # the longest check in flight holds every timing up
     drain, pause = (simulation.simulate(mixed, 14, policy, 1) for policy in ("drain", "pause"))
     assert drain < pause < 3600 / 3.0  # never faster than the GPU's mean timing allows
+
+
+def test_a_timing_sees_a_paused_child_woken_during_it(tmp_path):
+    """A file being timed could wake (SIGCONT) the paused checks to slow its baselines: the gate notices a
+    paused child running, and not the timing's own child, released on purpose."""
+    import signal
+    import subprocess
+    import sys
+
+    from fusionforge.gpus import DeviceGate
+
+    gate = DeviceGate()
+    children = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+                for _ in range(2)]
+    try:
+        with gate.pausable(), gate.starting_child() as register:
+            for child in children:
+                register(child.pid)
+        with gate.alone() as woken:
+            time.sleep(0.2)
+        assert woken == set()
+        with gate.alone() as woken:
+            gate.release_child(children[0].pid)  # the timing's own child: let go on purpose
+            os.killpg(children[1].pid, signal.SIGCONT)  # a neighbour woken behind the gate's back
+            time.sleep(0.3)
+        assert woken == {children[1].pid}
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()

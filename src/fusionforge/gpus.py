@@ -31,9 +31,11 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 SETTLE_SECONDS = 0.2  # after pausing the children, for the GPU work they had queued to finish
+WATCH_SECONDS = 0.02  # how often a timing makes sure its paused children stay paused
 
 _pausing: ContextVar[DeviceGate | None] = ContextVar("fusionforge_pausing", default=None)
 _paused: set[int] = set()  # process groups paused by a timing now, on any GPU
@@ -130,9 +132,9 @@ class DeviceGate:
             self._children.discard(group)
             self._parked.discard(group)
             if self._paused_since is not None:
-                _signal_group(group, signal.SIGCONT)
-                with _paused_lock:
+                with _paused_lock:  # first: a paused group seen running is a woken one
                     _paused.discard(group)
+                _signal_group(group, signal.SIGCONT)
 
     def paused_seconds(self) -> float:
         """The seconds the children have spent paused so far (a child's time limit is extended by those
@@ -142,9 +144,11 @@ class DeviceGate:
             return self._paused_total + now
 
     @contextmanager
-    def alone(self) -> Iterator[None]:
+    def alone(self) -> Iterator[set[int]]:
         """A section that runs with nothing else in the gate (a timing): it waits for the shared sections,
-        pauses the children of the pausable ones and lets them go on when it ends."""
+        pauses the children of the pausable ones and lets them go on when it ends. It yields the set of the
+        paused process groups seen running meanwhile (woken by someone else: the timing is not alone),
+        filled in as they are seen (every WATCH_SECONDS, where /proc tells)."""
         with self._state:
             self._waiting_alone += 1
             try:
@@ -160,11 +164,19 @@ class DeviceGate:
                     _paused.update(paused)
                 for group in paused:
                     _signal_group(group, signal.SIGSTOP)
+        woken: set[int] = set()
+        watching = threading.Event()
+        watcher = threading.Thread(target=_watch_paused, args=(paused, watching, woken), daemon=True)
         try:
             if set(paused) - self._parked:  # a check may have queued GPU work just before it stopped
                 time.sleep(SETTLE_SECONDS)
-            yield
+            if paused:
+                watcher.start()
+            yield woken
         finally:
+            watching.set()
+            if watcher.is_alive():
+                watcher.join()
             with self._state:
                 if self._paused_since is not None:
                     self._paused_total += time.monotonic() - self._paused_since
@@ -176,6 +188,21 @@ class DeviceGate:
                 self._alone = False
                 self._state.notify_all()
         self.raise_if_stopped()
+
+
+def _watch_paused(groups: list[int], done: threading.Event, woken: set[int]) -> None:
+    """Until ``done``, note each of ``groups`` (process group ids, each its leader's pid) found running
+    while still paused (not released, not ended)."""
+    while not done.wait(WATCH_SECONDS):
+        for group in groups:
+            if group in woken or not paused_group(group):
+                continue
+            try:
+                state = Path(f"/proc/{group}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state not in ("T", "t", "Z", "X") and paused_group(group):
+                woken.add(group)
 
 
 def _signal_group(group: int, signum: int) -> None:

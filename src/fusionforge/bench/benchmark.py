@@ -129,11 +129,14 @@ def bench_file(path: str | Path, task: FusionTask | None = None, timeout: float 
         if not verdict.passed:  # nothing to time: no pause of the other checks
             return time_checked(verdict, path, task=task, timeout=timeout, device=device)
         started = clock()
-        with gate.alone():
+        with gate.alone() as woken:
             phases["wait_timing"] = clock() - started
             started = clock()
             result = time_checked(verdict, path, task=task, timeout=timeout, device=device, timing=timing)
             phases["timing"] = clock() - started
+        if woken and result.timed:
+            result.suspicious.append(f"{len(woken)} of the processes paused for the timing ran during it: the "
+                                     "timing did not have the GPU alone (something woke them)")
     finally:
         if timing is not None:
             timing.close()
