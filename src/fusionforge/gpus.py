@@ -4,12 +4,13 @@ Checks (and a timing child's preparation: imports, inputs, torch.compile) only n
 right, so several run at once; a timing needs the GPU to itself, or it would measure its neighbours.
 ``DeviceGate`` gives it that without waiting for the checks to end: their child processes are *paused*
 (SIGSTOP to each child's process group) for the timing and go on after it (SIGCONT), their time limits
-extended by the pause. A paused process launches nothing, and what it had queued on the GPU (at most a
-call or an autotuning trial's repeats) finishes within ``SETTLE_SECONDS``, waited before the timing
-starts. The parent's own GPU work for a check (the reference and the comparison) cannot be paused: it
-runs in short *shared* sections, and the gate is a readers-writer lock over those with the writer first:
-a timing waits for the shared sections running, and new ones (and new children) wait while a timing
-waits or runs, so timings are never starved.
+extended by the pause. A paused process launches nothing; what it had queued on the GPU (a call, an
+autotuning trial's repeats) is given ``SETTLE_SECONDS`` to finish before the timing starts, and a paused
+child seen running during the timing (woken by someone else) is reported. The parent's own GPU work
+for a check (the reference and the comparison) cannot be paused: it runs in short *shared* sections,
+and the gate is a readers-writer lock over those with the writer first: a timing waits for the shared
+sections running, and new ones (and new children) wait while a timing waits or runs, so timings are
+never starved.
 
 Several GPUs are several lanes (``Lanes``), each with its own gate. A thread works in one lane at a
 time (``Lanes.take``), and every child process it starts sees only that lane's GPU
