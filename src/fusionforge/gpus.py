@@ -40,7 +40,8 @@ WATCH_SECONDS = 0.02  # how often a timing makes sure its paused children stay p
 
 _pausing: ContextVar[DeviceGate | None] = ContextVar("fusionforge_pausing", default=None)
 _paused: set[int] = set()  # process groups paused by a timing now, on any GPU
-_paused_lock = threading.Lock()
+_parked: set[int] = set()  # process groups of ready children waiting for "go": nothing queued on the GPU
+_idle_lock = threading.Lock()
 
 
 class DeviceGate:
@@ -52,7 +53,6 @@ class DeviceGate:
         self._waiting_alone = 0  # timings waiting
         self._stopped = False
         self._children: set[int] = set()  # process groups a timing pauses
-        self._parked: set[int] = set()  # of those, ready children waiting for "go": nothing queued on the GPU
         self._paused_total = 0.0  # seconds the children have spent paused, before the current pause
         self._paused_since: float | None = None
 
@@ -67,12 +67,16 @@ class DeviceGate:
         if self._stopped:
             raise KeyboardInterrupt
 
+    def _wait_for_no_timing(self) -> None:
+        """With ``_state`` held: wait until no timing runs or waits (or the gate is stopped)."""
+        self._state.wait_for(lambda: self._stopped or not (self._alone or self._waiting_alone))
+        self.raise_if_stopped()
+
     @contextmanager
     def shared(self) -> Iterator[None]:
         """A section that may run beside other shared sections (this process's GPU work for a check)."""
         with self._state:
-            self._state.wait_for(lambda: self._stopped or not (self._alone or self._waiting_alone))
-            self.raise_if_stopped()
+            self._wait_for_no_timing()
             self._sharing += 1
         try:
             yield
@@ -87,8 +91,7 @@ class DeviceGate:
         """A section whose child processes (``sandbox.Child``) a timing pauses rather than waits for (a check
         and the timing child's preparation); its own GPU work in this process goes in ``shared`` sections."""
         with self._state:
-            self._state.wait_for(lambda: self._stopped or not (self._alone or self._waiting_alone))
-            self.raise_if_stopped()
+            self._wait_for_no_timing()
         token = _pausing.set(self)
         try:
             yield
@@ -102,8 +105,7 @@ class DeviceGate:
         (``register(process_group)``, which returns ``paused_seconds()`` then), so none runs beside it
         unpaused."""
         with self._state:
-            self._state.wait_for(lambda: self._stopped or not (self._alone or self._waiting_alone))
-            self.raise_if_stopped()
+            self._wait_for_no_timing()
             self._starting += 1
 
         def register(group: int) -> float:
@@ -118,12 +120,6 @@ class DeviceGate:
                 self._starting -= 1
                 self._state.notify_all()
 
-    def parked(self, group: int) -> None:
-        """The child ``group`` is ready and waits for "go": a timing pauses it without waiting for the GPU."""
-        with self._state:
-            if group in self._children:
-                self._parked.add(group)
-
     def release_child(self, group: int) -> None:
         """The child ``group`` no longer works under this gate (it ended, or it is the timing's own): let it
         go on if paused."""
@@ -131,9 +127,8 @@ class DeviceGate:
             if group not in self._children:
                 return
             self._children.discard(group)
-            self._parked.discard(group)
             if self._paused_since is not None:
-                with _paused_lock:  # first: a paused group seen running is a woken one
+                with _idle_lock:  # first: a paused group seen running is a woken one
                     _paused.discard(group)
                 _signal_group(group, signal.SIGCONT)
 
@@ -158,18 +153,19 @@ class DeviceGate:
                 self._waiting_alone -= 1
             self.raise_if_stopped()
             self._alone = True
-            paused = list(self._children)
+            paused, busy = list(self._children), set()
             if paused:
                 self._paused_since = time.monotonic()
-                with _paused_lock:
+                with _idle_lock:
                     _paused.update(paused)
+                    busy = set(paused) - _parked  # may have queued GPU work just before it stopped
                 for group in paused:
                     _signal_group(group, signal.SIGSTOP)
         woken: set[int] = set()
         watching = threading.Event()
         watcher = threading.Thread(target=_watch_paused, args=(paused, watching, woken), daemon=True)
         try:
-            if set(paused) - self._parked:  # a check may have queued GPU work just before it stopped
+            if busy:
                 time.sleep(SETTLE_SECONDS)
             if paused:
                 watcher.start()
@@ -184,7 +180,7 @@ class DeviceGate:
                     self._paused_since = None
                 for group in self._children:
                     _signal_group(group, signal.SIGCONT)
-                with _paused_lock:
+                with _idle_lock:
                     _paused.difference_update(paused)
                 self._alone = False
                 self._state.notify_all()
@@ -215,8 +211,27 @@ def _signal_group(group: int, signum: int) -> None:
 
 def paused_group(group: int) -> bool:
     """Whether the process group ``group`` is paused for a timing now."""
-    with _paused_lock:
+    with _idle_lock:
         return group in _paused
+
+
+def park(group: int) -> None:
+    """The child ``group`` is ready and waits for "go": it holds the GPU's memory but has nothing queued
+    there (only trusted code has run in it so far)."""
+    with _idle_lock:
+        _parked.add(group)
+
+
+def unpark(group: int) -> None:
+    """The child ``group`` went on (or ended)."""
+    with _idle_lock:
+        _parked.discard(group)
+
+
+def idle_group(group: int) -> bool:
+    """Whether the process group ``group`` runs nothing on the GPU now: parked, or paused for a timing."""
+    with _idle_lock:
+        return group in _parked or group in _paused
 
 
 def pausing_gate() -> DeviceGate | None:

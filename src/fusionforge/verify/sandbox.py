@@ -25,7 +25,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import NoReturn
 
-from fusionforge.gpus import lane_environment, paused_group, pausing_gate
+from fusionforge.gpus import idle_group, lane_environment, park, pausing_gate, unpark
 
 OUTPUT_CAP = 16 * 1024  # bytes of the candidate's stdout/stderr kept
 SANITIZER_EXIT = 86  # compute-sanitizer's exit code when it found errors (the child itself ended normally)
@@ -36,20 +36,15 @@ OUTPUTS = "*.pt"  # the output files a child leaves for its parent, sealed with 
 
 _running: set[int] = set()  # process groups of the children alive now (several threads may run children)
 _running_lock = threading.Lock()
-_parked: set[int] = set()  # process groups of ready children waiting for "go": trusted code only, idle
 
 
 def idle_on_gpu(pid: int) -> bool:
     """Whether process ``pid`` belongs to a child that holds the GPU's memory but runs nothing there: a
     ready child waiting for "go" (only trusted code has run in it so far), or one paused for a timing."""
     try:
-        group = os.getpgid(pid)
+        return idle_group(os.getpgid(pid))
     except (ProcessLookupError, PermissionError):
         return False
-    with _running_lock:
-        if group in _parked:
-            return True
-    return paused_group(group)
 
 
 def kill_running() -> int:
@@ -226,16 +221,12 @@ class Child:
                 break
         ready = said and self._ready.read(1) == b"r"
         if ready:
-            with _running_lock:
-                _parked.add(self.proc.pid)
-            if self._gate is not None:
-                self._gate.parked(self.proc.pid)
+            park(self.proc.pid)
         return ready
 
     def go(self) -> None:
         """Let a ready child go on (with the GPU alone: it leaves its gate's paused children)."""
-        with _running_lock:
-            _parked.discard(self.proc.pid)
+        unpark(self.proc.pid)
         if self._gate is not None:
             self._gate.release_child(self.proc.pid)
             self._gate = None
@@ -272,7 +263,7 @@ class Child:
             pass
         with _running_lock:
             _running.discard(self.proc.pid)  # before the wait reaps it: its id may then be reused
-            _parked.discard(self.proc.pid)
+        unpark(self.proc.pid)
         if self._gate is not None:
             self._gate.release_child(self.proc.pid)
         self.proc.wait()
