@@ -1,6 +1,6 @@
 """Where a `fusionforge run`'s time went, from its attempt logs: per kernel landed, per step, and the GPU's use.
 
-    PYTHONPATH=src python benchmarks/run_profile.py RUNS/RUN_ID [--json profile.json]
+    PYTHONPATH=src python benchmarks/run_profile.py RUNS/RUN_ID [--slices ROOT/slices.log] [--json profile.json]
 
 Reads ``run.json``, every ``attempt_K.json`` and ``outcome.json``. Prints the wall clock (the run's creation
 to its last outcome), kernels landed and their rate per hour, then per step the total seconds, the
@@ -13,6 +13,9 @@ rounds and the wall-clock cross-check); and, per GPU, the fraction of the
 wall clock it spent timing (the only time it is certainly busy: checks share it). Runs logged before the
 timing child got ready beside the checks have "warm" (a separate compile run) and "import" (the file's
 import and the inputs) instead. Steps and phases a run does not have are left out.
+
+A run made in slices (`benchmarks/gpu_run.sh`, resumed between commands) has gaps in which nothing ran:
+with --slices its slices.log, the wall clock is the sum of the slices, the last one cut at the last outcome.
 """
 
 from __future__ import annotations
@@ -41,12 +44,25 @@ def child_phases(marks: dict[str, float] | None) -> dict[str, float]:
     return {name: round(after - began, 3) for (name, began), (_, after) in zip(ordered, ordered[1:])}
 
 
-def profile(folder: Path) -> dict:
+def sliced_wall(slices_log: Path, last_end: datetime.datetime) -> float:
+    """Seconds the run ran over its slices ("slice start S end E status X" lines, epoch seconds)."""
+    spans = [(int(words[2]), int(words[4])) for words in map(str.split, slices_log.read_text().splitlines())
+             if words[:1] == ["slice"]]
+    last = last_end.timestamp()
+    return sum(min(end, last) - start for start, end in spans if start < last)
+
+
+def profile(folder: Path, slices_log: Path | None = None) -> dict:
     run = json.loads((folder / "run.json").read_text())
     outcomes = [json.loads(p.read_text()) for p in sorted(folder.glob("*/outcome.json"))]
     attempts = [json.loads(p.read_text()) for p in sorted(folder.glob("*/attempt_*.json"))]
     ends = [_when(o["finished"]) for o in outcomes] + [_when(a["finished"]) for a in attempts]
-    wall = (max(ends) - _when(run["created"])).total_seconds() if ends else 0.0
+    if not ends:
+        wall = 0.0
+    elif slices_log:
+        wall = sliced_wall(slices_log, max(ends))
+    else:
+        wall = (max(ends) - _when(run["created"])).total_seconds()
     landed = sum(o["outcome"] in ("kept", "duplicate") for o in outcomes)
     steps: dict[str, float] = defaultdict(float)
     child: dict[str, float] = defaultdict(float)
@@ -65,7 +81,8 @@ def profile(folder: Path) -> dict:
     total = sum(steps.values()) or 1.0
     per = max(landed, 1)
     return {
-        "run": folder.name, "tasks": len(outcomes), "attempts": len(attempts), "landed": landed,
+        "run": folder.name, "sliced": slices_log is not None, "tasks": len(outcomes), "attempts": len(attempts),
+        "landed": landed,
         "wall_seconds": round(wall, 1), "kernels_per_hour": round(landed / wall * 3600, 1) if wall else None,
         "steps": {name: {"seconds": round(steps[name], 1), "per_kernel": round(steps[name] / per, 2),
                          "share": round(steps[name] / total, 3)} for name in STEPS},
@@ -81,11 +98,14 @@ def profile(folder: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a run's folder: runs/<run id>")
+    parser.add_argument("--slices", type=Path, help="gpu_run.sh's slices.log: count only the slices' time")
     parser.add_argument("--json", type=Path, help="also write the profile here")
     args = parser.parse_args()
     if not (args.run / "run.json").exists():
         parser.error(f"{args.run} is not a run's folder (no run.json)")
-    result = profile(args.run)
+    if args.slices and not args.slices.is_file():
+        parser.error(f"{args.slices} does not exist")
+    result = profile(args.run, args.slices)
     print(f"run {result['run']}: {result['landed']} of {result['tasks']} tasks landed in {result['attempts']} "
           f"attempts, {result['wall_seconds'] / 60:.1f} min, {result['kernels_per_hour']} kernels per hour")
     print(f"{'step':<24}{'seconds':>10}{'per kernel':>12}{'share':>8}")

@@ -3,6 +3,7 @@
     git archive HEAD src | tar -x -C OLD        # the version to compare against, as a source tree
     PYTHONPATH=src python benchmarks/timer_ab.py --old OLD/src --out ab.json benchmarks/anchors/*.py
     PYTHONPATH=src python benchmarks/timer_ab.py --old OLD/src --out ab.json --check-once --jobs 12 FILES...
+    PYTHONPATH=src python benchmarks/timer_ab.py --old OLD/src --out ab.json --from-run gpu-run --limit 20
 
 Each file is benched (`bench_file`, check and timing child) by the old source tree and by this one, the
 order alternating from file to file so that drift hits both alike. Per file it prints the medians of
@@ -12,6 +13,11 @@ version it also prints the timed-output verification's cost: the seconds spent v
 plus the GPU seconds of refilling inputs, over the timing child's wall time. With --check-once, each file
 is checked once, by this version, --jobs at a time, and only the timing halves (`time_checked`) are
 compared: the check is the same under both versions, and the costly part of a bench.
+
+With --from-run ROOT (a `fusionforge run` folder with data/ and runs/), the new timings are the ones the run
+itself took, beside its checks and other timings, and only the old version times the kept files again (from the
+verdicts in the run's attempt logs): does the whole pipeline, not only the timer, leave the timings where the
+old one alone puts them? The new timings come first there, so the order cannot alternate.
 """
 
 from __future__ import annotations
@@ -87,28 +93,57 @@ def check_all(paths: list[Path], jobs: int, scratch: Path) -> dict[Path, Path | 
         return dict(zip(paths, pool.map(one, range(len(paths)))))
 
 
+def from_run(root: Path, limit: int, scratch: Path) -> list[tuple[Path, Path, dict]]:
+    """The first ``limit`` timed kernels kept by the run in ``root``: (kept file, verdict file, new result)."""
+    picked = []
+    for line in (root / "data" / "index.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if not record.get("timed"):
+            continue
+        attempt_log = next((root / "runs" / record["run"]).glob(f"*-{record['task']['id']}"))
+        result = json.loads((attempt_log / f"attempt_{record['attempts']}.json").read_text())["result"]
+        kept = root / "data" / record["file"]
+        verdict = scratch / f"{kept.stem}.json"
+        verdict.write_text(json.dumps({**result["check"], "file": str(kept)}))
+        picked.append((kept, verdict, result))
+        if len(picked) == limit:
+            break
+    return picked
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("files", nargs="*", type=Path)
     parser.add_argument("--old", type=Path, required=True, help="the old version's src folder")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--check-once", action="store_true", help="check every file first with this version, "
                         "--jobs at a time, then time each passing file with both versions (the timing halves)")
     parser.add_argument("--jobs", type=int, default=8, help="checks at a time with --check-once (default 8)")
+    parser.add_argument("--from-run", type=Path, help="a run's folder: its timings are the new ones (no FILES)")
+    parser.add_argument("--limit", type=int, default=20, help="kept kernels to time with --from-run (default 20)")
     args = parser.parse_args()
-    verdicts: dict[Path, Path | None] = {path: None for path in args.files}
+    if bool(args.files) == bool(args.from_run):
+        parser.error("give FILES or --from-run, not both")
     scratch = tempfile.TemporaryDirectory(prefix="timer-ab-")
-    if args.check_once:
+    recorded: dict[Path, dict] = {}
+    verdicts: dict[Path, Path | None] = {path: None for path in args.files}
+    if args.from_run:
+        for kept, verdict, result in from_run(args.from_run, args.limit, Path(scratch.name)):
+            verdicts[kept], recorded[kept] = verdict, result
+    elif args.check_once:
         verdicts = check_all(args.files, args.jobs, Path(scratch.name))
     rows = []
-    for k, path in enumerate(args.files):
+    for k, path in enumerate(verdicts):
         order = [("old", args.old), ("new", ROOT / "src")]
         if args.check_once and verdicts[path] is None:
             rows.append({"file": path.name, "old_status": "fail", "new_status": "fail"})
             print(f"{path.name:<34} failed the check", flush=True)
             continue
-        results = {name: bench(source, path, verdicts[path])
-                   for name, source in (order if k % 2 == 0 else order[::-1])}
+        if path in recorded:
+            results = {"old": bench(args.old, path, verdicts[path]), "new": recorded[path]}
+        else:
+            results = {name: bench(source, path, verdicts[path])
+                       for name, source in (order if k % 2 == 0 else order[::-1])}
         row = {"file": path.name, **compare(results["old"], results["new"]), "results": results}
         rows.append(row)
         args.out.write_text(json.dumps({"rows": rows}, indent=1))  # a cut-short run keeps its rows
