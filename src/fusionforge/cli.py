@@ -350,7 +350,8 @@ def _dataset(folder: str):
     dataset = Dataset(folder)
     try:
         dataset.ensure_writable()
-        dataset.records()  # a malformed index stops us here, before any work
+        for _ in dataset.iter_records():  # a malformed index stops us here, before any work
+            pass
     except DatasetError as e:
         raise UsageError(str(e)) from None
     return dataset
@@ -865,11 +866,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_options(q)
     q.add_argument("--json", action="store_true", help="print the figures as JSON")
     q.set_defaults(func=_cmd_data)
-    q = data.add_parser("export", help="every record with its kernel source, as JSON lines or Parquet",
-                        description="Write every record of data/index.jsonl with its kernel file's source to OUT.")
-    q.add_argument("out", metavar="OUT", help="the file to write")
-    q.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", help="jsonl (default): one JSON "
-                   "record a line; parquet: needs pyarrow")
+    q = data.add_parser("export", help="every record with its kernel source: JSON lines, Parquet, or a "
+                        "Hugging Face-ready folder",
+                        description="Write every record of data/index.jsonl with its kernel file's source to OUT. "
+                        "--format hf writes the folder OUT: Parquet shards under OUT/data/ with KernelBook's "
+                        "columns (python_code, triton_code, entry_point) beside fusionforge's, and a dataset card, "
+                        "OUT/README.md; `datasets` loads it as it is.")
+    q.add_argument("out", metavar="OUT", help="the file to write (the folder with --format hf)")
+    q.add_argument("--format", choices=("jsonl", "parquet", "hf"), default="jsonl", help="jsonl (default): one "
+                   "JSON record a line; parquet: one file; hf: a folder for the Hugging Face Hub (parquet and "
+                   "hf need pyarrow)")
     _add_store_options(q)
     q.add_argument("--json", action="store_true", help="print a JSON summary (records written, OUT)")
     q.set_defaults(func=_cmd_data)
