@@ -373,3 +373,14 @@ def test_a_timing_sees_a_paused_child_woken_during_it(tmp_path):
         for child in children:
             child.kill()
             child.wait()
+
+
+def test_a_sliced_runs_wall_clock_leaves_out_the_gaps_between_slices(tmp_path):
+    """run_profile --slices: the slices' time only, the last slice cut at the last outcome."""
+    import datetime
+
+    log = tmp_path / "slices.log"
+    log.write_text("slice start 1000 end 1500 status 124\nslice start 1600 end 2100 status 1\n")
+    last = datetime.datetime.fromtimestamp(1900, datetime.timezone.utc)
+    assert _run_profile().sliced_wall(log, last) == 500 + 300
+    assert _run_profile().sliced_wall(log, datetime.datetime.fromtimestamp(1400, datetime.timezone.utc)) == 400
