@@ -91,6 +91,16 @@ def test_slower_analysis_names_launches_and_spills():
     assert "fuse the 3 launches" in r.failure.planned_fix.lower() and "spills" in r.failure.planned_fix
 
 
+def test_slower_analysis_says_when_the_call_is_host_bound():
+    """Seen on the H200: a two-launch wrapper with 0.15 ms of host time per call against 0.065 ms of kernels."""
+    r = judge(result(), raw(eager=0.081, compiled=0.07, triton=0.079, jitter=0.3, launch_ms=0.15), None, RATES)
+    assert r.failure.category == "slower"
+    assert "host-bound" in r.failure.root_cause and "percentiles" in r.failure.root_cause
+    assert "cut the wrapper's host work" in r.failure.planned_fix.lower()
+    quick = judge(result(), raw(eager=0.100, compiled=0.09, triton=0.099, jitter=0.05), None, RATES)
+    assert "host-bound" not in quick.failure.root_cause
+
+
 def test_under_the_floor_is_suspicious():
     r = judge(result(), raw(eager=0.36, compiled=0.11, triton=0.05), None, RATES)
     assert r.status == "suspicious" and any("past physics" in s for s in r.suspicious)

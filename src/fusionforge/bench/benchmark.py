@@ -420,6 +420,13 @@ def slower_failure(result: BenchResult, raw: dict) -> Failure:
              f"{r['triton_fraction_of_floor']:.0%} of the floor, eager {r['eager_fraction_of_floor']:.0%}. "
              f"{raw['launches_per_call']} kernel launch(es) per call. {kernels or 'no resource data'}.")
     fixes = []
+    if t["host_median_ms"] > t["median_ms"]:
+        # the events start while the host is still in the wrapper: its latency lands in the GPU timings
+        cause += (f" The call is host-bound: the wrapper spends {t['host_median_ms']:.4f} ms on the host per call, "
+                  f"more than the {t['median_ms']:.4f} ms its kernels take, so launch latency shows in the timed "
+                  f"calls (Triton's 20th-80th percentiles {t['p20_ms']:.4f}-{t['p80_ms']:.4f} ms).")
+        fixes.append("cut the wrapper's host work: fewer launches, no per-call copies or extra allocations, "
+                     "grid and block sizes from plain integer arithmetic")
     if raw["launches_per_call"] > 1:
         fixes.append(f"fuse the {raw['launches_per_call']} launches into one pass so intermediates stay on chip")
     if any((k.get("spills") or 0) > 0 for k in raw["kernels"].values()):
