@@ -115,7 +115,7 @@ def test_every_option_has_help():
     assert list(undocumented(build_parser(), "fusionforge")) == []
 
 
-@pytest.mark.parametrize("argv", [["data", "stats", "--help"], ["data", "export", "--help"]])
+@pytest.mark.parametrize("argv", [["data", "stats", "--help"], ["data", "export", "--help"], ["report", "--help"]])
 def test_data_commands_explain_their_options(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)

@@ -5,43 +5,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import dataset_of, generated_source
 
 from fusionforge import cli
-from fusionforge.dataset import Dataset, code_hash
+from fusionforge.dataset import Dataset
 from fusionforge.hub import ENTRY_POINT, TRITON_ENTRY_POINT, export_hub, split_source
-from fusionforge.implement.builtin import BuiltinImplementer
-from fusionforge.tasks import TaskGenerator
 
 pq = pytest.importorskip("pyarrow.parquet")
 
 FIXTURE = Path(__file__).parent / "fixtures" / "good" / "pointwise_bias_gelu_fp16.py"
-
-
-def generated_source(seed: int) -> str:
-    task = TaskGenerator().generate(seed)
-    return BuiltinImplementer().implement(task, 1, []).source
-
-
-def record(k: int, source: str, timed: bool) -> dict:
-    timings = {name: {"median_ms": ms, "p20_ms": ms * 0.99, "p80_ms": ms * 1.01, "calls": 150}
-               for name, ms in (("eager", 0.3), ("compile", 0.2), ("triton", 0.1))} if timed else {}
-    return {"id": f"ff-{k}", "file": None, "signature": f"float16|sig{k}", "code_hash": code_hash(source),
-            "family": "pointwise", "dtype": "float16", "implementer": "builtin", "model": None, "attempts": 1,
-            "ops": ["add", "gelu"], "description": "add a per-column vector -> gelu (float16)",
-            "task": {"id": f"task-{k}", "seed": k, "difficulty": "easy"}, "shapes": {"bench": [{"M": 8}]},
-            "checks": [{"label": "test[0]", "rel_err": 1e-4}], "timed": timed, "timings": timings,
-            "speedup": 3.0 if timed else None, "speedup_vs_compile": 2.0 if timed else None,
-            "roofline": {"floor_ms": 0.05, "triton_fraction_of_floor": 0.5} if timed else {},
-            "device": "NVIDIA H200" if timed else None, "torch": "2.11.0", "triton": "3.6.0"}
-
-
-def dataset_of(tmp_path, sources: list[str], timed: list[bool]) -> Dataset:
-    dataset = Dataset(tmp_path / "data")
-    for k, (source, is_timed) in enumerate(zip(sources, timed)):
-        path = tmp_path / f"in-{k}.py"
-        path.write_text(source)
-        dataset.add(path, record(k, source, is_timed))
-    return dataset
 
 
 @pytest.mark.parametrize("source", [FIXTURE.read_text(), generated_source(5)], ids=["fixture", "generated"])

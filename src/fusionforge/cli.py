@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from fusionforge import __version__
+from fusionforge.atomic import write_text
 from fusionforge.gpus import RAY_JOBS, default_jobs
 from fusionforge.tasks import DIFFICULTIES, DTYPES, FusionTask, TaskError, TaskGenerator, step_label
 
@@ -577,6 +578,26 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from fusionforge.dataset import Dataset, DatasetError
+    from fusionforge.report import render
+
+    dataset = Dataset(args.data)
+    if not dataset.index.exists():
+        raise UsageError(f"{args.data} holds no dataset (no {dataset.index.name}): give it with --data")
+    try:
+        page = render(dataset, Path(args.runs), args.kernels)
+        write_text(Path(args.out), page)
+    except DatasetError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"cannot write {args.out}: {e.strerror}") from None
+    count = len(dataset)
+    print(json.dumps({"out": args.out, "kernels": count}) if args.json
+          else f"wrote {args.out}: {count} kernels, {min(count, args.kernels)} with their panels")
+    return EXIT_OK
+
+
 def _render_stats(stats: dict, root: Path) -> str:
     lines = [f"{root}/: {stats['kernels']} kernels ({stats['timed']} timed on a GPU, {stats['pending']} verified, "
              "not timed)"]
@@ -879,6 +900,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_options(q)
     q.add_argument("--json", action="store_true", help="print a JSON summary (records written, OUT)")
     q.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("report", help="data/ and runs/ as one self-contained HTML page",
+                       description="Write one HTML file (inline SVG and CSS: it opens offline) with the headline "
+                       "numbers, the figures per family, dtype and difficulty, the speedups over eager and "
+                       "torch.compile, the roofline plot, attempts and failure categories, and a panel per kernel "
+                       "with its timings and source.")
+    p.add_argument("-o", "--out", default="report.html", metavar="FILE", help="the page (default: report.html)")
+    p.add_argument("--kernels", type=_seed, default=200, metavar="N", help="kernel panels shown, the first N "
+                   "records (default 200)")
+    _add_store_options(p)
+    p.add_argument("--json", action="store_true", help="print a JSON summary (the page, kernels in it)")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 
