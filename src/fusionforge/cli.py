@@ -592,7 +592,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     except OSError as e:
         raise UsageError(f"cannot write {args.out}: {e.strerror}") from None
-    count = len(dataset)
+    count = dataset.count()
     print(json.dumps({"out": args.out, "kernels": count}) if args.json
           else f"wrote {args.out}: {count} kernels, {min(count, args.kernels)} with their panels")
     return EXIT_OK

@@ -141,7 +141,8 @@ class Dataset:
         with paused_gc():
             return list(self.iter_records())
 
-    def __len__(self) -> int:
+    def count(self) -> int:
+        """How many records the index holds (its lines are counted, not parsed)."""
         if not self.index.exists():
             return 0
         with open(self.index, "rb") as lines:

@@ -144,7 +144,7 @@ def export_hub(dataset: Dataset, out: Path, rows_per_shard: int = ROWS_PER_SHARD
     if shards.exists():  # a shard left from a larger export would be loaded with this one
         shutil.rmtree(shards)
     shards.mkdir(parents=True)
-    total = max(1, math.ceil(len(dataset) / rows_per_shard))
+    total = max(1, math.ceil(dataset.count() / rows_per_shard))
     name = "train-{:05d}-of-{:05d}.parquet".format
     lines = dataset.numbered_lines()
     chunks = iter(lambda: list(itertools.islice(lines, rows_per_shard)), [])
