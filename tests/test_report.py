@@ -9,7 +9,13 @@ import pytest
 from conftest import dataset_of, generated_source
 
 from fusionforge import cli
+from fusionforge.evaluation import metrics
 from fusionforge.report import render
+
+EVAL = {"suite": "small-v1", "suite_hash": "ab" * 32, "implementer": "llm", "model": "m", "samples_per_task": 2,
+        "attempts": 1, "metrics": metrics([
+            {"task_id": "a", "correct": True, "timed": True, "speedup": 1.5, "speedup_vs_compile": 1.1},
+            {"task_id": "a", "correct": False, "timed": True, "speedup": None, "speedup_vs_compile": None}])}
 
 
 def attempt_log(runs, task: str, attempt: int, category: str | None) -> None:
@@ -48,6 +54,21 @@ def test_the_page_has_the_figures_the_plots_and_a_panel_per_kernel(kept):
     assert "# a &lt; b &amp;&amp; c &gt; d" in page and "# a < b" not in page
 
 
+def test_an_evals_results_add_its_metrics_and_fast_p_curve(kept, tmp_path, capsys):
+    dataset, runs = kept
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(EVAL))
+    out = tmp_path / "report.html"
+    assert cli.main(["report", "--data", str(dataset.root), "--runs", str(runs), "-o", str(out),
+                     "--eval", str(results)]) == 0
+    page = out.read_text()
+    assert page.count('<svg class="plot"') == 6 and page.count("<polyline") == 2
+    assert "1 of 2 samples correct; pass@1 50.0%" in page and "<title>eager p=1: 50.0%</title>" in page
+    results.write_text("{}")
+    assert cli.main(["report", "--data", str(dataset.root), "--eval", str(results), "-o", str(out)]) == 2
+    assert "not an eval's results.json" in capsys.readouterr().err
+
+
 def test_kernels_limits_the_panels_not_the_figures(kept, tmp_path, capsys):
     dataset, runs = kept
     out = tmp_path / "report.html"
@@ -83,12 +104,12 @@ def chromium() -> str:
 def test_the_page_loads_in_headless_chromium_without_errors_and_shows_its_plots(kept, tmp_path):
     dataset, runs = kept
     page = tmp_path / "report.html"
-    page.write_text(render(dataset, runs))
+    page.write_text(render(dataset, runs, evaluation=EVAL))
     browser = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                "--enable-logging=stderr", "--window-size=1280,1600"]
     dom = subprocess.run([*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert dom.stdout.count('<svg class="plot"') == 5 and "fusionforge report" in dom.stdout
+    assert dom.stdout.count('<svg class="plot"') == 6 and "fusionforge report" in dom.stdout
     assert "CONSOLE" not in dom.stderr and "Uncaught" not in dom.stderr
     shot = tmp_path / "report.png"
     done = subprocess.run([*browser, f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True,

@@ -379,7 +379,6 @@ def _implementer(options: dict):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from fusionforge.pipeline import Run
-    from fusionforge.verify.checker import default_device
 
     _check_engine(args)
     runs_root = Path(args.runs)
@@ -391,36 +390,124 @@ def _cmd_run(args: argparse.Namespace) -> int:
         options = run.options
     else:
         run = None
-        if args.device == "cuda" and args.engine == "local":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise UsageError("--device cuda: no CUDA GPU is available on this machine")
         options = {"count": args.count, "seed": args.seed if args.seed is not None else secrets.randbelow(10**6),
-                   "difficulty": args.difficulty, "dtype": args.dtype, "ops": args.ops,
-                   "implementer": args.implementer, "model": args.model, "base_url": args.base_url,
-                   "api_key_env": args.api_key_env, "temperature": args.temperature, "max_tokens": args.max_tokens,
-                   "attempts": args.attempts, "workdir": str(Path(args.workdir).resolve()),
-                   "data": str(Path(args.data).resolve()),
-                   "device": args.device or (default_device() if args.engine == "local" else None),
-                   "timeout": args.timeout}
+                   "difficulty": args.difficulty, "dtype": args.dtype, "ops": args.ops, **_loop_options(args),
+                   "workdir": str(Path(args.workdir).resolve()), "data": str(Path(args.data).resolve())}
         try:
             TaskGenerator().generate(options["seed"], args.difficulty, args.dtype, args.ops)
         except (TaskError, KeyError) as e:
             raise UsageError(str(e).strip('"')) from None
-    if args.engine == "ray":
-        lanes = _ray_lanes(args, options["device"])
-        options["device"] = lanes.device
-    else:
-        lanes = _lanes(args.gpus) if options["device"] == "cuda" else _no_gpus(args.gpus)
+    lanes = _loop_lanes(args, options)
     try:
         return _run(args, run, options, lanes)
     finally:
         lanes.close()
 
 
+def _loop_options(args: argparse.Namespace) -> dict:
+    """The implementer's and the attempt loop's options of a new run or eval (the device checked)."""
+    from fusionforge.verify.checker import default_device
+
+    if args.device == "cuda" and args.engine == "local":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA GPU is available on this machine")
+    return {"implementer": args.implementer, "model": args.model, "base_url": args.base_url,
+            "api_key_env": args.api_key_env, "temperature": args.temperature, "max_tokens": args.max_tokens,
+            "attempts": args.attempts, "device": args.device or (default_device() if args.engine == "local" else None),
+            "timeout": args.timeout}
+
+
+def _loop_lanes(args: argparse.Namespace, options: dict):
+    """The GPUs (or the Ray cluster's workers) the loop runs on; a Ray engine sets ``options["device"]``."""
+    if args.engine == "ray":
+        lanes = _ray_lanes(args, options["device"])
+        options["device"] = lanes.device
+        return lanes
+    return _lanes(args.gpus) if options["device"] == "cuda" else _no_gpus(args.gpus)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from fusionforge.evaluation import SuiteError, load_suite, report
+    from fusionforge.pipeline import Run
+
+    _check_engine(args)
+    out = Path(args.out)
+    args.runs = str(out)  # the loop keeps an eval's attempt logs where its results go
+    try:
+        if args.resume is not None:
+            run = Run.load(out, args.resume or None)
+            if "suite" not in run.options:
+                raise UsageError(f"{run.folder} is a run, not an eval")
+            options = run.options
+            suite = load_suite(options["suite"])
+            if suite["hash"] != options["suite_hash"]:
+                raise UsageError(f"suite {suite['name']} has changed since {run.id} began: its hash was "
+                                 f"{options['suite_hash'][:12]}, it is {suite['hash'][:12]}")
+        else:
+            run = None
+            suite = load_suite(args.suite)
+            options = {"count": len(suite["tasks"]) * args.samples, "suite": suite["name"],
+                       "suite_hash": suite["hash"], "samples": args.samples, "tasks": suite["tasks"],
+                       **_loop_options(args)}
+    except (FileNotFoundError, ValueError, KeyError, SuiteError) as e:
+        raise UsageError(str(e)) from None
+    if run is None:  # the evals in OUT share a work folder and keep their passing kernels in OUT/data
+        options.update(workdir=str((out / "work").resolve()), data=str((out / "data").resolve()))
+    lanes = _loop_lanes(args, options)
+    try:
+        done = _attempt_loop(args, run, options, lanes, "eval")
+    finally:
+        lanes.close()
+    if isinstance(done, int):
+        return done
+    run = done[0]
+    result = report(run.folder, suite, run.options)
+    print(json.dumps(result, indent=2) if args.json else _render_eval(result, run.folder))
+    return EXIT_OK
+
+
+def _render_eval(result: dict, folder: Path) -> str:
+    m = result["metrics"]
+
+    def share(value) -> str:
+        return f"{value:.1%}" if value is not None else "n/a (not timed)"
+
+    lines = [f"Eval {result['run']}: suite {result['suite']} (hash {result['suite_hash'][:12]}), "
+             f"{result['implementer']}{' ' + result['model'] if result['model'] else ''}, "
+             f"{result['samples_per_task']} sample(s) per task, {result['attempts']} attempt(s) each, "
+             f"on {result['device']}",
+             f"correct: {m['correct']} of {m['samples']} samples ({share(m['correctness'])})"]
+    for against, row in m["fast_p"].items():
+        lines.append(f"fast_p against {against}: " + ", ".join(f"p={p} {share(v)}" for p, v in row.items()))
+    lines.append("pass@k: " + ", ".join(f"k={k} {v:.1%}" for k, v in m["pass_at_k"].items()))
+    speedups = m["geomean_speedup"]
+    if speedups["eager"]:
+        lines.append(f"geomean speedup of the correct ones: {speedups['eager']:.2f}x over eager, "
+                     f"{speedups['torch.compile']:.2f}x over torch.compile; mean fraction of the roofline floor "
+                     f"{m['mean_fraction_of_floor']:.0%}")
+    lines.append(f"Results: {folder / 'results.json'} and {folder / 'results.jsonl'}")
+    return "\n".join(lines)
+
+
 def _run(args: argparse.Namespace, run, options: dict, lanes) -> int:
     """``run`` (None: a new one, made here) on ``lanes``; the exit code."""
+    done = _attempt_loop(args, run, options, lanes, "run")
+    if isinstance(done, int):
+        return done
+    run, results, seconds, settings = done
+    summary = _run_summary(run, results, seconds, settings)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print("\n" + summary["text"])
+    return EXIT_OK if summary["failed"] == 0 else EXIT_FAIL
+
+
+def _attempt_loop(args: argparse.Namespace, run, options: dict, lanes, command: str):
+    """The attempt loop of ``run`` (None: a new one in ``args.runs``) on ``lanes``: (run, outcomes, seconds,
+    settings), or the exit code when interrupted; ``fusionforge COMMAND --resume`` continues it."""
     from fusionforge.dataset import DatasetError
     from fusionforge.implement import ImplementerError
     from fusionforge.pipeline import Run, Settings, run_tasks
@@ -437,10 +524,11 @@ def _run(args: argparse.Namespace, run, options: dict, lanes) -> int:
     settings = Settings(workdir, dataset, attempts=options["attempts"], device=options["device"],
                         timeout=options["timeout"], run=run.id, lanes=lanes)
     echo = (lambda text: None) if args.json else _echo
+    forced = not options.get("tasks")  # an eval's tasks each have their own difficulty and dtype
 
     def header(task: FusionTask) -> str:
-        return render_task(task, task_command(task.seed, options.get("difficulty"), options.get("dtype"),
-                                              options.get("ops")))
+        return render_task(task, task_command(task.seed, options.get("difficulty") if forced else task.difficulty,
+                                              options.get("dtype") if forced else task.dtype, options.get("ops")))
 
     start = time.perf_counter()
     try:
@@ -448,17 +536,12 @@ def _run(args: argparse.Namespace, run, options: dict, lanes) -> int:
             results = run_tasks(run, implementer, settings, jobs=args.jobs or _default_jobs(args, options, lanes),
                                 echo=echo, header=header, advance=advance)
     except (ImplementerError, DatasetError) as e:
-        raise UsageError(f"{e} (resume with: {PROG} run --resume {run.id})") from None
+        raise UsageError(f"{e} (resume with: {PROG} {command} --resume {run.id})") from None
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; data/ and {run.folder} are consistent. Resume with: "
-              f"{PROG} run --resume {run.id}", file=sys.stderr)
+              f"{PROG} {command} --resume {run.id}", file=sys.stderr)
         return 130
-    summary = _run_summary(run, results, time.perf_counter() - start, settings)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print("\n" + summary["text"])
-    return EXIT_OK if summary["failed"] == 0 else EXIT_FAIL
+    return run, results, time.perf_counter() - start, settings
 
 
 def _run_summary(run, results: list[dict], seconds: float, settings) -> dict:
@@ -585,8 +668,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     dataset = Dataset(args.data)
     if not dataset.index.exists():
         raise UsageError(f"{args.data} holds no dataset (no {dataset.index.name}): give it with --data")
+    evaluation = None
+    if args.eval:
+        try:
+            evaluation = json.loads(Path(args.eval).read_text())
+            evaluation["metrics"]["fast_p"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UsageError(f"--eval {args.eval}: not an eval's results.json ({e})") from None
     try:
-        page = render(dataset, Path(args.runs), args.kernels)
+        page = render(dataset, Path(args.runs), args.kernels, evaluation)
         write_text(Path(args.out), page)
     except DatasetError as e:
         raise UsageError(str(e)) from None
@@ -714,6 +804,28 @@ def _add_gpus_option(p: argparse.ArgumentParser, what: str) -> None:
                    f"as 0,2,5 (one id alone: 5,); {what}, each timing with its GPU alone")
 
 
+def _add_implementer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--implementer", choices=("builtin", "llm"), default="builtin", help="default: builtin")
+    p.add_argument("--model", help="llm: the model name the endpoint serves")
+    p.add_argument("--base-url", help="llm: an OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 "
+                   "(default: the openai client's)")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="llm: the environment variable holding the API key (default OPENAI_API_KEY)")
+    p.add_argument("--temperature", type=_temperature, default=0.2, help="llm: sampling temperature (default 0.2)")
+    p.add_argument("--max-tokens", type=_positive_int, default=16384, help="llm: reply token limit (default 16384)")
+
+
+def _add_loop_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is present")
+    p.add_argument("--timeout", type=_seconds, default=300.0, metavar="SECONDS", help="per check and timing run")
+    p.add_argument("-j", "--jobs", type=_positive_int, help="tasks worked on at a time on each GPU: checks run "
+                   "side by side, each timing has the GPU alone; each task's output is printed when it ends "
+                   f"(default: the CPU cores per GPU less two, at most 14; {RAY_JOBS} with --engine ray; 1 without "
+                   "a GPU)")
+    _add_gpus_option(p, "tasks go to the least busy")
+    _add_engine_options(p)
+
+
 def _add_store_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="data", metavar="DIR", help="the dataset folder (default: data)")
     p.add_argument("--runs", default="runs", metavar="DIR", help="the attempt logs (default: runs)")
@@ -834,30 +946,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--difficulty", choices=DIFFICULTIES, help="every task's difficulty (default: drawn per task)")
     p.add_argument("--dtype", choices=DTYPES, help="every task's dtype (default: drawn per task)")
     p.add_argument("--ops", help="force a chain for every task, e.g. linear_bias,gelu,layer_norm")
-    p.add_argument("--implementer", choices=("builtin", "llm"), default="builtin", help="default: builtin")
-    p.add_argument("--model", help="llm: the model name the endpoint serves")
-    p.add_argument("--base-url", help="llm: an OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 "
-                   "(default: the openai client's)")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
-                   help="llm: the environment variable holding the API key (default OPENAI_API_KEY)")
-    p.add_argument("--temperature", type=_temperature, default=0.2, help="llm: sampling temperature (default 0.2)")
-    p.add_argument("--max-tokens", type=_positive_int, default=16384, help="llm: reply token limit (default 16384)")
+    _add_implementer_options(p)
     p.add_argument("--attempts", type=_positive_int, default=3, help="attempts per task (default 3)")
     p.add_argument("--workdir", default=".", metavar="DIR", help="where NNN_fused_kernels.py is written "
                    "(default: here)")
     _add_store_options(p)
     p.add_argument("--resume", nargs="?", const="", metavar="RUN", help="continue an interrupted run (default: "
                    "the newest in --runs); its own options apply")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is present")
-    p.add_argument("--timeout", type=_seconds, default=300.0, metavar="SECONDS", help="per check and timing run")
-    p.add_argument("-j", "--jobs", type=_positive_int, help="tasks worked on at a time on each GPU: checks run "
-                   "side by side, each timing has the GPU alone; each task's output is printed when it ends "
-                   f"(default: the CPU cores per GPU less two, at most 14; {RAY_JOBS} with --engine ray; 1 without "
-                   "a GPU)")
-    _add_gpus_option(p, "tasks go to the least busy")
-    _add_engine_options(p)
+    _add_loop_options(p)
     p.add_argument("--json", action="store_true", help="print only a JSON summary (reports stay in runs/)")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("eval", help="a kernel-writing model (or the built-in implementer) over a versioned "
+                       "task suite: correctness, fast_p, pass@k",
+                       description="Run the attempt loop over every task of --suite, --samples times each, then "
+                       "compute the field's metrics from the attempt logs: correctness, fast_p against eager and "
+                       "torch.compile (correct and speedup > p), pass@k (unbiased), geometric-mean speedups, the "
+                       "mean fraction of the roofline floor, per difficulty, op family and dtype, and token usage. "
+                       "Writes OUT/<eval id>/results.json and results.jsonl (a line per task sample) with the "
+                       "suite's content hash, the device and the versions. Exit 0 written, 2 usage error, 130 "
+                       "interrupted (continue with --resume).")
+    p.add_argument("--suite", default="small-v1", help="the task suite (default small-v1: 18 tasks; full-v1: 108)")
+    p.add_argument("--samples", type=_positive_int, default=1, metavar="K", help="samples per task (default 1)")
+    p.add_argument("--attempts", type=_positive_int, default=1, help="attempts per sample: 1 (default) without "
+                   "the retry loop, 3 with it")
+    _add_implementer_options(p)
+    p.add_argument("--out", default="evals", metavar="DIR", help="where evals are kept (default: evals)")
+    p.add_argument("--resume", nargs="?", const="", metavar="EVAL", help="continue an interrupted eval (default: "
+                   "the newest in --out); its own options apply")
+    _add_loop_options(p)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("attempt", help="the outside-agent workflow: judge FILE as the next attempt at the task "
                        "handed out here",
@@ -909,6 +1028,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default="report.html", metavar="FILE", help="the page (default: report.html)")
     p.add_argument("--kernels", type=_seed, default=200, metavar="N", help="kernel panels shown, the first N "
                    "records (default 200)")
+    p.add_argument("--eval", metavar="RESULTS.json", help="an eval's results (fusionforge eval): its metrics and "
+                   "fast_p curve")
     _add_store_options(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary (the page, kernels in it)")
     p.set_defaults(func=_cmd_report)

@@ -316,6 +316,9 @@ class Run:
 
     def task(self, index: int) -> FusionTask:
         o = self.options
+        if o.get("tasks"):  # an eval: the suite's tasks (seed, difficulty, dtype), one sample after another
+            spec = o["tasks"][index % len(o["tasks"])]
+            return TaskGenerator().generate(spec["seed"], spec["difficulty"], spec["dtype"])
         return TaskGenerator().generate(o["seed"] + index, o.get("difficulty"), o.get("dtype"), o.get("ops"))
 
     def log(self, index: int, task: FusionTask) -> TaskLog:

@@ -3,8 +3,8 @@
 Sections: the headline numbers; per family and dtype and per difficulty; the speedups over eager and over
 torch.compile (histograms on a log2 axis); each kernel's fraction of the roofline floor against its arithmetic
 intensity (the roofline plot); attempts used and the categories of failed attempts (from the attempt logs);
-then a panel per kernel with its timings and source (the first ``kernels`` records; a large dataset would
-make a page no browser opens).
+an eval's metrics and fast_p curve when its ``results.json`` is given; then a panel per kernel with its
+timings and source (the first ``kernels`` records; a large dataset would make a page no browser opens).
 """
 
 from __future__ import annotations
@@ -126,6 +126,51 @@ def roofline_plot(points: list[tuple[float, float, str, str]]) -> str:
     return _svg(parts, "roofline")
 
 
+def fast_p_plot(fast_p: dict[str, dict[str, float | None]]) -> str:
+    """An eval's fast_p (y: share of samples correct and faster than p) against p (x), a line per baseline."""
+    parts = _axes("p (speedup threshold)", "fast_p")
+    series = {name: [(float(p), v) for p, v in row.items() if v is not None] for name, row in fast_p.items()}
+    ps = sorted({p for points in series.values() for p, _ in points}) or [0.0, 1.0]
+    width, height = WIDTH - 12 - MARGIN, HEIGHT - MARGIN - 24
+
+    def at(p: float, value: float) -> tuple[float, float]:
+        return (MARGIN + 10 + (p - ps[0]) / ((ps[-1] - ps[0]) or 1) * (width - 20),
+                HEIGHT - MARGIN - value * height)
+
+    for p in ps:
+        x, _ = at(p, 0)
+        parts.append(f'<text x="{x:.1f}" y="{HEIGHT - MARGIN + 13}" text-anchor="middle">{p:g}</text>')
+    for tick in (0.25, 0.5, 0.75, 1.0):
+        _, y = at(ps[0], tick)
+        parts.append(f'<line x1="{MARGIN}" y1="{y:.1f}" x2="{WIDTH - 12}" y2="{y:.1f}" stroke="#eee"/>'
+                     f'<text x="{MARGIN - 4}" y="{y + 4:.1f}" text-anchor="end">{tick:g}</text>')
+    for k, (name, points) in enumerate(series.items()):
+        color = ("#54a24b", "#4c78a8")[k % 2]
+        coords = [at(p, v) for p, v in points]
+        if coords:
+            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
+                         + " ".join(f"{x:.1f},{y:.1f}" for x, y in coords) + '"/>')
+        parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{color}"><title>{html.escape(name)} p={p:g}: '
+                  f'{v:.1%}</title></circle>' for (x, y), (p, v) in zip(coords, points)]
+        parts.append(f'<rect x="{MARGIN + 10 + k * 140}" y="17" width="14" height="3" fill="{color}"/>'
+                     f'<text x="{MARGIN + 28 + k * 140}" y="24">against {html.escape(name)}</text>')
+    return _svg(parts, "fast_p")
+
+
+def _eval_section(result: dict) -> list[str]:
+    m = result["metrics"]
+    passes = ", ".join(f"pass@{k} {v:.1%}" for k, v in m["pass_at_k"].items())
+    return [
+        "<h2>Eval</h2>",
+        f"<p>Suite {html.escape(result['suite'])} (hash {result['suite_hash'][:12]}), "
+        f"{html.escape(' '.join(str(v) for v in (result['implementer'], result.get('model')) if v))}, "
+        f"{result['samples_per_task']} sample(s) per task, {result['attempts']} attempt(s) each: "
+        f"{m['correct']} of {m['samples']} samples correct; {passes}.</p>",
+        f"<figure>{fast_p_plot(m['fast_p'])}<figcaption>fast_p: the share of all samples that are correct and "
+        "faster than the baseline by more than p.</figcaption></figure>",
+    ]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -172,8 +217,8 @@ def _kernel_panel(dataset: Dataset, record: dict) -> str:
             + f"<pre><code>{html.escape(source)}</code></pre></details>")
 
 
-def render(dataset: Dataset, runs_root: Path, kernels: int = 200) -> str:
-    """The report page for ``dataset`` and the attempt logs under ``runs_root``."""
+def render(dataset: Dataset, runs_root: Path, kernels: int = 200, evaluation: dict | None = None) -> str:
+    """The report page for ``dataset``, the attempt logs under ``runs_root`` and an eval's ``results.json``."""
     from fusionforge.pipeline import outcomes
 
     records = dataset.records()
@@ -229,6 +274,7 @@ def render(dataset: Dataset, runs_root: Path, kernels: int = 200) -> str:
         "<figcaption>Every failed attempt in the logs, by the category of its failure.</figcaption></figure>"
         if failures else "<p class='muted'>No failed attempts in the logs.</p>",
         "</div>",
+        *(_eval_section(evaluation) if evaluation else []),
         f"<h2>Kernels</h2><p class='muted'>{len(shown)} of {len(records)} shown"
         + (f" (the first {kernels}: `--kernels N` shows more)" if len(records) > kernels else "") + ".</p>",
         *(_kernel_panel(dataset, r) for r in shown),
