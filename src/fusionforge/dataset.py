@@ -150,14 +150,11 @@ class Dataset:
 
     def find_duplicate(self, signature: str, digest: str) -> dict | None:
         """The record with this task signature and code hash, if any; only lines holding the hash are parsed."""
-        if not self.index.exists():
-            return None
-        with open(self.index, encoding="utf-8") as lines:
-            for line in lines:
-                if digest in line:
-                    record = json.loads(line)
-                    if record["signature"] == signature and record["code_hash"] == digest:
-                        return record
+        for number, line in self.numbered_lines():
+            if digest in line:
+                record = self.parse(number, line)
+                if record["signature"] == signature and record["code_hash"] == digest:
+                    return record
         return None
 
     def add(self, source_path: str | Path, record: dict) -> tuple[dict, bool]:
