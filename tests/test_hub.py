@@ -100,3 +100,24 @@ def test_a_malformed_index_line_is_named_by_every_export(tmp_path, capsys, fmt):
         index.write('{"id": "ff-broken", \n')
     assert cli.main(["data", "export", str(tmp_path / "out"), "--format", fmt, "--data", str(dataset.root)]) == 2
     assert "index.jsonl:3 is not a JSON record" in capsys.readouterr().err
+
+
+def test_an_export_never_replaces_what_is_not_its_own(tmp_path, capsys):
+    """Into a folder with another README.md, or whose data/ is a dataset: a usage error, nothing touched."""
+    dataset = dataset_of(tmp_path, [generated_source(1)], [False])
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("# my project\n")
+    assert cli.main(["data", "export", str(project), "--format", "hf", "--data", str(dataset.root)]) == 2
+    assert "not a fusionforge dataset card" in capsys.readouterr().err
+    assert (project / "README.md").read_text() == "# my project\n" and not (project / "data").exists()
+    assert cli.main(["data", "export", str(tmp_path), "--format", "hf", "--data", str(dataset.root)]) == 2
+    assert "holds other files than an export's shards" in capsys.readouterr().err
+    assert len(Dataset(dataset.root).records()) == 1 and not (tmp_path / "README.md").exists()
+    for inside in (dataset.index, dataset.root, dataset.root / "hub"):
+        assert cli.main(["data", "export", str(inside), "--format", "jsonl", "--data", str(dataset.root)]) == 2
+        assert "is inside the dataset folder" in capsys.readouterr().err
+    assert len(Dataset(dataset.root).records()) == 1
+    out = tmp_path / "hub"
+    assert cli.main(["data", "export", str(out), "--format", "hf", "--data", str(dataset.root)]) == 0
+    assert cli.main(["data", "export", str(out), "--format", "hf", "--data", str(dataset.root)]) == 0  # again

@@ -229,6 +229,8 @@ class Dataset:
         if fmt not in EXPORT_FORMATS:
             raise DatasetError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
         out = Path(out)
+        if out.resolve().is_relative_to(self.root.resolve()):
+            raise DatasetError(f"{out} is inside the dataset folder {self.root}: export somewhere else")
         if fmt == "jsonl":
             count = 0
             with open(out, "w", encoding="utf-8") as lines:

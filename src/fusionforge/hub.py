@@ -18,14 +18,14 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from fusionforge.dataset import Dataset, paused_gc
+from fusionforge.dataset import Dataset, DatasetError, paused_gc
 
 ROWS_PER_SHARD = 20_000
+CARD_START = "---\nlicense: mit\npretty_name: fusionforge fused Triton kernels\n"
 ENTRY_POINT = "fused_kernel_pytorch"
 TRITON_ENTRY_POINT = "fused_kernel_triton_wrapper"
 
@@ -134,6 +134,17 @@ def _write_shard(dataset: Dataset, lines: list[tuple[int, str]], path: Path) -> 
     return table.num_rows
 
 
+def _check_destination(out: Path) -> None:
+    """Refuse a folder whose README.md or data/ is something else's: an export replaces only its own files."""
+    card_file = out / "README.md"
+    if card_file.is_file() and not card_file.read_text(errors="replace").startswith(CARD_START):
+        raise DatasetError(f"{out} holds a README.md that is not a fusionforge dataset card: export into a new "
+                           "or empty folder")
+    if (out / "data").is_dir() and any(p.suffix != ".parquet" for p in (out / "data").iterdir()):
+        raise DatasetError(f"{out / 'data'} holds other files than an export's shards (a dataset?): export into a "
+                           "new or empty folder")
+
+
 def export_hub(dataset: Dataset, out: Path, rows_per_shard: int = ROWS_PER_SHARD) -> int:
     """Write ``dataset`` as OUT/data/train-*.parquet and the card OUT/README.md; the count written.
 
@@ -141,9 +152,10 @@ def export_hub(dataset: Dataset, out: Path, rows_per_shard: int = ROWS_PER_SHARD
     the index is read once here and handed out a shard's lines at a time.
     """
     shards = out / "data"
-    if shards.exists():  # a shard left from a larger export would be loaded with this one
-        shutil.rmtree(shards)
-    shards.mkdir(parents=True)
+    _check_destination(out)
+    shards.mkdir(parents=True, exist_ok=True)
+    for stale in shards.glob("train-*-of-*.parquet"):  # a shard of a larger export would be loaded with this one
+        stale.unlink()
     total = max(1, math.ceil(dataset.count() / rows_per_shard))
     name = "train-{:05d}-of-{:05d}.parquet".format
     lines = dataset.numbered_lines()
@@ -178,9 +190,7 @@ def card(stats: dict) -> str:
     implementers = ", ".join(f"{name} ({count})" for name, count in stats["by_implementer"].items()) or "none"
     overall = stats["all"]
     lines = [
-        "---",
-        "license: mit",
-        "pretty_name: fusionforge fused Triton kernels",
+        *CARD_START.splitlines(),
         "task_categories:", "- text-generation",
         "tags:", "- triton", "- gpu-kernels", "- kernel-fusion", "- pytorch", "- code",
         "size_categories:", f"- {_size_category(stats['kernels'])}",
