@@ -5,7 +5,8 @@
 Writes N kernel files and their index records into a temporary data/ (the sources are the built-in
 generator's files for 20 tasks, each record as large as a real one: the task, four checks, three timings),
 then times, in this process: reading the index, `data stats`, `data export` as JSON lines and as a
-Hugging Face-ready folder, and one `Dataset.add` at that size (the duplicate lookup reads the whole index).
+Hugging Face-ready folder, `report`, and one `Dataset.add` at that size (the duplicate lookup reads the whole
+index).
 These are host-side file and Python costs; nothing here is a kernel's speed.
 """
 
@@ -85,6 +86,8 @@ def main() -> int:
                                                                    "--runs", str(Path(scratch) / "runs")]))
             timed("data export --format jsonl", results, lambda: dataset.export(Path(scratch) / "all.jsonl", "jsonl"))
             timed("data export --format hf", results, lambda: dataset.export(Path(scratch) / "hub", "hf"))
+            page = ["report", "--data", str(root), "--runs", str(Path(scratch) / "runs"), "-o", f"{scratch}/r.html"]
+            timed("report", results, lambda: cli.main(page))
         extra = Path(scratch) / "extra.py"
         extra.write_text((root / "000001_fused_kernels.py").read_text() + "\n# one more\n")
         record = {**json.loads((root / INDEX).read_text().splitlines()[0]), "signature": "new", "code_hash": "new"}

@@ -116,3 +116,12 @@ def test_the_page_loads_in_headless_chromium_without_errors_and_shows_its_plots(
                           timeout=120)
     assert done.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 20_000  # a blank page of that size compresses to a few kB
+
+
+def test_a_large_datasets_roofline_is_sampled(kept, monkeypatch):
+    from fusionforge import report
+
+    dataset, runs = kept
+    monkeypatch.setattr(report, "MAX_POINTS", 1)
+    page = render(dataset, runs)
+    assert page.count("<circle") == 1 + 4 and "one kernel in 2 of 2" in page

@@ -22,6 +22,7 @@ from fusionforge.tasks import DIFFICULTIES
 FAMILY_COLORS = {"matmul": "#4c78a8", "reduction": "#f58518", "normalization": "#54a24b", "pointwise": "#e45756"}
 OTHER_COLOR = "#79706e"
 WIDTH, HEIGHT, MARGIN = 560, 260, 44
+MAX_POINTS = 2000  # on the roofline plot: a larger dataset is sampled evenly
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 24px; color: #222; }
@@ -265,9 +266,11 @@ def render(dataset: Dataset, runs_root: Path, kernels: int = 200, evaluation: di
         f"<figure>{speedup_histogram(over_compile, 'torch.compile')}"
         "<figcaption>Triton against torch.compile of the same chain.</figcaption></figure></div>",
         "<h2>Roofline</h2>",
-        f"<figure>{roofline_plot(points)}<figcaption>Each timed kernel's fraction of the roofline floor (the least "
-        "time its bytes and FLOPs allow at the device's measured copy and matmul rates) against its arithmetic "
-        "intensity at the bench shape.</figcaption></figure>",
+        f"<figure>{roofline_plot(points[::math.ceil(len(points) / MAX_POINTS) or 1])}<figcaption>Each timed "
+        "kernel's fraction of the roofline floor (the least time its bytes and FLOPs allow at the device's measured "
+        "copy and matmul rates) against its arithmetic intensity at the bench shape"
+        + (f"; one kernel in {math.ceil(len(points) / MAX_POINTS)} of {len(points)}" if len(points) > MAX_POINTS
+           else "") + ".</figcaption></figure>",
         "<h2>Attempts</h2><div class='plots'>",
         f"<figure>{bars(attempts, 'attempt at which the kernel passed', 'kernels')}</figure>",
         f"<figure>{bars(failures, 'category of the failed attempt', 'attempts', '#e45756')}"
