@@ -91,7 +91,8 @@ def chromium() -> str:
     """Headless Chromium, installed from Debian's packages where absent and this test may (root, apt)."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if not found and os.geteuid() == 0 and shutil.which("apt-get"):
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+                 "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}}
         if subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], **quiet).returncode != 0:
             subprocess.run(["apt-get", "update", "-q"], **quiet)
             subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], **quiet)
