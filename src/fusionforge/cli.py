@@ -433,8 +433,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from fusionforge.pipeline import Run
 
     _check_engine(args)
-    out = Path(args.out)
-    args.runs = str(out)  # the loop keeps an eval's attempt logs where its results go
+    out = Path(args.out)  # each eval's attempt logs and results, side by side
     try:
         if args.resume is not None:
             run = Run.load(out, args.resume or None)
@@ -457,7 +456,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         options.update(workdir=str((out / "work").resolve()), data=str((out / "data").resolve()))
     lanes = _loop_lanes(args, options)
     try:
-        done = _attempt_loop(args, run, options, lanes, "eval")
+        done = _attempt_loop(args, run, options, lanes, "eval", out)
     finally:
         lanes.close()
     if isinstance(done, int):
@@ -493,7 +492,7 @@ def _render_eval(result: dict, folder: Path) -> str:
 
 def _run(args: argparse.Namespace, run, options: dict, lanes) -> int:
     """``run`` (None: a new one, made here) on ``lanes``; the exit code."""
-    done = _attempt_loop(args, run, options, lanes, "run")
+    done = _attempt_loop(args, run, options, lanes, "run", Path(args.runs))
     if isinstance(done, int):
         return done
     run, results, seconds, settings = done
@@ -505,8 +504,8 @@ def _run(args: argparse.Namespace, run, options: dict, lanes) -> int:
     return EXIT_OK if summary["failed"] == 0 else EXIT_FAIL
 
 
-def _attempt_loop(args: argparse.Namespace, run, options: dict, lanes, command: str):
-    """The attempt loop of ``run`` (None: a new one in ``args.runs``) on ``lanes``: (run, outcomes, seconds,
+def _attempt_loop(args: argparse.Namespace, run, options: dict, lanes, command: str, runs_root: Path):
+    """The attempt loop of ``run`` (None: a new one in ``runs_root``) on ``lanes``: (run, outcomes, seconds,
     settings), or the exit code when interrupted; ``fusionforge COMMAND --resume`` continues it."""
     from fusionforge.dataset import DatasetError
     from fusionforge.implement import ImplementerError
@@ -518,7 +517,7 @@ def _attempt_loop(args: argparse.Namespace, run, options: dict, lanes, command: 
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         if run is None:
-            run = Run.create(Path(args.runs), options)
+            run = Run.create(runs_root, options)
     except OSError as e:
         raise UsageError(f"cannot write {e.filename}: {e.strerror}") from None
     settings = Settings(workdir, dataset, attempts=options["attempts"], device=options["device"],
