@@ -112,3 +112,30 @@ def test_a_correct_kernel_that_is_not_faster_is_correct_but_not_fast(tmp_path):
     m = metrics(rows)
     assert m["correctness"] == 0.5 and m["fast_p"]["eager"]["0.0"] == 0.5 and m["fast_p"]["eager"]["1.0"] == 0.0
     assert m["tokens"]["prompt_tokens"] == 14
+
+
+def test_an_eval_of_an_outside_agents_files(tmp_path, capsys, monkeypatch):
+    """Task 1: one file for both samples; task 2: a file for sample 1, none for sample 2."""
+    from fusionforge.implement import generate
+    from fusionforge.tasks import TaskGenerator
+
+    tasks = json.loads((evaluation.SUITES_DIR / "small-v1.json").read_text())["tasks"][:2]
+    (tmp_path / "tiny.json").write_text(json.dumps({"name": "tiny", "tasks": tasks}))
+    monkeypatch.setattr(evaluation, "SUITES_DIR", tmp_path)
+    files = tmp_path / "agent"
+    (files / tasks[1]["task_id"]).mkdir(parents=True)
+    paths = (files / f"{tasks[0]['task_id']}.py", files / tasks[1]["task_id"] / "1.py")
+    for spec, path in zip(tasks, paths):
+        path.write_text(generate(TaskGenerator().generate(spec["seed"], spec["difficulty"], spec["dtype"])))
+    argv = ["eval", "--suite", "tiny", "--samples", "2", "--files", str(files), "--out", str(tmp_path / "evals"),
+            "--device", "cpu", "--json"]
+    assert cli.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["implementer"] == "agent" and result["attempts"] == 1
+    assert result["metrics"]["correctness"] == 0.75 and result["metrics"]["pass_at_k"] == {"1": 0.75}
+    [missing] = [row for row in evaluation.samples_of(tmp_path / "evals" / result["run"], tasks) if not row["correct"]]
+    assert (missing["task_id"], missing["sample"], missing["failure"]) == (tasks[1]["task_id"], 2, "format")
+    assert cli.main([*argv[:5], "--files", str(tmp_path / "nowhere"), "--device", "cpu"]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert cli.main([*argv, "--implementer", "llm"]) == 2
+    assert "takes the place of --implementer" in capsys.readouterr().err

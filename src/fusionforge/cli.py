@@ -363,6 +363,10 @@ def _implementer(options: dict):
 
     if options["implementer"] == "builtin":
         return BuiltinImplementer()
+    if options["implementer"] == "agent":
+        from fusionforge.implement.folder import FolderImplementer
+
+        return FolderImplementer(Path(options["files"]))
     if not options.get("model"):
         raise UsageError("--implementer llm needs --model")
     from fusionforge.implement.llm import LLMImplementer
@@ -450,6 +454,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             options = {"count": len(suite["tasks"]) * args.samples, "suite": suite["name"],
                        "suite_hash": suite["hash"], "samples": args.samples, "tasks": suite["tasks"],
                        **_loop_options(args)}
+            if args.files:
+                if args.implementer != "builtin":
+                    raise UsageError("--files takes the place of --implementer: give one of them")
+                if not Path(args.files).is_dir():
+                    raise UsageError(f"--files {args.files}: not a folder")
+                options.update(implementer="agent", files=str(Path(args.files).resolve()), attempts=1)
     except (FileNotFoundError, ValueError, KeyError, SuiteError) as e:
         raise UsageError(str(e)) from None
     if run is None:  # the evals in OUT share a work folder and keep their passing kernels in OUT/data
@@ -970,6 +980,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attempts", type=_positive_int, default=1, help="attempts per sample: 1 (default) without "
                    "the retry loop, 3 with it")
     _add_implementer_options(p)
+    p.add_argument("--files", metavar="DIR", help="instead of an implementer: an outside agent's files, "
+                   "DIR/<task id>.py (or DIR/<task id>/<k>.py for sample k), one attempt each")
     p.add_argument("--out", default="evals", metavar="DIR", help="where evals are kept (default: evals)")
     p.add_argument("--resume", nargs="?", const="", metavar="EVAL", help="continue an interrupted eval (default: "
                    "the newest in --out); its own options apply")

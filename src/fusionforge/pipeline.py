@@ -321,6 +321,11 @@ class Run:
             return TaskGenerator().generate(spec["seed"], spec["difficulty"], spec["dtype"])
         return TaskGenerator().generate(o["seed"] + index, o.get("difficulty"), o.get("dtype"), o.get("ops"))
 
+    def sample(self, index: int) -> int:
+        """Which sample of its task ``index`` is: 1, 2, ... in an eval; 1 in a run."""
+        tasks = self.options.get("tasks")
+        return index // len(tasks) + 1 if tasks else 1
+
     def log(self, index: int, task: FusionTask) -> TaskLog:
         return TaskLog(self.folder / f"{index + 1:03d}-{task.id}")
 
@@ -347,8 +352,10 @@ def run_tasks(run: Run, implementer: Implementer, settings: Settings, jobs: int 
         log = run.log(index, task)
         if log.outcome() is None:
             out("\n" + header(task))
+        per_sample = getattr(implementer, "for_sample", None)  # an implementer whose samples differ (files)
         with lanes.take():
-            return attempt_task(task, implementer, log, settings, out)
+            return attempt_task(task, per_sample(run.sample(index)) if per_sample else implementer, log,
+                                settings, out)
 
     count = run.options["count"]
     if alone:

@@ -1,8 +1,9 @@
 """Implementers: whatever turns a FusionTask into a kernel file's source text.
 
-``builtin`` (the code generator, ``fusionforge.codegen``) and ``llm`` (an OpenAI-compatible endpoint;
-optional extra). The outside agent, a person or program that writes the file and runs ``fusionforge
-attempt``, is no implementer here: ``fusionforge.handout`` keeps what was handed out to it.
+``builtin`` (the code generator, ``fusionforge.codegen``), ``llm`` (an OpenAI-compatible endpoint;
+optional extra) and, for ``fusionforge eval --files``, ``folder`` (an outside agent's files, written
+beforehand). The outside agent working through ``fusionforge attempt`` is no implementer here:
+``fusionforge.handout`` keeps what was handed out to it.
 """
 
 from fusionforge.codegen import UnsupportedTask, generate
