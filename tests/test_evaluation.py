@@ -34,7 +34,7 @@ def test_metrics_by_hand():
     assert m["pass_at_k"] == {"1": pytest.approx((1.0 + 0.5) / 2)}  # k=5 and 10 exceed the 2 samples
     assert m["geomean_speedup"]["eager"] == pytest.approx((1.5 * 0.9 * 2.5) ** (1 / 3))
     assert m["mean_fraction_of_floor"] == pytest.approx(0.6)
-    assert m["tokens"] == {"prompt_tokens": 15, "completion_tokens": 30}
+    assert m["usage"] == {"prompt_tokens": 15, "completion_tokens": 30}
 
 
 def test_without_a_gpu_only_fast_0_is_known():
@@ -111,7 +111,7 @@ def test_a_correct_kernel_that_is_not_faster_is_correct_but_not_fast(tmp_path):
                                                                           (False, "numerical", None)]
     m = metrics(rows)
     assert m["correctness"] == 0.5 and m["fast_p"]["eager"]["0.0"] == 0.5 and m["fast_p"]["eager"]["1.0"] == 0.0
-    assert m["tokens"]["prompt_tokens"] == 14
+    assert m["usage"]["prompt_tokens"] == 14
 
 
 def test_an_eval_of_an_outside_agents_files(tmp_path, capsys, monkeypatch):

@@ -287,20 +287,23 @@ def test_run_without_the_key_is_a_usage_error(tmp_path, capsys, monkeypatch):
 
 
 def test_an_eval_of_an_endpoint_counts_each_sample_and_its_tokens(tmp_path, capsys, monkeypatch):
-    """Two samples of one suite task: a reply without a file (incorrect), then a correct file."""
+    """Two samples of one suite task: a reply without a file (incorrect), then a correct file; tokens and the
+    price the endpoint reports are summed."""
     from fusionforge import cli, evaluation
 
     spec = json.loads((evaluation.SUITES_DIR / "small-v1.json").read_text())["tasks"][0]
     (tmp_path / "one.json").write_text(json.dumps({"name": "one", "tasks": [spec]}))
     monkeypatch.setattr(evaluation, "SUITES_DIR", tmp_path)
     good = generate(TaskGenerator().generate(spec["seed"], spec["difficulty"], spec["dtype"]))
-    with ScriptedServer([completion("No file this time."), completion(f"```python\n{good}```")]) as server:
+    priced = {**USAGE, "cost": 0.002}  # an endpoint that reports the price of each request
+    with ScriptedServer([completion("No file this time.", usage=priced),
+                         completion(f"```python\n{good}```", usage=priced)]) as server:
         assert cli.main(["eval", "--suite", "one", "--samples", "2", "--implementer", "llm", "--model", "test-model",
                          "--base-url", server.url, "--api-key-env", KEY_ENV, "--out", str(tmp_path / "evals"),
                          "--device", "cpu", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     metrics = result["metrics"]
     assert metrics["samples"] == 2 and metrics["correctness"] == 0.5 and metrics["pass_at_k"] == {"1": 0.5}
-    assert metrics["tokens"] == {"prompt_tokens": 2 * USAGE["prompt_tokens"],
-                                 "completion_tokens": 2 * USAGE["completion_tokens"]}
+    assert metrics["usage"] == {"requests": 2, "prompt_tokens": 2 * USAGE["prompt_tokens"],
+                                "completion_tokens": 2 * USAGE["completion_tokens"], "cost": pytest.approx(0.004)}
     assert result["implementer"] == "llm" and result["model"] == "test-model"

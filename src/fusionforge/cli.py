@@ -496,6 +496,11 @@ def _render_eval(result: dict, folder: Path) -> str:
         lines.append(f"geomean speedup of the correct ones: {speedups['eager']:.2f}x over eager, "
                      f"{speedups['torch.compile']:.2f}x over torch.compile; mean fraction of the roofline floor "
                      f"{m['mean_fraction_of_floor']:.0%}")
+    usage = m["usage"]
+    if usage.get("requests"):
+        lines.append(f"usage: {usage['requests']} requests, {usage.get('prompt_tokens', 0)} prompt and "
+                     f"{usage.get('completion_tokens', 0)} completion tokens"
+                     + (f", cost {usage['cost']:.4f} as the endpoint reports it" if usage.get("cost") else ""))
     lines.append(f"Results: {folder / 'results.json'} and {folder / 'results.jsonl'}")
     return "\n".join(lines)
 

@@ -13,7 +13,8 @@ task's first sample first), whose attempt logs the metrics are read from:
 * pass@k: the unbiased estimator 1 - C(n - c, k) / C(n, k) per task (n samples, c correct), averaged
   over the tasks, for each k in PASS_AT_K up to n;
 * the geometric-mean speedup over eager and over torch.compile of the correct, timed samples, and their
-  mean fraction of the roofline floor; the same per difficulty, op family and dtype; token usage.
+  mean fraction of the roofline floor; the same per difficulty, op family and dtype; the requests, tokens
+  and cost (where the endpoint reports a price) summed over the samples.
 """
 
 from __future__ import annotations
@@ -97,10 +98,11 @@ def metrics(samples: list[dict]) -> dict:
     for s in samples:
         by_task[s["task_id"]].append(bool(s["correct"]))
     least = min((len(v) for v in by_task.values()), default=0)
-    tokens: dict[str, int] = defaultdict(int)
+    usage: dict[str, float] = defaultdict(int)
     for s in samples:
-        for key in ("prompt_tokens", "completion_tokens"):
-            tokens[key] += (s.get("usage") or {}).get(key) or 0
+        for key in ("requests", "prompt_tokens", "completion_tokens", "cost"):
+            if (s.get("usage") or {}).get(key) is not None:
+                usage[key] += s["usage"][key]
     fractions = [s["fraction_of_floor"] for s in timed if s.get("fraction_of_floor")]
     return {
         "samples": total, "tasks": len(by_task), "correct": len(correct),
@@ -113,7 +115,7 @@ def metrics(samples: list[dict]) -> dict:
                             "torch.compile": _geomean([s["speedup_vs_compile"] for s in timed
                                                        if s.get("speedup_vs_compile")])},
         "mean_fraction_of_floor": sum(fractions) / len(fractions) if fractions else None,
-        "tokens": dict(tokens),
+        "usage": dict(usage),
     }
 
 

@@ -188,6 +188,8 @@ class LLMImplementer:
                  "prompt_tokens": tokens.prompt_tokens if tokens else None,
                  "completion_tokens": tokens.completion_tokens if tokens else None,
                  "total_tokens": tokens.total_tokens if tokens else None,
+                 # the price of the request, where the endpoint reports one (OpenRouter and others do)
+                 "cost": (getattr(tokens, "model_extra", None) or {}).get("cost") if tokens else None,
                  "seconds": round(time.perf_counter() - start, 3),
                  "finish_reason": finish_reason}
         model = response.model or self.model
