@@ -256,11 +256,17 @@ def _count(values) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def geomean(values) -> float | None:
+    """The geometric mean of the positive ``values`` (None and zeros are left out); None when there are none."""
+    values = [v for v in values if v and v > 0]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
 def _speedups(records: list[dict]) -> dict:
     """Count, and the geometric mean / median / min / max speedup over eager of the timed records."""
     speedups = sorted(r["speedup"] for r in records if r.get("timed") and r.get("speedup"))
     row: dict = {"kernels": len(records), "timed": len(speedups)}
     if speedups:
-        row.update(geomean=math.exp(sum(math.log(s) for s in speedups) / len(speedups)),
+        row.update(geomean=geomean(speedups),
                    median=speedups[len(speedups) // 2], min=speedups[0], max=speedups[-1])
     return row

@@ -25,6 +25,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from fusionforge.dataset import geomean
 from fusionforge.tasks import DIFFICULTIES, DTYPES, TaskGenerator, classify
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -77,10 +78,6 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
-def _geomean(values: list[float]) -> float | None:
-    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
-
-
 def metrics(samples: list[dict]) -> dict:
     """The metrics of ``samples`` (one dict per task sample: task_id, correct, timed, speedup,
     speedup_vs_compile, fraction_of_floor, usage)."""
@@ -111,8 +108,8 @@ def metrics(samples: list[dict]) -> dict:
                    for name, key in (("eager", "speedup"), ("torch.compile", "speedup_vs_compile"))},
         "pass_at_k": {str(k): sum(pass_at_k(len(v), sum(v), k) for v in by_task.values()) / len(by_task)
                       for k in PASS_AT_K if least and k <= least},
-        "geomean_speedup": {"eager": _geomean([s["speedup"] for s in timed]),
-                            "torch.compile": _geomean([s["speedup_vs_compile"] for s in timed
+        "geomean_speedup": {"eager": geomean([s["speedup"] for s in timed]),
+                            "torch.compile": geomean([s["speedup_vs_compile"] for s in timed
                                                        if s.get("speedup_vs_compile")])},
         "mean_fraction_of_floor": sum(fractions) / len(fractions) if fractions else None,
         "usage": dict(usage),
@@ -126,13 +123,14 @@ def samples_of(run_folder: Path, tasks: list[dict]) -> list[dict]:
         index = int(folder.name.split("-", 1)[0]) - 1
         spec = tasks[index % len(tasks)]
         outcome = json.loads((folder / "outcome.json").read_text())
-        attempts = sorted(folder.glob("attempt_*.json"), key=lambda p: int(p.stem.split("_")[1]))
-        last = json.loads(attempts[-1].read_text()) if attempts else {}
+        attempts = [json.loads(path.read_text()) for path in sorted(folder.glob("attempt_*.json"),
+                                                                    key=lambda p: int(p.stem.split("_")[1]))]
+        last = attempts[-1] if attempts else {}
         result = last.get("result") or {}
         failure = (last.get("failure") or {}).get("category")
         usage: dict[str, int] = defaultdict(int)
-        for path in attempts:
-            for key, value in (json.loads(path.read_text()).get("usage") or {}).items():
+        for entry in attempts:
+            for key, value in (entry.get("usage") or {}).items():
                 if isinstance(value, (int, float)):
                     usage[key] += value
         rows.append({"task_id": spec["task_id"], "sample": index // len(tasks) + 1, "seed": spec["seed"],

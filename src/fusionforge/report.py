@@ -16,7 +16,7 @@ import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from fusionforge.dataset import Dataset
+from fusionforge.dataset import Dataset, geomean
 from fusionforge.tasks import DIFFICULTIES
 
 FAMILY_COLORS = {"matmul": "#4c78a8", "reduction": "#f58518", "normalization": "#54a24b", "pointwise": "#e45756"}
@@ -38,11 +38,6 @@ details { border: 1px solid #e2e2e2; border-radius: 6px; margin: 6px 0; padding:
 summary { cursor: pointer; } pre { background: #f7f7f7; padding: 10px; overflow-x: auto; font-size: 12px; }
 svg text { font: 11px system-ui, sans-serif; fill: #444; }
 """
-
-
-def _geomean(values: list[float]) -> float | None:
-    values = [v for v in values if v and v > 0]
-    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
 
 
 def _x(value: float | None, digits: int = 2) -> str:
@@ -184,8 +179,8 @@ def _group_rows(groups: dict[str, list[dict]], order: tuple[str, ...] = ()) -> l
                                                                  order.index(item[0]) if item[0] in order else 0,
                                                                  item[0])):
         timed = [r for r in records if r.get("timed")]
-        rows.append([key, len(records), len(timed), _x(_geomean([r.get("speedup") for r in timed])),
-                     _x(_geomean([r.get("speedup_vs_compile") for r in timed])),
+        rows.append([key, len(records), len(timed), _x(geomean([r.get("speedup") for r in timed])),
+                     _x(geomean([r.get("speedup_vs_compile") for r in timed])),
                      f"{sum(1 for r in timed if r.get('faster_than_compile'))} of {len(timed)}"])
     return rows
 
@@ -236,8 +231,8 @@ def render(dataset: Dataset, runs_root: Path, kernels: int = 200, evaluation: di
             points.append((bench_cost[0]["flops"] / bench_cost[0]["bytes"], fraction, r.get("family"),
                            f"{r.get('file')}: {r.get('description')} ({fraction:.0%} of the floor)"))
     cards = [("kernels", stats["kernels"]), ("timed on a GPU", stats["timed"]),
-             ("geomean over eager", _x(_geomean([r["speedup"] for r in timed]))),
-             ("geomean over torch.compile", _x(_geomean([r.get("speedup_vs_compile") for r in timed]))),
+             ("geomean over eager", _x(geomean([r["speedup"] for r in timed]))),
+             ("geomean over torch.compile", _x(geomean([r.get("speedup_vs_compile") for r in timed]))),
              ("faster than torch.compile", f"{sum(1 for r in timed if r.get('faster_than_compile'))} of {len(timed)}")]
     if stats.get("tasks_attempted"):
         cards += [("tasks landed", f"{stats['tasks_landed']} of {stats['tasks_attempted']}"),
