@@ -37,6 +37,22 @@ def test_code_hash_ignores_comments_and_whitespace_only():
     assert code_hash(SOURCE.format(k=2)) != base
 
 
+# f-strings that Python 3.12 tokenizes in parts (nested, format specs, escaped braces, a raw one, one
+# over two lines): the hash must be the same on every Python, or a dataset's duplicates depend on it
+FSTRINGS = '''def label(name, width, value):
+    inner = f"{name!r:>{width}} {{literal}} {value:.3e}"
+    nested = f"{'a' + f'{value}'}" + f"""
+    {name} spans {
+        width} lines"""
+    return f'{inner}-{nested}' + rf"\\d{width}"
+'''
+
+
+def test_code_hash_is_the_same_on_every_python():
+    assert code_hash(FSTRINGS) == "103b5d2b2cdd3ca04728ae6256175ef7a1ee34ad5346aad4be3de3b7e74e89eb"
+    assert code_hash(FSTRINGS.replace(" spans ", " spans  ")) != code_hash(FSTRINGS)  # inside a string: kept
+
+
 def _writer(root, tmp, keys):
     for k in keys:
         add(root, k, tmp)

@@ -51,15 +51,45 @@ def paused_gc():
 
 
 def code_hash(source: str) -> str:
-    """sha256 of the file's tokens with comments, blank lines and indentation tokens dropped."""
-    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
-            tokenize.ENCODING, tokenize.ENDMARKER}
+    """sha256 of the file's tokens with comments, blank lines and indentation tokens dropped.
+
+    The same on every Python: an f-string is one token, its source text, as Python 3.11 reads it
+    (3.12 splits it into FSTRING_START, its parts and FSTRING_END, which ``_tokens`` joins again).
+    """
     try:
-        tokens = [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type not in skip]
-        text = " ".join(tokens)
+        text = " ".join(_tokens(source))
     except (tokenize.TokenError, IndentationError, SyntaxError):
         text = " ".join(line.split("#", 1)[0].strip() for line in source.splitlines() if line.strip())
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+_SKIPPED = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+            tokenize.ENCODING, tokenize.ENDMARKER}
+_FSTRING_START = getattr(tokenize, "FSTRING_START", None)  # Python 3.12+
+_FSTRING_END = getattr(tokenize, "FSTRING_END", None)
+
+
+def _tokens(source: str) -> Iterator[str]:
+    """The strings of ``source``'s significant tokens, each f-string whole (from its start to its end)."""
+    lines = source.splitlines(keepends=True)
+    depth, start = 0, (0, 0)
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == _FSTRING_START:
+            depth, start = depth + 1, (start if depth else token.start)
+        elif token.type == _FSTRING_END:
+            depth -= 1
+            if not depth:
+                yield _span(lines, start, token.end)
+        elif not depth and token.type not in _SKIPPED:
+            yield token.string
+
+
+def _span(lines: list[str], start: tuple[int, int], end: tuple[int, int]) -> str:
+    """The source text between two tokenize positions ((row from 1, column))."""
+    (row, col), (end_row, end_col) = start, end
+    if row == end_row:
+        return lines[row - 1][col:end_col]
+    return lines[row - 1][col:] + "".join(lines[row:end_row - 1]) + lines[end_row - 1][:end_col]
 
 
 def now() -> str:
