@@ -106,6 +106,10 @@ def render_task(task: FusionTask, command: str | None = None) -> str:
 def _cmd_task(args: argparse.Namespace) -> int:
     if args.current:
         return _show_current(args)
+    if getattr(args, "from_kernelbench", None):
+        return _kernelbench_task(args)
+    if getattr(args, "test_dims", ""):
+        raise UsageError("--test-dims goes with --from-kernelbench")
     # The screen evaluates small chains: one thread is several times faster than torch's default threads
     # on a busy machine (2 s for 200 tasks on 2 cores, against 11 s).
     import torch
@@ -151,6 +155,47 @@ def _cmd_task(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _kernelbench_task(args: argparse.Namespace) -> int:
+    """``task --from-kernelbench PROBLEM.py``: the problem's task, printed (or as JSON), written, its skeleton."""
+    from fusionforge.kernelbench import KernelBenchTask, parse_dims, problem_constants
+
+    given = [flag for flag, value in (("--difficulty", args.difficulty), ("--ops", args.ops)) if value is not None]
+    if given or args.count != 1:
+        raise UsageError(f"--from-kernelbench makes the problem's one task; it takes no {(given or ['--count'])[0]}")
+    path = Path(args.from_kernelbench)
+    if not path.is_file():
+        raise UsageError(f"no such problem file: {path}")
+    try:
+        dims = parse_dims(args.test_dims, problem_constants(path.read_text()))
+        task = KernelBenchTask.from_problem(path, args.dtype or "float32", args.seed or 0, dims)
+        spec = task.to_json()
+    except (TaskError, OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: {e}") from None
+    if args.out:
+        with _open_out(args.out) as out:
+            out.write(spec + "\n")
+    print(spec if args.json else render_kernelbench_task(task, path))
+    if args.skeleton:
+        _write_skeleton(task)
+    return EXIT_OK
+
+
+def render_kernelbench_task(task, path: Path) -> str:
+    """A KernelBench task: where it comes from, each argument's shape at the test and bench sizes, the cost."""
+    test, bench = task.shapes["test"][0], task.shapes["bench"][0]
+    rows = list(zip(task.arg_names, task.argument_shapes(test), task.argument_shapes(bench)))
+    width = max(len(name) for name, _, _ in rows)
+    lines = [f"KernelBench task {task.id}  (seed {task.seed}, {task.dtype})", f"Problem: {path}",
+             "Reference: the problem's Model in float64, with the weights a call is given", "",
+             "Arguments (the problem's inputs, then the module's weights; test -> bench shape):"]
+    lines += [f"  {name:<{width}}  {_fmt_shape(list(t)) if isinstance(t, tuple) else t} -> "
+              f"{_fmt_shape(list(b)) if isinstance(b, tuple) else b}" for name, t, b in rows]
+    cost = task.to_dict()["cost"]
+    lines += ["", "Sizes:"] + [f"  {family:<6} {_fmt_dims(task.shapes[family][0]):<40} ({_fmt_cost(cost[family][0])})"
+                               for family in ("test", "bench")]
+    return "\n".join(lines)
+
+
 def _open_out(name: str | None):
     if not name:
         return None
@@ -170,12 +215,13 @@ def _record(state: str, task: FusionTask, command: str) -> None:
 
 
 def _write_skeleton(task: FusionTask) -> None:
+    from fusionforge import kernelbench
     from fusionforge.handout import skeleton
     from fusionforge.implement import UnsupportedTask
     from fusionforge.pipeline import claim_path
 
     try:
-        source = skeleton(task)
+        source = kernelbench.skeleton(task) if task.family == kernelbench.KIND else skeleton(task)
     except UnsupportedTask as e:
         raise UsageError(f"no skeleton for this chain: {e}") from None
     try:
@@ -904,6 +950,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("task", help="generate fusion tasks", description="Generate reproducible fusion tasks "
                        "and print them as a numbered list of operations to fuse (or JSON).")
     _add_task_options(p)
+    p.add_argument("--from-kernelbench", metavar="PROBLEM.py", help="instead of generating: the task of a problem "
+                   "in KernelBench's format (Model, get_inputs, get_init_inputs), its reference the problem's module "
+                   "in float64 on the weights the kernel is given (--dtype default float32, --seed default 0)")
+    p.add_argument("--test-dims", metavar="NAME=N,...", default="", help="with --from-kernelbench: test sizes "
+                   "that set some of the problem's integer constants smaller, for Triton's interpreter on a CPU "
+                   "(default: the problem's own sizes)")
     p.set_defaults(func=_cmd_task)
 
     p = sub.add_parser("check", help="check a kernel file's Triton implementation against the reference",

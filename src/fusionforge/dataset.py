@@ -26,7 +26,7 @@ from pathlib import Path
 
 from fusionforge.atomic import append_line, write_text
 from fusionforge.kernelfile import next_free_path
-from fusionforge.tasks import FusionTask, classify
+from fusionforge.tasks import FusionTask
 
 INDEX = "index.jsonl"
 LOCK = ".lock"
@@ -108,7 +108,7 @@ def make_record(task: FusionTask, source: str, result, implementer: str, model: 
     ops = [s.op for s in task.steps]
     return {
         "id": f"{task.id}-{code_hash(source)[:8]}", "file": None, "task": task.to_dict(),
-        "description": task.description, "ops": ops, "family": classify(ops).family, "dtype": task.dtype,
+        "description": task.description, "ops": ops, "family": task.family, "dtype": task.dtype,
         "shapes": task.shapes,
         "signature": task.signature, "implementer": implementer, "model": model, "attempts": attempt,
         "run": run, "usage": usage or {}, "checks": checks, "check_device": result.check.device,

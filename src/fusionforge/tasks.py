@@ -110,6 +110,11 @@ class FusionTask:
 
     @classmethod
     def from_dict(cls, d: dict) -> FusionTask:
+        """The task in ``d``; a KernelBench problem's (``"kind": "kernelbench"``) is a ``KernelBenchTask``."""
+        if isinstance(d, dict) and d.get("kind") == "kernelbench":
+            from fusionforge.kernelbench import KernelBenchTask
+
+            return KernelBenchTask.from_dict(d)
         try:
             task = cls(
                 id=d["id"], seed=d["seed"], difficulty=d["difficulty"], dtype=d["dtype"],
@@ -130,6 +135,10 @@ class FusionTask:
     @classmethod
     def from_json(cls, text: str) -> FusionTask:
         return cls.from_dict(json.loads(text))
+
+    @property
+    def family(self) -> str:
+        return classify([s.op for s in self.steps]).family
 
     def step_shapes(self) -> list[tuple]:
         """The running value's symbolic shape after each step."""
