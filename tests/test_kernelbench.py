@@ -60,6 +60,8 @@ def test_buffers_are_arguments_and_the_module_runs_in_training_mode():
 def test_test_dims_are_refused_when_the_forward_reads_the_sizes_it_was_built_with():
     with pytest.raises(TaskError, match="drop --test-dims"):
         KernelBenchTask.from_problem(PROBLEMS / "sized_view.py", "float32", 0, {"group": 4})
+    with pytest.raises(TaskError, match="give arguments of the same shapes"):  # one module would serve both
+        KernelBenchTask.from_problem(PROBLEMS / "sized_view.py", "float32", 0, {"group": 8, "groups": 64})
     task = KernelBenchTask.from_problem(PROBLEMS / "sized_view.py", "float32", 0, {"groups": 3, "batch_size": 5})
     assert task.argument_shapes(task.shapes["test"][0]) == [(5, 48)]
 

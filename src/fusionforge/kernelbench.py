@@ -146,6 +146,8 @@ class KernelBenchTask:
         """The test sizes must give the module a shape it runs at, and the module built at the bench sizes (a
         kernel file's PyTorch function on a GPU) must compute the same there: both run on meta tensors."""
         test, bench = self.shapes["test"][0], self.shapes["bench"][0]
+        with torch.device("meta"):
+            self._remember(self._draw(bench, self.seed), bench)
         try:
             with torch.device("meta"):
                 args = self._draw(test, self.seed)
