@@ -123,3 +123,64 @@ def test_task_from_kernelbench_refuses_bad_input_in_one_line(argv, message, caps
     assert main(["task", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def _small_problem(folder: Path, name: str, problem: Path, sizes: dict[str, int]) -> Path:
+    """``problem`` with its integer constants set to ``sizes``, as ``folder/name.py`` (sizes the CPU checks fast)."""
+    text = problem.read_text()
+    for constant, value in sizes.items():
+        text = text.replace(f"\n{constant} = {problem_constants(text)[constant]}\n", f"\n{constant} = {value}\n")
+    path = folder / f"{name}.py"
+    path.write_text(text)
+    return path
+
+
+def test_an_eval_over_a_kernelbench_folder(tmp_path, capsys):
+    """level1/: two problems; the agent's folder answers the first by its problem name, the second not at all."""
+    from fusionforge.kernelbench import skeleton
+
+    level = tmp_path / "level1"
+    level.mkdir()
+    first = _small_problem(level, "1_scale_bias_gelu", PROBLEMS / "scale_bias_gelu.py",
+                           {"batch_size": 5, "channels": 131})
+    _small_problem(level, "2_linear_relu", LINEAR, SMALL_LINEAR)
+    good = (PROBLEMS / "scale_bias_gelu_fp16.py").read_text()
+    triton = good[good.index("# <TRITON>\n") + len("# <TRITON>\n"):good.index("# </TRITON>")]
+    files = tmp_path / "agent"
+    files.mkdir()
+    (files / first.name).write_text(skeleton(KernelBenchTask.from_problem(first, "float16"), triton))
+    argv = ["eval", "--kernelbench", str(level), "--dtype", "float16", "--files", str(files),
+            "--out", str(tmp_path / "evals"), "--device", "cpu", "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["suite"] == "kernelbench:level1" and len(result["suite_hash"]) == 64
+    m = result["metrics"]
+    assert (m["samples"], m["correct"], m["correctness"], m["pass_at_k"]) == (2, 1, 0.5, {"1": 0.5})
+    assert m["fast_p"]["eager"]["0.0"] == 0.5 and m["fast_p"]["eager"]["1.0"] is None  # the CPU times nothing
+    assert list(result["by"]["difficulty"]) == ["level1"] and list(result["by"]["family"]) == ["kernelbench"]
+    lines = (tmp_path / "evals" / result["run"] / "results.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert [(r["correct"], r["failure"]) for r in rows] == [(True, None), (False, "format")]
+    assert main(["eval", "--resume", "--out", str(tmp_path / "evals"), "--json"]) == 0  # the tasks travel with it
+    assert json.loads(capsys.readouterr().out)["metrics"] == m
+    for bad, message in ((["--kernelbench", str(tmp_path / "nowhere")], "not a folder"),
+                         (["--kernelbench", str(files.parent / "evals")], "no problem files"),
+                         (["--kernelbench", str(level), "--suite", "small-v1"], "takes the place of --suite"),
+                         (["--dtype", "float16"], "--dtype goes with --kernelbench")):
+        assert main(["eval", *bad, "--device", "cpu"]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_the_llm_is_shown_the_problem_its_arguments_and_the_file_to_complete(tmp_path):
+    from fusionforge.implement.llm import task_prompt
+
+    task = KernelBenchTask.from_problem(LINEAR, "float16", 0, SMALL_LINEAR)
+    prompt = task_prompt(task, 2)
+    assert "KernelBench problem linear_relu as task " + task.id in prompt and "attempt 2" in prompt
+    assert "class Model(nn.Module):" in prompt and "each floating tensor in float16" in prompt
+    assert "- linear_weight: [50, 37] at the test sizes, [4096, 2048] at the bench sizes" in prompt
+    file = prompt[prompt.rindex("```python\n") + len("```python\n"):prompt.rindex("```")]
+    (tmp_path / "001_fused_kernels.py").write_text(file)
+    kf = parse(tmp_path / "001_fused_kernels.py")
+    assert kf.task == {k: v for k, v in task.to_dict().items() if k != "cost"}
+    assert "def fused_kernel_triton_wrapper(x, linear_weight, linear_bias):" in file and "ATTEMPT = 2" in file

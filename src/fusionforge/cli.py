@@ -180,12 +180,12 @@ def _kernelbench_task(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def render_kernelbench_task(task, path: Path) -> str:
+def render_kernelbench_task(task, problem: str | Path) -> str:
     """A KernelBench task: where it comes from, each argument's shape at the test and bench sizes, the cost."""
     test, bench = task.shapes["test"][0], task.shapes["bench"][0]
     rows = list(zip(task.arg_names, task.argument_shapes(test), task.argument_shapes(bench)))
     width = max(len(name) for name, _, _ in rows)
-    lines = [f"KernelBench task {task.id}  (seed {task.seed}, {task.dtype})", f"Problem: {path}",
+    lines = [f"KernelBench task {task.id}  (seed {task.seed}, {task.dtype})", f"Problem: {problem}",
              "Reference: the problem's Model in float64, with the weights a call is given", "",
              "Arguments (the problem's inputs, then the module's weights; test -> bench shape):"]
     lines += [f"  {name:<{width}}  {_fmt_shape(list(t)) if isinstance(t, tuple) else t} -> "
@@ -479,10 +479,14 @@ def _loop_lanes(args: argparse.Namespace, options: dict):
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from fusionforge.evaluation import SuiteError, load_suite, report
+    from fusionforge.evaluation import SuiteError, kernelbench_suite, load_suite, report, suite_of_run
     from fusionforge.pipeline import Run
 
     _check_engine(args)
+    if args.kernelbench and args.suite:
+        raise UsageError("--kernelbench takes the place of --suite: give one of them")
+    if args.dtype and not args.kernelbench:
+        raise UsageError("--dtype goes with --kernelbench (a suite's tasks have their own dtypes)")
     out = Path(args.out)  # each eval's attempt logs and results, side by side
     try:
         if args.resume is not None:
@@ -490,13 +494,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             if "suite" not in run.options:
                 raise UsageError(f"{run.folder} is a run, not an eval")
             options = run.options
-            suite = load_suite(options["suite"])
-            if suite["hash"] != options["suite_hash"]:
-                raise UsageError(f"suite {suite['name']} has changed since {run.id} began: its hash was "
-                                 f"{options['suite_hash'][:12]}, it is {suite['hash'][:12]}")
+            suite = suite_of_run(options)
         else:
             run = None
-            suite = load_suite(args.suite)
+            suite = kernelbench_suite(args.kernelbench, args.dtype or "float32") if args.kernelbench \
+                else load_suite(args.suite or "small-v1")
             options = {"count": len(suite["tasks"]) * args.samples, "suite": suite["name"],
                        "suite_hash": suite["hash"], "samples": args.samples, "tasks": suite["tasks"],
                        **_loop_options(args)}
@@ -587,6 +589,8 @@ def _attempt_loop(args: argparse.Namespace, run, options: dict, lanes, command: 
     forced = not options.get("tasks")  # an eval's tasks each have their own difficulty and dtype
 
     def header(task: FusionTask) -> str:
+        if task.family == "kernelbench":
+            return render_kernelbench_task(task, task.name)
         return render_task(task, task_command(task.seed, options.get("difficulty") if forced else task.difficulty,
                                               options.get("dtype") if forced else task.dtype, options.get("ops")))
 
@@ -1032,13 +1036,18 @@ def build_parser() -> argparse.ArgumentParser:
                        "Writes OUT/<eval id>/results.json and results.jsonl (a line per task sample) with the "
                        "suite's content hash, the device and the versions. Exit 0 written, 2 usage error, 130 "
                        "interrupted (continue with --resume).")
-    p.add_argument("--suite", default="small-v1", help="the task suite (default small-v1: 18 tasks; full-v1: 108)")
+    p.add_argument("--suite", help="the task suite (default small-v1: 18 tasks; full-v1: 108)")
+    p.add_argument("--kernelbench", metavar="DIR", help="instead of --suite: every KernelBench problem in DIR "
+                   "(*.py; a folder named levelN gives that difficulty), each at its own sizes; the suite's hash "
+                   "covers the problems' code")
+    p.add_argument("--dtype", choices=DTYPES, help="with --kernelbench: the problems' dtype (default float32)")
     p.add_argument("--samples", type=_positive_int, default=1, metavar="K", help="samples per task (default 1)")
     p.add_argument("--attempts", type=_positive_int, default=1, help="attempts per sample: 1 (default) without "
                    "the retry loop, 3 with it")
     _add_implementer_options(p)
     p.add_argument("--files", metavar="DIR", help="instead of an implementer: an outside agent's files, "
-                   "DIR/<task id>.py (or DIR/<task id>/<k>.py for sample k), one attempt each")
+                   "DIR/<task id>.py (or DIR/<task id>/<k>.py for sample k; a KernelBench problem's also "
+                   "DIR/<problem name>.py), one attempt each")
     p.add_argument("--out", default="evals", metavar="DIR", help="where evals are kept (default: evals)")
     p.add_argument("--resume", nargs="?", const="", metavar="EVAL", help="continue an interrupted eval (default: "
                    "the newest in --out); its own options apply")

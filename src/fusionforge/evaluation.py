@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -69,6 +70,46 @@ def load_suite(name: str, verify: bool = True) -> dict:
                                  f"task {made.id}, not {spec['task_id']}: this task generator is not the one the "
                                  "suite was published with")
     return {"name": name, "hash": suite_hash(tasks), "tasks": tasks}
+
+
+def kernelbench_suite(folder: str | Path, dtype: str = "float32") -> dict:
+    """The suite of a folder of KernelBench problems (``*.py``, by name): {name, hash, tasks}, each task's spec
+    holding the whole task (the problem's source with it), so the hash covers the problems' code.
+
+    The difficulty is the folder's name when it is a KernelBench level (``level1``), else ``kernelbench``.
+    """
+    from fusionforge.kernelbench import KIND, KernelBenchTask
+    from fusionforge.tasks import TaskError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SuiteError(f"--kernelbench {folder}: not a folder")
+    paths = sorted(p for p in folder.glob("*.py") if p.name != "__init__.py")
+    if not paths:
+        raise SuiteError(f"--kernelbench {folder}: no problem files (*.py) in it")
+    difficulty = folder.name if re.fullmatch(r"level\d+", folder.name) else KIND
+    tasks = []
+    for path in paths:
+        try:
+            task = KernelBenchTask.from_problem(path, dtype)
+        except TaskError as e:
+            raise SuiteError(f"{path}: {e}") from None
+        tasks.append({"seed": task.seed, "difficulty": difficulty, "dtype": dtype, "task_id": task.id,
+                      "signature": task.signature, "family": KIND, "task": task.to_dict()})
+    return {"name": f"{KIND}:{folder.name}", "hash": suite_hash(tasks), "tasks": tasks}
+
+
+def suite_of_run(options: dict) -> dict:
+    """The suite an eval run was started on: a published one (checked against the hash it began with), or the
+    problems it carries itself (a KernelBench folder's)."""
+    if options["suite"].startswith("kernelbench:"):
+        suite = {"name": options["suite"], "hash": suite_hash(options["tasks"]), "tasks": options["tasks"]}
+    else:
+        suite = load_suite(options["suite"])
+    if suite["hash"] != options["suite_hash"]:
+        raise SuiteError(f"suite {suite['name']} has changed since the eval began: its hash was "
+                         f"{options['suite_hash'][:12]}, it is {suite['hash'][:12]}")
+    return suite
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

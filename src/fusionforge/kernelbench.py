@@ -340,8 +340,9 @@ class _rng:
 
 
 # -- the kernel file to fill in ------------------------------------------------------------------
-def skeleton(task: KernelBenchTask) -> str:
-    """The kernel file in the seed format for ``task``, its TRITON section left to write.
+def skeleton(task: KernelBenchTask, triton: str | None = None, attempt: int = 1) -> str:
+    """The kernel file in the seed format for ``task``, its TRITON section left to write (``triton``: the text
+    standing in for it, default the kernel's and the wrapper's signatures with what to write).
 
     PYTHON: TASK (the problem's source among its fields), the problem's code as it stands with its
     ``get_inputs`` named ``get_problem_inputs``, and the PyTorch function: the problem's module on the
@@ -352,7 +353,7 @@ def skeleton(task: KernelBenchTask) -> str:
 
     python = "\n\n\n".join([_task_literal(task), _problem_code(task.source, HEADER).strip("\n"),
                              _pytorch_function(task)])
-    return render(task.description, python, _triton_stub(task), _get_inputs(task))
+    return render(task.description, python, triton or _triton_stub(task), _get_inputs(task), attempt)
 
 
 def _task_literal(task: KernelBenchTask) -> str:

@@ -316,8 +316,10 @@ class Run:
 
     def task(self, index: int) -> FusionTask:
         o = self.options
-        if o.get("tasks"):  # an eval: the suite's tasks (seed, difficulty, dtype), one sample after another
+        if o.get("tasks"):  # an eval: the suite's tasks, one sample after another
             spec = o["tasks"][index % len(o["tasks"])]
+            if "task" in spec:  # carried whole (a KernelBench problem)
+                return FusionTask.from_dict(spec["task"])
             return TaskGenerator().generate(spec["seed"], spec["difficulty"], spec["dtype"])
         return TaskGenerator().generate(o["seed"] + index, o.get("difficulty"), o.get("dtype"), o.get("ops"))
 

@@ -152,6 +152,9 @@ def variants(task: FusionTask) -> list[str]:
 
 
 def _kind(task: FusionTask) -> str:
+    if not task.steps:
+        raise UnsupportedTask(f"the built-in code generator writes op chains; task {task.id} is a module "
+                              f"({task.description})")
     kind = classify([s.op for s in task.steps]).plan
     if kind is None:
         raise UnsupportedTask(f"the built-in code generator has no plan yet for chains with several normalizations "

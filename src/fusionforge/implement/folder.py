@@ -2,6 +2,7 @@
 
     DIR/<task id>.py          the file for every sample of the task
     DIR/<task id>/<k>.py      the file for sample k (1, 2, ...)
+    DIR/<problem name>.py     a KernelBench problem's file for every sample (its problem file's name)
 
 The agent is not in the loop: each sample gets one attempt, and a second one has nothing new to try. A
 missing file is that sample's failed attempt.
@@ -29,7 +30,10 @@ class FolderImplementer:
 
     def path(self, task: FusionTask) -> Path:
         per_sample = self.folder / task.id
-        return per_sample / f"{self.sample}.py" if per_sample.is_dir() else self.folder / f"{task.id}.py"
+        if per_sample.is_dir():
+            return per_sample / f"{self.sample}.py"
+        by_id, by_name = self.folder / f"{task.id}.py", self.folder / f"{getattr(task, 'name', task.id)}.py"
+        return by_name if not by_id.is_file() and by_name.is_file() else by_id
 
     def implement(self, task: FusionTask, attempt: int, history: list[PastAttempt]) -> Implementation:
         if history:

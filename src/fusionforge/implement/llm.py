@@ -15,7 +15,7 @@ import time
 from importlib import resources
 from string import Template
 
-from fusionforge import kernelfile
+from fusionforge import kernelbench, kernelfile
 from fusionforge.codegen import python_section
 from fusionforge.implement.base import Implementation, ImplementerError, PastAttempt
 from fusionforge.tasks import SCALAR_DTYPE, FusionTask, step_label
@@ -56,6 +56,8 @@ def skeleton(task: FusionTask, attempt: int) -> str:
 
 def task_prompt(task: FusionTask, attempt: int) -> str:
     """The first user turn: the task in words, its PyTorch chain, inputs, shapes and the file to complete."""
+    if task.family == kernelbench.KIND:
+        return kernelbench_prompt(task, attempt)
     operations = []
     for k, (step, shape) in enumerate(zip(task.steps, task.step_shapes()), start=1):
         operands = f" ({', '.join(step.inputs)})" if step.inputs else ""
@@ -71,6 +73,19 @@ def task_prompt(task: FusionTask, attempt: int) -> str:
         inputs="\n".join(inputs), output=f"{_shape_text(task.output_shape)} {task.dtype}",
         test_shapes=_dims_text(task.shapes["test"]), bench_shapes=_dims_text(task.shapes["bench"]),
         skeleton=skeleton(task, attempt))
+
+
+def kernelbench_prompt(task: kernelbench.KernelBenchTask, attempt: int) -> str:
+    """The first user turn for a KernelBench problem: its module, the arguments, the sizes, the file to complete."""
+    test, bench = task.shapes["test"][0], task.shapes["bench"][0]
+    arguments = [f"- {name}: {_shape_text(a) if isinstance(a, tuple) else a} at the test sizes, "
+                 f"{_shape_text(b) if isinstance(b, tuple) else b} at the bench sizes"
+                 for name, a, b in zip(task.arg_names, task.argument_shapes(test), task.argument_shapes(bench))]
+    triton = TRITON_PLACEHOLDER.format(args=", ".join(task.arg_names))
+    return template("kernelbench").substitute(
+        name=task.name, task_id=task.id, dtype=task.dtype, attempt=attempt, problem=task.source,
+        arguments="\n".join(arguments), test_shapes=_dims_text(task.shapes["test"]),
+        bench_shapes=_dims_text(task.shapes["bench"]), skeleton=kernelbench.skeleton(task, triton, attempt))
 
 
 def conversation(task: FusionTask, attempt: int, history: list[PastAttempt]) -> list[dict]:
