@@ -76,12 +76,51 @@ def test_parse_dims_names_only_the_problems_constants():
             parse_dims(text, constants)
 
 
+def _fixture_task() -> KernelBenchTask:
+    """The task the fixtures' kernel files were written for."""
+    return KernelBenchTask.from_problem(PROBLEMS / "scale_bias_gelu.py", "float16", 0,
+                                        {"batch_size": 5, "channels": 131})
+
+
 @pytest.mark.parametrize("name, passed", [("scale_bias_gelu_fp16.py", True), ("bad_ignores_weight_fp16.py", False)])
 def test_the_checker_judges_kernels_against_the_problem(name, passed):
-    verdict = check_file(PROBLEMS / name, device="cpu")
+    verdict = check_file(PROBLEMS / name, task=_fixture_task(), device="cpu")
     assert verdict.passed is passed, verdict.failure
     if not passed:
         assert verdict.failure.category == "mismatch"
+
+
+def test_a_files_own_kernelbench_task_is_never_run(tmp_path):
+    """Its source would run in the checker's process: a TASK whose 'source' switches the checker off."""
+    good = (PROBLEMS / "scale_bias_gelu_fp16.py").read_text()
+    switch_off = "'sys.modules[\"fusionforge.verify.checker\"]._Run.evaluate = lambda self, result: None',\n"
+    patched = good.replace("        'import torch',\n", "        'import torch',\n        'import sys',\n        "
+                           + switch_off, 1)
+    assert patched != good
+    path = tmp_path / "bad_task_source_patches_checker.py"
+    path.write_text(patched)
+    verdict = check_file(path, device="cpu")
+    assert not verdict.passed and "not taken from the file's own TASK" in verdict.failure.message
+    with pytest.raises(TaskError, match="not the one its signature names"):
+        FusionTask.from_dict(parse(path).task)
+
+
+def test_weights_a_module_sets_to_one_value_are_drawn_anew():
+    """A norm's scale 1, shift 0 and running statistics vary per input set, so a kernel ignoring them fails."""
+    task = KernelBenchTask.from_problem(BATCHNORM, "float32", 0, {"batch_size": 7, "num_features": 33})
+    _, scale, shift, mean, var, count = task.make_inputs(task.shapes["test"][0], seed=4)
+    assert len(set(scale.tolist())) > 1 and len(set(shift.tolist())) > 1 and len(set(mean.tolist())) > 1
+    assert bool((var > 0).all()) and bool((scale > 0).all()) and count.dtype == torch.int64
+    assert not torch.equal(scale, task.make_inputs(task.shapes["test"][0], seed=5)[1])
+
+
+def test_pytorch_at_the_dtype_always_computes_with_the_weights_it_is_given():
+    """New weights each call, the old ones freed (their ids free for the new ones): never an old module's answer."""
+    task = KernelBenchTask.from_problem(PROBLEMS / "scale_bias_gelu.py", "float32", 0, {"batch_size": 5, "channels": 9})
+    for seed in range(60):
+        args = task.make_inputs(task.shapes["test"][0], seed)
+        assert torch.allclose(task.function(*args).double(), task.reference(args), rtol=1e-5, atol=1e-6)
+        del args
 
 
 def test_the_handed_out_task_must_be_the_files(tmp_path):

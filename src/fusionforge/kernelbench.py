@@ -89,7 +89,7 @@ class KernelBenchTask:
     _namespaces: dict = field(default_factory=dict, repr=False, compare=False)
     _modules: dict = field(default_factory=dict, repr=False, compare=False)  # dims -> the module built for them
     _by_shape: dict = field(default_factory=dict, repr=False, compare=False)  # arguments' shapes -> dims
-    _bound: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)  # weights -> module
+    _bound: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)  # weights -> (them, module)
 
     family = KIND
 
@@ -100,7 +100,7 @@ class KernelBenchTask:
         """The task for the problem file at ``path``; TaskError (one line) when it is not a KernelBench problem."""
         path = Path(path)
         try:
-            source = path.read_text()
+            source = "\n".join(path.read_text().splitlines()) + "\n"  # as TASK carries it: a line per item
         except (OSError, UnicodeDecodeError) as e:
             raise TaskError(f"cannot read the problem {path}: {e}") from None
         if dtype not in DTYPES:
@@ -205,7 +205,8 @@ class KernelBenchTask:
             module = namespace["Model"](*namespace["get_init_inputs"]())
             inputs = list(namespace["get_inputs"]())
         weights = dict(module.named_parameters()) | dict(module.named_buffers())
-        values = inputs + [weights[n].detach() for n in self.weight_names]
+        with _rng(seed + 1):
+            values = inputs + [_varied(weights[n].detach()) for n in self.weight_names]
         dtype = getattr(torch, self.dtype)
         return [v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for v in values]
 
@@ -250,9 +251,9 @@ class KernelBenchTask:
         KernelBench calls it (``model(*inputs)``, no per-call cost of swapping the weights in)."""
         n = len(self.input_names)
         weights = args[n:]
-        key = tuple(id(w) for w in weights)
-        module = self._bound.get(key)
-        if module is None:
+        key = tuple(id(w) for w in weights) + _shape_key(list(args))
+        kept, module = self._bound.get(key, ((), None))
+        if module is None or not all(a is b for a, b in zip(kept, weights)):
             module = copy.deepcopy(self._module(self._by_shape.get(_shape_key(list(args)), self.shapes["bench"][0])))
             for name, value in zip(self.weight_names, weights):
                 owner, _, leaf = name.rpartition(".")
@@ -261,7 +262,7 @@ class KernelBenchTask:
                     holder._parameters[leaf] = torch.nn.Parameter(value, requires_grad=value.requires_grad)
                 else:
                     holder._buffers[leaf] = value
-            self._bound[key] = module  # holds the weights: their ids stay theirs while it is kept
+            self._bound[key] = (weights, module)  # the weights kept alive: no other tensor takes their ids
             while len(self._bound) > BOUND_MODULES:
                 self._bound.popitem(last=False)
         self._bound.move_to_end(key)
@@ -313,7 +314,23 @@ class KernelBenchTask:
             raise TaskError(f"malformed KernelBench task: missing or wrong field {e}") from None
         if task.dtype not in DTYPES:
             raise TaskError(f"malformed task: dtype {task.dtype!r} is not one of {', '.join(DTYPES)}")
+        if task.signature.rpartition("|")[2] != hashlib.sha256(task.source.encode()).hexdigest()[:12]:
+            raise TaskError("malformed task: its problem's source is not the one its signature names")
         return task
+
+
+def _varied(weight: torch.Tensor) -> torch.Tensor:
+    """A weight its module initialises to one value everywhere (a norm's scale 1 and shift 0, its running
+    statistics) drawn anew around it, so that a kernel ignoring it fails: c * U(0.5, 1.5) keeps the sign of
+    c (a variance stays positive), 0 becomes 0.5 * N(0, 1). Integer buffers and varied weights as they are."""
+    if not weight.is_floating_point() or weight.numel() < 2 or weight.is_meta:
+        return weight
+    first = weight.reshape(-1)[0]
+    if not bool((weight == first).all()):
+        return weight
+    if float(first) == 0.0:
+        return 0.5 * torch.randn(weight.shape, dtype=weight.dtype)
+    return first * (0.5 + torch.rand(weight.shape, dtype=weight.dtype))
 
 
 def _shapes(out) -> list:
@@ -400,7 +417,7 @@ def _triton_stub(task: KernelBenchTask) -> str:
 def fused_kernel_triton({pointers}, out_ptr, BLOCK_SIZE: tl.constexpr):
     """TODO: compute the problem's forward (fused_kernel_pytorch) in this kernel; add the sizes, strides and
     block sizes it needs (more kernels may follow it). Load, compute in float32, store once in the output's
-    dtype; mask every load and store."""
+    dtype; mask every load and store. The weights are read, never written (running statistics included)."""
     pass
 
 

@@ -289,8 +289,12 @@ def time_checked(verdict: Verdict, path: str | Path, task: FusionTask | None = N
 
 
 def _task_of(path: str | Path) -> FusionTask | None:
+    """The file's own TASK; None for a KernelBench task, whose problem code only a given task may bring (the
+    check then says so)."""
     kf = kernelfile.parse(path)
-    return FusionTask.from_dict(kf.task) if kf.task is not None else None
+    if kf.task is None or kf.task.get("kind") == "kernelbench":
+        return None
+    return FusionTask.from_dict(kf.task)
 
 
 def judge(result: BenchResult, raw: dict, task: FusionTask | None, rates: dict) -> BenchResult:

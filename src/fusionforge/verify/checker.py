@@ -29,6 +29,7 @@ import torch
 
 from fusionforge import kernelfile
 from fusionforge.gpus import parent_gpu_work
+from fusionforge.kernelbench import KIND as KERNELBENCH
 from fusionforge.tasks import FusionTask, TaskError
 from fusionforge.verify import analysis
 from fusionforge.verify import memcheck as memcheck_tool
@@ -467,6 +468,10 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
         if difference:
             return done(analysis.task_mismatch(difference))
     if task is None and kf.task is not None:
+        if kf.task.get("kind") == KERNELBENCH:  # its reference would run the file's code (the problem) here
+            return done(analysis.format_problem(
+                "a KernelBench task is not taken from the file's own TASK: give the task "
+                "(--task TASK.json from `fusionforge task --from-kernelbench`)", None, "format", "Both"))
         try:
             task = FusionTask.from_dict(kf.task)
         except (TaskError, KeyError) as e:
