@@ -11,10 +11,12 @@ Sizes are the problem's module-level integer constants (``batch_size = 128``): t
 problem's own, and test shapes may set some of them smaller (``--test-dims batch_size=3,dim=37``), for
 Triton's interpreter on a CPU. Each input set is drawn on the CPU under its seed: the module is built
 (its default initialisation draws the weights) and ``get_inputs()`` called, both under
-``torch.manual_seed(seed)``, floating tensors then cast to the task's dtype.
+``torch.manual_seed(seed)``; a weight initialised to one value everywhere (a norm's scale, shift and
+running statistics) is drawn anew around it; floating tensors are then cast to the task's dtype.
 
-The problem's code runs in this process and in the checker's: it is the task, trusted like one, never a
-candidate's code.
+The problem's code runs in this process and in the checker's: it is the task, trusted like one, so it
+comes only from a task given to the checker (``--task``, a handout, an eval's suite), never from a
+kernel file's own TASK.
 """
 
 from __future__ import annotations
