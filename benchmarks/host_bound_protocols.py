@@ -10,24 +10,16 @@ event time measures how fast the host enqueues it. Reports medians with the p20-
 """
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
+from host_cost import host_ms, load  # benchmarks/, beside this script
 
 ROUNDS = 40
 CALLS = 10
-
-
-def load(path: str):
-    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def graphed(fn, args):
@@ -49,17 +41,6 @@ def band(values: list[float]) -> dict:
     pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
     return {"median_ms": round(statistics.median(values), 5), "p20_ms": round(pick(0.2), 5),
             "p80_ms": round(pick(0.8), 5)}
-
-
-def host_ms(fn, args, n=2000) -> float:
-    times = []
-    for k in range(n):
-        start = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - start)
-        if k % 20 == 19:
-            torch.cuda.synchronize()
-    return round(statistics.median(times) * 1e3, 5)
 
 
 def measure(path: str) -> dict:
