@@ -22,6 +22,7 @@ kernel file's own TASK.
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import hashlib
 import inspect
@@ -128,7 +129,7 @@ class KernelBenchTask:
         namespace = self._namespace(dims)
         forward = inspect.signature(namespace["Model"].forward)
         params = [p for p in forward.parameters.values() if p.name != "self"]
-        with _rng(self.seed):
+        with _rng(self.seed), torch.device("meta"):  # only how many: no tensor of the bench size is made
             count = len(namespace["get_inputs"]())
         if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params) or len(params) < count:
             inputs = [f"input_{k}" for k in range(count)]
@@ -159,10 +160,7 @@ class KernelBenchTask:
             raise TaskError(f"the problem does not run at the test dims {test}: {type(e).__name__}: {e}") from None
         try:
             with torch.device("meta"):
-                n = len(self.input_names)
-                again = torch.func.functional_call(self._module(bench), dict(zip(self.weight_names, args[n:])),
-                                                   tuple(args[:n]))
-            same = _shapes(again) == _shapes(out)
+                same = _shapes(self._call(args, self._module(bench))) == _shapes(out)
         except Exception:  # noqa: BLE001 - the answer is the same: the sizes it was built with matter
             same = False
         if not same:
@@ -212,10 +210,13 @@ class KernelBenchTask:
         dtype = getattr(torch, self.dtype)
         return [v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for v in values]
 
-    def _call(self, args: list):
-        """The module on ``args`` (inputs, then weights) at the arguments' dtype."""
-        dims = self._by_shape.get(_shape_key(args), self.shapes["bench"][0])
-        module = self._module(dims)
+    def _module_for(self, args: list):
+        """The module built for the sizes that gave arguments of these shapes (the bench sizes' if none did)."""
+        return self._module(self._by_shape.get(_shape_key(args), self.shapes["bench"][0]))
+
+    def _call(self, args: list, module=None):
+        """``module`` (default: the one for these arguments) on ``args`` (inputs, then weights) at their dtype."""
+        module = module if module is not None else self._module_for(args)
         n = len(self.input_names)
         weights = dict(zip(self.weight_names, args[n:]))
         return torch.func.functional_call(module, weights, tuple(args[:n]))
@@ -256,7 +257,7 @@ class KernelBenchTask:
         key = tuple(id(w) for w in weights) + _shape_key(list(args))
         kept, module = self._bound.get(key, ((), None))
         if module is None or not all(a is b for a, b in zip(kept, weights)):
-            module = copy.deepcopy(self._module(self._by_shape.get(_shape_key(list(args)), self.shapes["bench"][0])))
+            module = copy.deepcopy(self._module_for(list(args)))
             for name, value in zip(self.weight_names, weights):
                 owner, _, leaf = name.rpartition(".")
                 holder = module.get_submodule(owner)
@@ -343,19 +344,13 @@ def _shape_key(args: list) -> tuple:
     return tuple(tuple(a.shape) if isinstance(a, torch.Tensor) else repr(a) for a in args)
 
 
-class _rng:
+@contextlib.contextmanager
+def _rng(seed: int):
     """``torch.manual_seed(seed)`` for the block, the global generator's state restored after it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def __enter__(self):
-        self.fork = torch.random.fork_rng(devices=[])
-        self.fork.__enter__()
-        torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc):
-        return self.fork.__exit__(*exc)
 
 
 # -- the kernel file to fill in ------------------------------------------------------------------
@@ -368,23 +363,12 @@ def skeleton(task: KernelBenchTask, triton: str | None = None, attempt: int = 1)
     given weights. TEST: ``get_inputs`` (the problem's inputs, then the module's weights, at the task's
     dtype), on a CPU at the test sizes.
     """
+    from fusionforge.codegen.render import task_literal
     from fusionforge.kernelfile import HEADER, render
 
-    python = "\n\n\n".join([_task_literal(task), _problem_code(task.source, HEADER).strip("\n"),
-                             _pytorch_function(task)])
+    python = "\n\n\n".join([task_literal(task, item_per_line=("source",)),
+                             _problem_code(task.source, HEADER).strip("\n"), _pytorch_function(task)])
     return render(task.description, python, triton or _triton_stub(task), _get_inputs(task), attempt)
-
-
-def _task_literal(task: KernelBenchTask) -> str:
-    """``TASK = {...}`` without its cost, one key a line, the problem's source one line an item."""
-    from fusionforge.codegen.render import _fill
-
-    data = {k: v for k, v in task.to_dict().items() if k not in ("cost", "source")}
-    lines = ["TASK = {"]
-    for key, value in data.items():
-        lines += _fill(f"    {key!r}: ", value, ",")
-    lines += ["    'source': [", *(f"        {line!r}," for line in task.source.splitlines()), "    ],"]
-    return "\n".join([*lines, "}"])
 
 
 def _problem_code(source: str, header: str) -> str:

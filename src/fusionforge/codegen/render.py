@@ -11,13 +11,16 @@ from fusionforge.tasks import SCALAR_DTYPE, FusionTask, InputSpec
 WIDTH = 120
 
 
-def task_literal(task: FusionTask) -> str:
+def task_literal(task: FusionTask, item_per_line: tuple[str, ...] = ()) -> str:
     """``TASK = {...}``: the task (without its cost, which the task computes) as a Python literal, one key a line,
-    long values broken between their items."""
+    long values broken between their items; the lists named in ``item_per_line`` one item a line."""
     data = {k: v for k, v in task.to_dict().items() if k != "cost"}
     lines = ["TASK = {"]
     for key, value in data.items():
-        lines += _fill(f"    {key!r}: ", value, ",")
+        if key in item_per_line:
+            lines += [f"    {key!r}: [", *(f"        {item!r}," for item in value), "    ],"]
+        else:
+            lines += _fill(f"    {key!r}: ", value, ",")
     return "\n".join([*lines, "}"])
 
 
