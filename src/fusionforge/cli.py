@@ -589,7 +589,9 @@ def _attempt_loop(args: argparse.Namespace, run, options: dict, lanes, command: 
     forced = not options.get("tasks")  # an eval's tasks each have their own difficulty and dtype
 
     def header(task: FusionTask) -> str:
-        if task.family == "kernelbench":
+        from fusionforge.kernelbench import KIND as KERNELBENCH
+
+        if task.family == KERNELBENCH:
             return render_kernelbench_task(task, task.name)
         return render_task(task, task_command(task.seed, options.get("difficulty") if forced else task.difficulty,
                                               options.get("dtype") if forced else task.dtype, options.get("ops")))

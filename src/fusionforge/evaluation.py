@@ -27,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from fusionforge.dataset import geomean
-from fusionforge.tasks import DIFFICULTIES, DTYPES, TaskGenerator, classify
+from fusionforge.tasks import DIFFICULTIES, DTYPES, TaskGenerator
 
 SUITES_DIR = Path(__file__).parent / "suites"
 SUITE_SEEDS = {"small-v1": range(2), "full-v1": range(12)}  # per difficulty and dtype
@@ -47,7 +47,7 @@ def build_suite(name: str) -> list[dict]:
             for seed in SUITE_SEEDS[name]:
                 task = TaskGenerator().generate(seed, difficulty, dtype)
                 tasks.append({"seed": seed, "difficulty": difficulty, "dtype": dtype, "task_id": task.id,
-                              "signature": task.signature, "family": classify([s.op for s in task.steps]).family})
+                              "signature": task.signature, "family": task.family})
     return tasks
 
 
@@ -102,7 +102,7 @@ def kernelbench_suite(folder: str | Path, dtype: str = "float32") -> dict:
 def suite_of_run(options: dict) -> dict:
     """The suite an eval run was started on: a published one (checked against the hash it began with), or the
     problems it carries itself (a KernelBench folder's)."""
-    if options["suite"].startswith("kernelbench:"):
+    if options["suite"].startswith("kernelbench:"):  # kernelbench_suite's name
         suite = {"name": options["suite"], "hash": suite_hash(options["tasks"]), "tasks": options["tasks"]}
     else:
         suite = load_suite(options["suite"])

@@ -23,6 +23,7 @@ from pathlib import Path
 from fusionforge import kernelfile
 from fusionforge.bench import roofline
 from fusionforge.gpus import DeviceGate, Lane, Lanes, current_lane, stop_workers
+from fusionforge.kernelbench import KIND as KERNELBENCH
 from fusionforge.tasks import FusionTask
 from fusionforge.verify import Failure, Verdict, analysis, check_file
 from fusionforge.verify.checker import default_device, input_sets
@@ -292,7 +293,7 @@ def _task_of(path: str | Path) -> FusionTask | None:
     """The file's own TASK; None for a KernelBench task, whose problem code only a given task may bring (the
     check then says so)."""
     kf = kernelfile.parse(path)
-    if kf.task is None or kf.task.get("kind") == "kernelbench":
+    if kf.task is None or kf.task.get("kind") == KERNELBENCH:
         return None
     return FusionTask.from_dict(kf.task)
 
