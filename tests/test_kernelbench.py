@@ -90,6 +90,17 @@ def test_the_checker_judges_kernels_against_the_problem(name, passed):
         assert verdict.failure.category == "mismatch"
 
 
+@pytest.mark.parametrize("name, passed", [("batchnorm_relu_fp32.py", True),
+                                          ("bad_batchnorm_ignores_scale_shift_fp32.py", False)])
+def test_a_norm_kernel_must_use_the_scale_and_shift_it_is_given(name, passed):
+    """The module initialises them to 1 and 0; drawn anew per input set, a kernel that drops them fails."""
+    task = KernelBenchTask.from_problem(BATCHNORM, "float32", 0, {"batch_size": 7, "num_features": 37})
+    verdict = check_file(PROBLEMS / name, task=task, device="cpu")
+    assert verdict.passed is passed, verdict.failure
+    if not passed:
+        assert verdict.failure.category == "mismatch"
+
+
 def test_a_files_own_kernelbench_task_is_never_run(tmp_path):
     """Its source would run in the checker's process: a TASK whose 'source' switches the checker off."""
     good = (PROBLEMS / "scale_bias_gelu_fp16.py").read_text()
