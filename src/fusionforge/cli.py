@@ -20,7 +20,7 @@ from pathlib import Path
 from fusionforge import __version__
 from fusionforge.atomic import write_text
 from fusionforge.gpus import RAY_JOBS, default_jobs
-from fusionforge.tasks import DIFFICULTIES, DTYPES, FusionTask, TaskError, TaskGenerator, step_label
+from fusionforge.tasks import DIFFICULTIES, DTYPES, FAMILIES, FusionTask, TaskError, TaskGenerator, step_label
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 PROG = "fusionforge"
@@ -57,11 +57,11 @@ def _si(value: float, unit: str) -> str:
 
 
 def task_command(seed: int, difficulty: str | None = None, dtype: str | None = None, ops: str | None = None,
-                 prog: str = PROG + " task") -> str:
+                 prog: str = PROG + " task", family: str | None = None) -> str:
     """The command that prints the task of these generator options again (the options given, no others:
     a difficulty or dtype drawn by the seed is drawn again, one given is not drawn)."""
     words = [prog, "--seed", str(seed)]
-    for flag, value in (("--difficulty", difficulty), ("--dtype", dtype), ("--ops", ops)):
+    for flag, value in (("--difficulty", difficulty), ("--dtype", dtype), ("--ops", ops), ("--family", family)):
         if value:
             words += [flag, shlex.quote(value)]
     return " ".join(words)
@@ -123,10 +123,10 @@ def _cmd_task(args: argparse.Namespace) -> int:
     try:
         for k in range(args.count):  # streamed: each task printed (and written) as soon as it is made
             try:
-                task = generator.generate(seed + k, args.difficulty, args.dtype, args.ops)
+                task = generator.generate(seed + k, args.difficulty, args.dtype, args.ops, args.family)
             except (TaskError, KeyError) as e:
                 raise UsageError(str(e).strip('"')) from None
-            command = task_command(seed + k, args.difficulty, args.dtype, args.ops)
+            command = task_command(seed + k, args.difficulty, args.dtype, args.ops, family=args.family)
             spec = json.dumps(task.to_dict(), indent=2)
             if out is None and args.out:  # opened once a task is made: a bad option leaves no file behind
                 out = _open_out(args.out)
@@ -159,7 +159,8 @@ def _kernelbench_task(args: argparse.Namespace) -> int:
     """``task --from-kernelbench PROBLEM.py``: the problem's task, printed (or as JSON), written, its skeleton."""
     from fusionforge.kernelbench import KernelBenchTask, parse_dims, problem_constants
 
-    given = [flag for flag, value in (("--difficulty", args.difficulty), ("--ops", args.ops)) if value is not None]
+    given = [flag for flag, value in (("--difficulty", args.difficulty), ("--ops", args.ops),
+                                      ("--family", args.family)) if value is not None]
     if given or args.count != 1:
         raise UsageError(f"--from-kernelbench makes the problem's one task; it takes no {(given or ['--count'])[0]}")
     path = Path(args.from_kernelbench)
@@ -237,7 +238,8 @@ def _show_current(args: argparse.Namespace) -> int:
     from fusionforge.handout import Handout
 
     given = [flag for flag, value in (("--seed", args.seed), ("--difficulty", args.difficulty),
-                                      ("--dtype", args.dtype), ("--ops", args.ops)) if value is not None]
+                                      ("--dtype", args.dtype), ("--ops", args.ops), ("--family", args.family))
+             if value is not None]
     if given or args.count != 1:
         raise UsageError(f"--current shows the task handed out last; it takes no {(given or ['--count'])[0]}")
     handout = Handout(args.state)
@@ -441,10 +443,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         run = None
         options = {"count": args.count, "seed": args.seed if args.seed is not None else secrets.randbelow(10**6),
-                   "difficulty": args.difficulty, "dtype": args.dtype, "ops": args.ops, **_loop_options(args),
+                   "difficulty": args.difficulty, "dtype": args.dtype, "ops": args.ops, "family": args.family,
+                   **_loop_options(args),
                    "workdir": str(Path(args.workdir).resolve()), "data": str(Path(args.data).resolve())}
         try:
-            TaskGenerator().generate(options["seed"], args.difficulty, args.dtype, args.ops)
+            TaskGenerator().generate(options["seed"], args.difficulty, args.dtype, args.ops, args.family)
         except (TaskError, KeyError) as e:
             raise UsageError(str(e).strip('"')) from None
     lanes = _loop_lanes(args, options)
@@ -594,7 +597,8 @@ def _attempt_loop(args: argparse.Namespace, run, options: dict, lanes, command: 
         if task.family == KERNELBENCH:
             return render_kernelbench_task(task, task.name)
         return render_task(task, task_command(task.seed, options.get("difficulty") if forced else task.difficulty,
-                                              options.get("dtype") if forced else task.dtype, options.get("ops")))
+                                              options.get("dtype") if forced else task.dtype, options.get("ops"),
+                                              family=options.get("family")))
 
     start = time.perf_counter()
     try:
@@ -789,6 +793,8 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=_positive_int, default=1, help="number of tasks (seeds SEED, SEED+1, ...), each "
                    "printed as soon as it is made")
     p.add_argument("--ops", help="force a chain, e.g. linear_bias,add:col,gelu,layer_norm")
+    p.add_argument("--family", choices=FAMILIES, help="draw a chain of this family: scan (pointwise ops around "
+                   "cumsum, cumprod or logcumsumexp) or loss (pointwise ops, then cross-entropy, KL divergence or MSE)")
     p.add_argument("--out", metavar="FILE", help="also write the task JSON (a list when --count > 1)")
     p.add_argument("--json", action="store_true", help="print the task spec as JSON")
     p.add_argument("--skeleton", action="store_true", help="also write the task's kernel file to fill in, as the "
@@ -1018,6 +1024,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--difficulty", choices=DIFFICULTIES, help="every task's difficulty (default: drawn per task)")
     p.add_argument("--dtype", choices=DTYPES, help="every task's dtype (default: drawn per task)")
     p.add_argument("--ops", help="force a chain for every task, e.g. linear_bias,gelu,layer_norm")
+    p.add_argument("--family", choices=FAMILIES, help="every task a chain of this family (scan, loss)")
     _add_implementer_options(p)
     p.add_argument("--attempts", type=_positive_int, default=3, help="attempts per task (default 3)")
     p.add_argument("--workdir", default=".", metavar="DIR", help="where NNN_fused_kernels.py is written "

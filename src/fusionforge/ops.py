@@ -15,8 +15,10 @@ Conventions
   ``{<stem>}`` an extra input. Triton templates work on fp32 values.
 * Guarded forms keep random inputs finite: ``log(|x| + shift)``, ``sqrt(|x|)``,
   ``1 / (|x| + shift)``; divisors are drawn away from zero.
+* Scans (cumsum, ...) run along the last dimension and keep the shape. Losses end a chain: they read
+  h as [rows, classes] (or values) and a target, and give a loss per row or one mean.
 * ``flops`` counts floating-point operations per output element (per input element for
-  reductions and normalizations); matmuls count ``2 * K`` per output element.
+  reductions, normalizations, scans and losses); matmuls count ``2 * K`` per output element.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Family(str, Enum):
     BINARY = "binary"
     REDUCTION = "reduction"
     NORM = "norm"
+    SCAN = "scan"
+    LOSS = "loss"
 
 
 class ShapeError(ValueError):
@@ -55,13 +59,15 @@ class Operand:
 
     ``layout`` says how its shape follows from the running value ``h``:
     ``scalar`` (a Python float), ``col`` (h's last dim), ``row`` (h without its last dim),
-    ``full`` (h's shape), ``chan`` (h's dim 1). ``init`` is its distribution (see tasks.draw).
+    ``full`` (h's shape), ``chan`` (h's dim 1). ``init`` is its distribution (see tasks.draw); ``dtype``
+    fixes its dtype (``int64`` class indices), else it has the task's.
     """
 
     stem: str
     role: str
     layout: str
     init: dict
+    dtype: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,9 @@ class Op:
     # A cheaper Triton form for float16 and bfloat16 tasks, its error far inside their rounding
     # (the result is stored in 8 or 11 bits of mantissa); ``triton`` serves float32.
     triton_16bit: str | None = None
+    # A scan whose fp32 accumulation rounds at the magnitude of a running sum, not of its result: the torch
+    # expression of that magnitude per element (the checker's rounding bound for it; tasks.FusionTask.reference).
+    accumulates: str | None = None
 
     def triton_form(self, dtype: str) -> str | None:
         """The Triton form a task of ``dtype`` uses."""
@@ -98,6 +107,8 @@ BETA = {"dist": "normal", "mean": 0.0, "std": 0.2, "clip": 0.6}
 AWAY_FROM_ZERO = {"dist": "signed_uniform", "low": 0.5, "high": 2.0}
 SMALL_UNIFORM = {"dist": "uniform", "low": -1.0, "high": 1.0}
 VARIANCE = {"dist": "uniform", "low": 0.5, "high": 2.0}
+CLASS_INDEX = {"dist": "randint", "high": "N"}  # a class of h's last dimension, uniform
+PROBABILITIES = {"dist": "softmax", "std": 1.0}  # softmax of normal values over the last dimension
 
 EPS = Param("eps", (1e-5, 1e-6))
 SHIFT = Param("shift", (0.5, 1.0))
@@ -147,6 +158,19 @@ def sin_16bit(x, quarter_turns):
     cos_r = 1.0 - 0.5 * s + s * s * (0.041666646 + s * (-0.0013887341 + s * 2.4435833e-5))
     v = tl.where((quadrant & 1) == 0, sin_r, cos_r)
     return tl.where(quadrant >= 2, -v, v)
+''',
+    "logcumsumexp": '''@triton.jit
+def logaddexp_pair(max_a, sum_a, max_b, sum_b):
+    """Merges (m, s) pairs that stand for m + log(s): both sums rescaled to the larger max, nothing overflows."""
+    m = tl.maximum(max_a, max_b)
+    return m, sum_a * tl.exp(max_a - m) + sum_b * tl.exp(max_b - m)
+
+
+@triton.jit
+def logcumsumexp(x):
+    """log sum_{k <= j} exp(x_k) along axis 0: an inclusive scan of (x_k, 1) pairs merged by logaddexp_pair."""
+    running_max, running_sum = tl.associative_scan((x, tl.full(x.shape, 1.0, tl.float32)), 0, logaddexp_pair)
+    return running_max + tl.log(running_sum)
 ''',
     "tanh": '''@triton.jit
 def tanh(z):
@@ -321,6 +345,34 @@ NORM_OPS = [
        (EPS,), (_chan_gamma, _chan_beta), label="instance_norm"),
 ]
 
+# Scans along the last dimension; the Triton form scans a row held in registers (axis 0). cumprod multiplies
+# factors near 1 (1 + rate tanh(h)), so a row of thousands stays finite at every dtype.
+SCAN_OPS = [
+    Op("cumsum", Family.SCAN, "torch.cumsum({x}, dim=-1)", "y_ij = sum_{k <= j} x_ik", 1,
+       triton="tl.cumsum({x}, axis=0)", label="cumsum over the last dim",
+       accumulates="torch.cumsum(torch.abs({x}), dim=-1)"),
+    Op("cumprod", Family.SCAN, "torch.cumprod(1.0 + {rate} * torch.tanh({x}), dim=-1)",
+       "y_ij = prod_{k <= j} (1 + rate tanh(x_ik))", 7, (Param("rate", (0.01, 0.02, 0.05)),),
+       triton="tl.cumprod(1.0 + {rate} * tanh({x}), axis=0)", label="cumprod(1 + {rate} tanh(h)) over the last dim"),
+    Op("logcumsumexp", Family.SCAN, "torch.logcumsumexp({x}, dim=-1)", "y_ij = log sum_{k <= j} exp(x_ik)", 4,
+       triton="logcumsumexp({x})", label="logcumsumexp over the last dim"),
+]
+
+# Losses end a chain. Cross-entropy reads h as [tokens, vocabulary] logits and int64 class indices; KL divergence
+# compares softmax(h) with target probabilities (the distillation loss); mse_loss compares h with a target.
+LOSS_OPS = [
+    Op("cross_entropy", Family.LOSS, "F.cross_entropy({x}, {target}, reduction={reduction!r})",
+       "logsumexp_j x_ij - x_i,t_i per row i; the mean over rows", 5,
+       (Param("reduction", ("none", "mean")),), (Operand("target", "target", "row", CLASS_INDEX, "int64"),),
+       label="cross_entropy (reduction={reduction})"),
+    Op("kl_div", Family.LOSS, "F.kl_div(F.log_softmax({x}, dim=-1), {target}, reduction='batchmean')",
+       "sum_ij t_ij (log t_ij - log_softmax(x)_ij) / rows of dim 0", 8,
+       operands=(Operand("target", "target", "full", PROBABILITIES),),
+       label="kl_div(softmax(h) against target probabilities, batchmean)"),
+    Op("mse_loss", Family.LOSS, "F.mse_loss({x}, {target})", "mean_ij (x_ij - t_ij)^2", 3,
+       operands=(Operand("target", "target", "full", ACTIVATION),), label="mse_loss (mean)"),
+]
+
 # Matmul roots start a chain: they read the activation `x` and a second matrix.
 _WEIGHT_NK = Operand("w", "weight", "NK", {"dist": "normal", "mean": 0.0, "std": 1.0, "fan_in": "K", "clip": 4.0})
 _WEIGHT_KN = Operand("w", "weight", "KN", {"dist": "normal", "mean": 0.0, "std": 1.0, "fan_in": "K", "clip": 4.0})
@@ -337,15 +389,20 @@ MATMUL_OPS = [
        operands=(_WEIGHT_BKN,), label="batched matmul x @ w"),
 ]
 
-CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + UNARY_OPS + BINARY_OPS + REDUCTION_OPS + NORM_OPS}
+CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + UNARY_OPS + BINARY_OPS + REDUCTION_OPS + NORM_OPS
+                           + SCAN_OPS + LOSS_OPS}
 
 # Inference batch norm applies running statistics: a per-channel affine map that reduces nothing.
 AFFINE_NORMS = ("batch_norm",)
 
 
+# Ops that act on whole rows of the last dimension: what the row plans walk.
+ROW_FAMILIES = (Family.REDUCTION, Family.NORM, Family.SCAN, Family.LOSS)
+
+
 def reduces(op: Op) -> bool:
-    """Whether ``op`` reduces over values: a reduction, or a normalization that computes its statistics."""
-    return op.family in (Family.REDUCTION, Family.NORM) and op.name not in AFFINE_NORMS
+    """Whether ``op`` reduces over values: a reduction, a loss, or a normalization that computes its statistics."""
+    return op.family in (Family.REDUCTION, Family.NORM, Family.LOSS) and op.name not in AFFINE_NORMS
 
 
 def get(name: str) -> Op:
@@ -397,6 +454,12 @@ def out_shape(op: Op, shape: Shape, params: dict[str, Any]) -> Shape:
                          f"last dimension, got {list(shape)}")
     if op.family is Family.REDUCTION:
         return shape[:-1] + ((1,) if params["keepdim"] else ())
+    if op.family is Family.LOSS:
+        if op.name == "cross_entropy":
+            if rank != 2:
+                raise ShapeError(f"cross_entropy needs [rows, classes] logits (rank 2), got {list(shape)}")
+            return shape[:-1] if params["reduction"] == "none" else ()
+        return ()
     if op.name == "instance_norm" and rank != 3:
         raise ShapeError(f"instance_norm needs a [B, C, L] value (rank 3), got {list(shape)}")
     return shape

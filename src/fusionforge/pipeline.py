@@ -321,7 +321,8 @@ class Run:
             if "task" in spec:  # carried whole (a KernelBench problem)
                 return FusionTask.from_dict(spec["task"])
             return TaskGenerator().generate(spec["seed"], spec["difficulty"], spec["dtype"])
-        return TaskGenerator().generate(o["seed"] + index, o.get("difficulty"), o.get("dtype"), o.get("ops"))
+        return TaskGenerator().generate(o["seed"] + index, o.get("difficulty"), o.get("dtype"), o.get("ops"),
+                                        o.get("family"))
 
     def sample(self, index: int) -> int:
         """Which sample of its task ``index`` is: 1, 2, ... in an eval; 1 in a run."""

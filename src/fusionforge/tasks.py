@@ -23,9 +23,12 @@ from fusionforge.ops import Family, Op, ShapeError
 
 DTYPES = ("float32", "float16", "bfloat16")
 DIFFICULTIES = ("easy", "medium", "hard")
-ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8}
 SCALAR_DTYPE = "python_float"
 DIM_ORDER = ("B", "M", "N", "K")
+# Families a task can be asked for (``generate(family=...)``); without one, the seed draws from the original mix
+# of pointwise, reduction and matmul chains, so every seed keeps its task.
+FAMILIES = ("scan", "loss")
 
 # A bench shape moves at least this many bytes or does at least this many FLOPs.
 BENCH_MIN_BYTES = 256 * 10**6
@@ -35,7 +38,11 @@ BENCH_MIN_FLOPS = 10**12
 NEAR_ZERO_RMS = 1e-4  # output rms below this: the task computes (almost) nothing
 CONSTANT_SPREAD = 1e-3  # max |out - mean(out)| below this times rms: constant output
 MIN_INPUT_EFFECT = 0.02  # redrawing an input moves the output by less than this (relative L2)
+# A single value (a mean loss) averages each input's effect over all its terms: redrawing one moves the mean by
+# about 1 / sqrt(terms) of a term's spread, so the bar is lower; an input it ignores moves it by nothing.
+MIN_SCALAR_EFFECT = 2e-3
 MAX_DTYPE_ERROR = 0.05  # PyTorch at the task dtype vs float64 (relative L2): ill-conditioned beyond
+ACCUMULATION_EPS = 2.0**-24  # the unit roundoff of the fp32 accumulation kernels run at
 
 
 class TaskError(ValueError):
@@ -153,17 +160,26 @@ class FusionTask:
     def arg_names(self) -> list[str]:
         return [i.name for i in self.inputs]
 
-    def pytorch_body(self) -> list[str]:
-        """Statements computing the chain into ``h`` from the arguments (templates of ops.py)."""
+    def pytorch_body(self, rounded: bool = False) -> list[str]:
+        """Statements computing the chain into ``h`` from the arguments (templates of ops.py); ``rounded`` adds
+        ``rounding(magnitude)`` to each scan that accumulates (``Op.accumulates``)."""
         lines = []
         for k, step in enumerate(self.steps):
             op = catalog.get(step.op)
             names = dict(zip((o.stem for o in catalog.operands(op, step.params)), step.inputs))
             if op.family is Family.BINARY:
                 names = {"y": step.inputs[0]}
-            expr = catalog.torch_template(op, step.params).format(x="x" if k == 0 else "h", **step.params, **names)
+            fields = {"x": "x" if k == 0 else "h", **step.params, **names}
+            expr = catalog.torch_template(op, step.params).format(**fields)
+            if rounded and op.accumulates:
+                expr += f" + rounding({op.accumulates.format(**fields)})"
             lines.append(f"h = {expr}")
         return lines
+
+    @property
+    def accumulates(self) -> bool:
+        """Whether a step is a scan whose accumulation rounds at a running sum's magnitude (``Op.accumulates``)."""
+        return any(catalog.get(step.op).accumulates for step in self.steps)
 
     def pytorch_source(self, name: str = "fused_kernel_pytorch") -> str:
         body = "\n".join("    " + line for line in self.pytorch_body())
@@ -180,11 +196,36 @@ class FusionTask:
         exec(compile(self.pytorch_source("chain"), f"<task {self.id}>", "exec"), namespace)
         return namespace["chain"]
 
-    def reference(self, inputs: list) -> Any:
-        """The trusted result: the chain evaluated in float64 on the given inputs (same device)."""
+    @cached_property
+    def _rounded_function(self) -> Callable:
+        import torch
+        import torch.nn.functional as F
+
+        namespace: dict[str, Any] = {"torch": torch, "F": F}
+        body = "\n".join("    " + line for line in self.pytorch_body(rounded=True))
+        source = f"def rounded({', '.join([*self.arg_names, 'rounding'])}):\n{body}\n    return h\n"
+        exec(compile(source, f"<task {self.id}, rounded>", "exec"), namespace)
+        return namespace["rounded"]
+
+    def reference(self, inputs: list, accumulation: Any = None) -> Any:
+        """The trusted result: the chain evaluated in float64 on the given inputs (same device).
+
+        With ``accumulation`` (a torch.Generator), each scan that accumulates also moves by its rounding in fp32:
+        per element, ACCUMULATION_EPS times the running sum of magnitudes (``Op.accumulates``) times u uniform in
+        [-1, 1], drawn from the generator. The checker's rounding bound takes it, as it takes rounded inputs: a
+        prefix sum that cancels to near zero carries the rounding of the large partial sums before it.
+        """
         import torch
 
-        return self.function(*[a.double() if isinstance(a, torch.Tensor) else a for a in inputs])
+        inputs = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in inputs]
+        if accumulation is None:
+            return self.function(*inputs)
+
+        def rounding(magnitude):
+            u = torch.rand(magnitude.shape, generator=accumulation, device=magnitude.device, dtype=torch.float64)
+            return magnitude * ACCUMULATION_EPS * (2 * u - 1)
+
+        return self._rounded_function(*inputs, rounding)
 
     # -- inputs ----------------------------------------------------------------------------------
     def make_inputs(self, dims: dict[str, int], seed: int, device: str = "cpu", scalar_seed: int | None = None) -> list:
@@ -207,7 +248,7 @@ class FusionTask:
         by_name = {i.name: i for i in self.inputs}
 
         def nbytes(spec: InputSpec) -> int:
-            return 0 if spec.dtype == SCALAR_DTYPE else _numel(concrete(spec.shape, dims)) * size
+            return 0 if spec.dtype == SCALAR_DTYPE else _numel(concrete(spec.shape, dims)) * ITEMSIZE[spec.dtype]
 
         fused = sum(nbytes(i) for i in self.inputs) + _numel(self.output_dims(dims)) * size
         flops = unfused = 0
@@ -248,6 +289,10 @@ def draw(spec: InputSpec, dims: dict[str, int], seed: int, index: int, device: s
         magnitude = torch.rand(shape, generator=gen).mul_(init["high"] - init["low"]).add_(init["low"])
         sign = torch.randint(0, 2, shape, generator=gen).mul_(2).sub_(1)
         value = magnitude * sign
+    elif kind == "randint":  # class indices in [0, dims[high])
+        value = torch.randint(0, dims[init["high"]], shape, generator=gen)
+    elif kind == "softmax":  # a probability distribution over the last dimension
+        value = torch.softmax(torch.randn(shape, generator=gen).clamp_(-4.0, 4.0).mul_(init["std"]), dim=-1)
     else:
         raise TaskError(f"unknown input distribution {kind!r} for input {spec.name!r}")
     if spec.dtype == SCALAR_DTYPE:
@@ -276,6 +321,8 @@ LONG_ROW, LONG_TEST_ROW = 16384, 20011
 _BENCH_2D = [dict(N=n) for n in (1024, 2048, 3072, 4096, 5120, 8192)]
 _BENCH_2D_MM = [dict(N=n, K=k) for n, k in ((4096, 4096), (8192, 4096), (4096, 8192), (8192, 8192), (3072, 4096))]
 _BENCH_3D = [dict(M=m, N=n) for m, n in ((256, 1024), (512, 1024), (128, 2048), (1024, 512), (384, 768))]
+# Cross-entropy's rows are a vocabulary: GPT-2's, Llama 2's and Llama 3's.
+_BENCH_VOCAB = [dict(N=n) for n in (32000, 50257, 128256)]
 _BENCH_3D_MM = [dict(M=m, N=n, K=k) for m, n, k in ((1024, 1024, 1024), (2048, 1024, 512), (1024, 2048, 1024))]
 
 
@@ -291,6 +338,8 @@ _UNARY = [op for op in catalog.CATALOG.values() if op.family is Family.UNARY]
 _BINARY = [op for op in catalog.CATALOG.values() if op.family is Family.BINARY]
 _ROW_OPS = [op for op in catalog.CATALOG.values() if op.family in (Family.REDUCTION, Family.NORM)]
 _REDUCTIONS = [op for op in catalog.CATALOG.values() if op.family is Family.REDUCTION]
+_SCANS = [op for op in catalog.CATALOG.values() if op.family is Family.SCAN]
+_LOSSES = [op for op in catalog.CATALOG.values() if op.family is Family.LOSS]
 _ROOTS = [op for op in catalog.CATALOG.values() if op.family is Family.MATMUL]
 
 
@@ -325,18 +374,32 @@ class TaskGenerator:
         self.max_tries = max_tries
 
     def generate(self, seed: int, difficulty: str | None = None, dtype: str | None = None,
-                 ops: str | list[tuple[str, dict]] | None = None) -> FusionTask:
+                 ops: str | list[tuple[str, dict]] | None = None, family: str | None = None) -> FusionTask:
+        """The task of ``seed``; ``ops`` forces a chain, ``family`` (one of FAMILIES) draws one of that family."""
         rng = random.Random(f"fusionforge-task:{seed}")
         if difficulty is not None and difficulty not in DIFFICULTIES:
             raise TaskError(f"unknown difficulty {difficulty!r}; choose one of {', '.join(DIFFICULTIES)}")
         if dtype is not None and dtype not in DTYPES:
             raise TaskError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        if family is not None and family not in FAMILIES:
+            raise TaskError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+        if family is not None and ops:
+            raise TaskError("give a family or a chain of ops, not both")
         forced = parse_ops(ops) if isinstance(ops, str) else ops
+        if family is not None:
+            if difficulty not in (None, "medium"):
+                raise TaskError(f"{family} tasks are medium; --difficulty {difficulty} does not apply")
+            difficulty = "medium"
         difficulty = difficulty or (classify([n for n, _ in forced]).difficulty if forced else rng.choice(DIFFICULTIES))
         dtype = dtype or rng.choice(DTYPES)
         last_reason = ""
         for _ in range(self.max_tries):
-            chain = self._forced_chain(forced, rng) if forced else self._sample_chain(difficulty, rng)
+            if forced:
+                chain = self._forced_chain(forced, rng)
+            elif family:
+                chain = self._family_chain(family, rng)
+            else:
+                chain = self._sample_chain(difficulty, rng)
             if chain is None:
                 continue
             rank, steps = chain
@@ -345,7 +408,7 @@ class TaskGenerator:
             if reason is None:
                 return task
             last_reason = reason
-        what = ",".join(name for name, _ in forced) if forced else f"{difficulty} {dtype} tasks"
+        what = ",".join(name for name, _ in forced) if forced else f"{family or difficulty} {dtype} tasks"
         raise TaskError(f"no valid task for {what} in {self.max_tries} draws (last: {last_reason})")
 
     # -- chains ----------------------------------------------------------------------------------
@@ -378,16 +441,32 @@ class TaskGenerator:
             rank = 3
             plan = (["pointwise"] * rng.choice((0, 1)) + ["reduction"] + ["pointwise"] * rng.choice((0, 1))
                     + ["reduction"] + ["pointwise"] * rng.choice((0, 0, 1)))
+        return self._fill(plan, rank, rng)
+
+    def _family_chain(self, family: str, rng: random.Random):
+        """A chain of ``family``: pointwise ops, then a scan (and maybe pointwise ops after it) or a loss."""
+        if family == "scan":
+            rank = rng.choice((2, 2, 3))
+            plan = ["pointwise"] * rng.choice((0, 1, 2)) + ["scan"] + ["pointwise"] * rng.choice((0, 1))
+        else:
+            loss = rng.choice(_LOSSES)
+            rank = 2 if loss.name == "cross_entropy" else rng.choice((2, 2, 3))
+            plan = ["pointwise"] * rng.choice((0, 1, 2)) + [loss.name]
+        return self._fill(plan, rank, rng)
+
+    def _fill(self, plan: list[str], rank: int, rng: random.Random):
+        """The chain of ``plan``: each slot an op drawn from its pool (or the op it names) that fits the shape."""
         shape = ("B", "M", "N") if rank == 3 else ("M", "N")
         chain: list[tuple[Op, dict]] = []
         for slot in plan:
-            if slot in catalog.CATALOG:  # a matmul root
+            if slot in catalog.CATALOG:  # a named op: a matmul root or a loss
                 op = catalog.CATALOG[slot]
-                chain.append((op, _sample_params(op, {}, rng)))
-                shape = catalog.root_shapes(op)[1]
+                params = _sample_params(op, {}, rng)
+                chain.append((op, params))
+                shape = catalog.next_shape(op, shape, params)
                 continue
             pool = {"pointwise": _BINARY if rng.random() < 0.4 else _UNARY, "row": _ROW_OPS,
-                    "reduction": _REDUCTIONS}[slot]
+                    "reduction": _REDUCTIONS, "scan": _SCANS}[slot]
             for _ in range(20):
                 op = rng.choice(pool)
                 params = _sample_params(op, {}, rng)
@@ -419,7 +498,7 @@ class TaskGenerator:
                                                or catalog.operand_shape(operand.layout, catalog.root_shapes(op)[1]))
                 else:
                     name, sym = f"{operand.stem}{k}", catalog.operand_shape(operand.layout, shape)
-                in_dtype = SCALAR_DTYPE if operand.layout == "scalar" else dtype
+                in_dtype = operand.dtype or (SCALAR_DTYPE if operand.layout == "scalar" else dtype)
                 inputs.append(InputSpec(name, operand.role, list(sym), in_dtype, dict(operand.init)))
                 names.append(name)
             steps.append(Step(op.name, dict(params), names))
@@ -455,20 +534,25 @@ def classify(ops: list[str]) -> ChainKind:
     """The kind of the chain of ``ops`` (catalog names, in order).
 
     Plans: a matmul root's epilogue may hold inference batch norm and one more reduction or normalization
-    (matmul); pointwise ops only (pointwise); one reduction or normalization among them (row); two
-    reductions and no normalization (two_reductions); other chains have no plan yet.
-    Family and difficulty follow what the chain computes: a matmul root is hard; two reductions are hard;
-    any op that reduces makes a medium "reduction" chain; the rest are easy "pointwise" chains. An inference
+    (matmul); pointwise ops only (pointwise); one reduction, normalization or scan among them (row); pointwise
+    ops and a loss (loss); two reductions and no normalization (two_reductions); other chains have no plan yet.
+    Family and difficulty follow what the chain computes: a matmul root is hard; two reductions are hard; a
+    scan or a loss makes a medium chain of its own family; any other op that reduces makes a medium
+    "reduction" chain; the rest are easy "pointwise" chains. An inference
     batch norm applies running statistics, a per-channel affine map that reduces nothing (``ops.reduces``),
     so a chain of it with pointwise ops is easy, though the row plan writes it.
     """
     entries = [catalog.get(op) for op in ops]
     families = [entry.family for entry in entries]
-    row_ops = [op for op, family in zip(ops, families) if family in (Family.REDUCTION, Family.NORM)]
+    row_ops = [op for op, family in zip(ops, families) if family in catalog.ROW_FAMILIES]
     reductions = families.count(Family.REDUCTION)
+    scans, losses = families.count(Family.SCAN), families.count(Family.LOSS)
     if families[0] is Family.MATMUL:
-        return ChainKind("matmul" if len([op for op in row_ops if op != "batch_norm"]) <= 1 else None, "matmul",
-                         "hard")
+        simple = not (scans or losses) and len([op for op in row_ops if op != "batch_norm"]) <= 1
+        return ChainKind("matmul" if simple else None, "matmul", "hard")
+    if scans or losses:
+        plan = ("loss" if losses else "row") if len(row_ops) == 1 else None
+        return ChainKind(plan, "loss" if losses else "scan", "medium")
     if not row_ops:
         plan = "pointwise"
     elif len(row_ops) == 1:
@@ -493,7 +577,7 @@ def longest_row(task: FusionTask, shapes: list[dict[str, int]]) -> int:
     """The longest row any reduction or normalization of ``task`` sees at ``shapes`` (0: none has rows)."""
     rank = len(task.inputs[0].shape)
     return max((row_length(step, rank, dims) for step in task.steps
-                if catalog.get(step.op).family in (Family.REDUCTION, Family.NORM) for dims in shapes), default=0)
+                if catalog.get(step.op).family in catalog.ROW_FAMILIES for dims in shapes), default=0)
 
 
 def _long_rows(task: FusionTask, lopsided: dict[str, int], groups: int) -> dict[str, int]:
@@ -520,6 +604,8 @@ def check_chain(forced, rank: int, rng: random.Random) -> list[tuple[Op, dict]]:
     for k, (name, fixed) in enumerate(forced):
         op = catalog.CATALOG[name]
         params = _sample_params(op, fixed, rng)
+        if k and catalog.CATALOG[forced[k - 1][0]].family is Family.LOSS:
+            raise TaskError(f"step {k + 1}: {forced[k - 1][0]} is a loss and ends the chain")
         if op.family is Family.MATMUL:
             if k != 0:
                 raise TaskError(f"step {k + 1}: {name} is a matmul root and must come first")
@@ -559,7 +645,8 @@ def _bench_dims(task: FusionTask, rank: int, root: Op | None, rng, channel: str,
         dims = dict(rng.choice(_BENCH_3D_MM if root else _BENCH_3D))
         lead, step = "B", 1
     else:
-        dims = dict(rng.choice(_BENCH_2D_MM if root else _BENCH_2D))
+        vocabulary = any(step.op == "cross_entropy" for step in task.steps)
+        dims = dict(rng.choice(_BENCH_2D_MM if root else _BENCH_VOCAB if vocabulary else _BENCH_2D))
         lead, step = "M", 128 if root else 64
     if channel in dims:
         dims[channel] = _round_up(dims[channel], groups)
@@ -643,8 +730,9 @@ def screen(task: FusionTask) -> str | None:
             return f"output near zero (rms {rms:.2g})"
         if out.numel() > 1 and float((out - out.mean()).abs().max()) <= CONSTANT_SPREAD * rms:
             return "output constant"
+        least = MIN_SCALAR_EFFECT if out.dim() == 0 else MIN_INPUT_EFFECT
         for k, spec in enumerate(task.inputs):
             moved = base[:k] + [other[k]] + base[k + 1:]
-            if _rel(task.reference(moved), out) < MIN_INPUT_EFFECT:
+            if _rel(task.reference(moved), out) < least:
                 return f"output independent of input {spec.name}"
     return None
