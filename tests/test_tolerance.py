@@ -104,3 +104,36 @@ def test_the_sensitivity_is_large_only_where_the_chain_is_ill_conditioned():
     relative = input_sensitivity(task.reference, inputs, ref, seed) / ref.abs()
     smallest = ref.abs().argmin()  # sqrt of the dot product nearest zero
     assert relative.median() < 1e-6 and relative.reshape(-1)[smallest] > 100 * relative.median()
+
+
+CUMSUM_TASK = TaskGenerator().generate(0, dtype="float32", ops="mul:row,cumsum,tanh")
+
+
+def _fp32_cumsum_chain(x, rowvec):
+    """The chain in float32 with the running sum kept in float32, one column at a time (a correct fp32 scan; PyTorch's
+    own CPU cumsum accumulates in float64, so its error is no guide to an fp32 kernel's)."""
+    h = x * rowvec[:, None]
+    running, columns = torch.zeros(h.shape[0]), []
+    for j in range(h.shape[1]):
+        running = running + h[:, j]
+        columns.append(running)
+    return torch.stack(columns, 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_float32_cumsum_carries_the_rounding_of_its_running_sums(seed):
+    """Where a prefix sum cancels to near zero (then tanh keeps the error and shrinks the bound), an fp32 scan is off by
+    the rounding of the large partial sums before it: inputs' rounding alone does not bound it, the accumulation's
+    does (``Op.accumulates``); an exclusive scan still fails."""
+    x, rowvec = CUMSUM_TASK.make_inputs({"M": 6, "N": 3000}, seed)
+    ref, own = CUMSUM_TASK.reference([x, rowvec]), CUMSUM_TASK.function(x, rowvec)
+    scanned = _fp32_cumsum_chain(x, rowvec)
+
+    def judge(out, accumulates):
+        return compare(out, ref, own, torch.float32,
+                       lambda: input_sensitivity(CUMSUM_TASK.reference, [x, rowvec], ref, seed, accumulates))
+
+    assert CUMSUM_TASK.accumulates
+    assert not judge(torch.tanh(scanned), accumulates=False)["passed"]
+    assert judge(torch.tanh(scanned), accumulates=True)["passed"]
+    assert not judge(torch.tanh(scanned - x * rowvec[:, None]), accumulates=True)["passed"]

@@ -136,12 +136,13 @@ def compare(out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype
     return stats
 
 
-def input_sensitivity(reference: Callable[[list], torch.Tensor], inputs: list, ref: torch.Tensor,
-                      seed: int = 0) -> torch.Tensor:
+def input_sensitivity(reference: Callable[..., torch.Tensor], inputs: list, ref: torch.Tensor,
+                      seed: int = 0, accumulates: bool = False) -> torch.Tensor:
     """Per element, how far the float64 reference moves when the inputs alone are rounded: the max over
     ``SENSITIVITY_SAMPLES`` draws of |reference(x (1 + u)) - ref|, every floating input tensor x scaled
     elementwise by u uniform in [-eps, eps], eps its dtype's unit roundoff (2^-24 for float32). Large
-    where the chain is ill-conditioned (sqrt near zero, a sum that cancels), a few ulps elsewhere."""
+    where the chain is ill-conditioned (sqrt near zero, a sum that cancels), a few ulps elsewhere. A task
+    that ``accumulates`` (a cumsum) also rounds its running sums in each draw (``FusionTask.reference``)."""
     moved = torch.zeros_like(ref)
     for sample in range(SENSITIVITY_SAMPLES):
         generator = None
@@ -155,7 +156,8 @@ def input_sensitivity(reference: Callable[[list], torch.Tensor], inputs: list, r
                 value = value.double() * (1 + eps * (2 * u - 1))
             perturbed.append(value)
         with torch.no_grad():
-            moved = torch.maximum(moved, (reference(perturbed).to(ref.device) - ref).abs().nan_to_num(0.0))
+            value = reference(perturbed, accumulation=generator) if accumulates else reference(perturbed)
+            moved = torch.maximum(moved, (value.to(ref.device) - ref).abs().nan_to_num(0.0))
     return moved
 
 
@@ -227,7 +229,8 @@ class _Run:
                 ref = self.task.reference(inputs)
                 own = self.task.function(*inputs)
             return ref, own, getattr(torch, self.task.dtype), \
-                functools.cache(functools.partial(input_sensitivity, self.task.reference, inputs, ref, spec["seed"]))
+                functools.cache(functools.partial(input_sensitivity, self.task.reference, inputs, ref, spec["seed"],
+                                                  self.task.accumulates))
         own = _load(record.get("pytorch"))
         ref = _load(record.get("reference"))
         if own is None:
