@@ -541,3 +541,42 @@ def test_the_kernels_tiled_for_a_gpu_walk_their_loops_at_a_test_shape(tmp_path):
             walks += [dims.get("B", 1) * triton.cdiv(dims["M"], m) * triton.cdiv(dims["N"], n)
                       for dims in task.shapes["test"]]
         assert max(walks) > 2, seed
+
+
+FAMILY_CHAINS = [("cumsum", "float16"), ("silu,cumprod", "float32"), ("add:row,logcumsumexp,tanh", "bfloat16"),
+                 ("tanh,cross_entropy", "bfloat16"), ("mul:col,kl_div", "float16"), ("abs,mse_loss", "float32")]
+
+
+@pytest.mark.parametrize("ops, dtype", FAMILY_CHAINS)
+def test_scan_and_loss_plans_pass_the_checker(tmp_path, ops, dtype):
+    """Scans in registers and losses walked in tiles (cross-entropy's vocabulary adds a 20011-class test row, walked in
+    several slices) pass the checker; both reductions of cross-entropy are covered over the seeds."""
+    task = GEN.generate(len(ops), dtype=dtype, ops=ops)
+    plan = resolve(task)
+    assert plan.kind == ("loss" if task.family == "loss" else "row")
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
+def test_cross_entropy_tasks_get_a_long_test_row_and_both_reductions():
+    tasks = [GEN.generate(seed, ops="cross_entropy") for seed in range(12)]
+    assert {t.steps[0].params["reduction"] for t in tasks} == {"none", "mean"}
+    assert all(max(d["N"] for d in t.shapes["test"]) > 20000 for t in tasks)
+    assert {tuple(t.output_shape) for t in tasks} == {("M",), ()}
+
+
+def test_loss_tiles_hold_several_short_rows_or_walk_a_long_one(tmp_path):
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(GEN.generate(1, dtype="float16", ops="mse_loss")))
+    module = load_module(path)
+    assert {n: module.loss_tiles(n) for n in (97, 512, 4096, 20011, 128256)} == {
+        97: (32, 128, 8), 512: (8, 512, 8), 4096: (1, 4096, 8), 20011: (1, 4096, 8), 128256: (1, 4096, 8)}
+
+
+def test_scans_over_rows_too_long_for_registers_are_refused():
+    task = GEN.generate(3, ops="cumsum")
+    task.shapes["test"].append({"M": 2, "N": 40000})
+    with pytest.raises(UnsupportedTask, match="scans rows held in registers"):
+        resolve(task)

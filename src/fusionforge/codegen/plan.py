@@ -15,7 +15,7 @@ from fusionforge.codegen import tuning
 from fusionforge.ops import Family, Op
 from fusionforge.tasks import ITEMSIZE, SCALAR_DTYPE, FusionTask, InputSpec, Step, classify, row_length, step_label
 
-ROW_FAMILIES = (Family.REDUCTION, Family.NORM)
+ROW_FAMILIES = catalog.ROW_FAMILIES
 
 
 class UnsupportedTask(ValueError):
@@ -75,7 +75,7 @@ class Rows:
 @dataclass(frozen=True)
 class Plan:
     task: FusionTask
-    kind: str  # pointwise | row | matmul | two_reductions
+    kind: str  # pointwise | row | loss | matmul | two_reductions
     variant: str
     reason: str
     steps: tuple[PlanStep, ...]
@@ -131,8 +131,16 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
         return [("flat", "full tensors and scalars only: flat blocks of the output")], None
     if kind == "two_reductions":
         return [("split", "two reductions: a program per tile of a batch's rows, a combine kernel per batch")], None
+    if kind == "loss":
+        loss = steps[-1]
+        mean = " per row, then a kernel summing them" if task.output_shape == [] else ""
+        return [("slices", f"a program per row, walked in CHUNK-wide slices carrying the {loss.op.name} state; the "
+                           f"loss{mean}")], _rows(task, loss)
     if kind == "row":
         rows = _rows(task, next(s for s in steps if s.op.family in ROW_FAMILIES))
+        if rows.step.op.family is Family.SCAN and rows.form != "registers":
+            raise UnsupportedTask(f"the built-in code generator scans rows held in registers, up to "
+                                  f"{tuning.MAX_ROW_BLOCK} values; task {task.id} has rows of {rows.longest}")
         reason = _ROW_REASONS[rows.form].format(longest=rows.longest, bytes=tuning.SHORT_ROW_BYTES,
                                                 tile=tuning.SHORT_ROW_TILE, cap=tuning.MAX_ROW_BLOCK)
         return [(rows.form, reason)], rows

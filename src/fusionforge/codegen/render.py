@@ -82,6 +82,10 @@ def _draw(spec: InputSpec, dims_name: str) -> str:
             value += f" + {init['mean']}"
     elif init["dist"] == "uniform":
         value = f"torch.rand({shape}, device=DEVICE) * {init['high'] - init['low']} + {init['low']}"
+    elif init["dist"] == "randint":
+        return f"    {spec.name} = torch.randint(0, {dims_name}[{init['high']!r}], {shape}, device=DEVICE)"
+    elif init["dist"] == "softmax":
+        value = f"torch.softmax(torch.randn({shape}, device=DEVICE).clamp(-4.0, 4.0) * {init['std']}, dim=-1)"
     else:
         magnitude = f"(torch.rand({shape}, device=DEVICE) * {init['high'] - init['low']} + {init['low']})"
         value = f"{magnitude} * (torch.randint(0, 2, {shape}, device=DEVICE) * 2 - 1)"

@@ -121,7 +121,7 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
             pointwise_steps(body, after, per_row("row"), dtype)
             body("tl.store(out_ptr + row, h.to(out_ptr.dtype.element_ty))")
         else:
-            body(*_normalize_in_registers(norm, step))
+            body(*(_normalize_in_registers(norm, step) if norm else _scan(step)))
             pointwise_steps(body, after, layout, dtype)
             body("tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)")
     else:
@@ -142,6 +142,12 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
                      f"{held[0].upper()}{held[1:]}; fp32 math, one cast on store."], body, tuning_code)
     host = ["\n".join(tuning.row_slices())] if form == "slices" else []
     return kernel, _launch(kernel, rows, step, name, source, row_len, inputs), host
+
+
+def _scan(step: PlanStep) -> list[str]:
+    """A scan of a row held whole, in the catalog's Triton form. Masked lanes follow the row's values, so what they
+    hold never reaches a value of the row: each value scans only those before it."""
+    return [f"h = {step.op.triton.format(x='h', **step.params)}"]
 
 
 def _normalize_in_registers(norm, step: PlanStep) -> list[str]:

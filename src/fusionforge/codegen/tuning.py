@@ -39,6 +39,11 @@ MATMUL_CONFIGS = {
     "persistent": ((128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 64, 8, 4)),
 }
 
+# Losses: [ROWS, CHUNK] tiles of LOSS_TILE values on LOSS_WARPS warps (a long row walked CHUNK = LOSS_TILE at a
+# time); a mean's second kernel adds LOSS_MEAN_BLOCK partial sums at a time on LOSS_MEAN_WARPS warps.
+LOSS_TILE, LOSS_WARPS = 4096, 8
+LOSS_MEAN_BLOCK, LOSS_MEAN_WARPS = 4096, 8
+
 # Two reductions: tiles of TWO_REDUCTION_TILE values on TWO_REDUCTION_WARPS warps, one a program until a batch
 # has TWO_REDUCTION_MAX_SPLITS of them.
 TWO_REDUCTION_TILE, TWO_REDUCTION_MAX_SPLITS, TWO_REDUCTION_WARPS = 2048, 1024, 2
@@ -93,6 +98,18 @@ def row_slices() -> list[str]:
         f'    divides the row, on 16 warps; else {chunk} on {warps}."""',
         f"    chunk = next((width for width in ({listed}) if row_len % width == 0), {chunk})",
         f"    return chunk, 16 if chunk > {chunk} else {warps}",
+    ]
+
+
+def loss_tiles() -> list[str]:
+    """The generated host function giving a loss kernel its ROWS, CHUNK and warps for a row length."""
+    return [
+        "def loss_tiles(row_len):",
+        f'    """ROWS, CHUNK and warps for a loss over rows of row_len values ({see("loss-tiles")}): tiles of',
+        f'    {LOSS_TILE} values, a row (padded to a power of two) in one CHUNK up to that, else walked; {LOSS_WARPS} '
+        'warps."""',
+        f"    chunk = min(triton.next_power_of_2(row_len), {LOSS_TILE})",
+        f"    return {LOSS_TILE} // chunk, chunk, {LOSS_WARPS}",
     ]
 
 
