@@ -181,31 +181,28 @@ class FusionTask:
         """Whether a step is a scan whose accumulation rounds at a running sum's magnitude (``Op.accumulates``)."""
         return any(catalog.get(step.op).accumulates for step in self.steps)
 
-    def pytorch_source(self, name: str = "fused_kernel_pytorch") -> str:
-        body = "\n".join("    " + line for line in self.pytorch_body())
-        return (f"def {name}({', '.join(self.arg_names)}):\n"
+    def pytorch_source(self, name: str = "fused_kernel_pytorch", rounded: bool = False) -> str:
+        """The chain as a function named ``name`` of the arguments (``rounded``: and of ``rounding``)."""
+        body = "\n".join("    " + line for line in self.pytorch_body(rounded))
+        return (f"def {name}({', '.join([*self.arg_names, *(['rounding'] if rounded else [])])}):\n"
                 f'    """{self.description}"""\n{body}\n    return h\n')
+
+    def _compiled(self, rounded: bool) -> Callable:
+        import torch
+        import torch.nn.functional as F
+
+        namespace: dict[str, Any] = {"torch": torch, "F": F}
+        exec(compile(self.pytorch_source("chain", rounded), f"<task {self.id}>", "exec"), namespace)
+        return namespace["chain"]
 
     @cached_property
     def function(self) -> Callable:
         """The chain as a Python function of the inputs (evaluated with torch at the inputs' dtype)."""
-        import torch
-        import torch.nn.functional as F
-
-        namespace: dict[str, Any] = {"torch": torch, "F": F}
-        exec(compile(self.pytorch_source("chain"), f"<task {self.id}>", "exec"), namespace)
-        return namespace["chain"]
+        return self._compiled(rounded=False)
 
     @cached_property
     def _rounded_function(self) -> Callable:
-        import torch
-        import torch.nn.functional as F
-
-        namespace: dict[str, Any] = {"torch": torch, "F": F}
-        body = "\n".join("    " + line for line in self.pytorch_body(rounded=True))
-        source = f"def rounded({', '.join([*self.arg_names, 'rounding'])}):\n{body}\n    return h\n"
-        exec(compile(source, f"<task {self.id}, rounded>", "exec"), namespace)
-        return namespace["rounded"]
+        return self._compiled(rounded=True)
 
     def reference(self, inputs: list, accumulation: Any = None) -> Any:
         """The trusted result: the chain evaluated in float64 on the given inputs (same device).

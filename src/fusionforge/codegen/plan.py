@@ -133,9 +133,9 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
         return [("split", "two reductions: a program per tile of a batch's rows, a combine kernel per batch")], None
     if kind == "loss":
         loss = steps[-1]
-        mean = " per row, then a kernel summing them" if task.output_shape == [] else ""
-        return [("slices", f"a program per row, walked in CHUNK-wide slices carrying the {loss.op.name} state; the "
-                           f"loss{mean}")], _rows(task, loss)
+        mean = "; a mean: a partial sum a program, added by a second kernel" if task.output_shape == [] else ""
+        return [("tiles", f"rows walked in [ROWS, CHUNK] tiles of {tuning.LOSS_TILE} values carrying the "
+                          f"{loss.op.name} state{mean}")], _rows(task, loss)
     if kind == "row":
         rows = _rows(task, next(s for s in steps if s.op.family in ROW_FAMILIES))
         if rows.step.op.family is Family.SCAN and rows.form != "registers":

@@ -1,8 +1,9 @@
-"""The row plan's kernel: pointwise steps, one reduction or normalization over rows, pointwise steps.
+"""The row plan's kernel: pointwise steps, one reduction, normalization or scan over rows, pointwise steps.
 
 One emitter for every way of walking the rows (``Rows.form``), the looped ones a flag on the same steps:
 
-* ``registers``: a row a program, held in BLOCK_N lanes (the next power of two, masked);
+* ``registers``: a row a program, held in BLOCK_N lanes (the next power of two, masked); the only form of a
+  scan (the catalog's Triton form over the row);
 * ``short_rows``: a reduction over rows under 2 KB reads [ROWS, BLOCK_N] tiles of several rows;
 * ``slices``: a row too long for registers walked in CHUNK-wide slices carrying the reduction's running state:
   one pass for a reduction, two for a normalization (its statistic, then normalize and store);
