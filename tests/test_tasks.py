@@ -12,6 +12,7 @@ from fusionforge.ops import Family
 from fusionforge.tasks import (
     BENCH_MIN_BYTES,
     BENCH_MIN_FLOPS,
+    CHUNKED_TEST_ROW,
     DTYPES,
     LONG_ROW,
     LONG_TEST_ROW,
@@ -276,3 +277,12 @@ def test_a_mean_loss_still_must_depend_on_every_input():
     ignored = FusionTask.from_dict(task.to_dict())
     ignored.__dict__["function"] = lambda x, target: torch.nn.functional.mse_loss(x, torch.zeros_like(target))
     assert screen(ignored) == f"output independent of input {task.inputs[1].name}"
+
+
+def test_scan_and_loss_tasks_test_a_row_of_several_chunks():
+    """A kernel carrying state from chunk to chunk of a row (8192 values or fewer a chunk) carries it on the CPU too."""
+    for family in ("scan", "loss"):
+        for seed in range(6):
+            task = GEN.generate(seed, family=family)
+            assert max(dims["N"] for dims in task.shapes["test"]) >= CHUNKED_TEST_ROW > 8192
+    assert max(d["N"] for d in GEN.generate(0, ops="softmax").shapes["test"]) < CHUNKED_TEST_ROW  # others keep theirs

@@ -314,6 +314,9 @@ _TEST_3D = [dict(B=(2, 3), M=(5, 7, 11), N=(97, 131), K=(29, 37)),
 # them in slices. A task whose rows are that long at its bench shape gets a fourth test shape with rows of
 # LONG_TEST_ROW values or more (a prime), so that the walk runs there too (_long_rows).
 LONG_ROW, LONG_TEST_ROW = 16384, 20011
+# Scans and losses are written in chunks of a row as often as whole: their tasks get a test row of CHUNKED_TEST_ROW
+# values (a prime past 8192), so that a kernel carrying state from chunk to chunk does so on the CPU too.
+CHUNKED_TEST_ROW = 8209
 # Bench shapes: the free dims; the leading dim (M in 2D, B in 3D) grows until the bench floor is met.
 _BENCH_2D = [dict(N=n) for n in (1024, 2048, 3072, 4096, 5120, 8192)]
 _BENCH_2D_MM = [dict(N=n, K=k) for n, k in ((4096, 4096), (8192, 4096), (4096, 8192), (8192, 8192), (3072, 4096))]
@@ -511,6 +514,8 @@ class TaskGenerator:
         task.shapes["bench"] = [_bench_dims(task, rank, root, rng, channel, groups)]
         if longest_row(task, task.shapes["bench"]) > LONG_ROW:
             task.shapes["test"].append(_long_rows(task, test[-1], groups))
+        elif any(op.family in (Family.SCAN, Family.LOSS) for op, _ in chain):
+            task.shapes["test"].append(_long_rows(task, test[-1], groups, CHUNKED_TEST_ROW))
         task.description = describe(task)
         task.signature = signature(task)
         task.id = "ff-" + hashlib.sha256(task.signature.encode()).hexdigest()[:12]
@@ -577,16 +582,16 @@ def longest_row(task: FusionTask, shapes: list[dict[str, int]]) -> int:
                 if catalog.get(step.op).family in catalog.ROW_FAMILIES for dims in shapes), default=0)
 
 
-def _long_rows(task: FusionTask, lopsided: dict[str, int], groups: int) -> dict[str, int]:
-    """The lopsided test shape (one batch) with rows of LONG_TEST_ROW values or more. A 3D group norm's rows are
+def _long_rows(task: FusionTask, lopsided: dict[str, int], groups: int, length: int = LONG_TEST_ROW) -> dict[str, int]:
+    """The lopsided test shape (one batch) with rows of ``length`` values or more. A 3D group norm's rows are
     a group's channels by N: they grow by channels, so a matmul before it stays small; other rows grow along the
     last dimension (a 2D group norm's by G times as much: its rows are N / G)."""
     rank = len(task.inputs[0].shape)
     dims = {**lopsided, **({"B": 1} if rank == 3 else {})}
     if rank == 3 and any(step.op == "group_norm" for step in task.steps):
-        dims["M"] = groups * -(-LONG_TEST_ROW // dims["N"])
+        dims["M"] = groups * -(-length // dims["N"])
     else:
-        dims["N"] = LONG_TEST_ROW * (groups if rank == 2 else 1)
+        dims["N"] = length * (groups if rank == 2 else 1)
     return dims
 
 

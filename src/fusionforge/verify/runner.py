@@ -14,7 +14,8 @@ and reports what happened. For every input set, in one process and in order:
    host-side trace) and the host guard (``hostguard.py``: threads, processes, ctypes, host reads);
 3. the file's PyTorch function runs (and, without a task, again on float64 copies: the reference);
 4. the wrapper runs again (after the PyTorch output was freed);
-5. inputs are compared with their pristine copies.
+5. inputs are compared with their pristine copies, after each of the wrapper's calls (a change the second call
+   undoes is still a change).
 Then, if every set ran, a ghost replay on fresh inputs: the wrapper once more with every Triton
 launch skipped. If its output is still right, the kernels did not do the work.
 
@@ -185,6 +186,11 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
         return bool(torch.equal(a.view(-1).view(POISON.get(a.dtype, (a.dtype,))[0]),
                                 b.view(-1).view(POISON.get(b.dtype, (b.dtype,))[0])))
     return bool(torch.equal(a, b))
+
+
+def _changed(inputs: list, pristine: list) -> set[int]:
+    """The positions of the tensor inputs that differ from their pristine copies."""
+    return {i for i, (a, b) in enumerate(zip(inputs, pristine)) if isinstance(a, torch.Tensor) and not _same(a, b)}
 
 
 def _sync(device: str) -> None:
@@ -363,6 +369,7 @@ def main(request_path: str) -> int:
         record["call_key"] = call_key(inputs)
         if not call_wrapper(inputs, record, "triton", out_dir / f"triton_{k}.pt"):
             break
+        mutated = _changed(inputs, pristine)
         try:
             with torch.no_grad():
                 out = pytorch_fn(*[v.clone() if isinstance(v, torch.Tensor) else v for v in pristine])
@@ -378,8 +385,7 @@ def main(request_path: str) -> int:
             record["pytorch_error"] = _error(exc, "pytorch")
         if not call_wrapper(inputs, record, "triton_again", out_dir / f"triton_again_{k}.pt"):
             break
-        record["mutated"] = [k for k, (a, b) in enumerate(zip(inputs, pristine))
-                             if isinstance(a, torch.Tensor) and not _same(a, b)]
+        record["mutated"] = sorted(mutated | _changed(inputs, pristine))
     else:
         if request.get("ghost_set"):
             marks["ghost replay"] = time.perf_counter()
