@@ -73,7 +73,7 @@ def _triton_stub(task: FusionTask) -> str:
 
     chain = "\n".join(f"        {line}" for line in task.pytorch_body())
     params = [spec.name if spec.dtype == SCALAR_DTYPE else f"{spec.name}_ptr" for spec in task.inputs]
-    output = "[" + ", ".join(str(d) for d in task.output_shape) + f"] {task.dtype}"
+    output = "[" + ", ".join(str(d) for d in task.output_shape) + f"] {task.output_dtype}"
     return f'''@triton.jit
 def fused_kernel_triton({", ".join(params)}, out_ptr, BLOCK_SIZE: tl.constexpr):
     """TODO: fuse the chain into this kernel (add the sizes, strides and block sizes it needs; more kernels

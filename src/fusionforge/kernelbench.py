@@ -90,6 +90,11 @@ class KernelBenchTask:
     signature: str = ""
     steps: list = field(default_factory=list)  # no op chain: the module is the computation
     accumulates = False  # its inputs' rounding is the checker's bound (no scan of the catalog to round)
+
+    @property
+    def output_dtype(self) -> str:
+        """The dtype the module returns at the task's dtype: the task's."""
+        return self.dtype
     _namespaces: dict = field(default_factory=dict, repr=False, compare=False)
     _modules: dict = field(default_factory=dict, repr=False, compare=False)  # dims -> the module built for them
     _by_shape: dict = field(default_factory=dict, repr=False, compare=False)  # arguments' shapes -> dims

@@ -89,6 +89,9 @@ class Op:
     # A scan whose fp32 accumulation rounds at the magnitude of a running sum, not of its result: the torch
     # expression of that magnitude per element (the checker's rounding bound for it; tasks.FusionTask.reference).
     accumulates: str | None = None
+    # The output's dtype when it is not the task's: a loss is computed and returned in float32, as training code
+    # does. (A template computes in float32 on ``{x32}`` and ``{target32}``: 16-bit values upcast, float64 kept.)
+    out_dtype: str | None = None
 
     def triton_form(self, dtype: str) -> str | None:
         """The Triton form a task of ``dtype`` uses."""
@@ -346,31 +349,32 @@ NORM_OPS = [
 ]
 
 # Scans along the last dimension; the Triton form scans a row held in registers (axis 0). cumprod multiplies
-# factors near 1 (1 + rate tanh(h)), so a row of thousands stays finite at every dtype.
+# factors near 1 (1 + rate tanh(h)), so a row of thousands stays finite at every dtype; they are formed in float32
+# (in 16 bits they would round to 1 - 2^-8, 1 or 1 + 2^-7, and thousands of those products drift by tens of percent).
 SCAN_OPS = [
     Op("cumsum", Family.SCAN, "torch.cumsum({x}, dim=-1)", "y_ij = sum_{k <= j} x_ik", 1,
        triton="tl.cumsum({x}, axis=0)", label="cumsum over the last dim",
        accumulates="torch.cumsum(torch.abs({x}), dim=-1)"),
-    Op("cumprod", Family.SCAN, "torch.cumprod(1.0 + {rate} * torch.tanh({x}), dim=-1)",
+    Op("cumprod", Family.SCAN, "torch.cumprod(1.0 + {rate} * torch.tanh({x32}), dim=-1).to({x}.dtype)",
        "y_ij = prod_{k <= j} (1 + rate tanh(x_ik))", 7, (Param("rate", (0.01, 0.02, 0.05)),),
        triton="tl.cumprod(1.0 + {rate} * tanh({x}), axis=0)", label="cumprod(1 + {rate} tanh(h)) over the last dim"),
     Op("logcumsumexp", Family.SCAN, "torch.logcumsumexp({x}, dim=-1)", "y_ij = log sum_{k <= j} exp(x_ik)", 4,
        triton="logcumsumexp({x})", label="logcumsumexp over the last dim"),
 ]
 
-# Losses end a chain. Cross-entropy reads h as [tokens, vocabulary] logits and int64 class indices; KL divergence
-# compares softmax(h) with target probabilities (the distillation loss); mse_loss compares h with a target.
+# Losses end a chain, in float32. Cross-entropy reads h as [tokens, vocabulary] logits and int64 class indices; KL
+# divergence compares softmax(h) with target probabilities (the distillation loss); mse_loss compares h with a target.
 LOSS_OPS = [
-    Op("cross_entropy", Family.LOSS, "F.cross_entropy({x}, {target}, reduction={reduction!r})",
+    Op("cross_entropy", Family.LOSS, "F.cross_entropy({x32}, {target}, reduction={reduction!r})",
        "logsumexp_j x_ij - x_i,t_i per row i; the mean over rows", 5,
        (Param("reduction", ("none", "mean")),), (Operand("target", "target", "row", CLASS_INDEX, "int64"),),
-       label="cross_entropy (reduction={reduction})"),
-    Op("kl_div", Family.LOSS, "F.kl_div(F.log_softmax({x}, dim=-1), {target}, reduction='batchmean')",
+       label="cross_entropy (reduction={reduction})", out_dtype="float32"),
+    Op("kl_div", Family.LOSS, "F.kl_div(F.log_softmax({x32}, dim=-1), {target32}, reduction='batchmean')",
        "sum_ij t_ij (log t_ij - log_softmax(x)_ij) / rows of dim 0", 8,
        operands=(Operand("target", "target", "full", PROBABILITIES),),
-       label="kl_div(softmax(h) against target probabilities, batchmean)"),
-    Op("mse_loss", Family.LOSS, "F.mse_loss({x}, {target})", "mean_ij (x_ij - t_ij)^2", 3,
-       operands=(Operand("target", "target", "full", ACTIVATION),), label="mse_loss (mean)"),
+       label="kl_div(softmax(h) against target probabilities, batchmean)", out_dtype="float32"),
+    Op("mse_loss", Family.LOSS, "F.mse_loss({x32}, {target32})", "mean_ij (x_ij - t_ij)^2", 3,
+       operands=(Operand("target", "target", "full", ACTIVATION),), label="mse_loss (mean)", out_dtype="float32"),
 ]
 
 # Matmul roots start a chain: they read the activation `x` and a second matrix.
@@ -421,10 +425,14 @@ def operands(op: Op, params: dict[str, Any]) -> tuple[Operand, ...]:
     return (Operand(_OPERAND_STEM[kind], _OPERAND_ROLE[kind], kind, scalar_init if kind == "scalar" else tensor_init),)
 
 
+UPCAST = "{0}.to(torch.promote_types({0}.dtype, torch.float32))"  # 16-bit to float32, float64 kept
+
+
 def torch_template(op: Op, params: dict[str, Any]) -> str:
-    """The PyTorch expression template; binary ops broadcast a per-row vector over the last dim."""
+    """The PyTorch expression template; binary ops broadcast a per-row vector over the last dim; ``{x32}`` and
+    ``{target32}`` are their values upcast to float32."""
     if op.family is not Family.BINARY:
-        return op.torch
+        return op.torch.replace("{x32}", UPCAST.format("{x}")).replace("{target32}", UPCAST.format("{target}"))
     kind = params["operand"]
     if kind == "scalar":
         return op.torch_scalar or op.torch

@@ -107,7 +107,7 @@ class FusionTask:
             "signature": self.signature,
             "ops": [s.to_dict() for s in self.steps],
             "inputs": [i.to_dict() for i in self.inputs],
-            "output": {"shape": self.output_shape, "dtype": self.dtype},
+            "output": {"shape": self.output_shape, "dtype": self.output_dtype},
             "shapes": self.shapes,
             "cost": {family: [self.cost(d) for d in dims] for family, dims in self.shapes.items()},
         }
@@ -142,6 +142,11 @@ class FusionTask:
     @classmethod
     def from_json(cls, text: str) -> FusionTask:
         return cls.from_dict(json.loads(text))
+
+    @property
+    def output_dtype(self) -> str:
+        """The output's dtype: the task's, or the last op's own (a loss: float32)."""
+        return catalog.get(self.steps[-1].op).out_dtype or self.dtype
 
     @property
     def family(self) -> str:
@@ -247,7 +252,7 @@ class FusionTask:
         def nbytes(spec: InputSpec) -> int:
             return 0 if spec.dtype == SCALAR_DTYPE else _numel(concrete(spec.shape, dims)) * ITEMSIZE[spec.dtype]
 
-        fused = sum(nbytes(i) for i in self.inputs) + _numel(self.output_dims(dims)) * size
+        fused = sum(nbytes(i) for i in self.inputs) + _numel(self.output_dims(dims)) * ITEMSIZE[self.output_dtype]
         flops = unfused = 0
         shape = concrete(self.inputs[0].shape, dims)
         for step, out_sym in zip(self.steps, self.step_shapes()):

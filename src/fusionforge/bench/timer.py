@@ -246,7 +246,7 @@ def main(request_path: str) -> int:
 
         task = FusionTask.from_dict(request["task"])
         eager = task.function  # the trusted chain, not the file's own (which could be made slow)
-        reference, dtype = task.reference, getattr(torch, task.dtype)
+        reference, dtype = task.reference, getattr(torch, task.output_dtype)
         input_sets = [task.make_inputs(request["dims"], seed, "cuda") for seed in request["seeds"]]
         with torch.no_grad():
             compiled = compile_chain(eager, input_sets[0], result)

@@ -10,7 +10,8 @@ each row's loss:
   loss = sum t log t - sum t h + logsumexp * sum t, since log_softmax(h) = h - logsumexp;
 * ``mse_loss``: the sum of (h - t)^2.
 
-Per-row losses (cross_entropy, reduction none) are the output, cast once on store. For a mean, each program
+Losses are float32, whatever the inputs' dtype (as PyTorch gives them on upcast inputs, as training code computes
+them). Per-row losses (cross_entropy, reduction none) are the output. For a mean, each program
 stores the fp32 sum of its rows' losses, and a second kernel adds those partials in order and scales the total
 (by 1 / rows, 1 / dim 0 for batchmean, 1 / values): the same answer every run, no atomics.
 """
@@ -77,8 +78,8 @@ def emit(plan: Plan) -> Section:
     if mean:
         body("tl.store(loss_ptr + tl.program_id(0), tl.sum(tl.where(row_mask, h, 0.0), axis=0))  # its rows' sum")
     else:
-        body("tl.store(loss_ptr + rows, h.to(loss_ptr.dtype.element_ty), mask=row_mask)")
-    what = "the sum of its rows' losses for the mean" if mean else "each row's loss, one cast on store"
+        body("tl.store(loss_ptr + rows, h, mask=row_mask)")
+    what = "the sum of its rows' losses for the mean" if mean else "each row's loss"
     kernel = Kernel("fused_kernel_triton", ["x_ptr", *kernel_args(plan.task.inputs[1:]), "loss_ptr"],
                     [("n_rows", "n_rows"), ("row_len", "row_len")], ["ROWS", "CHUNK"],
                     [f"{chain_text(plan.steps)}; x [{', '.join(str(d) for d in plan.task.inputs[0].shape)}].",
@@ -94,13 +95,13 @@ def emit(plan: Plan) -> Section:
     if mean:
         code("losses = torch.empty(n_programs, dtype=torch.float32, device=x.device)  # a partial sum per program")
     else:
-        code("losses = torch.empty(x.shape[:-1], dtype=x.dtype, device=x.device)")
+        code("losses = torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device)")
     code.call("fused_kernel_triton[(n_programs,)](",
               ["x", *(i.name for i in plan.task.inputs[1:]), "losses", *kernel.size_args(), "ROWS=ROWS", "CHUNK=CHUNK",
                "num_warps=warps"])
     if mean:
         kernels.append(_mean_kernel())
-        code("out = torch.empty((), dtype=x.dtype, device=x.device)")
+        code("out = torch.empty((), dtype=torch.float32, device=x.device)")
         code.call("loss_mean_kernel[(1,)](", ["losses", "out", "n_programs", f"1.0 / {DIVISOR[name]}",
                                               f"BLOCK={tuning.LOSS_MEAN_BLOCK}", f"num_warps={tuning.LOSS_MEAN_WARPS}"])
         code("return out")
@@ -115,7 +116,7 @@ def _mean_kernel() -> Kernel:
          "total = tl.zeros([BLOCK], dtype=tl.float32)")
     with body.block("for start in range(0, n_partials, BLOCK):"):
         body("total += tl.load(loss_ptr + start + offsets, mask=start + offsets < n_partials, other=0.0)")
-    body("tl.store(out_ptr, (tl.sum(total, axis=0) * scale).to(out_ptr.dtype.element_ty))")
+    body("tl.store(out_ptr, tl.sum(total, axis=0) * scale)")
     return Kernel("loss_mean_kernel", ["loss_ptr", "out_ptr", "n_partials", "scale"], [], ["BLOCK"],
                   ["The mean: the programs' fp32 partial sums added BLOCK lanes at a time in one program, times "
-                   "scale; one cast on store."], body)
+                   "scale."], body)

@@ -228,7 +228,7 @@ class _Run:
                 inputs = self.task.make_inputs(spec["dims"], spec["seed"], self.device, spec.get("scalar_seed"))
                 ref = self.task.reference(inputs)
                 own = self.task.function(*inputs)
-            return ref, own, getattr(torch, self.task.dtype), \
+            return ref, own, getattr(torch, self.task.output_dtype), \
                 functools.cache(functools.partial(input_sensitivity, self.task.reference, inputs, ref, spec["seed"],
                                                   self.task.accumulates))
         own = _load(record.get("pytorch"))
