@@ -287,3 +287,12 @@ def test_scan_and_loss_tasks_test_a_row_of_several_chunks():
             task = GEN.generate(seed, family=family)
             assert max(dims["N"] for dims in task.shapes["test"]) >= CHUNKED_TEST_ROW > 8192
     assert max(d["N"] for d in GEN.generate(0, ops="softmax").shapes["test"]) < CHUNKED_TEST_ROW  # others keep theirs
+
+
+def test_class_indices_reach_both_edges_of_a_row():
+    """Every draw holds the last class and class 0, so a kernel wrong in a row's last chunk meets its case."""
+    task = GEN.generate(0, ops="cross_entropy", dtype="float16")
+    for seed in range(3):
+        for dims in task.shapes["test"]:
+            target = task.make_inputs(dims, seed)[1]
+            assert int(target[0]) == dims["N"] - 1 and int(target[-1]) == 0

@@ -291,8 +291,10 @@ def draw(spec: InputSpec, dims: dict[str, int], seed: int, index: int, device: s
         magnitude = torch.rand(shape, generator=gen).mul_(init["high"] - init["low"]).add_(init["low"])
         sign = torch.randint(0, 2, shape, generator=gen).mul_(2).sub_(1)
         value = magnitude * sign
-    elif kind == "randint":  # class indices in [0, dims[high])
-        value = torch.randint(0, dims[init["high"]], shape, generator=gen)
+    elif kind == "randint":  # class indices in [0, dims[high]); the first is the last class, the last class 0
+        high = dims[init["high"]]
+        value = torch.randint(0, high, shape, generator=gen)
+        value.view(-1)[0], value.view(-1)[-1] = high - 1, 0  # the edges of a row, where a walk's last chunk ends
     elif kind == "softmax":  # a probability distribution over the last dimension
         value = torch.softmax(torch.randn(shape, generator=gen).clamp_(-4.0, 4.0).mul_(init["std"]), dim=-1)
     else:

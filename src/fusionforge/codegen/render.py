@@ -82,8 +82,10 @@ def _draw(spec: InputSpec, dims_name: str) -> str:
             value += f" + {init['mean']}"
     elif init["dist"] == "uniform":
         value = f"torch.rand({shape}, device=DEVICE) * {init['high'] - init['low']} + {init['low']}"
-    elif init["dist"] == "randint":
-        return f"    {spec.name} = torch.randint(0, {dims_name}[{init['high']!r}], {shape}, device=DEVICE)"
+    elif init["dist"] == "randint":  # as tasks.draw: the first index the last class, the last index class 0
+        high = f"{dims_name}[{init['high']!r}]"
+        return "\n".join([f"    {spec.name} = torch.randint(0, {high}, {shape}, device=DEVICE)",
+                          f"    {spec.name}.view(-1)[0], {spec.name}.view(-1)[-1] = {high} - 1, 0"])
     elif init["dist"] == "softmax":
         value = f"torch.softmax(torch.randn({shape}, device=DEVICE).clamp(-4.0, 4.0) * {init['std']}, dim=-1)"
     else:
