@@ -213,9 +213,10 @@ class FusionTask:
         """The trusted result: the chain evaluated in float64 on the given inputs (same device).
 
         With ``accumulation`` (a torch.Generator), each scan that accumulates also moves by its rounding in fp32:
-        per element, ACCUMULATION_EPS times the running sum of magnitudes (``Op.accumulates``) times u uniform in
-        [-1, 1], drawn from the generator. The checker's rounding bound takes it, as it takes rounded inputs: a
-        prefix sum that cancels to near zero carries the rounding of the large partial sums before it.
+        per element, ACCUMULATION_EPS times the running sum of magnitudes (``Op.accumulates``), its sign drawn
+        from the generator (the whole bound, not a uniform fraction of it: one draw per element, where a rounded
+        input's movement sums many). The checker's rounding bound takes it, as it takes rounded inputs: a prefix
+        sum that cancels to near zero carries the rounding of the large partial sums before it.
         """
         import torch
 
@@ -224,8 +225,8 @@ class FusionTask:
             return self.function(*inputs)
 
         def rounding(magnitude):
-            u = torch.rand(magnitude.shape, generator=accumulation, device=magnitude.device, dtype=torch.float64)
-            return magnitude * ACCUMULATION_EPS * (2 * u - 1)
+            sign = torch.randint(0, 2, magnitude.shape, generator=accumulation, device=magnitude.device) * 2 - 1
+            return magnitude * ACCUMULATION_EPS * sign
 
         return self._rounded_function(*inputs, rounding)
 
