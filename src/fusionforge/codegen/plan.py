@@ -15,8 +15,6 @@ from fusionforge.codegen import tuning
 from fusionforge.ops import Family, Op
 from fusionforge.tasks import ITEMSIZE, SCALAR_DTYPE, FusionTask, InputSpec, Step, classify, row_length, step_label
 
-ROW_FAMILIES = catalog.ROW_FAMILIES
-
 
 class UnsupportedTask(ValueError):
     """The built-in code generator has no plan for this chain yet."""
@@ -91,7 +89,7 @@ class Plan:
 
     @property
     def row_steps(self) -> list[PlanStep]:
-        return [s for s in self.steps if s.op.family in ROW_FAMILIES]
+        return [s for s in self.steps if s.op.family in catalog.ROW_FAMILIES]
 
 
 def plan_steps(task: FusionTask) -> tuple[PlanStep, ...]:
@@ -137,14 +135,14 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
         return [("tiles", f"rows walked in [ROWS, CHUNK] tiles of {tuning.LOSS_TILE} values carrying the "
                           f"{loss.op.name} state{mean}")], _rows(task, loss)
     if kind == "row":
-        rows = _rows(task, next(s for s in steps if s.op.family in ROW_FAMILIES))
+        rows = _rows(task, next(s for s in steps if s.op.family in catalog.ROW_FAMILIES))
         if rows.step.op.family is Family.SCAN and rows.form != "registers":
             raise UnsupportedTask(f"the built-in code generator scans rows held in registers, up to "
                                   f"{tuning.MAX_ROW_BLOCK} values; task {task.id} has rows of {rows.longest}")
         reason = _ROW_REASONS[rows.form].format(longest=rows.longest, bytes=tuning.SHORT_ROW_BYTES,
                                                 tile=tuning.SHORT_ROW_TILE, cap=tuning.MAX_ROW_BLOCK)
         return [(rows.form, reason)], rows
-    tail = next((s for s in steps if s.op.family in ROW_FAMILIES and s.op.name != "batch_norm"), None)
+    tail = next((s for s in steps if s.op.family in catalog.ROW_FAMILIES and s.op.name != "batch_norm"), None)
     rows = _rows(task, tail) if tail is not None and not tail.reduces else None
     if task.dtype == "float32":
         return [("tf32x3", "float32: tl.dot in three TF32 passes on the tensor cores, fp32-accurate"),
