@@ -540,6 +540,23 @@ def test_a_timed_output_is_verified_with_the_checkers_tolerance():
         "passed": False, "kind": "type", "type": "tuple"}
 
 
+def test_a_timed_index_is_verified_by_the_value_it_picks():
+    import torch
+
+    from fusionforge.bench.timer import verify_call
+    from fusionforge.tasks import TaskGenerator
+
+    task = TaskGenerator().generate(0, dtype="float16", ops="abs,add:col,argmax")
+    inputs = task.make_inputs({"M": 41, "N": 997}, 5)
+    eager = task.function(*inputs)
+    picks = task.reference(inputs)
+    assert verify_call(picks.clone(), eager, inputs, task.reference, torch.int64, picked_from=task.picked_from)[
+        "passed"]
+    shifted = (picks + 1) % 997  # the neighbour of every row's max
+    verdict = verify_call(shifted, eager, inputs, task.reference, torch.int64, picked_from=task.picked_from)
+    assert not verdict["passed"] and verdict["rule"] == "index" and verdict["rel_err"] > 0.9
+
+
 def test_a_file_without_a_task_is_verified_at_its_pytorch_functions_dtype():
     """The float32 statistic of float16 rows (an anchor): timed outputs are float32, as the checker expects."""
     import torch

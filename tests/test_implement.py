@@ -580,3 +580,32 @@ def test_scans_over_rows_too_long_for_registers_are_refused():
     task.shapes["test"].append({"M": 2, "N": 40000})
     with pytest.raises(UnsupportedTask, match="scans rows held in registers"):
         resolve(task)
+
+
+@pytest.mark.parametrize("seed, form", [(1, "registers"), (13, "short_rows"), (3, "slices")])
+def test_arg_reduction_plans_pass_the_checker(tmp_path, seed, form):
+    """argmax and argmin over rows held in registers, several short rows a tile ([B, M, N] tasks; their 16383-value
+    test row fills a tile alone) and rows walked in slices (a vocabulary, with its 20011-value test row): the first
+    index of the extremum, tl.max / tl.min with return_indices, an int64 store."""
+    task = GEN.generate(seed, family="arg_reduction")
+    plan = resolve(task)
+    assert (plan.kind, plan.variant) == ("row", form)
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    assert "dtype=torch.int64" in path.read_text()
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
+@pytest.mark.parametrize("seed, form", [(2, "registers"), (0, "short_rows")])
+def test_spatial_reduction_plans_pass_the_checker(tmp_path, seed, form):
+    """Mean and max over H x W of [B, C, H, W]: the row plan over planes of H x W contiguous values, a plane a
+    program or several short ones a tile; the ops after it see [B, C] (a per-channel vector: plane % C)."""
+    task = GEN.generate(seed, family="spatial_reduction")
+    plan = resolve(task)
+    assert (plan.kind, plan.variant) == ("row", form)
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    assert "row_len = x.shape[-2] * x.shape[-1]" in path.read_text()
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message

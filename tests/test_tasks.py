@@ -10,6 +10,8 @@ import torch
 from fusionforge import ops as catalog
 from fusionforge.ops import Family
 from fusionforge.tasks import (
+    ARG_TEST_ROW,
+    ARG_TEST_ROWS,
     BENCH_MIN_BYTES,
     BENCH_MIN_FLOPS,
     CHUNKED_TEST_ROW,
@@ -187,9 +189,10 @@ def test_group_norm_channels_divide_into_groups():
 def test_all_ops_get_used():
     """The original mix uses every op of its families; each asked-for family uses every op of its own."""
     used = {s.op for seed in range(300) for s in GEN.generate(seed).steps}
-    new = {op.name for op in catalog.SCAN_OPS + catalog.LOSS_OPS}
+    new = {op.name for op in catalog.SCAN_OPS + catalog.LOSS_OPS + catalog.ARG_REDUCTION_OPS + catalog.SPATIAL_OPS}
     assert used == set(catalog.CATALOG) - new
-    for family, ops in (("scan", catalog.SCAN_OPS), ("loss", catalog.LOSS_OPS)):
+    for family, ops in (("scan", catalog.SCAN_OPS), ("loss", catalog.LOSS_OPS),
+                        ("arg_reduction", catalog.ARG_REDUCTION_OPS), ("spatial_reduction", catalog.SPATIAL_OPS)):
         drawn = {s.op for seed in range(40) for s in GEN.generate(seed, family=family).steps}
         assert {op.name for op in ops} <= drawn
         assert drawn <= set(catalog.CATALOG) - new | {op.name for op in ops}
@@ -200,7 +203,9 @@ def test_all_ops_get_used():
     ("square,sum,sqrt,max", "two_reductions", "reduction", "hard"), ("linear,batch_norm,softmax", "matmul", "matmul",
                                                                        "hard"),
     ("matmul,softmax,sum", None, "matmul", "hard"), ("softmax,layer_norm", None, "reduction", "medium"),
-    ("relu,softmax,max,sum", None, "reduction", "hard"), ("var,softmax", None, "reduction", "medium")])
+    ("relu,softmax,max,sum", None, "reduction", "hard"), ("var,softmax", None, "reduction", "medium"),
+    ("abs,add:col,argmax", "row", "arg_reduction", "medium"), ("linear,argmin", None, "matmul", "hard"),
+    ("softmax,argmax", None, "arg_reduction", "medium"), ("silu,spatial_max", "row", "spatial_reduction", "medium")])
 def test_one_classification_gives_plan_family_and_difficulty(ops, plan, family, difficulty):
     kind = classify(ops.replace(":col", "").split(","))
     assert (kind.plan, kind.family, kind.difficulty) == (plan, family, difficulty)
@@ -225,11 +230,10 @@ def test_test_shapes_walk_the_loops_the_bench_shape_walks():
 def test_families_are_drawn_only_when_asked_for():
     """Without a family a seed keeps its task; with one it draws a chain of that family, the same every time."""
     assert GEN.generate(5).to_json() == GEN.generate(5, family=None).to_json()
-    for family in ("scan", "loss"):
+    for family in ("scan", "loss", "arg_reduction", "spatial_reduction"):
         task = GEN.generate(5, family=family)
         assert task.to_json() == GEN.generate(5, family=family).to_json()
         assert task.family == family and task.difficulty == "medium"
-        assert catalog.get(task.steps[-1 if family == "loss" else 0].op) is not None
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -237,6 +241,7 @@ def test_families_are_drawn_only_when_asked_for():
     ({"family": "scan", "ops": "cumsum"}, "not both"),
     ({"family": "loss", "difficulty": "hard"}, "loss tasks are medium"),
     ({"ops": "mse_loss,relu"}, "mse_loss is a loss and ends the chain"),
+    ({"ops": "argmax,relu"}, "argmax is an arg reduction and ends the chain"),
     ({"ops": "matmul,cross_entropy"}, None),
 ])
 def test_family_and_loss_chain_errors(kwargs, message):
@@ -296,3 +301,58 @@ def test_class_indices_reach_both_edges_of_a_row():
         for dims in task.shapes["test"]:
             target = task.make_inputs(dims, seed)[1]
             assert int(target[0]) == dims["N"] - 1 and int(target[-1]) == 0
+
+
+def test_arg_reductions_give_int64_indices_and_judge_them_by_the_values_picked_from():
+    argmax = catalog.get("argmax")
+    assert catalog.out_shape(argmax, ("B", "M", "N"), {"keepdim": False}) == ("B", "M")
+    assert catalog.out_shape(argmax, ("M", "N"), {"keepdim": True}) == ("M", 1)
+    task = GEN.generate(0, ops="abs,add:col,argmax", dtype="bfloat16")
+    assert task.output_dtype == "int64" and task.arg_reduction is argmax
+    assert task.inputs[0].init == catalog.LOGITS  # clipped where no two values of a row meet the clip
+    dims = task.shapes["test"][0]
+    x, bias = task.make_inputs(dims, seed=3)
+    values, own_values, largest = task.picked_from([x, bias])
+    assert values.dtype == torch.float64 and own_values.dtype == torch.bfloat16 and largest
+    assert torch.equal(values, x.double().abs() + bias.double())
+    assert torch.equal(task.reference([x, bias]).reshape(-1), values.argmax(dim=-1))
+    assert task.cost(dims)["bytes"] == x.numel() * 2 + bias.numel() * 2 + dims["M"] * 8  # an int64 index per row
+    assert GEN.generate(0, ops="relu,softmax").picked_from([]) is None
+
+
+def test_arg_reduction_tasks_test_many_rows_of_2_to_the_14_minus_1():
+    """A kernel that drops a row's partial last chunk of any power-of-two width c misses c - 1 values of a 16383 row."""
+    for seed in range(4):
+        task = GEN.generate(seed, family="arg_reduction")
+        long = [d for d in task.shapes["test"] if d["N"] == ARG_TEST_ROW]
+        assert len(long) == 1 and long[0]["M"] == ARG_TEST_ROWS and long[0].get("B", 1) == 1
+
+
+@pytest.mark.parametrize("ops, reason", [
+    ("hardsigmoid,argmax", "near-ties"),  # saturates at 1 for h >= 3: a vocabulary row holds dozens of such values
+    ("add:scalar,argmin", "output independent of input alpha0"),  # a shift moves no index
+    ("cos,argmax", "near-ties"),  # cos is flat at its max: two values within rounding of it in most rows
+])
+def test_arg_reductions_whose_index_says_little_are_screened(ops, reason):
+    with pytest.raises(TaskError, match=reason):
+        TaskGenerator(max_tries=6).generate(0, ops=ops, dtype="float16")
+
+
+def test_spatial_reductions_take_an_image_and_leave_its_channels():
+    mean, image = catalog.get("spatial_mean"), ("B", "C", "H", "W")
+    assert catalog.out_shape(mean, image, {"keepdim": False}) == ("B", "C")
+    assert catalog.out_shape(mean, image, {"keepdim": True}) == ("B", "C", 1, 1)
+    with pytest.raises(catalog.ShapeError, match="rank 4"):
+        catalog.out_shape(mean, ("B", "M", "N"), {"keepdim": False})
+    with pytest.raises(catalog.ShapeError, match="a scalar or a full tensor"):
+        catalog.out_shape(catalog.get("add"), image, {"operand": "col"})
+    with pytest.raises(catalog.ShapeError, match="reductions over H, W"):
+        catalog.out_shape(catalog.get("softmax"), image, {})
+    task = GEN.generate(0, ops="silu,spatial_mean,add:col", dtype="float16")
+    assert task.inputs[0].shape == list(image) and task.output_shape == ["B", "C"] and task.inputs[1].shape == ["C"]
+    assert task.steps[1].params["keepdim"] is False  # a forced spatial reduction before other ops drops H and W
+    x, bias = task.make_inputs(task.shapes["test"][0], seed=1)
+    expected = torch.nn.functional.silu(x.double()).mean(dim=(-2, -1)) + bias.double()
+    assert torch.allclose(task.reference([x, bias]), expected, rtol=0, atol=1e-12)
+    assert task.cost(task.shapes["bench"][0])["bytes"] >= BENCH_MIN_BYTES
+    assert max(d["H"] * d["W"] for d in task.shapes["test"]) > 1024  # a kernel walking planes in chunks walks here

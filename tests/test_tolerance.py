@@ -151,3 +151,46 @@ def test_the_cumsum_rounding_bound_holds_draw_after_draw():
         if not stats["passed"]:
             failed.append(seed)
     assert failed == []
+
+
+def _judged(picks, values, own_values, largest=True):
+    """The checker's compare of int64 ``picks`` against the index rule (verify/indices.py)."""
+    picks = torch.tensor(picks)
+    ref = (values.argmax(-1) if largest else values.argmin(-1)).reshape(picks.shape)
+    return compare(picks, ref, ref, torch.int64, picked_from=(values, own_values, largest))
+
+
+def test_an_index_passes_where_its_value_is_within_rounding_of_the_extremum():
+    values = torch.tensor([[0.0, 1.0, 1.0 - 1e-9, 0.5], [3.0, -1.0, 2.0, 2.9]], dtype=torch.float64)
+    exact = values.float()  # PyTorch at the dtype: exact here, so the bound is the floor, 1e-5 of the row's magnitude
+    assert _judged([1, 0], values, exact)["passed"] and _judged([2, 0], values, exact)["passed"]  # a tie either way
+    short = _judged([1, 3], values, exact)
+    assert not short["passed"] and short["rel_err"] == 0.5 and short["max_abs_index"] == [1]
+    assert short["max_abs_err"] == pytest.approx(0.1) and short["value"] == 3 and short["expected"] == 0
+    assert not _judged([4, 0], values, exact)["passed"]  # past the row: no value to pick
+    assert _judged([0, 1], values, exact, largest=False)["passed"]  # argmin mirrored
+    assert not _judged([3, 1], values, exact, largest=False)["passed"]
+    rounded = values + torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.06]], dtype=torch.float64)
+    assert _judged([1, 3], values, rounded.float())["passed"]  # PyTorch's own 16-bit error widens the bound to 0.12
+    integers = compare(torch.tensor([2, 0]), values.argmax(-1), None, torch.int64)  # a file without a task
+    assert not integers["passed"] and integers["rule"] == "exact" and integers["max_abs_index"] == [0]
+
+
+def test_pytorch_picks_at_16_bits_pass_and_16_bit_values_in_a_float32_task_fail():
+    """The rule admits PyTorch's own choice at the task dtype in every row, and catches a float32 task's values rounded
+    to bf16 (a kernel cutting precision) on most draws: only rows with a near-tie at bf16's rounding show it."""
+    half = TaskGenerator().generate(0, dtype="bfloat16", ops="square,sub:col,argmax")
+    full = TaskGenerator().generate(0, dtype="float32", ops="tanh,mul:full,argmin")
+    caught = 0
+    for seed in range(20):
+        for dims in half.shapes["test"][:4]:
+            inputs = half.make_inputs(dims, seed)
+            assert _judged(half.function(*inputs).tolist(), *half.picked_from(inputs))["passed"]
+        rows_off = 0
+        for dims in full.shapes["test"]:
+            inputs = full.make_inputs(dims, seed)
+            cut = (torch.tanh(inputs[0]) * inputs[1]).to(torch.bfloat16).float().argmin(-1, keepdim=True)
+            stats = _judged(cut.tolist(), *full.picked_from(inputs))
+            rows_off += round(stats["rel_err"] * cut.numel())
+        caught += rows_off > 0
+    assert caught >= 16, caught  # 18 of 20 when written; a check draws each shape twice

@@ -794,7 +794,9 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
                    "printed as soon as it is made")
     p.add_argument("--ops", help="force a chain, e.g. linear_bias,add:col,gelu,layer_norm")
     p.add_argument("--family", choices=FAMILIES, help="draw a chain of this family: scan (pointwise ops around "
-                   "cumsum, cumprod or logcumsumexp) or loss (pointwise ops, then cross-entropy, KL divergence or MSE)")
+                   "cumsum, cumprod or logcumsumexp), loss (pointwise ops, then cross-entropy, KL divergence or MSE), "
+                   "arg_reduction (pointwise ops, then argmax or argmin: int64 indices) or spatial_reduction "
+                   "(pointwise ops on [B, C, H, W], mean or max over H, W, pointwise ops)")
     p.add_argument("--out", metavar="FILE", help="also write the task JSON (a list when --count > 1)")
     p.add_argument("--json", action="store_true", help="print the task spec as JSON")
     p.add_argument("--skeleton", action="store_true", help="also write the task's kernel file to fill in, as the "
@@ -1024,7 +1026,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--difficulty", choices=DIFFICULTIES, help="every task's difficulty (default: drawn per task)")
     p.add_argument("--dtype", choices=DTYPES, help="every task's dtype (default: drawn per task)")
     p.add_argument("--ops", help="force a chain for every task, e.g. linear_bias,gelu,layer_norm")
-    p.add_argument("--family", choices=FAMILIES, help="every task a chain of this family (scan, loss)")
+    p.add_argument("--family", choices=FAMILIES, help="every task a chain of this family (" + ", ".join(FAMILIES) + ")")
     _add_implementer_options(p)
     p.add_argument("--attempts", type=_positive_int, default=3, help="attempts per task (default 3)")
     p.add_argument("--workdir", default=".", metavar="DIR", help="where NNN_fused_kernels.py is written "

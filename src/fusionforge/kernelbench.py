@@ -90,11 +90,16 @@ class KernelBenchTask:
     signature: str = ""
     steps: list = field(default_factory=list)  # no op chain: the module is the computation
     accumulates = False  # its inputs' rounding is the checker's bound (no scan of the catalog to round)
+    arg_reduction = None  # no catalog argmax ends it: an integer output is compared exactly
 
     @property
     def output_dtype(self) -> str:
         """The dtype the module returns at the task's dtype: the task's."""
         return self.dtype
+
+    def picked_from(self, inputs: list) -> None:
+        """No values for the index rule (``FusionTask.picked_from``): a module's integers must equal the reference."""
+        return None
     _namespaces: dict = field(default_factory=dict, repr=False, compare=False)
     _modules: dict = field(default_factory=dict, repr=False, compare=False)  # dims -> the module built for them
     _by_shape: dict = field(default_factory=dict, repr=False, compare=False)  # arguments' shapes -> dims

@@ -16,7 +16,10 @@ Conventions
 * Guarded forms keep random inputs finite: ``log(|x| + shift)``, ``sqrt(|x|)``,
   ``1 / (|x| + shift)``; divisors are drawn away from zero.
 * Scans (cumsum, ...) run along the last dimension and keep the shape. Losses end a chain: they read
-  h as [rows, classes] (or values) and a target, and give a loss per row or one mean.
+  h as [rows, classes] (or values) and a target, and give a loss per row or one mean. Arg reductions
+  (argmax, argmin) end a chain too: an int64 index per row of the last dimension.
+* An image-like value is ``("B", "C", "H", "W")``: it takes pointwise ops (broadcast against a scalar or a
+  full tensor) and spatial reductions over H and W, which leave [B, C] (or [B, C, 1, 1]).
 * ``flops`` counts floating-point operations per output element (per input element for
   reductions, normalizations, scans and losses); matmuls count ``2 * K`` per output element.
 """
@@ -39,6 +42,8 @@ class Family(str, Enum):
     NORM = "norm"
     SCAN = "scan"
     LOSS = "loss"
+    ARG_REDUCTION = "arg_reduction"
+    SPATIAL = "spatial_reduction"
 
 
 class ShapeError(ValueError):
@@ -90,7 +95,8 @@ class Op:
     # expression of that magnitude per element (the checker's rounding bound for it; tasks.FusionTask.reference).
     accumulates: str | None = None
     # The output's dtype when it is not the task's: a loss is computed and returned in float32, as training code
-    # does. (A template computes in float32 on ``{x32}`` and ``{target32}``: 16-bit values upcast, float64 kept.)
+    # does; an arg reduction returns int64 indices. (A template computes in float32 on ``{x32}`` and ``{target32}``:
+    # 16-bit values upcast, float64 kept.)
     out_dtype: str | None = None
 
     def triton_form(self, dtype: str) -> str | None:
@@ -110,6 +116,8 @@ BETA = {"dist": "normal", "mean": 0.0, "std": 0.2, "clip": 0.6}
 AWAY_FROM_ZERO = {"dist": "signed_uniform", "low": 0.5, "high": 2.0}
 SMALL_UNIFORM = {"dist": "uniform", "low": -1.0, "high": 1.0}
 VARIANCE = {"dist": "uniform", "low": 0.5, "high": 2.0}
+# An arg reduction's activation: clipped where no two values of a row of any length meet the clip (a tie).
+LOGITS = {"dist": "normal", "mean": 0.0, "std": 1.0, "clip": 6.0}
 CLASS_INDEX = {"dist": "randint", "high": "N"}  # a class of h's last dimension, uniform
 PROBABILITIES = {"dist": "softmax", "std": 1.0}  # softmax of normal values over the last dimension
 
@@ -377,6 +385,24 @@ LOSS_OPS = [
        operands=(Operand("target", "target", "full", ACTIVATION),), label="mse_loss (mean)", out_dtype="float32"),
 ]
 
+# Arg reductions end a chain: per row of the last dimension, the int64 index of its max (min), the first on ties. An
+# index is judged by the value it picks (verify/indices.py): any whose value is within rounding of the extremum.
+ARG_REDUCTION_OPS = [
+    Op("argmax", Family.ARG_REDUCTION, "torch.argmax({x}, dim=-1, keepdim={keepdim})",
+       "the first j of max_j x_ij", 1, (KEEPDIM,), label="argmax over the last dim", out_dtype="int64"),
+    Op("argmin", Family.ARG_REDUCTION, "torch.argmin({x}, dim=-1, keepdim={keepdim})",
+       "the first j of min_j x_ij", 1, (KEEPDIM,), label="argmin over the last dim", out_dtype="int64"),
+]
+
+# Spatial reductions of a [B, C, H, W] value over H and W: global average and max pooling (adaptive pooling to 1 x 1
+# with keepdim).
+SPATIAL_OPS = [
+    Op("spatial_mean", Family.SPATIAL, "{x}.mean(dim=(-2, -1), keepdim={keepdim})", "sum_hw x_bchw / (H W)", 1,
+       (KEEPDIM,), label="mean over H, W"),
+    Op("spatial_max", Family.SPATIAL, "{x}.amax(dim=(-2, -1), keepdim={keepdim})", "max_hw x_bchw", 1,
+       (KEEPDIM,), label="max over H, W"),
+]
+
 # Matmul roots start a chain: they read the activation `x` and a second matrix.
 _WEIGHT_NK = Operand("w", "weight", "NK", {"dist": "normal", "mean": 0.0, "std": 1.0, "fan_in": "K", "clip": 4.0})
 _WEIGHT_KN = Operand("w", "weight", "KN", {"dist": "normal", "mean": 0.0, "std": 1.0, "fan_in": "K", "clip": 4.0})
@@ -394,19 +420,23 @@ MATMUL_OPS = [
 ]
 
 CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + UNARY_OPS + BINARY_OPS + REDUCTION_OPS + NORM_OPS
-                           + SCAN_OPS + LOSS_OPS}
+                           + SCAN_OPS + LOSS_OPS + ARG_REDUCTION_OPS + SPATIAL_OPS}
 
 # Inference batch norm applies running statistics: a per-channel affine map that reduces nothing.
 AFFINE_NORMS = ("batch_norm",)
 
 
-# Ops that act on whole rows of the last dimension: what the row plans walk.
-ROW_FAMILIES = (Family.REDUCTION, Family.NORM, Family.SCAN, Family.LOSS)
+# Ops that act on whole rows (of the last dimension; a spatial reduction's of H x W): what the row plans walk.
+ROW_FAMILIES = (Family.REDUCTION, Family.NORM, Family.SCAN, Family.LOSS, Family.ARG_REDUCTION, Family.SPATIAL)
+# Ops whose result no op reads: a loss, an index.
+ENDS_CHAIN = (Family.LOSS, Family.ARG_REDUCTION)
 
 
 def reduces(op: Op) -> bool:
-    """Whether ``op`` reduces over values: a reduction, a loss, or a normalization that computes its statistics."""
-    return op.family in (Family.REDUCTION, Family.NORM, Family.LOSS) and op.name not in AFFINE_NORMS
+    """Whether ``op`` reduces over values: a reduction (spatial too), a loss, an arg reduction, or a normalization
+    that computes its statistics."""
+    return (op.family in (Family.REDUCTION, Family.NORM, Family.LOSS, Family.ARG_REDUCTION, Family.SPATIAL)
+            and op.name not in AFFINE_NORMS)
 
 
 def get(name: str) -> Op:
@@ -450,6 +480,14 @@ def out_shape(op: Op, shape: Shape, params: dict[str, Any]) -> Shape:
     rank = len(shape)
     if op.family is Family.MATMUL:
         raise ShapeError(f"{op.name} starts a chain (a matmul root) and cannot follow other ops")
+    if op.family is Family.SPATIAL:
+        if rank != 4:
+            raise ShapeError(f"{op.name} reduces H and W of a [B, C, H, W] value (rank 4), got {list(shape)}")
+        return shape[:2] + ((1, 1) if params["keepdim"] else ())
+    if rank == 4 and not (op.family is Family.UNARY or op.family is Family.BINARY
+                          and params["operand"] in ("scalar", "full")):
+        raise ShapeError(f"{op.name}: a [B, C, H, W] value takes pointwise ops (with a scalar or a full tensor) and "
+                         f"reductions over H, W")
     if op.family is Family.UNARY:
         return shape
     if op.family is Family.BINARY:
@@ -460,7 +498,7 @@ def out_shape(op: Op, shape: Shape, params: dict[str, Any]) -> Shape:
     if rank < 2 or shape[-1] == 1:
         raise ShapeError(f"{op.name} acts on the last dimension and needs a value of rank >= 2 with a real "
                          f"last dimension, got {list(shape)}")
-    if op.family is Family.REDUCTION:
+    if op.family in (Family.REDUCTION, Family.ARG_REDUCTION):
         return shape[:-1] + ((1,) if params["keepdim"] else ())
     if op.family is Family.LOSS:
         if op.name == "cross_entropy":

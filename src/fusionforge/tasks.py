@@ -25,10 +25,10 @@ DTYPES = ("float32", "float16", "bfloat16")
 DIFFICULTIES = ("easy", "medium", "hard")
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8}
 SCALAR_DTYPE = "python_float"
-DIM_ORDER = ("B", "M", "N", "K")
+DIM_ORDER = ("B", "M", "N", "K", "C", "H", "W")
 # Families a task can be asked for (``generate(family=...)``); without one, the seed draws from the original mix
 # of pointwise, reduction and matmul chains, so every seed keeps its task.
-FAMILIES = ("scan", "loss")
+FAMILIES = ("scan", "loss", "arg_reduction", "spatial_reduction")
 
 # A bench shape moves at least this many bytes or does at least this many FLOPs.
 BENCH_MIN_BYTES = 256 * 10**6
@@ -42,6 +42,10 @@ MIN_INPUT_EFFECT = 0.02  # redrawing an input moves the output by less than this
 # about 1 / sqrt(terms) of a term's spread, so the bar is lower; an input it ignores moves it by nothing.
 MIN_SCALAR_EFFECT = 2e-3
 MAX_DTYPE_ERROR = 0.05  # PyTorch at the task dtype vs float64 (relative L2): ill-conditioned beyond
+# An arg reduction whose rows mostly hold two values within rounding of their extremum (after a clamp, a saturating
+# op, a 16-bit round) has several right answers in most rows: the index says little about the chain.
+MAX_TIE_FRACTION = 0.25
+TIE_PROBE_ROWS = 64  # rows of bench length the near-tie fraction is measured on
 ACCUMULATION_EPS = 2.0**-24  # the unit roundoff of the fp32 accumulation kernels run at
 
 
@@ -152,6 +156,12 @@ class FusionTask:
     def family(self) -> str:
         return classify([s.op for s in self.steps]).family
 
+    @property
+    def arg_reduction(self) -> Op | None:
+        """The arg reduction (argmax, argmin) that ends the chain, if one does."""
+        op = catalog.get(self.steps[-1].op)
+        return op if op.family is Family.ARG_REDUCTION else None
+
     def step_shapes(self) -> list[tuple]:
         """The running value's symbolic shape after each step."""
         shapes, shape = [], tuple(self.inputs[0].shape)
@@ -192,22 +202,39 @@ class FusionTask:
         return (f"def {name}({', '.join([*self.arg_names, *(['rounding'] if rounded else [])])}):\n"
                 f'    """{self.description}"""\n{body}\n    return h\n')
 
-    def _compiled(self, rounded: bool) -> Callable:
+    def _compiled(self, source: str, name: str) -> Callable:
+        """The function ``name`` that ``source`` defines, with torch and F in scope."""
         import torch
         import torch.nn.functional as F
 
         namespace: dict[str, Any] = {"torch": torch, "F": F}
-        exec(compile(self.pytorch_source("chain", rounded), f"<task {self.id}>", "exec"), namespace)
-        return namespace["chain"]
+        exec(compile(source, f"<task {self.id}>", "exec"), namespace)
+        return namespace[name]
 
     @cached_property
     def function(self) -> Callable:
         """The chain as a Python function of the inputs (evaluated with torch at the inputs' dtype)."""
-        return self._compiled(rounded=False)
+        return self._compiled(self.pytorch_source("chain"), "chain")
 
     @cached_property
     def _rounded_function(self) -> Callable:
-        return self._compiled(rounded=True)
+        return self._compiled(self.pytorch_source("chain", rounded=True), "chain")
+
+    @cached_property
+    def _values_function(self) -> Callable:
+        """The chain without its last step: the values an arg reduction picks from."""
+        body = "\n".join("    " + line for line in ["h = x", *self.pytorch_body()[:-1]])
+        return self._compiled(f"def values({', '.join(self.arg_names)}):\n{body}\n    return h\n", "values")
+
+    def picked_from(self, inputs: list) -> tuple | None:
+        """What an arg reduction ending the chain picks from: (the values in float64, the values from PyTorch at the
+        task dtype, whether it picks the largest), for the index rule (verify/indices.py); None for other tasks."""
+        if self.arg_reduction is None:
+            return None
+        import torch
+
+        upcast = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in inputs]
+        return self._values_function(*upcast), self._values_function(*inputs), self.arg_reduction.name == "argmax"
 
     def reference(self, inputs: list, accumulation: Any = None) -> Any:
         """The trusted result: the chain evaluated in float64 on the given inputs (same device).
@@ -318,6 +345,10 @@ _TEST_2D = [dict(M=(13, 31, 37, 41), N=(97, 131, 193, 251), K=(29, 37, 53)),
 _TEST_3D = [dict(B=(2, 3), M=(5, 7, 11), N=(97, 131), K=(29, 37)),
             dict(B=(2,), M=(4, 8), N=(64, 128), K=(32,)),
             dict(B=(1, 3), M=(3, 13), N=(300, 500), K=(67, 97))]
+# [B, C, H, W]: odd planes, square powers of two, and planes past 1024 values (a kernel walking them in chunks does so).
+_TEST_4D = [dict(B=(2, 3), C=(3, 5, 7), H=(7, 11, 13), W=(5, 9, 17)),
+            dict(B=(2,), C=(4, 8), H=(8, 16), W=(8, 16)),
+            dict(B=(1, 2), C=(3, 6), H=(31, 37), W=(41, 47))]
 # Rows longer than LONG_ROW values are more than a kernel holds in registers (64 KB of fp32), so kernels walk
 # them in slices. A task whose rows are that long at its bench shape gets a fourth test shape with rows of
 # LONG_TEST_ROW values or more (a prime), so that the walk runs there too (_long_rows).
@@ -325,11 +356,17 @@ LONG_ROW, LONG_TEST_ROW = 16384, 20011
 # Scans and losses are written in chunks of a row as often as whole: their tasks get a test row of CHUNKED_TEST_ROW
 # values (a prime past 8192), so that a kernel carrying state from chunk to chunk does so on the CPU too.
 CHUNKED_TEST_ROW = 8209
+# An arg reduction reads every value, but one value decides a row: a kernel that drops a row's partial last chunk is
+# wrong only in rows whose extremum lies there. Its tasks get ARG_TEST_ROWS rows of ARG_TEST_ROW = 2^14 - 1 values,
+# where a dropped partial chunk of any power-of-two width c is c - 1 values (half the row at c = 8192).
+ARG_TEST_ROW, ARG_TEST_ROWS = 2**14 - 1, 64
 # Bench shapes: the free dims; the leading dim (M in 2D, B in 3D) grows until the bench floor is met.
 _BENCH_2D = [dict(N=n) for n in (1024, 2048, 3072, 4096, 5120, 8192)]
 _BENCH_2D_MM = [dict(N=n, K=k) for n, k in ((4096, 4096), (8192, 4096), (4096, 8192), (8192, 8192), (3072, 4096))]
 _BENCH_3D = [dict(M=m, N=n) for m, n in ((256, 1024), (512, 1024), (128, 2048), (1024, 512), (384, 768))]
-# Cross-entropy's rows are a vocabulary: GPT-2's, Llama 2's and Llama 3's.
+# A convolutional network's feature maps: ResNet's stages and an Inception block's.
+_BENCH_4D = [dict(C=c, H=h, W=w) for c, h, w in ((64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7), (96, 35, 35))]
+# Cross-entropy's rows are a vocabulary: GPT-2's, Llama 2's and Llama 3's; so are an arg reduction's (greedy decoding).
 _BENCH_VOCAB = [dict(N=n) for n in (32000, 50257, 128256)]
 _BENCH_3D_MM = [dict(M=m, N=n, K=k) for m, n, k in ((1024, 1024, 1024), (2048, 1024, 512), (1024, 2048, 1024))]
 
@@ -348,6 +385,8 @@ _ROW_OPS = [op for op in catalog.CATALOG.values() if op.family in (Family.REDUCT
 _REDUCTIONS = [op for op in catalog.CATALOG.values() if op.family is Family.REDUCTION]
 _SCANS = [op for op in catalog.CATALOG.values() if op.family is Family.SCAN]
 _LOSSES = [op for op in catalog.CATALOG.values() if op.family is Family.LOSS]
+_ARG_REDUCTIONS = [op for op in catalog.CATALOG.values() if op.family is Family.ARG_REDUCTION]
+_SPATIAL = [op for op in catalog.CATALOG.values() if op.family is Family.SPATIAL]
 _ROOTS = [op for op in catalog.CATALOG.values() if op.family is Family.MATMUL]
 
 
@@ -423,9 +462,12 @@ class TaskGenerator:
     def _forced_chain(self, forced, rng) -> tuple[int, list[tuple[Op, dict]]]:
         names = [name for name, _ in forced]
         reductions = [k for k, name in enumerate(names) if catalog.CATALOG[name].family is Family.REDUCTION]
-        rank = 3 if "instance_norm" in names or names[0] == "bmm" or len(reductions) > 1 else 2
-        # every reduction but the last drops its dim, so the next one has a dim to reduce
-        forced = [(name, {**fixed, "keepdim": False} if k in reductions[:-1] else fixed)
+        spatial = [k for k, name in enumerate(names) if catalog.CATALOG[name].family is Family.SPATIAL]
+        rank = 4 if spatial else 3 if "instance_norm" in names or names[0] == "bmm" or len(reductions) > 1 else 2
+        # every reduction but the last drops its dim, so the next one has a dim to reduce; a spatial reduction
+        # before other ops drops H and W, so they see [B, C]
+        drops = set(reductions[:-1]) | {k for k in spatial if k < len(names) - 1}
+        forced = [(name, {**fixed, "keepdim": False} if k in drops else fixed)
                   for k, (name, fixed) in enumerate(forced)]
         return rank, check_chain(forced, rank, rng)
 
@@ -452,10 +494,17 @@ class TaskGenerator:
         return self._fill(plan, rank, rng)
 
     def _family_chain(self, family: str, rng: random.Random):
-        """A chain of ``family``: pointwise ops, then a scan (and maybe pointwise ops after it) or a loss."""
+        """A chain of ``family``: pointwise ops, then a scan or a spatial reduction (and maybe pointwise ops after
+        it), a loss or an arg reduction."""
         if family == "scan":
             rank = rng.choice((2, 2, 3))
             plan = ["pointwise"] * rng.choice((0, 1, 2)) + ["scan"] + ["pointwise"] * rng.choice((0, 1))
+        elif family == "arg_reduction":
+            rank = rng.choice((2, 2, 3))
+            plan = ["pointwise"] * rng.choice((1, 2)) + [rng.choice(_ARG_REDUCTIONS).name]
+        elif family == "spatial_reduction":
+            rank = 4
+            plan = ["pointwise"] * rng.choice((1, 2)) + ["spatial"] + ["pointwise"] * rng.choice((0, 1))
         else:
             loss = rng.choice(_LOSSES)
             rank = 2 if loss.name == "cross_entropy" else rng.choice((2, 2, 3))
@@ -464,17 +513,17 @@ class TaskGenerator:
 
     def _fill(self, plan: list[str], rank: int, rng: random.Random):
         """The chain of ``plan``: each slot an op drawn from its pool (or the op it names) that fits the shape."""
-        shape = ("B", "M", "N") if rank == 3 else ("M", "N")
+        shape = start_shape(rank)
         chain: list[tuple[Op, dict]] = []
         for slot in plan:
-            if slot in catalog.CATALOG:  # a named op: a matmul root or a loss
+            if slot in catalog.CATALOG:  # a named op: a matmul root, a loss or an arg reduction
                 op = catalog.CATALOG[slot]
                 params = _sample_params(op, {}, rng)
                 chain.append((op, params))
                 shape = catalog.next_shape(op, shape, params)
                 continue
             pool = {"pointwise": _BINARY if rng.random() < 0.4 else _UNARY, "row": _ROW_OPS,
-                    "reduction": _REDUCTIONS, "scan": _SCANS}[slot]
+                    "reduction": _REDUCTIONS, "scan": _SCANS, "spatial": _SPATIAL}[slot]
             for _ in range(20):
                 op = rng.choice(pool)
                 params = _sample_params(op, {}, rng)
@@ -494,8 +543,9 @@ class TaskGenerator:
     def _build(self, seed: int, difficulty: str, dtype: str, rank: int, chain: list[tuple[Op, dict]],
                rng: random.Random) -> FusionTask:
         root = chain[0][0] if chain[0][0].family is Family.MATMUL else None
-        act_shape = catalog.root_shapes(root)[0] if root else (("B", "M", "N") if rank == 3 else ("M", "N"))
-        inputs = [InputSpec("x", "activation", list(act_shape), dtype, dict(catalog.ACTIVATION))]
+        act_shape = catalog.root_shapes(root)[0] if root else start_shape(rank)
+        activation = catalog.LOGITS if chain[-1][0].family is Family.ARG_REDUCTION else catalog.ACTIVATION
+        inputs = [InputSpec("x", "activation", list(act_shape), dtype, dict(activation))]
         steps = []
         shape = act_shape
         for k, (op, params) in enumerate(chain):
@@ -512,14 +562,15 @@ class TaskGenerator:
             steps.append(Step(op.name, dict(params), names))
             shape = catalog.next_shape(op, shape, params)
         groups = max([p["groups"] for o, p in chain if o.name == "group_norm"] or [1])
-        channel = "M" if rank == 3 else "N"
-        dims_rank = 3 if rank == 3 else 2
-        test = [_pick_dims(family, rng, channel, groups) for family in (_TEST_3D if dims_rank == 3 else _TEST_2D)]
+        channel = {2: "N", 3: "M", 4: "C"}[rank]
+        test = [_pick_dims(family, rng, channel, groups) for family in {2: _TEST_2D, 3: _TEST_3D, 4: _TEST_4D}[rank]]
         if not root:
             test = [{k: v for k, v in d.items() if k != "K"} for d in test]
         task = FusionTask(id="", seed=seed, difficulty=difficulty, dtype=dtype, steps=steps, inputs=inputs,
                           output_shape=list(shape), shapes={"test": test, "bench": []})
         task.shapes["bench"] = [_bench_dims(task, rank, root, rng, channel, groups)]
+        if chain[-1][0].family is Family.ARG_REDUCTION:
+            task.shapes["test"].append({**_long_rows(task, test[-1], groups, ARG_TEST_ROW), "M": ARG_TEST_ROWS})
         if longest_row(task, task.shapes["bench"]) > LONG_ROW:
             task.shapes["test"].append(_long_rows(task, test[-1], groups))
         elif any(op.family in (Family.SCAN, Family.LOSS) for op, _ in chain):
@@ -543,26 +594,28 @@ class ChainKind:
 def classify(ops: list[str]) -> ChainKind:
     """The kind of the chain of ``ops`` (catalog names, in order).
 
-    Plans: a matmul root's epilogue may hold inference batch norm and one more reduction or normalization
-    (matmul); pointwise ops only (pointwise); one reduction, normalization or scan among them (row); pointwise
-    ops and a loss (loss); two reductions and no normalization (two_reductions); other chains have no plan yet.
-    Family and difficulty follow what the chain computes: a matmul root is hard; two reductions are hard; a
-    scan or a loss makes a medium chain of its own family; any other op that reduces makes a medium
-    "reduction" chain; the rest are easy "pointwise" chains. An inference
-    batch norm applies running statistics, a per-channel affine map that reduces nothing (``ops.reduces``),
-    so a chain of it with pointwise ops is easy, though the row plan writes it.
+    Plans: a matmul root's epilogue may hold inference batch norm and one more reduction or normalization (matmul);
+    pointwise ops only (pointwise); one reduction (spatial too), normalization, scan or arg reduction among them
+    (row); pointwise ops and a loss (loss); two reductions and no normalization (two_reductions); other chains have
+    no plan yet. Family and difficulty follow what the chain computes: a matmul root is hard; two reductions are
+    hard; a scan, a loss, an arg reduction or a spatial reduction makes a medium chain of its own family; any other
+    op that reduces makes a medium "reduction" chain; the rest are easy "pointwise" chains. An inference batch norm
+    applies running statistics, a per-channel affine map that reduces nothing (``ops.reduces``), so a chain of it
+    with pointwise ops is easy, though the row plan writes it.
     """
     entries = [catalog.get(op) for op in ops]
     families = [entry.family for entry in entries]
     row_ops = [op for op, family in zip(ops, families) if family in catalog.ROW_FAMILIES]
     reductions = families.count(Family.REDUCTION)
     scans, losses = families.count(Family.SCAN), families.count(Family.LOSS)
+    args, spatial = families.count(Family.ARG_REDUCTION), families.count(Family.SPATIAL)
     if families[0] is Family.MATMUL:
-        simple = not (scans or losses) and len([op for op in row_ops if op != "batch_norm"]) <= 1
+        simple = not (scans or losses or args or spatial) and len([op for op in row_ops if op != "batch_norm"]) <= 1
         return ChainKind("matmul" if simple else None, "matmul", "hard")
-    if scans or losses:
+    if scans or losses or args or spatial:
         plan = ("loss" if losses else "row") if len(row_ops) == 1 else None
-        return ChainKind(plan, "loss" if losses else "scan", "medium")
+        family = ("loss" if losses else "scan" if scans else "arg_reduction" if args else "spatial_reduction")
+        return ChainKind(plan, family, "medium")
     if not row_ops:
         plan = "pointwise"
     elif len(row_ops) == 1:
@@ -574,9 +627,17 @@ def classify(ops: list[str]) -> ChainKind:
     return ChainKind(plan, "reduction", "hard" if reductions > 1 else "medium")
 
 
+def start_shape(rank: int) -> tuple:
+    """The symbolic shape of a chain's activation (without a matmul root) of ``rank``."""
+    return {2: ("M", "N"), 3: ("B", "M", "N"), 4: ("B", "C", "H", "W")}[rank]
+
+
 def row_length(step: Step, rank: int, dims: dict[str, int]) -> int:
     """The values one row of a reduction or normalization spans at ``dims``: the last dimension's; for group
-    norm, one group of one sample (N / G of [M, N], (M / G) * N of [B, M, N])."""
+    norm, one group of one sample (N / G of [M, N], (M / G) * N of [B, M, N]); for a spatial reduction, a plane
+    of H x W."""
+    if catalog.get(step.op).family is Family.SPATIAL:
+        return dims["H"] * dims["W"]
     if step.op != "group_norm":
         return dims["N"]
     groups = step.params["groups"]
@@ -609,13 +670,14 @@ def _sample_params(op: Op, fixed: dict, rng: random.Random) -> dict[str, Any]:
 
 def check_chain(forced, rank: int, rng: random.Random) -> list[tuple[Op, dict]]:
     """Type-check a forced chain; raise TaskError naming the failing step and what fits there."""
-    shape = ("B", "M", "N") if rank == 3 else ("M", "N")
+    shape = start_shape(rank)
     chain = []
     for k, (name, fixed) in enumerate(forced):
         op = catalog.CATALOG[name]
         params = _sample_params(op, fixed, rng)
-        if k and catalog.CATALOG[forced[k - 1][0]].family is Family.LOSS:
-            raise TaskError(f"step {k + 1}: {forced[k - 1][0]} is a loss and ends the chain")
+        if k and catalog.CATALOG[forced[k - 1][0]].family in catalog.ENDS_CHAIN:
+            ends = "a loss" if catalog.CATALOG[forced[k - 1][0]].family is Family.LOSS else "an arg reduction"
+            raise TaskError(f"step {k + 1}: {forced[k - 1][0]} is {ends} and ends the chain")
         if op.family is Family.MATMUL:
             if k != 0:
                 raise TaskError(f"step {k + 1}: {name} is a matmul root and must come first")
@@ -651,11 +713,14 @@ def _pick_dims(family: dict[str, tuple], rng: random.Random, channel: str, group
 
 def _bench_dims(task: FusionTask, rank: int, root: Op | None, rng, channel: str, groups: int) -> dict[str, int]:
     """Free dims from a menu, then the leading dim grown until bytes or FLOPs reach the bench floor."""
-    if rank == 3:
+    if rank == 4:
+        dims = dict(rng.choice(_BENCH_4D))
+        lead, step = "B", 1
+    elif rank == 3:
         dims = dict(rng.choice(_BENCH_3D_MM if root else _BENCH_3D))
         lead, step = "B", 1
     else:
-        vocabulary = any(step.op == "cross_entropy" for step in task.steps)
+        vocabulary = any(step.op in ("cross_entropy", "argmax", "argmin") for step in task.steps)
         dims = dict(rng.choice(_BENCH_2D_MM if root else _BENCH_VOCAB if vocabulary else _BENCH_2D))
         lead, step = "M", 128 if root else 64
     if channel in dims:
@@ -717,8 +782,10 @@ def screen(task: FusionTask) -> str | None:
     """Why a task is invalid or degenerate, or None. Runs the reference on a few random draws.
 
     Invalid: non-finite output (at the task dtype or in float64) at a test shape or the bench probe,
-    or PyTorch at the task dtype more than MAX_DTYPE_ERROR away from float64 (ill-conditioned).
-    Degenerate: output (near) zero, constant, or independent of one of the inputs.
+    or PyTorch at the task dtype more than MAX_DTYPE_ERROR away from float64 (ill-conditioned); for an arg
+    reduction, of the values it picks from.
+    Degenerate: output (near) zero, constant, or independent of one of the inputs; an arg reduction's rows
+    mostly near-ties (``_index_screen``).
     """
     import torch
 
@@ -726,10 +793,14 @@ def screen(task: FusionTask) -> str | None:
         inputs = task.make_inputs(dims, seed=101 + k)
         with torch.no_grad():
             out, ref = task.function(*inputs), task.reference(inputs)
+            if task.arg_reduction is not None:
+                ref, out, _ = task.picked_from(inputs)
         if not (torch.isfinite(out).all() and torch.isfinite(ref).all()):
             return f"non-finite output at {dims}"
         if _rel(out.double(), ref) > MAX_DTYPE_ERROR:
             return f"ill-conditioned at {task.dtype} (error {_rel(out.double(), ref):.2g} at {dims})"
+    if task.arg_reduction is not None:
+        return _index_screen(task)
     dims = task.shapes["test"][0]
     base = task.make_inputs(dims, seed=7)
     other = task.make_inputs(dims, seed=8)
@@ -744,5 +815,34 @@ def screen(task: FusionTask) -> str | None:
         for k, spec in enumerate(task.inputs):
             moved = base[:k] + [other[k]] + base[k + 1:]
             if _rel(task.reference(moved), out) < least:
+                return f"output independent of input {spec.name}"
+    return None
+
+
+def _index_screen(task: FusionTask) -> str | None:
+    """An arg reduction's degeneracy: near-ties (two right answers, verify/indices.py) in more than MAX_TIE_FRACTION
+    of TIE_PROBE_ROWS rows of bench length, every row picking the same index, or an input whose redrawing moves
+    fewer than MIN_INPUT_EFFECT of the picks."""
+    import torch
+
+    from fusionforge.verify.indices import near_tie_fraction
+
+    largest = task.arg_reduction.name == "argmax"
+    bench = task.shapes["bench"][0]
+    dims = {**bench, **({"B": 1} if "B" in bench else {}), "M": min(bench["M"], TIE_PROBE_ROWS)}
+    with torch.no_grad():
+        values, own_values, _ = task.picked_from(task.make_inputs(dims, seed=101))
+    ties = near_tie_fraction(values, own_values, largest)
+    if ties > MAX_TIE_FRACTION:
+        return f"near-ties in {ties:.0%} of rows at {dims}: too many rows have two right indices"
+    dims = task.shapes["test"][0]
+    base, other = task.make_inputs(dims, seed=7), task.make_inputs(dims, seed=8)
+    with torch.no_grad():
+        out = task.reference(base)
+        if bool((out == out.reshape(-1)[0]).all()):
+            return "output constant"
+        for k, spec in enumerate(task.inputs):
+            moved = base[:k] + [other[k]] + base[k + 1:]
+            if float((task.reference(moved) != out).double().mean()) < MIN_INPUT_EFFECT:
                 return f"output independent of input {spec.name}"
     return None

@@ -171,7 +171,14 @@ if __name__ == '__main__':
             outputs[name] = func(*inputs)
         except Exception as exc:  # report every failure, then stop
             errors[name] = f"{type(exc).__name__}: {exc}"
-    if not errors:
+    if not errors and not outputs["PyTorch"].is_floating_point():
+        # indices: against PyTorch on float64 inputs, as a 16-bit near-tie may be picked either way
+        ref = fused_kernel_pytorch(*[v.double() if torch.is_tensor(v) and v.is_floating_point() else v
+                                     for v in inputs])
+        out = outputs["Triton"]
+        if out.shape != ref.shape or (out != ref).float().mean() > 0.01:
+            errors["Triton"] = "indices differ from PyTorch's (in float64) in over 1% of rows"
+    elif not errors:
         ref, out = outputs["PyTorch"].float(), outputs["Triton"].float()
         tol = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}.get(outputs["PyTorch"].dtype, 1e-2)
         if out.shape != ref.shape or not torch.allclose(out, ref, rtol=tol, atol=tol):

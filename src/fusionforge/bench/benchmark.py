@@ -28,7 +28,15 @@ from fusionforge.tasks import FusionTask
 from fusionforge.verify import Failure, Verdict, analysis, check_file
 from fusionforge.verify.checker import default_device, input_sets
 from fusionforge.verify.sandbox import start_child
-from fusionforge.verify.verdict import RULE, attempt_title, render_failure, render_input_sets, symbol, use_symbols
+from fusionforge.verify.verdict import (
+    RULE,
+    attempt_title,
+    integer_error,
+    render_failure,
+    render_input_sets,
+    symbol,
+    use_symbols,
+)
 
 SUSPICIOUS_SPEEDUP = 10.0
 CONTENDERS = ("eager", "compile", "triton")
@@ -390,7 +398,9 @@ def timed_work_failure(raw: dict) -> Failure | None:
     fix = "Compute every call fully from its current inputs, the same way whatever the call count or the caller."
     if wrong:
         v = wrong[0]
-        if v.get("kind") == "mismatch":
+        if v.get("kind") == "mismatch" and integer_error(v):
+            what = integer_error(v)
+        elif v.get("kind") == "mismatch":
             what = (f"rel err {v['rel_err']:.3g} > tolerance {v['tolerance']:.3g}, max abs err "
                     f"{v['max_abs_err']:.3g} at {v['max_abs_index']} (got {v['value']:.6g}, "
                     f"expected {v['expected']:.6g})")

@@ -179,14 +179,17 @@ def output_dtype(pytorch_fn, inputs: list) -> torch.dtype:
         return pytorch_fn(*inputs).dtype
 
 
-def verify_call(out, eager_out, inputs: list, reference, dtype, accumulates: bool = False) -> dict:
-    """A timed call's output against the float64 reference of its inputs, under the checker's tolerance."""
+def verify_call(out, eager_out, inputs: list, reference, dtype, accumulates: bool = False,
+                picked_from=None) -> dict:
+    """A timed call's output against the float64 reference of its inputs, under the checker's tolerance;
+    ``picked_from`` gives an arg reduction's values (``FusionTask.picked_from``) for its index rule."""
     if type(out) is not torch.Tensor:  # noqa: E721 - as the checker: a plain tensor only
         return {"passed": False, "kind": "type", "type": type(out).__name__}
     ref = reference(inputs)
     stats = compare(out, ref, eager_out, dtype,
-                    lambda: input_sensitivity(reference, inputs, ref, accumulates=accumulates))
-    keep = ("passed", "kind", "rel_err", "tolerance", "max_abs_err", "max_abs_tolerance", "max_abs_index",
+                    lambda: input_sensitivity(reference, inputs, ref, accumulates=accumulates),
+                    picked_from and picked_from(inputs))
+    keep = ("passed", "kind", "rule", "rel_err", "tolerance", "max_abs_err", "max_abs_tolerance", "max_abs_index",
             "value", "expected", "bad_fraction", "rounding_bound", "shape", "dtype")
     return {k: stats[k] for k in keep if k in stats}
 
@@ -273,6 +276,7 @@ def main(request_path: str) -> int:
             return eager(*[v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
                            for v in inputs])
     accumulates = task is not None and task.accumulates
+    picked_from = task.picked_from if task is not None and task.arg_reduction is not None else None
     triton_fn = stack.watched(module.fused_kernel_triton_wrapper)
     rng = random.Random(secrets.randbits(64))
     fresh = FreshInputs(input_sets, rng)
@@ -337,7 +341,7 @@ def main(request_path: str) -> int:
                 start = _perf_counter()
                 verified.append({"round": rounds, "why": why, "launches": launches,
                                  **verify_call(outputs["triton"], outputs["eager"], inputs, reference, dtype,
-                                               accumulates)})
+                                               accumulates, picked_from)})
                 verify_seconds += _perf_counter() - start
             del outputs
             rounds += 1

@@ -39,7 +39,8 @@ class PlanStep:
 
     @property
     def reduces(self) -> bool:
-        return self.op.family is Family.REDUCTION
+        """Whether the step leaves one value per row: a reduction (spatial too) or an arg reduction."""
+        return self.op.family in (Family.REDUCTION, Family.ARG_REDUCTION, Family.SPATIAL)
 
     @property
     def pointwise(self) -> bool:
@@ -99,11 +100,14 @@ def plan_steps(task: FusionTask) -> tuple[PlanStep, ...]:
 
 
 def _rows(task: FusionTask, step: PlanStep) -> Rows:
+    """How the kernel walks the rows: in slices where any row is longer than registers hold; several a program
+    where the bench shape's rows are short (a longer test row then fills a tile alone); else one a program."""
     rank = len(task.inputs[0].shape)
     longest = max(row_length(step.step, rank, dims) for dims in task.shapes["test"] + task.shapes["bench"])
+    bench = max(row_length(step.step, rank, dims) for dims in task.shapes["bench"])
     if longest > tuning.MAX_ROW_BLOCK:
         form = "group_tiles" if step.op.name == "group_norm" and rank == 3 else "slices"
-    elif step.reduces and longest * ITEMSIZE[task.dtype] < tuning.SHORT_ROW_BYTES:
+    elif step.reduces and bench * ITEMSIZE[task.dtype] < tuning.SHORT_ROW_BYTES:
         form = "short_rows"
     else:
         form = "registers"

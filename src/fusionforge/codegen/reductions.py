@@ -1,7 +1,8 @@
 """The math of every reduction and normalization, one record each, in the phases every plan composes.
 
 A reduction's **state** is what a block of values reduces to (a sum; a max; the max and the sum of
-exp(x - max) for logsumexp; count, mean and M2 for var), each part with its identity. Its phases:
+exp(x - max) for logsumexp; count, mean and M2 for var; the max and the first index holding it for argmax),
+each part with its identity. Its phases:
 
 * ``block``: the state of one block of ``h`` (a row held in registers, a tile's rows, a matmul tile's rows);
 * ``update``: fold one block of ``h`` into a running state (a row walked in slices, two_reductions' tiles):
@@ -18,7 +19,8 @@ centered values).
 
 Templates are Python format strings: ``{mask}`` the block's mask, ``{axis}`` the axis it reduces,
 ``{bcast}`` what broadcasts a per-row value over its block ("" or "[:, None]"), ``{n}`` the row length (the
-values the reduction spans), ``{<part>}`` a state part's variable, and the step's parameters.
+values the reduction spans), ``{start}`` the first column of a slice (an index's offset), ``{<part>}`` a state
+part's variable, and the step's parameters.
 """
 
 from __future__ import annotations
@@ -60,6 +62,22 @@ def _extremum(name: str, fn: str, identity: str) -> Reduction:
                      (f"h = {{{fn}}}",))
 
 
+def _arg_extremum(name: str, fn: str, identity: str, beats: str) -> Reduction:
+    """argmax / argmin: the extremum and the first index holding it. A later slice's index replaces the running one
+    only where its value strictly ``beats`` the running extremum, so a tie keeps the earlier index (as PyTorch)."""
+    masked = f"tl.where({{mask}}, h, {identity})"
+    return Reduction(
+        name, ((fn, identity), ("index", "0")), f"the row's {fn} and the first index holding it",
+        block=(f"{{{fn}}}, {{index}} = tl.{fn}({masked}, axis={{axis}}, return_indices=True)",),
+        update=(f"block_{fn}, block_index = tl.{fn}({masked}, axis={{axis}}, return_indices=True)",
+                f"{{index}} = tl.where(block_{fn} {beats} {{{fn}}}, {{start}} + block_index, {{index}})",
+                f"{{{fn}}} = tl.{fn}imum({{{fn}}}, block_{fn})"),
+        combine=(f"best = tl.{fn}({{{fn}}}, axis=0)",
+                 f"{{index}} = tl.min(tl.where({{{fn}}} == best, {{index}}, 2**31 - 1), axis=0)",
+                 f"{{{fn}}} = best"),
+        finalize=("h = {index}",))
+
+
 REDUCTIONS = {r.name: r for r in [
     _sum_like("sum", "sum", "the row's sum", "h", "{sum}"),
     _sum_like("mean", "sum", "the row's sum", "h", "{sum} / {n}"),
@@ -98,7 +116,11 @@ REDUCTIONS = {r.name: r for r in [
                  "spread = {mean} - total_mean",
                  "{m2} = tl.sum({m2}, axis=0) + tl.sum({count} * spread * spread, axis=0)"),
         finalize=("h = {m2} / ({n} - {correction})",)),
+    _arg_extremum("argmax", "max", "float('-inf')", ">"),
+    _arg_extremum("argmin", "min", "float('inf')", "<"),
 ]}
+# A spatial reduction's row is a [B, C, H, W] value's plane of H x W values, contiguous: the same math.
+REDUCTIONS["spatial_mean"], REDUCTIONS["spatial_max"] = REDUCTIONS["mean"], REDUCTIONS["max"]
 
 _STANDARDIZE = Normalization(
     "standardize", "var", ("rstd = tl.rsqrt({m2} / {n} + {eps})",), "h = (h - {mean}) * rstd * gamma + beta",
@@ -134,12 +156,13 @@ class Phrases:
     the context already knows, as a whole row's count), mask, axis, broadcast, row length and parameters."""
 
     def __init__(self, reduction: Reduction, prefix: str, params: dict, mask: str = "mask", axis: object = 0,
-                 bcast: str = "", n: str = "row_len", known: dict[str, str] | None = None) -> None:
+                 bcast: str = "", n: str = "row_len", known: dict[str, str] | None = None,
+                 start: str = "start") -> None:
         parts = [part for part, _ in reduction.state]
         self.reduction, self.known = reduction, {k: v for k, v in (known or {}).items() if k in parts}
         self.names = {part: self.known.get(part, prefix + part) for part, _ in reduction.state}
         count = self.names.get("count", "")
-        self.fields = {**params, **self.names, "mask": mask, "axis": axis, "bcast": bcast, "n": n,
+        self.fields = {**params, **self.names, "mask": mask, "axis": axis, "bcast": bcast, "n": n, "start": start,
                        "count_or_1": count if "count" in self.known else f"tl.maximum({count}, 1.0)"}
 
     def __call__(self, templates) -> list[str]:

@@ -22,6 +22,7 @@ from fusionforge.codegen.plan import Plan, PlanStep, Rows, kernel_args
 from fusionforge.codegen.reductions import NORMALIZATIONS, REDUCTIONS, Phrases
 from fusionforge.codegen.source import Code, Kernel
 from fusionforge.codegen.wrapper import Section, chain_text, wrapper
+from fusionforge.ops import Family
 from fusionforge.tasks import InputSpec
 
 EVICT_FIRST = ", eviction_policy='evict_first'"
@@ -55,6 +56,9 @@ def geometry(rows: Rows) -> tuple[str, Layout, str]:
                         "full": "row * row_len + cols",
                         "chan": f"(row % {groups}) * (n_chan // {groups}) + cols // n_cols"}),
                 f"rows are one group of {groups} per sample: [B, M, N] -> [B * {groups}, (M / {groups}) * N]")
+    if step.op.family is Family.SPATIAL:
+        return ("x.shape[-2] * x.shape[-1]", Layout({"full": "row * row_len + cols"}),
+                "one plane of H x W values (a sample's channel) per program")
     chan = "cols" if rank == 2 else "row % n_chan"
     return ("x.shape[-1]",
             Layout({"col": "cols", "row": "row", "full": "row * row_len + cols", "chan": chan},
@@ -129,10 +133,10 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
         _walk(body, rows, before, after, reduction, norm, layout, dtype)
 
     sizes = [*([("n_rows", "n_rows")] if form == "short_rows" else []), ("row_len", "row_len"),
-             ("n_cols", f"{source}.shape[-1]"), *([("n_chan", f"{source}.shape[1]")] if rows.rank == 3 else [])]
+             ("n_cols", f"{source}.shape[-1]"), *([("n_chan", f"{source}.shape[1]")] if rows.rank >= 3 else [])]
     held = {"registers": f"{in_words}, held in registers (BLOCK_N lanes, masked)",
-            "short_rows": "ROWS rows of the last dimension per program, a [ROWS, BLOCK_N] tile held in registers "
-                          "(masked)",
+            "short_rows": f"ROWS {'planes' if step.op.family is Family.SPATIAL else 'rows of the last dimension'} "
+                          "per program, a [ROWS, BLOCK_N] tile held in registers (masked)",
             "slices": f"{in_words}, walked in CHUNK-wide slices (rows too long for registers)",
             "group_tiles": f"{in_words}, walked in [C_BLOCK, BLOCK_N] tiles of its channels and positions (rows "
                            "too long for registers)"}[form]
@@ -217,12 +221,15 @@ def _walk(body: Code, rows: Rows, before: list[PlanStep], after: list[PlanStep],
 
 def _launch(kernel: Kernel, rows: Rows, step: PlanStep, name: str, source: str, row_len: str,
             inputs: list[InputSpec]) -> Code:
-    """The wrapper lines allocating ``out`` (a value per row for a reduction, else ``source``'s shape) and
-    launching the kernel, a program per row (per ROWS rows for short ones)."""
+    """The wrapper lines allocating ``out`` (a value per row for a reduction, an index per row for an arg reduction,
+    else ``source``'s shape) and launching the kernel, a program per row (per ROWS rows for short ones)."""
     code = Code(1)
     if step.reduces:
-        shape = f"(*{source}.shape[:-1], 1)" if step.params["keepdim"] else f"{source}.shape[:-1]"
-        code(f"out = torch.empty({shape}, dtype={source}.dtype, device={source}.device)")
+        kept = 2 if step.op.family is Family.SPATIAL else 1  # the dims reduced: H and W, or the last
+        shape = (f"(*{source}.shape[:-{kept}], {', '.join(['1'] * kept)})" if step.params["keepdim"]
+                 else f"{source}.shape[:-{kept}]")
+        dtype = f"torch.{step.op.out_dtype}" if step.op.out_dtype else f"{source}.dtype"
+        code(f"out = torch.empty({shape}, dtype={dtype}, device={source}.device)")
     else:
         code(f"out = torch.empty_like({source})")
     code(f"row_len = {row_len}")

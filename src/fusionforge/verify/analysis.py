@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from fusionforge.verify.verdict import Failure
+from fusionforge.verify.verdict import Failure, integer_error
 
 # (regex on the error text, root cause, planned fix)
 TRITON_PATTERNS = [
@@ -199,6 +199,8 @@ def mismatch_failure(stats: dict, implementation: str, input_set: str, context: 
     where = f"Numerical mismatch at index {stats['max_abs_index']}: got {stats['value']:.6g}, expected " \
             f"{stats['expected']:.6g} (relative L2 error {stats['rel_err']:.3g}, {stats['bad_fraction']:.1%} of " \
             f"elements off)."
+    if integer_error(stats):
+        message, where = integer_error(stats), f"Wrong integers: {integer_error(stats)}."
     if implementation == "PyTorch":
         return Failure("mismatch", "PyTorch", message,
                        f"The PyTorch implementation does not compute the task's chain. {where}",
@@ -210,6 +212,10 @@ def mismatch_failure(stats: dict, implementation: str, input_set: str, context: 
                  f"accumulation) that shows where the chain is sensitive. {where}")
         fix = ("Check the tiles and masks that cover the worst index; keep the task's precision (fp32 "
                "accumulation, input_precision=\"ieee\" for float32 dots).")
+    elif stats.get("unwritten"):
+        cause = (f"{stats['unwritten']} output elements were never written: they still hold the pattern the harness "
+                 f"fills new allocations with. The grid or a mask leaves them out. {where}")
+        fix = "Launch enough programs to cover every row and store every output element."
     elif context.get("refill"):
         cause = (f"A cached result: the same input tensors, refilled with new values, gave a wrong answer after the "
                  f"first values gave a right one. The wrapper answers from something keyed on its inputs (their "
@@ -227,7 +233,7 @@ def mismatch_failure(stats: dict, implementation: str, input_set: str, context: 
         cause = (f"Correct at some shapes, wrong at {context['shape_dependent']}: a hard-coded size, a missing mask, "
                  f"or a block that does not cover the row. {where}")
         fix = "Take every size from the inputs' shapes; loop or mask so any row length and any row count work."
-    elif context.get("dtype") == "float32" and stats["rel_err"] < 1e-2:
+    elif context.get("dtype") == "float32" and stats["rel_err"] < 1e-2 and not integer_error(stats):
         cause = (f"Precision loss: a float32 task must keep float32 accuracy, but the error ({stats['rel_err']:.2g}) "
                  f"is that of TF32 or 16-bit arithmetic. {where}")
         fix = "Keep fp32 end to end: tl.dot(..., input_precision=\"ieee\") for float32 inputs, no casts to " \

@@ -31,7 +31,7 @@ from fusionforge import kernelfile
 from fusionforge.gpus import parent_gpu_work
 from fusionforge.kernelbench import KIND as KERNELBENCH
 from fusionforge.tasks import FusionTask, TaskError
-from fusionforge.verify import analysis
+from fusionforge.verify import analysis, indices
 from fusionforge.verify import memcheck as memcheck_tool
 from fusionforge.verify.policy import POISON
 from fusionforge.verify.sandbox import OUTPUT_CAP, run_child
@@ -83,17 +83,21 @@ def _dims(dims: dict) -> str:
 
 
 def compare(out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype,
-            sensitivity: Callable[[], torch.Tensor] | None = None) -> dict:
+            sensitivity: Callable[[], torch.Tensor] | None = None, picked_from: tuple | None = None) -> dict:
     """Compare a candidate output with the float64 reference; ``own`` is PyTorch at the task dtype.
 
     ``sensitivity`` gives the reference's per-element input sensitivity (``input_sensitivity``); it is
-    called only when some element is over the max abs bound.
+    called only when some element is over the max abs bound. Integer outputs: indices of an arg reduction are
+    judged by the values they pick, ``picked_from`` = (float64 values, the values at the task dtype, whether the
+    largest is picked) (``indices.judge``); other integers must equal the reference.
     """
     stats: dict = {"shape": list(out.shape), "dtype": str(out.dtype).replace("torch.", "")}
     if tuple(out.shape) != tuple(ref.shape):
         return {**stats, "passed": False, "kind": "shape"}
     if out.dtype != dtype:
         return {**stats, "passed": False, "kind": "dtype"}
+    if not dtype.is_floating_point:
+        return {**stats, **_compare_integers(out, ref, picked_from)}
     finite_ref = torch.isfinite(ref)
     bad = ~torch.isfinite(out) & finite_ref
     if bad.any():
@@ -133,6 +137,27 @@ def compare(out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype
                   "bad_fraction": float(off.double().mean()) if flat_diff.numel() else 0.0})
     if moved is not None:  # the worst element's own bound: SENSITIVITY_FACTOR x its input sensitivity
         stats["rounding_bound"] = SENSITIVITY_FACTOR * float(moved[worst])
+    return stats
+
+
+def _compare_integers(out: torch.Tensor, ref: torch.Tensor, picked_from: tuple | None) -> dict:
+    """Integer outputs: an arg reduction's indices by the value they pick, other integers exactly."""
+    if out.numel() == 0:
+        return {"passed": True, "kind": "mismatch", "rel_err": 0.0, "tolerance": 0.0, "max_abs_err": 0.0,
+                "max_abs_tolerance": 0.0, "max_abs_index": [], "value": 0.0, "expected": 0.0, "bad_fraction": 0.0}
+    if picked_from is not None:
+        values, own_values, largest = picked_from
+        stats = indices.judge(out, ref, values, own_values, largest)
+        stats["unwritten"] = int((out == POISON[torch.int64][1]).sum())
+    else:
+        off = (out != ref.to(out.device, out.dtype)).reshape(-1)
+        worst = int(off.to(torch.uint8).argmax())
+        diff = (out.reshape(-1)[worst].double() - ref.reshape(-1)[worst].double()).abs()
+        stats = {"passed": not bool(off.any()), "kind": "mismatch", "rule": "exact",
+                 "rel_err": float(off.double().mean()), "tolerance": 0.0, "max_abs_err": float(diff),
+                 "max_abs_tolerance": 0.0, "worst": worst, "value": float(out.reshape(-1)[worst]),
+                 "expected": float(ref.reshape(-1)[worst]), "bad_fraction": float(off.double().mean())}
+    stats["max_abs_index"] = _index(stats.pop("worst"), out.shape)
     return stats
 
 
@@ -176,14 +201,17 @@ def _load(saved: dict | None):
 
 
 def compare_on(device: str, out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype,
-               sensitivity: Callable[[], torch.Tensor] | None = None) -> dict:
+               sensitivity: Callable[[], torch.Tensor] | None = None, picked_from: tuple | None = None) -> dict:
     """``compare`` on ``device`` (a bench shape's float64 compare takes seconds of CPU, milliseconds of GPU;
     on the calling thread's GPU, no timing beside it), on the CPU when the GPU has no memory left for it."""
     with parent_gpu_work(device):
         try:
-            return compare(*(t.to(device) if t is not None else None for t in (out, ref, own)), dtype, sensitivity)
+            moved = picked_from and (picked_from[0].to(device), picked_from[1].to(device), picked_from[2])
+            return compare(*(t.to(device) if t is not None else None for t in (out, ref, own)), dtype, sensitivity,
+                           moved)
         except torch.OutOfMemoryError:
-            return compare(out.cpu(), ref.cpu(), own.cpu() if own is not None else None, dtype, sensitivity)
+            moved = picked_from and (picked_from[0].cpu(), picked_from[1].cpu(), picked_from[2])
+            return compare(out.cpu(), ref.cpu(), own.cpu() if own is not None else None, dtype, sensitivity, moved)
 
 
 def _failure_from_stats(stats: dict, implementation: str, label: str, context: dict) -> Failure:
@@ -220,24 +248,26 @@ class _Run:
         return {"PYTHON": "PyTorch", "TRITON": "Triton"}.get(section, "Triton")
 
     def reference(self, k: int, record: dict):
-        """(float64 reference, PyTorch at the dtype, expected dtype, its input sensitivity or None) for input
-        set k; the sensitivity (``input_sensitivity``) is computed only when asked for."""
+        """(float64 reference, PyTorch at the dtype, expected dtype, its input sensitivity or None, what an arg
+        reduction picks from or None) for input set k; the sensitivity (``input_sensitivity``) is computed only
+        when asked for."""
         if self.task is not None:
             spec = self.sets[k]
             with torch.no_grad(), parent_gpu_work(self.device):
                 inputs = self.task.make_inputs(spec["dims"], spec["seed"], self.device, spec.get("scalar_seed"))
                 ref = self.task.reference(inputs)
                 own = self.task.function(*inputs)
+                picked_from = self.task.picked_from(inputs)
             return ref, own, getattr(torch, self.task.output_dtype), \
                 functools.cache(functools.partial(input_sensitivity, self.task.reference, inputs, ref, spec["seed"],
-                                                  self.task.accumulates))
+                                                  self.task.accumulates)), picked_from
         own = _load(record.get("pytorch"))
         ref = _load(record.get("reference"))
         if own is None:
-            return None, None, None, None
+            return None, None, None, None, None
         if ref is None or ref.shape != own.shape:
-            return own.double(), None, own.dtype, None
-        return ref.double(), own, own.dtype, None
+            return own.double(), None, own.dtype, None, None
+        return ref.double(), own, own.dtype, None, None
 
     def evaluate(self, result: dict) -> Failure | None:
         for record in result["sets"]:  # the file's kernels, each named once, in the order first launched
@@ -262,8 +292,9 @@ class _Run:
         ghost = result.get("ghost")
         if ghost and ghost.get("ghost"):
             out = _load(ghost["ghost"])
-            ref, own, dtype, _ = self.reference(len(self.sets) - 1, ghost)
-            if out is not None and ref is not None and compare_on(self.device, out, ref, own, dtype)["passed"]:
+            ref, own, dtype, _, picked_from = self.reference(len(self.sets) - 1, ghost)
+            if out is not None and ref is not None and compare_on(self.device, out, ref, own, dtype,
+                                                                  picked_from=picked_from)["passed"]:
                 return self.locate(analysis.cheat_failure("ghost", "", ghost["label"]))
         return None
 
@@ -306,12 +337,13 @@ class _Run:
             failure = analysis.error_failure(error, "PyTorch", self.line_of(error), label, False)
             check["note"] = failure.message
             return failure
-        ref, own, dtype, sensitivity = self.reference(k, record)
+        ref, own, dtype, sensitivity, picked_from = self.reference(k, record)
         if ref is None:
             return analysis.harness_failure("no reference could be computed")
         if self.task is not None:
             with parent_gpu_work(self.device):
-                finite = bool(torch.isfinite(ref).all())
+                finite = bool(torch.isfinite(ref).all()) and (picked_from is None
+                                                              or bool(torch.isfinite(picked_from[0]).all()))
             if not finite:
                 return analysis.harness_failure(f"the task's reference is not finite at {label}")
         context = {"expected_shape": list(ref.shape), "expected_dtype": str(dtype).replace("torch.", ""),
@@ -333,7 +365,7 @@ class _Run:
             if mine is None:
                 pytorch_failure = analysis.not_a_tensor("PyTorch", record["pytorch"].get("type"), label)
             else:
-                stats = compare_on(self.device, mine, ref, own, dtype, sensitivity)
+                stats = compare_on(self.device, mine, ref, own, dtype, sensitivity, picked_from)
                 if not stats["passed"]:
                     pytorch_failure = _failure_from_stats(stats, "PyTorch", label, context)
 
@@ -342,7 +374,7 @@ class _Run:
             if out is None:
                 failure = analysis.not_a_tensor("Triton", record.get(key, {}).get("type"), label)
                 return _both(failure, pytorch_failure)
-            stats = compare_on(self.device, out, ref, own, dtype, sensitivity)
+            stats = compare_on(self.device, out, ref, own, dtype, sensitivity, picked_from)
             if not second:
                 check.update({k: v for k, v in stats.items() if k not in ("kind",)})
             if not stats["passed"]:

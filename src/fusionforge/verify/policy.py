@@ -16,6 +16,8 @@ ALLOWED_OPS = frozenset({
 ALLOCATING_OPS = frozenset({"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided",
                             "empty_permuted"})
 
-# NaN bit patterns with a payload, so the parent can tell "never written" from a computed NaN.
+# NaN bit patterns with a payload, so the parent can tell "never written" from a computed NaN; for int64 (indices),
+# a value no index can take.
 POISON = {torch.float32: (torch.int32, 0x7FF0DEAD), torch.float16: (torch.int16, 0x7EAD),
-          torch.bfloat16: (torch.int16, 0x7FED), torch.float64: (torch.int64, 0x7FF8DEADDEADDEAD)}
+          torch.bfloat16: (torch.int16, 0x7FED), torch.float64: (torch.int64, 0x7FF8DEADDEADDEAD),
+          torch.int64: (torch.int64, -0x21524111DEADBEEF)}

@@ -120,13 +120,30 @@ def render_failure(failure: Failure, attempt: int | None = None, fancy: bool | N
     return "\n".join(lines)
 
 
+def integer_error(stats: dict) -> str | None:
+    """A compare's error over integer outputs in words (None for values): an arg reduction's indices by the rows
+    whose pick falls short of the row's extremum (verify/indices.py), other integers by those that differ."""
+    if stats.get("rule") == "index":
+        unwritten = f"{stats['unwritten']} never written; " if stats.get("unwritten") else ""
+        return (f"{unwritten}{stats['rel_err']:.1%} of rows pick an index short of their extremum; the worst, row "
+                f"{stats['max_abs_index']}: index {stats['value']:.0f}, {stats['max_abs_err']:.3g} short (bound "
+                f"{stats['max_abs_tolerance']:.3g}; PyTorch in float64 picks {stats['expected']:.0f})")
+    if stats.get("rule") == "exact":
+        return (f"{stats['rel_err']:.1%} of elements differ; at {stats['max_abs_index']}: got {stats['value']:.0f}, "
+                f"expected {stats['expected']:.0f}")
+    return None
+
+
 def render_input_sets(verdict: Verdict, fancy: bool | None = None) -> list[str]:
     """One line per input set the check ran: its error against the reference and the tolerance, or a note."""
     fancy = use_symbols() if fancy is None else fancy
     lines = []
     for c in verdict.checks:
         mark = symbol("ok", fancy) if c.get("passed") else symbol("fail", fancy)
-        if c.get("rel_err") is not None:
+        if c.get("rule") == "index":
+            detail = (f"rows off {c['rel_err']:.1%}, worst shortfall {c['max_abs_err']:.2e} (bound "
+                      f"{c['max_abs_tolerance']:.2e})")
+        elif c.get("rel_err") is not None:
             detail = f"rel err {c['rel_err']:.2e} (tol {c['tolerance']:.2e}), max abs err {c['max_abs_err']:.2e}"
         else:
             detail = c.get("note") or ("" if c.get("passed") else "failed: see the analysis")
