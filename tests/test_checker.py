@@ -242,11 +242,11 @@ def test_a_compare_that_finds_no_gpu_memory_runs_on_the_cpu(monkeypatch):
     out = ref.to(torch.float16)
     real, devices = checker.compare, []
 
-    def short_of_memory(out, ref, own, dtype, sensitivity=None):
+    def short_of_memory(out, ref, own, dtype, sensitivity=None, picked_from=None):
         devices.append(out.device.type)
         if len(devices) == 1:
             raise torch.OutOfMemoryError("CUDA out of memory")
-        return real(out, ref, own, dtype, sensitivity)
+        return real(out, ref, own, dtype, sensitivity, picked_from)
 
     monkeypatch.setattr(checker, "compare", short_of_memory)
     stats = checker.compare_on("cpu", out, ref, out, torch.float16)
