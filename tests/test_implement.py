@@ -609,3 +609,38 @@ def test_spatial_reduction_plans_pass_the_checker(tmp_path, seed, form):
     assert "row_len = x.shape[-2] * x.shape[-1]" in path.read_text()
     verdict = check_file(path, task=task, timeout=240)
     assert verdict.passed, verdict.failure and verdict.failure.message
+
+
+def _lookup_task(ops: str, bench_n: int | None = None, long_row: int | None = None):
+    """A forced embedding chain (float32), its bench rows ``bench_n`` long and a test shape of ``long_row``-value
+    rows where given: a lookup's menu never leaves registers, a task a user writes may."""
+    task = GEN.generate(1, ops=ops, dtype="float32")
+    if bench_n:
+        task.shapes["bench"][0]["N"] = bench_n
+    if long_row:
+        task.shapes["test"].append({"M": 3, "N": long_row, "V": 11})
+    return task
+
+
+@pytest.mark.parametrize("ops, bench_n, long_row, form", [
+    ("embedding,cos,group_norm", None, None, "registers"),
+    ("embedding,relu,sum", 256, None, "short_rows"),
+    ("embedding,mul:col,layer_norm,silu", None, 20011, "slices")])
+def test_lookup_plans_read_the_rows_their_ids_name(tmp_path, ops, bench_n, long_row, form):
+    """An embedding lookup before the row plan: each program loads its rows' ids (a 2D group norm's row is one
+    group of an id's row) and reads those rows of the table, held in registers, several short rows a tile or
+    walked in slices (both passes of a normalization)."""
+    task = _lookup_task(ops, bench_n, long_row)
+    plan = resolve(task)
+    assert (plan.kind, plan.variant) == ("row", form)
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    text = path.read_text()
+    assert "def fused_kernel_triton(ids_ptr, weight_ptr" in text and "F.embedding" not in text.split("# <TRITON>")[1]
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
+def test_lookups_without_a_row_op_have_no_plan_yet():
+    with pytest.raises(UnsupportedTask, match="a lookup followed by pointwise ops alone"):
+        resolve(GEN.generate(1, ops="embedding,relu"))

@@ -34,7 +34,8 @@ def test_catalog_covers_the_required_ops():
 
 def test_every_entry_is_complete():
     for op in catalog.CATALOG.values():
-        assert op.torch and op.doc and op.flops > 0, op.name
+        assert op.torch and op.doc, op.name
+        assert op.flops > 0 or op.family is Family.GATHER, op.name  # a lookup only moves rows
         assert (op.triton is not None) == (op.family in (Family.UNARY, Family.BINARY, Family.SCAN)), op.name
         for p in op.params:
             assert p.choices, (op.name, p.name)

@@ -23,6 +23,7 @@ from fusionforge.tasks import (
     TaskGenerator,
     classify,
     longest_row,
+    probe_dims,
     screen,
 )
 
@@ -189,10 +190,12 @@ def test_group_norm_channels_divide_into_groups():
 def test_all_ops_get_used():
     """The original mix uses every op of its families; each asked-for family uses every op of its own."""
     used = {s.op for seed in range(300) for s in GEN.generate(seed).steps}
-    new = {op.name for op in catalog.SCAN_OPS + catalog.LOSS_OPS + catalog.ARG_REDUCTION_OPS + catalog.SPATIAL_OPS}
+    new = {op.name for op in catalog.SCAN_OPS + catalog.LOSS_OPS + catalog.ARG_REDUCTION_OPS + catalog.SPATIAL_OPS
+           + catalog.GATHER_OPS}
     assert used == set(catalog.CATALOG) - new
     for family, ops in (("scan", catalog.SCAN_OPS), ("loss", catalog.LOSS_OPS),
-                        ("arg_reduction", catalog.ARG_REDUCTION_OPS), ("spatial_reduction", catalog.SPATIAL_OPS)):
+                        ("arg_reduction", catalog.ARG_REDUCTION_OPS), ("spatial_reduction", catalog.SPATIAL_OPS),
+                        ("gather", catalog.GATHER_OPS)):
         drawn = {s.op for seed in range(40) for s in GEN.generate(seed, family=family).steps}
         assert {op.name for op in ops} <= drawn
         assert drawn <= set(catalog.CATALOG) - new | {op.name for op in ops}
@@ -205,7 +208,9 @@ def test_all_ops_get_used():
     ("matmul,softmax,sum", None, "matmul", "hard"), ("softmax,layer_norm", None, "reduction", "medium"),
     ("relu,softmax,max,sum", None, "reduction", "hard"), ("var,softmax", None, "reduction", "medium"),
     ("abs,add:col,argmax", "row", "arg_reduction", "medium"), ("linear,argmin", None, "matmul", "hard"),
-    ("softmax,argmax", None, "arg_reduction", "medium"), ("silu,spatial_max", "row", "spatial_reduction", "medium")])
+    ("softmax,argmax", None, "arg_reduction", "medium"), ("silu,spatial_max", "row", "spatial_reduction", "medium"),
+    ("embedding,relu,rms_norm", "row", "gather", "medium"), ("embedding,add:col", None, "gather", "medium"),
+    ("embedding,mse_loss", None, "gather", "medium")])
 def test_one_classification_gives_plan_family_and_difficulty(ops, plan, family, difficulty):
     kind = classify(ops.replace(":col", "").split(","))
     assert (kind.plan, kind.family, kind.difficulty) == (plan, family, difficulty)
@@ -230,7 +235,7 @@ def test_test_shapes_walk_the_loops_the_bench_shape_walks():
 def test_families_are_drawn_only_when_asked_for():
     """Without a family a seed keeps its task; with one it draws a chain of that family, the same every time."""
     assert GEN.generate(5).to_json() == GEN.generate(5, family=None).to_json()
-    for family in ("scan", "loss", "arg_reduction", "spatial_reduction"):
+    for family in ("scan", "loss", "arg_reduction", "spatial_reduction", "gather"):
         task = GEN.generate(5, family=family)
         assert task.to_json() == GEN.generate(5, family=family).to_json()
         assert task.family == family and task.difficulty == "medium"
@@ -242,6 +247,7 @@ def test_families_are_drawn_only_when_asked_for():
     ({"family": "loss", "difficulty": "hard"}, "loss tasks are medium"),
     ({"ops": "mse_loss,relu"}, "mse_loss is a loss and ends the chain"),
     ({"ops": "argmax,relu"}, "argmax is an arg reduction and ends the chain"),
+    ({"ops": "relu,embedding"}, "embedding is a gather root and must come first"),
     ({"ops": "matmul,cross_entropy"}, None),
 ])
 def test_family_and_loss_chain_errors(kwargs, message):
@@ -356,3 +362,31 @@ def test_spatial_reductions_take_an_image_and_leave_its_channels():
     assert torch.allclose(task.reference([x, bias]), expected, rtol=0, atol=1e-12)
     assert task.cost(task.shapes["bench"][0])["bytes"] >= BENCH_MIN_BYTES
     assert max(d["H"] * d["W"] for d in task.shapes["test"]) > 1024  # a kernel walking planes in chunks walks here
+
+
+def test_an_embedding_lookup_starts_a_chain_from_int64_ids_and_a_table():
+    """ids [M] (int64, every row of the table reachable, its first and last named) pick rows of weight [V, N]; the
+    ops after it see [M, N]. The table is read a row per id, so its bytes count M rows, not V; the probe keeps V
+    small (a vocabulary's table is gigabytes)."""
+    task = GEN.generate(4, ops="embedding,relu,rms_norm", dtype="bfloat16")
+    assert [(i.name, i.role, i.shape, i.dtype) for i in task.inputs[:2]] == [
+        ("ids", "ids", ["M"], "int64"), ("weight", "table", ["V", "N"], "bfloat16")]
+    assert task.rank == 2 and task.output_shape == ["M", "N"] and task.signature.startswith("bfloat16|r2|embedding")
+    dims = task.shapes["test"][0]
+    ids, weight, gamma = task.make_inputs(dims, seed=3)
+    assert ids.dtype == torch.int64 and int(ids.min()) == 0 and int(ids.max()) == dims["V"] - 1
+    eps = task.steps[2].params["eps"]
+    expected = torch.nn.functional.rms_norm(weight.double()[ids].relu(), (dims["N"],), gamma.double(), eps=eps)
+    assert torch.allclose(task.reference([ids, weight, gamma]), expected, rtol=0, atol=1e-12)
+    bench = task.shapes["bench"][0]
+    assert bench["V"] in (32000, 50257, 128256) and bench["N"] in (1024, 2048, 4096)
+    cost = task.cost(bench)
+    assert cost["bytes"] >= BENCH_MIN_BYTES
+    assert cost["bytes"] == bench["M"] * 8 + (2 * bench["M"] * bench["N"] + bench["N"]) * 2  # ids, rows, out, gamma
+    assert probe_dims(task)["V"] == dims["V"]
+
+
+def test_a_lookup_before_an_arg_reduction_draws_its_table_as_logits():
+    task = GEN.generate(2, ops="embedding,add:col,argmax", dtype="float32")
+    assert task.inputs[1].init == catalog.LOGITS
+    assert GEN.generate(2, ops="embedding,relu,sum").inputs[1].init == catalog.ACTIVATION

@@ -20,6 +20,8 @@ Conventions
   (argmax, argmin) end a chain too: an int64 index per row of the last dimension.
 * An image-like value is ``("B", "C", "H", "W")``: it takes pointwise ops (broadcast against a scalar or a
   full tensor) and spatial reductions over H and W, which leave [B, C] (or [B, C, 1, 1]).
+* An embedding lookup starts a chain, as a matmul does: ``ids`` [M] (int64) pick rows of a ``weight`` table
+  [V, N], giving [M, N] for the ops after it.
 * ``flops`` counts floating-point operations per output element (per input element for
   reductions, normalizations, scans and losses); matmuls count ``2 * K`` per output element.
 """
@@ -44,6 +46,7 @@ class Family(str, Enum):
     LOSS = "loss"
     ARG_REDUCTION = "arg_reduction"
     SPATIAL = "spatial_reduction"
+    GATHER = "gather"
 
 
 class ShapeError(ValueError):
@@ -419,8 +422,16 @@ MATMUL_OPS = [
        operands=(_WEIGHT_BKN,), label="batched matmul x @ w"),
 ]
 
-CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + UNARY_OPS + BINARY_OPS + REDUCTION_OPS + NORM_OPS
-                           + SCAN_OPS + LOSS_OPS + ARG_REDUCTION_OPS + SPATIAL_OPS}
+# Gather roots start a chain: the rows of a table that int64 ids name (a token embedding). The table is drawn as
+# activations are, so the ops after it see the values they would after a matmul.
+TOKEN_IDS = {"dist": "randint", "high": "V"}  # a row of the table, uniform
+GATHER_OPS = [
+    Op("embedding", Family.GATHER, "F.embedding({x}, {weight})", "h_ij = weight[ids_i, j]: [M] ids of [V, N] -> [M, N]",
+       0, operands=(Operand("weight", "table", "VN", ACTIVATION),), label="embedding lookup of ids in a [V, N] table"),
+]
+
+CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + GATHER_OPS + UNARY_OPS + BINARY_OPS + REDUCTION_OPS
+                           + NORM_OPS + SCAN_OPS + LOSS_OPS + ARG_REDUCTION_OPS + SPATIAL_OPS}
 
 # Inference batch norm applies running statistics: a per-channel affine map that reduces nothing.
 AFFINE_NORMS = ("batch_norm",)
@@ -428,6 +439,8 @@ AFFINE_NORMS = ("batch_norm",)
 
 # Ops that act on whole rows (of the last dimension; a spatial reduction's of H x W): what the row plans walk.
 ROW_FAMILIES = (Family.REDUCTION, Family.NORM, Family.SCAN, Family.LOSS, Family.ARG_REDUCTION, Family.SPATIAL)
+# Ops that start a chain from inputs of their own shapes: a matmul, an embedding lookup.
+ROOTS = (Family.MATMUL, Family.GATHER)
 # Ops whose result no op reads: a loss, an index.
 ENDS_CHAIN = (Family.LOSS, Family.ARG_REDUCTION)
 
@@ -478,8 +491,8 @@ def operand_text(kind: str) -> str:
 def out_shape(op: Op, shape: Shape, params: dict[str, Any]) -> Shape:
     """Shape rule: the running value's shape after `op`, or ShapeError naming why it cannot apply."""
     rank = len(shape)
-    if op.family is Family.MATMUL:
-        raise ShapeError(f"{op.name} starts a chain (a matmul root) and cannot follow other ops")
+    if op.family in ROOTS:
+        raise ShapeError(f"{op.name} starts a chain (a {op.family.value} root) and cannot follow other ops")
     if op.family is Family.SPATIAL:
         if rank != 4:
             raise ShapeError(f"{op.name} reduces H and W of a [B, C, H, W] value (rank 4), got {list(shape)}")
@@ -512,8 +525,8 @@ def out_shape(op: Op, shape: Shape, params: dict[str, Any]) -> Shape:
 
 
 def next_shape(op: Op, shape: Shape, params: dict[str, Any]) -> Shape:
-    """The running value's shape after `op`: a matmul root sets it, any other op follows its rule."""
-    return root_shapes(op)[1] if op.family is Family.MATMUL else out_shape(op, shape, params)
+    """The running value's shape after `op`: a root sets it, any other op follows its rule."""
+    return root_shapes(op)[1] if op.family in ROOTS else out_shape(op, shape, params)
 
 
 def operand_shape(layout: str, shape: Shape) -> Shape:
@@ -522,10 +535,12 @@ def operand_shape(layout: str, shape: Shape) -> Shape:
 
 
 def root_shapes(op: Op) -> tuple[Shape, Shape]:
-    """(activation shape, output shape) of a matmul root."""
+    """(first input's shape, output shape) of a root: a matmul's activation, an embedding's ids."""
+    if op.family is Family.GATHER:
+        return ("M",), ("M", "N")
     if op.name == "bmm":
         return ("B", "M", "K"), ("B", "M", "N")
     return ("M", "K"), ("M", "N")
 
 
-MATMUL_OPERAND_SHAPES = {"NK": ("N", "K"), "KN": ("K", "N"), "BKN": ("B", "K", "N")}
+ROOT_OPERAND_SHAPES = {"NK": ("N", "K"), "KN": ("K", "N"), "BKN": ("B", "K", "N"), "VN": ("V", "N")}

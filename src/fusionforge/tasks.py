@@ -25,10 +25,10 @@ DTYPES = ("float32", "float16", "bfloat16")
 DIFFICULTIES = ("easy", "medium", "hard")
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8}
 SCALAR_DTYPE = "python_float"
-DIM_ORDER = ("B", "M", "N", "K", "C", "H", "W")
+DIM_ORDER = ("B", "M", "N", "K", "C", "H", "W", "V")
 # Families a task can be asked for (``generate(family=...)``); without one, the seed draws from the original mix
 # of pointwise, reduction and matmul chains, so every seed keeps its task.
-FAMILIES = ("scan", "loss", "arg_reduction", "spatial_reduction")
+FAMILIES = ("scan", "loss", "arg_reduction", "spatial_reduction", "gather")
 
 # A bench shape moves at least this many bytes or does at least this many FLOPs.
 BENCH_MIN_BYTES = 256 * 10**6
@@ -162,6 +162,18 @@ class FusionTask:
         op = catalog.get(self.steps[-1].op)
         return op if op.family is Family.ARG_REDUCTION else None
 
+    @property
+    def root(self) -> Op | None:
+        """The root (a matmul, an embedding lookup) that starts the chain, if one does."""
+        op = catalog.get(self.steps[0].op)
+        return op if op.family in catalog.ROOTS else None
+
+    @property
+    def rank(self) -> int:
+        """The rank of the running value the chain's ops after a root work on: its product's, else the first
+        input's."""
+        return len(catalog.root_shapes(self.root)[1] if self.root else self.inputs[0].shape)
+
     def step_shapes(self) -> list[tuple]:
         """The running value's symbolic shape after each step."""
         shapes, shape = [], tuple(self.inputs[0].shape)
@@ -184,7 +196,7 @@ class FusionTask:
             names = dict(zip((o.stem for o in catalog.operands(op, step.params)), step.inputs))
             if op.family is Family.BINARY:
                 names = {"y": step.inputs[0]}
-            fields = {"x": "x" if k == 0 else "h", **step.params, **names}
+            fields = {"x": self.inputs[0].name if k == 0 else "h", **step.params, **names}
             expr = catalog.torch_template(op, step.params).format(**fields)
             if rounded and op.accumulates:
                 expr += f" + rounding({op.accumulates.format(**fields)})"
@@ -223,7 +235,7 @@ class FusionTask:
     @cached_property
     def _values_function(self) -> Callable:
         """The chain without its last step: the values an arg reduction picks from."""
-        body = "\n".join("    " + line for line in ["h = x", *self.pytorch_body()[:-1]])
+        body = "\n".join("    " + line for line in [f"h = {self.inputs[0].name}", *self.pytorch_body()[:-1]])
         return self._compiled(f"def values({', '.join(self.arg_names)}):\n{body}\n    return h\n", "values")
 
     def picked_from(self, inputs: list) -> tuple | None:
@@ -278,7 +290,11 @@ class FusionTask:
         by_name = {i.name: i for i in self.inputs}
 
         def nbytes(spec: InputSpec) -> int:
-            return 0 if spec.dtype == SCALAR_DTYPE else _numel(concrete(spec.shape, dims)) * ITEMSIZE[spec.dtype]
+            if spec.dtype == SCALAR_DTYPE:
+                return 0
+            if spec.role == "table":  # a lookup reads the row each id names, not the whole table
+                return dims["M"] * dims["N"] * ITEMSIZE[spec.dtype]
+            return _numel(concrete(spec.shape, dims)) * ITEMSIZE[spec.dtype]
 
         fused = sum(nbytes(i) for i in self.inputs) + _numel(self.output_dims(dims)) * ITEMSIZE[self.output_dtype]
         flops = unfused = 0
@@ -286,6 +302,7 @@ class FusionTask:
         for step, out_sym in zip(self.steps, self.step_shapes()):
             op = catalog.get(step.op)
             in_numel = _numel(shape)
+            in_bytes = in_numel * ITEMSIZE[self.inputs[0].dtype if op.family in catalog.ROOTS else self.dtype]
             operand_bytes = sum(nbytes(by_name[n]) for n in step.inputs)
             shape = concrete(out_sym, dims)
             out_numel = _numel(shape)
@@ -295,7 +312,7 @@ class FusionTask:
                 flops += int(op.flops * out_numel)
             else:
                 flops += int(op.flops * in_numel)
-            unfused += in_numel * size + operand_bytes + out_numel * size
+            unfused += in_bytes + operand_bytes + out_numel * size
         return {"bytes": fused, "flops": flops, "unfused_bytes": unfused}
 
 
@@ -368,6 +385,10 @@ _BENCH_3D = [dict(M=m, N=n) for m, n in ((256, 1024), (512, 1024), (128, 2048), 
 _BENCH_4D = [dict(C=c, H=h, W=w) for c, h, w in ((64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7), (96, 35, 35))]
 # Cross-entropy's rows are a vocabulary: GPT-2's, Llama 2's and Llama 3's; so are an arg reduction's (greedy decoding).
 _BENCH_VOCAB = [dict(N=n) for n in (32000, 50257, 128256)]
+# An embedding table: a hidden size of a language model by its vocabulary (GPT-2's, Llama 2's and Llama 3's).
+_BENCH_TABLE = [dict(N=n, V=v) for n in (1024, 2048, 4096) for v in (32000, 50257, 128256)]
+# A lookup's test tables: fewer rows than ids (ids repeat), about as many, and many more.
+_TEST_TABLE_ROWS = [(7, 50, 1009), (64, 4096), (5003,)]
 _BENCH_3D_MM = [dict(M=m, N=n, K=k) for m, n, k in ((1024, 1024, 1024), (2048, 1024, 512), (1024, 2048, 1024))]
 
 
@@ -387,7 +408,7 @@ _SCANS = [op for op in catalog.CATALOG.values() if op.family is Family.SCAN]
 _LOSSES = [op for op in catalog.CATALOG.values() if op.family is Family.LOSS]
 _ARG_REDUCTIONS = [op for op in catalog.CATALOG.values() if op.family is Family.ARG_REDUCTION]
 _SPATIAL = [op for op in catalog.CATALOG.values() if op.family is Family.SPATIAL]
-_ROOTS = [op for op in catalog.CATALOG.values() if op.family is Family.MATMUL]
+_MATMUL_ROOTS = [op for op in catalog.CATALOG.values() if op.family is Family.MATMUL]
 
 
 def parse_ops(text: str) -> list[tuple[str, dict[str, Any]]]:
@@ -481,7 +502,7 @@ class TaskGenerator:
             if len(plan) < 2:
                 plan.insert(0, "pointwise")
         elif rng.random() < 0.7:
-            root = rng.choice(_ROOTS)
+            root = rng.choice(_MATMUL_ROOTS)
             rank = 3 if root.name == "bmm" else 2
             epilogue = ["pointwise"] * rng.choice((1, 2, 2, 3))
             if rng.random() < 0.6:
@@ -495,7 +516,8 @@ class TaskGenerator:
 
     def _family_chain(self, family: str, rng: random.Random):
         """A chain of ``family``: pointwise ops, then a scan or a spatial reduction (and maybe pointwise ops after
-        it), a loss or an arg reduction."""
+        it), a loss or an arg reduction; or an embedding lookup, then pointwise ops around a reduction or a
+        normalization."""
         if family == "scan":
             rank = rng.choice((2, 2, 3))
             plan = ["pointwise"] * rng.choice((0, 1, 2)) + ["scan"] + ["pointwise"] * rng.choice((0, 1))
@@ -505,6 +527,10 @@ class TaskGenerator:
         elif family == "spatial_reduction":
             rank = 4
             plan = ["pointwise"] * rng.choice((1, 2)) + ["spatial"] + ["pointwise"] * rng.choice((0, 1))
+        elif family == "gather":
+            rank = 2
+            plan = (["embedding"] + ["pointwise"] * rng.choice((0, 1, 1)) + ["row"]
+                    + ["pointwise"] * rng.choice((0, 0, 1)))
         else:
             loss = rng.choice(_LOSSES)
             rank = 2 if loss.name == "cross_entropy" else rng.choice((2, 2, 3))
@@ -516,7 +542,7 @@ class TaskGenerator:
         shape = start_shape(rank)
         chain: list[tuple[Op, dict]] = []
         for slot in plan:
-            if slot in catalog.CATALOG:  # a named op: a matmul root, a loss or an arg reduction
+            if slot in catalog.CATALOG:  # a named op: a root, a loss or an arg reduction
                 op = catalog.CATALOG[slot]
                 params = _sample_params(op, {}, rng)
                 chain.append((op, params))
@@ -542,30 +568,36 @@ class TaskGenerator:
     # -- building ----------------------------------------------------------------------------------
     def _build(self, seed: int, difficulty: str, dtype: str, rank: int, chain: list[tuple[Op, dict]],
                rng: random.Random) -> FusionTask:
-        root = chain[0][0] if chain[0][0].family is Family.MATMUL else None
+        root = chain[0][0] if chain[0][0].family in catalog.ROOTS else None
         act_shape = catalog.root_shapes(root)[0] if root else start_shape(rank)
         activation = catalog.LOGITS if chain[-1][0].family is Family.ARG_REDUCTION else catalog.ACTIVATION
-        inputs = [InputSpec("x", "activation", list(act_shape), dtype, dict(activation))]
+        if root and root.family is Family.GATHER:
+            inputs = [InputSpec("ids", "ids", list(act_shape), "int64", dict(catalog.TOKEN_IDS))]
+        else:
+            inputs = [InputSpec("x", "activation", list(act_shape), dtype, dict(activation))]
         steps = []
         shape = act_shape
         for k, (op, params) in enumerate(chain):
             names = []
             for operand in catalog.operands(op, params):
-                if op.family is Family.MATMUL:
-                    name, sym = operand.stem, (catalog.MATMUL_OPERAND_SHAPES.get(operand.layout)
+                if op.family in catalog.ROOTS:
+                    name, sym = operand.stem, (catalog.ROOT_OPERAND_SHAPES.get(operand.layout)
                                                or catalog.operand_shape(operand.layout, catalog.root_shapes(op)[1]))
                 else:
                     name, sym = f"{operand.stem}{k}", catalog.operand_shape(operand.layout, shape)
                 in_dtype = operand.dtype or (SCALAR_DTYPE if operand.layout == "scalar" else dtype)
-                inputs.append(InputSpec(name, operand.role, list(sym), in_dtype, dict(operand.init)))
+                init = activation if operand.role == "table" else operand.init  # a lookup's rows are its activation
+                inputs.append(InputSpec(name, operand.role, list(sym), in_dtype, dict(init)))
                 names.append(name)
             steps.append(Step(op.name, dict(params), names))
             shape = catalog.next_shape(op, shape, params)
         groups = max([p["groups"] for o, p in chain if o.name == "group_norm"] or [1])
         channel = {2: "N", 3: "M", 4: "C"}[rank]
         test = [_pick_dims(family, rng, channel, groups) for family in {2: _TEST_2D, 3: _TEST_3D, 4: _TEST_4D}[rank]]
-        if not root:
+        if not root or root.family is Family.GATHER:
             test = [{k: v for k, v in d.items() if k != "K"} for d in test]
+        if root and root.family is Family.GATHER:
+            test = [{**d, "V": rng.choice(choices)} for d, choices in zip(test, _TEST_TABLE_ROWS)]
         task = FusionTask(id="", seed=seed, difficulty=difficulty, dtype=dtype, steps=steps, inputs=inputs,
                           output_shape=list(shape), shapes={"test": test, "bench": []})
         task.shapes["bench"] = [_bench_dims(task, rank, root, rng, channel, groups)]
@@ -596,12 +628,12 @@ def classify(ops: list[str]) -> ChainKind:
 
     Plans: a matmul root's epilogue may hold inference batch norm and one more reduction or normalization (matmul);
     pointwise ops only (pointwise); one reduction (spatial too), normalization, scan or arg reduction among them
-    (row); pointwise ops and a loss (loss); two reductions and no normalization (two_reductions); other chains have
-    no plan yet. Family and difficulty follow what the chain computes: a matmul root is hard; two reductions are
-    hard; a scan, a loss, an arg reduction or a spatial reduction makes a medium chain of its own family; any other
-    op that reduces makes a medium "reduction" chain; the rest are easy "pointwise" chains. An inference batch norm
-    applies running statistics, a per-channel affine map that reduces nothing (``ops.reduces``), so a chain of it
-    with pointwise ops is easy, though the row plan writes it.
+    (row), after an embedding lookup too; pointwise ops and a loss (loss); two reductions and no normalization
+    (two_reductions); other chains have no plan yet. Family and difficulty follow what the chain computes: a matmul
+    root is hard; two reductions are hard; a lookup, a scan, a loss, an arg reduction or a spatial reduction makes
+    a medium chain of its own family; any other op that reduces makes a medium "reduction" chain; the rest are easy
+    "pointwise" chains. An inference batch norm applies running statistics, a per-channel affine map that reduces
+    nothing (``ops.reduces``), so a chain of it with pointwise ops is easy, though the row plan writes it.
     """
     entries = [catalog.get(op) for op in ops]
     families = [entry.family for entry in entries]
@@ -612,6 +644,8 @@ def classify(ops: list[str]) -> ChainKind:
     if families[0] is Family.MATMUL:
         simple = not (scans or losses or args or spatial) and len([op for op in row_ops if op != "batch_norm"]) <= 1
         return ChainKind("matmul" if simple else None, "matmul", "hard")
+    if families[0] is Family.GATHER:
+        return ChainKind("row" if len(row_ops) == 1 and not losses else None, "gather", "medium")
     if scans or losses or args or spatial:
         plan = ("loss" if losses else "row") if len(row_ops) == 1 else None
         family = ("loss" if losses else "scan" if scans else "arg_reduction" if args else "spatial_reduction")
@@ -646,7 +680,7 @@ def row_length(step: Step, rank: int, dims: dict[str, int]) -> int:
 
 def longest_row(task: FusionTask, shapes: list[dict[str, int]]) -> int:
     """The longest row any reduction or normalization of ``task`` sees at ``shapes`` (0: none has rows)."""
-    rank = len(task.inputs[0].shape)
+    rank = task.rank
     return max((row_length(step, rank, dims) for step in task.steps
                 if catalog.get(step.op).family in catalog.ROW_FAMILIES for dims in shapes), default=0)
 
@@ -655,7 +689,7 @@ def _long_rows(task: FusionTask, lopsided: dict[str, int], groups: int, length: 
     """The lopsided test shape (one batch) with rows of ``length`` values or more. A 3D group norm's rows are
     a group's channels by N: they grow by channels, so a matmul before it stays small; other rows grow along the
     last dimension (a 2D group norm's by G times as much: its rows are N / G)."""
-    rank = len(task.inputs[0].shape)
+    rank = task.rank
     dims = {**lopsided, **({"B": 1} if rank == 3 else {})}
     if rank == 3 and any(step.op == "group_norm" for step in task.steps):
         dims["M"] = groups * -(-length // dims["N"])
@@ -678,9 +712,9 @@ def check_chain(forced, rank: int, rng: random.Random) -> list[tuple[Op, dict]]:
         if k and catalog.CATALOG[forced[k - 1][0]].family in catalog.ENDS_CHAIN:
             ends = "a loss" if catalog.CATALOG[forced[k - 1][0]].family is Family.LOSS else "an arg reduction"
             raise TaskError(f"step {k + 1}: {forced[k - 1][0]} is {ends} and ends the chain")
-        if op.family is Family.MATMUL:
+        if op.family in catalog.ROOTS:
             if k != 0:
-                raise TaskError(f"step {k + 1}: {name} is a matmul root and must come first")
+                raise TaskError(f"step {k + 1}: {name} is a {op.family.value} root and must come first")
             chain.append((op, params))
             shape = catalog.root_shapes(op)[1]
             continue
@@ -690,7 +724,7 @@ def check_chain(forced, rank: int, rng: random.Random) -> list[tuple[Op, dict]]:
         try:
             shape = catalog.out_shape(op, shape, params)
         except ShapeError as e:
-            fits = sorted(o.name for o in catalog.CATALOG.values() if o.family is not Family.MATMUL
+            fits = sorted(o.name for o in catalog.CATALOG.values() if o.family not in catalog.ROOTS
                           and _fits(o, shape, {p.name: p.choices[0] for p in o.params}))
             raise TaskError(f"step {k + 1}: {e}; ops that fit there: {', '.join(fits)}") from None
         chain.append((op, params))
@@ -719,6 +753,9 @@ def _bench_dims(task: FusionTask, rank: int, root: Op | None, rng, channel: str,
     elif rank == 3:
         dims = dict(rng.choice(_BENCH_3D_MM if root else _BENCH_3D))
         lead, step = "B", 1
+    elif root and root.family is Family.GATHER:
+        dims = dict(rng.choice(_BENCH_TABLE))
+        lead, step = "M", 64
     else:
         vocabulary = any(step.op in ("cross_entropy", "argmax", "argmin") for step in task.steps)
         dims = dict(rng.choice(_BENCH_2D_MM if root else _BENCH_VOCAB if vocabulary else _BENCH_2D))
@@ -740,11 +777,11 @@ def probe_dims(task: FusionTask) -> dict[str, int]:
 
     Reductions run over the last dim (and, in chains with two reductions, over M too), so the
     probe keeps those at bench size: overflow in a long reduction shows here at a fraction of
-    the bench cost.
+    the bench cost. A lookup's table shrinks to the test shape's rows.
     """
     bench, test = task.shapes["bench"][0], task.shapes["test"][0]
     reductions = sum(catalog.get(s.op).family is Family.REDUCTION for s in task.steps)
-    shrink = {"B", "K"} | (set() if reductions > 1 else {"M"})
+    shrink = {"B", "K", "V"} | (set() if reductions > 1 else {"M"})
     return {k: (test[k] if k in shrink else v) for k, v in bench.items()}
 
 
@@ -765,7 +802,7 @@ def signature(task: FusionTask) -> str:
     ops_text = ">".join(
         s.op + ("(" + ",".join(f"{k}={v}" for k, v in sorted(s.params.items())) + ")" if s.params else "")
         for s in task.steps)
-    return f"{task.dtype}|r{len(task.inputs[0].shape)}|{ops_text}"
+    return f"{task.dtype}|r{task.rank}|{ops_text}"
 
 
 # --------------------------------------------------------------------------------------------------

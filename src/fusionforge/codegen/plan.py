@@ -86,7 +86,7 @@ class Plan:
 
     @property
     def rank(self) -> int:
-        return len(self.task.inputs[0].shape)
+        return self.task.rank
 
     @property
     def row_steps(self) -> list[PlanStep]:
@@ -102,7 +102,7 @@ def plan_steps(task: FusionTask) -> tuple[PlanStep, ...]:
 def _rows(task: FusionTask, step: PlanStep) -> Rows:
     """How the kernel walks the rows: in slices where any row is longer than registers hold; several a program
     where the bench shape's rows are short (a longer test row then fills a tile alone); else one a program."""
-    rank = len(task.inputs[0].shape)
+    rank = task.rank
     longest = max(row_length(step.step, rank, dims) for dims in task.shapes["test"] + task.shapes["bench"])
     bench = max(row_length(step.step, rank, dims) for dims in task.shapes["bench"])
     if longest > tuning.MAX_ROW_BLOCK:
@@ -167,8 +167,10 @@ def _kind(task: FusionTask) -> str:
                               f"({task.description})")
     kind = classify([s.op for s in task.steps]).plan
     if kind is None:
-        raise UnsupportedTask(f"the built-in code generator has no plan yet for chains with several normalizations "
-                              f"or reductions beyond two (task {task.id}: {task.description})")
+        missing = ("a lookup followed by pointwise ops alone, a loss or several row ops" if task.family == "gather"
+                   else "chains with several normalizations or reductions beyond two")
+        raise UnsupportedTask(f"the built-in code generator has no plan yet for {missing} (task {task.id}: "
+                              f"{task.description})")
     return kind
 
 

@@ -11,7 +11,8 @@ One emitter for every way of walking the rows (``Rows.form``), the looped ones a
   and positions, so per-channel operands load as a vector per tile.
 
 Group norm's rows are one group of one sample: [M, N] -> [M * G, N / G]; [B, M, N] -> [B * G, (M / G) * N],
-contiguous in memory. The same kernel serves a normalization after a matmul, over its product.
+contiguous in memory. The same kernel serves a normalization after a matmul, over its product, and a chain that
+starts with an embedding lookup: each program loads the ids of its rows and reads those rows of the table.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from fusionforge.codegen.layout import Layout, operand_loads, per_row, pointwise
 from fusionforge.codegen.plan import Plan, PlanStep, Rows, kernel_args
 from fusionforge.codegen.reductions import NORMALIZATIONS, REDUCTIONS, Phrases
 from fusionforge.codegen.source import Code, Kernel
-from fusionforge.codegen.wrapper import Section, chain_text, wrapper
+from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
 from fusionforge.ops import Family
 from fusionforge.tasks import InputSpec
 
@@ -30,7 +31,8 @@ READ_ONCE = f"# a reduction reads its rows once: evict_first ({tuning.see('evict
 
 
 def emit(plan: Plan) -> Section:
-    kernel, launch, host = row_kernel(plan, plan.rows, list(plan.steps), "fused_kernel_triton", "x",
+    source = "weight" if plan.steps[0].op.family is Family.GATHER else "x"
+    kernel, launch, host = row_kernel(plan, plan.rows, list(plan.steps), "fused_kernel_triton", source,
                                       list(plan.task.inputs))
     code = wrapper(plan)
     code.extend(launch)
@@ -66,6 +68,20 @@ def geometry(rows: Rows) -> tuple[str, Layout, str]:
             "one row of the last dimension per program")
 
 
+def _token(rows: Rows) -> str:
+    """The line loading the id of the table row a program's row reads (a 2D group norm's row is one group of
+    one id's row)."""
+    groups = rows.step.params["groups"] if rows.step.op.name == "group_norm" else None
+    return f"token = tl.load(ids_ptr + {f'row // {groups}' if groups else 'row'})"
+
+
+def _gathered(rows: Rows) -> str:
+    """The index into the table of a program's values: its id's row (a 2D group norm's: the row's group of it)."""
+    if rows.step.op.name == "group_norm":
+        return f"token * n_cols + (row % {rows.step.params['groups']}) * row_len + cols"
+    return "token * row_len + cols"
+
+
 def _short_rows(rank: int) -> Layout:
     col = ("cols", "cols < row_len", "[None, :]")
     chan = col if rank == 2 else ("rows % n_chan", "row_mask", "[:, None]")
@@ -84,13 +100,17 @@ def _group_tiles(groups: int) -> Layout:
 def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source: str,
                inputs: list[InputSpec]) -> tuple[Kernel, Code, list[str]]:
     """The kernel walking ``rows`` through ``steps`` (pointwise, the row op, pointwise) over ``source`` (the
-    wrapper's ``x``, or a matmul's product ``h``); ``inputs``: the kernel's, ``source`` first. Returns the
-    kernel, the wrapper lines that allocate ``out`` and launch it, and host-side helpers it needs."""
+    wrapper's ``x``, a matmul's product ``h``, or the ``weight`` table an embedding lookup starting ``steps``
+    reads); ``inputs``: the kernel's, ``source`` first (after the ids of a lookup). Returns the kernel, the wrapper
+    lines that allocate ``out`` and launch it, and host-side helpers it needs."""
     step, form, dtype = rows.step, rows.form, plan.dtype
-    before = [s for s in steps if s.index < step.index]
+    lookup = steps[0] if steps[0].op.family is Family.GATHER else None
+    before = [s for s in steps if s.index < step.index and s is not lookup]
     after = [s for s in steps if s.index > step.index]
     row_len, layout, in_words = geometry(rows)
     row_len = row_len.replace("x.", f"{source}.")
+    pointers = ["ids_ptr", "weight_ptr"] if lookup else ["x_ptr"]  # the values the kernel reads: pointers[-1]
+    start = f"{pointers[-1]} + {_gathered(rows) if lookup else layout.index['full']}"
     reduction = REDUCTIONS.get(step.op.name)
     norm = NORMALIZATIONS.get(step.op.name)
     body = Code()
@@ -100,18 +120,26 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
 
     if form == "short_rows":
         layout = _short_rows(rows.rank)
+        start = f"{pointers[-1]} + " + ("tokens[:, None] * row_len + cols[None, :]" if lookup else layout.index["full"])
         body("rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)  # [ROWS]",
              "cols = tl.arange(0, BLOCK_N)  # [BLOCK_N]",
              "row_mask = rows < n_rows",
              "mask = row_mask[:, None] & (cols[None, :] < row_len)")
+        if lookup:
+            body(lookup.comment("the table rows of the program's ids"),
+                 "tokens = tl.load(ids_ptr + rows, mask=row_mask, other=0)  # [ROWS]")
     elif form == "registers":
         body("row = tl.program_id(0).to(tl.int64)",
              "cols = tl.arange(0, BLOCK_N)  # [BLOCK_N]",
              "mask = cols < row_len")
+    token = []  # a lookup's id of the program's row
+    if lookup and form != "short_rows":
+        token = [lookup.comment("the table row of the program's id"), _token(rows)]
     if not rows.looped:
+        body(*token)
         if hint:
             body(READ_ONCE)
-        body(f"h = tl.load(x_ptr + {layout.index['full']}, mask=mask, other=0.0{hint}).to(tl.float32)")
+        body(f"h = tl.load({start}, mask=mask, other=0.0{hint}).to(tl.float32)")
         pointwise_steps(body, before, layout, dtype)
         body(step.comment())
         operand_loads(body, step, layout)
@@ -130,7 +158,7 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
             pointwise_steps(body, after, layout, dtype)
             body("tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)")
     else:
-        _walk(body, rows, before, after, reduction, norm, layout, dtype)
+        _walk(body, rows, before, after, reduction, norm, layout, dtype, token, start if lookup else None)
 
     sizes = [*([("n_rows", "n_rows")] if form == "short_rows" else []), ("row_len", "row_len"),
              ("n_cols", f"{source}.shape[-1]"), *([("n_chan", f"{source}.shape[1]")] if rows.rank >= 3 else [])]
@@ -142,11 +170,13 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
                            "too long for registers)"}[form]
     tuning_code = {"registers": tuning.row_warps(), "short_rows": tuning.row_warps(), "slices": [],
                    "group_tiles": tuning.group_tiles(step.params.get("groups", 1))}[form]
-    kernel = Kernel(name, ["x_ptr", *kernel_args(inputs[1:]), "out_ptr"], sizes, constexprs,
-                    [f"{chain_text(steps)}; x [{', '.join(str(d) for d in inputs[0].shape)}].",
+    kernel = Kernel(name, [*pointers, *kernel_args(inputs[len(pointers):]), "out_ptr"], sizes, constexprs,
+                    [f"{chain_text(steps)}; "
+                     + (f"{shape_text(inputs[0])} into {shape_text(inputs[1])}." if lookup
+                        else f"x [{', '.join(str(d) for d in inputs[0].shape)}]."),
                      f"{held[0].upper()}{held[1:]}; fp32 math, one cast on store."], body, tuning_code)
     host = ["\n".join(tuning.row_slices())] if form == "slices" else []
-    return kernel, _launch(kernel, rows, step, name, source, row_len, inputs), host
+    return kernel, _launch(kernel, rows, step, name, source, row_len, inputs, lookup is not None), host
 
 
 def _scan(step: PlanStep) -> list[str]:
@@ -168,12 +198,13 @@ def _normalize_in_registers(norm, step: PlanStep) -> list[str]:
 
 
 def _walk(body: Code, rows: Rows, before: list[PlanStep], after: list[PlanStep], reduction, norm,
-          layout: Layout, dtype: str) -> None:
+          layout: Layout, dtype: str, token: list[str], start: str | None) -> None:
     """A row too long for registers: pass 1 folds each slice (or tile) into the row op's running state; a
-    normalization's pass 2 walks the row again, normalizes and stores."""
+    normalization's pass 2 walks the row again, normalizes and stores. ``token``: a lookup's lines loading the
+    row's id; ``start``: where its values are read (default: ``x`` at the layout's full index)."""
     step = rows.step
     statistic = reduction or (REDUCTIONS[norm.statistic] if norm.statistic else None)
-    body("row = tl.program_id(0).to(tl.int64)", step.comment())
+    body("row = tl.program_id(0).to(tl.int64)", *token, step.comment())
     if rows.form == "group_tiles":
         groups = step.params["groups"]
         layout = _group_tiles(groups)
@@ -193,7 +224,8 @@ def _walk(body: Code, rows: Rows, before: list[PlanStep], after: list[PlanStep],
     def open_walk(hint: str) -> None:
         body(loop)
         body.level += 1
-        body(*head, f"h = tl.load(x_ptr + {layout.index['full']}, mask=mask, other=0.0{hint}).to(tl.float32)")
+        body(*head, f"h = tl.load({start or 'x_ptr + ' + layout.index['full']}, mask=mask, other=0.0{hint})"
+                    ".to(tl.float32)")
         pointwise_steps(body, before, layout, dtype)
 
     if statistic:
@@ -220,26 +252,31 @@ def _walk(body: Code, rows: Rows, before: list[PlanStep], after: list[PlanStep],
 
 
 def _launch(kernel: Kernel, rows: Rows, step: PlanStep, name: str, source: str, row_len: str,
-            inputs: list[InputSpec]) -> Code:
+            inputs: list[InputSpec], lookup: bool) -> Code:
     """The wrapper lines allocating ``out`` (a value per row for a reduction, an index per row for an arg reduction,
-    else ``source``'s shape) and launching the kernel, a program per row (per ROWS rows for short ones)."""
+    else the running value's shape: ``source``'s, or a lookup's ids by the table's rows) and launching the kernel, a
+    program per row (per ROWS rows for short ones)."""
     code = Code(1)
+    kept = 2 if step.op.family is Family.SPATIAL else 1  # the dims a reduction drops: H and W, or the last
+    lead = "ids.shape" if lookup else f"{source}.shape[:-{kept}]"
     if step.reduces:
-        kept = 2 if step.op.family is Family.SPATIAL else 1  # the dims reduced: H and W, or the last
-        shape = (f"(*{source}.shape[:-{kept}], {', '.join(['1'] * kept)})" if step.params["keepdim"]
-                 else f"{source}.shape[:-{kept}]")
+        shape = f"(*{lead}, {', '.join(['1'] * kept)})" if step.params["keepdim"] else lead
         dtype = f"torch.{step.op.out_dtype}" if step.op.out_dtype else f"{source}.dtype"
         code(f"out = torch.empty({shape}, dtype={dtype}, device={source}.device)")
+    elif lookup:
+        code(f"out = torch.empty((*ids.shape, {source}.shape[-1]), dtype={source}.dtype, device={source}.device)")
     else:
         code(f"out = torch.empty_like({source})")
     code(f"row_len = {row_len}")
-    args = [source, *(i.name for i in inputs[1:]), "out", *kernel.size_args()]
+    args = [*(i.name for i in inputs), "out", *kernel.size_args()]
     grid = f"{source}.numel() // row_len"
+    if lookup:
+        grid = f"ids.numel() * {step.params['groups']}" if step.op.name == "group_norm" else "ids.numel()"
     if rows.form in ("registers", "short_rows"):
         code(f"BLOCK_N = triton.next_power_of_2(row_len)  # warps: {tuning.see('row-warps')}")
         args.append("BLOCK_N=BLOCK_N")
     if rows.form == "short_rows":
-        code(f"n_rows = {source}.numel() // row_len",
+        code(f"n_rows = {grid}",
              f"ROWS = max(1, {tuning.SHORT_ROW_TILE} // BLOCK_N)  # rows under {tuning.SHORT_ROW_BYTES} bytes: "
              f"{tuning.see('short-rows')}")
         args.insert(-1, "ROWS=ROWS")
