@@ -641,6 +641,19 @@ def test_lookup_plans_read_the_rows_their_ids_name(tmp_path, ops, bench_n, long_
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
-def test_lookups_without_a_row_op_have_no_plan_yet():
-    with pytest.raises(UnsupportedTask, match="a lookup followed by pointwise ops alone"):
-        resolve(GEN.generate(1, ops="embedding,relu"))
+def test_a_lookup_before_pointwise_ops_reads_the_table_in_tiles(tmp_path):
+    """A scaled embedding and a per-column shift: [BLOCK_M, BLOCK_N] tiles of the output, each loading its rows'
+    ids once and reading those rows of the table; the shift's vector loads once per tile."""
+    task = GEN.generate(1, ops="embedding,mul:scalar,add:col", dtype="bfloat16")
+    plan = resolve(task)
+    assert (plan.kind, plan.variant) == ("pointwise", "tiles")
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    assert "tokens = tl.load(ids_ptr + rows, mask=row_mask, other=0)" in path.read_text()
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
+def test_lookups_before_a_loss_have_no_plan_yet():
+    with pytest.raises(UnsupportedTask, match="a lookup followed by a loss or several row ops"):
+        resolve(GEN.generate(1, ops="embedding,mse_loss"))

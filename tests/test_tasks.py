@@ -209,7 +209,7 @@ def test_all_ops_get_used():
     ("relu,softmax,max,sum", None, "reduction", "hard"), ("var,softmax", None, "reduction", "medium"),
     ("abs,add:col,argmax", "row", "arg_reduction", "medium"), ("linear,argmin", None, "matmul", "hard"),
     ("softmax,argmax", None, "arg_reduction", "medium"), ("silu,spatial_max", "row", "spatial_reduction", "medium"),
-    ("embedding,relu,rms_norm", "row", "gather", "medium"), ("embedding,add:col", None, "gather", "medium"),
+    ("embedding,relu,rms_norm", "row", "gather", "medium"), ("embedding,add:col", "pointwise", "gather", "medium"),
     ("embedding,mse_loss", None, "gather", "medium")])
 def test_one_classification_gives_plan_family_and_difficulty(ops, plan, family, difficulty):
     kind = classify(ops.replace(":col", "").split(","))

@@ -517,7 +517,7 @@ class TaskGenerator:
     def _family_chain(self, family: str, rng: random.Random):
         """A chain of ``family``: pointwise ops, then a scan or a spatial reduction (and maybe pointwise ops after
         it), a loss or an arg reduction; or an embedding lookup, then pointwise ops around a reduction or a
-        normalization."""
+        normalization, or pointwise ops alone."""
         if family == "scan":
             rank = rng.choice((2, 2, 3))
             plan = ["pointwise"] * rng.choice((0, 1, 2)) + ["scan"] + ["pointwise"] * rng.choice((0, 1))
@@ -529,8 +529,11 @@ class TaskGenerator:
             plan = ["pointwise"] * rng.choice((1, 2)) + ["spatial"] + ["pointwise"] * rng.choice((0, 1))
         elif family == "gather":
             rank = 2
-            plan = (["embedding"] + ["pointwise"] * rng.choice((0, 1, 1)) + ["row"]
-                    + ["pointwise"] * rng.choice((0, 0, 1)))
+            if rng.random() < 0.25:  # a scaled (or otherwise mapped) embedding
+                plan = ["embedding"] + ["pointwise"] * rng.choice((1, 2))
+            else:
+                plan = (["embedding"] + ["pointwise"] * rng.choice((0, 1, 1)) + ["row"]
+                        + ["pointwise"] * rng.choice((0, 0, 1)))
         else:
             loss = rng.choice(_LOSSES)
             rank = 2 if loss.name == "cross_entropy" else rng.choice((2, 2, 3))
@@ -628,12 +631,13 @@ def classify(ops: list[str]) -> ChainKind:
 
     Plans: a matmul root's epilogue may hold inference batch norm and one more reduction or normalization (matmul);
     pointwise ops only (pointwise); one reduction (spatial too), normalization, scan or arg reduction among them
-    (row), after an embedding lookup too; pointwise ops and a loss (loss); two reductions and no normalization
-    (two_reductions); other chains have no plan yet. Family and difficulty follow what the chain computes: a matmul
-    root is hard; two reductions are hard; a lookup, a scan, a loss, an arg reduction or a spatial reduction makes
-    a medium chain of its own family; any other op that reduces makes a medium "reduction" chain; the rest are easy
-    "pointwise" chains. An inference batch norm applies running statistics, a per-channel affine map that reduces
-    nothing (``ops.reduces``), so a chain of it with pointwise ops is easy, though the row plan writes it.
+    (row), after an embedding lookup too (or pointwise ops alone after it); pointwise ops and a loss (loss); two
+    reductions and no normalization (two_reductions); other chains have no plan yet. Family and difficulty follow
+    what the chain computes: a matmul root is hard; two reductions are hard; a lookup, a scan, a loss, an arg
+    reduction or a spatial reduction makes a medium chain of its own family; any other op that reduces makes a
+    medium "reduction" chain; the rest are easy "pointwise" chains. An inference batch norm applies running
+    statistics, a per-channel affine map that reduces nothing (``ops.reduces``), so a chain of it with pointwise
+    ops is easy, though the row plan writes it.
     """
     entries = [catalog.get(op) for op in ops]
     families = [entry.family for entry in entries]
@@ -645,7 +649,8 @@ def classify(ops: list[str]) -> ChainKind:
         simple = not (scans or losses or args or spatial) and len([op for op in row_ops if op != "batch_norm"]) <= 1
         return ChainKind("matmul" if simple else None, "matmul", "hard")
     if families[0] is Family.GATHER:
-        return ChainKind("row" if len(row_ops) == 1 and not losses else None, "gather", "medium")
+        plan = None if losses or len(row_ops) > 1 else "row" if row_ops else "pointwise"
+        return ChainKind(plan, "gather", "medium")
     if scans or losses or args or spatial:
         plan = ("loss" if losses else "row") if len(row_ops) == 1 else None
         family = ("loss" if losses else "scan" if scans else "arg_reduction" if args else "spatial_reduction")

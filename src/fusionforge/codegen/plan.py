@@ -127,6 +127,8 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
     """The variants the generator can write, the default first, each with its reason; and the rows walked."""
     if kind == "pointwise":
         vectors = [s.params["operand"] for s in steps if s.params.get("operand") in ("col", "row")]
+        if steps[0].op.family is Family.GATHER:
+            return [("tiles", "a lookup: [rows, N] tiles load their rows' ids once each")], None
         if vectors:
             return [("tiles", f"a per-{'column' if 'col' in vectors else 'row'} vector: [rows, N] tiles load it "
                               "once each")], None
@@ -167,7 +169,7 @@ def _kind(task: FusionTask) -> str:
                               f"({task.description})")
     kind = classify([s.op for s in task.steps]).plan
     if kind is None:
-        missing = ("a lookup followed by pointwise ops alone, a loss or several row ops" if task.family == "gather"
+        missing = ("a lookup followed by a loss or several row ops" if task.family == "gather"
                    else "chains with several normalizations or reductions beyond two")
         raise UnsupportedTask(f"the built-in code generator has no plan yet for {missing} (task {task.id}: "
                               f"{task.description})")

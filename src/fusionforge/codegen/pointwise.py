@@ -3,7 +3,8 @@
 ``flat``: blocks of POINTWISE_BLOCK elements of the flattened output; a full-tensor operand is read at the
 same offsets, a scalar is an argument. ``tiles``: with a per-row or per-column vector, [BLOCK_M, BLOCK_N]
 tiles numbered row by row, each vector loaded once per tile and broadcast (indexed per element, it would cost
-an integer division each).
+an integer division each). After an embedding lookup, always tiles: each tile loads its rows' ids once and reads
+those rows of the table.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from fusionforge.codegen.layout import Layout, pointwise_steps
 from fusionforge.codegen.plan import Plan, kernel_args
 from fusionforge.codegen.source import Code, Kernel
 from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
+from fusionforge.ops import Family
 
 
 def emit(plan: Plan) -> Section:
     task = plan.task
     tiles = plan.variant == "tiles"
+    lookup = plan.steps[0] if plan.steps[0].op.family is Family.GATHER else None
+    steps = [s for s in plan.steps if s is not lookup]
+    source = "weight" if lookup else "x"
     body = Code()
     if tiles:
         body("# tiles in row-major order: neighbouring programs read neighbouring memory",
@@ -42,20 +47,29 @@ def emit(plan: Plan) -> Section:
         sizes, constexprs = [("n_elements", "n_elements")], ["BLOCK_SIZE"]
         held = "flattened, BLOCK_SIZE elements a program"
         doc = "Full-tensor operands are read at the same offsets, scalars are arguments; fp32 math, one cast on store."
-    body("h = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)")
-    pointwise_steps(body, list(plan.steps), layout, task.dtype)
+    if lookup:
+        body(lookup.comment("the table rows of the tile's ids"),
+             "tokens = tl.load(ids_ptr + rows, mask=row_mask, other=0)  # [BLOCK_M]",
+             "h = tl.load(weight_ptr + tokens[:, None] * n_cols + cols[None, :], mask=mask, other=0.0).to(tl.float32)")
+        what = f"{shape_text(task.inputs[0])} into {shape_text(task.inputs[1])}, the output"
+    else:
+        body("h = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)")
+        what = shape_text(task.inputs[0])
+    pointwise_steps(body, steps, layout, task.dtype)
     body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
     kernel = Kernel("fused_kernel_triton", [*kernel_args(task.inputs), "out_ptr"], sizes, constexprs,
-                    [f"{chain_text(plan.steps)}: elementwise over {shape_text(task.inputs[0])} {held}.", doc],
-                    body)
+                    [f"{chain_text(plan.steps)}: elementwise over {what} {held}.", doc], body)
 
     code = wrapper(plan)
-    code("out = torch.empty_like(x)")
+    if lookup:
+        code("out = torch.empty((*ids.shape, weight.shape[-1]), dtype=weight.dtype, device=weight.device)")
+    else:
+        code("out = torch.empty_like(x)")
     if tiles:
         code(f"# [{tuning.POINTWISE_TILE} // BLOCK_N, BLOCK_N] tiles on {tuning.POINTWISE_WARPS} warps "
              f"({tuning.see('pointwise-tiles')})",
-             "n_cols = x.shape[-1]",
-             "n_rows = x.numel() // n_cols",
+             f"n_cols = {source}.shape[-1]",
+             "n_rows = out.numel() // n_cols",
              f"BLOCK_N = min({tuning.POINTWISE_TILE_N}, triton.next_power_of_2(n_cols))",
              f"BLOCK_M = {tuning.POINTWISE_TILE} // BLOCK_N",
              "grid = (triton.cdiv(n_rows, BLOCK_M) * triton.cdiv(n_cols, BLOCK_N),)")
@@ -66,7 +80,7 @@ def emit(plan: Plan) -> Section:
              "n_elements = out.numel()",
              f"grid = (triton.cdiv(n_elements, {tuning.POINTWISE_BLOCK}),)")
         launch = [f"BLOCK_SIZE={tuning.POINTWISE_BLOCK}"]
-    code.call("fused_kernel_triton[grid](", ["x", *(i.name for i in task.inputs[1:]), "out", *kernel.size_args(),
+    code.call("fused_kernel_triton[grid](", [*(i.name for i in task.inputs), "out", *kernel.size_args(),
                                              *launch, f"num_warps={tuning.POINTWISE_WARPS}"])
     code("return out")
     return Section([kernel], [], code)
