@@ -611,49 +611,60 @@ def test_spatial_reduction_plans_pass_the_checker(tmp_path, seed, form):
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
-def _lookup_task(ops: str, bench_n: int | None = None, long_row: int | None = None):
-    """A forced embedding chain (float32), its bench rows ``bench_n`` long and a test shape of ``long_row``-value
-    rows where given: a lookup's menu never leaves registers, a task a user writes may."""
+def _gather_task(ops: str, bench_n: int | None = None, long_row: int | None = None):
+    """A forced gather chain (float32), its bench rows ``bench_n`` long and a test shape of ``long_row``-value
+    rows where given: a gather's menu never leaves registers, a task a user writes may."""
     task = GEN.generate(1, ops=ops, dtype="float32")
     if bench_n:
         task.shapes["bench"][0]["N"] = bench_n
     if long_row:
-        task.shapes["test"].append({"M": 3, "N": long_row, "V": 11})
+        task.shapes["test"].append({"M": 3, "N": long_row, **({"V": 11} if ops.startswith("embedding") else {"K": 97})})
     return task
 
 
 @pytest.mark.parametrize("ops, bench_n, long_row, form", [
     ("embedding,cos,group_norm", None, None, "registers"),
     ("embedding,relu,sum", 256, None, "short_rows"),
-    ("embedding,mul:col,layer_norm,silu", None, 20011, "slices")])
-def test_lookup_plans_read_the_rows_their_ids_name(tmp_path, ops, bench_n, long_row, form):
-    """An embedding lookup before the row plan: each program loads its rows' ids (a 2D group norm's row is one
-    group of an id's row) and reads those rows of the table, held in registers, several short rows a tile or
-    walked in slices (both passes of a normalization)."""
-    task = _lookup_task(ops, bench_n, long_row)
+    ("embedding,mul:col,layer_norm,silu", None, 20011, "slices"),
+    ("index_select,cos,group_norm", None, None, "registers"),
+    ("gather,relu,sum", 256, None, "short_rows"),
+    ("index_select,exp,max", 256, None, "short_rows"),
+    ("gather,mul:col,rms_norm", None, 20011, "slices")])
+def test_gather_plans_read_where_their_indices_point(tmp_path, ops, bench_n, long_row, form):
+    """A gather before the row plan: a lookup's program loads its rows' ids (a 2D group norm's row is one group of
+    an id's row) and reads those rows of the table; a gather's loads its indices (index_select's, the same for
+    every row) and reads x there. Rows held in registers, several short rows a tile or walked in slices (both
+    passes of a normalization)."""
+    task = _gather_task(ops, bench_n, long_row)
     plan = resolve(task)
     assert (plan.kind, plan.variant) == ("row", form)
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(generate(task))
-    text = path.read_text()
-    assert "def fused_kernel_triton(ids_ptr, weight_ptr" in text and "F.embedding" not in text.split("# <TRITON>")[1]
+    kernels = path.read_text().split("# <TRITON>")[1]
+    pointers = "ids_ptr, weight_ptr" if ops.startswith("embedding") else "x_ptr, index_ptr"
+    assert f"def fused_kernel_triton({pointers}" in kernels
+    assert not any(f"{name}(" in kernels for name in ("F.embedding", "torch.gather", "torch.index_select"))
     verdict = check_file(path, task=task, timeout=240)
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
-def test_a_lookup_before_pointwise_ops_reads_the_table_in_tiles(tmp_path):
-    """A scaled embedding and a per-column shift: [BLOCK_M, BLOCK_N] tiles of the output, each loading its rows'
-    ids once and reading those rows of the table; the shift's vector loads once per tile."""
-    task = GEN.generate(1, ops="embedding,mul:scalar,add:col", dtype="bfloat16")
+@pytest.mark.parametrize("ops, picks", [
+    ("embedding,mul:scalar,add:col", "tokens = tl.load(ids_ptr + rows, mask=row_mask, other=0)"),
+    ("gather,mul:scalar,add:col", "picked = tl.load(index_ptr + offsets, mask=mask, other=0)"),
+    ("index_select,silu", "picked = tl.load(index_ptr + cols, mask=col_mask, other=0)[None, :]")])
+def test_a_gather_before_pointwise_ops_reads_in_tiles(tmp_path, ops, picks):
+    """A scaled embedding (or pick) and a per-column shift: [BLOCK_M, BLOCK_N] tiles of the output, each loading
+    its rows' ids (or its indices) and reading where they point; the shift's vector loads once per tile."""
+    task = GEN.generate(1, ops=ops, dtype="bfloat16")
     plan = resolve(task)
     assert (plan.kind, plan.variant) == ("pointwise", "tiles")
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(generate(task))
-    assert "tokens = tl.load(ids_ptr + rows, mask=row_mask, other=0)" in path.read_text()
+    assert picks in path.read_text()
     verdict = check_file(path, task=task, timeout=240)
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
 def test_lookups_before_a_loss_have_no_plan_yet():
-    with pytest.raises(UnsupportedTask, match="a lookup followed by a loss or several row ops"):
+    with pytest.raises(UnsupportedTask, match="a gather followed by a loss or several row ops"):
         resolve(GEN.generate(1, ops="embedding,mse_loss"))

@@ -390,3 +390,27 @@ def test_a_lookup_before_an_arg_reduction_draws_its_table_as_logits():
     task = GEN.generate(2, ops="embedding,add:col,argmax", dtype="float32")
     assert task.inputs[1].init == catalog.LOGITS
     assert GEN.generate(2, ops="embedding,relu,sum").inputs[1].init == catalog.ACTIVATION
+
+
+@pytest.mark.parametrize("ops, index_shape", [("gather,layer_norm", ["M", "N"]), ("index_select,relu,sum", ["N"])])
+def test_a_gather_picks_n_of_each_rows_k_values(ops, index_shape):
+    """x [M, K] and int64 indices into its last dimension ([M, N] a row each, or [N] shared) give [M, N], the row
+    the ops after it see. The cost counts the M x N values picked, not all of x; the probe keeps K small."""
+    task = GEN.generate(2, ops=ops, dtype="float16")
+    x, index = task.inputs[:2]
+    assert (x.name, x.shape, index.name, index.shape, index.dtype) == ("x", ["M", "K"], "index", index_shape, "int64")
+    assert task.rank == 2 and task.step_shapes()[0] == ("M", "N") and index.init == catalog.COLUMN_INDEX
+    dims = task.shapes["test"][0]
+    values = task.make_inputs(dims, seed=5)
+    assert int(values[1].min()) == 0 and int(values[1].max()) == dims["K"] - 1
+    picked = values[0].double().gather(-1, values[1] if index_shape == ["M", "N"] else
+                                       values[1].expand(dims["M"], -1))
+    first = task.steps[1].op  # the reference evaluates the chain on those picks
+    expected = {"layer_norm": lambda h: torch.nn.functional.layer_norm(
+        h, h.shape[-1:], values[2].double(), values[3].double(), eps=task.steps[1].params["eps"]),
+                "relu": lambda h: h.relu().sum(-1, keepdim=task.steps[2].params["keepdim"])}[first](picked)
+    assert torch.allclose(task.reference(values), expected, rtol=0, atol=1e-12)
+    bench = task.shapes["bench"][0]
+    assert bench["K"] >= bench["N"] and task.cost(bench)["bytes"] >= BENCH_MIN_BYTES
+    assert task.cost(bench)["bytes"] == task.cost({**bench, "K": 2 * bench["K"]})["bytes"]  # x: the values picked
+    assert probe_dims(task)["K"] == dims["K"]

@@ -797,7 +797,8 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
                    "cumsum, cumprod or logcumsumexp), loss (pointwise ops, then cross-entropy, KL divergence or MSE), "
                    "arg_reduction (pointwise ops, then argmax or argmin: int64 indices), spatial_reduction "
                    "(pointwise ops on [B, C, H, W], mean or max over H, W, pointwise ops) or gather (an embedding "
-                   "lookup of int64 ids, then pointwise ops around a reduction or normalization)")
+                   "lookup, gather or index_select by int64 indices, then pointwise ops, maybe around a reduction or "
+                   "normalization)")
     p.add_argument("--out", metavar="FILE", help="also write the task JSON (a list when --count > 1)")
     p.add_argument("--json", action="store_true", help="print the task spec as JSON")
     p.add_argument("--skeleton", action="store_true", help="also write the task's kernel file to fill in, as the "

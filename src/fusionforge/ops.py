@@ -20,8 +20,9 @@ Conventions
   (argmax, argmin) end a chain too: an int64 index per row of the last dimension.
 * An image-like value is ``("B", "C", "H", "W")``: it takes pointwise ops (broadcast against a scalar or a
   full tensor) and spatial reductions over H and W, which leave [B, C] (or [B, C, 1, 1]).
-* An embedding lookup starts a chain, as a matmul does: ``ids`` [M] (int64) pick rows of a ``weight`` table
-  [V, N], giving [M, N] for the ops after it.
+* Gathers start a chain, as a matmul does: an embedding lookup's ``ids`` [M] (int64) pick rows of a ``weight``
+  table [V, N], giving [M, N]; a gather along the last dimension picks N values of each row of ``x`` [M, K] (by
+  an int64 ``index`` [M, N], or [N] for all rows alike: index_select), giving [M, N].
 * ``flops`` counts floating-point operations per output element (per input element for
   reductions, normalizations, scans and losses); matmuls count ``2 * K`` per output element.
 """
@@ -422,12 +423,20 @@ MATMUL_OPS = [
        operands=(_WEIGHT_BKN,), label="batched matmul x @ w"),
 ]
 
-# Gather roots start a chain: the rows of a table that int64 ids name (a token embedding). The table is drawn as
-# activations are, so the ops after it see the values they would after a matmul.
+# Gather roots start a chain: the rows of a table that int64 ids name (a token embedding), or K values of each row
+# of x picked by int64 column indices. A table is drawn as activations are, so the ops after it see the values they
+# would after a matmul.
 TOKEN_IDS = {"dist": "randint", "high": "V"}  # a row of the table, uniform
+COLUMN_INDEX = {"dist": "randint", "high": "K"}  # a column of the [M, K] values a gather picks from, uniform
 GATHER_OPS = [
     Op("embedding", Family.GATHER, "F.embedding({x}, {weight})", "h_ij = weight[ids_i, j]: [M] ids of [V, N] -> [M, N]",
        0, operands=(Operand("weight", "table", "VN", ACTIVATION),), label="embedding lookup of ids in a [V, N] table"),
+    Op("gather", Family.GATHER, "torch.gather({x}, -1, {index})",
+       "h_ij = x[i, index_ij]: [M, K] by [M, N] int64 -> [M, N]", 0,
+       operands=(Operand("index", "index", "full", COLUMN_INDEX, "int64"),), label="gather of N values a row"),
+    Op("index_select", Family.GATHER, "torch.index_select({x}, -1, {index})",
+       "h_ij = x[i, index_j]: [M, K] by [N] int64 -> [M, N]", 0,
+       operands=(Operand("index", "index", "col", COLUMN_INDEX, "int64"),), label="index_select of N columns"),
 ]
 
 CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + GATHER_OPS + UNARY_OPS + BINARY_OPS + REDUCTION_OPS
@@ -535,9 +544,12 @@ def operand_shape(layout: str, shape: Shape) -> Shape:
 
 
 def root_shapes(op: Op) -> tuple[Shape, Shape]:
-    """(first input's shape, output shape) of a root: a matmul's activation, an embedding's ids."""
-    if op.family is Family.GATHER:
+    """(first input's shape, output shape) of a root: a matmul's activation, an embedding's ids, the values a
+    gather picks from."""
+    if op.name == "embedding":
         return ("M",), ("M", "N")
+    if op.family is Family.GATHER:
+        return ("M", "K"), ("M", "N")
     if op.name == "bmm":
         return ("B", "M", "K"), ("B", "M", "N")
     return ("M", "K"), ("M", "N")

@@ -288,11 +288,15 @@ class FusionTask:
         """
         size = ITEMSIZE[self.dtype]
         by_name = {i.name: i for i in self.inputs}
+        root = self.root
+        # a gather reads the values it picks (a lookup the rows its ids name), not all of its table or rows
+        picked = None if root is None or root.family is not Family.GATHER else (
+            self.steps[0].inputs[0] if root.name == "embedding" else self.inputs[0].name)
 
         def nbytes(spec: InputSpec) -> int:
             if spec.dtype == SCALAR_DTYPE:
                 return 0
-            if spec.role == "table":  # a lookup reads the row each id names, not the whole table
+            if spec.name == picked:
                 return dims["M"] * dims["N"] * ITEMSIZE[spec.dtype]
             return _numel(concrete(spec.shape, dims)) * ITEMSIZE[spec.dtype]
 
@@ -387,6 +391,8 @@ _BENCH_4D = [dict(C=c, H=h, W=w) for c, h, w in ((64, 56, 56), (128, 28, 28), (2
 _BENCH_VOCAB = [dict(N=n) for n in (32000, 50257, 128256)]
 # An embedding table: a hidden size of a language model by its vocabulary (GPT-2's, Llama 2's and Llama 3's).
 _BENCH_TABLE = [dict(N=n, V=v) for n in (1024, 2048, 4096) for v in (32000, 50257, 128256)]
+# A gather's rows: N picks of K values (a quarter of a row to all of it, in any order).
+_BENCH_PICKS = [dict(N=n, K=k) for n, k in ((1024, 4096), (2048, 4096), (2048, 8192), (4096, 8192), (4096, 4096))]
 # A lookup's test tables: fewer rows than ids (ids repeat), about as many, and many more.
 _TEST_TABLE_ROWS = [(7, 50, 1009), (64, 4096), (5003,)]
 _BENCH_3D_MM = [dict(M=m, N=n, K=k) for m, n, k in ((1024, 1024, 1024), (2048, 1024, 512), (1024, 2048, 1024))]
@@ -516,8 +522,9 @@ class TaskGenerator:
 
     def _family_chain(self, family: str, rng: random.Random):
         """A chain of ``family``: pointwise ops, then a scan or a spatial reduction (and maybe pointwise ops after
-        it), a loss or an arg reduction; or an embedding lookup, then pointwise ops around a reduction or a
-        normalization, or pointwise ops alone."""
+        it), a loss or an arg reduction; or a gather (an embedding lookup half the time, else a gather or an
+        index_select along the last dimension), then pointwise ops around a reduction or a normalization, or
+        pointwise ops alone."""
         if family == "scan":
             rank = rng.choice((2, 2, 3))
             plan = ["pointwise"] * rng.choice((0, 1, 2)) + ["scan"] + ["pointwise"] * rng.choice((0, 1))
@@ -529,11 +536,11 @@ class TaskGenerator:
             plan = ["pointwise"] * rng.choice((1, 2)) + ["spatial"] + ["pointwise"] * rng.choice((0, 1))
         elif family == "gather":
             rank = 2
-            if rng.random() < 0.25:  # a scaled (or otherwise mapped) embedding
-                plan = ["embedding"] + ["pointwise"] * rng.choice((1, 2))
+            root = rng.choice(("embedding", "embedding", "gather", "index_select"))
+            if rng.random() < 0.25:  # a scaled (or otherwise mapped) embedding or pick
+                plan = [root] + ["pointwise"] * rng.choice((1, 2))
             else:
-                plan = (["embedding"] + ["pointwise"] * rng.choice((0, 1, 1)) + ["row"]
-                        + ["pointwise"] * rng.choice((0, 0, 1)))
+                plan = [root] + ["pointwise"] * rng.choice((0, 1, 1)) + ["row"] + ["pointwise"] * rng.choice((0, 0, 1))
         else:
             loss = rng.choice(_LOSSES)
             rank = 2 if loss.name == "cross_entropy" else rng.choice((2, 2, 3))
@@ -574,7 +581,7 @@ class TaskGenerator:
         root = chain[0][0] if chain[0][0].family in catalog.ROOTS else None
         act_shape = catalog.root_shapes(root)[0] if root else start_shape(rank)
         activation = catalog.LOGITS if chain[-1][0].family is Family.ARG_REDUCTION else catalog.ACTIVATION
-        if root and root.family is Family.GATHER:
+        if root and root.name == "embedding":
             inputs = [InputSpec("ids", "ids", list(act_shape), "int64", dict(catalog.TOKEN_IDS))]
         else:
             inputs = [InputSpec("x", "activation", list(act_shape), dtype, dict(activation))]
@@ -597,9 +604,9 @@ class TaskGenerator:
         groups = max([p["groups"] for o, p in chain if o.name == "group_norm"] or [1])
         channel = {2: "N", 3: "M", 4: "C"}[rank]
         test = [_pick_dims(family, rng, channel, groups) for family in {2: _TEST_2D, 3: _TEST_3D, 4: _TEST_4D}[rank]]
-        if not root or root.family is Family.GATHER:
+        if not root or root.name == "embedding":
             test = [{k: v for k, v in d.items() if k != "K"} for d in test]
-        if root and root.family is Family.GATHER:
+        if root and root.name == "embedding":
             test = [{**d, "V": rng.choice(choices)} for d, choices in zip(test, _TEST_TABLE_ROWS)]
         task = FusionTask(id="", seed=seed, difficulty=difficulty, dtype=dtype, steps=steps, inputs=inputs,
                           output_shape=list(shape), shapes={"test": test, "bench": []})
@@ -759,7 +766,7 @@ def _bench_dims(task: FusionTask, rank: int, root: Op | None, rng, channel: str,
         dims = dict(rng.choice(_BENCH_3D_MM if root else _BENCH_3D))
         lead, step = "B", 1
     elif root and root.family is Family.GATHER:
-        dims = dict(rng.choice(_BENCH_TABLE))
+        dims = dict(rng.choice(_BENCH_TABLE if root.name == "embedding" else _BENCH_PICKS))
         lead, step = "M", 64
     else:
         vocabulary = any(step.op in ("cross_entropy", "argmax", "argmin") for step in task.steps)

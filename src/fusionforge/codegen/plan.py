@@ -128,7 +128,7 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
     if kind == "pointwise":
         vectors = [s.params["operand"] for s in steps if s.params.get("operand") in ("col", "row")]
         if steps[0].op.family is Family.GATHER:
-            return [("tiles", "a lookup: [rows, N] tiles load their rows' ids once each")], None
+            return [("tiles", "a gather: [rows, N] tiles load their ids or indices and read where they point")], None
         if vectors:
             return [("tiles", f"a per-{'column' if 'col' in vectors else 'row'} vector: [rows, N] tiles load it "
                               "once each")], None
@@ -169,7 +169,7 @@ def _kind(task: FusionTask) -> str:
                               f"({task.description})")
     kind = classify([s.op for s in task.steps]).plan
     if kind is None:
-        missing = ("a lookup followed by a loss or several row ops" if task.family == "gather"
+        missing = ("a gather followed by a loss or several row ops" if task.family == "gather"
                    else "chains with several normalizations or reductions beyond two")
         raise UnsupportedTask(f"the built-in code generator has no plan yet for {missing} (task {task.id}: "
                               f"{task.description})")

@@ -3,8 +3,8 @@
 ``flat``: blocks of POINTWISE_BLOCK elements of the flattened output; a full-tensor operand is read at the
 same offsets, a scalar is an argument. ``tiles``: with a per-row or per-column vector, [BLOCK_M, BLOCK_N]
 tiles numbered row by row, each vector loaded once per tile and broadcast (indexed per element, it would cost
-an integer division each). After an embedding lookup, always tiles: each tile loads its rows' ids once and reads
-those rows of the table.
+an integer division each). After a gather, always tiles: a lookup's tile loads its rows' ids once and reads those
+rows of the table; a gather's loads its indices (index_select's once, a vector) and reads x where they point.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from fusionforge.ops import Family
 def emit(plan: Plan) -> Section:
     task = plan.task
     tiles = plan.variant == "tiles"
-    lookup = plan.steps[0] if plan.steps[0].op.family is Family.GATHER else None
-    steps = [s for s in plan.steps if s is not lookup]
+    root = plan.steps[0] if plan.steps[0].op.family is Family.GATHER else None
+    lookup = root if root and root.op.name == "embedding" else None
+    steps = [s for s in plan.steps if s is not root]
     source = "weight" if lookup else "x"
     body = Code()
     if tiles:
@@ -35,7 +36,8 @@ def emit(plan: Plan) -> Section:
              "offsets = rows[:, None].to(tl.int64) * n_cols + cols[None, :]  # [BLOCK_M, BLOCK_N]")
         layout = Layout({"full": "offsets"}, vectors={"col": ("cols", "col_mask", "[None, :]"),
                                                       "row": ("rows", "row_mask", "[:, None]")})
-        sizes, constexprs = [("n_rows", "n_rows"), ("n_cols", "n_cols")], ["BLOCK_M", "BLOCK_N"]
+        sizes, constexprs = [("n_rows", "n_rows"), ("n_cols", "n_cols"), ("n_picked_from", "x.shape[-1]")], \
+            ["BLOCK_M", "BLOCK_N"]
         held = "as [rows, N] in [BLOCK_M, BLOCK_N] tiles"
         doc = "Per-column vectors load once per tile ([BLOCK_N], broadcast down its rows), per-row vectors " \
               "[BLOCK_M] across its columns; fp32 math, one cast on store."
@@ -52,6 +54,14 @@ def emit(plan: Plan) -> Section:
              "tokens = tl.load(ids_ptr + rows, mask=row_mask, other=0)  # [BLOCK_M]",
              "h = tl.load(weight_ptr + tokens[:, None] * n_cols + cols[None, :], mask=mask, other=0.0).to(tl.float32)")
         what = f"{shape_text(task.inputs[0])} into {shape_text(task.inputs[1])}, the output"
+    elif root:
+        picks = ("tl.load(index_ptr + offsets, mask=mask, other=0)" if root.op.name == "gather"
+                 else "tl.load(index_ptr + cols, mask=col_mask, other=0)[None, :]")
+        body(root.comment("the columns of x the tile's values come from"),
+             f"picked = {picks}  # [{'BLOCK_M, ' if root.op.name == 'gather' else '1, '}BLOCK_N]",
+             "h = tl.load(x_ptr + rows[:, None].to(tl.int64) * n_picked_from + picked, mask=mask, other=0.0)"
+             ".to(tl.float32)")
+        what = f"{shape_text(task.inputs[0])} picked at {shape_text(task.inputs[1])}, the output"
     else:
         body("h = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)")
         what = shape_text(task.inputs[0])
@@ -63,13 +73,15 @@ def emit(plan: Plan) -> Section:
     code = wrapper(plan)
     if lookup:
         code("out = torch.empty((*ids.shape, weight.shape[-1]), dtype=weight.dtype, device=weight.device)")
+    elif root:
+        code("out = torch.empty((*x.shape[:-1], index.shape[-1]), dtype=x.dtype, device=x.device)")
     else:
         code("out = torch.empty_like(x)")
     if tiles:
         code(f"# [{tuning.POINTWISE_TILE} // BLOCK_N, BLOCK_N] tiles on {tuning.POINTWISE_WARPS} warps "
              f"({tuning.see('pointwise-tiles')})",
-             f"n_cols = {source}.shape[-1]",
-             "n_rows = out.numel() // n_cols",
+             f"n_cols = {'index' if root and not lookup else source}.shape[-1]",
+             f"n_rows = {'out' if root else 'x'}.numel() // n_cols",
              f"BLOCK_N = min({tuning.POINTWISE_TILE_N}, triton.next_power_of_2(n_cols))",
              f"BLOCK_M = {tuning.POINTWISE_TILE} // BLOCK_N",
              "grid = (triton.cdiv(n_rows, BLOCK_M) * triton.cdiv(n_cols, BLOCK_N),)")

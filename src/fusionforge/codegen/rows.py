@@ -31,7 +31,7 @@ READ_ONCE = f"# a reduction reads its rows once: evict_first ({tuning.see('evict
 
 
 def emit(plan: Plan) -> Section:
-    source = "weight" if plan.steps[0].op.family is Family.GATHER else "x"
+    source = "weight" if plan.steps[0].op.name == "embedding" else "x"
     kernel, launch, host = row_kernel(plan, plan.rows, list(plan.steps), "fused_kernel_triton", source,
                                       list(plan.task.inputs))
     code = wrapper(plan)
@@ -68,6 +68,28 @@ def geometry(rows: Rows) -> tuple[str, Layout, str]:
             "one row of the last dimension per program")
 
 
+def _first_load(root: PlanStep | None, rows: Rows, layout: Layout, form: str, hint: str) -> list[str]:
+    """The lines loading the chain's first values into ``h`` at the kernel's rows and columns: ``x`` at the layout's
+    full index; a lookup's table at its ids' rows; for a gather, its indices first, then ``x`` where they point (a
+    2D group norm's row is one group of a row of picks)."""
+    if root is None:
+        return [f"h = tl.load(x_ptr + {layout.index['full']}, mask=mask, other=0.0{hint}).to(tl.float32)"]
+    if root.op.name == "embedding":
+        index = "tokens[:, None] * row_len + cols[None, :]" if form == "short_rows" else _gathered(rows)
+        return [f"h = tl.load(weight_ptr + {index}, mask=mask, other=0.0{hint}).to(tl.float32)"]
+    if root.op.name == "gather":
+        picks = f"picked = tl.load(index_ptr + {layout.index['full']}, mask=mask, other=0)"
+    elif form == "short_rows":
+        index, mask, broadcast = layout.vectors["col"]
+        picks = f"picked = tl.load(index_ptr + {index}, mask={mask}, other=0){broadcast}"
+    else:
+        picks = f"picked = tl.load(index_ptr + {layout.index['col']}, mask=mask, other=0)"
+    groups = rows.step.params["groups"] if rows.step.op.name == "group_norm" else None
+    sample = "rows[:, None]" if form == "short_rows" else f"(row // {groups})" if groups else "row"
+    return [root.comment("the columns of x the program's values come from"), picks,
+            f"h = tl.load(x_ptr + {sample} * n_picked_from + picked, mask=mask, other=0.0{hint}).to(tl.float32)"]
+
+
 def _token(rows: Rows) -> str:
     """The line loading the id of the table row a program's row reads (a 2D group norm's row is one group of
     one id's row)."""
@@ -101,16 +123,17 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
                inputs: list[InputSpec]) -> tuple[Kernel, Code, list[str]]:
     """The kernel walking ``rows`` through ``steps`` (pointwise, the row op, pointwise) over ``source`` (the
     wrapper's ``x``, a matmul's product ``h``, or the ``weight`` table an embedding lookup starting ``steps``
-    reads); ``inputs``: the kernel's, ``source`` first (after the ids of a lookup). Returns the kernel, the wrapper
-    lines that allocate ``out`` and launch it, and host-side helpers it needs."""
+    reads; a gather starting them reads ``x`` at its ``index``); ``inputs``: the kernel's, ``source`` first (after
+    the ids of a lookup). Returns the kernel, the wrapper lines that allocate ``out`` and launch it, and host-side
+    helpers it needs."""
     step, form, dtype = rows.step, rows.form, plan.dtype
-    lookup = steps[0] if steps[0].op.family is Family.GATHER else None
-    before = [s for s in steps if s.index < step.index and s is not lookup]
+    root = steps[0] if steps[0].op.family is Family.GATHER else None
+    lookup = root if root and root.op.name == "embedding" else None
+    before = [s for s in steps if s.index < step.index and s is not root]
     after = [s for s in steps if s.index > step.index]
     row_len, layout, in_words = geometry(rows)
-    row_len = row_len.replace("x.", f"{source}.")
-    pointers = ["ids_ptr", "weight_ptr"] if lookup else ["x_ptr"]  # the values the kernel reads: pointers[-1]
-    start = f"{pointers[-1]} + {_gathered(rows) if lookup else layout.index['full']}"
+    row_len = row_len.replace("x.", "index." if root and not lookup else f"{source}.")
+    pointers = ["ids_ptr", "weight_ptr"] if lookup else ["x_ptr"]
     reduction = REDUCTIONS.get(step.op.name)
     norm = NORMALIZATIONS.get(step.op.name)
     body = Code()
@@ -120,7 +143,6 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
 
     if form == "short_rows":
         layout = _short_rows(rows.rank)
-        start = f"{pointers[-1]} + " + ("tokens[:, None] * row_len + cols[None, :]" if lookup else layout.index["full"])
         body("rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)  # [ROWS]",
              "cols = tl.arange(0, BLOCK_N)  # [BLOCK_N]",
              "row_mask = rows < n_rows",
@@ -139,7 +161,7 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
         body(*token)
         if hint:
             body(READ_ONCE)
-        body(f"h = tl.load({start}, mask=mask, other=0.0{hint}).to(tl.float32)")
+        body(*_first_load(root, rows, layout, form, hint))
         pointwise_steps(body, before, layout, dtype)
         body(step.comment())
         operand_loads(body, step, layout)
@@ -158,10 +180,12 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
             pointwise_steps(body, after, layout, dtype)
             body("tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)")
     else:
-        _walk(body, rows, before, after, reduction, norm, layout, dtype, token, start if lookup else None)
+        _walk(body, rows, before, after, reduction, norm, layout, dtype, token, root)
 
     sizes = [*([("n_rows", "n_rows")] if form == "short_rows" else []), ("row_len", "row_len"),
-             ("n_cols", f"{source}.shape[-1]"), *([("n_chan", f"{source}.shape[1]")] if rows.rank >= 3 else [])]
+             ("n_cols", f"{'index' if root and not lookup else source}.shape[-1]"),
+             *([("n_picked_from", "x.shape[-1]")] if root and not lookup else []),
+             *([("n_chan", f"{source}.shape[1]")] if rows.rank >= 3 else [])]
     held = {"registers": f"{in_words}, held in registers (BLOCK_N lanes, masked)",
             "short_rows": f"ROWS {'planes' if step.op.family is Family.SPATIAL else 'rows of the last dimension'} "
                           "per program, a [ROWS, BLOCK_N] tile held in registers (masked)",
@@ -173,10 +197,11 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
     kernel = Kernel(name, [*pointers, *kernel_args(inputs[len(pointers):]), "out_ptr"], sizes, constexprs,
                     [f"{chain_text(steps)}; "
                      + (f"{shape_text(inputs[0])} into {shape_text(inputs[1])}." if lookup
+                        else f"{shape_text(inputs[0])} picked at {shape_text(inputs[1])}." if root
                         else f"x [{', '.join(str(d) for d in inputs[0].shape)}]."),
                      f"{held[0].upper()}{held[1:]}; fp32 math, one cast on store."], body, tuning_code)
     host = ["\n".join(tuning.row_slices())] if form == "slices" else []
-    return kernel, _launch(kernel, rows, step, name, source, row_len, inputs, lookup is not None), host
+    return kernel, _launch(kernel, rows, step, name, source, row_len, inputs, root), host
 
 
 def _scan(step: PlanStep) -> list[str]:
@@ -198,10 +223,10 @@ def _normalize_in_registers(norm, step: PlanStep) -> list[str]:
 
 
 def _walk(body: Code, rows: Rows, before: list[PlanStep], after: list[PlanStep], reduction, norm,
-          layout: Layout, dtype: str, token: list[str], start: str | None) -> None:
+          layout: Layout, dtype: str, token: list[str], root: PlanStep | None) -> None:
     """A row too long for registers: pass 1 folds each slice (or tile) into the row op's running state; a
     normalization's pass 2 walks the row again, normalizes and stores. ``token``: a lookup's lines loading the
-    row's id; ``start``: where its values are read (default: ``x`` at the layout's full index)."""
+    row's id; ``root``: a gather starting the chain (``_first_load``)."""
     step = rows.step
     statistic = reduction or (REDUCTIONS[norm.statistic] if norm.statistic else None)
     body("row = tl.program_id(0).to(tl.int64)", *token, step.comment())
@@ -224,8 +249,7 @@ def _walk(body: Code, rows: Rows, before: list[PlanStep], after: list[PlanStep],
     def open_walk(hint: str) -> None:
         body(loop)
         body.level += 1
-        body(*head, f"h = tl.load({start or 'x_ptr + ' + layout.index['full']}, mask=mask, other=0.0{hint})"
-                    ".to(tl.float32)")
+        body(*head, *_first_load(root, rows, layout, rows.form, hint))
         pointwise_steps(body, before, layout, dtype)
 
     if statistic:
@@ -252,26 +276,29 @@ def _walk(body: Code, rows: Rows, before: list[PlanStep], after: list[PlanStep],
 
 
 def _launch(kernel: Kernel, rows: Rows, step: PlanStep, name: str, source: str, row_len: str,
-            inputs: list[InputSpec], lookup: bool) -> Code:
+            inputs: list[InputSpec], root: PlanStep | None) -> Code:
     """The wrapper lines allocating ``out`` (a value per row for a reduction, an index per row for an arg reduction,
-    else the running value's shape: ``source``'s, or a lookup's ids by the table's rows) and launching the kernel, a
-    program per row (per ROWS rows for short ones)."""
+    else the running value's shape: ``source``'s, a lookup's ids by the table's rows, a gather's rows of ``x`` by
+    its picks) and launching the kernel, a program per row (per ROWS rows for short ones)."""
     code = Code(1)
+    lookup = root is not None and root.op.name == "embedding"
     kept = 2 if step.op.family is Family.SPATIAL else 1  # the dims a reduction drops: H and W, or the last
     lead = "ids.shape" if lookup else f"{source}.shape[:-{kept}]"
     if step.reduces:
         shape = f"(*{lead}, {', '.join(['1'] * kept)})" if step.params["keepdim"] else lead
         dtype = f"torch.{step.op.out_dtype}" if step.op.out_dtype else f"{source}.dtype"
         code(f"out = torch.empty({shape}, dtype={dtype}, device={source}.device)")
-    elif lookup:
-        code(f"out = torch.empty((*ids.shape, {source}.shape[-1]), dtype={source}.dtype, device={source}.device)")
+    elif root:
+        width = f"{source}.shape[-1]" if lookup else "index.shape[-1]"
+        code(f"out = torch.empty((*{lead}, {width}), dtype={source}.dtype, device={source}.device)")
     else:
         code(f"out = torch.empty_like({source})")
     code(f"row_len = {row_len}")
     args = [*(i.name for i in inputs), "out", *kernel.size_args()]
     grid = f"{source}.numel() // row_len"
-    if lookup:
-        grid = f"ids.numel() * {step.params['groups']}" if step.op.name == "group_norm" else "ids.numel()"
+    if root:
+        n_rows = "ids.numel()" if lookup else f"{source}.numel() // {source}.shape[-1]"
+        grid = f"{n_rows} * {step.params['groups']}" if step.op.name == "group_norm" else n_rows
     if rows.form in ("registers", "short_rows"):
         code(f"BLOCK_N = triton.next_power_of_2(row_len)  # warps: {tuning.see('row-warps')}")
         args.append("BLOCK_N=BLOCK_N")
