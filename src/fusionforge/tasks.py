@@ -164,7 +164,7 @@ class FusionTask:
 
     @property
     def root(self) -> Op | None:
-        """The root (a matmul, an embedding lookup) that starts the chain, if one does."""
+        """The root (a matmul, a gather) that starts the chain, if one does."""
         op = catalog.get(self.steps[0].op)
         return op if op.family in catalog.ROOTS else None
 
@@ -306,7 +306,7 @@ class FusionTask:
         for step, out_sym in zip(self.steps, self.step_shapes()):
             op = catalog.get(step.op)
             in_numel = _numel(shape)
-            in_bytes = in_numel * ITEMSIZE[self.inputs[0].dtype if op.family in catalog.ROOTS else self.dtype]
+            in_bytes = nbytes(self.inputs[0]) if op.family in catalog.ROOTS else in_numel * size
             operand_bytes = sum(nbytes(by_name[n]) for n in step.inputs)
             shape = concrete(out_sym, dims)
             out_numel = _numel(shape)

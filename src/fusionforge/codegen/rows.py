@@ -12,7 +12,8 @@ One emitter for every way of walking the rows (``Rows.form``), the looped ones a
 
 Group norm's rows are one group of one sample: [M, N] -> [M * G, N / G]; [B, M, N] -> [B * G, (M / G) * N],
 contiguous in memory. The same kernel serves a normalization after a matmul, over its product, and a chain that
-starts with an embedding lookup: each program loads the ids of its rows and reads those rows of the table.
+starts with a gather: each program loads its rows' ids and reads those rows of a lookup's table, or loads its
+indices and reads x where they point (``_first_load``).
 """
 
 from __future__ import annotations
