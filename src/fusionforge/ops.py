@@ -423,9 +423,9 @@ MATMUL_OPS = [
        operands=(_WEIGHT_BKN,), label="batched matmul x @ w"),
 ]
 
-# Gather roots start a chain: the rows of a table that int64 ids name (a token embedding), or K values of each row
-# of x picked by int64 column indices. A table is drawn as activations are, so the ops after it see the values they
-# would after a matmul.
+# Gather roots start a chain: the rows of a table that int64 ids name (a token embedding), or N values of each row
+# of x [M, K] picked by int64 column indices. A table is drawn as activations are, so the ops after it see the values
+# they would after a matmul.
 TOKEN_IDS = {"dist": "randint", "high": "V"}  # a row of the table, uniform
 COLUMN_INDEX = {"dist": "randint", "high": "K"}  # a column of the [M, K] values a gather picks from, uniform
 GATHER_OPS = [
@@ -448,7 +448,7 @@ AFFINE_NORMS = ("batch_norm",)
 
 # Ops that act on whole rows (of the last dimension; a spatial reduction's of H x W): what the row plans walk.
 ROW_FAMILIES = (Family.REDUCTION, Family.NORM, Family.SCAN, Family.LOSS, Family.ARG_REDUCTION, Family.SPATIAL)
-# Ops that start a chain from inputs of their own shapes: a matmul, an embedding lookup.
+# Ops that start a chain from inputs of their own shapes: a matmul, a gather.
 ROOTS = (Family.MATMUL, Family.GATHER)
 # Ops whose result no op reads: a loss, an index.
 ENDS_CHAIN = (Family.LOSS, Family.ARG_REDUCTION)
