@@ -384,6 +384,7 @@ def test_an_embedding_lookup_starts_a_chain_from_int64_ids_and_a_table():
     assert cost["bytes"] >= BENCH_MIN_BYTES
     assert cost["bytes"] == bench["M"] * 8 + (2 * bench["M"] * bench["N"] + bench["N"]) * 2  # ids, rows, out, gamma
     assert probe_dims(task)["V"] == dims["V"]
+    assert task.shapes["test"][-1] == {"M": 4, "N": 1031, "V": 20011}  # ids past 16383, rows past 1024
 
 
 def test_a_lookup_before_an_arg_reduction_draws_its_table_as_logits():
@@ -414,3 +415,4 @@ def test_a_gather_picks_n_of_each_rows_k_values(ops, index_shape):
     assert bench["K"] >= bench["N"] and task.cost(bench)["bytes"] >= BENCH_MIN_BYTES
     assert task.cost(bench)["bytes"] == task.cost({**bench, "K": 2 * bench["K"]})["bytes"]  # x: the values picked
     assert probe_dims(task)["K"] == dims["K"]
+    assert task.shapes["test"][-1] == {"M": 4, "N": 1031, "K": 4099}  # indices past 127 and 4095, picks past 1024

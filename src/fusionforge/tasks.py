@@ -381,6 +381,10 @@ CHUNKED_TEST_ROW = 8209
 # wrong only in rows whose extremum lies there. Its tasks get ARG_TEST_ROWS rows of ARG_TEST_ROW = 2^14 - 1 values,
 # where a dropped partial chunk of any power-of-two width c is c - 1 values (half the row at c = 8192).
 ARG_TEST_ROW, ARG_TEST_ROWS = 2**14 - 1, 64
+# A gather is wrong only where a bad index reaches: a kernel that drops an index's high bits, or reads the columns past
+# a block without their indices, passes small shapes. Its tasks get a test shape of GATHER_TEST_ROWS rows of
+# GATHER_TEST_N picks (past 1024) from GATHER_TEST_K values (past 4096) or a table of GATHER_TEST_V rows (past 16384).
+GATHER_TEST_ROWS, GATHER_TEST_N, GATHER_TEST_K, GATHER_TEST_V = 4, 1031, 4099, 20011
 # Bench shapes: the free dims; the leading dim (M in 2D, B in 3D) grows until the bench floor is met.
 _BENCH_2D = [dict(N=n) for n in (1024, 2048, 3072, 4096, 5120, 8192)]
 _BENCH_2D_MM = [dict(N=n, K=k) for n, k in ((4096, 4096), (8192, 4096), (4096, 8192), (8192, 8192), (3072, 4096))]
@@ -613,6 +617,10 @@ class TaskGenerator:
         task.shapes["bench"] = [_bench_dims(task, rank, root, rng, channel, groups)]
         if chain[-1][0].family is Family.ARG_REDUCTION:
             task.shapes["test"].append({**_long_rows(task, test[-1], groups, ARG_TEST_ROW), "M": ARG_TEST_ROWS})
+        if root and root.family is Family.GATHER:
+            wide = {"M": GATHER_TEST_ROWS, "N": _round_up(GATHER_TEST_N, groups)}
+            task.shapes["test"].append({**wide, "V": GATHER_TEST_V} if root.name == "embedding"
+                                       else {**wide, "K": GATHER_TEST_K})
         if longest_row(task, task.shapes["bench"]) > LONG_ROW:
             task.shapes["test"].append(_long_rows(task, test[-1], groups))
         elif any(op.family in (Family.SCAN, Family.LOSS) for op, _ in chain):
