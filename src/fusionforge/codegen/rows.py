@@ -75,8 +75,10 @@ def _first_load(root: PlanStep | None, rows: Rows, layout: Layout, form: str, hi
     2D group norm's row is one group of a row of picks)."""
     if root is None:
         return [f"h = tl.load(x_ptr + {layout.index['full']}, mask=mask, other=0.0{hint}).to(tl.float32)"]
+    groups = rows.step.params["groups"] if rows.step.op.name == "group_norm" else None
     if root.op.name == "embedding":
-        index = "tokens[:, None] * row_len + cols[None, :]" if form == "short_rows" else _gathered(rows)
+        index = ("tokens[:, None] * row_len + cols[None, :]" if form == "short_rows"
+                 else f"token * n_cols + (row % {groups}) * row_len + cols" if groups else "token * row_len + cols")
         return [f"h = tl.load(weight_ptr + {index}, mask=mask, other=0.0{hint}).to(tl.float32)"]
     if root.op.name == "gather":
         picks = f"picked = tl.load(index_ptr + {layout.index['full']}, mask=mask, other=0)"
@@ -85,7 +87,6 @@ def _first_load(root: PlanStep | None, rows: Rows, layout: Layout, form: str, hi
         picks = f"picked = tl.load(index_ptr + {index}, mask={mask}, other=0){broadcast}"
     else:
         picks = f"picked = tl.load(index_ptr + {layout.index['col']}, mask=mask, other=0)"
-    groups = rows.step.params["groups"] if rows.step.op.name == "group_norm" else None
     sample = "rows[:, None]" if form == "short_rows" else f"(row // {groups})" if groups else "row"
     return [root.comment("the columns of x the program's values come from"), picks,
             f"h = tl.load(x_ptr + {sample} * n_picked_from + picked, mask=mask, other=0.0{hint}).to(tl.float32)"]
@@ -96,13 +97,6 @@ def _token(rows: Rows) -> str:
     one id's row)."""
     groups = rows.step.params["groups"] if rows.step.op.name == "group_norm" else None
     return f"token = tl.load(ids_ptr + {f'row // {groups}' if groups else 'row'})"
-
-
-def _gathered(rows: Rows) -> str:
-    """The index into the table of a program's values: its id's row (a 2D group norm's: the row's group of it)."""
-    if rows.step.op.name == "group_norm":
-        return f"token * n_cols + (row % {rows.step.params['groups']}) * row_len + cols"
-    return "token * row_len + cols"
 
 
 def _short_rows(rank: int) -> Layout:
