@@ -611,6 +611,29 @@ def test_spatial_reduction_plans_pass_the_checker(tmp_path, seed, form):
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
+@pytest.mark.parametrize("ops, dtype, params", [
+    ("sigmoid,max_pool2d,sub:full", "float16", dict(kernel_size=3, stride=2, padding=1)),
+    ("neg,max_pool2d", "float32", dict(kernel_size=2, stride=1, padding=1)),
+    ("exp,avg_pool2d,mul:scalar", "bfloat16", dict(kernel_size=3, stride=1, padding=1, count_include_pad=False)),
+    ("mul:full,avg_pool2d,tanh", "float32", dict(kernel_size=2, stride=2, padding=1, count_include_pad=True)),
+    ("square,avg_pool2d", "float16", dict(kernel_size=3, stride=2, padding=0))])
+def test_pool_plans_pass_the_checker(tmp_path, ops, dtype, params):
+    """Max and average pooling, strided and overlapping windows, padded or not: [rows, Q] tiles of the output, each
+    window offset one masked load of x with the ops before the pool applied to it; padding -inf for a max, 0 for a
+    sum (after the ops: exp of the padding is no 1), a sum over K^2 or over the positions inside the plane."""
+    task = next(t for t in (GEN.generate(seed, ops=ops, dtype=dtype) for seed in range(400))
+                if all(t.steps[1].params[name] == value for name, value in params.items()))
+    plan = resolve(task)
+    assert (plan.kind, plan.variant) == ("pool", "windows")
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    text = path.read_text()
+    assert "for i in tl.static_range(KERNEL_SIZE):" in text and "F.max_pool2d" not in text.split("# <TRITON>")[1]
+    assert ("rows_inside" in text) == (params.get("count_include_pad") is False)
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
 def _gather_task(ops: str, bench_n: int | None = None, long_row: int | None = None):
     """A forced gather chain (float32), its bench rows ``bench_n`` long and a test shape of ``long_row``-value
     rows where given: a gather's menu never leaves registers, a task a user writes may."""

@@ -18,6 +18,7 @@ from fusionforge.tasks import (
     DTYPES,
     LONG_ROW,
     LONG_TEST_ROW,
+    ChainKind,
     FusionTask,
     TaskError,
     TaskGenerator,
@@ -191,11 +192,11 @@ def test_all_ops_get_used():
     """The original mix uses every op of its families; each asked-for family uses every op of its own."""
     used = {s.op for seed in range(300) for s in GEN.generate(seed).steps}
     new = {op.name for op in catalog.SCAN_OPS + catalog.LOSS_OPS + catalog.ARG_REDUCTION_OPS + catalog.SPATIAL_OPS
-           + catalog.GATHER_OPS}
+           + catalog.GATHER_OPS + catalog.POOL_OPS}
     assert used == set(catalog.CATALOG) - new
     for family, ops in (("scan", catalog.SCAN_OPS), ("loss", catalog.LOSS_OPS),
                         ("arg_reduction", catalog.ARG_REDUCTION_OPS), ("spatial_reduction", catalog.SPATIAL_OPS),
-                        ("gather", catalog.GATHER_OPS)):
+                        ("gather", catalog.GATHER_OPS), ("pooling", catalog.POOL_OPS)):
         drawn = {s.op for seed in range(40) for s in GEN.generate(seed, family=family).steps}
         assert {op.name for op in ops} <= drawn
         assert drawn <= set(catalog.CATALOG) - new | {op.name for op in ops}
@@ -348,7 +349,7 @@ def test_spatial_reductions_take_an_image_and_leave_its_channels():
     mean, image = catalog.get("spatial_mean"), ("B", "C", "H", "W")
     assert catalog.out_shape(mean, image, {"keepdim": False}) == ("B", "C")
     assert catalog.out_shape(mean, image, {"keepdim": True}) == ("B", "C", 1, 1)
-    with pytest.raises(catalog.ShapeError, match="rank 4"):
+    with pytest.raises(catalog.ShapeError, match="H x W planes"):
         catalog.out_shape(mean, ("B", "M", "N"), {"keepdim": False})
     with pytest.raises(catalog.ShapeError, match="a scalar or a full tensor"):
         catalog.out_shape(catalog.get("add"), image, {"operand": "col"})
@@ -362,6 +363,60 @@ def test_spatial_reductions_take_an_image_and_leave_its_channels():
     assert torch.allclose(task.reference([x, bias]), expected, rtol=0, atol=1e-12)
     assert task.cost(task.shapes["bench"][0])["bytes"] >= BENCH_MIN_BYTES
     assert max(d["H"] * d["W"] for d in task.shapes["test"]) > 1024  # a kernel walking planes in chunks walks here
+
+
+def _pool_task(ops: str, dtype: str, **params) -> FusionTask:
+    """The first seed's task of the forced chain ``ops`` whose pooling drew ``params``."""
+    for seed in range(400):
+        task = GEN.generate(seed, ops=ops, dtype=dtype)
+        if all(task.steps[1].params[name] == value for name, value in params.items()):
+            return task
+    raise AssertionError(f"no seed draws {params} for {ops}")
+
+
+def test_pooling_leaves_planes_of_pooled_sizes_that_every_shape_holds():
+    """max_pool2d / avg_pool2d take [B, C, H, W] to [B, C, P, Q], P = (H + 2 pad - K) // S + 1: P and Q are dims of
+    every test and bench shape, so a full operand after the pool is [B, C, P, Q]. A plane is pooled once a chain."""
+    window = {"kernel_size": 3, "stride": 2, "padding": 1}
+    pool = catalog.get("max_pool2d")
+    assert catalog.out_shape(pool, ("B", "C", "H", "W"), window) == ("B", "C", "P", "Q")
+    assert catalog.pooled_size(7, window) == 4
+    assert catalog.pooled_size(56, {**window, "kernel_size": 2, "padding": 0}) == 28
+    for shape in (("B", "C", "P", "Q"), ("B", "M", "N"), ("B", "C")):
+        with pytest.raises(catalog.ShapeError, match="H x W planes"):
+            catalog.out_shape(pool, shape, window)
+    with pytest.raises(TaskError, match="H x W planes"):
+        GEN.generate(0, ops="relu,max_pool2d,spatial_mean")
+    task = _pool_task("silu,max_pool2d,add:full", "float16", **window)
+    assert task.output_shape == ["B", "C", "P", "Q"] and task.inputs[1].shape == ["B", "C", "P", "Q"]
+    for dims in task.shapes["test"] + task.shapes["bench"]:
+        pooled = catalog.pooled_size(dims["H"], window), catalog.pooled_size(dims["W"], window)
+        assert (dims["P"], dims["Q"]) == pooled
+    x, residual = task.make_inputs(task.shapes["test"][0], seed=1)
+    expected = torch.nn.functional.max_pool2d(torch.nn.functional.silu(x.double()), 3, 2, 1) + residual.double()
+    assert torch.allclose(task.reference([x, residual]), expected, rtol=0, atol=1e-12)
+    bench = task.shapes["bench"][0]
+    cost = task.cost(bench)
+    out = bench["B"] * bench["C"] * bench["P"] * bench["Q"]
+    assert cost["bytes"] == (bench["B"] * bench["C"] * bench["H"] * bench["W"] + 2 * out) * 2 >= BENCH_MIN_BYTES
+    assert cost["flops"] == task.cost({**bench, "B": 1})["flops"] * bench["B"]
+    assert classify([s.op for s in task.steps]) == ChainKind("pool", "pooling", "medium")
+
+
+def test_a_task_whose_pooled_sizes_disagree_with_its_window_is_refused():
+    d = _pool_task("relu,avg_pool2d", "float32", padding=1, count_include_pad=False).to_dict()
+    d["shapes"]["bench"][0]["Q"] += 1
+    with pytest.raises(TaskError, match="pooled sizes"):
+        FusionTask.from_dict(d)
+
+
+def test_average_pooling_counts_the_padding_as_its_parameter_says():
+    """count_include_pad=False divides a border window's sum by its positions inside the plane, True by K^2."""
+    for include in (True, False):
+        task = _pool_task("abs,avg_pool2d", "float32", kernel_size=3, stride=1, padding=1, count_include_pad=include)
+        (x,) = task.make_inputs(task.shapes["test"][0], seed=2)
+        corner = float(x.double().abs()[0, 0, :2, :2].sum()) / (9 if include else 4)
+        assert float(task.reference([x])[0, 0, 0, 0]) == pytest.approx(corner, rel=1e-12)
 
 
 def test_an_embedding_lookup_starts_a_chain_from_int64_ids_and_a_table():

@@ -796,9 +796,9 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", choices=FAMILIES, help="draw a chain of this family: scan (pointwise ops around "
                    "cumsum, cumprod or logcumsumexp), loss (pointwise ops, then cross-entropy, KL divergence or MSE), "
                    "arg_reduction (pointwise ops, then argmax or argmin: int64 indices), spatial_reduction "
-                   "(pointwise ops on [B, C, H, W], mean or max over H, W, pointwise ops) or gather (an embedding "
+                   "(pointwise ops on [B, C, H, W], mean or max over H, W, pointwise ops), gather (an embedding "
                    "lookup, gather or index_select by int64 indices, then pointwise ops, maybe around a reduction or "
-                   "normalization)")
+                   "normalization) or pooling (pointwise ops on [B, C, H, W], max_pool2d or avg_pool2d, pointwise ops)")
     p.add_argument("--out", metavar="FILE", help="also write the task JSON (a list when --count > 1)")
     p.add_argument("--json", action="store_true", help="print the task spec as JSON")
     p.add_argument("--skeleton", action="store_true", help="also write the task's kernel file to fill in, as the "

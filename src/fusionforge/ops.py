@@ -19,12 +19,15 @@ Conventions
   h as [rows, classes] (or values) and a target, and give a loss per row or one mean. Arg reductions
   (argmax, argmin) end a chain too: an int64 index per row of the last dimension.
 * An image-like value is ``("B", "C", "H", "W")``: it takes pointwise ops (broadcast against a scalar or a
-  full tensor) and spatial reductions over H and W, which leave [B, C] (or [B, C, 1, 1]).
+  full tensor), spatial reductions over H and W, which leave [B, C] (or [B, C, 1, 1]), and 2D pooling over
+  windows of its H x W planes, which leaves ``("B", "C", "P", "Q")``: P and Q are the pooled H and W
+  (``pooled_size``), dims of their own in every shape of the task.
 * Gathers start a chain, as a matmul does: an embedding lookup's ``ids`` [M] (int64) pick rows of a ``weight``
   table [V, N], giving [M, N]; a gather along the last dimension picks N values of each row of ``x`` [M, K] (by
   an int64 ``index`` [M, N], or [N] for all rows alike: index_select), giving [M, N].
 * ``flops`` counts floating-point operations per output element (per input element for
-  reductions, normalizations, scans and losses); matmuls count ``2 * K`` per output element.
+  reductions, normalizations, scans and losses); matmuls count ``2 * K`` per output element, pooling ops
+  ``flops`` per value of a window (K^2 per output element).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class Family(str, Enum):
     LOSS = "loss"
     ARG_REDUCTION = "arg_reduction"
     SPATIAL = "spatial_reduction"
+    POOL = "pooling"
     GATHER = "gather"
 
 
@@ -407,6 +411,28 @@ SPATIAL_OPS = [
        (KEEPDIM,), label="max over H, W"),
 ]
 
+# 2D pooling of a [B, C, H, W] value's planes over KERNEL x KERNEL windows every STRIDE values, the planes padded
+# by PADDING (max pooling pads with -inf, average pooling with zeros, which count towards the window's size unless
+# count_include_pad is False). Every pair of the parameters is valid: padding is at most half the window.
+POOL_WINDOW = (Param("kernel_size", (2, 3)), Param("stride", (1, 2)), Param("padding", (0, 1)))
+POOL_OPS = [
+    Op("max_pool2d", Family.POOL, "F.max_pool2d({x}, {kernel_size}, {stride}, {padding})",
+       "h_bcpq = max over the window's values x_bc,(p S - pad + i),(q S - pad + j), 0 <= i, j < K", 1, POOL_WINDOW,
+       label="max_pool2d({kernel_size}x{kernel_size}, stride {stride}, padding {padding})"),
+    Op("avg_pool2d", Family.POOL,
+       "F.avg_pool2d({x}, {kernel_size}, {stride}, {padding}, count_include_pad={count_include_pad})",
+       "h_bcpq = the window's sum / (K^2, or the count of its values inside the plane)", 1,
+       (*POOL_WINDOW, Param("count_include_pad", (True, False))),
+       label="avg_pool2d({kernel_size}x{kernel_size}, stride {stride}, padding {padding}, "
+             "count_include_pad={count_include_pad})"),
+]
+
+
+def pooled_size(size: int, params: dict[str, Any]) -> int:
+    """The length a pooling op leaves of a plane's side of ``size`` values: (size + 2 pad - K) // S + 1."""
+    return (size + 2 * params["padding"] - params["kernel_size"]) // params["stride"] + 1
+
+
 # Matmul roots start a chain: they read the activation `x` and a second matrix.
 _WEIGHT_NK = Operand("w", "weight", "NK", {"dist": "normal", "mean": 0.0, "std": 1.0, "fan_in": "K", "clip": 4.0})
 _WEIGHT_KN = Operand("w", "weight", "KN", {"dist": "normal", "mean": 0.0, "std": 1.0, "fan_in": "K", "clip": 4.0})
@@ -440,7 +466,8 @@ GATHER_OPS = [
 ]
 
 CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + GATHER_OPS + UNARY_OPS + BINARY_OPS + REDUCTION_OPS
-                           + NORM_OPS + SCAN_OPS + LOSS_OPS + ARG_REDUCTION_OPS + SPATIAL_OPS}
+                           + NORM_OPS + SCAN_OPS + LOSS_OPS + ARG_REDUCTION_OPS + SPATIAL_OPS
+                           + POOL_OPS}
 
 # Inference batch norm applies running statistics: a per-channel affine map that reduces nothing.
 AFFINE_NORMS = ("batch_norm",)
@@ -502,14 +529,17 @@ def out_shape(op: Op, shape: Shape, params: dict[str, Any]) -> Shape:
     rank = len(shape)
     if op.family in ROOTS:
         raise ShapeError(f"{op.name} starts a chain (a {op.family.value} root) and cannot follow other ops")
-    if op.family is Family.SPATIAL:
-        if rank != 4:
-            raise ShapeError(f"{op.name} reduces H and W of a [B, C, H, W] value (rank 4), got {list(shape)}")
+    if op.family in (Family.SPATIAL, Family.POOL):
+        if rank != 4 or tuple(shape[2:]) != ("H", "W"):
+            raise ShapeError(f"{op.name} acts on the H x W planes of a [B, C, H, W] value (once a chain), got "
+                             f"{list(shape)}")
+        if op.family is Family.POOL:
+            return shape[:2] + ("P", "Q")
         return shape[:2] + ((1, 1) if params["keepdim"] else ())
     if rank == 4 and not (op.family is Family.UNARY or op.family is Family.BINARY
                           and params["operand"] in ("scalar", "full")):
-        raise ShapeError(f"{op.name}: a [B, C, H, W] value takes pointwise ops (with a scalar or a full tensor) and "
-                         f"reductions over H, W")
+        raise ShapeError(f"{op.name}: a [B, C, H, W] value takes pointwise ops (with a scalar or a full tensor), "
+                         f"reductions over H, W and 2D pooling")
     if op.family is Family.UNARY:
         return shape
     if op.family is Family.BINARY:

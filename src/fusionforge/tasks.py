@@ -25,10 +25,10 @@ DTYPES = ("float32", "float16", "bfloat16")
 DIFFICULTIES = ("easy", "medium", "hard")
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8}
 SCALAR_DTYPE = "python_float"
-DIM_ORDER = ("B", "M", "N", "K", "C", "H", "W", "V")
+DIM_ORDER = ("B", "M", "N", "K", "C", "H", "W", "P", "Q", "V")
 # Families a task can be asked for (``generate(family=...)``); without one, the seed draws from the original mix
 # of pointwise, reduction and matmul chains, so every seed keeps its task.
-FAMILIES = ("scan", "loss", "arg_reduction", "spatial_reduction", "gather")
+FAMILIES = ("scan", "loss", "arg_reduction", "spatial_reduction", "gather", "pooling")
 
 # A bench shape moves at least this many bytes or does at least this many FLOPs.
 BENCH_MIN_BYTES = 256 * 10**6
@@ -141,6 +141,11 @@ class FusionTask:
             catalog.get(s.op)  # raises on an unknown op
         if task.dtype not in DTYPES:
             raise TaskError(f"malformed task: dtype {task.dtype!r} is not one of {', '.join(DTYPES)}")
+        for family, shapes in task.shapes.items():
+            for dims in shapes:
+                if "H" in dims and with_pooled(task, dims) != dims:
+                    raise TaskError(f"malformed task: {family} shape {dims} does not hold the pooled sizes its "
+                                    f"pooling leaves (P, Q: {with_pooled(task, dims)})")
         return task
 
     @classmethod
@@ -312,6 +317,8 @@ class FusionTask:
             out_numel = _numel(shape)
             if op.family is Family.MATMUL:
                 flops += 2 * out_numel * dims["K"]
+            elif op.family is Family.POOL:
+                flops += int(op.flops * out_numel * step.params["kernel_size"] ** 2)
             elif op.family in (Family.UNARY, Family.BINARY):
                 flops += int(op.flops * out_numel)
             else:
@@ -418,6 +425,7 @@ _SCANS = [op for op in catalog.CATALOG.values() if op.family is Family.SCAN]
 _LOSSES = [op for op in catalog.CATALOG.values() if op.family is Family.LOSS]
 _ARG_REDUCTIONS = [op for op in catalog.CATALOG.values() if op.family is Family.ARG_REDUCTION]
 _SPATIAL = [op for op in catalog.CATALOG.values() if op.family is Family.SPATIAL]
+_POOLS = [op for op in catalog.CATALOG.values() if op.family is Family.POOL]
 _MATMUL_ROOTS = [op for op in catalog.CATALOG.values() if op.family is Family.MATMUL]
 
 
@@ -494,7 +502,8 @@ class TaskGenerator:
         names = [name for name, _ in forced]
         reductions = [k for k, name in enumerate(names) if catalog.CATALOG[name].family is Family.REDUCTION]
         spatial = [k for k, name in enumerate(names) if catalog.CATALOG[name].family is Family.SPATIAL]
-        rank = 4 if spatial else 3 if "instance_norm" in names or names[0] == "bmm" or len(reductions) > 1 else 2
+        image = spatial or any(catalog.CATALOG[name].family is Family.POOL for name in names)
+        rank = 4 if image else 3 if "instance_norm" in names or names[0] == "bmm" or len(reductions) > 1 else 2
         # every reduction but the last drops its dim, so the next one has a dim to reduce; a spatial reduction
         # before other ops drops H and W, so they see [B, C]
         drops = set(reductions[:-1]) | {k for k in spatial if k < len(names) - 1}
@@ -525,8 +534,8 @@ class TaskGenerator:
         return self._fill(plan, rank, rng)
 
     def _family_chain(self, family: str, rng: random.Random):
-        """A chain of ``family``: pointwise ops, then a scan or a spatial reduction (and maybe pointwise ops after
-        it), a loss or an arg reduction; or a gather (an embedding lookup half the time, else a gather or an
+        """A chain of ``family``: pointwise ops, then a scan, a spatial reduction or a 2D pooling (and maybe pointwise
+        ops after it), a loss or an arg reduction; or a gather (an embedding lookup half the time, else a gather or an
         index_select along the last dimension), then pointwise ops around a reduction or a normalization, or
         pointwise ops alone."""
         if family == "scan":
@@ -538,6 +547,9 @@ class TaskGenerator:
         elif family == "spatial_reduction":
             rank = 4
             plan = ["pointwise"] * rng.choice((1, 2)) + ["spatial"] + ["pointwise"] * rng.choice((0, 1))
+        elif family == "pooling":
+            rank = 4
+            plan = ["pointwise"] * rng.choice((1, 2)) + ["pool"] + ["pointwise"] * rng.choice((0, 1))
         elif family == "gather":
             rank = 2
             root = rng.choice(("embedding", "embedding", "gather", "index_select"))
@@ -563,7 +575,7 @@ class TaskGenerator:
                 shape = catalog.next_shape(op, shape, params)
                 continue
             pool = {"pointwise": _BINARY if rng.random() < 0.4 else _UNARY, "row": _ROW_OPS,
-                    "reduction": _REDUCTIONS, "scan": _SCANS, "spatial": _SPATIAL}[slot]
+                    "reduction": _REDUCTIONS, "scan": _SCANS, "spatial": _SPATIAL, "pool": _POOLS}[slot]
             for _ in range(20):
                 op = rng.choice(pool)
                 params = _sample_params(op, {}, rng)
@@ -614,6 +626,7 @@ class TaskGenerator:
             test = [{**d, "V": rng.choice(choices)} for d, choices in zip(test, _TEST_TABLE_ROWS)]
         task = FusionTask(id="", seed=seed, difficulty=difficulty, dtype=dtype, steps=steps, inputs=inputs,
                           output_shape=list(shape), shapes={"test": test, "bench": []})
+        test[:] = [with_pooled(task, dims) for dims in test]  # in place: the task's test shapes grow from this list
         task.shapes["bench"] = [_bench_dims(task, rank, root, rng, channel, groups)]
         if chain[-1][0].family is Family.ARG_REDUCTION:
             task.shapes["test"].append({**_long_rows(task, test[-1], groups, ARG_TEST_ROW), "M": ARG_TEST_ROWS})
@@ -647,12 +660,12 @@ def classify(ops: list[str]) -> ChainKind:
     Plans: a matmul root's epilogue may hold inference batch norm and one more reduction or normalization (matmul);
     pointwise ops only (pointwise); one reduction (spatial too), normalization, scan or arg reduction among them
     (row), after an embedding lookup too (or pointwise ops alone after it); pointwise ops and a loss (loss); two
-    reductions and no normalization (two_reductions); other chains have no plan yet. Family and difficulty follow
-    what the chain computes: a matmul root is hard; two reductions are hard; a lookup, a scan, a loss, an arg
-    reduction or a spatial reduction makes a medium chain of its own family; any other op that reduces makes a
-    medium "reduction" chain; the rest are easy "pointwise" chains. An inference batch norm applies running
-    statistics, a per-channel affine map that reduces nothing (``ops.reduces``), so a chain of it with pointwise
-    ops is easy, though the row plan writes it.
+    reductions and no normalization (two_reductions); pointwise ops around a 2D pooling (pool); other chains have no
+    plan yet. Family and difficulty follow what the chain computes: a matmul root is hard; two reductions are hard;
+    a lookup, a scan, a loss, an arg reduction, a spatial reduction or a pooling makes a medium chain of its own
+    family; any other op that reduces makes a medium "reduction" chain; the rest are easy "pointwise" chains. An
+    inference batch norm applies running statistics, a per-channel affine map that reduces nothing
+    (``ops.reduces``), so a chain of it with pointwise ops is easy, though the row plan writes it.
     """
     entries = [catalog.get(op) for op in ops]
     families = [entry.family for entry in entries]
@@ -666,6 +679,8 @@ def classify(ops: list[str]) -> ChainKind:
     if families[0] is Family.GATHER:
         plan = None if losses or len(row_ops) > 1 else "row" if row_ops else "pointwise"
         return ChainKind(plan, "gather", "medium")
+    if Family.POOL in families:  # on a [B, C, H, W] value, where only pointwise ops join it
+        return ChainKind("pool", "pooling", "medium")
     if scans or losses or args or spatial:
         plan = ("loss" if losses else "row") if len(row_ops) == 1 else None
         family = ("loss" if losses else "scan" if scans else "arg_reduction" if args else "spatial_reduction")
@@ -679,6 +694,19 @@ def classify(ops: list[str]) -> ChainKind:
     if not any(catalog.reduces(entry) for entry in entries):
         return ChainKind(plan, "pointwise", "easy")
     return ChainKind(plan, "reduction", "hard" if reductions > 1 else "medium")
+
+
+def pool_step(task: FusionTask) -> Step | None:
+    """The chain's 2D pooling step, if it has one (at most one: it leaves P x Q planes, which no op pools again)."""
+    return next((step for step in task.steps if catalog.get(step.op).family is Family.POOL), None)
+
+
+def with_pooled(task: FusionTask, dims: dict[str, int]) -> dict[str, int]:
+    """``dims`` with P and Q, the pooled H and W, where the chain pools (``ops.pooled_size``); else ``dims``."""
+    step = pool_step(task)
+    if step is None:
+        return dims
+    return {**dims, "P": catalog.pooled_size(dims["H"], step.params), "Q": catalog.pooled_size(dims["W"], step.params)}
 
 
 def start_shape(rank: int) -> tuple:
@@ -782,6 +810,7 @@ def _bench_dims(task: FusionTask, rank: int, root: Op | None, rng, channel: str,
         lead, step = "M", 128 if root else 64
     if channel in dims:
         dims[channel] = _round_up(dims[channel], groups)
+    dims = with_pooled(task, dims)
     one, two = task.cost({**dims, lead: step}), task.cost({**dims, lead: 2 * step})
     needed = []
     for key, floor in (("bytes", BENCH_MIN_BYTES), ("flops", BENCH_MIN_FLOPS)):

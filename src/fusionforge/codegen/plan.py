@@ -74,7 +74,7 @@ class Rows:
 @dataclass(frozen=True)
 class Plan:
     task: FusionTask
-    kind: str  # pointwise | row | loss | matmul | two_reductions
+    kind: str  # pointwise | row | loss | matmul | two_reductions | pool
     variant: str
     reason: str
     steps: tuple[PlanStep, ...]
@@ -133,6 +133,9 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
             return [("tiles", f"a per-{'column' if 'col' in vectors else 'row'} vector: [rows, N] tiles load it "
                               "once each")], None
         return [("flat", "full tensors and scalars only: flat blocks of the output")], None
+    if kind == "pool":
+        return [("windows", "[rows, Q] tiles of the output a program, each window offset loaded as one masked tile")], \
+            None
     if kind == "two_reductions":
         return [("split", "two reductions: a program per tile of a batch's rows, a combine kernel per batch")], None
     if kind == "loss":

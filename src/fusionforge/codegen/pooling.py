@@ -1,0 +1,109 @@
+"""The pooling plan: pointwise ops, a 2D max or average pooling, pointwise ops, in one kernel over the output.
+
+The output [B, C, P, Q] is read as rows (a plane's output row p: B * C * P of them) by Q columns, a [BLOCK_R,
+BLOCK_Q] tile a program. Each offset (i, j) of the K x K window loads one masked tile of x, the value at
+(p S - pad + i, q S - pad + j) of each output's plane, applies the ops before the pool to it (K^2 / S^2 times a
+value of x: the window's overlapping loads hit in L1) and folds it into the running max or sum; a tile's rows
+find their plane and p with one division each. Positions in the padding are masked: -inf for a max, 0 for a sum,
+after the ops before the pool (PyTorch pads the pool's input). An average divides by K^2, or with
+count_include_pad=False by the count of the window's positions inside the plane.
+"""
+
+from __future__ import annotations
+
+from fusionforge.codegen import tuning
+from fusionforge.codegen.layout import Layout, pointwise_steps
+from fusionforge.codegen.plan import Plan, PlanStep, kernel_args
+from fusionforge.codegen.source import Code, Kernel
+from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
+from fusionforge.ops import Family
+
+NEG_INF = "float('-inf')"
+SIZES = ("n_rows", "in_h", "in_w", "out_h", "out_w")
+
+
+def emit(plan: Plan) -> Section:
+    task = plan.task
+    pool = next(s for s in plan.steps if s.op.family is Family.POOL)
+    before, after = list(plan.steps[:pool.index - 1]), list(plan.steps[pool.index:])
+    body = Code()
+    _windows(body, pool, before, task.dtype)
+    pointwise_steps(body, after, Layout({"full": "out_offsets"}, mask="out_mask"), task.dtype)
+    body("tl.store(out_ptr + out_offsets, h.to(out_ptr.dtype.element_ty), mask=out_mask)")
+    kernel = Kernel(
+        "fused_kernel_triton", [*kernel_args(task.inputs), "out_ptr"], [(name, name) for name in SIZES],
+        ["KERNEL_SIZE", "STRIDE", "PADDING", "BLOCK_R", "BLOCK_Q"],
+        [f"{chain_text(plan.steps)}: {shape_text(task.inputs[0])} -> [{', '.join(map(str, task.output_shape))}].",
+         "A [BLOCK_R, BLOCK_Q] tile of the output's rows (a plane's row p) by its columns q a program; each offset "
+         "of the window loads one masked tile of x, applies the ops before the pool to it and folds it in; fp32 "
+         "math, one cast on store."],
+        body)
+
+    params = pool.params
+    code = wrapper(plan)
+    code(f"KERNEL_SIZE, STRIDE, PADDING = {params['kernel_size']}, {params['stride']}, {params['padding']}",
+         "in_h, in_w = x.shape[-2:]",
+         "out_h = (in_h + 2 * PADDING - KERNEL_SIZE) // STRIDE + 1",
+         "out_w = (in_w + 2 * PADDING - KERNEL_SIZE) // STRIDE + 1",
+         "out = torch.empty((*x.shape[:-2], out_h, out_w), dtype=x.dtype, device=x.device)",
+         "n_rows = out.numel() // out_w",
+         f"# [{tuning.POOL_TILE} // BLOCK_Q, BLOCK_Q] output tiles on {tuning.POOL_WARPS} warps "
+         f"({tuning.see('pool-tiles')})",
+         f"BLOCK_Q = min({tuning.POOL_TILE_Q}, triton.next_power_of_2(out_w))",
+         f"BLOCK_R = {tuning.POOL_TILE} // BLOCK_Q",
+         "grid = (triton.cdiv(n_rows, BLOCK_R), triton.cdiv(out_w, BLOCK_Q))")
+    code.call("fused_kernel_triton[grid](", [
+        *(i.name for i in task.inputs), "out", *kernel.size_args(), "KERNEL_SIZE=KERNEL_SIZE", "STRIDE=STRIDE",
+        "PADDING=PADDING", "BLOCK_R=BLOCK_R", "BLOCK_Q=BLOCK_Q", f"num_warps={tuning.POOL_WARPS}"])
+    code("return out")
+    return Section([kernel], [], code)
+
+
+def _fold(body: Code, pool: PlanStep, inside: str) -> None:
+    """Fold ``h`` at one window offset into ``acc``, positions outside the plane (``inside`` false) as padding."""
+    if pool.op.name == "max_pool2d":
+        body("# the padding: -inf, never the max", f"acc = tl.maximum(acc, tl.where({inside}, h, {NEG_INF}))")
+    else:
+        body("# the padding: zeros", f"acc += tl.where({inside}, h, 0.0)")
+
+
+def _finish(body: Code, pool: PlanStep) -> None:
+    """``h`` = the pooled value from ``acc``: the max, or the sum over K^2 or over the window's positions inside
+    the plane."""
+    if pool.op.name == "max_pool2d":
+        body("h = acc")
+    elif pool.params["padding"] and not pool.params["count_include_pad"]:
+        body("# count_include_pad=False: the window's positions inside the plane",
+             "rows_inside = tl.minimum(top + KERNEL_SIZE, in_h) - tl.maximum(top, 0)  # [BLOCK_R]",
+             "cols_inside = tl.minimum(left + KERNEL_SIZE, in_w) - tl.maximum(left, 0)  # [BLOCK_Q]",
+             "h = acc / (rows_inside[:, None] * cols_inside[None, :]).to(tl.float32)")
+    else:
+        body("h = acc / (KERNEL_SIZE * KERNEL_SIZE)")
+
+
+def _windows(body: Code, pool: PlanStep, before: list[PlanStep], dtype: str) -> None:
+    """The tile's rows and columns, the loop over the window's offsets (the ops before the pool at each), the pooled
+    ``h`` and where it is stored (``out_offsets`` under ``out_mask``)."""
+    largest = pool.op.name == "max_pool2d"
+    body("rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R] output rows: plane * P + p",
+         "cols = tl.program_id(1) * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [BLOCK_Q] output columns q",
+         "row_mask = rows < n_rows",
+         "col_mask = cols < out_w",
+         "plane = (rows // out_h).to(tl.int64)",
+         "top = (rows % out_h) * STRIDE - PADDING  # [BLOCK_R] the windows' first rows in their planes",
+         "left = cols * STRIDE - PADDING  # [BLOCK_Q] the windows' first columns",
+         pool.comment(f"the window's {'max' if largest else 'sum'}, one offset (i, j) at a time"),
+         f"acc = tl.full((BLOCK_R, BLOCK_Q), {NEG_INF if largest else '0.0'}, dtype=tl.float32)")
+    with body.block("for i in tl.static_range(KERNEL_SIZE):"):
+        body("in_row = top + i",
+             "row_inside = row_mask & (in_row >= 0) & (in_row < in_h)")
+        with body.block("for j in tl.static_range(KERNEL_SIZE):"):
+            body("in_col = left + j",
+                 "mask = row_inside[:, None] & (col_mask & (in_col >= 0) & (in_col < in_w))[None, :]",
+                 "offsets = (plane * in_h + in_row)[:, None] * in_w + in_col[None, :]  # [BLOCK_R, BLOCK_Q]",
+                 "h = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)")
+            pointwise_steps(body, before, Layout({"full": "offsets"}), dtype)
+            _fold(body, pool, "mask")
+    _finish(body, pool)
+    body("out_mask = row_mask[:, None] & col_mask[None, :]",
+         "out_offsets = rows[:, None].to(tl.int64) * out_w + cols[None, :]  # [BLOCK_R, BLOCK_Q]")
