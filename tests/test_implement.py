@@ -634,6 +634,26 @@ def test_pool_plans_pass_the_checker(tmp_path, ops, dtype, params):
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
+@pytest.mark.parametrize("ops, dtype, causal", [
+    ("attention", "float16", True), ("attention,sub:full", "float32", False), ("attention,silu,mul:scalar",
+                                                                               "bfloat16", False)])
+def test_attention_plan_passes_the_checker(tmp_path, ops, dtype, causal):
+    """Flash attention: BLOCK_M queries a program, the keys walked BLOCK_N at a time with an online softmax (the
+    test shapes' sequences of 97 and 130 span several blocks), causal or not, the ops after it in registers; float32
+    takes IEEE products."""
+    task = next(t for t in (GEN.generate(seed, ops=ops, dtype=dtype) for seed in range(40))
+                if t.steps[0].params["causal"] is causal)
+    plan = resolve(task)
+    assert (plan.kind, plan.variant) == ("attention", "flash")
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    kernels = path.read_text().split("# <TRITON>")[1]
+    assert f"CAUSAL={causal}" in kernels and "scaled_dot_product" not in kernels
+    assert ('input_precision="ieee"' in kernels) == (dtype == "float32")
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
 def _gather_task(ops: str, bench_n: int | None = None, long_row: int | None = None):
     """A forced gather chain (float32), its bench rows ``bench_n`` long and a test shape of ``long_row``-value
     rows where given: a gather's menu never leaves registers, a task a user writes may."""

@@ -192,11 +192,12 @@ def test_all_ops_get_used():
     """The original mix uses every op of its families; each asked-for family uses every op of its own."""
     used = {s.op for seed in range(300) for s in GEN.generate(seed).steps}
     new = {op.name for op in catalog.SCAN_OPS + catalog.LOSS_OPS + catalog.ARG_REDUCTION_OPS + catalog.SPATIAL_OPS
-           + catalog.GATHER_OPS + catalog.POOL_OPS}
+           + catalog.GATHER_OPS + catalog.POOL_OPS + catalog.ATTENTION_OPS}
     assert used == set(catalog.CATALOG) - new
     for family, ops in (("scan", catalog.SCAN_OPS), ("loss", catalog.LOSS_OPS),
                         ("arg_reduction", catalog.ARG_REDUCTION_OPS), ("spatial_reduction", catalog.SPATIAL_OPS),
-                        ("gather", catalog.GATHER_OPS), ("pooling", catalog.POOL_OPS)):
+                        ("gather", catalog.GATHER_OPS), ("pooling", catalog.POOL_OPS),
+                        ("attention", catalog.ATTENTION_OPS)):
         drawn = {s.op for seed in range(40) for s in GEN.generate(seed, family=family).steps}
         assert {op.name for op in ops} <= drawn
         assert drawn <= set(catalog.CATALOG) - new | {op.name for op in ops}
@@ -243,7 +244,7 @@ def test_families_are_drawn_only_when_asked_for():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"family": "attention"}, "unknown family 'attention'"),
+    ({"family": "convolution"}, "unknown family 'convolution'"),
     ({"family": "scan", "ops": "cumsum"}, "not both"),
     ({"family": "loss", "difficulty": "hard"}, "loss tasks are medium"),
     ({"ops": "mse_loss,relu"}, "mse_loss is a loss and ends the chain"),
@@ -417,6 +418,32 @@ def test_average_pooling_counts_the_padding_as_its_parameter_says():
         (x,) = task.make_inputs(task.shapes["test"][0], seed=2)
         corner = float(x.double().abs()[0, 0, :2, :2].sum()) / (9 if include else 4)
         assert float(task.reference([x])[0, 0, 0, 0]) == pytest.approx(corner, rel=1e-12)
+
+
+def test_attention_starts_a_chain_from_a_query_a_key_and_a_value():
+    """q, k, v [B, NH, S, D] give softmax(q k^T scale) v, [B, NH, S, D], the value the ops after it see. The cost
+    counts 4 D FLOPs per (query, key) pair, half the pairs where causal; the probe is a test shape's (but D)."""
+    for causal in (False, True):
+        task = next(t for t in (GEN.generate(seed, ops="attention,relu", dtype="bfloat16") for seed in range(40))
+                    if t.steps[0].params["causal"] is causal)
+        shape = ["B", "NH", "S", "D"]
+        assert [(i.name, i.role, i.shape) for i in task.inputs] == [
+            ("q", "query", shape), ("k", "key", shape), ("v", "value", shape)]
+        assert task.rank == 4 and task.output_shape == shape
+        assert classify([s.op for s in task.steps]) == ChainKind("attention", "attention", "hard")
+        q, k, v = task.make_inputs(task.shapes["test"][0], seed=3)
+        scale = task.steps[0].params["scale"]
+        expected = torch.nn.functional.scaled_dot_product_attention(
+            q.double(), k.double(), v.double(), is_causal=causal, scale=scale).relu()
+        assert torch.allclose(task.reference([q, k, v]), expected, rtol=0, atol=1e-12)
+        bench = task.shapes["bench"][0]
+        values = bench["B"] * bench["NH"] * bench["S"] * bench["D"]
+        pairs = bench["S"] * ((bench["S"] + 1) / 2 if causal else bench["S"])
+        assert task.cost(bench)["flops"] == int(4 * bench["B"] * bench["NH"] * bench["D"] * pairs) + values
+        assert task.cost(bench)["bytes"] == 4 * values * 2 >= BENCH_MIN_BYTES
+        assert probe_dims(task) == {**task.shapes["test"][0], "D": bench["D"]}
+    with pytest.raises(TaskError, match="must come first"):
+        GEN.generate(0, ops="relu,attention")
 
 
 def test_an_embedding_lookup_starts_a_chain_from_int64_ids_and_a_table():

@@ -25,6 +25,8 @@ Conventions
 * Gathers start a chain, as a matmul does: an embedding lookup's ``ids`` [M] (int64) pick rows of a ``weight``
   table [V, N], giving [M, N]; a gather along the last dimension picks N values of each row of ``x`` [M, K] (by
   an int64 ``index`` [M, N], or [N] for all rows alike: index_select), giving [M, N].
+* Attention starts a chain too: ``q``, ``k`` and ``v`` [B, NH, S, D] (batch, heads, sequence, head dim) give
+  softmax(q k^T scale) v [B, NH, S, D], causal or not.
 * ``flops`` counts floating-point operations per output element (per input element for
   reductions, normalizations, scans and losses); matmuls count ``2 * K`` per output element, pooling ops
   ``flops`` per value of a window (K^2 per output element).
@@ -52,6 +54,7 @@ class Family(str, Enum):
     SPATIAL = "spatial_reduction"
     POOL = "pooling"
     GATHER = "gather"
+    ATTENTION = "attention"
 
 
 class ShapeError(ValueError):
@@ -465,8 +468,21 @@ GATHER_OPS = [
        operands=(Operand("index", "index", "col", COLUMN_INDEX, "int64"),), label="index_select of N columns"),
 ]
 
-CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + GATHER_OPS + UNARY_OPS + BINARY_OPS + REDUCTION_OPS
-                           + NORM_OPS + SCAN_OPS + LOSS_OPS + ARG_REDUCTION_OPS + SPATIAL_OPS
+# Attention starts a chain: scaled dot-product attention of a query, key and value of one shape, the softmax scale
+# 1 / sqrt(D) (scale None) or a given one, causal (query i sees keys j <= i) or not. Its cost counts both products'
+# 4 S^2 D FLOPs a head, halved where causal.
+_QKV = {"dist": "normal", "mean": 0.0, "std": 1.0, "clip": 4.0}
+ATTENTION_OPS = [
+    Op("attention", Family.ATTENTION,
+       "F.scaled_dot_product_attention({x}, {k}, {v}, is_causal={causal}, scale={scale})",
+       "h_bnid = sum_j softmax_j(q_bni . k_bnj scale) v_bnjd: [B, NH, S, D] x3 -> [B, NH, S, D]", 4,
+       (Param("causal", (False, True)), Param("scale", (None, 0.0625))),
+       (Operand("k", "key", "BNSD", _QKV), Operand("v", "value", "BNSD", _QKV)),
+       label="scaled dot-product attention (causal={causal}, scale={scale})"),
+]
+
+CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + GATHER_OPS + ATTENTION_OPS + UNARY_OPS + BINARY_OPS
+                           + REDUCTION_OPS + NORM_OPS + SCAN_OPS + LOSS_OPS + ARG_REDUCTION_OPS + SPATIAL_OPS
                            + POOL_OPS}
 
 # Inference batch norm applies running statistics: a per-channel affine map that reduces nothing.
@@ -476,7 +492,7 @@ AFFINE_NORMS = ("batch_norm",)
 # Ops that act on whole rows (of the last dimension; a spatial reduction's of H x W): what the row plans walk.
 ROW_FAMILIES = (Family.REDUCTION, Family.NORM, Family.SCAN, Family.LOSS, Family.ARG_REDUCTION, Family.SPATIAL)
 # Ops that start a chain from inputs of their own shapes: a matmul, a gather.
-ROOTS = (Family.MATMUL, Family.GATHER)
+ROOTS = (Family.MATMUL, Family.GATHER, Family.ATTENTION)
 # Ops whose result no op reads: a loss, an index.
 ENDS_CHAIN = (Family.LOSS, Family.ARG_REDUCTION)
 
@@ -538,8 +554,8 @@ def out_shape(op: Op, shape: Shape, params: dict[str, Any]) -> Shape:
         return shape[:2] + ((1, 1) if params["keepdim"] else ())
     if rank == 4 and not (op.family is Family.UNARY or op.family is Family.BINARY
                           and params["operand"] in ("scalar", "full")):
-        raise ShapeError(f"{op.name}: a [B, C, H, W] value takes pointwise ops (with a scalar or a full tensor), "
-                         f"reductions over H, W and 2D pooling")
+        raise ShapeError(f"{op.name}: a rank-4 value takes pointwise ops (with a scalar or a full tensor); a "
+                         f"[B, C, H, W] one also reductions over H, W and 2D pooling")
     if op.family is Family.UNARY:
         return shape
     if op.family is Family.BINARY:
@@ -580,9 +596,12 @@ def root_shapes(op: Op) -> tuple[Shape, Shape]:
         return ("M",), ("M", "N")
     if op.family is Family.GATHER:
         return ("M", "K"), ("M", "N")
+    if op.family is Family.ATTENTION:
+        return ("B", "NH", "S", "D"), ("B", "NH", "S", "D")
     if op.name == "bmm":
         return ("B", "M", "K"), ("B", "M", "N")
     return ("M", "K"), ("M", "N")
 
 
-ROOT_OPERAND_SHAPES = {"NK": ("N", "K"), "KN": ("K", "N"), "BKN": ("B", "K", "N"), "VN": ("V", "N")}
+ROOT_OPERAND_SHAPES = {"NK": ("N", "K"), "KN": ("K", "N"), "BKN": ("B", "K", "N"), "VN": ("V", "N"),
+                       "BNSD": ("B", "NH", "S", "D")}

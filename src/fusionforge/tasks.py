@@ -25,10 +25,11 @@ DTYPES = ("float32", "float16", "bfloat16")
 DIFFICULTIES = ("easy", "medium", "hard")
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8}
 SCALAR_DTYPE = "python_float"
-DIM_ORDER = ("B", "M", "N", "K", "C", "H", "W", "P", "Q", "V")
+DIM_ORDER = ("B", "M", "N", "K", "C", "H", "W", "P", "Q", "V", "NH", "S", "D")
 # Families a task can be asked for (``generate(family=...)``); without one, the seed draws from the original mix
 # of pointwise, reduction and matmul chains, so every seed keeps its task.
-FAMILIES = ("scan", "loss", "arg_reduction", "spatial_reduction", "gather", "pooling")
+FAMILIES = ("scan", "loss", "arg_reduction", "spatial_reduction", "gather", "pooling", "attention")
+HARD_FAMILIES = ("attention",)  # a root's chains, as a matmul's are (classify); the others' are medium
 
 # A bench shape moves at least this many bytes or does at least this many FLOPs.
 BENCH_MIN_BYTES = 256 * 10**6
@@ -317,6 +318,9 @@ class FusionTask:
             out_numel = _numel(shape)
             if op.family is Family.MATMUL:
                 flops += 2 * out_numel * dims["K"]
+            elif op.family is Family.ATTENTION:  # q k^T and p v: 4 S D a query, over (S + 1) / 2 keys where causal
+                keys = (dims["S"] + 1) / 2 if step.params["causal"] else dims["S"]
+                flops += int(op.flops * out_numel * keys)
             elif op.family is Family.POOL:
                 flops += int(op.flops * out_numel * step.params["kernel_size"] ** 2)
             elif op.family in (Family.UNARY, Family.BINARY):
@@ -404,6 +408,13 @@ _BENCH_VOCAB = [dict(N=n) for n in (32000, 50257, 128256)]
 _BENCH_TABLE = [dict(N=n, V=v) for n in (1024, 2048, 4096) for v in (32000, 50257, 128256)]
 # A gather's rows: N picks of K values (a quarter of a row to all of it, in any order).
 _BENCH_PICKS = [dict(N=n, K=k) for n, k in ((1024, 4096), (2048, 4096), (2048, 8192), (4096, 8192), (4096, 4096))]
+# Attention: sequences of odd lengths and of whole blocks, head dims of 64 and 128; bench: heads, sequence and head
+# dim of language models (B grows to the FLOP floor).
+_TEST_ATTENTION = [dict(B=(1, 2), NH=(2, 3), S=(37, 61), D=(64,)),
+                   dict(B=(1,), NH=(2,), S=(64, 128), D=(64, 128)),
+                   dict(B=(1,), NH=(1, 2), S=(97, 130), D=(128,))]
+_BENCH_ATTENTION = [dict(NH=nh, S=s, D=d) for nh, s, d in ((16, 1024, 64), (32, 1024, 128), (16, 2048, 128),
+                                                           (32, 4096, 64), (16, 4096, 128))]
 # A lookup's test tables: fewer rows than ids (ids repeat), about as many, and many more.
 _TEST_TABLE_ROWS = [(7, 50, 1009), (64, 4096), (5003,)]
 _BENCH_3D_MM = [dict(M=m, N=n, K=k) for m, n, k in ((1024, 1024, 1024), (2048, 1024, 512), (1024, 2048, 1024))]
@@ -473,9 +484,10 @@ class TaskGenerator:
             raise TaskError("give a family or a chain of ops, not both")
         forced = parse_ops(ops) if isinstance(ops, str) else ops
         if family is not None:
-            if difficulty not in (None, "medium"):
-                raise TaskError(f"{family} tasks are medium; --difficulty {difficulty} does not apply")
-            difficulty = "medium"
+            level = "hard" if family in HARD_FAMILIES else "medium"
+            if difficulty not in (None, level):
+                raise TaskError(f"{family} tasks are {level}; --difficulty {difficulty} does not apply")
+            difficulty = level
         difficulty = difficulty or (classify([n for n, _ in forced]).difficulty if forced else rng.choice(DIFFICULTIES))
         dtype = dtype or rng.choice(DTYPES)
         last_reason = ""
@@ -550,6 +562,9 @@ class TaskGenerator:
         elif family == "pooling":
             rank = 4
             plan = ["pointwise"] * rng.choice((1, 2)) + ["pool"] + ["pointwise"] * rng.choice((0, 1))
+        elif family == "attention":
+            rank = 4
+            plan = ["attention"] + ["pointwise"] * rng.choice((0, 1, 1, 2))
         elif family == "gather":
             rank = 2
             root = rng.choice(("embedding", "embedding", "gather", "index_select"))
@@ -599,6 +614,8 @@ class TaskGenerator:
         activation = catalog.LOGITS if chain[-1][0].family is Family.ARG_REDUCTION else catalog.ACTIVATION
         if root and root.name == "embedding":
             inputs = [InputSpec("ids", "ids", list(act_shape), "int64", dict(catalog.TOKEN_IDS))]
+        elif root and root.family is Family.ATTENTION:
+            inputs = [InputSpec("q", "query", list(act_shape), dtype, dict(catalog.ATTENTION_OPS[0].operands[0].init))]
         else:
             inputs = [InputSpec("x", "activation", list(act_shape), dtype, dict(activation))]
         steps = []
@@ -619,7 +636,9 @@ class TaskGenerator:
             shape = catalog.next_shape(op, shape, params)
         groups = max([p["groups"] for o, p in chain if o.name == "group_norm"] or [1])
         channel = {2: "N", 3: "M", 4: "C"}[rank]
-        test = [_pick_dims(family, rng, channel, groups) for family in {2: _TEST_2D, 3: _TEST_3D, 4: _TEST_4D}[rank]]
+        attention = root is not None and root.family is Family.ATTENTION
+        menus = _TEST_ATTENTION if attention else {2: _TEST_2D, 3: _TEST_3D, 4: _TEST_4D}[rank]
+        test = [_pick_dims(family, rng, channel, groups) for family in menus]
         if not root or root.name == "embedding":
             test = [{k: v for k, v in d.items() if k != "K"} for d in test]
         if root and root.name == "embedding":
@@ -676,6 +695,9 @@ def classify(ops: list[str]) -> ChainKind:
     if families[0] is Family.MATMUL:
         simple = not (scans or losses or args or spatial) and len([op for op in row_ops if op != "batch_norm"]) <= 1
         return ChainKind("matmul" if simple else None, "matmul", "hard")
+    if families[0] is Family.ATTENTION:
+        plan = "attention" if all(f in (Family.UNARY, Family.BINARY) for f in families[1:]) else None
+        return ChainKind(plan, "attention", "hard")
     if families[0] is Family.GATHER:
         plan = None if losses or len(row_ops) > 1 else "row" if row_ops else "pointwise"
         return ChainKind(plan, "gather", "medium")
@@ -789,13 +811,17 @@ def _fits(op: Op, shape, params) -> bool:
 
 def _pick_dims(family: dict[str, tuple], rng: random.Random, channel: str, groups: int) -> dict[str, int]:
     dims = {k: rng.choice(family[k]) for k in DIM_ORDER if k in family}
-    dims[channel] = _round_up(dims[channel], groups)
+    if channel in dims:
+        dims[channel] = _round_up(dims[channel], groups)
     return dims
 
 
 def _bench_dims(task: FusionTask, rank: int, root: Op | None, rng, channel: str, groups: int) -> dict[str, int]:
     """Free dims from a menu, then the leading dim grown until bytes or FLOPs reach the bench floor."""
-    if rank == 4:
+    if root and root.family is Family.ATTENTION:
+        dims = dict(rng.choice(_BENCH_ATTENTION))
+        lead, step = "B", 1
+    elif rank == 4:
         dims = dict(rng.choice(_BENCH_4D))
         lead, step = "B", 1
     elif rank == 3:
@@ -826,11 +852,12 @@ def probe_dims(task: FusionTask) -> dict[str, int]:
 
     Reductions run over the last dim (and, in chains with two reductions, over M too), so the
     probe keeps those at bench size: overflow in a long reduction shows here at a fraction of
-    the bench cost. A lookup's table shrinks to the test shape's rows.
+    the bench cost. A lookup's table shrinks to the test shape's rows; attention's heads and sequence shrink too
+    (its float64 reference is S^2 D a head, and its softmax nothing that grows with S).
     """
     bench, test = task.shapes["bench"][0], task.shapes["test"][0]
     reductions = sum(catalog.get(s.op).family is Family.REDUCTION for s in task.steps)
-    shrink = {"B", "K", "V"} | (set() if reductions > 1 else {"M"})
+    shrink = {"B", "K", "V", "NH", "S"} | (set() if reductions > 1 else {"M"})
     return {k: (test[k] if k in shrink else v) for k, v in bench.items()}
 
 

@@ -1,9 +1,9 @@
 """The built-in code generator: a task in, a complete kernel file out, the same file for the same task.
 
 It works as a small compiler. ``resolve`` turns a task into a ``Plan`` once (plan.py): the kind of file
-(``pointwise``, ``row``, ``loss``, ``matmul``, ``two_reductions``, ``pool``; tasks.classify), the variant
+(``pointwise``, ``row``, ``loss``, ``matmul``, ``two_reductions``, ``pool``, ``attention``; tasks.classify), the variant
 written and why, and each step with its number in the chain, its catalog entry and its inputs. An emitter per
-kind (pointwise.py, rows.py, losses.py, matmul.py, two_reductions.py, pooling.py) writes its kernels and
+kind (pointwise.py, rows.py, losses.py, matmul.py, two_reductions.py, pooling.py, attention.py) writes its kernels and
 wrapper into indented buffers (source.py), composing the one record per reduction and normalization
 (reductions.py: state, block, update, combine, finalize) and the catalog's pointwise and scan forms through
 operand layouts (layout.py); every tile size, warp count and config comes from tuning.py, with the section of
@@ -16,13 +16,13 @@ raises UnsupportedTask naming what is missing.
 
 from __future__ import annotations
 
-from fusionforge.codegen import losses, matmul, pointwise, pooling, rows, two_reductions
+from fusionforge.codegen import attention, losses, matmul, pointwise, pooling, rows, two_reductions
 from fusionforge.codegen.plan import Plan, UnsupportedTask, resolve, variants
 from fusionforge.codegen.render import file_text, python_section
 from fusionforge.tasks import FusionTask
 
 EMITTERS = {"pointwise": pointwise.emit, "row": rows.emit, "loss": losses.emit, "matmul": matmul.emit,
-            "two_reductions": two_reductions.emit, "pool": pooling.emit}
+            "two_reductions": two_reductions.emit, "pool": pooling.emit, "attention": attention.emit}
 
 
 def generate(task: FusionTask, attempt: int = 1, variant: str | None = None) -> str:

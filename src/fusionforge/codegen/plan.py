@@ -74,7 +74,7 @@ class Rows:
 @dataclass(frozen=True)
 class Plan:
     task: FusionTask
-    kind: str  # pointwise | row | loss | matmul | two_reductions | pool
+    kind: str  # pointwise | row | loss | matmul | two_reductions | pool | attention
     variant: str
     reason: str
     steps: tuple[PlanStep, ...]
@@ -135,6 +135,9 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
         return [("flat", "full tensors and scalars only: flat blocks of the output")], None
     if kind == "pool":
         return [("windows", "[rows, Q] tiles of the output a program, each window offset loaded as one masked tile")], \
+            None
+    if kind == "attention":
+        return [("flash", "BLOCK_M queries a program, keys walked with an online softmax, the ops after it fused")], \
             None
     if kind == "two_reductions":
         return [("split", "two reductions: a program per tile of a batch's rows, a combine kernel per batch")], None

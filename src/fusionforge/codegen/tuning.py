@@ -47,6 +47,9 @@ MATMUL_CONFIGS = {
 LOSS_TILE, LOSS_WARPS = 4096, 8
 LOSS_MEAN_BLOCK, LOSS_MEAN_WARPS = 4096, 8
 
+# Attention: (BLOCK_M queries, BLOCK_N keys a step, warps, stages), autotuned.
+ATTENTION_TILES = ((128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3))
+
 # Two reductions: tiles of TWO_REDUCTION_TILE values on TWO_REDUCTION_WARPS warps, one a program until a batch
 # has TWO_REDUCTION_MAX_SPLITS of them.
 TWO_REDUCTION_TILE, TWO_REDUCTION_MAX_SPLITS, TWO_REDUCTION_WARPS = 2048, 1024, 2
@@ -88,6 +91,19 @@ def row_warps() -> list[str]:
         "",
         "",
         '@triton.autotune(configs=row_configs(), key=["row_len"], prune_configs_by={"early_config_prune": row_warps})',
+    ]
+
+
+def attention_configs() -> list[str]:
+    """The generated ``attention_configs()`` and the autotune decorator of the attention kernel."""
+    return [
+        "def attention_configs():",
+        f'    """Hopper tiles: (BLOCK_M queries, BLOCK_N keys a step, warps, stages) ({see("attention-tiles")})."""',
+        f"    tiles = {ATTENTION_TILES!r}",
+        '    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in tiles]',
+        "",
+        "",
+        '@triton.autotune(configs=attention_configs(), key=["seq_len", "HEAD_DIM"])',
     ]
 
 

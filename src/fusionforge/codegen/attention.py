@@ -1,0 +1,85 @@
+"""The attention plan: scaled dot-product attention, then pointwise ops, in one flash-attention kernel.
+
+A program holds BLOCK_M queries of one (batch, head) and walks the keys BLOCK_N at a time: s = q k^T scale in
+fp32 (tl.dot), the running row max and row sum of the online softmax, and acc = sum p v rescaled as the max grows
+(exp2 with log2(e) folded into the scale). Causal attention stops at the block holding the program's last query
+and masks keys past each query. The output rows are acc / l, the pointwise ops applied in registers, one cast on
+store: the [S, S] scores never reach memory. 16-bit tasks take p in the inputs' dtype into the second product,
+as flash attention does; float32 tasks take IEEE fp32 products throughout.
+"""
+
+from __future__ import annotations
+
+from fusionforge.codegen import tuning
+from fusionforge.codegen.layout import Layout, pointwise_steps
+from fusionforge.codegen.plan import Plan, kernel_args
+from fusionforge.codegen.source import Code, Kernel
+from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
+
+LOG2_E = 1.4426950408889634
+
+
+def emit(plan: Plan) -> Section:
+    task = plan.task
+    attention, after = plan.steps[0], list(plan.steps[1:])
+    precision = ', input_precision="ieee"' if task.dtype == "float32" else ""
+    body = Code()
+    body("head = tl.program_id(1).to(tl.int64)  # batch * NH + head",
+         "rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] the program's queries",
+         "dims = tl.arange(0, BLOCK_D)  # [BLOCK_D]",
+         "row_mask = rows < seq_len",
+         "dim_mask = dims < HEAD_DIM",
+         "mask = row_mask[:, None] & dim_mask[None, :]",
+         "offsets = (head * seq_len + rows[:, None]) * HEAD_DIM + dims[None, :]  # [BLOCK_M, BLOCK_D]",
+         "q = tl.load(q_ptr + offsets, mask=mask, other=0.0)",
+         attention.comment("an online softmax over blocks of keys"),
+         f"qk_scale = scale * {LOG2_E}  # exp2 below: log2(e) folded in",
+         "row_max = tl.full((BLOCK_M,), float('-inf'), dtype=tl.float32)",
+         "row_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)  # of exp2(s - row_max)",
+         "acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)  # sum of p v",
+         "# causal: no key past the block's last query",
+         "end = tl.minimum(seq_len, (tl.program_id(0) + 1) * BLOCK_M) if CAUSAL else seq_len",
+         "key_offsets = (head * seq_len + tl.arange(0, BLOCK_N)[:, None]) * HEAD_DIM + dims[None, :]",
+         "k_ptrs, v_ptrs = k_ptr + key_offsets, v_ptr + key_offsets  # [BLOCK_N, BLOCK_D], moved a block a step")
+    with body.block("for start in range(0, end, BLOCK_N):"):
+        body("keys = start + tl.arange(0, BLOCK_N)  # [BLOCK_N]",
+             "key_mask = (keys < seq_len)[:, None] & dim_mask[None, :]",
+             "k = tl.load(k_ptrs, mask=key_mask, other=0.0)",
+             f"s = tl.dot(q, tl.trans(k){precision}) * qk_scale  # [BLOCK_M, BLOCK_N], log2 units",
+             "seen = (keys < seq_len)[None, :]")
+        with body.block("if CAUSAL:"):
+            body("seen = seen & (keys[None, :] <= rows[:, None])")
+        body("s = tl.where(seen, s, float('-inf'))",
+             "new_max = tl.maximum(row_max, tl.max(s, axis=1))",
+             "rescale = tl.exp2(row_max - new_max)  # 0 on the first block",
+             "p = tl.exp2(s - new_max[:, None])",
+             "row_sum = row_sum * rescale + tl.sum(p, axis=1)",
+             "v = tl.load(v_ptrs, mask=key_mask, other=0.0)",
+             f"acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v{precision})",
+             "row_max = new_max",
+             "k_ptrs += BLOCK_N * HEAD_DIM",
+             "v_ptrs += BLOCK_N * HEAD_DIM")
+    body("h = acc / row_sum[:, None]")
+    pointwise_steps(body, after, Layout({"full": "offsets"}), task.dtype)
+    body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
+    kernel = Kernel(
+        "fused_kernel_triton", [*kernel_args(task.inputs), "out_ptr"], [("seq_len", "seq_len"), ("scale", "scale")],
+        ["HEAD_DIM", "BLOCK_D", "CAUSAL", "BLOCK_M", "BLOCK_N"],
+        [f"{chain_text(plan.steps)}: {', '.join(shape_text(i) for i in task.inputs[:3])} -> "
+         f"[{', '.join(map(str, task.output_shape))}].",
+         "BLOCK_M queries of one (batch, head) a program, the keys walked BLOCK_N at a time with an online softmax "
+         "(flash attention); fp32 scores and accumulation, the ops after it in registers, one cast on store."],
+        body, tuning.attention_configs())
+
+    params = attention.params
+    scale = "head_dim ** -0.5  # 1 / sqrt(D)" if params["scale"] is None else repr(params["scale"])
+    code = wrapper(plan)
+    code("out = torch.empty_like(q)",
+         "seq_len, head_dim = q.shape[-2:]",
+         f"scale = {scale}",
+         "grid = lambda meta: (triton.cdiv(seq_len, meta[\"BLOCK_M\"]), q.numel() // (seq_len * head_dim))")
+    code.call("fused_kernel_triton[grid](", [
+        *(i.name for i in task.inputs), "out", *kernel.size_args(), "HEAD_DIM=head_dim",
+        "BLOCK_D=triton.next_power_of_2(head_dim)", f"CAUSAL={params['causal']}"])
+    code("return out")
+    return Section([kernel], [], code)
