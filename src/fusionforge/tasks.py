@@ -396,6 +396,12 @@ ARG_TEST_ROW, ARG_TEST_ROWS = 2**14 - 1, 64
 # a block without their indices, passes small shapes. Its tasks get a test shape of GATHER_TEST_ROWS rows of
 # GATHER_TEST_N picks (past 1024) from GATHER_TEST_K values (past 4096) or a table of GATHER_TEST_V rows (past 16384).
 GATHER_TEST_ROWS, GATHER_TEST_N, GATHER_TEST_K, GATHER_TEST_V = 4, 1031, 4099, 20011
+# Attention walks its keys in blocks and its queries a block a program: a kernel that stops at 1024 keys or queries is
+# wrong only past them. Its tasks get a test sequence of ATTENTION_TEST_S values (past 1024), one head of 64.
+ATTENTION_TEST_S = 1031
+# Pooling tiles an output row's columns: a kernel wrong past the first tile of 64 (or 128) columns passes planes of
+# 47. Its tasks get a test plane POOL_TEST_W = 263 values wide (every window and stride gives Q past 128), 5 high.
+POOL_TEST_H, POOL_TEST_W = 5, 263
 # Bench shapes: the free dims; the leading dim (M in 2D, B in 3D) grows until the bench floor is met.
 _BENCH_2D = [dict(N=n) for n in (1024, 2048, 3072, 4096, 5120, 8192)]
 _BENCH_2D_MM = [dict(N=n, K=k) for n, k in ((4096, 4096), (8192, 4096), (4096, 8192), (8192, 8192), (3072, 4096))]
@@ -649,6 +655,10 @@ class TaskGenerator:
         task.shapes["bench"] = [_bench_dims(task, rank, root, rng, channel, groups)]
         if chain[-1][0].family is Family.ARG_REDUCTION:
             task.shapes["test"].append({**_long_rows(task, test[-1], groups, ARG_TEST_ROW), "M": ARG_TEST_ROWS})
+        if attention:
+            task.shapes["test"].append({"B": 1, "NH": 1, "S": ATTENTION_TEST_S, "D": 64})
+        if pool_step(task):
+            task.shapes["test"].append(with_pooled(task, {"B": 1, "C": 2, "H": POOL_TEST_H, "W": POOL_TEST_W}))
         if root and root.family is Family.GATHER:
             wide = {"M": GATHER_TEST_ROWS, "N": _round_up(GATHER_TEST_N, groups)}
             task.shapes["test"].append({**wide, "V": GATHER_TEST_V} if root.name == "embedding"
