@@ -3,7 +3,7 @@
 A program holds BLOCK_M queries of one (batch, head) and walks the keys BLOCK_N at a time: s = q k^T scale in
 fp32 (tl.dot), the running row max and row sum of the online softmax, and acc = sum p v rescaled as the max grows
 (exp2 with log2(e) folded into the scale). Causal attention stops at the block holding the program's last query
-and masks keys past each query. The output rows are acc / l, the pointwise ops applied in registers, one cast on
+and masks keys past each query. The output rows are acc / row_sum, the pointwise ops applied in registers, one cast on
 store: the [S, S] scores never reach memory. 16-bit tasks take p in the inputs' dtype into the second product,
 as flash attention does; float32 tasks take IEEE fp32 products throughout.
 """
