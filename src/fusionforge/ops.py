@@ -470,14 +470,13 @@ GATHER_OPS = [
 
 # Attention starts a chain: scaled dot-product attention of a query, key and value of one shape, the softmax scale
 # 1 / sqrt(D) (scale None) or a given one, causal (query i sees keys j <= i) or not. Its cost counts both products'
-# 4 S^2 D FLOPs a head, halved where causal.
-_QKV = {"dist": "normal", "mean": 0.0, "std": 1.0, "clip": 4.0}
+# 4 S^2 D FLOPs a head, halved where causal. The query, key and value are drawn as activations.
 ATTENTION_OPS = [
     Op("attention", Family.ATTENTION,
        "F.scaled_dot_product_attention({x}, {k}, {v}, is_causal={causal}, scale={scale})",
        "h_bnid = sum_j softmax_j(q_bni . k_bnj scale) v_bnjd: [B, NH, S, D] x3 -> [B, NH, S, D]", 4,
        (Param("causal", (False, True)), Param("scale", (None, 0.0625))),
-       (Operand("k", "key", "BNSD", _QKV), Operand("v", "value", "BNSD", _QKV)),
+       (Operand("k", "key", "BNSD", ACTIVATION), Operand("v", "value", "BNSD", ACTIVATION)),
        label="scaled dot-product attention (causal={causal}, scale={scale})"),
 ]
 

@@ -144,9 +144,10 @@ class FusionTask:
             raise TaskError(f"malformed task: dtype {task.dtype!r} is not one of {', '.join(DTYPES)}")
         for family, shapes in task.shapes.items():
             for dims in shapes:
-                if "H" in dims and with_pooled(task, dims) != dims:
+                pooled = with_pooled(task, dims) if "H" in dims else dims
+                if pooled != dims:
                     raise TaskError(f"malformed task: {family} shape {dims} does not hold the pooled sizes its "
-                                    f"pooling leaves (P, Q: {with_pooled(task, dims)})")
+                                    f"pooling leaves (P, Q: {pooled})")
         return task
 
     @classmethod
@@ -621,7 +622,7 @@ class TaskGenerator:
         if root and root.name == "embedding":
             inputs = [InputSpec("ids", "ids", list(act_shape), "int64", dict(catalog.TOKEN_IDS))]
         elif root and root.family is Family.ATTENTION:
-            inputs = [InputSpec("q", "query", list(act_shape), dtype, dict(catalog.ATTENTION_OPS[0].operands[0].init))]
+            inputs = [InputSpec("q", "query", list(act_shape), dtype, dict(activation))]
         else:
             inputs = [InputSpec("x", "activation", list(act_shape), dtype, dict(activation))]
         steps = []
@@ -689,12 +690,13 @@ def classify(ops: list[str]) -> ChainKind:
     Plans: a matmul root's epilogue may hold inference batch norm and one more reduction or normalization (matmul);
     pointwise ops only (pointwise); one reduction (spatial too), normalization, scan or arg reduction among them
     (row), after an embedding lookup too (or pointwise ops alone after it); pointwise ops and a loss (loss); two
-    reductions and no normalization (two_reductions); pointwise ops around a 2D pooling (pool); other chains have no
-    plan yet. Family and difficulty follow what the chain computes: a matmul root is hard; two reductions are hard;
-    a lookup, a scan, a loss, an arg reduction, a spatial reduction or a pooling makes a medium chain of its own
-    family; any other op that reduces makes a medium "reduction" chain; the rest are easy "pointwise" chains. An
-    inference batch norm applies running statistics, a per-channel affine map that reduces nothing
-    (``ops.reduces``), so a chain of it with pointwise ops is easy, though the row plan writes it.
+    reductions and no normalization (two_reductions); pointwise ops around a 2D pooling (pool); attention and
+    pointwise ops after it (attention); other chains have no plan yet. Family and difficulty follow what the chain
+    computes: a matmul or attention root is hard; two reductions are hard; a lookup, a scan, a loss, an arg
+    reduction, a spatial reduction or a pooling makes a medium chain of its own family; any other op that reduces
+    makes a medium "reduction" chain; the rest are easy "pointwise" chains. An inference batch norm applies running
+    statistics, a per-channel affine map that reduces nothing (``ops.reduces``), so a chain of it with pointwise ops
+    is easy, though the row plan writes it.
     """
     entries = [catalog.get(op) for op in ops]
     families = [entry.family for entry in entries]

@@ -43,10 +43,11 @@ def emit(plan: Plan) -> Section:
          "k_ptrs, v_ptrs = k_ptr + key_offsets, v_ptr + key_offsets  # [BLOCK_N, BLOCK_D], moved a block a step")
     with body.block("for start in range(0, end, BLOCK_N):"):
         body("keys = start + tl.arange(0, BLOCK_N)  # [BLOCK_N]",
-             "key_mask = (keys < seq_len)[:, None] & dim_mask[None, :]",
+             "key_inside = keys < seq_len",
+             "key_mask = key_inside[:, None] & dim_mask[None, :]",
              "k = tl.load(k_ptrs, mask=key_mask, other=0.0)",
              f"s = tl.dot(q, tl.trans(k){precision}) * qk_scale  # [BLOCK_M, BLOCK_N], log2 units",
-             "seen = (keys < seq_len)[None, :]")
+             "seen = key_inside[None, :]")
         with body.block("if CAUSAL:"):
             body("seen = seen & (keys[None, :] <= rows[:, None])")
         body("s = tl.where(seen, s, float('-inf'))",
