@@ -378,17 +378,14 @@ def _which_config_kernel(out_ptr, n, WHICH: tl.constexpr):
     tl.store(out_ptr + offsets, tl.full([16], WHICH, tl.int32), mask=offsets < n)
 
 
-def test_autotuned_kernels_run_every_config_and_rotate_the_winner():
-    """The interpreter has no benchmarker: each tuning runs every config once, and successive tunings
-    (one per key) pick successive configs, so a kernel tuned at three shapes has all three checked."""
+def test_tuning_runs_no_config_and_the_first_wins():
+    """The interpreter has no benchmarker: a tuning runs nothing and picks the first config (the checker
+    forces the others, one run each)."""
     install_gpu_semantics()
-    winners = []
-    for n in (5, 9, 13):
+    for n in (5, 9):
         out = torch.full((16,), -1, dtype=torch.int32)
         _which_config_kernel[(1,)](out, n)
-        assert int((out[:n] == out[0]).sum()) == n and bool((out[n:] == -1).all())
-        winners.append(int(out[0]))
-    assert sorted(winners) == [0, 1, 2]
+        assert bool((out[:n] == 0).all()) and bool((out[n:] == -1).all())
 
 
 @triton.autotune(configs=[triton.Config({"WHICH": k}, num_warps=w, num_stages=s) for k in range(2) for w in (1, 4)
@@ -399,22 +396,56 @@ def _warps_only_kernel(out_ptr, n, WHICH: tl.constexpr):
     tl.store(out_ptr + offsets, tl.full([16], WHICH, tl.int32), mask=offsets < n)
 
 
-def test_configs_that_differ_only_in_warps_or_stages_run_once():
-    """The interpreter ignores warps and stages: of eight configs, the two with distinct meta-parameters run."""
+def test_the_monitor_notes_distinct_configs_and_forces_each(monkeypatch):
+    """Of eight configs, the two with distinct meta-parameters count; ``forced`` runs config t (modulo the
+    count) untuned, as a cached choice, and every call is noted in ``tuners``."""
+    import triton.runtime.autotuner as autotuner
+    import triton.runtime.interpreter as interpreter
+    import triton.runtime.jit as jit
+
+    from fusionforge.verify.launches import LaunchMonitor
+
     install_gpu_semantics()
-    from triton.runtime.interpreter import InterpretedFunction
+    for cls in (jit.JITFunction, interpreter.InterpretedFunction, autotuner.Autotuner, autotuner.Heuristics):
+        monkeypatch.setattr(cls, "run", cls.run)  # the monitor's wrappers are undone after the test
+    monitor = LaunchMonitor()
+    monitor.install()
+    monitor.tuners = {}
+    for forced, n, expected in ((None, 7, 0), (1, 7, 1), (2, 9, 0), (3, 9, 1)):
+        monitor.forced = forced
+        out = torch.full((16,), -1, dtype=torch.int32)
+        _warps_only_kernel[(1,)](out, n)
+        assert bool((out[:n] == expected).all()) and bool((out[n:] == -1).all()), (forced, out)
+        (name, configs, chosen), = monitor.tuners.values()
+        assert name == "_warps_only_kernel" and [c.kwargs["WHICH"] for c in configs] == [0, 1] and chosen == expected
+    assert len(monitor.launches) == 4  # no trials: the first call's tuning ran nothing
 
-    real_run, runs = InterpretedFunction.run, []
 
-    def counting(self, *args, **kwargs):
-        runs.append(kwargs.get("WHICH"))
+def test_a_forced_config_the_gpu_cannot_run_gives_way_to_the_tuned_one(monkeypatch):
+    """A forced config that fails as tuning would skip it (out of resources) is not run: the tuned choice runs."""
+    import triton.runtime.autotuner as autotuner
+    import triton.runtime.interpreter as interpreter
+    import triton.runtime.jit as jit
+    from triton.runtime.errors import OutOfResources
+
+    from fusionforge.verify.launches import LaunchMonitor
+
+    install_gpu_semantics()
+    for cls in (jit.JITFunction, interpreter.InterpretedFunction, autotuner.Autotuner, autotuner.Heuristics):
+        monkeypatch.setattr(cls, "run", cls.run)
+    monitor = LaunchMonitor()
+    monitor.install()
+    kernel = _warps_only_kernel.fn
+    real_run = type(kernel).run
+
+    def no_room_for_one(self, *args, **kwargs):
+        if kwargs.get("WHICH") == 1:
+            raise OutOfResources(300000, 232448, "shared memory")
         return real_run(self, *args, **kwargs)
 
-    InterpretedFunction.run = counting
-    try:
-        out = torch.full((16,), -1, dtype=torch.int32)
-        _warps_only_kernel[(1,)](out, 7)
-    finally:
-        InterpretedFunction.run = real_run
-    assert sorted(runs[:-1]) == [0, 1] and len(runs) == 3  # each once while tuning, then the winner
-    assert _warps_only_kernel.best_config.kwargs["WHICH"] == runs[-1]
+    monkeypatch.setattr(type(kernel), "run", no_room_for_one)
+    monitor.tuners, monitor.forced = {}, 1
+    out = torch.full((16,), -1, dtype=torch.int32)
+    _warps_only_kernel[(1,)](out, 11)
+    assert bool((out[:11] == 0).all())
+    assert [chosen for _, _, chosen in monitor.tuners.values()] == [0]

@@ -162,6 +162,23 @@ def test_make_inputs_is_deterministic_and_seed_dependent():
     assert abs(w.std().item() * math.sqrt(dims["K"]) - 1) < 0.3  # weights: fan-in scaled
 
 
+def test_edge_draws_sit_near_the_ends_of_each_clipped_range():
+    """edge -1: every clipped normal input near its low end; 1: the first near its high end, the others low.
+    Values stay inside the distribution's range; weights (fan-in scaled) and other kinds are drawn as usual."""
+    task = GEN.generate(3, ops="linear_bias,add:row,relu")
+    dims = task.shapes["test"][0]
+    usual = task.make_inputs(dims, 5)
+    for edge in (-1, 1):
+        x, w, bias, row = (v.double() for v in task.make_inputs(dims, 5, edge=edge))
+        assert x.abs().max() <= 4.0 and bool((x * edge > 2.5).all())  # z = edge (4 - |n| / 4), |n| < 6 here
+        assert torch.equal(w, usual[1].double())
+        for vector, spec in ((bias, task.inputs[2]), (row, task.inputs[3])):
+            edge_value = spec.init["mean"] - spec.init["std"] * spec.init["clip"]
+            assert bool((vector - edge_value).abs().le(spec.init["std"] * 1.6).all()), spec.name
+    q, k, v = GEN.generate(1, ops="attention").make_inputs({"B": 1, "NH": 1, "S": 8, "D": 64}, 3, edge=1)
+    assert bool((q > 2.5).all()) and bool((k < -2.5).all()) and bool((v < -2.5).all())
+
+
 def test_scalar_inputs_are_python_floats_away_from_zero():
     task = GEN.generate(3, ops="div:scalar,relu")
     for seed in range(20):

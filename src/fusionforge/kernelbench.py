@@ -91,6 +91,7 @@ class KernelBenchTask:
     steps: list = field(default_factory=list)  # no op chain: the module is the computation
     accumulates = False  # its inputs' rounding is the checker's bound (no scan of the catalog to round)
     arg_reduction = None  # no catalog argmax ends it: an integer output is compared exactly
+    edge_draws = False  # the problem's own get_inputs draws its inputs: no edge sets
 
     @property
     def output_dtype(self) -> str:
@@ -250,9 +251,13 @@ class KernelBenchTask:
     def arg_names(self) -> list[str]:
         return self.input_names + [w.replace(".", "_") for w in self.weight_names]
 
-    def make_inputs(self, dims: dict[str, int], seed: int, device: str = "cpu", scalar_seed: int | None = None) -> list:
+    def make_inputs(self, dims: dict[str, int], seed: int, device: str = "cpu", scalar_seed: int | None = None,
+                    edge: int = 0) -> list:
         """One call's arguments at ``dims`` drawn under ``seed`` on the CPU, then moved to ``device``; the
-        non-tensor arguments drawn under ``scalar_seed`` when given (a refill keeps its scalars)."""
+        non-tensor arguments drawn under ``scalar_seed`` when given (a refill keeps its scalars). No edge draws
+        (``edge_draws``)."""
+        if edge:
+            raise TaskError("a KernelBench problem's inputs come from its own get_inputs: it has no edge draws")
         args = self._draw(dims, seed)
         if scalar_seed is not None:
             kept = self._draw(dims, scalar_seed)

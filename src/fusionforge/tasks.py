@@ -277,11 +277,16 @@ class FusionTask:
         return self._rounded_function(*inputs, rounding)
 
     # -- inputs ----------------------------------------------------------------------------------
-    def make_inputs(self, dims: dict[str, int], seed: int, device: str = "cpu", scalar_seed: int | None = None) -> list:
+    edge_draws = True  # make_inputs takes ``edge``: the checker's edge sets
+
+    def make_inputs(self, dims: dict[str, int], seed: int, device: str = "cpu", scalar_seed: int | None = None,
+                    edge: int = 0) -> list:
         """Draw every input at ``dims`` from its distribution (seeded, drawn on the CPU); scalar inputs at
-        ``scalar_seed`` when it is given (a call that refills tensors with new values keeps its scalars)."""
-        return [draw(spec, dims, seed if scalar_seed is None or spec.dtype != SCALAR_DTYPE else scalar_seed, k, device)
-                for k, spec in enumerate(self.inputs)]
+        ``scalar_seed`` when it is given (a call that refills tensors with new values keeps its scalars).
+        ``edge``: clipped normal inputs near an end of their range (``draw``): -1 every one near its low end, 1 the
+        first near its high end and the others near their low end (queries against keys of the other sign)."""
+        return [draw(spec, dims, seed if scalar_seed is None or spec.dtype != SCALAR_DTYPE else scalar_seed, k, device,
+                     -1 if edge and k else edge) for k, spec in enumerate(self.inputs)]
 
     def output_dims(self, dims: dict[str, int]) -> tuple[int, ...]:
         return concrete(self.output_shape, dims)
@@ -332,8 +337,14 @@ class FusionTask:
         return {"bytes": fused, "flops": flops, "unfused_bytes": unfused}
 
 
-def draw(spec: InputSpec, dims: dict[str, int], seed: int, index: int, device: str = "cpu") -> Any:
-    """One input from its distribution; the stream depends on (seed, index) only."""
+def draw(spec: InputSpec, dims: dict[str, int], seed: int, index: int, device: str = "cpu", edge: int = 0) -> Any:
+    """One input from its distribution; the stream depends on (seed, index) only.
+
+    ``edge`` -1 or 1 draws a clipped normal input (not a weight, scaled by its fan-in) near that end of its range:
+    z = edge (clip - |n| / 4), n standard normal, kept within [-clip, clip]. Every value stays one the
+    distribution can give; together they are the extremes a kernel must handle (a window or row all near
+    -clip, the largest scores of aligned queries and keys).
+    """
     import torch
 
     gen = torch.Generator().manual_seed((seed * 1_000_003 + index * 7919) % (2**63))
@@ -343,6 +354,8 @@ def draw(spec: InputSpec, dims: dict[str, int], seed: int, index: int, device: s
     if kind == "normal":
         std = init["std"] / math.sqrt(dims[init["fan_in"]]) if "fan_in" in init else init["std"]
         z = torch.randn(shape, generator=gen)
+        if "clip" in init and edge and "fan_in" not in init:
+            z = z.abs_().div_(-4.0).add_(init["clip"]).mul_(edge)
         if "clip" in init:
             z = z.clamp_(-init["clip"], init["clip"])
         value = z.mul_(std).add_(init["mean"])

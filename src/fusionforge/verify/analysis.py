@@ -206,7 +206,21 @@ def mismatch_failure(stats: dict, implementation: str, input_set: str, context: 
                        f"The PyTorch implementation does not compute the task's chain. {where}",
                        "Make fused_kernel_pytorch compute exactly the ops of the task, in order, with the "
                        "task's parameters.", None, input_set)
-    if stats["rel_err"] <= stats["tolerance"] and stats["bad_fraction"] < 0.01:
+    if context.get("config"):
+        message = f"with {context['config']} forced: {message}"
+        cause = (f"Wrong with an autotune config the tuner did not pick here ({context['config']}): on a GPU any "
+                 f"config may win at any shape. The code assumes one config's block sizes somewhere (a pointer step, "
+                 f"a mask, a grid or a buffer sized for another config). {where}")
+        fix = ("Derive every step, mask, grid and buffer size from the config's meta-parameters (the kernel's "
+               "constexprs, meta[...] in the grid); every config must compute the same function.")
+    elif context.get("edge"):
+        cause = (f"Right on typical inputs, wrong on inputs near the ends of their range (values the task's "
+                 f"distribution can give): a running max or min started at a finite value instead of -inf or "
+                 f"+inf, an exp taken before its max is subtracted, a clamp or a shortcut that holds only for "
+                 f"typical values. {where}")
+        fix = ("Start running extrema at -inf / +inf, subtract the running max before exp (online softmax), and "
+               "keep every formula exact over the whole input range.")
+    elif stats["rel_err"] <= stats["tolerance"] and stats["bad_fraction"] < 0.01:
         cause = (f"A few elements are off while the overall error is within the tolerance: a localized bug (an edge "
                  f"tile, a mask, a boundary row) or lower precision (16-bit or TF32 products, a shorter "
                  f"accumulation) that shows where the chain is sensitive. {where}")

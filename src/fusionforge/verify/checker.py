@@ -39,6 +39,7 @@ from fusionforge.verify.verdict import Failure, Verdict
 
 FLOOR = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float64: 1e-10}
 SENSITIVITY_FACTOR = 8.0
+EDGE_CONDITIONING = 16.0  # how much worse than an ordinary draw PyTorch's own error may be on an edge draw (edge_holds)
 SENSITIVITY_SAMPLES = 2
 DEFAULT_TIMEOUT = 300.0
 
@@ -49,6 +50,12 @@ def default_device() -> str:
 
 def input_sets(task: FusionTask | None, device: str, seeds: int) -> list[dict]:
     """Fresh seeds per check. Task: two seeds per test shape (and the bench shape on a GPU).
+
+    The first draw of each shape also runs every further autotune config (``every_config``: the child
+    runs the file once per config, each forced; ``launches.LaunchMonitor``). At each test shape then
+    come two *edge* sets (``FusionTask.make_inputs``): every input near the low end of its range, then the first
+    near its high end and the others low; kept where the task stays as well conditioned as on its own draws
+    (``edge_holds``), the wrapper called once (``once``: the other sets' second calls test what calls share).
 
     After the first test shape's last draw (and the first bench shape) comes a *refill*: the same
     tensor objects with new values written into them (the call's scalars kept), so a wrapper that
@@ -62,20 +69,57 @@ def input_sets(task: FusionTask | None, device: str, seeds: int) -> list[dict]:
                 "scalar_seed": sets[of]["seed"], "refill_of": of}
 
     if task is None:
-        sets = [{"label": f"get_inputs() seed {base + k}", "seed": base + k} for k in range(seeds)]
+        sets = [{"label": f"get_inputs() seed {base + k}", "seed": base + k, "every_config": k == 0}
+                for k in range(seeds)]
         return sets + [refill(0, base + seeds)]
     sets = []
     for i, dims in enumerate(task.shapes["test"]):
         for j in range(2):
-            sets.append({"label": f"test[{i}] {_dims(dims)} #{j + 1}", "dims": dims, "seed": base + 2 * i + j})
+            sets.append({"label": f"test[{i}] {_dims(dims)} #{j + 1}", "dims": dims, "seed": base + 2 * i + j,
+                         "every_config": j == 0})
         if i == 0:
             sets.append(refill(len(sets) - 1, base + 500))
+    if task.edge_draws:
+        for i, dims in enumerate(task.shapes["test"]):
+            for edge in (-1, 1):
+                seed = base + 700 + 2 * i + (edge > 0)
+                if edge_holds(task, dims, seed, edge):
+                    sets.append({"label": f"test[{i}] {_dims(dims)} #{'low' if edge < 0 else 'mixed'} edge",
+                                 "dims": dims, "seed": seed, "edge": edge, "once": True})
     if device == "cuda":
         for i, dims in enumerate(task.shapes["bench"]):
-            sets.append({"label": f"bench[{i}] {_dims(dims)}", "dims": dims, "seed": base + 1000 + i})
+            sets.append({"label": f"bench[{i}] {_dims(dims)}", "dims": dims, "seed": base + 1000 + i,
+                         "every_config": True})
             if i == 0:
                 sets.append(refill(len(sets) - 1, base + 1500))
     return sets
+
+
+def calls(input_set: dict) -> tuple[str, ...]:
+    """The wrapper calls the child makes on an input set (each a record key): a first and a second, or one."""
+    return ("triton",) if input_set.get("once") else ("triton", "triton_again")
+
+
+def edge_holds(task: FusionTask, dims: dict, seed: int, edge: int) -> bool:
+    """Whether an edge draw is a fair test: the task stays as well conditioned there as on its own draws. PyTorch at
+    the task dtype must stay finite and within EDGE_CONDITIONING times its relative error on an ordinary draw at
+    the same shape (or the dtype's floor): an edge draw tests a kernel's range (overflow, the start of a running
+    extremum), not its arithmetic on a near-constant row that PyTorch's own answer loses digits on."""
+
+    def own_error(inputs: list) -> float | None:
+        with torch.no_grad():
+            own, ref = task.function(*inputs), task.reference(inputs)
+            if task.arg_reduction is not None:
+                ref, own, _ = task.picked_from(inputs)
+        if not (bool(torch.isfinite(ref).all()) and bool(torch.isfinite(own).all())):
+            return None
+        return float((own.double() - ref).norm()) / max(float(ref.norm()), 1e-300)
+
+    at_edge = own_error(task.make_inputs(dims, seed, edge=edge))
+    if at_edge is None:
+        return False
+    ordinary = own_error(task.make_inputs(dims, seed)) or 0.0
+    return at_edge <= max(EDGE_CONDITIONING * ordinary, FLOOR[getattr(torch, task.dtype)])
 
 
 def _dims(dims: dict) -> str:
@@ -254,7 +298,8 @@ class _Run:
         if self.task is not None:
             spec = self.sets[k]
             with torch.no_grad(), parent_gpu_work(self.device):
-                inputs = self.task.make_inputs(spec["dims"], spec["seed"], self.device, spec.get("scalar_seed"))
+                inputs = self.task.make_inputs(spec["dims"], spec["seed"], self.device, spec.get("scalar_seed"),
+                                               spec.get("edge", 0))
                 ref = self.task.reference(inputs)
                 own = self.task.function(*inputs)
                 picked_from = self.task.picked_from(inputs)
@@ -286,8 +331,8 @@ class _Run:
         failure = value_dependence(result["sets"])
         if failure:
             return self.locate(failure)
-        for record in result["sets"]:
-            if not (record.get("triton_launches") and record.get("triton_again_launches")):
+        for k, record in enumerate(result["sets"]):
+            if not all(record.get(f"{key}_launches") for key in calls(self.sets[k])):
                 return self.locate(analysis.cheat_failure("memoized", "", record["label"]))
         ghost = result.get("ghost")
         if ghost and ghost.get("ghost"):
@@ -308,28 +353,49 @@ class _Run:
             failure.line = node.lineno if node else None
         return failure
 
+    def error_failure(self, record: dict, label: str) -> Failure:
+        """The failure of a call that raised (``record["error"]``), or of a rule it broke before."""
+        for key in ("triton", "triton_again"):  # a rule broken before the error (a refused walk) is the verdict
+            for problem in record.get(f"{key}_problems", []):
+                if not problem["kind"].startswith("output_"):
+                    return analysis.provenance_failure(problem, label)
+        error = record["error"]
+        line = self.line_of(error)
+        if (error.get("details") or {}).get("access"):
+            return analysis.memory_failure(error["details"], error["details"].get("message"), line, label)
+        compile_error = (error["module"].startswith("triton") or error.get("compile_line") is not None
+                         or _reading_kernel_source(error))
+        failure = analysis.error_failure(error, self.implementation_of(line) if line else "Triton", line,
+                                         label, compile_error)
+        if error["phase"] == "inputs":
+            failure = analysis.error_failure(error, "Harness" if self.task else "Both", line, label, False)
+        if "pytorch_error" in record:
+            failure.implementation = "Both"
+        return failure
+
+    def evaluate_config(self, forced: dict, label: str, compared: Callable[[torch.Tensor], dict],
+                        context: dict) -> Failure | None:
+        """One forced-config run of the wrapper (``input_sets``), held to the rules and tolerance of the first call."""
+        label = f"{label}, {forced['config']} forced"
+        if "error" in forced:
+            return self.error_failure(forced, label)
+        if forced.get("foreign_ops"):
+            return analysis.cheat_failure("torch_ops", ", ".join(forced["foreign_ops"]), label)
+        for problem in forced.get("triton_problems", []):
+            return analysis.provenance_failure(problem, label)
+        out = _load(forced.get("triton"))
+        if out is None:
+            return analysis.not_a_tensor("Triton", forced.get("triton", {}).get("type"), label)
+        stats = compared(out)
+        if not stats["passed"]:
+            return _failure_from_stats(stats, "Triton", label, {**context, "config": forced["config"]})
+        return None
+
     def evaluate_set(self, k: int, record: dict, label: str) -> Failure | None:
         check: dict = {"label": label, "passed": False}
         self.checks.append(check)
         if "error" in record:
-            for key in ("triton", "triton_again"):  # a rule broken before the error (a refused walk) is the verdict
-                for problem in record.get(f"{key}_problems", []):
-                    if not problem["kind"].startswith("output_"):
-                        return analysis.provenance_failure(problem, label)
-            error = record["error"]
-            line = self.line_of(error)
-            if (error.get("details") or {}).get("access"):
-                failure = analysis.memory_failure(error["details"], error["details"].get("message"), line, label)
-                check["note"] = failure.message
-                return failure
-            compile_error = (error["module"].startswith("triton") or error.get("compile_line") is not None
-                             or _reading_kernel_source(error))
-            failure = analysis.error_failure(error, self.implementation_of(line) if line else "Triton", line,
-                                             label, compile_error)
-            if error["phase"] == "inputs":
-                failure = analysis.error_failure(error, "Harness" if self.task else "Both", line, label, False)
-            if "pytorch_error" in record:
-                failure.implementation = "Both"
+            failure = self.error_failure(record, label)
             check["note"] = failure.message
             return failure
         if "pytorch_error" in record:
@@ -351,7 +417,7 @@ class _Run:
 
         if record.get("foreign_ops"):
             return analysis.cheat_failure("torch_ops", ", ".join(record["foreign_ops"]), label)
-        for key in ("triton", "triton_again"):
+        for key in calls(self.sets[k]):
             for problem in record.get(f"{key}_problems", []):
                 if problem["kind"] != "output_not_kernel":
                     return analysis.provenance_failure(problem, label)
@@ -369,7 +435,8 @@ class _Run:
                 if not stats["passed"]:
                     pytorch_failure = _failure_from_stats(stats, "PyTorch", label, context)
 
-        for key, second in (("triton", False), ("triton_again", True)):
+        for key in calls(self.sets[k]):
+            second = key == "triton_again"
             out = _load(record.get(key))
             if out is None:
                 failure = analysis.not_a_tensor("Triton", record.get(key, {}).get("type"), label)
@@ -379,16 +446,23 @@ class _Run:
                 check.update({k: v for k, v in stats.items() if k not in ("kind",)})
             if not stats["passed"]:
                 dims = label.split(" #")[0]
-                context = {**context, "second_call": second,
+                context = {**context, "second_call": second, "edge": self.sets[k].get("edge"),
                            "refill": self.sets[k].get("refill_of") is not None,
                            "stale": dims if dims in self.passed_dims else None,
                            "shape_dependent": dims if self.passed_dims and dims not in self.passed_dims else None}
                 check["passed"] = False
                 return _both(_failure_from_stats(stats, "Triton", label, context), pytorch_failure)
+        for forced in record.get("configs", []):
+            failure = self.evaluate_config(
+                forced, label, lambda out: compare_on(self.device, out, ref, own, dtype, sensitivity, picked_from),
+                context)
+            if failure:
+                check["passed"] = False
+                return _both(failure, pytorch_failure)
         if pytorch_failure:
             check["note"] = pytorch_failure.message
             return pytorch_failure
-        for key in ("triton", "triton_again"):
+        for key in calls(self.sets[k]):
             for problem in record.get(f"{key}_problems", []):
                 return analysis.provenance_failure(problem, label)
         check["passed"] = True

@@ -45,12 +45,9 @@ runs. Masked-off lanes are neither checked nor touched. A launch whose storages 
 (alignment tests still hold: the tag is a multiple of 2**48).
 
 Autotuning. Triton's autotuner benchmarks every config, which the interpreter cannot (it has no
-benchmarker: a kernel with two configs failed with "0 active drivers"). Here each config runs once while
-tuning, as on a GPU, and the winner rotates from one tuning to the next, so a kernel tuned at several
-shapes has several of its configs checked; on a GPU any of them may be the one that runs. Configs that
-differ only in what the interpreter ignores (num_warps, num_stages, num_ctas, maxnreg: how a GPU runs the
-same program) compute the same values here, so only the first of them runs: a row kernel autotuned over its
-warps runs once per tuning, as a single config would.
+benchmarker: a kernel with two configs failed with "0 active drivers"). Here tuning times nothing and
+picks a kernel's first config; the checker then runs the file once per further config, each forced as a
+cached choice would be (``launches.LaunchMonitor.forced``), so every config a GPU might pick is checked.
 """
 
 from __future__ import annotations
@@ -116,38 +113,21 @@ def install_gpu_semantics() -> None:
 
 
 def _install_autotuning() -> None:
-    """Autotuned kernels as on a GPU (idempotent).
-
-    The interpreter has no benchmarker, so Triton's autotuner fails there ("0 active drivers") as soon as
-    a kernel has two configs. On a GPU every config runs while tuning and any of them may win; here each
-    runs once (its errors surface as on a GPU) and the winner rotates from one tuning to the next (one
-    per autotuning key: a kernel tuned at several shapes gets several of its configs checked). Of configs with
-    the same meta-parameters (differing only in warps, stages, CTAs or registers), only the first runs.
-    """
+    """Autotuning without a benchmarker (idempotent): no config is run or timed, and the first one wins (module
+    docstring)."""
     from triton.runtime import autotuner
 
-    if getattr(autotuner.Autotuner.prune_configs, "gpu_semantics", False):
-        return
+    if not isinstance(vars(autotuner.Autotuner)["do_bench"], _Untimed):
+        autotuner.Autotuner.do_bench = _Untimed(lambda self: _untimed)
 
-    def run_once(kernel_call, quantiles=None, **kwargs):
-        kernel_call()
-        return [1.0] * len(quantiles) if quantiles else 1.0
 
-    def rotating(prune_configs):
-        def prune(self, kwargs):
-            configs, seen = [], set()
-            for config in prune_configs(self, kwargs):
-                values = tuple(sorted(config.kwargs.items()))
-                if values not in seen:
-                    seen.add(values)
-                    configs.append(config)
-            turn = getattr(self, "interpreter_turn", 0)
-            self.interpreter_turn = turn + 1
-            return configs[turn % len(configs):] + configs[:turn % len(configs)]
-        return prune
+class _Untimed(property):
+    """``Autotuner.do_bench`` under the interpreter: returns ``_untimed``."""
 
-    autotuner.Autotuner.do_bench = property(lambda self: run_once)
-    _replace(autotuner.Autotuner, "prune_configs", rotating)
+
+def _untimed(kernel_call, quantiles=None, **kwargs):
+    """A trial that runs nothing and takes 1.0 (all configs tie: the first wins)."""
+    return [1.0] * len(quantiles) if quantiles else 1.0
 
 
 def _install_gpu_arithmetic() -> None:

@@ -9,10 +9,28 @@ be told from the wrapper's own, and hands each outermost launch to an observer (
 ledger) before and after it runs. It also knows when an autotuner is trying configs: those trial
 launches, and whatever file code they run (a config's pre_hook, an allocator), happen only on the
 first call with a new autotuning key.
+
+Autotuned kernels and their configs. Any config of an autotuner may be the one a GPU picks, at any
+shape, so the checker runs a file once per config: the monitor notes which configs each autotuner had
+and ran during a call (``tuners``), and can make every autotuner run its config number ``forced``
+(modulo its count) as a cached choice would, without tuning. Configs that differ only in how a GPU runs
+the same program (warps, stages, CTAs, registers) count once.
 """
 
 import inspect
 import time
+
+
+def distinct_configs(tuner, kwargs: dict) -> list:
+    """The configs ``tuner`` would try for a launch with ``kwargs`` (after its pruning; ``tuner.nargs`` set),
+    one of each set of meta-parameters."""
+    configs, seen = [], set()
+    for config in tuner.prune_configs(kwargs):
+        values = tuple(sorted(config.kwargs.items()))
+        if values not in seen:
+            seen.add(values)
+            configs.append(config)
+    return configs
 
 
 def python_function(kernel):
@@ -36,6 +54,8 @@ class LaunchMonitor:
         self.stream_handle = None  # () -> the raw handle of the stream Triton launches on now (GPU, once installed)
         self.compile_seconds = 0.0  # in Triton's compiler (a compile, or a load from its cache; GPU only)
         self.autotune_seconds = 0.0  # in autotuners' trials (the compiles of their configs included)
+        self.tuners: dict | None = None  # when a dict: autotuner -> (kernel name, distinct configs, index run)
+        self.forced: int | None = None  # when set: every autotuner runs its config number forced % count, untuned
 
     @property
     def inside(self) -> bool:
@@ -66,6 +86,36 @@ class LaunchMonitor:
                 if handle not in self.streams:
                     self.streams[handle] = torch.cuda.current_stream()
 
+        from triton.compiler.errors import CompileTimeAssertionFailure
+
+        autotuned = autotuner.Autotuner.run
+        unrunnable = (autotuner.OutOfResources, autotuner.PTXASError, CompileTimeAssertionFailure)  # as _bench skips
+
+        def run_config(tuner, *args, **kwargs):
+            """Autotuner.run, noting the configs (``tuners``) or running the ``forced`` one as a cached choice."""
+            if (self.tuners is None and self.forced is None) or len(tuner.configs) < 2 or kwargs.get("warmup"):
+                return autotuned(tuner, *args, **kwargs)
+            tuner.nargs = dict(zip(tuner.arg_names, args))
+            configs = distinct_configs(tuner, kwargs)
+            if self.forced is None:
+                result = autotuned(tuner, *args, **kwargs)
+                chosen = next((i for i, c in enumerate(configs) if c.kwargs == tuner.best_config.kwargs), 0)
+            else:
+                chosen = self.forced % len(configs)
+                tuner.best_config = config = configs[chosen]
+                try:
+                    if config.pre_hook is not None:
+                        config.pre_hook({**tuner.nargs, **kwargs, **config.all_kwargs()})
+                    result = tuner.fn.run(*args, **kwargs, **config.all_kwargs())
+                except unrunnable:  # a config the GPU cannot run, which tuning would skip: the tuned choice runs
+                    result = autotuned(tuner, *args, **kwargs)
+                    chosen = next((i for i, c in enumerate(configs) if c.kwargs == tuner.best_config.kwargs), 0)
+                tuner.nargs = None
+            if self.tuners is not None:
+                self.tuners[tuner] = (python_function(tuner).__name__, configs, chosen)
+            return result
+
+        autotuner.Autotuner.run = run_config
         jit_level = (jit.JITFunction, interpreter.InterpretedFunction)
         for cls in (*jit_level, autotuner.Autotuner, autotuner.Heuristics):
             original = cls.run

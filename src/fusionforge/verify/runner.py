@@ -13,9 +13,11 @@ and reports what happened. For every input set, in one process and in order:
    (``ledger.py``: where every byte the launches read and the output holds came from, and the
    host-side trace) and the host guard (``hostguard.py``: threads, processes, ctypes, host reads);
 3. the file's PyTorch function runs (and, without a task, again on float64 copies: the reference);
-4. the wrapper runs again (after the PyTorch output was freed);
+4. the wrapper runs again (after the PyTorch output was freed), but on a set marked ``once`` (an edge draw);
 5. inputs are compared with their pristine copies, after each of the wrapper's calls (a change the second call
-   undoes is still a change).
+   undoes is still a change);
+6. on a set marked ``every_config``, the wrapper runs once more per further config of the autotuners its first
+   call ran, each forced (``launches.LaunchMonitor``), on fresh copies of the inputs.
 Then, if every set ran, a ghost replay on fresh inputs: the wrapper once more with every Triton
 launch skipped. If its output is still right, the kernels did not do the work.
 
@@ -224,8 +226,8 @@ def protected_functions() -> dict[str, tuple[object, str, object]]:
     import triton.runtime.jit as jit
 
     owners = [(jit.JITFunction, "run"), (interpreter.InterpretedFunction, "run"), (autotuner.Autotuner, "run"),
-              (autotuner.Autotuner, "_bench"), (autotuner.Heuristics, "run"), (torch, "equal"),
-              (torch.cuda, "synchronize"), (torch, "save"),
+              (autotuner.Autotuner, "_bench"), (autotuner.Autotuner, "prune_configs"), (autotuner.Heuristics, "run"),
+              (torch, "equal"), (torch.cuda, "synchronize"), (torch, "save"),
               (torch.Tensor, "clone"), (torch.Tensor, "set_"), (torch.Tensor, "untyped_storage"),
               (torch.Tensor, "to"), (torch.Tensor, "detach"), (_thread, "start_new_thread"),
               (threading, "_start_new_thread"), (python_dispatch, "_disable_current_modes"),
@@ -252,6 +254,15 @@ def process_age() -> float:
         return max(0.0, uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return 0.0
+
+
+def forced_configs(tuners: dict, turn: int) -> str:
+    """What ``turn`` forces, named: each kernel with its config's meta-parameters, '; ' between kernels."""
+    named = []
+    for name, configs, _ in tuners.values():
+        values = configs[turn % len(configs)].kwargs.items()
+        named.append(f"{name} ({', '.join(f'{key}={value}' for key, value in values)})")
+    return "; ".join(named)
 
 
 def call_key(inputs: list) -> str:
@@ -311,7 +322,8 @@ def main(request_path: str) -> int:
 
     def make_inputs(input_set: dict) -> list:
         if task is not None:
-            return task.make_inputs(input_set["dims"], input_set["seed"], device, input_set.get("scalar_seed"))
+            return task.make_inputs(input_set["dims"], input_set["seed"], device, input_set.get("scalar_seed"),
+                                    input_set.get("edge", 0))
         torch.manual_seed(input_set["seed"])
         values = module.get_inputs()
         return [v.to(device) if isinstance(v, torch.Tensor) else v for v in values]
@@ -345,6 +357,25 @@ def main(request_path: str) -> int:
         record[key] = _save(out, path)
         return True
 
+    def every_config(tuners: dict, pristine: list, record: dict, k: int) -> bool:
+        """Run the wrapper again once per further config of the autotuners its first call ran (turn t forces
+        each one's config t, modulo its count; a turn that repeats the first call's choices is skipped), on
+        fresh copies of the inputs: ``record["configs"]``, one record per run."""
+        record["configs"] = []
+        for turn in range(max(len(configs) for _, configs, _ in tuners.values())):
+            if all(turn % len(configs) == chosen for _, configs, chosen in tuners.values()):
+                continue
+            forced = {"config": forced_configs(tuners, turn)}
+            record["configs"].append(forced)
+            monitor.forced = turn
+            try:
+                if not call_wrapper([v.clone() if isinstance(v, torch.Tensor) else v for v in pristine], forced,
+                                    "triton", out_dir / f"triton_config{turn}_{k}.pt"):
+                    return False
+            finally:
+                monitor.forced = None
+        return True
+
     marks["input sets"] = time.perf_counter()
     kept: dict[int, list] = {}  # the inputs of the sets a later set refills
     refilled = {s["refill_of"] for s in request["input_sets"] if s.get("refill_of") is not None}
@@ -367,8 +398,10 @@ def main(request_path: str) -> int:
         pristine = [v.clone() if isinstance(v, torch.Tensor) else v for v in inputs]
         record["input_shapes"] = [list(v.shape) if isinstance(v, torch.Tensor) else None for v in inputs]
         record["call_key"] = call_key(inputs)
+        monitor.tuners = {} if input_set.get("every_config") else None
         if not call_wrapper(inputs, record, "triton", out_dir / f"triton_{k}.pt"):
             break
+        tuners, monitor.tuners = monitor.tuners, None
         mutated = _changed(inputs, pristine)
         try:
             with torch.no_grad():
@@ -383,9 +416,12 @@ def main(request_path: str) -> int:
                     del ref
         except BaseException as exc:  # noqa: BLE001
             record["pytorch_error"] = _error(exc, "pytorch")
-        if not call_wrapper(inputs, record, "triton_again", out_dir / f"triton_again_{k}.pt"):
+        if not input_set.get("once") and not call_wrapper(inputs, record, "triton_again",
+                                                          out_dir / f"triton_again_{k}.pt"):
             break
         record["mutated"] = sorted(mutated | _changed(inputs, pristine))
+        if tuners and not every_config(tuners, pristine, record, k):
+            break
     else:
         if request.get("ghost_set"):
             marks["ghost replay"] = time.perf_counter()
