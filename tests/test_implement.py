@@ -654,6 +654,22 @@ def test_attention_plan_passes_the_checker(tmp_path, ops, dtype, causal):
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
+@pytest.mark.parametrize("ops, dtype", [("causal_conv1d", "float16"), ("causal_conv1d,silu,mul:row", "bfloat16"),
+                                        ("causal_conv1d,gelu,add:col", "float32")])
+def test_conv_plan_passes_the_checker(tmp_path, ops, dtype):
+    """A causal conv1d: [rows, N] output tiles, each tap one shifted masked tile of x (the 1031-long test sequence spans
+    several tiles), the bias and the ops after it in registers."""
+    task = GEN.generate(2, ops=ops, dtype=dtype)
+    plan = resolve(task)
+    assert (plan.kind, plan.variant) == ("conv", "taps")
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    kernels, wrapper = path.read_text().split("# <TRITON>")[1].split("def fused_kernel_triton_wrapper")
+    assert "for t in tl.static_range(TAPS):" in kernels and "conv1d" not in wrapper
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
 def _gather_task(ops: str, bench_n: int | None = None, long_row: int | None = None):
     """A forced gather chain (float32), its bench rows ``bench_n`` long and a test shape of ``long_row``-value
     rows where given: a gather's menu never leaves registers, a task a user writes may."""

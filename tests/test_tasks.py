@@ -209,12 +209,12 @@ def test_all_ops_get_used():
     """The original mix uses every op of its families; each asked-for family uses every op of its own."""
     used = {s.op for seed in range(300) for s in GEN.generate(seed).steps}
     new = {op.name for op in catalog.SCAN_OPS + catalog.LOSS_OPS + catalog.ARG_REDUCTION_OPS + catalog.SPATIAL_OPS
-           + catalog.GATHER_OPS + catalog.POOL_OPS + catalog.ATTENTION_OPS}
+           + catalog.GATHER_OPS + catalog.POOL_OPS + catalog.ATTENTION_OPS + catalog.CONV_OPS}
     assert used == set(catalog.CATALOG) - new
     for family, ops in (("scan", catalog.SCAN_OPS), ("loss", catalog.LOSS_OPS),
                         ("arg_reduction", catalog.ARG_REDUCTION_OPS), ("spatial_reduction", catalog.SPATIAL_OPS),
                         ("gather", catalog.GATHER_OPS), ("pooling", catalog.POOL_OPS),
-                        ("attention", catalog.ATTENTION_OPS)):
+                        ("attention", catalog.ATTENTION_OPS), ("convolution", catalog.CONV_OPS)):
         drawn = {s.op for seed in range(40) for s in GEN.generate(seed, family=family).steps}
         assert {op.name for op in ops} <= drawn
         assert drawn <= set(catalog.CATALOG) - new | {op.name for op in ops}
@@ -254,14 +254,14 @@ def test_test_shapes_walk_the_loops_the_bench_shape_walks():
 def test_families_are_drawn_only_when_asked_for():
     """Without a family a seed keeps its task; with one it draws a chain of that family, the same every time."""
     assert GEN.generate(5).to_json() == GEN.generate(5, family=None).to_json()
-    for family in ("scan", "loss", "arg_reduction", "spatial_reduction", "gather"):
+    for family in ("scan", "loss", "arg_reduction", "spatial_reduction", "gather", "convolution"):
         task = GEN.generate(5, family=family)
         assert task.to_json() == GEN.generate(5, family=family).to_json()
         assert task.family == family and task.difficulty == "medium"
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"family": "convolution"}, "unknown family 'convolution'"),
+    ({"family": "fp8"}, "unknown family 'fp8'"),
     ({"family": "scan", "ops": "cumsum"}, "not both"),
     ({"family": "loss", "difficulty": "hard"}, "loss tasks are medium"),
     ({"ops": "mse_loss,relu"}, "mse_loss is a loss and ends the chain"),
@@ -461,6 +461,31 @@ def test_attention_starts_a_chain_from_a_query_a_key_and_a_value():
         assert probe_dims(task) == {**task.shapes["test"][0], "D": bench["D"]}
     with pytest.raises(TaskError, match="must come first"):
         GEN.generate(0, ops="relu,attention")
+
+
+def test_a_causal_conv1d_starts_a_chain_from_channels_of_positions():
+    """x [B, M, N], weight [M, T] (T taps, fan-in scaled), bias [M] give h_bmn = bias_m + sum_t weight_mt x_bm(n-T+1+t)
+    with zeros before n = 0: [B, M, N]. T is a dim of every shape; a test sequence of 1031 positions spans several
+    tiles. The cost counts 2 T FLOPs and a bias add an output."""
+    task = GEN.generate(5, ops="causal_conv1d,silu", dtype="float32")
+    assert [(i.name, i.role, i.shape) for i in task.inputs] == [
+        ("x", "activation", ["B", "M", "N"]), ("weight", "weight", ["M", "T"]), ("bias", "bias", ["M"])]
+    assert task.rank == 3 and task.output_shape == ["B", "M", "N"]
+    assert classify([s.op for s in task.steps]) == ChainKind("conv", "convolution", "medium")
+    assert all("T" in dims for dims in task.shapes["test"] + task.shapes["bench"])
+    assert {"B": 1, "M": 3, "N": 1031, "T": 4} in task.shapes["test"]
+    dims = task.shapes["test"][2]
+    x, weight, bias = (v.double() for v in task.make_inputs(dims, seed=3))
+    taps = dims["T"]
+    padded = torch.nn.functional.pad(x, (taps - 1, 0))
+    expected = sum(weight[:, t, None] * padded[..., t:t + dims["N"]] for t in range(taps)) + bias[:, None]
+    assert torch.allclose(task.reference([x, weight, bias]), torch.nn.functional.silu(expected), rtol=0, atol=1e-12)
+    bench = task.shapes["bench"][0]
+    values = bench["B"] * bench["M"] * bench["N"]
+    assert task.cost(bench)["flops"] == (2 * bench["T"] + 1 + catalog.get("silu").flops) * values
+    assert task.cost(bench)["bytes"] >= BENCH_MIN_BYTES
+    with pytest.raises(TaskError, match="must come first"):
+        GEN.generate(0, ops="relu,causal_conv1d")
 
 
 def test_an_embedding_lookup_starts_a_chain_from_int64_ids_and_a_table():

@@ -27,9 +27,11 @@ Conventions
   an int64 ``index`` [M, N], or [N] for all rows alike: index_select), giving [M, N].
 * Attention starts a chain too: ``q``, ``k`` and ``v`` [B, NH, S, D] (batch, heads, sequence, head dim) give
   softmax(q k^T scale) v [B, NH, S, D], causal or not.
+* So does a causal depthwise convolution: ``x`` [B, M, N] (M channels of N positions), each channel's T taps
+  ``weight`` [M, T] and its ``bias`` [M] give [B, M, N]; T is a dim of every shape.
 * ``flops`` counts floating-point operations per output element (per input element for
   reductions, normalizations, scans and losses); matmuls count ``2 * K`` per output element, pooling ops
-  ``flops`` per value of a window (K^2 per output element).
+  ``flops`` per value of a window (K^2 per output element), convolutions ``flops`` per tap.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Family(str, Enum):
     POOL = "pooling"
     GATHER = "gather"
     ATTENTION = "attention"
+    CONV = "convolution"
 
 
 class ShapeError(ValueError):
@@ -480,9 +483,23 @@ ATTENTION_OPS = [
        label="scaled dot-product attention (causal={causal}, scale={scale})"),
 ]
 
-CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + GATHER_OPS + ATTENTION_OPS + UNARY_OPS + BINARY_OPS
-                           + REDUCTION_OPS + NORM_OPS + SCAN_OPS + LOSS_OPS + ARG_REDUCTION_OPS + SPATIAL_OPS
-                           + POOL_OPS}
+# Convolution roots start a chain. The causal depthwise conv1d of state-space and linear-attention models (Mamba's
+# short convolution): each of x's M channels convolved with its own T taps over the positions up to its own, zeros
+# before the sequence, plus the channel's bias. Taps are drawn as a weight with T inputs.
+CONV_OPS = [
+    Op("causal_conv1d", Family.CONV,
+       "F.conv1d({x}, {weight}.unsqueeze(1), {bias}, padding={weight}.shape[-1] - 1, groups={x}.shape[1])"
+       "[..., :{x}.shape[-1]]",
+       "h_bmn = bias_m + sum_t weight_mt x_bm(n-T+1+t), x zero before n = 0: [B, M, N], [M, T], [M] -> [B, M, N]",
+       2, operands=(Operand("weight", "weight", "MT", {"dist": "normal", "mean": 0.0, "std": 1.0, "fan_in": "T",
+                                                        "clip": 4.0}),
+                    Operand("bias", "bias", "chan", VECTOR)),
+       label="causal depthwise conv1d (T taps) + bias"),
+]
+
+CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + GATHER_OPS + ATTENTION_OPS + CONV_OPS + UNARY_OPS
+                           + BINARY_OPS + REDUCTION_OPS + NORM_OPS + SCAN_OPS + LOSS_OPS + ARG_REDUCTION_OPS
+                           + SPATIAL_OPS + POOL_OPS}
 
 # Inference batch norm applies running statistics: a per-channel affine map that reduces nothing.
 AFFINE_NORMS = ("batch_norm",)
@@ -490,8 +507,8 @@ AFFINE_NORMS = ("batch_norm",)
 
 # Ops that act on whole rows (of the last dimension; a spatial reduction's of H x W): what the row plans walk.
 ROW_FAMILIES = (Family.REDUCTION, Family.NORM, Family.SCAN, Family.LOSS, Family.ARG_REDUCTION, Family.SPATIAL)
-# Ops that start a chain from inputs of their own shapes: a matmul, a gather.
-ROOTS = (Family.MATMUL, Family.GATHER, Family.ATTENTION)
+# Ops that start a chain from inputs of their own shapes: a matmul, a gather, attention, a convolution.
+ROOTS = (Family.MATMUL, Family.GATHER, Family.ATTENTION, Family.CONV)
 # Ops whose result no op reads: a loss, an index.
 ENDS_CHAIN = (Family.LOSS, Family.ARG_REDUCTION)
 
@@ -597,10 +614,12 @@ def root_shapes(op: Op) -> tuple[Shape, Shape]:
         return ("M", "K"), ("M", "N")
     if op.family is Family.ATTENTION:
         return ("B", "NH", "S", "D"), ("B", "NH", "S", "D")
+    if op.family is Family.CONV:
+        return ("B", "M", "N"), ("B", "M", "N")
     if op.name == "bmm":
         return ("B", "M", "K"), ("B", "M", "N")
     return ("M", "K"), ("M", "N")
 
 
 ROOT_OPERAND_SHAPES = {"NK": ("N", "K"), "KN": ("K", "N"), "BKN": ("B", "K", "N"), "VN": ("V", "N"),
-                       "BNSD": ("B", "NH", "S", "D")}
+                       "BNSD": ("B", "NH", "S", "D"), "MT": ("M", "T")}

@@ -25,10 +25,10 @@ DTYPES = ("float32", "float16", "bfloat16")
 DIFFICULTIES = ("easy", "medium", "hard")
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8}
 SCALAR_DTYPE = "python_float"
-DIM_ORDER = ("B", "M", "N", "K", "C", "H", "W", "P", "Q", "V", "NH", "S", "D")
+DIM_ORDER = ("B", "M", "N", "K", "C", "H", "W", "P", "Q", "V", "NH", "S", "D", "T")
 # Families a task can be asked for (``generate(family=...)``); without one, the seed draws from the original mix
 # of pointwise, reduction and matmul chains, so every seed keeps its task.
-FAMILIES = ("scan", "loss", "arg_reduction", "spatial_reduction", "gather", "pooling", "attention")
+FAMILIES = ("scan", "loss", "arg_reduction", "spatial_reduction", "gather", "pooling", "attention", "convolution")
 HARD_FAMILIES = ("attention",)  # a root's chains, as a matmul's are (classify); the others' are medium
 
 # A bench shape moves at least this many bytes or does at least this many FLOPs.
@@ -329,6 +329,8 @@ class FusionTask:
                 flops += int(op.flops * out_numel * keys)
             elif op.family is Family.POOL:
                 flops += int(op.flops * out_numel * step.params["kernel_size"] ** 2)
+            elif op.family is Family.CONV:  # a multiply and an add a tap, and the bias
+                flops += int(op.flops * out_numel * dims["T"]) + out_numel
             elif op.family in (Family.UNARY, Family.BINARY):
                 flops += int(op.flops * out_numel)
             else:
@@ -413,6 +415,9 @@ GATHER_TEST_ROWS, GATHER_TEST_N, GATHER_TEST_K, GATHER_TEST_V = 4, 1031, 4099, 2
 # Attention walks its keys in blocks and its queries a block a program: a kernel that stops at 1024 keys or queries is
 # wrong only past them. Its tasks get a test sequence of ATTENTION_TEST_S values (past 1024), one head of 64.
 ATTENTION_TEST_S = 1031
+# A convolution tiles its positions: a kernel whose taps stop at a tile's first position (not the sequence's) is wrong
+# only past the first tile. Its tasks get a test sequence of CONV_TEST_N positions (past 1024), 3 channels of 4 taps.
+CONV_TEST_N = 1031
 # Pooling tiles an output row's columns: a kernel wrong past the first tile of 64 (or 128) columns passes planes of
 # 47. Its tasks get a test plane POOL_TEST_W = 263 values wide (every window and stride gives Q past 128), 5 high.
 POOL_TEST_H, POOL_TEST_W = 5, 263
@@ -426,6 +431,12 @@ _BENCH_4D = [dict(C=c, H=h, W=w) for c, h, w in ((64, 56, 56), (128, 28, 28), (2
 _BENCH_VOCAB = [dict(N=n) for n in (32000, 50257, 128256)]
 # An embedding table: a hidden size of a language model by its vocabulary (GPT-2's, Llama 2's and Llama 3's).
 _BENCH_TABLE = [dict(N=n, V=v) for n in (1024, 2048, 4096) for v in (32000, 50257, 128256)]
+# Causal conv1d: odd sequences, powers of two, lopsided channels; 2 to 5 taps. Bench: Mamba's inner widths (channels)
+# by sequence lengths, 4 taps (B grows to the bench floor).
+_TEST_CONV = [dict(B=(1, 2), M=(3, 5, 7), N=(97, 131), T=(3, 4)),
+              dict(B=(2,), M=(4, 16), N=(64, 256), T=(2, 4)),
+              dict(B=(1,), M=(13, 37), N=(300, 500), T=(4, 5))]
+_BENCH_CONV = [dict(M=m, N=n, T=4) for m, n in ((1536, 2048), (2048, 2048), (3072, 1024), (4096, 2048), (5120, 1024))]
 # A gather's rows: N picks of K values (a quarter of a row to all of it, in any order).
 _BENCH_PICKS = [dict(N=n, K=k) for n, k in ((1024, 4096), (2048, 4096), (2048, 8192), (4096, 8192), (4096, 4096))]
 # Attention: sequences of odd lengths and of whole blocks, head dims of 64 and 128; bench: heads, sequence and head
@@ -585,6 +596,9 @@ class TaskGenerator:
         elif family == "attention":
             rank = 4
             plan = ["attention"] + ["pointwise"] * rng.choice((0, 1, 1, 2))
+        elif family == "convolution":
+            rank = 3
+            plan = ["causal_conv1d"] + ["pointwise"] * rng.choice((0, 1, 1, 2))
         elif family == "gather":
             rank = 2
             root = rng.choice(("embedding", "embedding", "gather", "index_select"))
@@ -657,7 +671,8 @@ class TaskGenerator:
         groups = max([p["groups"] for o, p in chain if o.name == "group_norm"] or [1])
         channel = {2: "N", 3: "M", 4: "C"}[rank]
         attention = root is not None and root.family is Family.ATTENTION
-        menus = _TEST_ATTENTION if attention else {2: _TEST_2D, 3: _TEST_3D, 4: _TEST_4D}[rank]
+        conv = root is not None and root.family is Family.CONV
+        menus = _TEST_ATTENTION if attention else _TEST_CONV if conv else {2: _TEST_2D, 3: _TEST_3D, 4: _TEST_4D}[rank]
         test = [_pick_dims(family, rng, channel, groups) for family in menus]
         if not root or root.name == "embedding":
             test = [{k: v for k, v in d.items() if k != "K"} for d in test]
@@ -671,6 +686,8 @@ class TaskGenerator:
             task.shapes["test"].append({**_long_rows(task, test[-1], groups, ARG_TEST_ROW), "M": ARG_TEST_ROWS})
         if attention:
             task.shapes["test"].append({"B": 1, "NH": 1, "S": ATTENTION_TEST_S, "D": 64})
+        if conv:
+            task.shapes["test"].append({"B": 1, "M": 3, "N": CONV_TEST_N, "T": 4})
         if pool_step(task):
             task.shapes["test"].append(with_pooled(task, {"B": 1, "C": 2, "H": POOL_TEST_H, "W": POOL_TEST_W}))
         if root and root.family is Family.GATHER:
@@ -704,9 +721,10 @@ def classify(ops: list[str]) -> ChainKind:
     pointwise ops only (pointwise); one reduction (spatial too), normalization, scan or arg reduction among them
     (row), after an embedding lookup too (or pointwise ops alone after it); pointwise ops and a loss (loss); two
     reductions and no normalization (two_reductions); pointwise ops around a 2D pooling (pool); attention and
-    pointwise ops after it (attention); other chains have no plan yet. Family and difficulty follow what the chain
-    computes: a matmul or attention root is hard; two reductions are hard; a lookup, a scan, a loss, an arg
-    reduction, a spatial reduction or a pooling makes a medium chain of its own family; any other op that reduces
+    pointwise ops after it (attention); a causal conv1d and pointwise ops after it (conv); other chains have no plan
+    yet. Family and difficulty follow what the chain computes: a matmul or attention root is hard; two reductions are
+    hard; a lookup, a convolution, a scan, a loss, an arg reduction, a spatial reduction or a pooling makes a medium
+    chain of its own family; any other op that reduces
     makes a medium "reduction" chain; the rest are easy "pointwise" chains. An inference batch norm applies running
     statistics, a per-channel affine map that reduces nothing (``ops.reduces``), so a chain of it with pointwise ops
     is easy, though the row plan writes it.
@@ -726,6 +744,9 @@ def classify(ops: list[str]) -> ChainKind:
     if families[0] is Family.GATHER:
         plan = None if losses or len(row_ops) > 1 else "row" if row_ops else "pointwise"
         return ChainKind(plan, "gather", "medium")
+    if families[0] is Family.CONV:
+        plan = "conv" if all(f in (Family.UNARY, Family.BINARY) for f in families[1:]) else None
+        return ChainKind(plan, "convolution", "medium")
     if Family.POOL in families:  # on a [B, C, H, W] value, where only pointwise ops join it
         return ChainKind("pool", "pooling", "medium")
     if scans or losses or args or spatial:
@@ -845,6 +866,9 @@ def _bench_dims(task: FusionTask, rank: int, root: Op | None, rng, channel: str,
     """Free dims from a menu, then the leading dim grown until bytes or FLOPs reach the bench floor."""
     if root and root.family is Family.ATTENTION:
         dims = dict(rng.choice(_BENCH_ATTENTION))
+        lead, step = "B", 1
+    elif root and root.family is Family.CONV:
+        dims = dict(rng.choice(_BENCH_CONV))
         lead, step = "B", 1
     elif rank == 4:
         dims = dict(rng.choice(_BENCH_4D))

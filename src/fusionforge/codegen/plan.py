@@ -74,7 +74,7 @@ class Rows:
 @dataclass(frozen=True)
 class Plan:
     task: FusionTask
-    kind: str  # pointwise | row | loss | matmul | two_reductions | pool | attention
+    kind: str  # pointwise | row | loss | matmul | two_reductions | pool | attention | conv
     variant: str
     reason: str
     steps: tuple[PlanStep, ...]
@@ -136,6 +136,8 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
     if kind == "pool":
         return [("windows", "[rows, Q] tiles of the output a program, each window offset loaded as one masked tile")], \
             None
+    if kind == "conv":
+        return [("taps", "[rows, N] tiles of the output a program, each tap loaded as one masked tile of x")], None
     if kind == "attention":
         return [("flash", "BLOCK_M queries a program, keys walked with an online softmax, the ops after it fused")], \
             None

@@ -27,6 +27,10 @@ POINTWISE_TILE, POINTWISE_TILE_N = 2048, 1024
 # Pooling: [POOL_TILE / BLOCK_Q, BLOCK_Q] tiles of the output (BLOCK_Q at most POOL_TILE_Q) on POOL_WARPS warps.
 POOL_TILE, POOL_TILE_Q, POOL_WARPS = 1024, 64, 4
 
+# Causal conv1d: [CONV_TILE / BLOCK_N, BLOCK_N] tiles of the output (BLOCK_N at most CONV_TILE_N positions) on
+# CONV_WARPS warps.
+CONV_TILE, CONV_TILE_N, CONV_WARPS = 2048, 256, 4
+
 # Rows: up to MAX_ROW_BLOCK values held in registers; longer rows are walked (slices, or a 3D group norm's
 # tiles). Reductions over rows under SHORT_ROW_BYTES read [ROWS, BLOCK_N] tiles of SHORT_ROW_TILE values.
 MAX_ROW_BLOCK = LONG_ROW
