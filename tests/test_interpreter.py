@@ -378,14 +378,15 @@ def _which_config_kernel(out_ptr, n, WHICH: tl.constexpr):
     tl.store(out_ptr + offsets, tl.full([16], WHICH, tl.int32), mask=offsets < n)
 
 
-def test_tuning_runs_no_config_and_the_first_wins():
-    """The interpreter has no benchmarker: a tuning runs nothing and picks the first config (the checker
-    forces the others, one run each)."""
+def test_tuning_runs_each_config_once_and_the_first_wins():
+    """The interpreter has no benchmarker: a tuning runs each config once, as a GPU's trials do (so an output they
+    add into shows it), and picks the first (the checker forces the others, one run each)."""
     install_gpu_semantics()
     for n in (5, 9):
         out = torch.full((16,), -1, dtype=torch.int32)
         _which_config_kernel[(1,)](out, n)
         assert bool((out[:n] == 0).all()) and bool((out[n:] == -1).all())
+        assert _which_config_kernel.best_config.kwargs["WHICH"] == 0
 
 
 @triton.autotune(configs=[triton.Config({"WHICH": k}, num_warps=w, num_stages=s) for k in range(2) for w in (1, 4)
@@ -397,8 +398,8 @@ def _warps_only_kernel(out_ptr, n, WHICH: tl.constexpr):
 
 
 def test_the_monitor_notes_distinct_configs_and_forces_each(monkeypatch):
-    """Of eight configs, the two with distinct meta-parameters count; ``forced`` runs config t (modulo the
-    count) untuned, as a cached choice, and every call is noted in ``tuners``."""
+    """Of eight configs, the two with distinct meta-parameters count and each runs once while tuning; ``forced``
+    runs the config it names untuned, as a cached choice, and every call is noted in ``tuners``."""
     import triton.runtime.autotuner as autotuner
     import triton.runtime.interpreter as interpreter
     import triton.runtime.jit as jit
@@ -411,14 +412,18 @@ def test_the_monitor_notes_distinct_configs_and_forces_each(monkeypatch):
     monitor = LaunchMonitor()
     monitor.install()
     monitor.tuners = {}
-    for forced, n, expected in ((None, 7, 0), (1, 7, 1), (2, 9, 0), (3, 9, 1)):
-        monitor.forced = forced
+    out = torch.full((16,), -1, dtype=torch.int32)
+    _warps_only_kernel[(1,)](out, 7)
+    (name, configs, chosen), = monitor.tuners.values()
+    assert name == "_warps_only_kernel" and [c.kwargs["WHICH"] for c in configs] == [0, 1] and chosen is configs[0]
+    assert len(monitor.launches) == 3  # a trial of each distinct config, then the winner
+    for config, n in ((configs[1], 7), (configs[0], 9), (configs[1], 9)):
+        monitor.forced = {_warps_only_kernel: config}
         out = torch.full((16,), -1, dtype=torch.int32)
         _warps_only_kernel[(1,)](out, n)
-        assert bool((out[:n] == expected).all()) and bool((out[n:] == -1).all()), (forced, out)
-        (name, configs, chosen), = monitor.tuners.values()
-        assert name == "_warps_only_kernel" and [c.kwargs["WHICH"] for c in configs] == [0, 1] and chosen == expected
-    assert len(monitor.launches) == 4  # no trials: the first call's tuning ran nothing
+        expected = config.kwargs["WHICH"]
+        assert bool((out[:n] == expected).all()) and bool((out[n:] == -1).all()), (config, out)
+    assert len(monitor.launches) == 6  # forced runs tune nothing
 
 
 def test_a_forced_config_the_gpu_cannot_run_gives_way_to_the_tuned_one(monkeypatch):
@@ -444,8 +449,8 @@ def test_a_forced_config_the_gpu_cannot_run_gives_way_to_the_tuned_one(monkeypat
         return real_run(self, *args, **kwargs)
 
     monkeypatch.setattr(type(kernel), "run", no_room_for_one)
-    monitor.tuners, monitor.forced = {}, 1
+    one = next(c for c in _warps_only_kernel.configs if c.kwargs["WHICH"] == 1)
+    monitor.forced = {_warps_only_kernel: one}
     out = torch.full((16,), -1, dtype=torch.int32)
     _warps_only_kernel[(1,)](out, 11)
     assert bool((out[:11] == 0).all())
-    assert [chosen for _, _, chosen in monitor.tuners.values()] == [0]

@@ -51,11 +51,12 @@ def default_device() -> str:
 def input_sets(task: FusionTask | None, device: str, seeds: int) -> list[dict]:
     """Fresh seeds per check. Task: two seeds per test shape (and the bench shape on a GPU).
 
-    The first draw of each shape also runs every further autotune config (``every_config``: the child
-    runs the file once per config, each forced; ``launches.LaunchMonitor``). At each test shape then
-    come two *edge* sets (``FusionTask.make_inputs``): every input near the low end of its range, then the first
-    near its high end and the others low; kept where the task stays as well conditioned as on its own draws
-    (``edge_holds``), the wrapper called once (``once``: the other sets' second calls test what calls share).
+    The first draw of each shape, and each edge draw, also runs every further combination of autotune configs
+    (``every_config``: the child runs the file once per combination, each forced; ``launches.LaunchMonitor``).
+    At each test shape then come two *edge* sets (``FusionTask.make_inputs``): every input near the low end of its
+    range, then the first near its high end and the others low; kept where the task stays as well conditioned as on
+    its own draws (``edge_holds``), the wrapper called once (``once``: the other sets' second calls test what calls
+    share).
 
     After the first test shape's last draw (and the first bench shape) comes a *refill*: the same
     tensor objects with new values written into them (the call's scalars kept), so a wrapper that
@@ -85,7 +86,7 @@ def input_sets(task: FusionTask | None, device: str, seeds: int) -> list[dict]:
                 seed = base + 700 + 2 * i + (edge > 0)
                 if edge_holds(task, dims, seed, edge):
                     sets.append({"label": f"test[{i}] {_dims(dims)} #{'low' if edge < 0 else 'mixed'} edge",
-                                 "dims": dims, "seed": seed, "edge": edge, "once": True})
+                                 "dims": dims, "seed": seed, "edge": edge, "once": True, "every_config": True})
     if device == "cuda":
         for i, dims in enumerate(task.shapes["bench"]):
             sets.append({"label": f"bench[{i}] {_dims(dims)}", "dims": dims, "seed": base + 1000 + i,

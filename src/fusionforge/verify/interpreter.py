@@ -45,9 +45,12 @@ runs. Masked-off lanes are neither checked nor touched. A launch whose storages 
 (alignment tests still hold: the tag is a multiple of 2**48).
 
 Autotuning. Triton's autotuner benchmarks every config, which the interpreter cannot (it has no
-benchmarker: a kernel with two configs failed with "0 active drivers"). Here tuning times nothing and
-picks a kernel's first config; the checker then runs the file once per further config, each forced as a
-cached choice would be (``launches.LaunchMonitor.forced``), so every config a GPU might pick is checked.
+benchmarker: a kernel with two configs failed with "0 active drivers"). Here each config runs once while
+tuning, as on a GPU (side effects such as atomics into an output that no hook resets included), and the
+first wins; one that cannot run (a failed static_assert) is skipped, as a GPU skips it. Configs that differ
+only in what the interpreter ignores (warps, stages: ``launches.config_key``) run once. The checker then runs
+the file once per further combination of configs, each forced as a cached choice would be
+(``launches.LaunchMonitor.forced``), so every config a GPU might pick is checked.
 """
 
 from __future__ import annotations
@@ -113,20 +116,32 @@ def install_gpu_semantics() -> None:
 
 
 def _install_autotuning() -> None:
-    """Autotuning without a benchmarker (idempotent): no config is run or timed, and the first one wins (module
+    """Autotuning without a benchmarker (idempotent): each config runs once while tuning and the first wins (module
     docstring)."""
     from triton.runtime import autotuner
 
-    if not isinstance(vars(autotuner.Autotuner)["do_bench"], _Untimed):
-        autotuner.Autotuner.do_bench = _Untimed(lambda self: _untimed)
+    from fusionforge.verify.launches import distinct_configs
+
+    if getattr(autotuner.Autotuner.prune_configs, "gpu_semantics", False):
+        return
+    autotuner.Autotuner.do_bench = property(lambda self: _trial)
+    _replace(autotuner.Autotuner, "prune_configs", lambda prune: lambda self, kwargs: distinct_configs(
+        prune(self, kwargs)))
 
 
-class _Untimed(property):
-    """``Autotuner.do_bench`` under the interpreter: returns ``_untimed``."""
+def _trial(kernel_call, quantiles=None, **kwargs):
+    """A config's run while tuning, once, as a GPU's trials run it (their side effects included); every config takes
+    1.0, so the first wins. One that cannot run (a failed static_assert) is skipped, as a GPU's tuning skips it."""
+    from triton.compiler.errors import CompileTimeAssertionFailure
 
+    from fusionforge.verify.launches import cannot_run
 
-def _untimed(kernel_call, quantiles=None, **kwargs):
-    """A trial that runs nothing and takes 1.0 (all configs tie: the first wins)."""
+    try:
+        kernel_call()
+    except Exception as exc:
+        if cannot_run(exc):
+            raise CompileTimeAssertionFailure(None, None, str(exc)) from exc
+        raise
     return [1.0] * len(quantiles) if quantiles else 1.0
 
 

@@ -11,26 +11,48 @@ launches, and whatever file code they run (a config's pre_hook, an allocator), h
 first call with a new autotuning key.
 
 Autotuned kernels and their configs. Any config of an autotuner may be the one a GPU picks, at any
-shape, so the checker runs a file once per config: the monitor notes which configs each autotuner had
-and ran during a call (``tuners``), and can make every autotuner run its config number ``forced``
-(modulo its count) as a cached choice would, without tuning. Configs that differ only in how a GPU runs
-the same program (warps, stages, CTAs, registers) count once.
+shape, and each autotuner picks its own, so the checker runs a file once per combination of configs: the
+monitor notes which configs each autotuner had and ran during a call (``tuners``; pruned once a launch,
+so a pruning that changes from call to call shows the list that was tuned), and can make each autotuner
+run the config ``forced`` names for it, as a cached choice would, without tuning. Configs that differ
+only in how a GPU runs the same program (warps, stages, CTAs, registers) count once.
 """
 
 import inspect
 import time
 
 
-def distinct_configs(tuner, kwargs: dict) -> list:
-    """The configs ``tuner`` would try for a launch with ``kwargs`` (after its pruning; ``tuner.nargs`` set),
-    one of each set of meta-parameters."""
-    configs, seen = [], set()
-    for config in tuner.prune_configs(kwargs):
-        values = tuple(sorted(config.kwargs.items()))
-        if values not in seen:
-            seen.add(values)
-            configs.append(config)
-    return configs
+def config_key(config) -> tuple:
+    """What makes two configs compute differently: their meta-parameters and pre_hook (not warps or stages)."""
+    return tuple(sorted(config.kwargs.items())), config.pre_hook
+
+
+def distinct_configs(configs: list) -> list:
+    """``configs`` without those that compute as an earlier one does (``config_key``)."""
+    kept: dict = {}
+    for config in configs:
+        kept.setdefault(config_key(config), config)
+    return list(kept.values())
+
+
+def cannot_run(exc: BaseException) -> bool:
+    """Whether ``exc`` says a config cannot run at all, one that tuning skips (its timing infinite): out of
+    resources, a ptxas error, a failed ``tl.static_assert`` (under the interpreter an AssertionError from its
+    static_assert, wrapped in an InterpreterError)."""
+    from triton.compiler.errors import CompileTimeAssertionFailure
+    from triton.runtime.errors import OutOfResources, PTXASError
+
+    while exc is not None:
+        if isinstance(exc, (OutOfResources, PTXASError, CompileTimeAssertionFailure)):
+            return True
+        if isinstance(exc, AssertionError):
+            frame = exc.__traceback__
+            while frame is not None and frame.tb_next is not None:
+                frame = frame.tb_next
+            if frame is not None and frame.tb_frame.f_code.co_name == "_new_static_assert":
+                return True
+        exc = exc.__cause__
+    return False
 
 
 def python_function(kernel):
@@ -54,8 +76,8 @@ class LaunchMonitor:
         self.stream_handle = None  # () -> the raw handle of the stream Triton launches on now (GPU, once installed)
         self.compile_seconds = 0.0  # in Triton's compiler (a compile, or a load from its cache; GPU only)
         self.autotune_seconds = 0.0  # in autotuners' trials (the compiles of their configs included)
-        self.tuners: dict | None = None  # when a dict: autotuner -> (kernel name, distinct configs, index run)
-        self.forced: int | None = None  # when set: every autotuner runs its config number forced % count, untuned
+        self.tuners: dict | None = None  # when a dict: autotuner -> (kernel name, its distinct configs, the one run)
+        self.forced: dict | None = None  # when a dict: autotuner -> the config it runs, untuned
 
     @property
     def inside(self) -> bool:
@@ -86,32 +108,35 @@ class LaunchMonitor:
                 if handle not in self.streams:
                     self.streams[handle] = torch.cuda.current_stream()
 
-        from triton.compiler.errors import CompileTimeAssertionFailure
-
         autotuned = autotuner.Autotuner.run
-        unrunnable = (autotuner.OutOfResources, autotuner.PTXASError, CompileTimeAssertionFailure)  # as _bench skips
 
         def run_config(tuner, *args, **kwargs):
-            """Autotuner.run, noting the configs (``tuners``) or running the ``forced`` one as a cached choice."""
+            """Autotuner.run, noting the configs it had and chose (``tuners``), or running the config ``forced``
+            names for it as a cached choice."""
             if (self.tuners is None and self.forced is None) or len(tuner.configs) < 2 or kwargs.get("warmup"):
                 return autotuned(tuner, *args, **kwargs)
             tuner.nargs = dict(zip(tuner.arg_names, args))
-            configs = distinct_configs(tuner, kwargs)
-            if self.forced is None:
-                result = autotuned(tuner, *args, **kwargs)
-                chosen = next((i for i, c in enumerate(configs) if c.kwargs == tuner.best_config.kwargs), 0)
-            else:
-                chosen = self.forced % len(configs)
-                tuner.best_config = config = configs[chosen]
+            if self.forced is not None and tuner in self.forced:
+                tuner.best_config = config = self.forced[tuner]
                 try:
                     if config.pre_hook is not None:
                         config.pre_hook({**tuner.nargs, **kwargs, **config.all_kwargs()})
                     result = tuner.fn.run(*args, **kwargs, **config.all_kwargs())
-                except unrunnable:  # a config the GPU cannot run, which tuning would skip: the tuned choice runs
-                    result = autotuned(tuner, *args, **kwargs)
-                    chosen = next((i for i, c in enumerate(configs) if c.kwargs == tuner.best_config.kwargs), 0)
+                except Exception as exc:
+                    if not cannot_run(exc):
+                        raise
+                    result = autotuned(tuner, *args, **kwargs)  # tuning skips such a config: the tuned one runs
                 tuner.nargs = None
+                return result
+            pruned = tuner.prune_configs(kwargs)
+            tuner.prune_configs = lambda _: pruned  # one pruning a launch: the configs noted are those tuned
+            try:
+                result = autotuned(tuner, *args, **kwargs)
+            finally:
+                del tuner.prune_configs
             if self.tuners is not None:
+                configs = distinct_configs(pruned)
+                chosen = next((c for c in configs if config_key(c) == config_key(tuner.best_config)), configs[0])
                 self.tuners[tuner] = (python_function(tuner).__name__, configs, chosen)
             return result
 

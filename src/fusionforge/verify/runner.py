@@ -16,8 +16,8 @@ and reports what happened. For every input set, in one process and in order:
 4. the wrapper runs again (after the PyTorch output was freed), but on a set marked ``once`` (an edge draw);
 5. inputs are compared with their pristine copies, after each of the wrapper's calls (a change the second call
    undoes is still a change);
-6. on a set marked ``every_config``, the wrapper runs once more per further config of the autotuners its first
-   call ran, each forced (``launches.LaunchMonitor``), on fresh copies of the inputs.
+6. on a set marked ``every_config``, the wrapper runs once more per further combination of the configs of the
+   autotuners its first call ran, each forced (``launches.LaunchMonitor``), on fresh copies of the inputs.
 Then, if every set ran, a ghost replay on fresh inputs: the wrapper once more with every Triton
 launch skipped. If its output is still right, the kernels did not do the work.
 
@@ -28,7 +28,9 @@ float64 reference, which this process never sees, and judges the ledger's proble
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
+import math
 import os
 import sys
 import time
@@ -256,13 +258,27 @@ def process_age() -> float:
         return 0.0
 
 
-def forced_configs(tuners: dict, turn: int) -> str:
-    """What ``turn`` forces, named: each kernel with its config's meta-parameters, '; ' between kernels."""
-    named = []
-    for name, configs, _ in tuners.values():
-        values = configs[turn % len(configs)].kwargs.items()
-        named.append(f"{name} ({', '.join(f'{key}={value}' for key, value in values)})")
-    return "; ".join(named)
+MAX_CONFIG_RUNS = 16  # combinations of configs run a shape; past it, each config of each autotuner at least once
+
+
+def config_combinations(tuners: dict) -> list[dict]:
+    """The combinations of configs (autotuner -> config) to force, besides the one the first call ran: every one
+    while they number MAX_CONFIG_RUNS or fewer (a GPU tunes each autotuner on its own), else one per config of
+    the autotuner with the most, the others' configs taken in turn."""
+    names = list(tuners)
+    lists = [tuners[tuner][1] for tuner in names]
+    ran = tuple(tuners[tuner][2] for tuner in names)
+    if math.prod(len(configs) for configs in lists) <= MAX_CONFIG_RUNS + 1:
+        combinations = list(itertools.product(*lists))
+    else:
+        combinations = [tuple(configs[turn % len(configs)] for configs in lists)
+                        for turn in range(max(len(configs) for configs in lists))]
+    return [dict(zip(names, combination)) for combination in combinations if combination != ran]
+
+
+def config_text(config) -> str:
+    """A config's meta-parameters, as a failure names them: 'BLOCK_M=128, BLOCK_N=64'."""
+    return ", ".join(f"{key}={value}" for key, value in config.kwargs.items())
 
 
 def call_key(inputs: list) -> str:
@@ -358,16 +374,15 @@ def main(request_path: str) -> int:
         return True
 
     def every_config(tuners: dict, pristine: list, record: dict, k: int) -> bool:
-        """Run the wrapper again once per further config of the autotuners its first call ran (turn t forces
-        each one's config t, modulo its count; a turn that repeats the first call's choices is skipped), on
-        fresh copies of the inputs: ``record["configs"]``, one record per run."""
+        """Run the wrapper again once per further combination of configs of the autotuners its first call ran
+        (``config_combinations``), each forced, on fresh copies of the inputs: ``record["configs"]``, one record
+        per run."""
         record["configs"] = []
-        for turn in range(max(len(configs) for _, configs, _ in tuners.values())):
-            if all(turn % len(configs) == chosen for _, configs, chosen in tuners.values()):
-                continue
-            forced = {"config": forced_configs(tuners, turn)}
+        for turn, combination in enumerate(config_combinations(tuners)):
+            forced = {"config": "; ".join(f"{tuners[tuner][0]} ({config_text(config)})"
+                                          for tuner, config in combination.items())}
             record["configs"].append(forced)
-            monitor.forced = turn
+            monitor.forced = combination
             try:
                 if not call_wrapper([v.clone() if isinstance(v, torch.Tensor) else v for v in pristine], forced,
                                     "triton", out_dir / f"triton_config{turn}_{k}.pt"):
