@@ -14,6 +14,7 @@ from conftest import DEVICE
 from fusionforge import ops as catalog
 from fusionforge.cli import main
 from fusionforge.codegen import resolve, variants
+from fusionforge.codegen.convolution import tap_loop
 from fusionforge.codegen.source import Code, Kernel
 from fusionforge.codegen.tuning import TWO_REDUCTION_MAX_SPLITS, TWO_REDUCTION_TILE
 from fusionforge.implement import BuiltinImplementer, PastAttempt, UnsupportedTask, generate
@@ -666,6 +667,25 @@ def test_conv_plan_passes_the_checker(tmp_path, ops, dtype):
     path.write_text(generate(task))
     kernels, wrapper = path.read_text().split("# <TRITON>")[1].split("def fused_kernel_triton_wrapper")
     assert "for t in tl.static_range(TAPS):" in kernels and "conv1d" not in wrapper
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
+@pytest.mark.parametrize("seed, ops, dtype, variant, taps", [(6, "conv2d,silu", "bfloat16", "gemm", False),
+                                                            (14, "conv2d,tanh,mul:full", "float32", "tf32x3", True)])
+def test_conv2d_plan_passes_the_checker(tmp_path, seed, ops, dtype, variant, taps):
+    """A conv2d as an implicit GEMM a group: output tiles of positions by channels, x's windows gathered (zeros in the
+    padding), tl.dot; tap by tap where the bench shape's groups have 64 input channels or more, else a window's values
+    flattened. The 132-channel, 32-input test shape spans several tiles of each."""
+    task = GEN.generate(seed, ops=ops, dtype=dtype)
+    plan = resolve(task)
+    assert (plan.kind, plan.variant) == ("conv2d", variant) and tap_loop(task) is taps
+    assert variants(task) == (["tf32x3", "ieee"] if dtype == "float32" else ["gemm"])
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    kernels, wrapper = path.read_text().split("# <TRITON>")[1].split("def fused_kernel_triton_wrapper")
+    assert "acc = tl.dot(a, w, acc" in kernels and "conv2d(" not in wrapper
+    assert ("for s in tl.static_range(KSIZE):" in kernels) is taps
     verdict = check_file(path, task=task, timeout=240)
     assert verdict.passed, verdict.failure and verdict.failure.message
 

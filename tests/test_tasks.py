@@ -424,7 +424,7 @@ def test_pooling_leaves_planes_of_pooled_sizes_that_every_shape_holds():
 def test_a_task_whose_pooled_sizes_disagree_with_its_window_is_refused():
     d = _pool_task("relu,avg_pool2d", "float32", padding=1, count_include_pad=False).to_dict()
     d["shapes"]["bench"][0]["Q"] += 1
-    with pytest.raises(TaskError, match="pooled sizes"):
+    with pytest.raises(TaskError, match="sizes its pooling or convolution leaves"):
         FusionTask.from_dict(d)
 
 
@@ -486,6 +486,44 @@ def test_a_causal_conv1d_starts_a_chain_from_channels_of_positions():
     assert task.cost(bench)["bytes"] >= BENCH_MIN_BYTES
     with pytest.raises(TaskError, match="must come first"):
         GEN.generate(0, ops="relu,causal_conv1d")
+
+
+def test_a_conv2d_starts_a_chain_from_image_channels():
+    """x [B, K, H, W], weight [C, J, R, R] (J = K / groups, fan-in J R R), bias [C] give [B, C, P, Q]; J, P and Q
+    follow from the shape and the window's parameters in every shape, and a task whose sizes disagree is refused. A
+    test shape of 132 output channels and 32 input channels spans several tiles of each. The cost counts 2 J R R
+    FLOPs and a bias add an output."""
+    task = GEN.generate(41, ops="conv2d,silu", dtype="float16")
+    params = task.steps[0].params
+    assert [(i.name, i.role, i.shape) for i in task.inputs] == [
+        ("x", "activation", ["B", "K", "H", "W"]), ("weight", "weight", ["C", "J", "R", "R"]), ("bias", "bias", ["C"])]
+    assert task.rank == 4 and task.output_shape == ["B", "C", "P", "Q"]
+    assert classify([s.op for s in task.steps]) == ChainKind("conv2d", "convolution", "medium")
+    assert {"B": 1, "K": 32, "C": 132, "H": 12, "W": 12, "R": 3} in [
+        {k: d[k] for k in ("B", "K", "C", "H", "W", "R")} for d in task.shapes["test"]]
+    for dims in task.shapes["test"] + task.shapes["bench"]:
+        assert dims["K"] % params["groups"] == 0 == dims["C"] % params["groups"]
+        assert dims["J"] == dims["K"] // params["groups"]
+        assert (dims["P"], dims["Q"]) == (catalog.conv_size(dims["H"], dims["R"], params),
+                                           catalog.conv_size(dims["W"], dims["R"], params)) and dims["P"] >= 1
+    assert catalog.conv_size(12, 3, {"stride": 1, "padding": 1, "dilation": 2}) == 10
+    assert catalog.conv_size(56, 3, {"stride": 2, "padding": 0, "dilation": 1}) == 27
+    dims = task.shapes["test"][0]
+    x, weight, bias = (v.double() for v in task.make_inputs(dims, seed=3))
+    assert weight.shape == (dims["C"], dims["J"], dims["R"], dims["R"])
+    expected = torch.nn.functional.conv2d(x, weight, bias, params["stride"], params["padding"], params["dilation"],
+                                          params["groups"])
+    assert torch.allclose(task.reference([x, weight, bias]), torch.nn.functional.silu(expected), rtol=0, atol=1e-12)
+    bench = task.shapes["bench"][0]
+    values = bench["B"] * bench["C"] * bench["P"] * bench["Q"]
+    taps = bench["J"] * bench["R"] ** 2
+    assert task.cost(bench)["flops"] == 2 * taps * values + values + int(catalog.get("silu").flops * values)
+    assert task.cost(bench)["bytes"] >= BENCH_MIN_BYTES
+    shapes = {**task.shapes, "test": [{**task.shapes["test"][0], "P": task.shapes["test"][0]["P"] + 1}]}
+    with pytest.raises(TaskError, match="convolution leaves"):
+        FusionTask.from_dict({**task.to_dict(), "shapes": shapes})
+    with pytest.raises(TaskError, match="must come first"):
+        GEN.generate(0, ops="relu,conv2d")
 
 
 def test_an_embedding_lookup_starts_a_chain_from_int64_ids_and_a_table():

@@ -28,7 +28,10 @@ Conventions
 * Attention starts a chain too: ``q``, ``k`` and ``v`` [B, NH, S, D] (batch, heads, sequence, head dim) give
   softmax(q k^T scale) v [B, NH, S, D], causal or not.
 * So does a causal depthwise convolution: ``x`` [B, M, N] (M channels of N positions), each channel's T taps
-  ``weight`` [M, T] and its ``bias`` [M] give [B, M, N]; T is a dim of every shape.
+  ``weight`` [M, T] and its ``bias`` [M] give [B, M, N]; T is a dim of every shape. A 2D convolution reads ``x``
+  [B, K, H, W] (K input channels), ``weight`` [C, J, R, R] (C output channels, J = K / groups inputs each, R x R
+  windows) and ``bias`` [C], giving [B, C, P, Q]: J, P and Q follow from K, H, W, R and its parameters
+  (``conv_size``), dims of their own in every shape, as a pooling's are.
 * ``flops`` counts floating-point operations per output element (per input element for
   reductions, normalizations, scans and losses); matmuls count ``2 * K`` per output element, pooling ops
   ``flops`` per value of a window (K^2 per output element), convolutions ``flops`` per tap.
@@ -495,7 +498,21 @@ CONV_OPS = [
                                                         "clip": 4.0}),
                     Operand("bias", "bias", "chan", VECTOR)),
        label="causal depthwise conv1d (T taps) + bias"),
+    Op("conv2d", Family.CONV, "F.conv2d({x}, {weight}, {bias}, {stride}, {padding}, {dilation}, {groups})",
+       "h_bcpq = bias_c + sum_jrs weight_cjrs x_b,(g J + j),(p S - pad + r dil),(q S - pad + s dil), g = c // (C / G):"
+       " [B, K, H, W], [C, J, R, R], [C] -> [B, C, P, Q]",
+       2, (Param("stride", (1, 2)), Param("padding", (0, 1)), Param("dilation", (1, 2)), Param("groups", (1, 2, 4))),
+       (Operand("weight", "weight", "CJRR", {"dist": "normal", "mean": 0.0, "std": 1.0, "fan_in": ["J", "R", "R"],
+                                             "clip": 4.0}),
+        Operand("bias", "bias", "chan", VECTOR)),
+       label="conv2d (R x R, stride {stride}, padding {padding}, dilation {dilation}, groups {groups}) + bias"),
 ]
+
+
+def conv_size(size: int, window: int, params: dict[str, Any]) -> int:
+    """The length a conv2d leaves of a plane's side of ``size`` values with ``window`` taps:
+    (size + 2 pad - dil (window - 1) - 1) // S + 1."""
+    return (size + 2 * params["padding"] - params["dilation"] * (window - 1) - 1) // params["stride"] + 1
 
 CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + GATHER_OPS + ATTENTION_OPS + CONV_OPS + UNARY_OPS
                            + BINARY_OPS + REDUCTION_OPS + NORM_OPS + SCAN_OPS + LOSS_OPS + ARG_REDUCTION_OPS
@@ -614,6 +631,8 @@ def root_shapes(op: Op) -> tuple[Shape, Shape]:
         return ("M", "K"), ("M", "N")
     if op.family is Family.ATTENTION:
         return ("B", "NH", "S", "D"), ("B", "NH", "S", "D")
+    if op.name == "conv2d":
+        return ("B", "K", "H", "W"), ("B", "C", "P", "Q")
     if op.family is Family.CONV:
         return ("B", "M", "N"), ("B", "M", "N")
     if op.name == "bmm":
@@ -622,4 +641,5 @@ def root_shapes(op: Op) -> tuple[Shape, Shape]:
 
 
 ROOT_OPERAND_SHAPES = {"NK": ("N", "K"), "KN": ("K", "N"), "BKN": ("B", "K", "N"), "VN": ("V", "N"),
-                       "BNSD": ("B", "NH", "S", "D"), "MT": ("M", "T")}
+                       "BNSD": ("B", "NH", "S", "D"), "MT": ("M", "T"),
+                       "CJRR": ("C", "J", "R", "R")}

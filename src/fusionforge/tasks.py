@@ -25,7 +25,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 DIFFICULTIES = ("easy", "medium", "hard")
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8}
 SCALAR_DTYPE = "python_float"
-DIM_ORDER = ("B", "M", "N", "K", "C", "H", "W", "P", "Q", "V", "NH", "S", "D", "T")
+DIM_ORDER = ("B", "M", "N", "K", "C", "H", "W", "P", "Q", "V", "NH", "S", "D", "T", "J", "R")
 # Families a task can be asked for (``generate(family=...)``); without one, the seed draws from the original mix
 # of pointwise, reduction and matmul chains, so every seed keeps its task.
 FAMILIES = ("scan", "loss", "arg_reduction", "spatial_reduction", "gather", "pooling", "attention", "convolution")
@@ -144,10 +144,10 @@ class FusionTask:
             raise TaskError(f"malformed task: dtype {task.dtype!r} is not one of {', '.join(DTYPES)}")
         for family, shapes in task.shapes.items():
             for dims in shapes:
-                pooled = with_pooled(task, dims) if "H" in dims else dims
-                if pooled != dims:
-                    raise TaskError(f"malformed task: {family} shape {dims} does not hold the pooled sizes its "
-                                    f"pooling leaves (P, Q: {pooled})")
+                derived = with_planes(task, dims) if "H" in dims else dims
+                if derived != dims:
+                    raise TaskError(f"malformed task: {family} shape {dims} does not hold the sizes its pooling or "
+                                    f"convolution leaves ({derived})")
         return task
 
     @classmethod
@@ -330,13 +330,20 @@ class FusionTask:
             elif op.family is Family.POOL:
                 flops += int(op.flops * out_numel * step.params["kernel_size"] ** 2)
             elif op.family is Family.CONV:  # a multiply and an add a tap, and the bias
-                flops += int(op.flops * out_numel * dims["T"]) + out_numel
+                taps = dims["J"] * dims["R"] ** 2 if op.name == "conv2d" else dims["T"]
+                flops += int(op.flops * out_numel * taps) + out_numel
             elif op.family in (Family.UNARY, Family.BINARY):
                 flops += int(op.flops * out_numel)
             else:
                 flops += int(op.flops * in_numel)
             unfused += in_bytes + operand_bytes + out_numel * size
         return {"bytes": fused, "flops": flops, "unfused_bytes": unfused}
+
+
+def fan_in(init: dict, dims: dict[str, int]) -> int:
+    """The inputs a weight's output sums over: its ``fan_in`` dim, or the product of a list of them."""
+    names = init["fan_in"]
+    return math.prod(dims[name] for name in names) if isinstance(names, list) else dims[names]
 
 
 def draw(spec: InputSpec, dims: dict[str, int], seed: int, index: int, device: str = "cpu", edge: int = 0) -> Any:
@@ -354,7 +361,7 @@ def draw(spec: InputSpec, dims: dict[str, int], seed: int, index: int, device: s
     shape = concrete(spec.shape, dims)
     kind = init["dist"]
     if kind == "normal":
-        std = init["std"] / math.sqrt(dims[init["fan_in"]]) if "fan_in" in init else init["std"]
+        std = init["std"] / math.sqrt(fan_in(init, dims)) if "fan_in" in init else init["std"]
         z = torch.randn(shape, generator=gen)
         if "clip" in init and edge and "fan_in" not in init:
             z = z.abs_().div_(-4.0).add_(init["clip"]).mul_(edge)
@@ -418,6 +425,10 @@ ATTENTION_TEST_S = 1031
 # A convolution tiles its positions: a kernel whose taps stop at a tile's first position (not the sequence's) is wrong
 # only past the first tile. Its tasks get a test sequence of CONV_TEST_N positions (past 1024), 3 channels of 4 taps.
 CONV_TEST_N = 1031
+# A conv2d tiles its output channels and its windows' values: a kernel wrong past the first 128 channels, or past the
+# first 64 values of a window, is wrong only there. Its tasks get a test shape of CONV2D_TEST_C output channels (past
+# 128, a multiple of every groups) and CONV2D_TEST_K input channels (over 64 values a 3 x 3 window at any groups).
+CONV2D_TEST_C, CONV2D_TEST_K = 132, 32
 # Pooling tiles an output row's columns: a kernel wrong past the first tile of 64 (or 128) columns passes planes of
 # 47. Its tasks get a test plane POOL_TEST_W = 263 values wide (every window and stride gives Q past 128), 5 high.
 POOL_TEST_H, POOL_TEST_W = 5, 263
@@ -437,6 +448,13 @@ _TEST_CONV = [dict(B=(1, 2), M=(3, 5, 7), N=(97, 131), T=(3, 4)),
               dict(B=(2,), M=(4, 16), N=(64, 256), T=(2, 4)),
               dict(B=(1,), M=(13, 37), N=(300, 500), T=(4, 5))]
 _BENCH_CONV = [dict(M=m, N=n, T=4) for m, n in ((1536, 2048), (2048, 2048), (3072, 1024), (4096, 2048), (5120, 1024))]
+# Conv2d: odd planes and channel counts (multiples of every groups, 4), windows of 1, 3 and 5; bench: the 3 x 3
+# convolutions of ResNet's stages and a wider early one (B grows to the bench floor).
+_TEST_CONV2D = [dict(B=(1, 2), K=(4, 8), C=(4, 12), H=(11, 13), W=(11, 17), R=(3,)),
+                dict(B=(1,), K=(12, 16), C=(20, 36), H=(16,), W=(16, 24), R=(1, 3)),
+                dict(B=(1,), K=(4,), C=(8, 16), H=(10, 15), W=(33, 70), R=(5,))]
+_BENCH_CONV2D = [dict(K=k, C=c, H=h, W=h, R=3) for k, c, h in ((64, 64, 56), (64, 128, 56), (128, 128, 28),
+                                                               (256, 256, 14), (32, 64, 112))]
 # A gather's rows: N picks of K values (a quarter of a row to all of it, in any order).
 _BENCH_PICKS = [dict(N=n, K=k) for n, k in ((1024, 4096), (2048, 4096), (2048, 8192), (4096, 8192), (4096, 4096))]
 # Attention: sequences of odd lengths and of whole blocks, head dims of 64 and 128; bench: heads, sequence and head
@@ -597,8 +615,9 @@ class TaskGenerator:
             rank = 4
             plan = ["attention"] + ["pointwise"] * rng.choice((0, 1, 1, 2))
         elif family == "convolution":
-            rank = 3
-            plan = ["causal_conv1d"] + ["pointwise"] * rng.choice((0, 1, 1, 2))
+            root = rng.choice(("causal_conv1d", "conv2d", "conv2d"))
+            rank = 4 if root == "conv2d" else 3
+            plan = [root] + ["pointwise"] * rng.choice((0, 1, 1, 2))
         elif family == "gather":
             rank = 2
             root = rng.choice(("embedding", "embedding", "gather", "index_select"))
@@ -668,11 +687,14 @@ class TaskGenerator:
                 names.append(name)
             steps.append(Step(op.name, dict(params), names))
             shape = catalog.next_shape(op, shape, params)
-        groups = max([p["groups"] for o, p in chain if o.name == "group_norm"] or [1])
+        # channels a group norm or a grouped convolution splits into groups (a convolution's inputs too)
+        groups = max([p["groups"] for o, p in chain if o.name in ("group_norm", "conv2d")] or [1])
         channel = {2: "N", 3: "M", 4: "C"}[rank]
         attention = root is not None and root.family is Family.ATTENTION
         conv = root is not None and root.family is Family.CONV
-        menus = _TEST_ATTENTION if attention else _TEST_CONV if conv else {2: _TEST_2D, 3: _TEST_3D, 4: _TEST_4D}[rank]
+        conv2d = conv and root.name == "conv2d"
+        menus = (_TEST_ATTENTION if attention else _TEST_CONV2D if conv2d else _TEST_CONV if conv
+                 else {2: _TEST_2D, 3: _TEST_3D, 4: _TEST_4D}[rank])
         test = [_pick_dims(family, rng, channel, groups) for family in menus]
         if not root or root.name == "embedding":
             test = [{k: v for k, v in d.items() if k != "K"} for d in test]
@@ -680,16 +702,19 @@ class TaskGenerator:
             test = [{**d, "V": rng.choice(choices)} for d, choices in zip(test, _TEST_TABLE_ROWS)]
         task = FusionTask(id="", seed=seed, difficulty=difficulty, dtype=dtype, steps=steps, inputs=inputs,
                           output_shape=list(shape), shapes={"test": test, "bench": []})
-        test[:] = [with_pooled(task, dims) for dims in test]  # in place: the task's test shapes grow from this list
+        test[:] = [with_planes(task, dims) for dims in test]  # in place: the task's test shapes grow from this list
         task.shapes["bench"] = [_bench_dims(task, rank, root, rng, channel, groups)]
         if chain[-1][0].family is Family.ARG_REDUCTION:
             task.shapes["test"].append({**_long_rows(task, test[-1], groups, ARG_TEST_ROW), "M": ARG_TEST_ROWS})
         if attention:
             task.shapes["test"].append({"B": 1, "NH": 1, "S": ATTENTION_TEST_S, "D": 64})
-        if conv:
+        if conv2d:
+            task.shapes["test"].append(with_planes(task, {"B": 1, "K": CONV2D_TEST_K, "C": CONV2D_TEST_C, "H": 12,
+                                                         "W": 12, "R": 3}))
+        elif conv:
             task.shapes["test"].append({"B": 1, "M": 3, "N": CONV_TEST_N, "T": 4})
         if pool_step(task):
-            task.shapes["test"].append(with_pooled(task, {"B": 1, "C": 2, "H": POOL_TEST_H, "W": POOL_TEST_W}))
+            task.shapes["test"].append(with_planes(task, {"B": 1, "C": 2, "H": POOL_TEST_H, "W": POOL_TEST_W}))
         if root and root.family is Family.GATHER:
             wide = {"M": GATHER_TEST_ROWS, "N": _round_up(GATHER_TEST_N, groups)}
             task.shapes["test"].append({**wide, "V": GATHER_TEST_V} if root.name == "embedding"
@@ -721,13 +746,13 @@ def classify(ops: list[str]) -> ChainKind:
     pointwise ops only (pointwise); one reduction (spatial too), normalization, scan or arg reduction among them
     (row), after an embedding lookup too (or pointwise ops alone after it); pointwise ops and a loss (loss); two
     reductions and no normalization (two_reductions); pointwise ops around a 2D pooling (pool); attention and
-    pointwise ops after it (attention); a causal conv1d and pointwise ops after it (conv); other chains have no plan
-    yet. Family and difficulty follow what the chain computes: a matmul or attention root is hard; two reductions are
-    hard; a lookup, a convolution, a scan, a loss, an arg reduction, a spatial reduction or a pooling makes a medium
-    chain of its own family; any other op that reduces
-    makes a medium "reduction" chain; the rest are easy "pointwise" chains. An inference batch norm applies running
-    statistics, a per-channel affine map that reduces nothing (``ops.reduces``), so a chain of it with pointwise ops
-    is easy, though the row plan writes it.
+    pointwise ops after it (attention); a causal conv1d or a conv2d and pointwise ops after it (conv, conv2d); other
+    chains have no plan yet. Family and difficulty follow what the chain computes: a matmul or attention root is hard;
+    two reductions are hard; a lookup, a convolution, a scan, a loss, an arg reduction, a spatial reduction or a
+    pooling makes a medium chain of its own family; any other op that reduces makes a medium "reduction" chain;
+    the rest are easy "pointwise" chains. An inference batch norm applies running statistics, a per-channel affine
+    map that reduces nothing (``ops.reduces``), so a chain of it with pointwise ops is easy, though the row plan
+    writes it.
     """
     entries = [catalog.get(op) for op in ops]
     families = [entry.family for entry in entries]
@@ -745,7 +770,8 @@ def classify(ops: list[str]) -> ChainKind:
         plan = None if losses or len(row_ops) > 1 else "row" if row_ops else "pointwise"
         return ChainKind(plan, "gather", "medium")
     if families[0] is Family.CONV:
-        plan = "conv" if all(f in (Family.UNARY, Family.BINARY) for f in families[1:]) else None
+        pointwise = all(f in (Family.UNARY, Family.BINARY) for f in families[1:])
+        plan = ("conv2d" if ops[0] == "conv2d" else "conv") if pointwise else None
         return ChainKind(plan, "convolution", "medium")
     if Family.POOL in families:  # on a [B, C, H, W] value, where only pointwise ops join it
         return ChainKind("pool", "pooling", "medium")
@@ -769,8 +795,14 @@ def pool_step(task: FusionTask) -> Step | None:
     return next((step for step in task.steps if catalog.get(step.op).family is Family.POOL), None)
 
 
-def with_pooled(task: FusionTask, dims: dict[str, int]) -> dict[str, int]:
-    """``dims`` with P and Q, the pooled H and W, where the chain pools (``ops.pooled_size``); else ``dims``."""
+def with_planes(task: FusionTask, dims: dict[str, int]) -> dict[str, int]:
+    """``dims`` with the sizes a chain's planes take: P and Q, the pooled H and W, where the chain pools
+    (``ops.pooled_size``); J, the input channels a group, and P and Q, the convolved H and W, where it starts with a
+    conv2d (``ops.conv_size``); else ``dims``."""
+    if task.steps and task.steps[0].op == "conv2d":
+        params = task.steps[0].params
+        return {**dims, "J": dims["K"] // params["groups"], "P": catalog.conv_size(dims["H"], dims["R"], params),
+                "Q": catalog.conv_size(dims["W"], dims["R"], params)}
     step = pool_step(task)
     if step is None:
         return dims
@@ -868,7 +900,7 @@ def _bench_dims(task: FusionTask, rank: int, root: Op | None, rng, channel: str,
         dims = dict(rng.choice(_BENCH_ATTENTION))
         lead, step = "B", 1
     elif root and root.family is Family.CONV:
-        dims = dict(rng.choice(_BENCH_CONV))
+        dims = dict(rng.choice(_BENCH_CONV2D if root.name == "conv2d" else _BENCH_CONV))
         lead, step = "B", 1
     elif rank == 4:
         dims = dict(rng.choice(_BENCH_4D))
@@ -885,7 +917,7 @@ def _bench_dims(task: FusionTask, rank: int, root: Op | None, rng, channel: str,
         lead, step = "M", 128 if root else 64
     if channel in dims:
         dims[channel] = _round_up(dims[channel], groups)
-    dims = with_pooled(task, dims)
+    dims = with_planes(task, dims)
     one, two = task.cost({**dims, lead: step}), task.cost({**dims, lead: 2 * step})
     needed = []
     for key, floor in (("bytes", BENCH_MIN_BYTES), ("flops", BENCH_MIN_FLOPS)):
@@ -902,12 +934,13 @@ def probe_dims(task: FusionTask) -> dict[str, int]:
     Reductions run over the last dim (and, in chains with two reductions, over M too), so the
     probe keeps those at bench size: overflow in a long reduction shows here at a fraction of
     the bench cost. A lookup's table shrinks to the test shape's rows; attention's heads and sequence shrink too
-    (its float64 reference is S^2 D a head, and its softmax nothing that grows with S).
+    (its float64 reference is S^2 D a head, and its softmax nothing that grows with S); a conv2d's input channels
+    shrink, its groups' J with them.
     """
     bench, test = task.shapes["bench"][0], task.shapes["test"][0]
     reductions = sum(catalog.get(s.op).family is Family.REDUCTION for s in task.steps)
     shrink = {"B", "K", "V", "NH", "S"} | (set() if reductions > 1 else {"M"})
-    return {k: (test[k] if k in shrink else v) for k, v in bench.items()}
+    return with_planes(task, {k: (test[k] if k in shrink else v) for k, v in bench.items()})
 
 
 def step_label(step: Step) -> str:

@@ -1,7 +1,7 @@
 """The built-in code generator: a task in, a complete kernel file out, the same file for the same task.
 
 It works as a small compiler. ``resolve`` turns a task into a ``Plan`` once (plan.py): the kind of file
-(``pointwise``, ``row``, ``loss``, ``matmul``, ``two_reductions``, ``pool``, ``attention``, ``conv``;
+(``pointwise``, ``row``, ``loss``, ``matmul``, ``two_reductions``, ``pool``, ``attention``, ``conv``, ``conv2d``;
 tasks.classify), the variant written and why, and each step with its number in the chain, its catalog entry and
 its inputs. An emitter per kind (pointwise.py, rows.py, losses.py, matmul.py, two_reductions.py, pooling.py,
 attention.py, convolution.py) writes its kernels and wrapper into indented buffers (source.py), composing the one
@@ -23,7 +23,7 @@ from fusionforge.tasks import FusionTask
 
 EMITTERS = {"pointwise": pointwise.emit, "row": rows.emit, "loss": losses.emit, "matmul": matmul.emit,
             "two_reductions": two_reductions.emit, "pool": pooling.emit, "attention": attention.emit,
-            "conv": convolution.emit}
+            "conv": convolution.emit, "conv2d": convolution.emit_2d}
 
 
 def generate(task: FusionTask, attempt: int = 1, variant: str | None = None) -> str:

@@ -1,9 +1,19 @@
-"""The convolution plan: a causal depthwise conv1d, its bias and the pointwise ops after it, in one kernel.
+"""The convolution plans: a convolution, its bias and the pointwise ops after it, in one kernel.
 
-The output [B, M, N] is read as rows (one batch's channel: B * M of them) by N positions, a [BLOCK_R, BLOCK_N] tile
-a program. Tap t of the T loads one masked tile of x shifted back T - 1 - t positions (zeros before the sequence's
-start; a tile's first positions read the last ones of the tile before it, which the cache holds) and adds it
-times each row's weight for that tap; then the bias, the ops after it in registers, one cast on store.
+``conv`` (a causal depthwise conv1d): the output [B, M, N] is read as rows (one batch's channel: B * M of them) by N
+positions, a [BLOCK_R, BLOCK_N] tile a program. Tap t of the T loads one masked tile of x shifted back T - 1 - t
+positions (zeros before the sequence's start; a tile's first positions read the last ones of the tile before it, which
+the cache holds) and adds it times each row's weight for that tap; then the bias, the ops after it in registers, one
+cast on store.
+
+``conv2d``: an implicit GEMM. Each group of a conv2d is a product [B P Q, J R R] x [J R R, C / G]: its rows the output
+positions (b, p, q), its reduction a window's (j, r, s) in the weight's own order, its columns the group's output
+channels. A program computes a [BLOCK_M, BLOCK_N] tile of one group's: each step gathers a [BLOCK_M, BLOCK_K] tile
+of x (x_b,(g J + j),(p S - pad + r dil),(q S - pad + s dil), zeros in the padding) and loads the weight's [BLOCK_K,
+BLOCK_N] tile, one tl.dot with fp32 accumulation; the bias and the ops after it in registers, one cast on store to
+[B, C, P, Q]. A group of many input channels is walked tap (r, s) by tap, BLOCK_K channels a step, the tap's offsets
+and padding mask computed once for the tile's positions; a group of few, a window's J R R values flattened, so that
+a 3 x 3 window of 4 channels fills one step instead of nine mostly masked ones.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from fusionforge.codegen.source import Code, Kernel
 from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
 
 SIZES = (("n_rows", "n_rows"), ("n_cols", "n_cols"), ("n_chan", "n_chan"))
+SIZES_2D = ("n_out", "out_h", "out_w", "in_chan", "in_h", "in_w", "n_chan", "group_in", "group_out")
 
 
 def emit(plan: Plan) -> Section:
@@ -65,3 +76,111 @@ def emit(plan: Plan) -> Section:
         "BLOCK_N=BLOCK_N", f"num_warps={tuning.CONV_WARPS}"])
     code("return out")
     return Section([kernel], [], code)
+
+
+def emit_2d(plan: Plan) -> Section:
+    task = plan.task
+    conv, after = plan.steps[0], list(plan.steps[1:])
+    dot = "acc = tl.dot(a, w, acc)" if task.dtype != "float32" else \
+        f'acc = tl.dot(a, w, acc, input_precision="{plan.variant}")'
+    body = Code()
+    body("rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] output positions (b P + p) Q + q",
+         "in_group = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N] the group's output channels",
+         "group = tl.program_id(2)",
+         "chans = group * group_out + in_group  # [BLOCK_N] output channels",
+         "row_mask = rows < n_out",
+         "chan_mask = in_group < group_out",
+         "batch = (rows // (out_h * out_w)).to(tl.int64)",
+         "position = rows % (out_h * out_w)  # p Q + q",
+         "top = position // out_w * STRIDE - PADDING  # [BLOCK_M] the windows' first rows",
+         "left = position % out_w * STRIDE - PADDING  # [BLOCK_M] the windows' first columns",
+         "x_rows = x_ptr + (batch * in_chan + group * group_in) * in_h * in_w  # [BLOCK_M] the group's first channel",
+         "n_red = group_in * KSIZE * KSIZE  # a window's values: J R R",
+         "w_cols = weight_ptr + chans.to(tl.int64) * n_red  # [BLOCK_N] each output channel's window",
+         "acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+    if tap_loop(task):
+        _channel_blocks(body, conv, dot)
+    else:
+        _window_blocks(body, conv, dot)
+    body("bias = tl.load(bias_ptr + chans, mask=chan_mask, other=0.0).to(tl.float32)  # [BLOCK_N]",
+         "h = acc + bias[None, :]",
+         "mask = row_mask[:, None] & chan_mask[None, :]",
+         "offsets = (batch[:, None] * n_chan + chans[None, :]) * (out_h * out_w) + position[:, None]  # [B, C, P, Q]")
+    pointwise_steps(body, after, Layout({"full": "offsets"}), task.dtype)
+    body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
+    products = "three TF32 passes" if plan.variant == "tf32x3" else "IEEE fp32" if task.dtype == "float32" else \
+        "the inputs' dtype"
+    kernel = Kernel(
+        "fused_kernel_triton", [*kernel_args(task.inputs), "out_ptr"], [(name, name) for name in SIZES_2D],
+        ["KSIZE", "STRIDE", "PADDING", "DILATION", "BLOCK_M", "BLOCK_N", "BLOCK_K"],
+        [f"{chain_text(plan.steps)}: {', '.join(shape_text(i) for i in task.inputs[:3])} -> "
+         f"[{', '.join(map(str, task.output_shape))}].",
+         "An implicit GEMM a group: a [BLOCK_M, BLOCK_N] tile of output positions by the group's output channels a "
+         "program, each step a gathered [BLOCK_M, BLOCK_K] tile of x's windows times the weight's [BLOCK_K, BLOCK_N] "
+         f"(tl.dot, products in {products}, fp32 accumulation); the ops after it in registers, one cast on store."],
+        body, tuning.conv2d_configs("float32" if task.dtype == "float32" else "16bit"))
+
+    params = conv.params
+    code = wrapper(plan)
+    code(f"STRIDE, PADDING, DILATION, GROUPS = {params['stride']}, {params['padding']}, {params['dilation']}, "
+         f"{params['groups']}",
+         "batch, in_chan, in_h, in_w = x.shape",
+         "n_chan, group_in, ksize = weight.shape[:3]",
+         "out_h = (in_h + 2 * PADDING - DILATION * (ksize - 1) - 1) // STRIDE + 1",
+         "out_w = (in_w + 2 * PADDING - DILATION * (ksize - 1) - 1) // STRIDE + 1",
+         "out = torch.empty((batch, n_chan, out_h, out_w), dtype=x.dtype, device=x.device)",
+         "n_out, group_out = batch * out_h * out_w, n_chan // GROUPS",
+         "grid = lambda meta: (triton.cdiv(n_out, meta[\"BLOCK_M\"]), triton.cdiv(group_out, meta[\"BLOCK_N\"]), "
+         "GROUPS)")
+    code.call("fused_kernel_triton[grid](", [
+        *(i.name for i in task.inputs), "out", *kernel.size_args(), "KSIZE=ksize", "STRIDE=STRIDE",
+        "PADDING=PADDING", "DILATION=DILATION"])
+    code("return out")
+    return Section([kernel], [], code)
+
+
+def tap_loop(task) -> bool:
+    """Whether the conv2d kernel walks each window tap's channels in blocks (a group of many input channels at the
+    bench shape) rather than a window's flattened values (few)."""
+    return task.shapes["bench"][0]["J"] >= tuning.CONV2D_TAP_LOOP_J
+
+
+def _window_blocks(body: Code, conv, dot: str) -> None:
+    """The reduction over a window's values flattened, BLOCK_K at a time: each value's (j, r, s) from its index."""
+    body(conv.comment("a window's values (j, r, s) BLOCK_K at a time"))
+    with body.block("for start in range(0, n_red, BLOCK_K):"):
+        body("ks = start + tl.arange(0, BLOCK_K)  # [BLOCK_K] j R R + r R + s, the weight's order",
+             "k_mask = ks < n_red",
+             "j = ks // (KSIZE * KSIZE)",
+             "r = ks // KSIZE % KSIZE",
+             "s = ks % KSIZE",
+             "in_row = top[:, None] + (r * DILATION)[None, :]  # [BLOCK_M, BLOCK_K]",
+             "in_col = left[:, None] + (s * DILATION)[None, :]",
+             "inside = (in_row >= 0) & (in_row < in_h) & (in_col >= 0) & (in_col < in_w)",
+             "mask = row_mask[:, None] & k_mask[None, :] & inside  # the padding reads as zeros",
+             "a = tl.load(x_rows[:, None] + (j[None, :] * in_h + in_row) * in_w + in_col, mask=mask, other=0.0)",
+             "w = tl.load(w_cols[None, :] + ks[:, None], mask=k_mask[:, None] & chan_mask[None, :], other=0.0)",
+             dot)
+
+
+def _channel_blocks(body: Code, conv, dot: str) -> None:
+    """The reduction tap by tap, each tap's input channels BLOCK_K at a time: the window's offsets and the padding's
+    mask once a tap for the tile's positions."""
+    body(conv.comment("tap (r, s) by tap, the group's input channels BLOCK_K at a time"),
+         "channels = tl.arange(0, BLOCK_K)  # [BLOCK_K]")
+    with body.block("for r in tl.static_range(KSIZE):"):
+        body("in_row = top + r * DILATION  # [BLOCK_M]",
+             "row_inside = row_mask & (in_row >= 0) & (in_row < in_h)")
+        with body.block("for s in tl.static_range(KSIZE):"):
+            body("in_col = left + s * DILATION",
+                 "inside = row_inside & (in_col >= 0) & (in_col < in_w)  # the padding reads as zeros",
+                 "x_tap = x_rows + in_row * in_w + in_col  # [BLOCK_M] the tap's value in the group's first channel",
+                 "w_tap = w_cols + r * KSIZE + s  # [BLOCK_N]")
+            with body.block("for start in range(0, group_in, BLOCK_K):"):
+                body("j = start + channels",
+                     "j_mask = j < group_in",
+                     "x_mask = inside[:, None] & j_mask[None, :]  # [BLOCK_M, BLOCK_K]",
+                     "a = tl.load(x_tap[:, None] + j[None, :] * (in_h * in_w), mask=x_mask, other=0.0)",
+                     "w_mask = j_mask[:, None] & chan_mask[None, :]  # [BLOCK_K, BLOCK_N]",
+                     "w = tl.load(w_tap[None, :] + j[:, None] * (KSIZE * KSIZE), mask=w_mask, other=0.0)",
+                     dot)

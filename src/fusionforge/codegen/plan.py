@@ -74,7 +74,7 @@ class Rows:
 @dataclass(frozen=True)
 class Plan:
     task: FusionTask
-    kind: str  # pointwise | row | loss | matmul | two_reductions | pool | attention | conv
+    kind: str  # pointwise | row | loss | matmul | two_reductions | pool | attention | conv | conv2d
     variant: str
     reason: str
     steps: tuple[PlanStep, ...]
@@ -138,6 +138,14 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
             None
     if kind == "conv":
         return [("taps", "[rows, N] tiles of the output a program, each tap loaded as one masked tile of x")], None
+    if kind == "conv2d":
+        walk = ("tap by tap, BLOCK_K channels a step" if task.shapes["bench"][0]["J"] >= tuning.CONV2D_TAP_LOOP_J
+                else "a window's J R R values flattened")
+        gemm = f"an implicit GEMM: [B P Q, C / G] output tiles a program and group, x's windows gathered {walk}"
+        if task.dtype == "float32":
+            return [("tf32x3", f"{gemm}; float32: tl.dot in three TF32 passes, fp32-accurate"),
+                    ("ieee", f"{gemm}; float32: tl.dot in IEEE fp32 (the retry)")], None
+        return [("gemm", gemm)], None
     if kind == "attention":
         return [("flash", "BLOCK_M queries a program, keys walked with an online softmax, the ops after it fused")], \
             None

@@ -31,6 +31,15 @@ POOL_TILE, POOL_TILE_Q, POOL_WARPS = 1024, 64, 4
 # CONV_WARPS warps.
 CONV_TILE, CONV_TILE_N, CONV_WARPS = 2048, 256, 4
 
+# Conv2d, an implicit GEMM: (BLOCK_M positions, BLOCK_N output channels, BLOCK_K window values, warps, stages),
+# autotuned; BLOCK_N 32 for groups of few channels. A group of at least CONV2D_TAP_LOOP_J input channels at the bench
+# shape is walked tap by tap, its channels BLOCK_K at a time; fewer, a window's values flattened.
+CONV2D_TAP_LOOP_J = 64
+CONV2D_CONFIGS = {
+    "16bit": ((128, 128, 64, 8, 3), (128, 64, 64, 4, 3), (128, 32, 64, 4, 3)),
+    "float32": ((128, 64, 32, 4, 3), (64, 64, 32, 4, 3), (128, 32, 32, 4, 3)),
+}
+
 # Rows: up to MAX_ROW_BLOCK values held in registers; longer rows are walked (slices, or a 3D group norm's
 # tiles). Reductions over rows under SHORT_ROW_BYTES read [ROWS, BLOCK_N] tiles of SHORT_ROW_TILE values.
 MAX_ROW_BLOCK = LONG_ROW
@@ -73,6 +82,20 @@ def matmul_configs(which: str) -> list[str]:
 
 
 MATMUL_AUTOTUNE = ['@triton.autotune(configs=matmul_configs(), key=["M", "N", "K"])']
+
+
+def conv2d_configs(which: str) -> list[str]:
+    """The generated ``conv2d_configs()`` and the autotune decorator of the 16-bit or float32 conv2d kernel."""
+    return [
+        "def conv2d_configs():",
+        f'    """Hopper tiles: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) ({see("conv2d-tiles")})."""',
+        f"    tiles = {CONV2D_CONFIGS[which]!r}",
+        '    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)',
+        "            for m, n, k, w, s in tiles]",
+        "",
+        "",
+        '@triton.autotune(configs=conv2d_configs(), key=["n_out", "group_in", "group_out"])',
+    ]
 
 
 def row_warps() -> list[str]:
