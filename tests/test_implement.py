@@ -672,11 +672,13 @@ def test_conv_plan_passes_the_checker(tmp_path, ops, dtype):
 
 
 @pytest.mark.parametrize("seed, ops, dtype, variant, taps", [(6, "conv2d,silu", "bfloat16", "gemm", False),
-                                                            (14, "conv2d,tanh,mul:full", "float32", "tf32x3", True)])
+                                                            (21, "conv2d,batch_norm,tanh,mul:full", "float32", "tf32x3",
+                                                             True)])
 def test_conv2d_plan_passes_the_checker(tmp_path, seed, ops, dtype, variant, taps):
     """A conv2d as an implicit GEMM a group: output tiles of positions by channels, x's windows gathered (zeros in the
     padding), tl.dot; tap by tap where the bench shape's groups have 64 input channels or more, else a window's values
-    flattened. The 132-channel, 32-input test shape spans several tiles of each."""
+    flattened; an inference batch norm after it per output channel. The 132-channel, 32-input test shape spans
+    several tiles of each."""
     task = GEN.generate(seed, ops=ops, dtype=dtype)
     plan = resolve(task)
     assert (plan.kind, plan.variant) == ("conv2d", variant) and tap_loop(task) is taps

@@ -499,6 +499,10 @@ def test_a_conv2d_starts_a_chain_from_image_channels():
         ("x", "activation", ["B", "K", "H", "W"]), ("weight", "weight", ["C", "J", "R", "R"]), ("bias", "bias", ["C"])]
     assert task.rank == 4 and task.output_shape == ["B", "C", "P", "Q"]
     assert classify([s.op for s in task.steps]) == ChainKind("conv2d", "convolution", "medium")
+    assert classify(["conv2d", "batch_norm", "relu"]).plan == "conv2d"  # conv, batch norm, activation
+    assert classify(["relu", "batch_norm", "max_pool2d"]).plan is None  # a pool's plan takes pointwise ops only
+    with pytest.raises(TaskError, match="rank-4 value takes pointwise ops"):
+        GEN.generate(0, ops="conv2d,layer_norm")
     assert {"B": 1, "K": 32, "C": 132, "H": 12, "W": 12, "R": 3} in [
         {k: d[k] for k in ("B", "K", "C", "H", "W", "R")} for d in task.shapes["test"]]
     for dims in task.shapes["test"] + task.shapes["bench"]:

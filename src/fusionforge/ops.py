@@ -585,10 +585,10 @@ def out_shape(op: Op, shape: Shape, params: dict[str, Any]) -> Shape:
         if op.family is Family.POOL:
             return shape[:2] + ("P", "Q")
         return shape[:2] + ((1, 1) if params["keepdim"] else ())
-    if rank == 4 and not (op.family is Family.UNARY or op.family is Family.BINARY
+    if rank == 4 and not (op.family is Family.UNARY or op.name in AFFINE_NORMS or op.family is Family.BINARY
                           and params["operand"] in ("scalar", "full")):
-        raise ShapeError(f"{op.name}: a rank-4 value takes pointwise ops (with a scalar or a full tensor); a "
-                         f"[B, C, H, W] one also reductions over H, W and 2D pooling")
+        raise ShapeError(f"{op.name}: a rank-4 value takes pointwise ops (with a scalar or a full tensor) and "
+                         f"inference batch norm; a [B, C, H, W] one also reductions over H, W and 2D pooling")
     if op.family is Family.UNARY:
         return shape
     if op.family is Family.BINARY:

@@ -618,6 +618,8 @@ class TaskGenerator:
             root = rng.choice(("causal_conv1d", "conv2d", "conv2d"))
             rank = 4 if root == "conv2d" else 3
             plan = [root] + ["pointwise"] * rng.choice((0, 1, 1, 2))
+            if root == "conv2d" and rng.random() < 0.4:  # conv, batch norm (inference), activation
+                plan.insert(1, "batch_norm")
         elif family == "gather":
             rank = 2
             root = rng.choice(("embedding", "embedding", "gather", "index_select"))
@@ -746,13 +748,13 @@ def classify(ops: list[str]) -> ChainKind:
     pointwise ops only (pointwise); one reduction (spatial too), normalization, scan or arg reduction among them
     (row), after an embedding lookup too (or pointwise ops alone after it); pointwise ops and a loss (loss); two
     reductions and no normalization (two_reductions); pointwise ops around a 2D pooling (pool); attention and
-    pointwise ops after it (attention); a causal conv1d or a conv2d and pointwise ops after it (conv, conv2d); other
-    chains have no plan yet. Family and difficulty follow what the chain computes: a matmul or attention root is hard;
-    two reductions are hard; a lookup, a convolution, a scan, a loss, an arg reduction, a spatial reduction or a
-    pooling makes a medium chain of its own family; any other op that reduces makes a medium "reduction" chain;
-    the rest are easy "pointwise" chains. An inference batch norm applies running statistics, a per-channel affine
-    map that reduces nothing (``ops.reduces``), so a chain of it with pointwise ops is easy, though the row plan
-    writes it.
+    pointwise ops after it (attention); a causal conv1d and pointwise ops after it (conv); a conv2d, pointwise ops
+    and inference batch norm after it (conv2d); other chains have no plan yet. Family and difficulty follow what the
+    chain computes: a matmul or attention root is hard; two reductions are hard; a lookup, a convolution, a scan, a
+    loss, an arg reduction, a spatial reduction or a pooling makes a medium chain of its own family; any other op
+    that reduces makes a medium "reduction" chain; the rest are easy "pointwise" chains. An inference batch norm
+    applies running statistics, a per-channel affine map that reduces nothing (``ops.reduces``), so a chain of it
+    with pointwise ops is easy, though the row plan writes it.
     """
     entries = [catalog.get(op) for op in ops]
     families = [entry.family for entry in entries]
@@ -771,10 +773,11 @@ def classify(ops: list[str]) -> ChainKind:
         return ChainKind(plan, "gather", "medium")
     if families[0] is Family.CONV:
         pointwise = all(f in (Family.UNARY, Family.BINARY) for f in families[1:])
-        plan = ("conv2d" if ops[0] == "conv2d" else "conv") if pointwise else None
+        epilogue = all(f in (Family.UNARY, Family.BINARY) or op == "batch_norm" for op, f in zip(ops[1:], families[1:]))
+        plan = "conv2d" if ops[0] == "conv2d" and epilogue else "conv" if ops[0] != "conv2d" and pointwise else None
         return ChainKind(plan, "convolution", "medium")
     if Family.POOL in families:  # on a [B, C, H, W] value, where only pointwise ops join it
-        return ChainKind("pool", "pooling", "medium")
+        return ChainKind(None if Family.NORM in families else "pool", "pooling", "medium")
     if scans or losses or args or spatial:
         plan = ("loss" if losses else "row") if len(row_ops) == 1 else None
         family = ("loss" if losses else "scan" if scans else "arg_reduction" if args else "spatial_reduction")
@@ -827,10 +830,12 @@ def row_length(step: Step, rank: int, dims: dict[str, int]) -> int:
 
 
 def longest_row(task: FusionTask, shapes: list[dict[str, int]]) -> int:
-    """The longest row any reduction or normalization of ``task`` sees at ``shapes`` (0: none has rows)."""
+    """The longest row any reduction or normalization of ``task`` sees at ``shapes`` (0: none has rows; an inference
+    batch norm of [B, C, P, Q] planes, a conv2d's epilogue, walks none)."""
     rank = task.rank
     return max((row_length(step, rank, dims) for step in task.steps
-                if catalog.get(step.op).family in catalog.ROW_FAMILIES for dims in shapes), default=0)
+                if catalog.get(step.op).family in catalog.ROW_FAMILIES and not (rank == 4 and step.op == "batch_norm")
+                for dims in shapes), default=0)
 
 
 def _long_rows(task: FusionTask, lopsided: dict[str, int], groups: int, length: int = LONG_TEST_ROW) -> dict[str, int]:

@@ -6,21 +6,23 @@ positions (zeros before the sequence's start; a tile's first positions read the 
 the cache holds) and adds it times each row's weight for that tap; then the bias, the ops after it in registers, one
 cast on store.
 
-``conv2d``: an implicit GEMM. Each group of a conv2d is a product [B P Q, J R R] x [J R R, C / G]: its rows the output
-positions (b, p, q), its reduction a window's (j, r, s) in the weight's own order, its columns the group's output
-channels. A program computes a [BLOCK_M, BLOCK_N] tile of one group's: each step gathers a [BLOCK_M, BLOCK_K] tile
-of x (x_b,(g J + j),(p S - pad + r dil),(q S - pad + s dil), zeros in the padding) and loads the weight's [BLOCK_K,
-BLOCK_N] tile, one tl.dot with fp32 accumulation; the bias and the ops after it in registers, one cast on store to
-[B, C, P, Q]. A group of many input channels is walked tap (r, s) by tap, BLOCK_K channels a step, the tap's offsets
-and padding mask computed once for the tile's positions; a group of few, a window's J R R values flattened, so that
-a 3 x 3 window of 4 channels fills one step instead of nine mostly masked ones.
+``conv2d`` (and an inference batch norm after it): an implicit GEMM. Each group of a conv2d is a product [B P Q, J R R]
+x [J R R, C / G]: its rows the output positions (b, p, q), its reduction a window's (j, r, s) in the weight's own order,
+its columns the group's output channels. A program computes a [BLOCK_M, BLOCK_N] tile of one group's: each step gathers
+a [BLOCK_M, BLOCK_K] tile of x (x_b,(g J + j),(p S - pad + r dil),(q S - pad + s dil), zeros in the padding) and loads
+the weight's [BLOCK_K, BLOCK_N] tile, one tl.dot with fp32 accumulation; the bias and the ops after it in registers (a
+batch norm's statistics loaded per output channel, a tile's columns), one cast on store to [B, C, P, Q]. A group of many
+input channels is walked tap (r, s) by tap, BLOCK_K channels a step, the tap's offsets and padding mask computed once
+for the tile's positions; a group of few, a window's J R R values flattened, so that a 3 x 3 window of 4 channels fills
+one step instead of nine mostly masked ones.
 """
 
 from __future__ import annotations
 
 from fusionforge.codegen import tuning
-from fusionforge.codegen.layout import Layout, pointwise_steps
+from fusionforge.codegen.layout import Layout, operand_loads, pointwise, pointwise_steps
 from fusionforge.codegen.plan import Plan, kernel_args
+from fusionforge.codegen.reductions import NORMALIZATIONS
 from fusionforge.codegen.source import Code, Kernel
 from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
 
@@ -106,7 +108,14 @@ def emit_2d(plan: Plan) -> Section:
          "h = acc + bias[None, :]",
          "mask = row_mask[:, None] & chan_mask[None, :]",
          "offsets = (batch[:, None] * n_chan + chans[None, :]) * (out_h * out_w) + position[:, None]  # [B, C, P, Q]")
-    pointwise_steps(body, after, Layout({"full": "offsets"}), task.dtype)
+    layout = Layout({"full": "offsets"}, vectors={"chan": ("chans", "chan_mask", "[None, :]")})
+    for step in after:
+        if step.op.name == "batch_norm":  # per output channel: a tile's columns
+            body(step.comment())
+            operand_loads(body, step, layout)
+            body(NORMALIZATIONS["batch_norm"].apply.format(**step.params))
+        else:
+            pointwise(body, step, layout, task.dtype)
     body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
     products = "three TF32 passes" if plan.variant == "tf32x3" else "IEEE fp32" if task.dtype == "float32" else \
         "the inputs' dtype"
