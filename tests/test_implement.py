@@ -692,6 +692,21 @@ def test_conv2d_plan_passes_the_checker(tmp_path, seed, ops, dtype, variant, tap
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
+@pytest.mark.parametrize("ops, dtype", [("depthwise_conv2d,batch_norm,relu", "bfloat16"),
+                                        ("depthwise_conv2d,gelu,add:full", "float32")])
+def test_depthwise_plan_passes_the_checker(tmp_path, ops, dtype):
+    """A depthwise conv2d: [rows, Q] output tiles, each tap of the window one masked tile of x times each row's
+    channel's weight (the 263-wide test plane spans several column tiles), a batch norm per row's channel."""
+    task = GEN.generate(5, ops=ops, dtype=dtype)
+    assert (resolve(task).kind, resolve(task).variant) == ("depthwise", "taps")
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    kernels, wrapper = path.read_text().split("# <TRITON>")[1].split("def fused_kernel_triton_wrapper")
+    assert "acc += x * tap[:, None]" in kernels and "conv2d(" not in wrapper
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
 def _gather_task(ops: str, bench_n: int | None = None, long_row: int | None = None):
     """A forced gather chain (float32), its bench rows ``bench_n`` long and a test shape of ``long_row``-value
     rows where given: a gather's menu never leaves registers, a task a user writes may."""

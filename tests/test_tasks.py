@@ -530,6 +530,32 @@ def test_a_conv2d_starts_a_chain_from_image_channels():
         GEN.generate(0, ops="relu,conv2d")
 
 
+def test_a_depthwise_conv2d_convolves_each_channel_with_its_own_window():
+    """x [B, C, H, W], weight [C, 1, R, R] (fan-in R R), bias [C] give [B, C, P, Q] (F.conv2d with groups = C); a
+    test plane 263 wide spans several column tiles. The cost counts 2 R R FLOPs and a bias add an output."""
+    task = GEN.generate(3, ops="depthwise_conv2d,batch_norm,relu", dtype="float16")
+    params = task.steps[0].params
+    assert [(i.name, i.shape) for i in task.inputs[:3]] == [
+        ("x", ["B", "C", "H", "W"]), ("weight", ["C", 1, "R", "R"]), ("bias", ["C"])]
+    assert task.output_shape == ["B", "C", "P", "Q"] and "J" not in task.shapes["bench"][0]
+    assert classify([s.op for s in task.steps]) == ChainKind("depthwise", "convolution", "medium")
+    assert any(d["W"] == 263 for d in task.shapes["test"])
+    for dims in task.shapes["test"] + task.shapes["bench"]:
+        assert (dims["P"], dims["Q"]) == (catalog.conv_size(dims["H"], dims["R"], params),
+                                           catalog.conv_size(dims["W"], dims["R"], params))
+    dims = task.shapes["test"][0]
+    x, weight, bias, *stats = (v.double() for v in task.make_inputs(dims, seed=3))
+    expected = torch.nn.functional.conv2d(x, weight, bias, params["stride"], params["padding"], params["dilation"],
+                                          groups=dims["C"])
+    expected = torch.relu(torch.nn.functional.batch_norm(expected, *stats, training=False,
+                                                         eps=task.steps[1].params["eps"]))
+    assert torch.allclose(task.reference([x, weight, bias, *stats]), expected, rtol=0, atol=1e-12)
+    bench = task.shapes["bench"][0]
+    values = bench["B"] * bench["C"] * bench["P"] * bench["Q"]
+    flops = (2 * bench["R"] ** 2 + 1) * values + int(catalog.get("batch_norm").flops * values) + values
+    assert task.cost(bench)["flops"] == flops
+
+
 def test_an_embedding_lookup_starts_a_chain_from_int64_ids_and_a_table():
     """ids [M] (int64, every row of the table reachable, its first and last named) pick rows of weight [V, N]; the
     ops after it see [M, N]. The table is read a row per id, so its bytes count M rows, not V; the probe keeps V

@@ -31,7 +31,8 @@ Conventions
   ``weight`` [M, T] and its ``bias`` [M] give [B, M, N]; T is a dim of every shape. A 2D convolution reads ``x``
   [B, K, H, W] (K input channels), ``weight`` [C, J, R, R] (C output channels, J = K / groups inputs each, R x R
   windows) and ``bias`` [C], giving [B, C, P, Q]: J, P and Q follow from K, H, W, R and its parameters
-  (``conv_size``), dims of their own in every shape, as a pooling's are.
+  (``conv_size``), dims of their own in every shape, as a pooling's are. A depthwise conv2d (groups = channels)
+  reads ``x`` [B, C, H, W] and ``weight`` [C, 1, R, R].
 * ``flops`` counts floating-point operations per output element (per input element for
   reductions, normalizations, scans and losses); matmuls count ``2 * K`` per output element, pooling ops
   ``flops`` per value of a window (K^2 per output element), convolutions ``flops`` per tap.
@@ -506,6 +507,16 @@ CONV_OPS = [
                                              "clip": 4.0}),
         Operand("bias", "bias", "chan", VECTOR)),
        label="conv2d (R x R, stride {stride}, padding {padding}, dilation {dilation}, groups {groups}) + bias"),
+    # groups = channels: each of x's C planes convolved with its own R x R window (MobileNet's depthwise layers)
+    Op("depthwise_conv2d", Family.CONV,
+       "F.conv2d({x}, {weight}, {bias}, {stride}, {padding}, {dilation}, groups={x}.shape[1])",
+       "h_bcpq = bias_c + sum_rs weight_c0rs x_bc,(p S - pad + r dil),(q S - pad + s dil): [B, C, H, W], [C, 1, R, R], "
+       "[C] -> [B, C, P, Q]",
+       2, (Param("stride", (1, 2)), Param("padding", (0, 1)), Param("dilation", (1, 2))),
+       (Operand("weight", "weight", "C1RR", {"dist": "normal", "mean": 0.0, "std": 1.0, "fan_in": ["R", "R"],
+                                             "clip": 4.0}),
+        Operand("bias", "bias", "chan", VECTOR)),
+       label="depthwise conv2d (R x R, stride {stride}, padding {padding}, dilation {dilation}) + bias"),
 ]
 
 
@@ -633,6 +644,8 @@ def root_shapes(op: Op) -> tuple[Shape, Shape]:
         return ("B", "NH", "S", "D"), ("B", "NH", "S", "D")
     if op.name == "conv2d":
         return ("B", "K", "H", "W"), ("B", "C", "P", "Q")
+    if op.name == "depthwise_conv2d":
+        return ("B", "C", "H", "W"), ("B", "C", "P", "Q")
     if op.family is Family.CONV:
         return ("B", "M", "N"), ("B", "M", "N")
     if op.name == "bmm":
@@ -642,4 +655,4 @@ def root_shapes(op: Op) -> tuple[Shape, Shape]:
 
 ROOT_OPERAND_SHAPES = {"NK": ("N", "K"), "KN": ("K", "N"), "BKN": ("B", "K", "N"), "VN": ("V", "N"),
                        "BNSD": ("B", "NH", "S", "D"), "MT": ("M", "T"),
-                       "CJRR": ("C", "J", "R", "R")}
+                       "CJRR": ("C", "J", "R", "R"), "C1RR": ("C", 1, "R", "R")}

@@ -330,14 +330,20 @@ class FusionTask:
             elif op.family is Family.POOL:
                 flops += int(op.flops * out_numel * step.params["kernel_size"] ** 2)
             elif op.family is Family.CONV:  # a multiply and an add a tap, and the bias
-                taps = dims["J"] * dims["R"] ** 2 if op.name == "conv2d" else dims["T"]
-                flops += int(op.flops * out_numel * taps) + out_numel
+                flops += int(op.flops * out_numel * conv_taps(op.name, dims)) + out_numel
             elif op.family in (Family.UNARY, Family.BINARY):
                 flops += int(op.flops * out_numel)
             else:
                 flops += int(op.flops * in_numel)
             unfused += in_bytes + operand_bytes + out_numel * size
         return {"bytes": fused, "flops": flops, "unfused_bytes": unfused}
+
+
+def conv_taps(name: str, dims: dict[str, int]) -> int:
+    """The products an output of a convolution sums: J R R (conv2d), R R (depthwise conv2d), T (causal conv1d)."""
+    if name == "conv2d":
+        return dims["J"] * dims["R"] ** 2
+    return dims["R"] ** 2 if name == "depthwise_conv2d" else dims["T"]
 
 
 def fan_in(init: dict, dims: dict[str, int]) -> int:
@@ -455,6 +461,12 @@ _TEST_CONV2D = [dict(B=(1, 2), K=(4, 8), C=(4, 12), H=(11, 13), W=(11, 17), R=(3
                 dict(B=(1,), K=(4,), C=(8, 16), H=(10, 15), W=(33, 70), R=(5,))]
 _BENCH_CONV2D = [dict(K=k, C=c, H=h, W=h, R=3) for k, c, h in ((64, 64, 56), (64, 128, 56), (128, 128, 28),
                                                                (256, 256, 14), (32, 64, 112))]
+# Depthwise conv2d: planes as conv2d's, and a test plane as wide as pooling's (tasks get it too); bench: MobileNetV2's
+# depthwise 3 x 3 layers.
+_TEST_DEPTHWISE = [dict(B=(1, 2), C=(3, 5), H=(11, 13), W=(11, 17), R=(3,)),
+                   dict(B=(1,), C=(8, 12), H=(16,), W=(16, 24), R=(3, 5)),
+                   dict(B=(1,), C=(4,), H=(10, 15), W=(33, 70), R=(5,))]
+_BENCH_DEPTHWISE = [dict(C=c, H=h, W=h, R=3) for c, h in ((96, 112), (144, 56), (192, 28), (384, 14), (960, 7))]
 # A gather's rows: N picks of K values (a quarter of a row to all of it, in any order).
 _BENCH_PICKS = [dict(N=n, K=k) for n, k in ((1024, 4096), (2048, 4096), (2048, 8192), (4096, 8192), (4096, 4096))]
 # Attention: sequences of odd lengths and of whole blocks, head dims of 64 and 128; bench: heads, sequence and head
@@ -615,10 +627,10 @@ class TaskGenerator:
             rank = 4
             plan = ["attention"] + ["pointwise"] * rng.choice((0, 1, 1, 2))
         elif family == "convolution":
-            root = rng.choice(("causal_conv1d", "conv2d", "conv2d"))
-            rank = 4 if root == "conv2d" else 3
+            root = rng.choice(("causal_conv1d", "conv2d", "conv2d", "depthwise_conv2d"))
+            rank = 3 if root == "causal_conv1d" else 4
             plan = [root] + ["pointwise"] * rng.choice((0, 1, 1, 2))
-            if root == "conv2d" and rng.random() < 0.4:  # conv, batch norm (inference), activation
+            if rank == 4 and rng.random() < 0.4:  # conv, batch norm (inference), activation
                 plan.insert(1, "batch_norm")
         elif family == "gather":
             rank = 2
@@ -694,9 +706,9 @@ class TaskGenerator:
         channel = {2: "N", 3: "M", 4: "C"}[rank]
         attention = root is not None and root.family is Family.ATTENTION
         conv = root is not None and root.family is Family.CONV
-        conv2d = conv and root.name == "conv2d"
-        menus = (_TEST_ATTENTION if attention else _TEST_CONV2D if conv2d else _TEST_CONV if conv
-                 else {2: _TEST_2D, 3: _TEST_3D, 4: _TEST_4D}[rank])
+        conv2d, depthwise = conv and root.name == "conv2d", conv and root.name == "depthwise_conv2d"
+        menus = (_TEST_ATTENTION if attention else _TEST_CONV2D if conv2d else _TEST_DEPTHWISE if depthwise
+                 else _TEST_CONV if conv else {2: _TEST_2D, 3: _TEST_3D, 4: _TEST_4D}[rank])
         test = [_pick_dims(family, rng, channel, groups) for family in menus]
         if not root or root.name == "embedding":
             test = [{k: v for k, v in d.items() if k != "K"} for d in test]
@@ -713,10 +725,11 @@ class TaskGenerator:
         if conv2d:
             task.shapes["test"].append(with_planes(task, {"B": 1, "K": CONV2D_TEST_K, "C": CONV2D_TEST_C, "H": 12,
                                                          "W": 12, "R": 3}))
-        elif conv:
+        elif conv and not depthwise:
             task.shapes["test"].append({"B": 1, "M": 3, "N": CONV_TEST_N, "T": 4})
-        if pool_step(task):
-            task.shapes["test"].append(with_planes(task, {"B": 1, "C": 2, "H": POOL_TEST_H, "W": POOL_TEST_W}))
+        if pool_step(task) or depthwise:
+            task.shapes["test"].append(with_planes(task, {"B": 1, "C": 2, "H": POOL_TEST_H, "W": POOL_TEST_W,
+                                                          **({"R": 3} if depthwise else {})}))
         if root and root.family is Family.GATHER:
             wide = {"M": GATHER_TEST_ROWS, "N": _round_up(GATHER_TEST_N, groups)}
             task.shapes["test"].append({**wide, "V": GATHER_TEST_V} if root.name == "embedding"
@@ -748,13 +761,13 @@ def classify(ops: list[str]) -> ChainKind:
     pointwise ops only (pointwise); one reduction (spatial too), normalization, scan or arg reduction among them
     (row), after an embedding lookup too (or pointwise ops alone after it); pointwise ops and a loss (loss); two
     reductions and no normalization (two_reductions); pointwise ops around a 2D pooling (pool); attention and
-    pointwise ops after it (attention); a causal conv1d and pointwise ops after it (conv); a conv2d, pointwise ops
-    and inference batch norm after it (conv2d); other chains have no plan yet. Family and difficulty follow what the
-    chain computes: a matmul or attention root is hard; two reductions are hard; a lookup, a convolution, a scan, a
-    loss, an arg reduction, a spatial reduction or a pooling makes a medium chain of its own family; any other op
-    that reduces makes a medium "reduction" chain; the rest are easy "pointwise" chains. An inference batch norm
-    applies running statistics, a per-channel affine map that reduces nothing (``ops.reduces``), so a chain of it
-    with pointwise ops is easy, though the row plan writes it.
+    pointwise ops after it (attention); a causal conv1d and pointwise ops after it (conv); a conv2d (or a depthwise
+    one), pointwise ops and inference batch norm after it (conv2d, depthwise); other chains have no plan yet. Family
+    and difficulty follow what the chain computes: a matmul or attention root is hard; two reductions are hard; a
+    lookup, a convolution, a scan, a loss, an arg reduction, a spatial reduction or a pooling makes a medium chain
+    of its own family; any other op that reduces makes a medium "reduction" chain; the rest are easy "pointwise"
+    chains. An inference batch norm applies running statistics, a per-channel affine map that reduces nothing
+    (``ops.reduces``), so a chain of it with pointwise ops is easy, though the row plan writes it.
     """
     entries = [catalog.get(op) for op in ops]
     families = [entry.family for entry in entries]
@@ -774,7 +787,8 @@ def classify(ops: list[str]) -> ChainKind:
     if families[0] is Family.CONV:
         pointwise = all(f in (Family.UNARY, Family.BINARY) for f in families[1:])
         epilogue = all(f in (Family.UNARY, Family.BINARY) or op == "batch_norm" for op, f in zip(ops[1:], families[1:]))
-        plan = "conv2d" if ops[0] == "conv2d" and epilogue else "conv" if ops[0] != "conv2d" and pointwise else None
+        plan = {"conv2d": "conv2d" if epilogue else None, "depthwise_conv2d": "depthwise" if epilogue else None
+                }.get(ops[0], "conv" if pointwise else None)
         return ChainKind(plan, "convolution", "medium")
     if Family.POOL in families:  # on a [B, C, H, W] value, where only pointwise ops join it
         return ChainKind(None if Family.NORM in families else "pool", "pooling", "medium")
@@ -802,10 +816,10 @@ def with_planes(task: FusionTask, dims: dict[str, int]) -> dict[str, int]:
     """``dims`` with the sizes a chain's planes take: P and Q, the pooled H and W, where the chain pools
     (``ops.pooled_size``); J, the input channels a group, and P and Q, the convolved H and W, where it starts with a
     conv2d (``ops.conv_size``); else ``dims``."""
-    if task.steps and task.steps[0].op == "conv2d":
+    if task.steps and task.steps[0].op in ("conv2d", "depthwise_conv2d"):
         params = task.steps[0].params
-        return {**dims, "J": dims["K"] // params["groups"], "P": catalog.conv_size(dims["H"], dims["R"], params),
-                "Q": catalog.conv_size(dims["W"], dims["R"], params)}
+        planes = {side: catalog.conv_size(dims[of], dims["R"], params) for side, of in (("P", "H"), ("Q", "W"))}
+        return {**dims, **({"J": dims["K"] // params["groups"]} if "groups" in params else {}), **planes}
     step = pool_step(task)
     if step is None:
         return dims
@@ -905,7 +919,8 @@ def _bench_dims(task: FusionTask, rank: int, root: Op | None, rng, channel: str,
         dims = dict(rng.choice(_BENCH_ATTENTION))
         lead, step = "B", 1
     elif root and root.family is Family.CONV:
-        dims = dict(rng.choice(_BENCH_CONV2D if root.name == "conv2d" else _BENCH_CONV))
+        menu = {"conv2d": _BENCH_CONV2D, "depthwise_conv2d": _BENCH_DEPTHWISE}.get(root.name, _BENCH_CONV)
+        dims = dict(rng.choice(menu))
         lead, step = "B", 1
     elif rank == 4:
         dims = dict(rng.choice(_BENCH_4D))

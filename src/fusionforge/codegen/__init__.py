@@ -1,13 +1,13 @@
 """The built-in code generator: a task in, a complete kernel file out, the same file for the same task.
 
 It works as a small compiler. ``resolve`` turns a task into a ``Plan`` once (plan.py): the kind of file
-(``pointwise``, ``row``, ``loss``, ``matmul``, ``two_reductions``, ``pool``, ``attention``, ``conv``, ``conv2d``;
-tasks.classify), the variant written and why, and each step with its number in the chain, its catalog entry and
-its inputs. An emitter per kind (pointwise.py, rows.py, losses.py, matmul.py, two_reductions.py, pooling.py,
-attention.py, convolution.py) writes its kernels and wrapper into indented buffers (source.py), composing the one
-record per reduction and normalization (reductions.py: state, block, update, combine, finalize) and the catalog's
-pointwise and scan forms through operand layouts (layout.py); every tile size, warp count and config comes from
-tuning.py, with the section of docs/tuning.md behind it. render.py assembles the file.
+(``pointwise``, ``row``, ``loss``, ``matmul``, ``two_reductions``, ``pool``, ``attention``, ``conv``, ``conv2d``,
+``depthwise``; tasks.classify), the variant written and why, and each step with its number in the chain, its catalog
+entry and its inputs. An emitter per kind (pointwise.py, rows.py, losses.py, matmul.py, two_reductions.py,
+pooling.py, attention.py, convolution.py) writes its kernels and wrapper into indented buffers (source.py),
+composing the one record per reduction and normalization (reductions.py: state, block, update, combine, finalize)
+and the catalog's pointwise and scan forms through operand layouts (layout.py); every tile size, warp count and
+config comes from tuning.py, with the section of docs/tuning.md behind it. render.py assembles the file.
 
 Each kernel computes in fp32 and casts once on store; float16 and bfloat16 tasks take an op's cheaper 16-bit
 form where the catalog has one. A chain with no plan (several normalizations, more than two reductions)
@@ -23,7 +23,7 @@ from fusionforge.tasks import FusionTask
 
 EMITTERS = {"pointwise": pointwise.emit, "row": rows.emit, "loss": losses.emit, "matmul": matmul.emit,
             "two_reductions": two_reductions.emit, "pool": pooling.emit, "attention": attention.emit,
-            "conv": convolution.emit, "conv2d": convolution.emit_2d}
+            "conv": convolution.emit, "conv2d": convolution.emit_2d, "depthwise": convolution.emit_depthwise}
 
 
 def generate(task: FusionTask, attempt: int = 1, variant: str | None = None) -> str:

@@ -15,6 +15,10 @@ batch norm's statistics loaded per output channel, a tile's columns), one cast o
 input channels is walked tap (r, s) by tap, BLOCK_K channels a step, the tap's offsets and padding mask computed once
 for the tile's positions; a group of few, a window's J R R values flattened, so that a 3 x 3 window of 4 channels fills
 one step instead of nine mostly masked ones.
+
+``depthwise`` (a conv2d of groups = channels, and an inference batch norm after it): the pooling plan's tiles, [BLOCK_R,
+BLOCK_Q] of the output's rows (a plane's row p) by columns q; each tap (r, s) loads one masked tile of x and adds it
+times each row's channel's weight.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from fusionforge.codegen.source import Code, Kernel
 from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
 
 SIZES = (("n_rows", "n_rows"), ("n_cols", "n_cols"), ("n_chan", "n_chan"))
+SIZES_DEPTHWISE = ("n_rows", "n_chan", "in_h", "in_w", "out_h", "out_w")
 SIZES_2D = ("n_out", "out_h", "out_w", "in_chan", "in_h", "in_w", "n_chan", "group_in", "group_out")
 
 
@@ -108,14 +113,8 @@ def emit_2d(plan: Plan) -> Section:
          "h = acc + bias[None, :]",
          "mask = row_mask[:, None] & chan_mask[None, :]",
          "offsets = (batch[:, None] * n_chan + chans[None, :]) * (out_h * out_w) + position[:, None]  # [B, C, P, Q]")
-    layout = Layout({"full": "offsets"}, vectors={"chan": ("chans", "chan_mask", "[None, :]")})
-    for step in after:
-        if step.op.name == "batch_norm":  # per output channel: a tile's columns
-            body(step.comment())
-            operand_loads(body, step, layout)
-            body(NORMALIZATIONS["batch_norm"].apply.format(**step.params))
-        else:
-            pointwise(body, step, layout, task.dtype)
+    _epilogue(body, after, Layout({"full": "offsets"}, vectors={"chan": ("chans", "chan_mask", "[None, :]")}),
+              task.dtype)
     body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
     products = "three TF32 passes" if plan.variant == "tf32x3" else "IEEE fp32" if task.dtype == "float32" else \
         "the inputs' dtype"
@@ -193,3 +192,79 @@ def _channel_blocks(body: Code, conv, dot: str) -> None:
                      "w_mask = j_mask[:, None] & chan_mask[None, :]  # [BLOCK_K, BLOCK_N]",
                      "w = tl.load(w_tap[None, :] + j[:, None] * (KSIZE * KSIZE), mask=w_mask, other=0.0)",
                      dot)
+
+
+def _epilogue(body: Code, after: list, layout: Layout, dtype: str) -> None:
+    """The ops after a 2D convolution on ``h``: pointwise ops, and an inference batch norm with its running
+    statistics, gamma and beta loaded per output channel (``layout``'s ``chan`` vector)."""
+    for step in after:
+        if step.op.name == "batch_norm":
+            body(step.comment())
+            operand_loads(body, step, layout)
+            body(NORMALIZATIONS["batch_norm"].apply.format(**step.params))
+        else:
+            pointwise(body, step, layout, dtype)
+
+
+def emit_depthwise(plan: Plan) -> Section:
+    task = plan.task
+    conv, after = plan.steps[0], list(plan.steps[1:])
+    body = Code()
+    body("rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R] output rows: plane * P + p",
+         "cols = tl.program_id(1) * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [BLOCK_Q] output columns q",
+         "row_mask = rows < n_rows",
+         "col_mask = cols < out_w",
+         "plane = (rows // out_h).to(tl.int64)  # b C + c",
+         "channel = plane % n_chan",
+         "top = (rows % out_h) * STRIDE - PADDING  # [BLOCK_R] the windows' first rows in their planes",
+         "left = cols * STRIDE - PADDING  # [BLOCK_Q] the windows' first columns",
+         "window = weight_ptr + channel * (KSIZE * KSIZE)  # [BLOCK_R] each row's channel's R x R taps",
+         conv.comment("tap (r, s) by tap"),
+         "acc = tl.zeros((BLOCK_R, BLOCK_Q), dtype=tl.float32)")
+    with body.block("for r in tl.static_range(KSIZE):"):
+        body("in_row = top + r * DILATION",
+             "row_inside = row_mask & (in_row >= 0) & (in_row < in_h)")
+        with body.block("for s in tl.static_range(KSIZE):"):
+            body("in_col = left + s * DILATION",
+                 "mask = row_inside[:, None] & (col_mask & (in_col >= 0) & (in_col < in_w))[None, :]  # zero padding",
+                 "offsets = (plane * in_h + in_row)[:, None] * in_w + in_col[None, :]  # [BLOCK_R, BLOCK_Q]",
+                 "x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)",
+                 "tap = tl.load(window + r * KSIZE + s, mask=row_mask, other=0.0).to(tl.float32)  # [BLOCK_R]",
+                 "acc += x * tap[:, None]")
+    body("bias = tl.load(bias_ptr + channel, mask=row_mask, other=0.0).to(tl.float32)  # [BLOCK_R]",
+         "h = acc + bias[:, None]",
+         "mask = row_mask[:, None] & col_mask[None, :]",
+         "offsets = rows[:, None].to(tl.int64) * out_w + cols[None, :]  # [BLOCK_R, BLOCK_Q] of [B, C, P, Q]")
+    _epilogue(body, after, Layout({"full": "offsets"}, vectors={"chan": ("channel", "row_mask", "[:, None]")}),
+              task.dtype)
+    body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
+    kernel = Kernel(
+        "fused_kernel_triton", [*kernel_args(task.inputs), "out_ptr"], [(name, name) for name in SIZES_DEPTHWISE],
+        ["KSIZE", "STRIDE", "PADDING", "DILATION", "BLOCK_R", "BLOCK_Q"],
+        [f"{chain_text(plan.steps)}: {', '.join(shape_text(i) for i in task.inputs[:3])} -> "
+         f"[{', '.join(map(str, task.output_shape))}].",
+         "A [BLOCK_R, BLOCK_Q] tile of the output's rows (a plane's row p) by its columns q a program; each tap of the "
+         "window loads one masked tile of x and adds it times each row's channel's weight; fp32 math, one cast on "
+         "store."],
+        body)
+
+    params = conv.params
+    code = wrapper(plan)
+    code(f"STRIDE, PADDING, DILATION = {params['stride']}, {params['padding']}, {params['dilation']}",
+         "n_chan, in_h, in_w = x.shape[1:]",
+         "ksize = weight.shape[-1]",
+         "out_h = (in_h + 2 * PADDING - DILATION * (ksize - 1) - 1) // STRIDE + 1",
+         "out_w = (in_w + 2 * PADDING - DILATION * (ksize - 1) - 1) // STRIDE + 1",
+         "out = torch.empty((x.shape[0], n_chan, out_h, out_w), dtype=x.dtype, device=x.device)",
+         "n_rows = out.numel() // out_w",
+         f"# [{tuning.DEPTHWISE_TILE} // BLOCK_Q, BLOCK_Q] output tiles on {tuning.DEPTHWISE_WARPS} warps "
+         f"({tuning.see('depthwise-tiles')})",
+         f"BLOCK_Q = min({tuning.DEPTHWISE_TILE_Q}, triton.next_power_of_2(out_w))",
+         f"BLOCK_R = {tuning.DEPTHWISE_TILE} // BLOCK_Q",
+         "grid = (triton.cdiv(n_rows, BLOCK_R), triton.cdiv(out_w, BLOCK_Q))")
+    code.call("fused_kernel_triton[grid](", [
+        *(i.name for i in task.inputs), "out", *kernel.size_args(), "KSIZE=ksize", "STRIDE=STRIDE",
+        "PADDING=PADDING", "DILATION=DILATION", "BLOCK_R=BLOCK_R", "BLOCK_Q=BLOCK_Q",
+        f"num_warps={tuning.DEPTHWISE_WARPS}"])
+    code("return out")
+    return Section([kernel], [], code)

@@ -74,7 +74,7 @@ class Rows:
 @dataclass(frozen=True)
 class Plan:
     task: FusionTask
-    kind: str  # pointwise | row | loss | matmul | two_reductions | pool | attention | conv | conv2d
+    kind: str  # pointwise | row | loss | matmul | two_reductions | pool | attention | conv | conv2d | depthwise
     variant: str
     reason: str
     steps: tuple[PlanStep, ...]
@@ -138,6 +138,8 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
             None
     if kind == "conv":
         return [("taps", "[rows, N] tiles of the output a program, each tap loaded as one masked tile of x")], None
+    if kind == "depthwise":
+        return [("taps", "[rows, Q] tiles of the output a program, each tap of the window one masked tile of x")], None
     if kind == "conv2d":
         walk = ("tap by tap, BLOCK_K channels a step" if task.shapes["bench"][0]["J"] >= tuning.CONV2D_TAP_LOOP_J
                 else "a window's J R R values flattened")

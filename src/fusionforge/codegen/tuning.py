@@ -40,6 +40,10 @@ CONV2D_CONFIGS = {
     "float32": ((128, 64, 32, 4, 3), (64, 64, 32, 4, 3), (128, 32, 32, 4, 3)),
 }
 
+# Depthwise conv2d: [DEPTHWISE_TILE / BLOCK_Q, BLOCK_Q] tiles of the output (BLOCK_Q at most DEPTHWISE_TILE_Q) on
+# DEPTHWISE_WARPS warps, as pooling's.
+DEPTHWISE_TILE, DEPTHWISE_TILE_Q, DEPTHWISE_WARPS = 1024, 64, 4
+
 # Rows: up to MAX_ROW_BLOCK values held in registers; longer rows are walked (slices, or a 3D group norm's
 # tiles). Reductions over rows under SHORT_ROW_BYTES read [ROWS, BLOCK_N] tiles of SHORT_ROW_TILE values.
 MAX_ROW_BLOCK = LONG_ROW
