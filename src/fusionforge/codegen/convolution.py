@@ -26,6 +26,7 @@ from __future__ import annotations
 from fusionforge.codegen import tuning
 from fusionforge.codegen.layout import Layout, operand_loads, pointwise, pointwise_steps
 from fusionforge.codegen.plan import Plan, kernel_args
+from fusionforge.codegen.pooling import plane_tiles
 from fusionforge.codegen.reductions import NORMALIZATIONS
 from fusionforge.codegen.source import Code, Kernel
 from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
@@ -210,14 +211,8 @@ def emit_depthwise(plan: Plan) -> Section:
     task = plan.task
     conv, after = plan.steps[0], list(plan.steps[1:])
     body = Code()
-    body("rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R] output rows: plane * P + p",
-         "cols = tl.program_id(1) * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [BLOCK_Q] output columns q",
-         "row_mask = rows < n_rows",
-         "col_mask = cols < out_w",
-         "plane = (rows // out_h).to(tl.int64)  # b C + c",
-         "channel = plane % n_chan",
-         "top = (rows % out_h) * STRIDE - PADDING  # [BLOCK_R] the windows' first rows in their planes",
-         "left = cols * STRIDE - PADDING  # [BLOCK_Q] the windows' first columns",
+    plane_tiles(body)
+    body("channel = plane % n_chan",
          "window = weight_ptr + channel * (KSIZE * KSIZE)  # [BLOCK_R] each row's channel's R x R taps",
          conv.comment("tap (r, s) by tap"),
          "acc = tl.zeros((BLOCK_R, BLOCK_Q), dtype=tl.float32)")

@@ -81,18 +81,24 @@ def _finish(body: Code, pool: PlanStep) -> None:
         body("h = acc / (KERNEL_SIZE * KERNEL_SIZE)")
 
 
-def _windows(body: Code, pool: PlanStep, before: list[PlanStep], dtype: str) -> None:
-    """The tile's rows and columns, the loop over the window's offsets (the ops before the pool at each), the pooled
-    ``h`` and where it is stored (``out_offsets`` under ``out_mask``)."""
-    largest = pool.op.name == "max_pool2d"
+def plane_tiles(body: Code) -> None:
+    """A [BLOCK_R, BLOCK_Q] tile of a windowed op's output [B, C, P, Q]: its rows (a plane's row p), columns, masks,
+    the rows' planes and the windows' first rows and columns in them (STRIDE and PADDING constexprs)."""
     body("rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R] output rows: plane * P + p",
          "cols = tl.program_id(1) * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [BLOCK_Q] output columns q",
          "row_mask = rows < n_rows",
          "col_mask = cols < out_w",
-         "plane = (rows // out_h).to(tl.int64)",
+         "plane = (rows // out_h).to(tl.int64)  # b C + c",
          "top = (rows % out_h) * STRIDE - PADDING  # [BLOCK_R] the windows' first rows in their planes",
-         "left = cols * STRIDE - PADDING  # [BLOCK_Q] the windows' first columns",
-         pool.comment(f"the window's {'max' if largest else 'sum'}, one offset (i, j) at a time"),
+         "left = cols * STRIDE - PADDING  # [BLOCK_Q] the windows' first columns")
+
+
+def _windows(body: Code, pool: PlanStep, before: list[PlanStep], dtype: str) -> None:
+    """The tile's rows and columns, the loop over the window's offsets (the ops before the pool at each), the pooled
+    ``h`` and where it is stored (``out_offsets`` under ``out_mask``)."""
+    largest = pool.op.name == "max_pool2d"
+    plane_tiles(body)
+    body(pool.comment(f"the window's {'max' if largest else 'sum'}, one offset (i, j) at a time"),
          f"acc = tl.full((BLOCK_R, BLOCK_Q), {NEG_INF if largest else '0.0'}, dtype=tl.float32)")
     with body.block("for i in tl.static_range(KERNEL_SIZE):"):
         body("in_row = top + i",
