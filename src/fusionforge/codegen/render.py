@@ -75,7 +75,9 @@ def _draw(spec: InputSpec, dims_name: str) -> str:
         if "clip" in init:
             value += f".clamp(-{init['clip']}, {init['clip']})"
         if "fan_in" in init:
-            value += f" * ({init['std']} / {dims_name}[{init['fan_in']!r}] ** 0.5)"
+            names = init["fan_in"] if isinstance(init["fan_in"], list) else [init["fan_in"]]
+            fan_in = " * ".join(f"{dims_name}[{name!r}]" for name in names)
+            value += f" * ({init['std']} / ({fan_in}) ** 0.5)"
         elif init["std"] != 1.0:
             value += f" * {init['std']}"
         if init["mean"]:
