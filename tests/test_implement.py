@@ -637,11 +637,12 @@ def test_pool_plans_pass_the_checker(tmp_path, ops, dtype, params):
 
 @pytest.mark.parametrize("ops, dtype, causal", [
     ("attention", "float16", True), ("attention,sub:full", "float32", False), ("attention,silu,mul:scalar",
-                                                                               "bfloat16", False)])
+                                                                               "bfloat16", False),
+    ("rotary_attention", "float32", True)])
 def test_attention_plan_passes_the_checker(tmp_path, ops, dtype, causal):
     """Flash attention: BLOCK_M queries a program, the keys walked BLOCK_N at a time with an online softmax (the
     test shapes' sequences of 97 and 130 span several blocks), causal or not, the ops after it in registers; float32
-    takes IEEE products."""
+    takes IEEE products. Rotary embeddings rotate q and each block of keys as they load."""
     task = next(t for t in (GEN.generate(seed, ops=ops, dtype=dtype) for seed in range(40))
                 if t.steps[0].params["causal"] is causal)
     plan = resolve(task)

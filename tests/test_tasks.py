@@ -463,6 +463,30 @@ def test_attention_starts_a_chain_from_a_query_a_key_and_a_value():
         GEN.generate(0, ops="relu,attention")
 
 
+def test_rotary_attention_rotates_q_and_k_by_their_positions_first():
+    """cos and sin [S, D] are RoPE's tables (angle s / 10000^(2i / D), each half of D repeated), the same in every
+    draw; the reference attends with q and k rotated: x cos + rotate_half(x) sin, rotate_half(x) = [-x2, x1]."""
+    task = GEN.generate(3, ops="rotary_attention,gelu", dtype="float32")
+    assert [(i.name, i.shape) for i in task.inputs[3:]] == [("cos", ["S", "D"]), ("sin", ["S", "D"])]
+    assert classify([s.op for s in task.steps]) == ChainKind("attention", "attention", "hard")
+    dims = task.shapes["test"][0]
+    q, k, v, cos, sin = task.make_inputs(dims, seed=1)
+    assert torch.equal(cos, task.make_inputs(dims, seed=2)[3])  # a table, not a draw
+    half = dims["D"] // 2
+    angle = 5 * 10000.0 ** (-3 / half)  # position 5, dim 3 (and 3 + D / 2)
+    assert cos[5, 3].item() == pytest.approx(math.cos(angle))
+    assert sin[5, 3 + half].item() == pytest.approx(math.sin(angle))
+
+    def rope(x):
+        x = x.double()
+        return x * cos.double() + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin.double()
+
+    params = task.steps[0].params
+    expected = torch.nn.functional.scaled_dot_product_attention(rope(q), rope(k), v.double(),
+                                                                is_causal=params["causal"], scale=params["scale"])
+    assert torch.allclose(task.reference([q, k, v, cos, sin]), torch.nn.functional.gelu(expected), atol=1e-12)
+
+
 def test_a_causal_conv1d_starts_a_chain_from_channels_of_positions():
     """x [B, M, N], weight [M, T] (T taps, fan-in scaled), bias [M] give h_bmn = bias_m + sum_t weight_mt x_bm(n-T+1+t)
     with zeros before n = 0: [B, M, N]. T is a dim of every shape; a test sequence of 1031 positions spans several

@@ -799,7 +799,8 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
                    "(pointwise ops on [B, C, H, W], mean or max over H, W, pointwise ops), gather (an embedding "
                    "lookup, gather or index_select by int64 indices, then pointwise ops, maybe around a reduction or "
                    "normalization), pooling (pointwise ops on [B, C, H, W], max_pool2d or avg_pool2d, pointwise ops), "
-                   "attention (scaled dot-product attention over [B, NH, S, D], then pointwise ops) or convolution "
+                   "attention (scaled dot-product attention over [B, NH, S, D], RoPE on q and k or not, then "
+                   "pointwise ops) or convolution "
                    "(a causal depthwise conv1d over [B, M, N], a conv2d or a depthwise conv2d over [B, K, H, W], with "
                    "bias, then pointwise ops and an inference batch norm)")
     p.add_argument("--out", metavar="FILE", help="also write the task JSON (a list when --count > 1)")

@@ -475,6 +475,9 @@ GATHER_OPS = [
        operands=(Operand("index", "index", "col", COLUMN_INDEX, "int64"),), label="index_select of N columns"),
 ]
 
+_ROPE = ("({{{t}}} * {{cos}} + torch.cat((-{{{t}}}[..., {{{t}}}.shape[-1] // 2:], "
+         "{{{t}}}[..., :{{{t}}}.shape[-1] // 2]), dim=-1) * {{sin}})")
+
 # Attention starts a chain: scaled dot-product attention of a query, key and value of one shape, the softmax scale
 # 1 / sqrt(D) (scale None) or a given one, causal (query i sees keys j <= i) or not. Its cost counts both products'
 # 4 S^2 D FLOPs a head, halved where causal. The query, key and value are drawn as activations.
@@ -485,6 +488,19 @@ ATTENTION_OPS = [
        (Param("causal", (False, True)), Param("scale", (None, 0.0625))),
        (Operand("k", "key", "BNSD", ACTIVATION), Operand("v", "value", "BNSD", ACTIVATION)),
        label="scaled dot-product attention (causal={causal}, scale={scale})"),
+    # Rotary position embeddings (RoPE, the rotate-half form of Llama and GPT-NeoX) applied to q and k first: x cos +
+    # rotate_half(x) sin, rotate_half(x) = [-x2, x1] for x = [x1, x2] halves of D, cos and sin [S, D] the tables of the
+    # positions' angles s / base^(2i / D), each half repeated.
+    Op("rotary_attention", Family.ATTENTION,
+       "F.scaled_dot_product_attention(" + ", ".join(_ROPE.format(t=t) for t in ("x", "k")) +
+       ", {v}, is_causal={causal}, scale={scale})",
+       "h = attention(rope(q), rope(k), v), rope(x)_sd = x_sd cos_sd + rotate_half(x)_sd sin_sd: [B, NH, S, D] x3, "
+       "[S, D] x2 -> [B, NH, S, D]", 4,
+       (Param("causal", (False, True)), Param("scale", (None, 0.0625))),
+       (Operand("k", "key", "BNSD", ACTIVATION), Operand("v", "value", "BNSD", ACTIVATION),
+        Operand("cos", "rotary", "SD", {"dist": "rotary", "part": "cos", "base": 10000.0}),
+        Operand("sin", "rotary", "SD", {"dist": "rotary", "part": "sin", "base": 10000.0})),
+       label="rotary embeddings on q, k, then scaled dot-product attention (causal={causal}, scale={scale})"),
 ]
 
 # Convolution roots start a chain. The causal depthwise conv1d of state-space and linear-attention models (Mamba's
@@ -655,4 +671,4 @@ def root_shapes(op: Op) -> tuple[Shape, Shape]:
 
 ROOT_OPERAND_SHAPES = {"NK": ("N", "K"), "KN": ("K", "N"), "BKN": ("B", "K", "N"), "VN": ("V", "N"),
                        "BNSD": ("B", "NH", "S", "D"), "MT": ("M", "T"),
-                       "CJRR": ("C", "J", "R", "R"), "C1RR": ("C", 1, "R", "R")}
+                       "CJRR": ("C", "J", "R", "R"), "C1RR": ("C", 1, "R", "R"), "SD": ("S", "D")}

@@ -346,6 +346,10 @@ def conv_taps(name: str, dims: dict[str, int]) -> int:
     return dims["R"] ** 2 if name == "depthwise_conv2d" else dims["T"]
 
 
+# Inputs whose values no seed draws: tables of a shape (RoPE's cos and sin), the same in every draw.
+FIXED_DISTS = ("rotary",)
+
+
 def fan_in(init: dict, dims: dict[str, int]) -> int:
     """The inputs a weight's output sums over: its ``fan_in`` dim, or the product of a list of them."""
     names = init["fan_in"]
@@ -384,6 +388,10 @@ def draw(spec: InputSpec, dims: dict[str, int], seed: int, index: int, device: s
         high = dims[init["high"]]
         value = torch.randint(0, high, shape, generator=gen)
         value.view(-1)[0], value.view(-1)[-1] = high - 1, 0  # the edges of a row, where a walk's last chunk ends
+    elif kind == "rotary":  # RoPE's cos or sin table [S, D]: angle s / base^(2i / D), each half of D repeated
+        positions, half = torch.arange(shape[0], dtype=torch.float64), shape[1] // 2
+        angles = positions[:, None] * init["base"] ** (-torch.arange(half, dtype=torch.float64) / half)[None, :]
+        value = getattr(torch, init["part"])(torch.cat((angles, angles), dim=-1))
     elif kind == "softmax":  # a probability distribution over the last dimension
         value = torch.softmax(torch.randn(shape, generator=gen).clamp_(-4.0, 4.0).mul_(init["std"]), dim=-1)
     else:
@@ -625,7 +633,8 @@ class TaskGenerator:
             plan = ["pointwise"] * rng.choice((1, 2)) + ["pool"] + ["pointwise"] * rng.choice((0, 1))
         elif family == "attention":
             rank = 4
-            plan = ["attention"] + ["pointwise"] * rng.choice((0, 1, 1, 2))
+            root = rng.choice(("attention", "attention", "rotary_attention"))
+            plan = [root] + ["pointwise"] * rng.choice((0, 1, 1, 2))
         elif family == "convolution":
             root = rng.choice(("causal_conv1d", "conv2d", "conv2d", "depthwise_conv2d"))
             rank = 3 if root == "causal_conv1d" else 4
@@ -1028,6 +1037,8 @@ def screen(task: FusionTask) -> str | None:
             return "output constant"
         least = MIN_SCALAR_EFFECT if out.dim() == 0 else MIN_INPUT_EFFECT
         for k, spec in enumerate(task.inputs):
+            if spec.init.get("dist") in FIXED_DISTS:
+                continue
             moved = base[:k] + [other[k]] + base[k + 1:]
             if _rel(task.reference(moved), out) < least:
                 return f"output independent of input {spec.name}"

@@ -5,7 +5,9 @@ fp32 (tl.dot), the running row max and row sum of the online softmax, and acc = 
 (exp2 with log2(e) folded into the scale). Causal attention stops at the block holding the program's last query
 and masks keys past each query. The output rows are acc / row_sum, the pointwise ops applied in registers, one cast on
 store: the [S, S] scores never reach memory. 16-bit tasks take p in the inputs' dtype into the second product,
-as flash attention does; float32 tasks take IEEE fp32 products throughout.
+as flash attention does; float32 tasks take IEEE fp32 products throughout. With rotary embeddings, q and each block
+of keys are rotated as they load (x cos + rotate_half(x) sin in fp32, cast back to the inputs' dtype for tl.dot),
+rotate_half's other half read from the same rows.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def emit(plan: Plan) -> Section:
     task = plan.task
     attention, after = plan.steps[0], list(plan.steps[1:])
     precision = ', input_precision="ieee"' if task.dtype == "float32" else ""
+    rotary = attention.op.name == "rotary_attention"
     body = Code()
     body("head = tl.program_id(1).to(tl.int64)  # batch * NH + head",
          "rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] the program's queries",
@@ -31,8 +34,17 @@ def emit(plan: Plan) -> Section:
          "dim_mask = dims < HEAD_DIM",
          "mask = row_mask[:, None] & dim_mask[None, :]",
          "offsets = (head * seq_len + rows[:, None]) * HEAD_DIM + dims[None, :]  # [BLOCK_M, BLOCK_D]",
-         "q = tl.load(q_ptr + offsets, mask=mask, other=0.0)",
-         attention.comment("an online softmax over blocks of keys"),
+         "q = tl.load(q_ptr + offsets, mask=mask, other=0.0)")
+    if rotary:
+        body("# rotary embeddings: x cos + rotate_half(x) sin, rotate_half(x) = [-x2, x1] of x's halves",
+             "partner = (dims + HEAD_DIM // 2) % HEAD_DIM - dims  # [BLOCK_D] the offset of the dim rotate_half reads",
+             "sign = tl.where(dims < HEAD_DIM // 2, -1.0, 1.0)[None, :]",
+             "table = rows[:, None] * HEAD_DIM + dims[None, :]  # [BLOCK_M, BLOCK_D] into cos and sin [S, D]",
+             "cos = tl.load(cos_ptr + table, mask=mask, other=0.0).to(tl.float32)",
+             "sin = tl.load(sin_ptr + table, mask=mask, other=0.0).to(tl.float32)",
+             "q_half = tl.load(q_ptr + offsets + partner[None, :], mask=mask, other=0.0).to(tl.float32)",
+             "q = (q.to(tl.float32) * cos + sign * q_half * sin).to(q_ptr.dtype.element_ty)")
+    body(attention.comment("an online softmax over blocks of keys"),
          f"qk_scale = scale * {LOG2_E}  # exp2 below: log2(e) folded in",
          "row_max = tl.full((BLOCK_M,), float('-inf'), dtype=tl.float32)",
          "row_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)  # of exp2(s - row_max)",
@@ -45,8 +57,14 @@ def emit(plan: Plan) -> Section:
         body("keys = start + tl.arange(0, BLOCK_N)  # [BLOCK_N]",
              "key_inside = keys < seq_len",
              "key_mask = key_inside[:, None] & dim_mask[None, :]",
-             "k = tl.load(k_ptrs, mask=key_mask, other=0.0)",
-             f"s = tl.dot(q, tl.trans(k){precision}) * qk_scale  # [BLOCK_M, BLOCK_N], log2 units",
+             "k = tl.load(k_ptrs, mask=key_mask, other=0.0)")
+        if rotary:
+            body("key_table = keys[:, None] * HEAD_DIM + dims[None, :]",
+                 "k_cos = tl.load(cos_ptr + key_table, mask=key_mask, other=0.0).to(tl.float32)",
+                 "k_sin = tl.load(sin_ptr + key_table, mask=key_mask, other=0.0).to(tl.float32)",
+                 "k_half = tl.load(k_ptrs + partner[None, :], mask=key_mask, other=0.0).to(tl.float32)",
+                 "k = (k.to(tl.float32) * k_cos + sign * k_half * k_sin).to(k_ptr.dtype.element_ty)")
+        body(f"s = tl.dot(q, tl.trans(k){precision}) * qk_scale  # [BLOCK_M, BLOCK_N], log2 units",
              "seen = key_inside[None, :]")
         with body.block("if CAUSAL:"):
             body("seen = seen & (keys[None, :] <= rows[:, None])")

@@ -90,6 +90,12 @@ def _draw(spec: InputSpec, dims_name: str) -> str:
                           f"    {spec.name}.view(-1)[0], {spec.name}.view(-1)[-1] = {high} - 1, 0"])
     elif init["dist"] == "softmax":
         value = f"torch.softmax(torch.randn({shape}, device=DEVICE).clamp(-4.0, 4.0) * {init['std']}, dim=-1)"
+    elif init["dist"] == "rotary":  # RoPE's table [S, D]: angle s / base^(2i / D), each half of D repeated
+        half = f"{sizes[1]} // 2"
+        return "\n".join([
+            f"    angles = torch.arange({sizes[0]}, device=DEVICE, dtype=torch.float64)[:, None] * {init['base']} ** "
+            f"(-torch.arange({half}, device=DEVICE, dtype=torch.float64) / ({half}))",
+            f"    {spec.name} = torch.{init['part']}(torch.cat((angles, angles), dim=-1)).to(torch.{spec.dtype})"])
     else:
         magnitude = f"(torch.rand({shape}, device=DEVICE) * {init['high'] - init['low']} + {init['low']})"
         value = f"{magnitude} * (torch.randint(0, 2, {shape}, device=DEVICE) * 2 - 1)"
