@@ -77,7 +77,7 @@ def _draw(spec: InputSpec, dims_name: str) -> str:
         if "fan_in" in init:
             names = init["fan_in"] if isinstance(init["fan_in"], list) else [init["fan_in"]]
             fan_in = " * ".join(f"{dims_name}[{name!r}]" for name in names)
-            value += f" * ({init['std']} / ({fan_in}) ** 0.5)"
+            value += f" * ({init['std']} / {f'({fan_in})' if len(names) > 1 else fan_in} ** 0.5)"
         elif init["std"] != 1.0:
             value += f" * {init['std']}"
         if init["mean"]:
