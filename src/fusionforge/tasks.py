@@ -710,7 +710,8 @@ class TaskGenerator:
                 names.append(name)
             steps.append(Step(op.name, dict(params), names))
             shape = catalog.next_shape(op, shape, params)
-        # channels a group norm or a grouped convolution splits into groups (a convolution's inputs too)
+        # channels a group norm or a grouped convolution splits into groups (a conv2d's input channels are drawn from
+        # multiples of every groups it takes)
         groups = max([p["groups"] for o, p in chain if o.name in ("group_norm", "conv2d")] or [1])
         channel = {2: "N", 3: "M", 4: "C"}[rank]
         attention = root is not None and root.family is Family.ATTENTION
