@@ -88,6 +88,25 @@ def test_the_sensitivity_is_computed_only_when_an_element_is_over_the_max_abs_bo
     assert compare(own, ref, own, torch.float32, never)["passed"]
 
 
+def test_an_ill_conditioned_output_is_judged_by_its_rounding_sensitivity_in_norm_too():
+    """Where PyTorch happens to land near the reference, 2 x its error is no bound for a correct kernel's: the
+    relative error is also allowed SENSITIVITY_FACTOR x the norm of the reference's movement under input rounding,
+    and only that."""
+    ref = torch.tensor([0.0311643, 0.0151831], dtype=torch.float64)
+    own = (ref * (1 + 1e-7)).float()
+    out = (ref * (1 + 3e-5)).float()  # each element within its bound below, the norm over 2 x PyTorch's + floor
+
+    def sensitive():
+        return ref.abs() * 1e-5
+
+    def insensitive():
+        return ref.abs() * 1e-7
+
+    assert compare(out, ref, own, torch.float32, sensitive)["passed"]
+    stats = compare(out, ref, own, torch.float32, insensitive)
+    assert not stats["passed"] and stats["rel_err"] > stats["tolerance"]
+
+
 def test_a_max_abs_failure_says_which_rule_it_broke():
     task, seed, inputs, ref, own, out = next(_cases([0]))
     wrong = out.clone()
