@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from fusionforge.codegen import tuning
 from fusionforge.codegen.layout import Layout, operand_loads, pointwise, pointwise_steps
-from fusionforge.codegen.plan import Plan, kernel_args
+from fusionforge.codegen.plan import Plan, kernel_args, tap_loop
 from fusionforge.codegen.pooling import plane_tiles
 from fusionforge.codegen.reductions import NORMALIZATIONS
 from fusionforge.codegen.source import Code, Kernel
@@ -146,12 +146,6 @@ def emit_2d(plan: Plan) -> Section:
         "PADDING=PADDING", "DILATION=DILATION"])
     code("return out")
     return Section([kernel], [], code)
-
-
-def tap_loop(task) -> bool:
-    """Whether the conv2d kernel walks each window tap's channels in blocks (a group of many input channels at the
-    bench shape) rather than a window's flattened values (few)."""
-    return task.shapes["bench"][0]["J"] >= tuning.CONV2D_TAP_LOOP_J
 
 
 def _window_blocks(body: Code, conv, dot: str) -> None:

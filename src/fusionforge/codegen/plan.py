@@ -141,8 +141,7 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
     if kind == "depthwise":
         return [("taps", "[rows, Q] tiles of the output a program, each tap of the window one masked tile of x")], None
     if kind == "conv2d":
-        walk = ("tap by tap, BLOCK_K channels a step" if task.shapes["bench"][0]["J"] >= tuning.CONV2D_TAP_LOOP_J
-                else "a window's J R R values flattened")
+        walk = "tap by tap, BLOCK_K channels a step" if tap_loop(task) else "a window's J R R values flattened"
         gemm = f"an implicit GEMM: [B P Q, C / G] output tiles a program and group, x's windows gathered {walk}"
         if task.dtype == "float32":
             return [("tf32x3", f"{gemm}; float32: tl.dot in three TF32 passes, fp32-accurate"),
@@ -173,6 +172,12 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
                 ("tiled", "float32: tl.dot in IEEE fp32 (the retry)")], rows
     return [("persistent", "16-bit: one program per SM over the output tiles, TMA loads"),
             ("tiled", "16-bit: a tl.dot tile per program (the retry)")], rows
+
+
+def tap_loop(task: FusionTask) -> bool:
+    """Whether a conv2d kernel walks each window tap's channels in blocks (a group of many input channels at the
+    bench shape) rather than a window's flattened values (few)."""
+    return task.shapes["bench"][0]["J"] >= tuning.CONV2D_TAP_LOOP_J
 
 
 def variants(task: FusionTask) -> list[str]:
