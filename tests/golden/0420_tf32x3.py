@@ -133,6 +133,8 @@ def group_norm_kernel(x_ptr, gamma3_ptr, beta3_ptr, out_ptr, row_len, n_cols, n_
     run_count = 0.0
     run_mean = 0.0
     run_m2 = 0.0
+    run_shift = 0.0
+    run_offset = 0.0
     for tile in range(0, tl.cdiv(group_chans, C_BLOCK) * n_blocks):
         chans = (tile // n_blocks) * C_BLOCK + tl.arange(0, C_BLOCK)  # [C_BLOCK]
         pos = (tile % n_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
@@ -141,10 +143,12 @@ def group_norm_kernel(x_ptr, gamma3_ptr, beta3_ptr, out_ptr, row_len, n_cols, n_
         block_count = tl.sum(mask.to(tl.float32), axis=None)
         block_mean = tl.sum(tl.where(mask, h, 0.0), axis=None) / block_count
         block_m2 = tl.sum(tl.where(mask, (h - block_mean) * (h - block_mean), 0.0), axis=None)
-        delta = block_mean - run_mean
-        run_mean += delta * block_count / (run_count + block_count)
+        run_shift = tl.where(run_count == 0, block_mean, run_shift)
+        delta = (block_mean - run_shift) - run_offset
+        run_offset += delta * block_count / (run_count + block_count)
         run_m2 += block_m2 + delta * delta * run_count * block_count / (run_count + block_count)
         run_count += block_count
+        run_mean = run_shift + run_offset
     rstd = tl.rsqrt(run_m2 / row_len + 1e-05)
     # pass 2: normalize, affine, the ops after it, store
     for tile in range(0, tl.cdiv(group_chans, C_BLOCK) * n_blocks):

@@ -6,7 +6,8 @@ each part with its identity. Its phases:
 
 * ``block``: the state of one block of ``h`` (a row held in registers, a tile's rows, a matmul tile's rows);
 * ``update``: fold one block of ``h`` into a running state (a row walked in slices, two_reductions' tiles):
-  the online max with the rescaled sum for logsumexp, Chan's combination for var;
+  the online max with the rescaled sum for logsumexp, Chan's combination for var; values only the walk
+  carries besides the state (``walk``, var's shift and offset) start at their identities with it;
 * ``combine``: merge vectors of states, one per block, masked lanes holding the identity (a matmul's
   per-tile partials, two_reductions' per-slice states);
 * ``finalize``: the state -> the reduced value ``h``.
@@ -37,6 +38,7 @@ class Reduction:
     update: tuple[str, ...]
     combine: tuple[str, ...]
     finalize: tuple[str, ...]
+    walk: tuple[tuple[str, str], ...] = ()  # (value, identity): carried by ``update`` only, never combined
 
 
 @dataclass(frozen=True)
@@ -104,18 +106,23 @@ REDUCTIONS = {r.name: r for r in [
                "{mean} = tl.sum(tl.where({mask}, h, 0.0), axis={axis}) / {count_or_1}",
                "centered = tl.where({mask}, h - {mean}{bcast}, 0.0)",
                "{m2} = tl.sum(centered * centered, axis={axis})"),
+        # the running mean is carried as an offset from the first block's mean (the shift): rounding an
+        # offset of the spread's size at every block, not a mean far from zero, keeps a long row's mean accurate
         update=("block_count = tl.sum({mask}.to(tl.float32), axis={axis})",
                 "block_mean = tl.sum(tl.where({mask}, h, 0.0), axis={axis}) / block_count",
                 "block_m2 = tl.sum(tl.where({mask}, (h - block_mean) * (h - block_mean), 0.0), axis={axis})",
-                "delta = block_mean - {mean}",
-                "{mean} += delta * block_count / ({count} + block_count)",
+                "{shift} = tl.where({count} == 0, block_mean, {shift})",
+                "delta = (block_mean - {shift}) - {offset}",
+                "{offset} += delta * block_count / ({count} + block_count)",
                 "{m2} += block_m2 + delta * delta * {count} * block_count / ({count} + block_count)",
-                "{count} += block_count"),
+                "{count} += block_count",
+                "{mean} = {shift} + {offset}"),
         combine=("# Chan: M2 = the blocks' M2 + sum of count * (block mean - mean)^2",
                  "total_mean = tl.sum({count} * {mean}, axis=0) / {n}",
                  "spread = {mean} - total_mean",
                  "{m2} = tl.sum({m2}, axis=0) + tl.sum({count} * spread * spread, axis=0)"),
-        finalize=("h = {m2} / ({n} - {correction})",)),
+        finalize=("h = {m2} / ({n} - {correction})",),
+        walk=(("shift", "0.0"), ("offset", "0.0"))),
     _arg_extremum("argmax", "max", "float('-inf')", ">"),
     _arg_extremum("argmin", "min", "float('inf')", "<"),
 ]}
@@ -160,7 +167,7 @@ class Phrases:
                  start: str = "start") -> None:
         parts = [part for part, _ in reduction.state]
         self.reduction, self.known = reduction, {k: v for k, v in (known or {}).items() if k in parts}
-        self.names = {part: self.known.get(part, prefix + part) for part, _ in reduction.state}
+        self.names = {part: self.known.get(part, prefix + part) for part, _ in reduction.state + reduction.walk}
         count = self.names.get("count", "")
         self.fields = {**params, **self.names, "mask": mask, "axis": axis, "bcast": bcast, "n": n, "start": start,
                        "count_or_1": count if "count" in self.known else f"tl.maximum({count}, 1.0)"}
@@ -172,8 +179,8 @@ class Phrases:
         return [line for line in lines if line.split(" = ", 1)[0] not in known]
 
     def init(self) -> list[str]:
-        """The running state at its identity."""
-        return [f"{self.names[part]} = {identity}" for part, identity in self.reduction.state]
+        """The running state, and what the walk carries besides it, at their identities."""
+        return [f"{self.names[part]} = {identity}" for part, identity in self.reduction.state + self.reduction.walk]
 
     @property
     def parts(self) -> list[tuple[str, str]]:
