@@ -665,6 +665,16 @@ def test_a_timed_file_that_walked_the_stack_fails_as_cheat():
     assert timed_work_failure({"stack_access": [], "verified": []}) is None
 
 
+def test_a_timed_file_that_changed_pytorchs_settings_fails_as_cheat():
+    """The timer reads PyTorch's settings after every timed Triton call: a wrapper that turns cuDNN off only when
+    timed (the checker's child saw nothing) slows the eager baseline, and the bench fails it."""
+    from fusionforge.bench.benchmark import timed_work_failure
+
+    failure = timed_work_failure({"settings_changed": ["torch.backends.cudnn.enabled: True -> False"], "verified": []})
+    assert failure.category == "cheat" and "torch.backends.cudnn.enabled: True -> False" in failure.message
+    assert timed_work_failure({"settings_changed": [], "verified": []}) is None
+
+
 def test_report_shows_each_input_set_like_check():
     """`attempt` and `run` print the bench report: on a pass it lists each input set's error, as `check` does."""
     check = Verdict(file="f.py", device="cpu", checks=[

@@ -10,6 +10,7 @@ from fusionforge.cli import main
 from fusionforge.tasks import TaskGenerator
 from fusionforge.verify import check_file
 from fusionforge.verify.checker import edge_holds, input_sets, value_dependence
+from fusionforge.verify.policy import changed_settings, full_float32, torch_settings
 from fusionforge.verify.verdict import Verdict, render_check, render_failure
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -279,3 +280,26 @@ def test_a_compare_that_finds_no_gpu_memory_runs_on_the_cpu(monkeypatch):
     assert stats["passed"] and devices == ["cpu", "cpu"]
     bad = checker.compare_on("cpu", out.flip(0), ref, out, torch.float16)
     assert not bad["passed"]
+
+
+def test_pytorchs_own_answer_is_float32_and_a_changed_setting_is_named():
+    """PyTorch's float32 answer, and the baselines, run with TF32 off in cuBLAS and cuDNN (cuDNN's convolutions take
+    it by default) and the setting is restored after; a setting changed since a reading is named with both values,
+    through either of PyTorch's TF32 APIs."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with full_float32():
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (matmul, cudnn)
+    before = torch_settings()
+    torch.backends.cudnn.deterministic = not torch.backends.cudnn.deterministic
+    try:
+        assert [c.split(":")[0] for c in changed_settings(before)] == ["torch.backends.cudnn.deterministic"]
+    finally:
+        torch.backends.cudnn.deterministic = not torch.backends.cudnn.deterministic
+    assert not changed_settings(before)
+    torch.backends.cudnn.conv.fp32_precision = "ieee"  # conv's TF32 off through the new API, RNN's left on
+    try:
+        assert [c.split(":")[0] for c in changed_settings(before)] == ["torch.backends.cudnn.conv.fp32_precision"]
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn
+    assert not changed_settings(before)

@@ -379,8 +379,9 @@ def judge(result: BenchResult, raw: dict, task: FusionTask | None, rates: dict) 
 
 
 def timed_work_failure(raw: dict) -> Failure | None:
-    """The timer verifies what it times: a verified timed call with a wrong output, or timed calls that
-    launch fewer kernels than the verified ones, mean the timed work is not the verified work."""
+    """The timer verifies what it times: a verified timed call with a wrong output, timed calls that launch fewer
+    kernels than the verified ones, or PyTorch's settings changed under the baselines, mean the timed work is not
+    the verified work."""
     if raw.get("stack_access"):
         return Failure("cheat", "Triton", f"the file reaches into the timer: {'; '.join(raw['stack_access'])}",
                        "The wrapper (or the file at import) walked the timing process's frames, traced it, scanned "
@@ -390,6 +391,13 @@ def timed_work_failure(raw: dict) -> Failure | None:
                        "Use no frames, tracers, profilers or gc scans (sys._getframe, inspect.currentframe, "
                        "tracebacks' frames, sys.settrace), rewrite no function's code; compute every call the same "
                        "way.")
+    if raw.get("settings_changed"):
+        return Failure("cheat", "Triton", f"the file changes PyTorch's settings while it is timed: "
+                       f"{'; '.join(raw['settings_changed'])}",
+                       "Eager PyTorch and torch.compile, the baselines, run with PyTorch's global settings; a file "
+                       "that changes them (cuDNN or an attention backend off, TF32, deterministic algorithms) "
+                       "changes the work its kernels are compared with.",
+                       "Leave torch.backends and torch's global settings as they are.")
     verified = raw.get("verified", [])
     wrong = [v for v in verified if not v["passed"]]
     cause_tail = ("The checker's calls passed, so the file computes differently when it is timed: it keeps results "

@@ -16,6 +16,9 @@ Protocol (README, "How kernels are timed"):
   until every contender has at least MIN_CALLS calls and its median holds still (``Settling``: known to
   +-MEDIAN_PRECISION with 95% confidence at two checks 50 rounds apart, and within that of itself), or
   has MIN_SECONDS of measured time, or MAX_CALLS;
+* PyTorch runs with TF32 off (``policy.full_float32``: a float32 baseline at the precision the checker holds a
+  kernel to); its global settings (cuDNN, the attention backends, ...) are read before the file's import and
+  after every timed Triton call, and a change fails the bench as a cheat;
 * the timer verifies what it times: the Triton outputs of the first round of each input set, the last
   of each, a few drawn at random from the first MIN_CALLS rounds and each later round with
   probability LATE_VERIFY_RATE are compared, outside the timed regions, with the float64 reference of
@@ -54,6 +57,7 @@ from fusionforge.kernelfile import load_module  # noqa: E402
 from fusionforge.verify.checker import compare, input_sensitivity  # noqa: E402
 from fusionforge.verify.hostguard import FileFrames, StackWatch, methods_of, tampered  # noqa: E402
 from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
+from fusionforge.verify.policy import changed_settings, full_float32, torch_settings  # noqa: E402
 from fusionforge.verify.sandbox import Seal, die_with_parent, exit_at_once, ready_and_wait  # noqa: E402
 
 MIN_CALLS = 100
@@ -219,7 +223,8 @@ def warm_up(contenders: dict, input_sets: list) -> None:
 
 # the steps between the file's import and the timed rounds
 PROTECTED.update({name: (sys.modules[__name__], name, globals()[name])
-                  for name in ("output_dtype", "verify_call", "compile_chain", "warm_up")})
+                  for name in ("output_dtype", "verify_call", "compile_chain", "warm_up", "changed_settings",
+                               "torch_settings")})
 
 
 def main(request_path: str) -> int:
@@ -262,8 +267,10 @@ def main(request_path: str) -> int:
         return 0
     phase("import the file")
 
+    settings = torch_settings()  # what eager and torch.compile run with: the file's to leave as it is
     with stack.watching():
         module = load_module(request["file"], "candidate_kernels")
+    settings_changed = changed_settings(settings)
     if task is None:
         eager = module.fused_kernel_pytorch
         input_sets = []
@@ -333,6 +340,7 @@ def main(request_path: str) -> int:
                 if name == "triton":
                     launches = len(monitor.launches) - before
                     launch_counts[launches] += 1
+                    settings_changed = settings_changed or changed_settings(settings)
                 if why is not None and name != "compile":
                     outputs[name] = out
                 del out
@@ -377,7 +385,7 @@ def main(request_path: str) -> int:
         "verified": verified, "launch_counts": {str(k): n for k, n in sorted(launch_counts.items())},
         "verify_seconds": round(verify_seconds, 4), "refill_gpu_seconds": round(refill_ms / 1e3, 4),
         "side_streams": max(0, len(monitor.streams) - 1), "stack_access": stack.events,
-        "tampered": tampered(PROTECTED),
+        "tampered": tampered(PROTECTED), "settings_changed": settings_changed or changed_settings(settings),
         "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": _triton_version(),
         "dims": request["dims"],
     })
@@ -404,4 +412,5 @@ def _count_flops(fn, inputs) -> int:
 
 
 if __name__ == "__main__":
-    exit_at_once(main(sys.argv[1]))
+    with full_float32():  # eager and torch.compile at the precision the checker holds a float32 kernel to
+        exit_at_once(main(sys.argv[1]))

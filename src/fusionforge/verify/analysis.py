@@ -333,6 +333,11 @@ PROVENANCE = {
     "tampered": ("the file replaces functions of torch, Triton or the checker that the checker relies on to "
                  "see what the wrapper does",
                  "Leave torch, Triton and fusionforge as they are: import them, never assign to their attributes."),
+    "settings": ("the file changes PyTorch's global settings (TF32, cuDNN, the attention backends, deterministic "
+                 "algorithms), and with them the PyTorch it is checked and timed against: TF32 in PyTorch's own "
+                 "answer loosens the tolerance, an eager baseline without cuDNN or flash attention runs slow",
+                 "Leave torch.backends and torch's global settings as they are; set precision in the kernels "
+                 "(tl.dot's input_precision)."),
     "value_dependent": ("the wrapper's host side depends on the inputs' values: two calls whose inputs differ only in "
                         "their values did different things on the host (other ops, other kernel arguments, another "
                         "grid). Only a host read of tensor values can cause that",

@@ -7,7 +7,8 @@ here from the task (or, for a file without a task, the float64 run of the file's
 Tolerance, per input set: the candidate's relative L2 error against float64 must be at most
 ``2 * e + FLOOR[dtype]`` and its max abs error at most ``2 * m + FLOOR[dtype] * max|ref|``, where e and m
 are PyTorch's own relative L2 and max abs errors at the task's dtype. Relative measures: a zero or
-constant output never passes. A float32 task is thus held to float32 accuracy (TF32 fails).
+constant output never passes. A float32 task is thus held to float32 accuracy (TF32 fails): PyTorch's own
+answer is computed with TF32 off (``policy.full_float32``; cuDNN's convolutions take it by default).
 
 An element over the max abs bound is still fine where the chain is ill-conditioned there: when its error
 is at most ``SENSITIVITY_FACTOR`` times how far the float64 reference moves if the inputs alone are
@@ -33,7 +34,7 @@ from fusionforge.kernelbench import KIND as KERNELBENCH
 from fusionforge.tasks import FusionTask, TaskError
 from fusionforge.verify import analysis, indices
 from fusionforge.verify import memcheck as memcheck_tool
-from fusionforge.verify.policy import POISON
+from fusionforge.verify.policy import POISON, full_float32
 from fusionforge.verify.sandbox import OUTPUT_CAP, run_child
 from fusionforge.verify.verdict import Failure, Verdict
 
@@ -41,6 +42,7 @@ FLOOR = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.f
 SENSITIVITY_FACTOR = 8.0
 EDGE_CONDITIONING = 16.0  # how much worse than an ordinary draw PyTorch's own error may be on an edge draw (edge_holds)
 SENSITIVITY_SAMPLES = 2
+SETTING_WORDS = ("backends.", "use_deterministic_algorithms", "set_float32_matmul_precision")
 DEFAULT_TIMEOUT = 300.0
 
 
@@ -108,7 +110,7 @@ def edge_holds(task: FusionTask, dims: dict, seed: int, edge: int) -> bool:
     extremum), not its arithmetic on a near-constant row that PyTorch's own answer loses digits on."""
 
     def own_error(inputs: list) -> float | None:
-        with torch.no_grad():
+        with torch.no_grad(), full_float32():
             own, ref = task.function(*inputs), task.reference(inputs)
             if task.arg_reduction is not None:
                 ref, own, _ = task.picked_from(inputs)
@@ -306,8 +308,9 @@ class _Run:
                 inputs = self.task.make_inputs(spec["dims"], spec["seed"], self.device, spec.get("scalar_seed"),
                                                spec.get("edge", 0))
                 ref = self.task.reference(inputs)
-                own = self.task.function(*inputs)
-                picked_from = self.task.picked_from(inputs)
+                with full_float32():
+                    own = self.task.function(*inputs)
+                    picked_from = self.task.picked_from(inputs)
             return ref, own, getattr(torch, self.task.output_dtype), \
                 functools.cache(functools.partial(input_sensitivity, self.task.reference, inputs, ref, spec["seed"],
                                                   self.task.accumulates)), picked_from
@@ -349,7 +352,11 @@ class _Run:
         return None
 
     def locate(self, failure: Failure) -> Failure:
-        """Point failures found by testing at the code that produced them."""
+        """Point failures found by testing at the code that produced them; PyTorch's settings changed, at the first
+        line that names one (``policy.torch_settings``)."""
+        if failure.line is None and "changes PyTorch's settings" in failure.message:
+            failure.line = next((k for k, text in enumerate(self.kf.text.splitlines(), 1)
+                                 if any(word in text for word in SETTING_WORDS)), None)
         if failure.line is None and failure.implementation != "Harness":
             name = ("fused_kernel_pytorch" if failure.implementation == "PyTorch"
                     else "fused_kernel_triton_wrapper" if failure.category in ("cheat", "mutation")

@@ -1,4 +1,7 @@
-"""What the child process enforces: the ops a wrapper may dispatch, and the poison of fresh memory."""
+"""What the child process enforces: the ops a wrapper may dispatch, the poison of fresh memory, and PyTorch's
+settings left as they were."""
+
+from contextlib import contextmanager
 
 import torch
 
@@ -21,3 +24,61 @@ ALLOCATING_OPS = frozenset({"empty", "empty_strided", "empty_like", "new_empty",
 POISON = {torch.float32: (torch.int32, 0x7FF0DEAD), torch.float16: (torch.int16, 0x7EAD),
           torch.bfloat16: (torch.int16, 0x7FED), torch.float64: (torch.int64, 0x7FF8DEADDEADDEAD),
           torch.int64: (torch.int64, -0x21524111DEADBEEF)}
+
+
+# PyTorch's global settings that change what its ops compute or how fast they run: TF32 and reduced-precision
+# reductions in cuBLAS and cuDNN, cuDNN itself, the attention backends, deterministic algorithms. A file that
+# changes one changes the PyTorch it is judged against (a float32 answer rounded to TF32, an eager convolution
+# without cuDNN): the checker's child and the timer read them before the file's import and after its calls.
+_SETTINGS = (
+    ("torch.backends.cuda.matmul.fp32_precision", lambda: torch.backends.cuda.matmul.fp32_precision),
+    ("torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction",
+     lambda: torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction),
+    ("torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction",
+     lambda: torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction),
+    ("torch.backends.cuda.matmul.allow_fp16_accumulation", lambda: torch.backends.cuda.matmul.allow_fp16_accumulation),
+    ("torch.backends.cudnn.enabled", lambda: torch.backends.cudnn.enabled),
+    ("torch.backends.cudnn.benchmark", lambda: torch.backends.cudnn.benchmark),
+    ("torch.backends.cudnn.deterministic", lambda: torch.backends.cudnn.deterministic),
+    ("torch.backends.cudnn.conv.fp32_precision", lambda: torch.backends.cudnn.conv.fp32_precision),
+    ("torch.backends.cudnn.rnn.fp32_precision", lambda: torch.backends.cudnn.rnn.fp32_precision),
+    ("flash attention (torch.backends.cuda.enable_flash_sdp)", lambda: torch.backends.cuda.flash_sdp_enabled()),
+    ("memory-efficient attention (torch.backends.cuda.enable_mem_efficient_sdp)",
+     lambda: torch.backends.cuda.mem_efficient_sdp_enabled()),
+    ("math attention (torch.backends.cuda.enable_math_sdp)", lambda: torch.backends.cuda.math_sdp_enabled()),
+    ("cuDNN attention (torch.backends.cuda.enable_cudnn_sdp)", lambda: torch.backends.cuda.cudnn_sdp_enabled()),
+    ("torch.use_deterministic_algorithms", lambda: torch.are_deterministic_algorithms_enabled()),
+)
+
+
+def torch_settings() -> dict[str, str]:
+    """PyTorch's settings now (``_SETTINGS``, a tuple: nothing can be taken out of it): name -> value as text, or
+    the error reading it raised."""
+    settings = {}
+    for name, read in _SETTINGS:
+        try:
+            settings[name] = str(read())
+        except Exception as exc:  # noqa: BLE001 - a setting this PyTorch lacks reads the same before and after
+            settings[name] = f"unreadable ({type(exc).__name__})"
+    return settings
+
+
+def changed_settings(before: dict[str, str]) -> list[str]:
+    """The settings that differ from ``before`` (``torch_settings``), each as 'name: before -> now'."""
+    now = torch_settings()
+    return [f"{name}: {value} -> {now[name]}" for name, value in before.items() if now[name] != value]
+
+
+@contextmanager
+def full_float32():
+    """Inside, PyTorch's float32 matmuls and convolutions round as float32, not TF32 (cuDNN's convolutions take
+    TF32 by default): PyTorch's own answer to a float32 task, and its eager and compiled timings, do the work the
+    checker holds a kernel to."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    # through the flags of old: set through both APIs, PyTorch refuses to read them (Inductor reads the old)
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved

@@ -47,7 +47,14 @@ from fusionforge.verify.interpreter import install_gpu_semantics
 from fusionforge.verify.launches import LaunchMonitor
 from fusionforge.verify.ledger import HOST_DATA, HOST_READS, Ledger, describe
 from fusionforge.verify.memcheck import LAUNCH_LOG, LaunchLog
-from fusionforge.verify.policy import ALLOCATING_OPS, ALLOWED_OPS, POISON
+from fusionforge.verify.policy import (
+    ALLOCATING_OPS,
+    ALLOWED_OPS,
+    POISON,
+    changed_settings,
+    full_float32,
+    torch_settings,
+)
 from fusionforge.verify.sandbox import Seal, die_with_parent, exit_at_once
 
 
@@ -319,12 +326,16 @@ def main(request_path: str) -> int:
     marks["file import"] = time.perf_counter()
     try:
         result["import_events"] = []
-        protected = protected_functions()
+        protected, settings = protected_functions(), torch_settings()
         with guard.import_of(result["import_events"]):
             module = load_module(request["file"], "candidate_kernels")
         if tampered(protected):
             result["import_events"].append({"kind": "tampered", "detail": "the file replaces functions the checker "
                                                                           f"uses: {', '.join(tampered(protected))}"})
+        if changed_settings(settings):
+            changed = "; ".join(changed_settings(settings))
+            result["import_events"].append({"kind": "settings",
+                                            "detail": f"the file changes PyTorch's settings at import: {changed}"})
     except BaseException as exc:  # noqa: BLE001 - anything the module does at import is reported
         result["import_error"] = _error(exc, "import")
         return finish()
@@ -359,6 +370,9 @@ def main(request_path: str) -> int:
             if tampered(protected):
                 ledger.problem("tampered", f"the wrapper replaces functions the checker uses: "
                                            f"{', '.join(tampered(protected))}")
+            if changed_settings(settings):
+                ledger.problem("settings", f"the wrapper changes PyTorch's settings: "
+                                           f"{'; '.join(changed_settings(settings))}")
         except BaseException as exc:  # noqa: BLE001
             record["error"] = _error(exc, key)
             return False
@@ -449,7 +463,8 @@ def main(request_path: str) -> int:
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[1])
+    with full_float32():  # a file without a task: its own PyTorch answer at float32, as a task's (checker.py)
+        code = main(sys.argv[1])
     if os.environ.get("FUSIONFORGE_MEMCHECK") == "1":
         raise SystemExit(code)  # compute-sanitizer reports as the CUDA context ends: let it end
     exit_at_once(code)
