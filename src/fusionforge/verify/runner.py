@@ -295,6 +295,10 @@ def call_key(inputs: list) -> str:
 
 def main(request_path: str) -> int:
     die_with_parent()
+    # One intra-op thread. A fresh process's first vectorized float32 tanh split over two threads came out up to
+    # 9e-5 off in the second thread's half (torch 2.13's CPU build, in 2 to 8 of 25 processes, never with one
+    # thread): the file's PyTorch answer failed a correct file one check in five. Checks run side by side anyway.
+    torch.set_num_threads(1)
     seal = Seal()
     request = json.loads(Path(request_path).read_text())
     out_dir = Path(request["out_dir"])
