@@ -24,10 +24,9 @@ times each row's channel's weight.
 from __future__ import annotations
 
 from fusionforge.codegen import tuning
-from fusionforge.codegen.layout import Layout, operand_loads, pointwise, pointwise_steps
+from fusionforge.codegen.layout import Layout, epilogue_steps, pointwise_steps
 from fusionforge.codegen.plan import Plan, kernel_args, tap_loop
-from fusionforge.codegen.pooling import plane_tiles
-from fusionforge.codegen.reductions import NORMALIZATIONS
+from fusionforge.codegen.pooling import output_plane, plane_grid, plane_tiles
 from fusionforge.codegen.source import Code, Kernel
 from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
 
@@ -114,7 +113,7 @@ def emit_2d(plan: Plan) -> Section:
          "h = acc + bias[None, :]",
          "mask = row_mask[:, None] & chan_mask[None, :]",
          "offsets = (batch[:, None] * n_chan + chans[None, :]) * (out_h * out_w) + position[:, None]  # [B, C, P, Q]")
-    _epilogue(body, after, Layout({"full": "offsets"}, vectors={"chan": ("chans", "chan_mask", "[None, :]")}),
+    epilogue_steps(body, after, Layout({"full": "offsets"}, vectors={"chan": ("chans", "chan_mask", "[None, :]")}),
               task.dtype)
     body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
     products = "three TF32 passes" if plan.variant == "tf32x3" else "IEEE fp32" if task.dtype == "float32" else \
@@ -135,8 +134,7 @@ def emit_2d(plan: Plan) -> Section:
          f"{params['groups']}",
          "batch, in_chan, in_h, in_w = x.shape",
          "n_chan, group_in, ksize = weight.shape[:3]",
-         "out_h = (in_h + 2 * PADDING - DILATION * (ksize - 1) - 1) // STRIDE + 1",
-         "out_w = (in_w + 2 * PADDING - DILATION * (ksize - 1) - 1) // STRIDE + 1",
+         *output_plane("ksize", dilated=True),
          "out = torch.empty((batch, n_chan, out_h, out_w), dtype=x.dtype, device=x.device)",
          "n_out, group_out = batch * out_h * out_w, n_chan // GROUPS",
          "grid = lambda meta: (triton.cdiv(n_out, meta[\"BLOCK_M\"]), triton.cdiv(group_out, meta[\"BLOCK_N\"]), "
@@ -189,18 +187,6 @@ def _channel_blocks(body: Code, conv, dot: str) -> None:
                      dot)
 
 
-def _epilogue(body: Code, after: list, layout: Layout, dtype: str) -> None:
-    """The ops after a 2D convolution on ``h``: pointwise ops, and an inference batch norm with its running
-    statistics, gamma and beta loaded per output channel (``layout``'s ``chan`` vector)."""
-    for step in after:
-        if step.op.name == "batch_norm":
-            body(step.comment())
-            operand_loads(body, step, layout)
-            body(NORMALIZATIONS["batch_norm"].apply.format(**step.params))
-        else:
-            pointwise(body, step, layout, dtype)
-
-
 def emit_depthwise(plan: Plan) -> Section:
     task = plan.task
     conv, after = plan.steps[0], list(plan.steps[1:])
@@ -224,7 +210,7 @@ def emit_depthwise(plan: Plan) -> Section:
          "h = acc + bias[:, None]",
          "mask = row_mask[:, None] & col_mask[None, :]",
          "offsets = rows[:, None].to(tl.int64) * out_w + cols[None, :]  # [BLOCK_R, BLOCK_Q] of [B, C, P, Q]")
-    _epilogue(body, after, Layout({"full": "offsets"}, vectors={"chan": ("channel", "row_mask", "[:, None]")}),
+    epilogue_steps(body, after, Layout({"full": "offsets"}, vectors={"chan": ("channel", "row_mask", "[:, None]")}),
               task.dtype)
     body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
     kernel = Kernel(
@@ -242,15 +228,9 @@ def emit_depthwise(plan: Plan) -> Section:
     code(f"STRIDE, PADDING, DILATION = {params['stride']}, {params['padding']}, {params['dilation']}",
          "n_chan, in_h, in_w = x.shape[1:]",
          "ksize = weight.shape[-1]",
-         "out_h = (in_h + 2 * PADDING - DILATION * (ksize - 1) - 1) // STRIDE + 1",
-         "out_w = (in_w + 2 * PADDING - DILATION * (ksize - 1) - 1) // STRIDE + 1",
+         *output_plane("ksize", dilated=True),
          "out = torch.empty((x.shape[0], n_chan, out_h, out_w), dtype=x.dtype, device=x.device)",
-         "n_rows = out.numel() // out_w",
-         f"# [{tuning.DEPTHWISE_TILE} // BLOCK_Q, BLOCK_Q] output tiles on {tuning.DEPTHWISE_WARPS} warps "
-         f"({tuning.see('depthwise-tiles')})",
-         f"BLOCK_Q = min({tuning.DEPTHWISE_TILE_Q}, triton.next_power_of_2(out_w))",
-         f"BLOCK_R = {tuning.DEPTHWISE_TILE} // BLOCK_Q",
-         "grid = (triton.cdiv(n_rows, BLOCK_R), triton.cdiv(out_w, BLOCK_Q))")
+         *plane_grid(tuning.DEPTHWISE_TILE, tuning.DEPTHWISE_TILE_Q, tuning.DEPTHWISE_WARPS, "depthwise-tiles"))
     code.call("fused_kernel_triton[grid](", [
         *(i.name for i in task.inputs), "out", *kernel.size_args(), "KSIZE=ksize", "STRIDE=STRIDE",
         "PADDING=PADDING", "DILATION=DILATION", "BLOCK_R=BLOCK_R", "BLOCK_Q=BLOCK_Q",

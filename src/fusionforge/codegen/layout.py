@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fusionforge.codegen.plan import PlanStep
+from fusionforge.codegen.reductions import NORMALIZATIONS
 from fusionforge.codegen.source import Code
 from fusionforge.ops import Family
 from fusionforge.tasks import SCALAR_DTYPE
@@ -62,6 +63,18 @@ def pointwise(code: Code, step: PlanStep, layout: Layout, dtype: str) -> None:
 def pointwise_steps(code: Code, steps: list[PlanStep], layout: Layout, dtype: str) -> None:
     for step in steps:
         pointwise(code, step, layout, dtype)
+
+
+def epilogue_steps(code: Code, steps: list[PlanStep], layout: Layout, dtype: str) -> None:
+    """The steps a root's output tile takes in registers: pointwise ops, and an inference batch norm with its running
+    statistics, gamma and beta loaded per channel (``layout``'s ``chan``)."""
+    for step in steps:
+        if step.op.name == "batch_norm":
+            code(step.comment())
+            operand_loads(code, step, layout)
+            code(NORMALIZATIONS["batch_norm"].apply.format(**step.params))
+        else:
+            pointwise(code, step, layout, dtype)
 
 
 def operand_loads(code: Code, step: PlanStep, layout: Layout) -> None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from fusionforge.codegen import tuning
 from fusionforge.codegen.combine import combine_kernel, partial_names
-from fusionforge.codegen.layout import Layout, operand_loads, per_row, pointwise
+from fusionforge.codegen.layout import Layout, epilogue_steps, per_row
 from fusionforge.codegen.plan import Plan, PlanStep, kernel_args, step_inputs
-from fusionforge.codegen.reductions import NORMALIZATIONS, REDUCTIONS, Phrases
+from fusionforge.codegen.reductions import REDUCTIONS, Phrases
 from fusionforge.codegen.rows import row_kernel
 from fusionforge.codegen.source import Code, Kernel, wrap
 from fusionforge.codegen.wrapper import Section, chain_text, wrapper
@@ -56,13 +56,7 @@ def emit(plan: Plan) -> Section:
     out(root.comment(), "h = acc  # [BLOCK_M, BLOCK_N]")
     if root.op.name == "linear_bias":
         out(layout.load("bias", "col"), "h = h + bias")
-    for step in epilogue:
-        if step.op.name == "batch_norm":
-            out(step.comment())
-            operand_loads(out, step, layout)
-            out(NORMALIZATIONS["batch_norm"].apply.format(**step.params))
-        else:
-            pointwise(out, step, layout, plan.dtype)
+    epilogue_steps(out, epilogue, layout, plan.dtype)
     if partials:
         phrases = Phrases(REDUCTIONS[tail.op.name], "part_", tail.params, axis=1, bcast="[:, None]")
         outputs, results = [f"{part}_ptr" for part, _ in phrases.parts] + ["n_parts"], [p for p, _ in phrases.parts]

@@ -43,15 +43,9 @@ def emit(plan: Plan) -> Section:
     code = wrapper(plan)
     code(f"KERNEL_SIZE, STRIDE, PADDING = {params['kernel_size']}, {params['stride']}, {params['padding']}",
          "in_h, in_w = x.shape[-2:]",
-         "out_h = (in_h + 2 * PADDING - KERNEL_SIZE) // STRIDE + 1",
-         "out_w = (in_w + 2 * PADDING - KERNEL_SIZE) // STRIDE + 1",
+         *output_plane("KERNEL_SIZE"),
          "out = torch.empty((*x.shape[:-2], out_h, out_w), dtype=x.dtype, device=x.device)",
-         "n_rows = out.numel() // out_w",
-         f"# [{tuning.POOL_TILE} // BLOCK_Q, BLOCK_Q] output tiles on {tuning.POOL_WARPS} warps "
-         f"({tuning.see('pool-tiles')})",
-         f"BLOCK_Q = min({tuning.POOL_TILE_Q}, triton.next_power_of_2(out_w))",
-         f"BLOCK_R = {tuning.POOL_TILE} // BLOCK_Q",
-         "grid = (triton.cdiv(n_rows, BLOCK_R), triton.cdiv(out_w, BLOCK_Q))")
+         *plane_grid(tuning.POOL_TILE, tuning.POOL_TILE_Q, tuning.POOL_WARPS, "pool-tiles"))
     code.call("fused_kernel_triton[grid](", [
         *(i.name for i in task.inputs), "out", *kernel.size_args(), "KERNEL_SIZE=KERNEL_SIZE", "STRIDE=STRIDE",
         "PADDING=PADDING", "BLOCK_R=BLOCK_R", "BLOCK_Q=BLOCK_Q", f"num_warps={tuning.POOL_WARPS}"])
@@ -79,6 +73,24 @@ def _finish(body: Code, pool: PlanStep) -> None:
              "h = acc / (rows_inside[:, None] * cols_inside[None, :]).to(tl.float32)")
     else:
         body("h = acc / (KERNEL_SIZE * KERNEL_SIZE)")
+
+
+def output_plane(window: str, dilated: bool = False) -> list[str]:
+    """The wrapper's out_h and out_w: the windows of ``window`` taps (DILATION apart when ``dilated``) that fit an
+    in_h x in_w plane padded by PADDING at STRIDE."""
+    if dilated:
+        return [f"out_{d} = (in_{d} + 2 * PADDING - DILATION * ({window} - 1) - 1) // STRIDE + 1" for d in "hw"]
+    return [f"out_{d} = (in_{d} + 2 * PADDING - {window}) // STRIDE + 1" for d in "hw"]
+
+
+def plane_grid(tile: int, tile_q: int, warps: int, anchor: str) -> list[str]:
+    """The wrapper's [BLOCK_R, BLOCK_Q] output tiles (``plane_tiles``) of ``tile`` values at most, BLOCK_Q the
+    output's columns up to ``tile_q``, and their grid; ``anchor`` names the tuning note."""
+    return ["n_rows = out.numel() // out_w",
+            f"# [{tile} // BLOCK_Q, BLOCK_Q] output tiles on {warps} warps ({tuning.see(anchor)})",
+            f"BLOCK_Q = min({tile_q}, triton.next_power_of_2(out_w))",
+            f"BLOCK_R = {tile} // BLOCK_Q",
+            "grid = (triton.cdiv(n_rows, BLOCK_R), triton.cdiv(out_w, BLOCK_Q))"]
 
 
 def plane_tiles(body: Code) -> None:
