@@ -541,6 +541,7 @@ def conv_size(size: int, window: int, params: dict[str, Any]) -> int:
     (size + 2 pad - dil (window - 1) - 1) // S + 1."""
     return (size + 2 * params["padding"] - params["dilation"] * (window - 1) - 1) // params["stride"] + 1
 
+
 CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + GATHER_OPS + ATTENTION_OPS + CONV_OPS + UNARY_OPS
                            + BINARY_OPS + REDUCTION_OPS + NORM_OPS + SCAN_OPS + LOSS_OPS + ARG_REDUCTION_OPS
                            + SPATIAL_OPS + POOL_OPS}

@@ -997,7 +997,8 @@ def signature(task: FusionTask) -> str:
 # The degeneracy screen
 # --------------------------------------------------------------------------------------------------
 
-def _rel(a, b) -> float:
+def rel_error(a, b) -> float:
+    """||a - b|| / ||b|| (the L2 norms; b's at least 1e-300)."""
     import torch
 
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b).clamp_min(1e-300))
@@ -1022,8 +1023,8 @@ def screen(task: FusionTask) -> str | None:
                 ref, out, _ = task.picked_from(inputs)
         if not (torch.isfinite(out).all() and torch.isfinite(ref).all()):
             return f"non-finite output at {dims}"
-        if _rel(out.double(), ref) > MAX_DTYPE_ERROR:
-            return f"ill-conditioned at {task.dtype} (error {_rel(out.double(), ref):.2g} at {dims})"
+        if rel_error(out.double(), ref) > MAX_DTYPE_ERROR:
+            return f"ill-conditioned at {task.dtype} (error {rel_error(out.double(), ref):.2g} at {dims})"
     if task.arg_reduction is not None:
         return _index_screen(task)
     dims = task.shapes["test"][0]
@@ -1041,7 +1042,7 @@ def screen(task: FusionTask) -> str | None:
             if spec.init.get("dist") in FIXED_DISTS:
                 continue
             moved = base[:k] + [other[k]] + base[k + 1:]
-            if _rel(task.reference(moved), out) < least:
+            if rel_error(task.reference(moved), out) < least:
                 return f"output independent of input {spec.name}"
     return None
 

@@ -31,7 +31,7 @@ import torch
 from fusionforge import kernelfile
 from fusionforge.gpus import parent_gpu_work
 from fusionforge.kernelbench import KIND as KERNELBENCH
-from fusionforge.tasks import FusionTask, TaskError
+from fusionforge.tasks import FusionTask, TaskError, rel_error
 from fusionforge.verify import analysis, indices
 from fusionforge.verify import memcheck as memcheck_tool
 from fusionforge.verify.policy import POISON, full_float32
@@ -116,7 +116,7 @@ def edge_holds(task: FusionTask, dims: dict, seed: int, edge: int) -> bool:
                 ref, own, _ = task.picked_from(inputs)
         if not (bool(torch.isfinite(ref).all()) and bool(torch.isfinite(own).all())):
             return None
-        return float((own.double() - ref).norm()) / max(float(ref.norm()), 1e-300)
+        return rel_error(own.double(), ref)
 
     at_edge = own_error(task.make_inputs(dims, seed, edge=edge))
     if at_edge is None:
