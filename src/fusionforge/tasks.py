@@ -1023,8 +1023,8 @@ def screen(task: FusionTask) -> str | None:
                 ref, out, _ = task.picked_from(inputs)
         if not (torch.isfinite(out).all() and torch.isfinite(ref).all()):
             return f"non-finite output at {dims}"
-        if rel_error(out.double(), ref) > MAX_DTYPE_ERROR:
-            return f"ill-conditioned at {task.dtype} (error {rel_error(out.double(), ref):.2g} at {dims})"
+        if (error := rel_error(out.double(), ref)) > MAX_DTYPE_ERROR:
+            return f"ill-conditioned at {task.dtype} (error {error:.2g} at {dims})"
     if task.arg_reduction is not None:
         return _index_screen(task)
     dims = task.shapes["test"][0]

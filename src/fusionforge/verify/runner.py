@@ -336,8 +336,7 @@ def main(request_path: str) -> int:
         if tampered(protected):
             result["import_events"].append({"kind": "tampered", "detail": "the file replaces functions the checker "
                                                                           f"uses: {', '.join(tampered(protected))}"})
-        if changed_settings(settings):
-            changed = "; ".join(changed_settings(settings))
+        if changed := "; ".join(changed_settings(settings)):
             result["import_events"].append({"kind": "settings",
                                             "detail": f"the file changes PyTorch's settings at import: {changed}"})
     except BaseException as exc:  # noqa: BLE001 - anything the module does at import is reported
@@ -374,9 +373,8 @@ def main(request_path: str) -> int:
             if tampered(protected):
                 ledger.problem("tampered", f"the wrapper replaces functions the checker uses: "
                                            f"{', '.join(tampered(protected))}")
-            if changed_settings(settings):
-                ledger.problem("settings", f"the wrapper changes PyTorch's settings: "
-                                           f"{'; '.join(changed_settings(settings))}")
+            if changed := "; ".join(changed_settings(settings)):
+                ledger.problem("settings", f"the wrapper changes PyTorch's settings: {changed}")
         except BaseException as exc:  # noqa: BLE001
             record["error"] = _error(exc, key)
             return False
