@@ -666,7 +666,7 @@ def test_a_timed_file_that_walked_the_stack_fails_as_cheat():
 
 
 def test_a_timed_file_that_changed_pytorchs_settings_fails_as_cheat():
-    """The timer reads PyTorch's settings after every timed Triton call: a wrapper that turns cuDNN off only when
+    """The timer reads PyTorch's settings after every timed call: a wrapper that turns cuDNN off only when
     timed (the checker's child saw nothing) slows the eager baseline, and the bench fails it."""
     from fusionforge.bench.benchmark import timed_work_failure
 

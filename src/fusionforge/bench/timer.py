@@ -18,7 +18,7 @@ Protocol (README, "How kernels are timed"):
   has MIN_SECONDS of measured time, or MAX_CALLS;
 * PyTorch runs with TF32 off (``policy.full_float32``: a float32 baseline at the precision the checker holds a
   kernel to); its global settings (cuDNN, the attention backends, ...) are read before the file's import and
-  after every timed Triton call, and a change fails the bench as a cheat;
+  after every timed call, and a change fails the bench as a cheat;
 * the timer verifies what it times: the Triton outputs of the first round of each input set, the last
   of each, a few drawn at random from the first MIN_CALLS rounds and each later round with
   probability LATE_VERIFY_RATE are compared, outside the timed regions, with the float64 reference of
@@ -340,7 +340,7 @@ def main(request_path: str) -> int:
                 if name == "triton":
                     launches = len(monitor.launches) - before
                     launch_counts[launches] += 1
-                    settings_changed = settings_changed or changed_settings(settings)
+                settings_changed = settings_changed or changed_settings(settings)
                 if why is not None and name != "compile":
                     outputs[name] = out
                 del out
