@@ -695,9 +695,9 @@ def test_conv_plan_passes_the_checker(tmp_path, ops, dtype):
                                                              True)])
 def test_conv2d_plan_passes_the_checker(tmp_path, seed, ops, dtype, variant, taps):
     """A conv2d as an implicit GEMM a group: output tiles of positions by channels, x's windows gathered (zeros in the
-    padding), tl.dot; tap by tap where the bench shape's groups have 64 input channels or more, else a window's values
-    flattened; an inference batch norm after it per output channel. The 132-channel, 32-input test shape spans
-    several tiles of each."""
+    padding), tl.dot; tap by tap where the bench shape's groups have 64 input channels or more (the weight as
+    [R, R, J, C]), else a window's values flattened; an inference batch norm after it per output channel. The
+    132-channel, 32-input test shape spans several tiles of each."""
     task = GEN.generate(seed, ops=ops, dtype=dtype)
     plan = resolve(task)
     assert (plan.kind, plan.variant) == ("conv2d", variant) and tap_loop(task) is taps
@@ -707,6 +707,7 @@ def test_conv2d_plan_passes_the_checker(tmp_path, seed, ops, dtype, variant, tap
     kernels, wrapper = path.read_text().split("# <TRITON>")[1].split("def fused_kernel_triton_wrapper")
     assert "acc = tl.dot(a, w, acc" in kernels and "conv2d(" not in wrapper
     assert ("for s in tl.static_range(KSIZE):" in kernels) is taps
+    assert ("weight = weight.permute(2, 3, 1, 0).contiguous()" in wrapper) is taps  # a tap's tile: rows of channels
     verdict = check_file(path, task=task, timeout=240)
     assert verdict.passed, verdict.failure and verdict.failure.message
 

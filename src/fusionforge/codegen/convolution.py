@@ -13,8 +13,9 @@ a [BLOCK_M, BLOCK_K] tile of x (x_b,(g J + j),(p S - pad + r dil),(q S - pad + s
 the weight's [BLOCK_K, BLOCK_N] tile, one tl.dot with fp32 accumulation; the bias and the ops after it in registers (a
 batch norm's statistics loaded per output channel, a tile's columns), one cast on store to [B, C, P, Q]. A group of many
 input channels is walked tap (r, s) by tap, BLOCK_K channels a step, the tap's offsets and padding mask computed once
-for the tile's positions; a group of few, a window's J R R values flattened, so that a 3 x 3 window of 4 channels fills
-one step instead of nine mostly masked ones.
+for the tile's positions, and its weight laid out [R, R, J, C] by the wrapper (a tap's tile is then rows of
+consecutive output channels); a group of few, a window's J R R values flattened, so that a 3 x 3 window of 4 channels
+fills one step instead of nine mostly masked ones.
 
 ``depthwise`` (a conv2d of groups = channels, and an inference batch norm after it): the pooling plan's tiles, [BLOCK_R,
 BLOCK_Q] of the output's rows (a plane's row p) by columns q; each tap (r, s) loads one masked tile of x and adds it
@@ -102,10 +103,9 @@ def emit_2d(plan: Plan) -> Section:
          "top = position // out_w * STRIDE - PADDING  # [BLOCK_M] the windows' first rows",
          "left = position % out_w * STRIDE - PADDING  # [BLOCK_M] the windows' first columns",
          "x_rows = x_ptr + (batch * in_chan + group * group_in) * in_h * in_w  # [BLOCK_M] the group's first channel",
-         "n_red = group_in * KSIZE * KSIZE  # a window's values: J R R",
-         "w_cols = weight_ptr + chans.to(tl.int64) * n_red  # [BLOCK_N] each output channel's window",
          "acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-    if tap_loop(task):
+    by_tap = tap_loop(task)
+    if by_tap:
         _channel_blocks(body, conv, dot)
     else:
         _window_blocks(body, conv, dot)
@@ -116,12 +116,15 @@ def emit_2d(plan: Plan) -> Section:
     epilogue_steps(body, after, Layout({"full": "offsets"}, vectors={"chan": ("chans", "chan_mask", "[None, :]")}),
               task.dtype)
     body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
+    shapes = [shape_text(i) for i in task.inputs[:3]]
+    if by_tap:
+        shapes[1] = "weight [R, R, J, C] (the wrapper's copy)"
     products = "three TF32 passes" if plan.variant == "tf32x3" else "IEEE fp32" if task.dtype == "float32" else \
         "the inputs' dtype"
     kernel = Kernel(
         "fused_kernel_triton", [*kernel_args(task.inputs), "out_ptr"], [(name, name) for name in SIZES_2D],
         ["KSIZE", "STRIDE", "PADDING", "DILATION", "BLOCK_M", "BLOCK_N", "BLOCK_K"],
-        [f"{chain_text(plan.steps)}: {', '.join(shape_text(i) for i in task.inputs[:3])} -> "
+        [f"{chain_text(plan.steps)}: {', '.join(shapes)} -> "
          f"[{', '.join(map(str, task.output_shape))}].",
          "An implicit GEMM a group: a [BLOCK_M, BLOCK_N] tile of output positions by the group's output channels a "
          "program, each step a gathered [BLOCK_M, BLOCK_K] tile of x's windows times the weight's [BLOCK_K, BLOCK_N] "
@@ -134,6 +137,8 @@ def emit_2d(plan: Plan) -> Section:
          f"{params['groups']}",
          "batch, in_chan, in_h, in_w = x.shape",
          "n_chan, group_in, ksize = weight.shape[:3]",
+         *(["weight = weight.permute(2, 3, 1, 0).contiguous()  # [R, R, J, C]: a tap's channels by output channels"]
+           if by_tap else []),
          *output_plane("ksize", dilated=True),
          "out = torch.empty((batch, n_chan, out_h, out_w), dtype=x.dtype, device=x.device)",
          "n_out, group_out = batch * out_h * out_w, n_chan // GROUPS",
@@ -148,7 +153,9 @@ def emit_2d(plan: Plan) -> Section:
 
 def _window_blocks(body: Code, conv, dot: str) -> None:
     """The reduction over a window's values flattened, BLOCK_K at a time: each value's (j, r, s) from its index."""
-    body(conv.comment("a window's values (j, r, s) BLOCK_K at a time"))
+    body("n_red = group_in * KSIZE * KSIZE  # a window's values: J R R",
+         "w_cols = weight_ptr + chans.to(tl.int64) * n_red  # [BLOCK_N] each output channel's window",
+         conv.comment("a window's values (j, r, s) BLOCK_K at a time"))
     with body.block("for start in range(0, n_red, BLOCK_K):"):
         body("ks = start + tl.arange(0, BLOCK_K)  # [BLOCK_K] j R R + r R + s, the weight's order",
              "k_mask = ks < n_red",
@@ -166,7 +173,8 @@ def _window_blocks(body: Code, conv, dot: str) -> None:
 
 def _channel_blocks(body: Code, conv, dot: str) -> None:
     """The reduction tap by tap, each tap's input channels BLOCK_K at a time: the window's offsets and the padding's
-    mask once a tap for the tile's positions."""
+    mask once a tap for the tile's positions. The weight comes as [R, R, J, C], so a tap's [BLOCK_K, BLOCK_N] tile
+    is BLOCK_K rows of BLOCK_N consecutive output channels (in [C, J, R, R] each value would be R R apart)."""
     body(conv.comment("tap (r, s) by tap, the group's input channels BLOCK_K at a time"),
          "channels = tl.arange(0, BLOCK_K)  # [BLOCK_K]")
     with body.block("for r in tl.static_range(KSIZE):"):
@@ -176,14 +184,14 @@ def _channel_blocks(body: Code, conv, dot: str) -> None:
             body("in_col = left + s * DILATION",
                  "inside = row_inside & (in_col >= 0) & (in_col < in_w)  # the padding reads as zeros",
                  "x_tap = x_rows + in_row * in_w + in_col  # [BLOCK_M] the tap's value in the group's first channel",
-                 "w_tap = w_cols + r * KSIZE + s  # [BLOCK_N]")
+                 "w_tap = weight_ptr + (r * KSIZE + s) * group_in * n_chan + chans  # [BLOCK_N] the tap's row j = 0")
             with body.block("for start in range(0, group_in, BLOCK_K):"):
                 body("j = start + channels",
                      "j_mask = j < group_in",
                      "x_mask = inside[:, None] & j_mask[None, :]  # [BLOCK_M, BLOCK_K]",
                      "a = tl.load(x_tap[:, None] + j[None, :] * (in_h * in_w), mask=x_mask, other=0.0)",
                      "w_mask = j_mask[:, None] & chan_mask[None, :]  # [BLOCK_K, BLOCK_N]",
-                     "w = tl.load(w_tap[None, :] + j[:, None] * (KSIZE * KSIZE), mask=w_mask, other=0.0)",
+                     "w = tl.load(w_tap[None, :] + j[:, None] * n_chan, mask=w_mask, other=0.0)",
                      dot)
 
 
