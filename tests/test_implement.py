@@ -712,6 +712,26 @@ def test_conv2d_plan_passes_the_checker(tmp_path, seed, ops, dtype, variant, tap
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
+@pytest.mark.parametrize("ops, dtype, kernel, form", [
+    ("conv2d,batch_norm,group_norm,mul:full", "float32", "group_norm_kernel", "group_tiles"),
+    ("conv2d,gelu,instance_norm,relu", "bfloat16", "instance_norm_kernel", "registers")])
+def test_a_norm_after_a_conv2d_is_a_second_kernel_over_its_planes(tmp_path, ops, dtype, kernel, form):
+    """A group or instance norm after a conv2d: the conv2d kernel writes its epilogue's value [B, C, P, Q] and the
+    norm's kernel reads it as [B, C, P Q], a 3D norm's rows (a group's planes walked in tiles where they are long: the
+    group norm's test shape has rows of 20011 values or more), the ops after it fused there."""
+    task = GEN.generate(5, ops=ops, dtype=dtype)
+    plan = resolve(task)
+    assert plan.kind == "conv2d" and (plan.rows.step.op.name, plan.rows.form, plan.rows.rank) == (
+        ops.split(",")[2], form, 3)
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    wrapper = path.read_text().split("def fused_kernel_triton_wrapper")[1]
+    assert f"{kernel}[(" in wrapper and "h = h.view(batch, n_chan, out_h * out_w)" in wrapper
+    assert "norm(" not in wrapper.split("# </TRITON>")[0]  # no PyTorch norm in the wrapper
+    verdict = check_file(path, task=task, timeout=300)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
 @pytest.mark.parametrize("ops, dtype", [("depthwise_conv2d,batch_norm,relu", "bfloat16"),
                                         ("depthwise_conv2d,gelu,add:full", "float32")])
 def test_depthwise_plan_passes_the_checker(tmp_path, ops, dtype):

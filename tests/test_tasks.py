@@ -25,6 +25,7 @@ from fusionforge.tasks import (
     classify,
     longest_row,
     probe_dims,
+    row_length,
     screen,
 )
 
@@ -552,6 +553,43 @@ def test_a_conv2d_starts_a_chain_from_image_channels():
         FusionTask.from_dict({**task.to_dict(), "shapes": shapes})
     with pytest.raises(TaskError, match="must come first"):
         GEN.generate(0, ops="relu,conv2d")
+
+
+@pytest.mark.parametrize("ops", ["conv2d,batch_norm,group_norm,mul:full", "conv2d,gelu,instance_norm,relu"])
+def test_a_group_or_instance_norm_follows_a_conv2d_over_its_planes(ops):
+    """A group norm or an instance norm of a conv2d's [B, C, P, Q] output: per sample and group of channels (or one
+    channel) over their planes, as PyTorch computes it. Channels are multiples of the norm's groups and the conv's; a
+    norm whose bench rows are longer than registers hold gets a test shape with rows of LONG_TEST_ROW values or more,
+    grown by its planes. Right after the conv an instance norm takes each channel's mean away, the conv's bias with
+    it: no valid task."""
+    task = GEN.generate(5, ops=ops, dtype="float32")
+    norm = task.steps[2]
+    assert classify([s.op for s in task.steps]) == ChainKind("conv2d", "convolution", "medium")
+    groups = max(task.steps[0].params["groups"], norm.params.get("groups", 1))
+    for dims in task.shapes["test"] + task.shapes["bench"]:
+        assert dims["C"] % groups == 0
+        per_row = (dims["C"] // norm.params["groups"] if norm.op == "group_norm" else 1) * dims["P"] * dims["Q"]
+        assert row_length(norm, 4, dims) == per_row
+    if longest_row(task, task.shapes["bench"]) > LONG_ROW:
+        assert row_length(norm, 4, task.shapes["test"][-1]) >= LONG_TEST_ROW
+    dims = task.shapes["test"][0]
+    inputs = [v.double() for v in task.make_inputs(dims, seed=1)]
+    x, weight, bias = inputs[:3]
+    conv = torch.nn.functional.conv2d(x, weight, bias, *(task.steps[0].params[k] for k in ("stride", "padding",
+                                                                                           "dilation", "groups")))
+    if norm.op == "group_norm":
+        h = torch.nn.functional.batch_norm(conv, *inputs[3:7], training=False, eps=task.steps[1].params["eps"])
+        h = torch.nn.functional.group_norm(h, norm.params["groups"], *inputs[7:9], eps=norm.params["eps"]) * inputs[9]
+    else:
+        h = torch.nn.functional.gelu(conv)
+        h = torch.relu(torch.nn.functional.instance_norm(h, weight=inputs[3], bias=inputs[4], eps=norm.params["eps"]))
+    assert torch.allclose(task.reference(inputs), h, rtol=0, atol=1e-12)
+    with pytest.raises(TaskError, match="independent of input bias"):
+        GEN.generate(0, ops="conv2d,instance_norm")
+    for seed in range(12):  # a group norm of 8 groups after a conv2d of 4: channels in multiples of 8
+        task = GEN.generate(seed, ops="conv2d,group_norm,relu", dtype="float16")
+        groups = max(task.steps[0].params["groups"], task.steps[1].params["groups"])
+        assert all(dims["C"] % groups == 0 for dims in task.shapes["test"] + task.shapes["bench"])
 
 
 def test_a_depthwise_conv2d_convolves_each_channel_with_its_own_window():

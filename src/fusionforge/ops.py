@@ -548,6 +548,8 @@ CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + GATHER_OPS + ATTENT
 
 # Inference batch norm applies running statistics: a per-channel affine map that reduces nothing.
 AFFINE_NORMS = ("batch_norm",)
+# Norms over a sample's channels (dim 1) and whatever follows them: a group of channels, or one channel.
+CHANNEL_NORMS = ("group_norm", "instance_norm")
 
 
 # Ops that act on whole rows (of the last dimension; a spatial reduction's of H x W): what the row plans walk.
@@ -613,10 +615,11 @@ def out_shape(op: Op, shape: Shape, params: dict[str, Any]) -> Shape:
         if op.family is Family.POOL:
             return shape[:2] + ("P", "Q")
         return shape[:2] + ((1, 1) if params["keepdim"] else ())
-    if rank == 4 and not (op.family is Family.UNARY or op.name in AFFINE_NORMS or op.family is Family.BINARY
-                          and params["operand"] in ("scalar", "full")):
-        raise ShapeError(f"{op.name}: a rank-4 value takes pointwise ops (with a scalar or a full tensor) and "
-                         f"inference batch norm; a [B, C, H, W] one also reductions over H, W and 2D pooling")
+    if rank == 4 and not (op.family is Family.UNARY or op.name in AFFINE_NORMS + CHANNEL_NORMS
+                          or op.family is Family.BINARY and params["operand"] in ("scalar", "full")):
+        raise ShapeError(f"{op.name}: a rank-4 value takes pointwise ops (with a scalar or a full tensor), "
+                         f"inference batch norm, group norm and instance norm; a [B, C, H, W] one also reductions "
+                         f"over H, W and 2D pooling")
     if op.family is Family.UNARY:
         return shape
     if op.family is Family.BINARY:
@@ -635,8 +638,8 @@ def out_shape(op: Op, shape: Shape, params: dict[str, Any]) -> Shape:
                 raise ShapeError(f"cross_entropy needs [rows, classes] logits (rank 2), got {list(shape)}")
             return shape[:-1] if params["reduction"] == "none" else ()
         return ()
-    if op.name == "instance_norm" and rank != 3:
-        raise ShapeError(f"instance_norm needs a [B, C, L] value (rank 3), got {list(shape)}")
+    if op.name == "instance_norm" and rank not in (3, 4):
+        raise ShapeError(f"instance_norm needs a [B, C, L] or [B, C, P, Q] value, got {list(shape)}")
     return shape
 
 

@@ -585,6 +585,8 @@ class TaskGenerator:
         spatial = [k for k, name in enumerate(names) if catalog.CATALOG[name].family is Family.SPATIAL]
         image = spatial or any(catalog.CATALOG[name].family is Family.POOL for name in names)
         rank = 4 if image else 3 if "instance_norm" in names or names[0] == "bmm" or len(reductions) > 1 else 2
+        if catalog.CATALOG[names[0]].family in catalog.ROOTS:  # the rank of the root's output
+            rank = len(catalog.root_shapes(catalog.CATALOG[names[0]])[1])
         # every reduction but the last drops its dim, so the next one has a dim to reduce; a spatial reduction
         # before other ops drops H and W, so they see [B, C]
         drops = set(reductions[:-1]) | {k for k in spatial if k < len(names) - 1}
@@ -641,6 +643,10 @@ class TaskGenerator:
             plan = [root] + ["pointwise"] * rng.choice((0, 1, 1, 2))
             if rank == 4 and rng.random() < 0.4:  # conv, batch norm (inference), activation
                 plan.insert(1, "batch_norm")
+            elif root == "conv2d" and rng.random() < 0.5:  # conv, group norm, activation
+                norm = rng.choice(catalog.CHANNEL_NORMS)
+                # an instance norm takes away each channel's mean, the conv's bias with it, unless an op comes between
+                plan[1:1] = [norm] if norm == "group_norm" else ["pointwise", norm]
         elif family == "gather":
             rank = 2
             root = rng.choice(("embedding", "embedding", "gather", "index_select"))
@@ -733,8 +739,9 @@ class TaskGenerator:
         if attention:
             task.shapes["test"].append({"B": 1, "NH": 1, "S": ATTENTION_TEST_S, "D": 64})
         if conv2d:
-            task.shapes["test"].append(with_planes(task, {"B": 1, "K": CONV2D_TEST_K, "C": CONV2D_TEST_C, "H": 12,
-                                                         "W": 12, "R": 3}))
+            task.shapes["test"].append(with_planes(task, {"B": 1, "K": CONV2D_TEST_K,
+                                                         "C": _round_up(CONV2D_TEST_C, groups), "H": 12, "W": 12,
+                                                         "R": 3}))
         elif conv and not depthwise:
             task.shapes["test"].append({"B": 1, "M": 3, "N": CONV_TEST_N, "T": 4})
         if pool_step(task) or depthwise:
@@ -772,7 +779,8 @@ def classify(ops: list[str]) -> ChainKind:
     (row), after an embedding lookup too (or pointwise ops alone after it); pointwise ops and a loss (loss); two
     reductions and no normalization (two_reductions); pointwise ops around a 2D pooling (pool); attention and
     pointwise ops after it (attention); a causal conv1d and pointwise ops after it (conv); a conv2d (or a depthwise
-    one), pointwise ops and inference batch norm after it (conv2d, depthwise); other chains have no plan yet. Family
+    one), pointwise ops and inference batch norm after it (conv2d, depthwise), and for a conv2d one group or
+    instance norm among them (conv2d, its rows a second kernel); other chains have no plan yet. Family
     and difficulty follow what the chain computes: a matmul or attention root is hard; two reductions are hard; a
     lookup, a convolution, a scan, a loss, an arg reduction, a spatial reduction or a pooling makes a medium chain
     of its own family; any other op that reduces makes a medium "reduction" chain; the rest are easy "pointwise"
@@ -797,8 +805,11 @@ def classify(ops: list[str]) -> ChainKind:
     if families[0] is Family.CONV:
         pointwise = all(f in (Family.UNARY, Family.BINARY) for f in families[1:])
         epilogue = all(f in (Family.UNARY, Family.BINARY) or op == "batch_norm" for op, f in zip(ops[1:], families[1:]))
-        plan = {"conv2d": "conv2d" if epilogue else None, "depthwise_conv2d": "depthwise" if epilogue else None
-                }.get(ops[0], "conv" if pointwise else None)
+        norms = [op for op in ops[1:] if op in catalog.CHANNEL_NORMS]
+        after_norm = len(norms) == 1 and all(f in (Family.UNARY, Family.BINARY) or op in ("batch_norm", *norms)
+                                             for op, f in zip(ops[1:], families[1:]))
+        plan = {"conv2d": "conv2d" if epilogue or after_norm else None,
+                "depthwise_conv2d": "depthwise" if epilogue else None}.get(ops[0], "conv" if pointwise else None)
         return ChainKind(plan, "convolution", "medium")
     if Family.POOL in families:  # on a [B, C, H, W] value, where only pointwise ops join it
         return ChainKind(None if Family.NORM in families else "pool", "pooling", "medium")
@@ -844,9 +855,11 @@ def start_shape(rank: int) -> tuple:
 def row_length(step: Step, rank: int, dims: dict[str, int]) -> int:
     """The values one row of a reduction or normalization spans at ``dims``: the last dimension's; for group
     norm, one group of one sample (N / G of [M, N], (M / G) * N of [B, M, N]); for a spatial reduction, a plane
-    of H x W."""
+    of H x W; for a norm of a conv2d's output [B, C, P, Q], a group's planes ((C / G) P Q) or one plane (P Q)."""
     if catalog.get(step.op).family is Family.SPATIAL:
         return dims["H"] * dims["W"]
+    if rank == 4:
+        return (dims["C"] // step.params["groups"] if step.op == "group_norm" else 1) * dims["P"] * dims["Q"]
     if step.op != "group_norm":
         return dims["N"]
     groups = step.params["groups"]
@@ -865,9 +878,16 @@ def longest_row(task: FusionTask, shapes: list[dict[str, int]]) -> int:
 def _long_rows(task: FusionTask, lopsided: dict[str, int], groups: int, length: int = LONG_TEST_ROW) -> dict[str, int]:
     """The lopsided test shape (one batch) with rows of ``length`` values or more. A 3D group norm's rows are
     a group's channels by N: they grow by channels, so a matmul before it stays small; other rows grow along the
-    last dimension (a 2D group norm's by G times as much: its rows are N / G)."""
+    last dimension (a 2D group norm's by G times as much: its rows are N / G); a norm of a conv2d's output has rows
+    of its planes, which grow with the conv2d's input planes."""
     rank = task.rank
     dims = {**lopsided, **({"B": 1} if rank == 3 else {})}
+    norm = next((step for step in task.steps if step.op in catalog.CHANNEL_NORMS), None)
+    if rank == 4 and norm:  # a conv2d's output planes: its input planes grow, 16 values a side at a time
+        dims["B"], dims["K"] = 1, task.steps[0].params["groups"]  # one input channel a group: the rows are the test
+        while row_length(norm, rank, with_planes(task, dims)) < length:
+            dims["H"], dims["W"] = dims["H"] + 16, dims["W"] + 16
+        return with_planes(task, dims)
     if rank == 3 and any(step.op == "group_norm" for step in task.steps):
         dims["M"] = groups * -(-length // dims["N"])
     else:

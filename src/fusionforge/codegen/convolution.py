@@ -26,10 +26,12 @@ from __future__ import annotations
 
 from fusionforge.codegen import tuning
 from fusionforge.codegen.layout import Layout, epilogue_steps, pointwise_steps
-from fusionforge.codegen.plan import Plan, kernel_args, tap_loop
+from fusionforge.codegen.plan import Plan, kernel_args, step_inputs, tap_loop
 from fusionforge.codegen.pooling import output_plane, plane_grid, plane_tiles
+from fusionforge.codegen.rows import row_kernel
 from fusionforge.codegen.source import Code, Kernel
 from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
+from fusionforge.tasks import InputSpec
 
 SIZES = (("n_rows", "n_rows"), ("n_cols", "n_cols"), ("n_chan", "n_chan"))
 SIZES_DEPTHWISE = ("n_rows", "n_chan", "in_h", "in_w", "out_h", "out_w")
@@ -88,7 +90,11 @@ def emit(plan: Plan) -> Section:
 
 def emit_2d(plan: Plan) -> Section:
     task = plan.task
-    conv, after = plan.steps[0], list(plan.steps[1:])
+    conv, norm = plan.steps[0], plan.rows.step if plan.rows else None
+    after = [s for s in plan.steps[1:] if norm is None or s.index < norm.index]
+    rest = [s for s in plan.steps if norm is not None and s.index >= norm.index]  # the norm's kernel's steps
+    inputs = [task.inputs[0], *conv.inputs, *step_inputs(after)]
+    result = "h" if norm else "out"  # what the conv2d kernel writes: the norm's input, or the output
     dot = "acc = tl.dot(a, w, acc)" if task.dtype != "float32" else \
         f'acc = tl.dot(a, w, acc, input_precision="{plan.variant}")'
     body = Code()
@@ -116,15 +122,15 @@ def emit_2d(plan: Plan) -> Section:
     epilogue_steps(body, after, Layout({"full": "offsets"}, vectors={"chan": ("chans", "chan_mask", "[None, :]")}),
               task.dtype)
     body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
-    shapes = [shape_text(i) for i in task.inputs[:3]]
+    shapes = [shape_text(i) for i in inputs[:3]]
     if by_tap:
         shapes[1] = "weight [R, R, J, C] (the wrapper's copy)"
     products = "three TF32 passes" if plan.variant == "tf32x3" else "IEEE fp32" if task.dtype == "float32" else \
         "the inputs' dtype"
     kernel = Kernel(
-        "fused_kernel_triton", [*kernel_args(task.inputs), "out_ptr"], [(name, name) for name in SIZES_2D],
+        "fused_kernel_triton", [*kernel_args(inputs), "out_ptr"], [(name, name) for name in SIZES_2D],
         ["KSIZE", "STRIDE", "PADDING", "DILATION", "BLOCK_M", "BLOCK_N", "BLOCK_K"],
-        [f"{chain_text(plan.steps)}: {', '.join(shapes)} -> "
+        [f"{chain_text([conv, *after])}: {', '.join(shapes)} -> "
          f"[{', '.join(map(str, task.output_shape))}].",
          "An implicit GEMM a group: a [BLOCK_M, BLOCK_N] tile of output positions by the group's output channels a "
          "program, each step a gathered [BLOCK_M, BLOCK_K] tile of x's windows times the weight's [BLOCK_K, BLOCK_N] "
@@ -140,15 +146,23 @@ def emit_2d(plan: Plan) -> Section:
          *(["weight = weight.permute(2, 3, 1, 0).contiguous()  # [R, R, J, C]: a tap's channels by output channels"]
            if by_tap else []),
          *output_plane("ksize", dilated=True),
-         "out = torch.empty((batch, n_chan, out_h, out_w), dtype=x.dtype, device=x.device)",
+         f"{result} = torch.empty((batch, n_chan, out_h, out_w), dtype=x.dtype, device=x.device)",
          "n_out, group_out = batch * out_h * out_w, n_chan // GROUPS",
          "grid = lambda meta: (triton.cdiv(n_out, meta[\"BLOCK_M\"]), triton.cdiv(group_out, meta[\"BLOCK_N\"]), "
          "GROUPS)")
     code.call("fused_kernel_triton[grid](", [
-        *(i.name for i in task.inputs), "out", *kernel.size_args(), "KSIZE=ksize", "STRIDE=STRIDE",
+        *(i.name for i in inputs), result, *kernel.size_args(), "KSIZE=ksize", "STRIDE=STRIDE",
         "PADDING=PADDING", "DILATION=DILATION"])
-    code("return out")
-    return Section([kernel], [], code)
+    if norm is None:
+        code("return out")
+        return Section([kernel], [], code)
+    planes = InputSpec("h", "activation", ["B", "C", "P Q"], task.dtype, {})
+    second, launch, host = row_kernel(plan, plan.rows, rest, f"{norm.op.name}_kernel", "h",
+                                      [planes, *step_inputs(rest)])
+    code(f"h = h.view(batch, n_chan, out_h * out_w)  # the {norm.op.name}'s rows read [B, C, P Q]")
+    code.extend(launch)
+    code("return out.view(batch, n_chan, out_h, out_w)")
+    return Section([kernel, second], host, code)
 
 
 def _window_blocks(body: Code, conv, dot: str) -> None:

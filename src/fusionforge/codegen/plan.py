@@ -78,7 +78,7 @@ class Plan:
     variant: str
     reason: str
     steps: tuple[PlanStep, ...]
-    rows: Rows | None = None  # the row plan's row op, or the normalization after a matmul
+    rows: Rows | None = None  # the row plan's row op, or the normalization after a matmul or a conv2d
 
     @property
     def dtype(self) -> str:
@@ -101,10 +101,11 @@ def plan_steps(task: FusionTask) -> tuple[PlanStep, ...]:
 
 def _rows(task: FusionTask, step: PlanStep) -> Rows:
     """How the kernel walks the rows: in slices where any row is longer than registers hold; several a program
-    where the bench shape's rows are short (a longer test row then fills a tile alone); else one a program."""
-    rank = task.rank
-    longest = max(row_length(step.step, rank, dims) for dims in task.shapes["test"] + task.shapes["bench"])
-    bench = max(row_length(step.step, rank, dims) for dims in task.shapes["bench"])
+    where the bench shape's rows are short (a longer test row then fills a tile alone); else one a program. A norm
+    of a conv2d's output [B, C, P, Q] reads it as [B, C, P Q], the 3D form of its rows."""
+    longest = max(row_length(step.step, task.rank, dims) for dims in task.shapes["test"] + task.shapes["bench"])
+    bench = max(row_length(step.step, task.rank, dims) for dims in task.shapes["bench"])
+    rank = 3 if task.rank == 4 and step.op.name in catalog.CHANNEL_NORMS else task.rank
     if longest > tuning.MAX_ROW_BLOCK:
         form = "group_tiles" if step.op.name == "group_norm" and rank == 3 else "slices"
     elif step.reduces and bench * ITEMSIZE[task.dtype] < tuning.SHORT_ROW_BYTES:
@@ -143,10 +144,15 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
     if kind == "conv2d":
         walk = "tap by tap, BLOCK_K channels a step" if tap_loop(task) else "a window's J R R values flattened"
         gemm = f"an implicit GEMM: [B P Q, C / G] output tiles a program and group, x's windows gathered {walk}"
+        norm = next((s for s in steps if s.op.name in catalog.CHANNEL_NORMS), None)
+        rows = _rows(task, norm) if norm else None
+        if rows:
+            walk = _ROW_REASONS[rows.form].format(longest=rows.longest, cap=tuning.MAX_ROW_BLOCK)
+            gemm += f"; the {norm.op.name} a second kernel, its {walk}"
         if task.dtype == "float32":
             return [("tf32x3", f"{gemm}; float32: tl.dot in three TF32 passes, fp32-accurate"),
-                    ("ieee", f"{gemm}; float32: tl.dot in IEEE fp32 (the retry)")], None
-        return [("gemm", gemm)], None
+                    ("ieee", f"{gemm}; float32: tl.dot in IEEE fp32 (the retry)")], rows
+        return [("gemm", gemm)], rows
     if kind == "attention":
         return [("flash", "BLOCK_M queries a program, keys walked with an online softmax, the ops after it fused")], \
             None
