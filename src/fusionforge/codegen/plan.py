@@ -65,6 +65,7 @@ class Rows:
     form: str
     longest: int  # values, the longest row at any of the task's shapes
     rank: int
+    dims: tuple[str, str] = ("M", "N")  # a 3D value's channels and positions: (C, P Q) of a conv2d's output
 
     @property
     def looped(self) -> bool:
@@ -105,14 +106,15 @@ def _rows(task: FusionTask, step: PlanStep) -> Rows:
     of a conv2d's output [B, C, P, Q] reads it as [B, C, P Q], the 3D form of its rows."""
     longest = max(row_length(step.step, task.rank, dims) for dims in task.shapes["test"] + task.shapes["bench"])
     bench = max(row_length(step.step, task.rank, dims) for dims in task.shapes["bench"])
-    rank = 3 if task.rank == 4 and step.op.name in catalog.CHANNEL_NORMS else task.rank
+    planes = task.rank == 4 and step.op.name in catalog.CHANNEL_NORMS
+    rank = 3 if planes else task.rank
     if longest > tuning.MAX_ROW_BLOCK:
         form = "group_tiles" if step.op.name == "group_norm" and rank == 3 else "slices"
     elif step.reduces and bench * ITEMSIZE[task.dtype] < tuning.SHORT_ROW_BYTES:
         form = "short_rows"
     else:
         form = "registers"
-    return Rows(step, form, longest, rank)
+    return Rows(step, form, longest, rank, ("C", "P Q") if planes else ("M", "N"))
 
 
 _ROW_REASONS = {

@@ -45,6 +45,7 @@ def geometry(rows: Rows) -> tuple[str, Layout, str]:
     """(the row length in the wrapper, in terms of ``x``; where operands live for the values of a row held
     whole; the rows in words)."""
     step, rank = rows.step, rows.rank
+    chan, pos = rows.dims
     if step.op.name == "group_norm":
         groups = step.params["groups"]
         if rank == 2:
@@ -58,7 +59,8 @@ def geometry(rows: Rows) -> tuple[str, Layout, str]:
                         "row": f"(row // {groups}) * n_chan + (row % {groups}) * (n_chan // {groups}) + cols // n_cols",
                         "full": "row * row_len + cols",
                         "chan": f"(row % {groups}) * (n_chan // {groups}) + cols // n_cols"}),
-                f"rows are one group of {groups} per sample: [B, M, N] -> [B * {groups}, (M / {groups}) * N]")
+                f"rows are one group of {groups} per sample: [B, {chan}, {pos}] -> [B * {groups}, ({chan} / {groups}) "
+                f"* {pos}]")
     if step.op.family is Family.SPATIAL:
         return ("x.shape[-2] * x.shape[-1]", Layout({"full": "row * row_len + cols"}),
                 "one plane of H x W values (a sample's channel) per program")
