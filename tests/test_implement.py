@@ -732,6 +732,21 @@ def test_a_norm_after_a_conv2d_is_a_second_kernel_over_its_planes(tmp_path, ops,
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
+def test_a_global_pooling_after_a_conv2d_reduces_its_planes_in_a_second_kernel(tmp_path):
+    """A mean over a conv2d's P x Q planes (global average pooling): the conv2d kernel writes [B, C, P, Q], the
+    spatial reduction's kernel reads each plane as a row, several short planes a program."""
+    task = GEN.generate(3, ops="conv2d,relu,spatial_mean", dtype="bfloat16")
+    plan = resolve(task)
+    assert plan.kind == "conv2d" and (plan.rows.step.op.name, plan.rows.form, plan.rows.rank) == (
+        "spatial_mean", "short_rows", 4)
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    wrapper = path.read_text().split("def fused_kernel_triton_wrapper")[1].split("# </TRITON>")[0]
+    assert "spatial_mean_kernel[(" in wrapper and "mean(" not in wrapper
+    verdict = check_file(path, task=task, timeout=300)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
 @pytest.mark.parametrize("ops, dtype", [("depthwise_conv2d,batch_norm,relu", "bfloat16"),
                                         ("depthwise_conv2d,gelu,add:full", "float32")])
 def test_depthwise_plan_passes_the_checker(tmp_path, ops, dtype):

@@ -592,6 +592,24 @@ def test_a_group_or_instance_norm_follows_a_conv2d_over_its_planes(ops):
         assert all(dims["C"] % groups == 0 for dims in task.shapes["test"] + task.shapes["bench"])
 
 
+def test_a_spatial_reduction_follows_a_conv2d_over_its_planes():
+    """Global pooling after a conv2d: a mean or max over its P x Q planes (rows of P Q values), a conv2d plan with a
+    second kernel; after a 2D pooling a spatial reduction has no plan."""
+    task = GEN.generate(4, ops="conv2d,batch_norm,spatial_max,sigmoid", dtype="float32")
+    assert classify([s.op for s in task.steps]) == ChainKind("conv2d", "convolution", "medium")
+    assert task.output_shape == ["B", "C"]
+    for dims in task.shapes["test"] + task.shapes["bench"]:
+        assert row_length(task.steps[2], 4, dims) == dims["P"] * dims["Q"]
+    dims = task.shapes["test"][0]
+    inputs = [v.double() for v in task.make_inputs(dims, seed=1)]
+    conv = torch.nn.functional.conv2d(*inputs[:3], *(task.steps[0].params[k] for k in ("stride", "padding",
+                                                                                       "dilation", "groups")))
+    h = torch.nn.functional.batch_norm(conv, *inputs[3:7], training=False, eps=task.steps[1].params["eps"])
+    assert torch.allclose(task.reference(inputs), torch.sigmoid(h.amax(dim=(-2, -1))), rtol=0, atol=1e-12)
+    assert classify(["conv2d", "spatial_mean", "batch_norm"]).plan is None  # only pointwise ops after it
+    assert classify(["relu", "max_pool2d", "spatial_mean"]).plan is None
+
+
 def test_a_depthwise_conv2d_convolves_each_channel_with_its_own_window():
     """x [B, C, H, W], weight [C, 1, R, R] (fan-in R R), bias [C] give [B, C, P, Q] (F.conv2d with groups = C); a
     test plane 263 wide spans several column tiles. The cost counts 2 R R FLOPs and a bias add an output."""

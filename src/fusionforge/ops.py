@@ -609,9 +609,10 @@ def out_shape(op: Op, shape: Shape, params: dict[str, Any]) -> Shape:
     if op.family in ROOTS:
         raise ShapeError(f"{op.name} starts a chain (a {op.family.value} root) and cannot follow other ops")
     if op.family in (Family.SPATIAL, Family.POOL):
-        if rank != 4 or tuple(shape[2:]) != ("H", "W"):
-            raise ShapeError(f"{op.name} acts on the H x W planes of a [B, C, H, W] value (once a chain), got "
-                             f"{list(shape)}")
+        planes = tuple(shape[2:]) if rank == 4 else ()
+        if planes != ("H", "W") and not (op.family is Family.SPATIAL and planes == ("P", "Q")):
+            raise ShapeError(f"{op.name} acts on the H x W planes of a [B, C, H, W] value (once a chain; a spatial "
+                             f"reduction also on a conv2d's P x Q ones), got {list(shape)}")
         if op.family is Family.POOL:
             return shape[:2] + ("P", "Q")
         return shape[:2] + ((1, 1) if params["keepdim"] else ())

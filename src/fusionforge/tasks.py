@@ -643,10 +643,12 @@ class TaskGenerator:
             plan = [root] + ["pointwise"] * rng.choice((0, 1, 1, 2))
             if rank == 4 and rng.random() < 0.4:  # conv, batch norm (inference), activation
                 plan.insert(1, "batch_norm")
-            elif root == "conv2d" and rng.random() < 0.5:  # conv, group norm, activation
-                norm = rng.choice(catalog.CHANNEL_NORMS)
-                # an instance norm takes away each channel's mean, the conv's bias with it, unless an op comes between
-                plan[1:1] = [norm] if norm == "group_norm" else ["pointwise", norm]
+            elif root == "conv2d" and rng.random() < 0.5:  # conv, group norm, activation; or a global pooling
+                second = rng.choice((*catalog.CHANNEL_NORMS, "spatial"))
+                if second == "spatial":
+                    plan.append(second)
+                else:  # an instance norm takes away each channel's mean, the conv's bias with it, unless an op comes
+                    plan[1:1] = [second] if second == "group_norm" else ["pointwise", second]
         elif family == "gather":
             rank = 2
             root = rng.choice(("embedding", "embedding", "gather", "index_select"))
@@ -780,7 +782,8 @@ def classify(ops: list[str]) -> ChainKind:
     reductions and no normalization (two_reductions); pointwise ops around a 2D pooling (pool); attention and
     pointwise ops after it (attention); a causal conv1d and pointwise ops after it (conv); a conv2d (or a depthwise
     one), pointwise ops and inference batch norm after it (conv2d, depthwise), and for a conv2d one group or
-    instance norm among them (conv2d, its rows a second kernel); other chains have no plan yet. Family
+    instance norm or reduction over its planes among them (conv2d, a second kernel); other chains have no plan yet.
+    Family
     and difficulty follow what the chain computes: a matmul or attention root is hard; two reductions are hard; a
     lookup, a convolution, a scan, a loss, an arg reduction, a spatial reduction or a pooling makes a medium chain
     of its own family; any other op that reduces makes a medium "reduction" chain; the rest are easy "pointwise"
@@ -805,14 +808,16 @@ def classify(ops: list[str]) -> ChainKind:
     if families[0] is Family.CONV:
         pointwise = all(f in (Family.UNARY, Family.BINARY) for f in families[1:])
         epilogue = all(f in (Family.UNARY, Family.BINARY) or op == "batch_norm" for op, f in zip(ops[1:], families[1:]))
-        norms = [op for op in ops[1:] if op in catalog.CHANNEL_NORMS]
-        after_norm = len(norms) == 1 and all(f in (Family.UNARY, Family.BINARY) or op in ("batch_norm", *norms)
-                                             for op, f in zip(ops[1:], families[1:]))
-        plan = {"conv2d": "conv2d" if epilogue or after_norm else None,
+        # a conv2d's second kernel: a group or instance norm, or a reduction over its planes, once
+        second = [k for k, op in enumerate(ops) if op in catalog.CHANNEL_NORMS or families[k] is Family.SPATIAL]
+        two_kernels = len(second) == 1 and all(
+            f in (Family.UNARY, Family.BINARY) or (op == "batch_norm" and k < second[0]) or k == second[0]
+            for k, (op, f) in enumerate(zip(ops, families)) if k)
+        plan = {"conv2d": "conv2d" if epilogue or two_kernels else None,
                 "depthwise_conv2d": "depthwise" if epilogue else None}.get(ops[0], "conv" if pointwise else None)
         return ChainKind(plan, "convolution", "medium")
     if Family.POOL in families:  # on a [B, C, H, W] value, where only pointwise ops join it
-        return ChainKind(None if Family.NORM in families else "pool", "pooling", "medium")
+        return ChainKind(None if Family.NORM in families or spatial else "pool", "pooling", "medium")
     if scans or losses or args or spatial:
         plan = ("loss" if losses else "row") if len(row_ops) == 1 else None
         family = ("loss" if losses else "scan" if scans else "arg_reduction" if args else "spatial_reduction")
@@ -855,9 +860,10 @@ def start_shape(rank: int) -> tuple:
 def row_length(step: Step, rank: int, dims: dict[str, int]) -> int:
     """The values one row of a reduction or normalization spans at ``dims``: the last dimension's; for group
     norm, one group of one sample (N / G of [M, N], (M / G) * N of [B, M, N]); for a spatial reduction, a plane
-    of H x W; for a norm of a conv2d's output [B, C, P, Q], a group's planes ((C / G) P Q) or one plane (P Q)."""
-    if catalog.get(step.op).family is Family.SPATIAL:
-        return dims["H"] * dims["W"]
+    of H x W (of P x Q after a conv2d); for a norm of a conv2d's output [B, C, P, Q], a group's planes ((C / G) P Q)
+    or one plane (P Q)."""
+    if catalog.get(step.op).family is Family.SPATIAL:  # the planes it reduces: a conv2d's P x Q, if there is one
+        return dims["P"] * dims["Q"] if "P" in dims else dims["H"] * dims["W"]
     if rank == 4:
         return (dims["C"] // step.params["groups"] if step.op == "group_norm" else 1) * dims["P"] * dims["Q"]
     if step.op != "group_norm":

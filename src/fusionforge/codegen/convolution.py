@@ -90,11 +90,11 @@ def emit(plan: Plan) -> Section:
 
 def emit_2d(plan: Plan) -> Section:
     task = plan.task
-    conv, norm = plan.steps[0], plan.rows.step if plan.rows else None
-    after = [s for s in plan.steps[1:] if norm is None or s.index < norm.index]
-    rest = [s for s in plan.steps if norm is not None and s.index >= norm.index]  # the norm's kernel's steps
+    conv, second = plan.steps[0], plan.rows.step if plan.rows else None  # second: a norm or a spatial reduction
+    after = [s for s in plan.steps[1:] if second is None or s.index < second.index]
+    rest = [s for s in plan.steps if second is not None and s.index >= second.index]  # the second kernel's steps
     inputs = [task.inputs[0], *conv.inputs, *step_inputs(after)]
-    result = "h" if norm else "out"  # what the conv2d kernel writes: the norm's input, or the output
+    result = "h" if second else "out"  # what the conv2d kernel writes: the second kernel's input, or the output
     dot = "acc = tl.dot(a, w, acc)" if task.dtype != "float32" else \
         f'acc = tl.dot(a, w, acc, input_precision="{plan.variant}")'
     body = Code()
@@ -153,16 +153,18 @@ def emit_2d(plan: Plan) -> Section:
     code.call("fused_kernel_triton[grid](", [
         *(i.name for i in inputs), result, *kernel.size_args(), "KSIZE=ksize", "STRIDE=STRIDE",
         "PADDING=PADDING", "DILATION=DILATION"])
-    if norm is None:
+    if second is None:
         code("return out")
         return Section([kernel], [], code)
-    planes = InputSpec("h", "activation", ["B", "C", "P Q"], task.dtype, {})
-    second, launch, host = row_kernel(plan, plan.rows, rest, f"{norm.op.name}_kernel", "h",
-                                      [planes, *step_inputs(rest)])
-    code(f"h = h.view(batch, n_chan, out_h * out_w)  # the {norm.op.name}'s rows read [B, C, P Q]")
+    norm = plan.rows.rank == 3  # a norm reads the planes as [B, C, P Q]; a spatial reduction, as they are
+    planes = InputSpec("h", "activation", ["B", "C", "P Q"] if norm else ["B", "C", "P", "Q"], task.dtype, {})
+    row, launch, host = row_kernel(plan, plan.rows, rest, f"{second.op.name}_kernel", "h",
+                                   [planes, *step_inputs(rest)])
+    if norm:
+        code(f"h = h.view(batch, n_chan, out_h * out_w)  # the {second.op.name}'s rows read [B, C, P Q]")
     code.extend(launch)
-    code("return out.view(batch, n_chan, out_h, out_w)")
-    return Section([kernel, second], host, code)
+    code("return out.view(batch, n_chan, out_h, out_w)" if norm else "return out")
+    return Section([kernel, row], host, code)
 
 
 def _window_blocks(body: Code, conv, dot: str) -> None:

@@ -146,11 +146,12 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
     if kind == "conv2d":
         walk = "tap by tap, BLOCK_K channels a step" if tap_loop(task) else "a window's J R R values flattened"
         gemm = f"an implicit GEMM: [B P Q, C / G] output tiles a program and group, x's windows gathered {walk}"
-        norm = next((s for s in steps if s.op.name in catalog.CHANNEL_NORMS), None)
-        rows = _rows(task, norm) if norm else None
+        second = next((s for s in steps if s.op.name in catalog.CHANNEL_NORMS or s.op.family is Family.SPATIAL), None)
+        rows = _rows(task, second) if second else None
         if rows:
-            walk = _ROW_REASONS[rows.form].format(longest=rows.longest, cap=tuning.MAX_ROW_BLOCK)
-            gemm += f"; the {norm.op.name} a second kernel, its {walk}"
+            walk = _ROW_REASONS[rows.form].format(longest=rows.longest, cap=tuning.MAX_ROW_BLOCK,
+                                                  bytes=tuning.SHORT_ROW_BYTES, tile=tuning.SHORT_ROW_TILE)
+            gemm += f"; the {second.op.name} a second kernel, its {walk}"
         if task.dtype == "float32":
             return [("tf32x3", f"{gemm}; float32: tl.dot in three TF32 passes, fp32-accurate"),
                     ("ieee", f"{gemm}; float32: tl.dot in IEEE fp32 (the retry)")], rows
