@@ -76,6 +76,8 @@ def fused_kernel_triton(x_ptr, rowvec0_ptr, gamma2_ptr, beta2_ptr, out_ptr, row_
     beta = tl.load(beta2_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     row_mean = tl.sum(tl.where(mask, h, 0.0), axis=0) / row_len
     centered = tl.where(mask, h - row_mean, 0.0)
+    # the rounding of the mean, taken back: what the centered values still sum to (corrected two-pass)
+    centered = tl.where(mask, centered - tl.sum(centered, axis=0) / row_len, 0.0)
     h = centered * tl.rsqrt(tl.sum(centered * centered, axis=0) / row_len + 1e-05)
     h = h * gamma + beta
     # 4. log(|h| + 1.0): log(|x| + shift)

@@ -111,6 +111,8 @@ def group_norm_kernel(x_ptr, gamma1_ptr, beta1_ptr, rowvec2_ptr, out_ptr, row_le
     beta = tl.load(beta1_ptr + (row % 8) * row_len + cols, mask=mask, other=0.0).to(tl.float32)
     row_mean = tl.sum(tl.where(mask, h, 0.0), axis=0) / row_len
     centered = tl.where(mask, h - row_mean, 0.0)
+    # the rounding of the mean, taken back: what the centered values still sum to (corrected two-pass)
+    centered = tl.where(mask, centered - tl.sum(centered, axis=0) / row_len, 0.0)
     h = centered * tl.rsqrt(tl.sum(centered * centered, axis=0) / row_len + 1e-05)
     h = h * gamma + beta
     rowvec2 = tl.load(rowvec2_ptr + row // 8).to(tl.float32)

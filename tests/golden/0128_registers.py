@@ -67,6 +67,8 @@ def fused_kernel_triton(x_ptr, gamma0_ptr, beta0_ptr, rowvec1_ptr, out_ptr, row_
     beta = tl.load(beta0_ptr + row % n_chan).to(tl.float32)
     row_mean = tl.sum(tl.where(mask, h, 0.0), axis=0) / row_len
     centered = tl.where(mask, h - row_mean, 0.0)
+    # the rounding of the mean, taken back: what the centered values still sum to (corrected two-pass)
+    centered = tl.where(mask, centered - tl.sum(centered, axis=0) / row_len, 0.0)
     h = centered * tl.rsqrt(tl.sum(centered * centered, axis=0) / row_len + 1e-05)
     h = h * gamma + beta
     rowvec1 = tl.load(rowvec1_ptr + row).to(tl.float32)

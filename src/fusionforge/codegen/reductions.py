@@ -133,6 +133,8 @@ _STANDARDIZE = Normalization(
     "standardize", "var", ("rstd = tl.rsqrt({m2} / {n} + {eps})",), "h = (h - {mean}) * rstd * gamma + beta",
     registers=("{mean} = tl.sum(tl.where(mask, h, 0.0), axis=0) / {n}",
                "centered = tl.where(mask, h - {mean}, 0.0)",
+               "# the rounding of the mean, taken back: what the centered values still sum to (corrected two-pass)",
+               "centered = tl.where(mask, centered - tl.sum(centered, axis=0) / {n}, 0.0)",
                "h = centered * tl.rsqrt(tl.sum(centered * centered, axis=0) / {n} + {eps})",
                "h = h * gamma + beta"))
 
