@@ -765,6 +765,24 @@ def test_a_global_pooling_after_a_conv2d_reduces_its_planes_in_a_second_kernel(t
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
+@pytest.mark.parametrize("seed, ops, dtype, stride", [(3, "conv_transpose2d,batch_norm,tanh", "bfloat16", 2),
+                                                     (1, "conv_transpose2d,silu", "float32", 1)])
+def test_conv_transpose2d_plan_passes_the_checker(tmp_path, seed, ops, dtype, stride):
+    """A conv_transpose2d as an implicit GEMM a phase (p mod S, q mod S) of the output: each program's positions
+    share a phase, so a tap serves all of them or none (no masked-off products); the weight read as [R, R, K, C];
+    the 132-channel test shape spans two tiles of output channels."""
+    task = GEN.generate(seed, ops=ops, dtype=dtype)
+    assert task.steps[0].params["stride"] == stride
+    assert resolve(task).kind == "conv_transpose2d"
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    kernels, wrapper = path.read_text().split("# <TRITON>")[1].split("def fused_kernel_triton_wrapper")
+    assert "if (shift_h % STRIDE == 0) & (shift_w % STRIDE == 0):" in kernels and "conv_transpose2d(" not in wrapper
+    assert "weight = weight.permute(2, 3, 0, 1).contiguous()" in wrapper and "STRIDE * STRIDE)" in wrapper
+    verdict = check_file(path, task=task, timeout=300)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
 @pytest.mark.parametrize("ops, dtype", [("depthwise_conv2d,batch_norm,relu", "bfloat16"),
                                         ("depthwise_conv2d,gelu,add:full", "float32")])
 def test_depthwise_plan_passes_the_checker(tmp_path, ops, dtype):

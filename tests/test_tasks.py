@@ -207,7 +207,8 @@ def test_group_norm_channels_divide_into_groups():
 
 
 def test_all_ops_get_used():
-    """The original mix uses every op of its families; each asked-for family uses every op of its own."""
+    """The original mix uses every op of its families; each asked-for family uses every op of its own (and
+    convolutions a global pooling: a spatial reduction after them)."""
     used = {s.op for seed in range(300) for s in GEN.generate(seed).steps}
     new = {op.name for op in catalog.SCAN_OPS + catalog.LOSS_OPS + catalog.ARG_REDUCTION_OPS + catalog.SPATIAL_OPS
            + catalog.GATHER_OPS + catalog.POOL_OPS + catalog.ATTENTION_OPS + catalog.CONV_OPS}
@@ -218,7 +219,8 @@ def test_all_ops_get_used():
                         ("attention", catalog.ATTENTION_OPS), ("convolution", catalog.CONV_OPS)):
         drawn = {s.op for seed in range(40) for s in GEN.generate(seed, family=family).steps}
         assert {op.name for op in ops} <= drawn
-        assert drawn <= set(catalog.CATALOG) - new | {op.name for op in ops}
+        also = {op.name for op in catalog.SPATIAL_OPS} if family == "convolution" else set()
+        assert drawn <= set(catalog.CATALOG) - new | {op.name for op in ops} | also
 
 
 @pytest.mark.parametrize("ops, plan, family, difficulty", [
@@ -404,8 +406,11 @@ def test_pooling_leaves_planes_of_pooled_sizes_that_every_shape_holds():
     for shape in (("B", "C", "P", "Q"), ("B", "M", "N"), ("B", "C")):
         with pytest.raises(catalog.ShapeError, match="H x W planes"):
             catalog.out_shape(pool, shape, window)
+    assert catalog.out_shape(catalog.get("spatial_mean"), ("B", "C", "P", "Q"), {"keepdim": False}) == ("B", "C")
+    pooled = GEN.generate(0, ops="relu,max_pool2d,spatial_mean")  # a reduction of the pooled planes: no plan yet
+    assert pooled.output_shape[:2] == ["B", "C"] and classify([s.op for s in pooled.steps]).plan is None
     with pytest.raises(TaskError, match="H x W planes"):
-        GEN.generate(0, ops="relu,max_pool2d,spatial_mean")
+        GEN.generate(0, ops="relu,max_pool2d,max_pool2d")
     task = _pool_task("silu,max_pool2d,add:full", "float16", **window)
     assert task.output_shape == ["B", "C", "P", "Q"] and task.inputs[1].shape == ["B", "C", "P", "Q"]
     for dims in task.shapes["test"] + task.shapes["bench"]:
@@ -608,6 +613,31 @@ def test_a_spatial_reduction_follows_a_conv2d_over_its_planes():
     assert torch.allclose(task.reference(inputs), torch.sigmoid(h.amax(dim=(-2, -1))), rtol=0, atol=1e-12)
     assert classify(["conv2d", "spatial_mean", "batch_norm"]).plan is None  # only pointwise ops after it
     assert classify(["relu", "max_pool2d", "spatial_mean"]).plan is None
+
+
+def test_a_conv_transpose2d_upsamples_image_channels():
+    """x [B, K, H, W], weight [K, C, R, R] (fan-in K R R), bias [C] give [B, C, P, Q], P = (H - 1) S - 2 pad +
+    dil (R - 1) + 1 in every shape, as F.conv_transpose2d computes it (one group). Its cost counts 2 C R R FLOPs an
+    input value and a bias add an output; the convolution family draws it."""
+    task = GEN.generate(2, ops="conv_transpose2d,relu", dtype="float32")
+    params = task.steps[0].params
+    assert [(i.name, i.shape) for i in task.inputs] == [("x", ["B", "K", "H", "W"]), ("weight", ["K", "C", "R", "R"]),
+                                                        ("bias", ["C"])]
+    assert classify([s.op for s in task.steps]) == ChainKind("conv_transpose2d", "convolution", "medium")
+    for dims in task.shapes["test"] + task.shapes["bench"]:
+        for side, of in (("P", "H"), ("Q", "W")):
+            assert dims[side] == (dims[of] - 1) * params["stride"] - 2 * params["padding"] + \
+                params["dilation"] * (dims["R"] - 1) + 1 == catalog.conv_size(dims[of], dims["R"], params, True)
+    dims = task.shapes["test"][0]
+    x, weight, bias = (v.double() for v in task.make_inputs(dims, seed=3))
+    expected = torch.nn.functional.conv_transpose2d(x, weight, bias, params["stride"], params["padding"], 0, 1,
+                                                    params["dilation"])
+    assert torch.allclose(task.reference([x, weight, bias]), torch.relu(expected), rtol=0, atol=1e-12)
+    bench = task.shapes["bench"][0]
+    outputs = bench["B"] * bench["C"] * bench["P"] * bench["Q"]
+    products = bench["B"] * bench["K"] * bench["H"] * bench["W"] * bench["C"] * bench["R"] ** 2
+    assert task.cost(bench)["flops"] == 2 * products + outputs + int(catalog.get("relu").flops * outputs)
+    assert any(GEN.generate(seed, family="convolution").steps[0].op == "conv_transpose2d" for seed in range(20))
 
 
 def test_a_depthwise_conv2d_convolves_each_channel_with_its_own_window():

@@ -32,7 +32,8 @@ Conventions
   [B, K, H, W] (K input channels), ``weight`` [C, J, R, R] (C output channels, J = K / groups inputs each, R x R
   windows) and ``bias`` [C], giving [B, C, P, Q]: J, P and Q follow from K, H, W, R and its parameters
   (``conv_size``), dims of their own in every shape, as a pooling's are. A depthwise conv2d (groups = channels)
-  reads ``x`` [B, C, H, W] and ``weight`` [C, 1, R, R].
+  reads ``x`` [B, C, H, W] and ``weight`` [C, 1, R, R]; a conv_transpose2d (one group) ``x`` [B, K, H, W] and
+  ``weight`` [K, C, R, R], its P and Q larger than H and W.
 * ``flops`` counts floating-point operations per output element (per input element for
   reductions, normalizations, scans and losses); matmuls count ``2 * K`` per output element, pooling ops
   ``flops`` per value of a window (K^2 per output element), convolutions ``flops`` per tap.
@@ -533,13 +534,27 @@ CONV_OPS = [
                                              "clip": 4.0}),
         Operand("bias", "bias", "chan", VECTOR)),
        label="depthwise conv2d (R x R, stride {stride}, padding {padding}, dilation {dilation}) + bias"),
+    # the transpose of conv2d (a decoder's upsampling): x_bkhw adds weight_kcrs x_bkhw to output (h S - pad + r dil,
+    # w S - pad + s dil) of channel c; one group
+    Op("conv_transpose2d", Family.CONV,
+       "F.conv_transpose2d({x}, {weight}, {bias}, {stride}, {padding}, 0, 1, {dilation})",
+       "h_bcpq = bias_c + sum_krs weight_kcrs x_bk,(p + pad - r dil) / S,(q + pad - s dil) / S, where both divide: "
+       "[B, K, H, W], [K, C, R, R], [C] -> [B, C, P, Q]",
+       2, (Param("stride", (1, 2)), Param("padding", (0, 1)), Param("dilation", (1, 2))),
+       (Operand("weight", "weight", "KCRR", {"dist": "normal", "mean": 0.0, "std": 1.0, "fan_in": ["K", "R", "R"],
+                                             "clip": 4.0}),
+        Operand("bias", "bias", "chan", VECTOR)),
+       label="conv_transpose2d (R x R, stride {stride}, padding {padding}, dilation {dilation}) + bias"),
 ]
 
 
-def conv_size(size: int, window: int, params: dict[str, Any]) -> int:
+def conv_size(size: int, window: int, params: dict[str, Any], transposed: bool = False) -> int:
     """The length a conv2d leaves of a plane's side of ``size`` values with ``window`` taps:
-    (size + 2 pad - dil (window - 1) - 1) // S + 1."""
-    return (size + 2 * params["padding"] - params["dilation"] * (window - 1) - 1) // params["stride"] + 1
+    (size + 2 pad - dil (window - 1) - 1) // S + 1; a conv_transpose2d, (size - 1) S - 2 pad + dil (window - 1) + 1."""
+    pad, dil, stride = params["padding"], params["dilation"], params["stride"]
+    if transposed:
+        return (size - 1) * stride - 2 * pad + dil * (window - 1) + 1
+    return (size + 2 * pad - dil * (window - 1) - 1) // stride + 1
 
 
 CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + GATHER_OPS + ATTENTION_OPS + CONV_OPS + UNARY_OPS
@@ -663,7 +678,7 @@ def root_shapes(op: Op) -> tuple[Shape, Shape]:
         return ("M", "K"), ("M", "N")
     if op.family is Family.ATTENTION:
         return ("B", "NH", "S", "D"), ("B", "NH", "S", "D")
-    if op.name == "conv2d":
+    if op.name in ("conv2d", "conv_transpose2d"):
         return ("B", "K", "H", "W"), ("B", "C", "P", "Q")
     if op.name == "depthwise_conv2d":
         return ("B", "C", "H", "W"), ("B", "C", "P", "Q")
@@ -676,4 +691,5 @@ def root_shapes(op: Op) -> tuple[Shape, Shape]:
 
 ROOT_OPERAND_SHAPES = {"NK": ("N", "K"), "KN": ("K", "N"), "BKN": ("B", "K", "N"), "VN": ("V", "N"),
                        "BNSD": ("B", "NH", "S", "D"), "MT": ("M", "T"),
-                       "CJRR": ("C", "J", "R", "R"), "C1RR": ("C", 1, "R", "R"), "SD": ("S", "D")}
+                       "CJRR": ("C", "J", "R", "R"), "C1RR": ("C", 1, "R", "R"),
+                       "KCRR": ("K", "C", "R", "R"), "SD": ("S", "D")}

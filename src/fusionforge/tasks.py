@@ -329,6 +329,9 @@ class FusionTask:
                 flops += int(op.flops * out_numel * keys)
             elif op.family is Family.POOL:
                 flops += int(op.flops * out_numel * step.params["kernel_size"] ** 2)
+            elif op.name == "conv_transpose2d":  # each input value times each of its R R taps, for every channel
+                flops += op.flops * _numel(concrete(self.inputs[0].shape, dims)) * dims["C"] * dims["R"] ** 2 \
+                    + out_numel
             elif op.family is Family.CONV:  # a multiply and an add a tap, and the bias
                 flops += int(op.flops * out_numel * conv_taps(op.name, dims)) + out_numel
             elif op.family in (Family.UNARY, Family.BINARY):
@@ -340,7 +343,8 @@ class FusionTask:
 
 
 def conv_taps(name: str, dims: dict[str, int]) -> int:
-    """The products an output of a convolution sums: J R R (conv2d), R R (depthwise conv2d), T (causal conv1d)."""
+    """The products an output of a convolution sums: J R R (conv2d), R R (depthwise conv2d), T (causal conv1d); a
+    conv_transpose2d's vary with the output's position (``FusionTask.cost`` counts them by input)."""
     if name == "conv2d":
         return dims["J"] * dims["R"] ** 2
     return dims["R"] ** 2 if name == "depthwise_conv2d" else dims["T"]
@@ -469,6 +473,8 @@ _TEST_CONV2D = [dict(B=(1, 2), K=(4, 8), C=(4, 12), H=(11, 13), W=(11, 17), R=(3
                 dict(B=(1,), K=(4,), C=(8, 16), H=(10, 15), W=(33, 70), R=(5,))]
 _BENCH_CONV2D = [dict(K=k, C=c, H=h, W=h, R=3) for k, c, h in ((64, 64, 56), (64, 128, 56), (128, 128, 28),
                                                                (256, 256, 14), (32, 64, 112))]
+# Conv_transpose2d: conv2d's test shapes; bench: a decoder's upsampling stages, channels halving as planes double.
+_BENCH_CONV_TRANSPOSE = [dict(K=k, C=k // 2, H=h, W=h, R=3) for k, h in ((512, 7), (256, 14), (128, 28), (64, 56))]
 # Depthwise conv2d: planes as conv2d's, and a test plane as wide as pooling's (tasks get it too); bench: MobileNetV2's
 # depthwise 3 x 3 layers.
 _TEST_DEPTHWISE = [dict(B=(1, 2), C=(3, 5), H=(11, 13), W=(11, 17), R=(3,)),
@@ -638,12 +644,12 @@ class TaskGenerator:
             root = rng.choice(("attention", "attention", "rotary_attention"))
             plan = [root] + ["pointwise"] * rng.choice((0, 1, 1, 2))
         elif family == "convolution":
-            root = rng.choice(("causal_conv1d", "conv2d", "conv2d", "depthwise_conv2d"))
+            root = rng.choice(("causal_conv1d", "conv2d", "conv2d", "depthwise_conv2d", "conv_transpose2d"))
             rank = 3 if root == "causal_conv1d" else 4
             plan = [root] + ["pointwise"] * rng.choice((0, 1, 1, 2))
             if rank == 4 and rng.random() < 0.4:  # conv, batch norm (inference), activation
                 plan.insert(1, "batch_norm")
-            elif root == "conv2d" and rng.random() < 0.5:  # conv, group norm, activation; or a global pooling
+            elif root in ("conv2d", "conv_transpose2d") and rng.random() < 0.5:  # a norm, or a global pooling
                 second = rng.choice((*catalog.CHANNEL_NORMS, "spatial"))
                 if second == "spatial":
                     plan.append(second)
@@ -720,11 +726,12 @@ class TaskGenerator:
             shape = catalog.next_shape(op, shape, params)
         # channels a group norm or a grouped convolution splits into groups (a conv2d's input channels are drawn from
         # multiples of every groups it takes)
-        groups = max([p["groups"] for o, p in chain if o.name in ("group_norm", "conv2d")] or [1])
+        groups = max([p["groups"] for o, p in chain if o.name in ("group_norm", "conv2d")] or [1])  # all powers of 2
         channel = {2: "N", 3: "M", 4: "C"}[rank]
         attention = root is not None and root.family is Family.ATTENTION
         conv = root is not None and root.family is Family.CONV
-        conv2d, depthwise = conv and root.name == "conv2d", conv and root.name == "depthwise_conv2d"
+        conv2d = conv and root.name in ("conv2d", "conv_transpose2d")  # conv2d's test shapes
+        depthwise = conv and root.name == "depthwise_conv2d"
         menus = (_TEST_ATTENTION if attention else _TEST_CONV2D if conv2d else _TEST_DEPTHWISE if depthwise
                  else _TEST_CONV if conv else {2: _TEST_2D, 3: _TEST_3D, 4: _TEST_4D}[rank])
         test = [_pick_dims(family, rng, channel, groups) for family in menus]
@@ -814,6 +821,7 @@ def classify(ops: list[str]) -> ChainKind:
             f in (Family.UNARY, Family.BINARY) or (op == "batch_norm" and k < second[0]) or k == second[0]
             for k, (op, f) in enumerate(zip(ops, families)) if k)
         plan = {"conv2d": "conv2d" if epilogue or two_kernels else None,
+                "conv_transpose2d": "conv_transpose2d" if epilogue or two_kernels else None,
                 "depthwise_conv2d": "depthwise" if epilogue else None}.get(ops[0], "conv" if pointwise else None)
         return ChainKind(plan, "convolution", "medium")
     if Family.POOL in families:  # on a [B, C, H, W] value, where only pointwise ops join it
@@ -842,9 +850,10 @@ def with_planes(task: FusionTask, dims: dict[str, int]) -> dict[str, int]:
     """``dims`` with the sizes a chain's planes take: P and Q, the pooled H and W, where the chain pools
     (``ops.pooled_size``); J, the input channels a group, and P and Q, the convolved H and W, where it starts with a
     conv2d (``ops.conv_size``); else ``dims``."""
-    if task.steps and task.steps[0].op in ("conv2d", "depthwise_conv2d"):
-        params = task.steps[0].params
-        planes = {side: catalog.conv_size(dims[of], dims["R"], params) for side, of in (("P", "H"), ("Q", "W"))}
+    if task.steps and task.steps[0].op in ("conv2d", "depthwise_conv2d", "conv_transpose2d"):
+        params, transposed = task.steps[0].params, task.steps[0].op == "conv_transpose2d"
+        planes = {side: catalog.conv_size(dims[of], dims["R"], params, transposed)
+                  for side, of in (("P", "H"), ("Q", "W"))}
         return {**dims, **({"J": dims["K"] // params["groups"]} if "groups" in params else {}), **planes}
     step = pool_step(task)
     if step is None:
@@ -890,7 +899,7 @@ def _long_rows(task: FusionTask, lopsided: dict[str, int], groups: int, length: 
     dims = {**lopsided, **({"B": 1} if rank == 3 else {})}
     norm = next((step for step in task.steps if step.op in catalog.CHANNEL_NORMS), None)
     if rank == 4 and norm:  # a conv2d's output planes: its input planes grow, 16 values a side at a time
-        dims["B"], dims["K"] = 1, task.steps[0].params["groups"]  # one input channel a group: the rows are the test
+        dims["B"], dims["K"] = 1, task.steps[0].params.get("groups", 1)  # an input channel a group: the rows are tested
         while row_length(norm, rank, with_planes(task, dims)) < length:
             dims["H"], dims["W"] = dims["H"] + 16, dims["W"] + 16
         return with_planes(task, dims)
@@ -955,7 +964,8 @@ def _bench_dims(task: FusionTask, rank: int, root: Op | None, rng, channel: str,
         dims = dict(rng.choice(_BENCH_ATTENTION))
         lead, step = "B", 1
     elif root and root.family is Family.CONV:
-        menu = {"conv2d": _BENCH_CONV2D, "depthwise_conv2d": _BENCH_DEPTHWISE}.get(root.name, _BENCH_CONV)
+        menu = {"conv2d": _BENCH_CONV2D, "depthwise_conv2d": _BENCH_DEPTHWISE,
+                "conv_transpose2d": _BENCH_CONV_TRANSPOSE}.get(root.name, _BENCH_CONV)
         dims = dict(rng.choice(menu))
         lead, step = "B", 1
     elif rank == 4:

@@ -23,7 +23,8 @@ from fusionforge.tasks import FusionTask
 
 EMITTERS = {"pointwise": pointwise.emit, "row": rows.emit, "loss": losses.emit, "matmul": matmul.emit,
             "two_reductions": two_reductions.emit, "pool": pooling.emit, "attention": attention.emit,
-            "conv": convolution.emit, "conv2d": convolution.emit_2d, "depthwise": convolution.emit_depthwise}
+            "conv": convolution.emit, "conv2d": convolution.emit_2d,
+            "conv_transpose2d": convolution.emit_transposed, "depthwise": convolution.emit_depthwise}
 
 
 def generate(task: FusionTask, attempt: int = 1, variant: str | None = None) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from fusionforge.codegen import tuning
 from fusionforge.codegen.layout import Layout, epilogue_steps, pointwise_steps
-from fusionforge.codegen.plan import Plan, kernel_args, step_inputs, tap_loop
+from fusionforge.codegen.plan import Plan, PlanStep, kernel_args, step_inputs, tap_loop
 from fusionforge.codegen.pooling import output_plane, plane_grid, plane_tiles
 from fusionforge.codegen.rows import row_kernel
 from fusionforge.codegen.source import Code, Kernel
@@ -36,6 +36,7 @@ from fusionforge.tasks import InputSpec
 SIZES = (("n_rows", "n_rows"), ("n_cols", "n_cols"), ("n_chan", "n_chan"))
 SIZES_DEPTHWISE = ("n_rows", "n_chan", "in_h", "in_w", "out_h", "out_w")
 SIZES_2D = ("n_out", "out_h", "out_w", "in_chan", "in_h", "in_w", "n_chan", "group_in", "group_out")
+SIZES_TRANSPOSED = ("n_out", "out_h", "out_w", "sub_h", "sub_w", "in_chan", "in_h", "in_w", "n_chan")
 
 
 def emit(plan: Plan) -> Section:
@@ -90,13 +91,8 @@ def emit(plan: Plan) -> Section:
 
 def emit_2d(plan: Plan) -> Section:
     task = plan.task
-    conv, second = plan.steps[0], plan.rows.step if plan.rows else None  # second: a norm or a spatial reduction
-    after = [s for s in plan.steps[1:] if second is None or s.index < second.index]
-    rest = [s for s in plan.steps if second is not None and s.index >= second.index]  # the second kernel's steps
-    inputs = [task.inputs[0], *conv.inputs, *step_inputs(after)]
-    result = "h" if second else "out"  # what the conv2d kernel writes: the second kernel's input, or the output
-    dot = "acc = tl.dot(a, w, acc)" if task.dtype != "float32" else \
-        f'acc = tl.dot(a, w, acc, input_precision="{plan.variant}")'
+    conv, after, inputs, result = _split(plan)
+    dot = _dot(plan)
     body = Code()
     body("rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] output positions (b P + p) Q + q",
          "in_group = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N] the group's output channels",
@@ -115,18 +111,10 @@ def emit_2d(plan: Plan) -> Section:
         _channel_blocks(body, conv, dot)
     else:
         _window_blocks(body, conv, dot)
-    body("bias = tl.load(bias_ptr + chans, mask=chan_mask, other=0.0).to(tl.float32)  # [BLOCK_N]",
-         "h = acc + bias[None, :]",
-         "mask = row_mask[:, None] & chan_mask[None, :]",
-         "offsets = (batch[:, None] * n_chan + chans[None, :]) * (out_h * out_w) + position[:, None]  # [B, C, P, Q]")
-    epilogue_steps(body, after, Layout({"full": "offsets"}, vectors={"chan": ("chans", "chan_mask", "[None, :]")}),
-              task.dtype)
-    body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
+    _epilogue(body, after, task.dtype, "position[:, None]")
     shapes = [shape_text(i) for i in inputs[:3]]
     if by_tap:
         shapes[1] = "weight [R, R, J, C] (the wrapper's copy)"
-    products = "three TF32 passes" if plan.variant == "tf32x3" else "IEEE fp32" if task.dtype == "float32" else \
-        "the inputs' dtype"
     kernel = Kernel(
         "fused_kernel_triton", [*kernel_args(inputs), "out_ptr"], [(name, name) for name in SIZES_2D],
         ["KSIZE", "STRIDE", "PADDING", "DILATION", "BLOCK_M", "BLOCK_N", "BLOCK_K"],
@@ -134,7 +122,8 @@ def emit_2d(plan: Plan) -> Section:
          f"[{', '.join(map(str, task.output_shape))}].",
          "An implicit GEMM a group: a [BLOCK_M, BLOCK_N] tile of output positions by the group's output channels a "
          "program, each step a gathered [BLOCK_M, BLOCK_K] tile of x's windows times the weight's [BLOCK_K, BLOCK_N] "
-         f"(tl.dot, products in {products}, fp32 accumulation); the ops after it in registers, one cast on store."],
+         f"(tl.dot, products in {_products(plan)}, fp32 accumulation); the ops after it in registers, one cast on "
+         "store."],
         body, tuning.conv2d_configs("float32" if task.dtype == "float32" else "16bit"))
 
     params = conv.params
@@ -153,11 +142,117 @@ def emit_2d(plan: Plan) -> Section:
     code.call("fused_kernel_triton[grid](", [
         *(i.name for i in inputs), result, *kernel.size_args(), "KSIZE=ksize", "STRIDE=STRIDE",
         "PADDING=PADDING", "DILATION=DILATION"])
-    if second is None:
+    return _sections(plan, kernel, code)
+
+
+def emit_transposed(plan: Plan) -> Section:
+    task = plan.task
+    conv, after, inputs, result = _split(plan)
+    body = Code()
+    body("rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] a phase's positions (b P' + i) Q' + j",
+         "chans = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N] output channels",
+         "phase = tl.program_id(2)  # the outputs (i S + phase_h, j S + phase_w)",
+         "phase_h, phase_w = phase // STRIDE, phase % STRIDE",
+         "batch = (rows // (sub_h * sub_w)).to(tl.int64)",
+         "sub_row = rows % (sub_h * sub_w) // sub_w  # [BLOCK_M] i",
+         "sub_col = rows % sub_w  # [BLOCK_M] j",
+         "out_row, out_col = sub_row * STRIDE + phase_h, sub_col * STRIDE + phase_w  # [BLOCK_M] p, q",
+         "row_mask = (rows < n_out) & (out_row < out_h) & (out_col < out_w)",
+         "chan_mask = chans < n_chan",
+         "x_rows = x_ptr + batch * in_chan * in_h * in_w  # [BLOCK_M] each position's sample",
+         "channels = tl.arange(0, BLOCK_K)  # [BLOCK_K]",
+         "acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)",
+         conv.comment("p takes x at (p + pad - r dil) / S where S divides it: a tap serves all of a phase or none"))
+    with body.block("for r in tl.static_range(KSIZE):"):
+        body("shift_h = phase_h + PADDING - r * DILATION  # p + pad - r dil = i S + shift_h")
+        with body.block("for s in tl.static_range(KSIZE):"):
+            body("shift_w = phase_w + PADDING - s * DILATION")
+            with body.block("if (shift_h % STRIDE == 0) & (shift_w % STRIDE == 0):"):
+                body("in_row = sub_row + shift_h // STRIDE  # [BLOCK_M]",
+                     "in_col = sub_col + shift_w // STRIDE",
+                     "inside = row_mask & (in_row >= 0) & (in_row < in_h) & (in_col >= 0) & (in_col < in_w)",
+                     "x_tap = x_rows + in_row * in_w + in_col  # [BLOCK_M] the tap's value in the first channel",
+                     "w_tap = weight_ptr + (r * KSIZE + s) * in_chan * n_chan + chans  # [BLOCK_N] the tap's row k = 0")
+                with body.block("for start in range(0, in_chan, BLOCK_K):"):
+                    body("k = start + channels",
+                         "k_mask = k < in_chan",
+                         "a = tl.load(x_tap[:, None] + k[None, :] * (in_h * in_w), mask=inside[:, None] & "
+                         "k_mask[None, :], other=0.0)",
+                         "w = tl.load(w_tap[None, :] + k[:, None] * n_chan, mask=k_mask[:, None] & chan_mask[None, :], "
+                         "other=0.0)",
+                         _dot(plan))
+    _epilogue(body, after, task.dtype, "(out_row * out_w + out_col)[:, None]")
+    shapes = [shape_text(inputs[0]), "weight [R, R, K, C] (the wrapper's copy)", shape_text(inputs[2])]
+    kernel = Kernel(
+        "fused_kernel_triton", [*kernel_args(inputs), "out_ptr"], [(name, name) for name in SIZES_TRANSPOSED],
+        ["KSIZE", "STRIDE", "PADDING", "DILATION", "BLOCK_M", "BLOCK_N", "BLOCK_K"],
+        [f"{chain_text([conv, *after])}: {', '.join(shapes)} -> [{', '.join(map(str, task.output_shape))}].",
+         "An implicit GEMM a phase (p mod S, q mod S) of the output: a [BLOCK_M, BLOCK_N] tile of a phase's positions "
+         "by output channels a program; each tap that serves the phase gathers [BLOCK_M, BLOCK_K] tiles of x times "
+         f"the weight's [BLOCK_K, BLOCK_N] (tl.dot, products in {_products(plan)}, fp32 accumulation); the ops after "
+         "it in registers, one cast on store."],
+        body, tuning.conv2d_configs("float32" if task.dtype == "float32" else "16bit"))
+
+    params = conv.params
+    code = wrapper(plan)
+    code(f"STRIDE, PADDING, DILATION = {params['stride']}, {params['padding']}, {params['dilation']}",
+         "batch, in_chan, in_h, in_w = x.shape",
+         "n_chan, ksize = weight.shape[1], weight.shape[-1]",
+         "weight = weight.permute(2, 3, 0, 1).contiguous()  # [R, R, K, C]: a tap's input channels by output channels",
+         *[f"out_{d} = (in_{d} - 1) * STRIDE - 2 * PADDING + DILATION * (ksize - 1) + 1" for d in "hw"],
+         f"{result} = torch.empty((batch, n_chan, out_h, out_w), dtype=x.dtype, device=x.device)",
+         "sub_h, sub_w = triton.cdiv(out_h, STRIDE), triton.cdiv(out_w, STRIDE)  # a phase's rows and columns, at most",
+         "n_out = batch * sub_h * sub_w",
+         "grid = lambda meta: (triton.cdiv(n_out, meta[\"BLOCK_M\"]), triton.cdiv(n_chan, meta[\"BLOCK_N\"]), "
+         "STRIDE * STRIDE)")
+    code.call("fused_kernel_triton[grid](", [
+        *(i.name for i in inputs), result, *kernel.size_args(), "KSIZE=ksize", "STRIDE=STRIDE",
+        "PADDING=PADDING", "DILATION=DILATION"])
+    return _sections(plan, kernel, code)
+
+
+def _dot(plan: Plan) -> str:
+    """The step's tl.dot: float32 in the plan's variant (tf32x3 or ieee), 16-bit inputs as they are."""
+    return "acc = tl.dot(a, w, acc)" if plan.dtype != "float32" else \
+        f'acc = tl.dot(a, w, acc, input_precision="{plan.variant}")'
+
+
+def _products(plan: Plan) -> str:
+    return "three TF32 passes" if plan.variant == "tf32x3" else "IEEE fp32" if plan.dtype == "float32" else \
+        "the inputs' dtype"
+
+
+def _split(plan: Plan) -> tuple[PlanStep, list[PlanStep], list[InputSpec], str]:
+    """A 2D convolution's steps: the convolution, the ops its kernel fuses, that kernel's inputs, and the tensor it
+    writes: the output, or the input of a second kernel (a norm or a spatial reduction: ``plan.rows``)."""
+    second = plan.rows.step if plan.rows else None
+    after = [s for s in plan.steps[1:] if second is None or s.index < second.index]
+    return plan.steps[0], after, [plan.task.inputs[0], *plan.steps[0].inputs, *step_inputs(after)], \
+        "h" if second else "out"
+
+
+def _epilogue(body: Code, after: list[PlanStep], dtype: str, position: str) -> None:
+    """The bias, the ops after the convolution and the store of a [BLOCK_M, BLOCK_N] tile at ``position`` ([BLOCK_M,
+    1]: p Q + q) of each of its rows' planes."""
+    body("bias = tl.load(bias_ptr + chans, mask=chan_mask, other=0.0).to(tl.float32)  # [BLOCK_N]",
+         "h = acc + bias[None, :]",
+         "mask = row_mask[:, None] & chan_mask[None, :]",
+         f"offsets = (batch[:, None] * n_chan + chans[None, :]) * (out_h * out_w) + {position}  "
+         "# [B, C, P, Q]")
+    epilogue_steps(body, after, Layout({"full": "offsets"}, vectors={"chan": ("chans", "chan_mask", "[None, :]")}),
+                   dtype)
+    body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
+
+
+def _sections(plan: Plan, kernel: Kernel, code: Code) -> Section:
+    """The file's kernels and wrapper: the convolution's kernel alone, or with the second kernel it feeds."""
+    if plan.rows is None:
         code("return out")
         return Section([kernel], [], code)
+    second = plan.rows.step
     norm = plan.rows.rank == 3  # a norm reads the planes as [B, C, P Q]; a spatial reduction, as they are
-    planes = InputSpec("h", "activation", ["B", "C", "P Q"] if norm else ["B", "C", "P", "Q"], task.dtype, {})
+    planes = InputSpec("h", "activation", ["B", "C", "P Q"] if norm else ["B", "C", "P", "Q"], plan.dtype, {})
+    rest = [s for s in plan.steps if s.index >= second.index]
     row, launch, host = row_kernel(plan, plan.rows, rest, f"{second.op.name}_kernel", "h",
                                    [planes, *step_inputs(rest)])
     if norm:

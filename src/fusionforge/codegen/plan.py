@@ -75,7 +75,7 @@ class Rows:
 @dataclass(frozen=True)
 class Plan:
     task: FusionTask
-    kind: str  # pointwise | row | loss | matmul | two_reductions | pool | attention | conv | conv2d | depthwise
+    kind: str  # a key of codegen.EMITTERS: pointwise, row, ..., conv2d, conv_transpose2d, depthwise
     variant: str
     reason: str
     steps: tuple[PlanStep, ...]
@@ -143,9 +143,13 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
         return [("taps", "[rows, N] tiles of the output a program, each tap loaded as one masked tile of x")], None
     if kind == "depthwise":
         return [("taps", "[rows, Q] tiles of the output a program, each tap of the window one masked tile of x")], None
-    if kind == "conv2d":
+    if kind == "conv_transpose2d":
+        gemm = ("an implicit GEMM a phase (p mod S, q mod S) of the output: [B P Q / S^2, C] tiles a program, the "
+                "taps that serve the phase, BLOCK_K input channels a step")
+    elif kind == "conv2d":
         walk = "tap by tap, BLOCK_K channels a step" if tap_loop(task) else "a window's J R R values flattened"
         gemm = f"an implicit GEMM: [B P Q, C / G] output tiles a program and group, x's windows gathered {walk}"
+    if kind in ("conv2d", "conv_transpose2d"):
         second = next((s for s in steps if s.op.name in catalog.CHANNEL_NORMS or s.op.family is Family.SPATIAL), None)
         rows = _rows(task, second) if second else None
         if rows:
