@@ -118,8 +118,7 @@ def emit_2d(plan: Plan) -> Section:
     kernel = Kernel(
         "fused_kernel_triton", [*kernel_args(inputs), "out_ptr"], [(name, name) for name in SIZES_2D],
         ["KSIZE", "STRIDE", "PADDING", "DILATION", "BLOCK_M", "BLOCK_N", "BLOCK_K"],
-        [f"{chain_text([conv, *after])}: {', '.join(shapes)} -> "
-         f"[{', '.join(map(str, task.output_shape))}].",
+        [f"{chain_text([conv, *after])}: {', '.join(shapes)} -> [B, C, P, Q].",
          "An implicit GEMM a group: a [BLOCK_M, BLOCK_N] tile of output positions by the group's output channels a "
          "program, each step a gathered [BLOCK_M, BLOCK_K] tile of x's windows times the weight's [BLOCK_K, BLOCK_N] "
          f"(tl.dot, products in {_products(plan)}, fp32 accumulation); the ops after it in registers, one cast on "
@@ -186,7 +185,7 @@ def emit_transposed(plan: Plan) -> Section:
     kernel = Kernel(
         "fused_kernel_triton", [*kernel_args(inputs), "out_ptr"], [(name, name) for name in SIZES_TRANSPOSED],
         ["KSIZE", "STRIDE", "PADDING", "DILATION", "BLOCK_M", "BLOCK_N", "BLOCK_K"],
-        [f"{chain_text([conv, *after])}: {', '.join(shapes)} -> [{', '.join(map(str, task.output_shape))}].",
+        [f"{chain_text([conv, *after])}: {', '.join(shapes)} -> [B, C, P, Q].",
          "An implicit GEMM a phase (p mod S, q mod S) of the output: a [BLOCK_M, BLOCK_N] tile of a phase's positions "
          "by output channels a program; each tap that serves the phase gathers [BLOCK_M, BLOCK_K] tiles of x times "
          f"the weight's [BLOCK_K, BLOCK_N] (tl.dot, products in {_products(plan)}, fp32 accumulation); the ops after "
