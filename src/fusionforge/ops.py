@@ -567,6 +567,12 @@ AFFINE_NORMS = ("batch_norm",)
 CHANNEL_NORMS = ("group_norm", "instance_norm")
 
 
+def reads_planes(op: Op) -> bool:
+    """Whether ``op``, after a 2D convolution, reads its whole planes (a second kernel's work): a group or instance
+    norm, or a reduction over them."""
+    return op.name in CHANNEL_NORMS or op.family is Family.SPATIAL
+
+
 # Ops that act on whole rows (of the last dimension; a spatial reduction's of H x W): what the row plans walk.
 ROW_FAMILIES = (Family.REDUCTION, Family.NORM, Family.SCAN, Family.LOSS, Family.ARG_REDUCTION, Family.SPATIAL)
 # Ops that start a chain from inputs of their own shapes: a matmul, a gather, attention, a convolution.

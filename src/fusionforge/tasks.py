@@ -787,15 +787,15 @@ def classify(ops: list[str]) -> ChainKind:
     pointwise ops only (pointwise); one reduction (spatial too), normalization, scan or arg reduction among them
     (row), after an embedding lookup too (or pointwise ops alone after it); pointwise ops and a loss (loss); two
     reductions and no normalization (two_reductions); pointwise ops around a 2D pooling (pool); attention and
-    pointwise ops after it (attention); a causal conv1d and pointwise ops after it (conv); a conv2d (or a depthwise
-    one), pointwise ops and inference batch norm after it (conv2d, depthwise), and for a conv2d one group or
-    instance norm or reduction over its planes among them (conv2d, a second kernel); other chains have no plan yet.
-    Family
-    and difficulty follow what the chain computes: a matmul or attention root is hard; two reductions are hard; a
-    lookup, a convolution, a scan, a loss, an arg reduction, a spatial reduction or a pooling makes a medium chain
-    of its own family; any other op that reduces makes a medium "reduction" chain; the rest are easy "pointwise"
-    chains. An inference batch norm applies running statistics, a per-channel affine map that reduces nothing
-    (``ops.reduces``), so a chain of it with pointwise ops is easy, though the row plan writes it.
+    pointwise ops after it (attention); a causal conv1d and pointwise ops after it (conv); a conv2d, a
+    conv_transpose2d or a depthwise conv2d, pointwise ops and inference batch norm after it (conv2d,
+    conv_transpose2d, depthwise), and for the first two one group or instance norm or reduction over its planes
+    among them (a second kernel); other chains have no plan yet. Family and difficulty follow what the chain
+    computes: a matmul or attention root is hard; two reductions are hard; a lookup, a convolution, a scan, a loss,
+    an arg reduction, a spatial reduction or a pooling makes a medium chain of its own family; any other op that
+    reduces makes a medium "reduction" chain; the rest are easy "pointwise" chains. An inference batch norm applies
+    running statistics, a per-channel affine map that reduces nothing (``ops.reduces``), so a chain of it with
+    pointwise ops is easy, though the row plan writes it.
     """
     entries = [catalog.get(op) for op in ops]
     families = [entry.family for entry in entries]
@@ -815,13 +815,12 @@ def classify(ops: list[str]) -> ChainKind:
     if families[0] is Family.CONV:
         pointwise = all(f in (Family.UNARY, Family.BINARY) for f in families[1:])
         epilogue = all(f in (Family.UNARY, Family.BINARY) or op == "batch_norm" for op, f in zip(ops[1:], families[1:]))
-        # a conv2d's second kernel: a group or instance norm, or a reduction over its planes, once
-        second = [k for k, op in enumerate(ops) if op in catalog.CHANNEL_NORMS or families[k] is Family.SPATIAL]
+        second = [k for k, entry in enumerate(entries) if k and catalog.reads_planes(entry)]  # once, a second kernel
         two_kernels = len(second) == 1 and all(
             f in (Family.UNARY, Family.BINARY) or (op == "batch_norm" and k < second[0]) or k == second[0]
             for k, (op, f) in enumerate(zip(ops, families)) if k)
-        plan = {"conv2d": "conv2d" if epilogue or two_kernels else None,
-                "conv_transpose2d": "conv_transpose2d" if epilogue or two_kernels else None,
+        gemm = epilogue or two_kernels
+        plan = {"conv2d": "conv2d" if gemm else None, "conv_transpose2d": "conv_transpose2d" if gemm else None,
                 "depthwise_conv2d": "depthwise" if epilogue else None}.get(ops[0], "conv" if pointwise else None)
         return ChainKind(plan, "convolution", "medium")
     if Family.POOL in families:  # on a [B, C, H, W] value, where only pointwise ops join it

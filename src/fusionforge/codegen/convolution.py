@@ -115,15 +115,10 @@ def emit_2d(plan: Plan) -> Section:
     shapes = [shape_text(i) for i in inputs[:3]]
     if by_tap:
         shapes[1] = "weight [R, R, J, C] (the wrapper's copy)"
-    kernel = Kernel(
-        "fused_kernel_triton", [*kernel_args(inputs), "out_ptr"], [(name, name) for name in SIZES_2D],
-        ["KSIZE", "STRIDE", "PADDING", "DILATION", "BLOCK_M", "BLOCK_N", "BLOCK_K"],
-        [f"{chain_text([conv, *after])}: {', '.join(shapes)} -> [B, C, P, Q].",
-         "An implicit GEMM a group: a [BLOCK_M, BLOCK_N] tile of output positions by the group's output channels a "
-         "program, each step a gathered [BLOCK_M, BLOCK_K] tile of x's windows times the weight's [BLOCK_K, BLOCK_N] "
-         f"(tl.dot, products in {_products(plan)}, fp32 accumulation); the ops after it in registers, one cast on "
-         "store."],
-        body, tuning.conv2d_configs("float32" if task.dtype == "float32" else "16bit"))
+    kernel = _gemm_kernel(plan, [conv, *after], inputs, shapes, SIZES_2D, body,
+                          "An implicit GEMM a group: a [BLOCK_M, BLOCK_N] tile of output positions by the group's "
+                          "output channels a program, each step a gathered [BLOCK_M, BLOCK_K] tile of x's windows "
+                          "times the weight's [BLOCK_K, BLOCK_N]")
 
     params = conv.params
     code = wrapper(plan)
@@ -182,15 +177,10 @@ def emit_transposed(plan: Plan) -> Section:
                          _dot(plan))
     _epilogue(body, after, task.dtype, "(out_row * out_w + out_col)[:, None]")
     shapes = [shape_text(inputs[0]), "weight [R, R, K, C] (the wrapper's copy)", shape_text(inputs[2])]
-    kernel = Kernel(
-        "fused_kernel_triton", [*kernel_args(inputs), "out_ptr"], [(name, name) for name in SIZES_TRANSPOSED],
-        ["KSIZE", "STRIDE", "PADDING", "DILATION", "BLOCK_M", "BLOCK_N", "BLOCK_K"],
-        [f"{chain_text([conv, *after])}: {', '.join(shapes)} -> [B, C, P, Q].",
-         "An implicit GEMM a phase (p mod S, q mod S) of the output: a [BLOCK_M, BLOCK_N] tile of a phase's positions "
-         "by output channels a program; each tap that serves the phase gathers [BLOCK_M, BLOCK_K] tiles of x times "
-         f"the weight's [BLOCK_K, BLOCK_N] (tl.dot, products in {_products(plan)}, fp32 accumulation); the ops after "
-         "it in registers, one cast on store."],
-        body, tuning.conv2d_configs("float32" if task.dtype == "float32" else "16bit"))
+    kernel = _gemm_kernel(plan, [conv, *after], inputs, shapes, SIZES_TRANSPOSED, body,
+                          "An implicit GEMM a phase (p mod S, q mod S) of the output: a [BLOCK_M, BLOCK_N] tile of a "
+                          "phase's positions by output channels a program; each tap that serves the phase gathers "
+                          "[BLOCK_M, BLOCK_K] tiles of x times the weight's [BLOCK_K, BLOCK_N]")
 
     params = conv.params
     code = wrapper(plan)
@@ -208,6 +198,19 @@ def emit_transposed(plan: Plan) -> Section:
         *(i.name for i in inputs), result, *kernel.size_args(), "KSIZE=ksize", "STRIDE=STRIDE",
         "PADDING=PADDING", "DILATION=DILATION"])
     return _sections(plan, kernel, code)
+
+
+def _gemm_kernel(plan: Plan, fused: list[PlanStep], inputs: list[InputSpec], shapes: list[str], sizes: tuple,
+                 body: Code, how: str) -> Kernel:
+    """A 2D convolution's autotuned kernel: ``fused`` its steps, ``shapes`` its inputs in words, ``how`` (a sentence
+    without its end) the way it walks the product."""
+    return Kernel(
+        "fused_kernel_triton", [*kernel_args(inputs), "out_ptr"], [(name, name) for name in sizes],
+        ["KSIZE", "STRIDE", "PADDING", "DILATION", "BLOCK_M", "BLOCK_N", "BLOCK_K"],
+        [f"{chain_text(fused)}: {', '.join(shapes)} -> [B, C, P, Q].",
+         f"{how} (tl.dot, products in {_products(plan)}, fp32 accumulation); the ops after it in registers, one cast "
+         "on store."],
+        body, tuning.conv2d_configs("float32" if plan.dtype == "float32" else "16bit"))
 
 
 def _dot(plan: Plan) -> str:

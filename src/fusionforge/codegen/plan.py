@@ -150,7 +150,7 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
         walk = "tap by tap, BLOCK_K channels a step" if tap_loop(task) else "a window's J R R values flattened"
         gemm = f"an implicit GEMM: [B P Q, C / G] output tiles a program and group, x's windows gathered {walk}"
     if kind in ("conv2d", "conv_transpose2d"):
-        second = next((s for s in steps if s.op.name in catalog.CHANNEL_NORMS or s.op.family is Family.SPATIAL), None)
+        second = next((s for s in steps[1:] if catalog.reads_planes(s.op)), None)
         rows = _rows(task, second) if second else None
         if rows:
             walk = _ROW_REASONS[rows.form].format(longest=rows.longest, cap=tuning.MAX_ROW_BLOCK,
