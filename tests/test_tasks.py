@@ -152,6 +152,27 @@ def test_reference_is_float64_and_matches_the_function():
     assert 0 < err < 3e-3  # fp16 PyTorch lands near, not on, the float64 reference
 
 
+@pytest.mark.parametrize("ops, budget_heads", [("rotary_attention,add:full", 3), ("attention,tanh", 5),
+                                                 ("attention", 1)])
+def test_attention_reference_in_head_slices_equals_the_whole(monkeypatch, ops, budget_heads):
+    """A few (batch, head) pairs a slice, whole batches or part of one: the same float64 values as all at once."""
+    from fusionforge import tasks
+
+    task = GEN.generate(4, dtype="float32", ops=ops)
+    dims = {**task.shapes["test"][0], "B": 3, "NH": 4}
+    inputs = task.make_inputs(dims, seed=2)
+    whole = task.reference(inputs)
+    calls = []
+    function = task.function
+    monkeypatch.setattr(type(task), "function", property(lambda self: lambda *a: calls.append(a[0].shape) or
+                                                          function(*a)))
+    monkeypatch.setattr(tasks, "REFERENCE_SCORES_BYTES", budget_heads * 8 * dims["S"] ** 2)
+    sliced = task.reference(inputs)
+    assert len(calls) == (3 * 4 // 4 if budget_heads == 5 else 3 * math.ceil(4 / budget_heads))
+    assert all(shape[0] * shape[1] <= budget_heads for shape in calls)
+    assert sliced.shape == whole.shape and torch.equal(sliced, whole)
+
+
 def test_make_inputs_is_deterministic_and_seed_dependent():
     task = GEN.generate(3, ops="linear_bias,relu")
     dims = task.shapes["test"][0]

@@ -36,6 +36,10 @@ BENCH_MIN_BYTES = 256 * 10**6
 BENCH_MIN_FLOPS = 10**12
 
 # Degeneracy screen thresholds (float64 reference at a test shape).
+# The float64 reference of an attention chain holds B NH of [S, S] score matrices at once (PyTorch's math backend);
+# it runs a few (batch, head) slices at a time instead, at most this many bytes of scores a slice.
+REFERENCE_SCORES_BYTES = 512 * 2**20
+
 NEAR_ZERO_RMS = 1e-4  # output rms below this: the task computes (almost) nothing
 CONSTANT_SPREAD = 1e-3  # max |out - mean(out)| below this times rms: constant output
 MIN_INPUT_EFFECT = 0.02  # redrawing an input moves the output by less than this (relative L2)
@@ -268,13 +272,38 @@ class FusionTask:
 
         inputs = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in inputs]
         if accumulation is None:
-            return self.function(*inputs)
+            return self._by_heads(inputs)
 
         def rounding(magnitude):
             sign = torch.randint(0, 2, magnitude.shape, generator=accumulation, device=magnitude.device) * 2 - 1
             return magnitude * ACCUMULATION_EPS * sign
 
         return self._rounded_function(*inputs, rounding)
+
+    def _by_heads(self, inputs: list) -> Any:
+        """The chain of ``inputs``; an attention chain's a few (batch, head) slices at a time, each independent of
+        the others: float64 scores of B NH S^2 values at once (17 GiB for 4 x 32 heads of 4096 positions) would not
+        fit beside a GPU's other checks. The inputs laid out [B, NH, ...] are sliced; the others (rotary tables,
+        scalars) go whole to every slice."""
+        import torch
+
+        root = self.root
+        if root is None or root.family is not Family.ATTENTION:
+            return self.function(*inputs)
+        batch, heads, seq = inputs[0].shape[:3]
+        per_slice = max(1, REFERENCE_SCORES_BYTES // (8 * seq * seq))  # (batch, head) pairs a slice
+        if per_slice >= batch * heads:
+            return self.function(*inputs)
+        sliced = [spec.shape[:2] == ["B", "NH"] for spec in self.inputs]
+
+        def part(batches: slice, head_range: slice) -> Any:
+            return self.function(*[a[batches, head_range] if cut else a for a, cut in zip(inputs, sliced)])
+
+        if per_slice >= heads:  # whole batches a slice
+            step = per_slice // heads
+            return torch.cat([part(slice(b, b + step), slice(None)) for b in range(0, batch, step)])
+        return torch.cat([torch.cat([part(slice(b, b + 1), slice(n, n + per_slice))
+                                     for n in range(0, heads, per_slice)], dim=1) for b in range(batch)])
 
     # -- inputs ----------------------------------------------------------------------------------
     edge_draws = True  # make_inputs takes ``edge``: the checker's edge sets
