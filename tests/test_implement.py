@@ -678,18 +678,24 @@ def test_pool_plans_pass_the_checker(tmp_path, ops, dtype, params):
 def test_attention_plan_passes_the_checker(tmp_path, ops, dtype, causal):
     """Flash attention: BLOCK_M queries a program, the keys walked BLOCK_N at a time with an online softmax (the
     test shapes' sequences of 97 and 130 span several blocks), causal or not, the ops after it in registers; float32
-    takes IEEE products. Rotary embeddings rotate q and each block of keys as they load."""
+    takes three TF32 passes a product, IEEE products on the retry. Rotary embeddings: a first kernel rotates the
+    keys once, q is rotated as it loads."""
     task = next(t for t in (GEN.generate(seed, ops=ops, dtype=dtype) for seed in range(40))
                 if t.steps[0].params["causal"] is causal)
-    plan = resolve(task)
-    assert (plan.kind, plan.variant) == ("attention", "flash")
-    path = tmp_path / "001_fused_kernels.py"
-    path.write_text(generate(task))
-    kernels = path.read_text().split("# <TRITON>")[1]
-    assert f"CAUSAL={causal}" in kernels and "scaled_dot_product" not in kernels
-    assert ('input_precision="ieee"' in kernels) == (dtype == "float32")
-    verdict = check_file(path, task=task, timeout=240)
-    assert verdict.passed, verdict.failure and verdict.failure.message
+    expected = ["tf32x3", "ieee"] if dtype == "float32" else ["flash"]
+    assert variants(task) == expected
+    for variant in expected:
+        plan = resolve(task, variant)
+        assert (plan.kind, plan.variant) == ("attention", variant)
+        path = tmp_path / f"{variant}" / "001_fused_kernels.py"
+        path.parent.mkdir()
+        path.write_text(generate(task, variant=variant))
+        kernels = path.read_text().split("# <TRITON>")[1]
+        assert f"CAUSAL={causal}" in kernels and "scaled_dot_product" not in kernels
+        assert kernels.count(f'input_precision="{variant}"') == (2 if dtype == "float32" else 0)
+        assert ("def rotary_kernel(" in kernels) == ops.startswith("rotary")
+        verdict = check_file(path, task=task, timeout=240)
+        assert verdict.passed, verdict.failure and verdict.failure.message
 
 
 @pytest.mark.parametrize("ops, dtype", [("causal_conv1d", "float16"), ("causal_conv1d,silu,mul:row", "bfloat16"),

@@ -5,9 +5,10 @@ fp32 (tl.dot), the running row max and row sum of the online softmax, and acc = 
 (exp2 with log2(e) folded into the scale). Causal attention stops at the block holding the program's last query
 and masks keys past each query. The output rows are acc / row_sum, the pointwise ops applied in registers, one cast on
 store: the [S, S] scores never reach memory. 16-bit tasks take p in the inputs' dtype into the second product,
-as flash attention does; float32 tasks take IEEE fp32 products throughout. With rotary embeddings, q and each block
-of keys are rotated as they load (x cos + rotate_half(x) sin in fp32, cast back to the inputs' dtype for tl.dot),
-rotate_half's other half read from the same rows.
+as flash attention does; float32 tasks take three TF32 passes a product (fp32-accurate on the tensor cores), IEEE
+fp32 products on the retry. With rotary embeddings (x cos + rotate_half(x) sin in fp32, cast back to the inputs'
+dtype for tl.dot), a first kernel rotates the keys once, where each of a head's S / BLOCK_M programs would rotate
+every key again; q is rotated as it loads, rotate_half's other half read from the same rows.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fusionforge.codegen import tuning
 from fusionforge.codegen.layout import Layout, pointwise_steps
 from fusionforge.codegen.plan import Plan, kernel_args
 from fusionforge.codegen.source import Code, Kernel
+from fusionforge.codegen.tuning import see
 from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
 
 LOG2_E = 1.4426950408889634
@@ -24,7 +26,7 @@ LOG2_E = 1.4426950408889634
 def emit(plan: Plan) -> Section:
     task = plan.task
     attention, after = plan.steps[0], list(plan.steps[1:])
-    precision = ', input_precision="ieee"' if task.dtype == "float32" else ""
+    precision = f', input_precision="{plan.variant}"' if task.dtype == "float32" else ""
     rotary = attention.op.name == "rotary_attention"
     body = Code()
     body("head = tl.program_id(1).to(tl.int64)  # batch * NH + head",
@@ -58,12 +60,6 @@ def emit(plan: Plan) -> Section:
              "key_inside = keys < seq_len",
              "key_mask = key_inside[:, None] & dim_mask[None, :]",
              "k = tl.load(k_ptrs, mask=key_mask, other=0.0)")
-        if rotary:
-            body("key_table = keys[:, None] * HEAD_DIM + dims[None, :]",
-                 "k_cos = tl.load(cos_ptr + key_table, mask=key_mask, other=0.0).to(tl.float32)",
-                 "k_sin = tl.load(sin_ptr + key_table, mask=key_mask, other=0.0).to(tl.float32)",
-                 "k_half = tl.load(k_ptrs + partner[None, :], mask=key_mask, other=0.0).to(tl.float32)",
-                 "k = (k.to(tl.float32) * k_cos + sign * k_half * k_sin).to(k_ptr.dtype.element_ty)")
         body(f"s = tl.dot(q, tl.trans(k){precision}) * qk_scale  # [BLOCK_M, BLOCK_N], log2 units",
              "seen = key_inside[None, :]")
         with body.block("if CAUSAL:"):
@@ -81,11 +77,13 @@ def emit(plan: Plan) -> Section:
     body("h = acc / row_sum[:, None]")
     pointwise_steps(body, after, Layout({"full": "offsets"}), task.dtype)
     body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
+    shapes = [shape_text(i) for i in task.inputs[:3]]
+    if rotary:
+        shapes[1] += " (rotated by rotary_kernel)"
     kernel = Kernel(
         "fused_kernel_triton", [*kernel_args(task.inputs), "out_ptr"], [("seq_len", "seq_len"), ("scale", "scale")],
         ["HEAD_DIM", "BLOCK_D", "CAUSAL", "BLOCK_M", "BLOCK_N"],
-        [f"{chain_text(plan.steps)}: {', '.join(shape_text(i) for i in task.inputs[:3])} -> "
-         f"[{', '.join(map(str, task.output_shape))}].",
+        [f"{chain_text(plan.steps)}: {', '.join(shapes)} -> [{', '.join(map(str, task.output_shape))}].",
          "BLOCK_M queries of one (batch, head) a program, the keys walked BLOCK_N at a time with an online softmax "
          "(flash attention); fp32 scores and accumulation, the ops after it in registers, one cast on store."],
         body, tuning.attention_configs())
@@ -96,9 +94,42 @@ def emit(plan: Plan) -> Section:
     code("out = torch.empty_like(q)",
          "seq_len, head_dim = q.shape[-2:]",
          f"scale = {scale}",
-         "grid = lambda meta: (triton.cdiv(seq_len, meta[\"BLOCK_M\"]), q.numel() // (seq_len * head_dim))")
+         "BLOCK_D = triton.next_power_of_2(head_dim)")
+    kernels = [kernel]
+    if rotary:
+        kernels.insert(0, _rotary_kernel())
+        code("k_rotated = torch.empty_like(k)",
+             "n_rows = k.numel() // head_dim",
+             f"BLOCK_R = max(1, {tuning.ROTARY_TILE} // BLOCK_D)  # [BLOCK_R, BLOCK_D] tiles on "
+             f"{tuning.ROTARY_WARPS} warps ({see('rotary-tiles')})")
+        code.call("rotary_kernel[(triton.cdiv(n_rows, BLOCK_R),)](", [
+            "k", "cos", "sin", "k_rotated", "n_rows", "seq_len", "HEAD_DIM=head_dim", "BLOCK_R=BLOCK_R",
+            "BLOCK_D=BLOCK_D", f"num_warps={tuning.ROTARY_WARPS}"])
+    code("grid = lambda meta: (triton.cdiv(seq_len, meta[\"BLOCK_M\"]), q.numel() // (seq_len * head_dim))")
     code.call("fused_kernel_triton[grid](", [
-        *(i.name for i in task.inputs), "out", *kernel.size_args(), "HEAD_DIM=head_dim",
-        "BLOCK_D=triton.next_power_of_2(head_dim)", f"CAUSAL={params['causal']}"])
+        *("k_rotated" if rotary and i.name == "k" else i.name for i in task.inputs), "out", *kernel.size_args(),
+        "HEAD_DIM=head_dim", "BLOCK_D=BLOCK_D", f"CAUSAL={params['causal']}"])
     code("return out")
-    return Section([kernel], [], code)
+    return Section(kernels, [], code)
+
+
+def _rotary_kernel() -> Kernel:
+    """The keys' rotary embeddings, once: [BLOCK_R, BLOCK_D] tiles of k's rows."""
+    body = Code()
+    body("rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R] rows (b NH + n) S + s",
+         "dims = tl.arange(0, BLOCK_D)  # [BLOCK_D]",
+         "mask = (rows < n_rows)[:, None] & (dims < HEAD_DIM)[None, :]",
+         "offsets = rows[:, None].to(tl.int64) * HEAD_DIM + dims[None, :]  # [BLOCK_R, BLOCK_D]",
+         "partner = (dims + HEAD_DIM // 2) % HEAD_DIM - dims  # [BLOCK_D] the offset of the dim rotate_half reads",
+         "sign = tl.where(dims < HEAD_DIM // 2, -1.0, 1.0)[None, :]",
+         "table = (rows % seq_len)[:, None] * HEAD_DIM + dims[None, :]  # into cos and sin [S, D]",
+         "x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)",
+         "x_half = tl.load(x_ptr + offsets + partner[None, :], mask=mask, other=0.0).to(tl.float32)",
+         "cos = tl.load(cos_ptr + table, mask=mask, other=0.0).to(tl.float32)",
+         "sin = tl.load(sin_ptr + table, mask=mask, other=0.0).to(tl.float32)",
+         "tl.store(out_ptr + offsets, (x * cos + sign * x_half * sin).to(out_ptr.dtype.element_ty), mask=mask)")
+    return Kernel("rotary_kernel", ["x_ptr", "cos_ptr", "sin_ptr", "out_ptr", "n_rows", "seq_len"], [],
+                  ["HEAD_DIM", "BLOCK_R", "BLOCK_D"],
+                  ["Rotary embeddings of the keys: x [B, NH, S, D], cos [S, D], sin [S, D] -> [B, NH, S, D], x cos + "
+                   "rotate_half(x) sin with rotate_half(x) = [-x2, x1] of x's halves.",
+                   "A [BLOCK_R, BLOCK_D] tile of rows a program; fp32 math, one cast on store."], body)

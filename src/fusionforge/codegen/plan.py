@@ -161,8 +161,11 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
                     ("ieee", f"{gemm}; float32: tl.dot in IEEE fp32 (the retry)")], rows
         return [("gemm", gemm)], rows
     if kind == "attention":
-        return [("flash", "BLOCK_M queries a program, keys walked with an online softmax, the ops after it fused")], \
-            None
+        flash = "BLOCK_M queries a program, keys walked with an online softmax, the ops after it fused"
+        if task.dtype == "float32":
+            return [("tf32x3", f"{flash}; float32: tl.dot in three TF32 passes, fp32-accurate"),
+                    ("ieee", f"{flash}; float32: tl.dot in IEEE fp32 (the retry)")], None
+        return [("flash", flash)], None
     if kind == "two_reductions":
         return [("split", "two reductions: a program per tile of a batch's rows, a combine kernel per batch")], None
     if kind == "loss":

@@ -67,6 +67,9 @@ LOSS_MEAN_BLOCK, LOSS_MEAN_WARPS = 4096, 8
 # Attention: (BLOCK_M queries, BLOCK_N keys a step, warps, stages), autotuned.
 ATTENTION_TILES = ((128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3))
 
+# Rotary embeddings of the keys before attention: [ROTARY_TILE / BLOCK_D, BLOCK_D] tiles on ROTARY_WARPS warps.
+ROTARY_TILE, ROTARY_WARPS = 2048, 4
+
 # Two reductions: tiles of TWO_REDUCTION_TILE values on TWO_REDUCTION_WARPS warps, one a program until a batch
 # has TWO_REDUCTION_MAX_SPLITS of them.
 TWO_REDUCTION_TILE, TWO_REDUCTION_MAX_SPLITS, TWO_REDUCTION_WARPS = 2048, 1024, 2
