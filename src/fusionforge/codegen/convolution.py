@@ -285,27 +285,28 @@ def _window_blocks(body: Code, conv, dot: str) -> None:
 
 
 def _channel_blocks(body: Code, conv, dot: str) -> None:
-    """The reduction tap by tap, each tap's input channels BLOCK_K at a time: the window's offsets and the padding's
-    mask once a tap for the tile's positions. The weight comes as [R, R, J, C], so a tap's [BLOCK_K, BLOCK_N] tile
-    is BLOCK_K rows of BLOCK_N consecutive output channels (in [C, J, R, R] each value would be R R apart)."""
-    body(conv.comment("tap (r, s) by tap, the group's input channels BLOCK_K at a time"),
-         "channels = tl.arange(0, BLOCK_K)  # [BLOCK_K]")
-    with body.block("for r in tl.static_range(KSIZE):"):
-        body("in_row = top + r * DILATION  # [BLOCK_M]",
-             "row_inside = row_mask & (in_row >= 0) & (in_row < in_h)")
-        with body.block("for s in tl.static_range(KSIZE):"):
-            body("in_col = left + s * DILATION",
-                 "inside = row_inside & (in_col >= 0) & (in_col < in_w)  # the padding reads as zeros",
-                 "x_tap = x_rows + in_row * in_w + in_col  # [BLOCK_M] the tap's value in the group's first channel",
-                 "w_tap = weight_ptr + (r * KSIZE + s) * group_in * n_chan + chans  # [BLOCK_N] the tap's row j = 0")
-            with body.block("for start in range(0, group_in, BLOCK_K):"):
-                body("j = start + channels",
-                     "j_mask = j < group_in",
-                     "x_mask = inside[:, None] & j_mask[None, :]  # [BLOCK_M, BLOCK_K]",
-                     "a = tl.load(x_tap[:, None] + j[None, :] * (in_h * in_w), mask=x_mask, other=0.0)",
-                     "w_mask = j_mask[:, None] & chan_mask[None, :]  # [BLOCK_K, BLOCK_N]",
-                     "w = tl.load(w_tap[None, :] + j[:, None] * n_chan, mask=w_mask, other=0.0)",
-                     dot)
+    """The reduction over (tap, block of BLOCK_K input channels) steps in one loop, so that the loads are pipelined
+    across taps (a loop a tap would drain the pipeline every J / BLOCK_K steps). The weight comes as [R, R, J, C],
+    so a step's [BLOCK_K, BLOCK_N] tile is BLOCK_K rows of BLOCK_N consecutive output channels (in [C, J, R, R] each
+    value would be R R apart)."""
+    body(conv.comment("(tap, BLOCK_K of the group's input channels) a step"),
+         "channels = tl.arange(0, BLOCK_K)  # [BLOCK_K]",
+         "blocks = tl.cdiv(group_in, BLOCK_K)  # channel blocks a tap")
+    with body.block("for step in range(0, KSIZE * KSIZE * blocks):"):
+        body("tap = step // blocks  # r R + s",
+             "j = (step % blocks) * BLOCK_K + channels  # [BLOCK_K] the group's input channels",
+             "j_mask = j < group_in",
+             "in_row = top + tap // KSIZE * DILATION  # [BLOCK_M]",
+             "in_col = left + tap % KSIZE * DILATION",
+             "inside = row_mask & (in_row >= 0) & (in_row < in_h) & (in_col >= 0) & (in_col < in_w)  "
+             "# the padding reads as zeros",
+             "x_mask = inside[:, None] & j_mask[None, :]  # [BLOCK_M, BLOCK_K]",
+             "a = tl.load(x_rows[:, None] + (in_row * in_w + in_col)[:, None] + j[None, :] * (in_h * in_w), "
+             "mask=x_mask, other=0.0)",
+             "w_mask = j_mask[:, None] & chan_mask[None, :]  # [BLOCK_K, BLOCK_N]",
+             "w = tl.load(weight_ptr + (tap * group_in + j)[:, None] * n_chan + chans[None, :], mask=w_mask, "
+             "other=0.0)",
+             dot)
 
 
 def emit_depthwise(plan: Plan) -> Section:
