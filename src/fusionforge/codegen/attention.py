@@ -86,7 +86,7 @@ def emit(plan: Plan) -> Section:
         [f"{chain_text(plan.steps)}: {', '.join(shapes)} -> [{', '.join(map(str, task.output_shape))}].",
          "BLOCK_M queries of one (batch, head) a program, the keys walked BLOCK_N at a time with an online softmax "
          "(flash attention); fp32 scores and accumulation, the ops after it in registers, one cast on store."],
-        body, tuning.attention_configs())
+        body, tuning.attention_configs("float32" if task.dtype == "float32" else "16bit"))
 
     params = attention.params
     scale = "head_dim ** -0.5  # 1 / sqrt(D)" if params["scale"] is None else repr(params["scale"])

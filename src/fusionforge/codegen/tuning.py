@@ -64,8 +64,13 @@ MATMUL_CONFIGS = {
 LOSS_TILE, LOSS_WARPS = 4096, 8
 LOSS_MEAN_BLOCK, LOSS_MEAN_WARPS = 4096, 8
 
-# Attention: (BLOCK_M queries, BLOCK_N keys a step, warps, stages), autotuned.
-ATTENTION_TILES = ((128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3))
+# Attention: (BLOCK_M queries, BLOCK_N keys a step, warps, stages), autotuned. float32's tiles fit Hopper's 227 KiB
+# of shared memory at head dim 128 with tf32x3 products (compiled for sm_90: 160-192 KiB); the 16-bit ones would
+# need 256-512 KiB there.
+ATTENTION_TILES = {
+    "16bit": ((128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3)),
+    "float32": ((128, 32, 8, 2), (64, 64, 4, 2), (64, 32, 4, 3)),
+}
 
 # Rotary embeddings of the keys before attention: [ROTARY_TILE / BLOCK_D, BLOCK_D] tiles on ROTARY_WARPS warps.
 ROTARY_TILE, ROTARY_WARPS = 2048, 4
@@ -128,12 +133,13 @@ def row_warps() -> list[str]:
     ]
 
 
-def attention_configs() -> list[str]:
-    """The generated ``attention_configs()`` and the autotune decorator of the attention kernel."""
+def attention_configs(which: str) -> list[str]:
+    """The generated ``attention_configs()`` ("16bit" or "float32" tiles) and the autotune decorator of the attention
+    kernel."""
     return [
         "def attention_configs():",
         f'    """Hopper tiles: (BLOCK_M queries, BLOCK_N keys a step, warps, stages) ({see("attention-tiles")})."""',
-        f"    tiles = {ATTENTION_TILES!r}",
+        f"    tiles = {ATTENTION_TILES[which]!r}",
         '    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in tiles]',
         "",
         "",
