@@ -32,7 +32,7 @@ from fusionforge import kernelfile
 from fusionforge.gpus import parent_gpu_work
 from fusionforge.kernelbench import KIND as KERNELBENCH
 from fusionforge.tasks import FusionTask, TaskError, rel_error
-from fusionforge.verify import analysis, indices
+from fusionforge.verify import analysis, builds, indices
 from fusionforge.verify import memcheck as memcheck_tool
 from fusionforge.verify.policy import POISON, full_float32
 from fusionforge.verify.sandbox import OUTPUT_CAP, run_child
@@ -555,11 +555,13 @@ def _task_difference(file_task: dict, task: FusionTask) -> str | None:
 
 
 def check_file(path: str | Path, task: FusionTask | None = None, device: str | None = None,
-               timeout: float = DEFAULT_TIMEOUT, seeds: int = 3, memcheck: bool = False) -> Verdict:
+               timeout: float = DEFAULT_TIMEOUT, seeds: int = 3, memcheck: bool = False,
+               build_target: str | None = builds.DEFAULT_TARGET) -> Verdict:
     """Check one kernel file. ``task``: the task handed out (else the file's own TASK, else get_inputs).
 
     ``memcheck``: on a GPU, run the child under compute-sanitizer (``memcheck.py``); RuntimeError when it
-    is not installed.
+    is not installed. ``build_target``: on the CPU, a file that passes is compiled for that GPU at the bench shape
+    (``builds.py``), and fails as it would there when a kernel cannot fit its shared memory; None: not compiled.
     """
     start = time.perf_counter()
     path = Path(path).resolve()
@@ -649,4 +651,6 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
         run = _Run(kf, task, device, sets + [ghost_set])
         failure = run.evaluate(result)
         verdict.checks, verdict.kernels = run.checks, run.kernels
-        return done(failure)
+    if failure is None and device == "cpu" and build_target is not None:
+        failure = builds.build_failure(path, task, build_target, timeout)
+    return done(failure)

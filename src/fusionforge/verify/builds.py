@@ -1,0 +1,185 @@
+"""A file's kernels compiled for a GPU on any machine: does each launch fit the GPU's shared memory?
+
+On a GPU, Triton compiles a kernel at its first launch and fails (OutOfResources) when the config needs more
+shared memory than a block may have; an autotuned kernel fails when every config does. Triton's interpreter on the
+CPU compiles nothing, so a file could pass the check there and fail on every GPU. Here the file's wrapper runs on
+meta tensors at the bench shape (no data, no kernel runs): each launch is recorded, an autotuned launch once for
+every config its pruning keeps, and compiled for the target with Triton's own specialization of the arguments
+(pointers 16-byte aligned as the GPU's allocations are, sizes divisible by 16 where they are), and its shared memory
+compared with the target's. A launch none of whose configs fits fails as it would on the GPU.
+
+    python -m fusionforge.verify.builds REQUEST.json   (the child: ``run_child``; the parent: ``build_failure``)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+from fusionforge.verify import analysis
+from fusionforge.verify.sandbox import Seal, exit_at_once, run_child
+from fusionforge.verify.verdict import Failure
+
+# target: (compute capability, shared memory a block may have in bytes, what it is)
+TARGETS = {"sm_90": (90, 232448, "Hopper: H100, H200")}
+DEFAULT_TARGET = "sm_90"
+MAX_BUILDS = 32  # distinct compilations a file gets (a wrapper that launches in a loop repeats its builds)
+
+
+def build_failure(path: str | Path, task, target: str = DEFAULT_TARGET, timeout: float = 300.0) -> Failure | None:
+    """The compile failure the file's kernels would meet on ``target`` at the bench shape, or None (they fit, or
+    there is nothing to predict: ``build_report``)."""
+    report = build_report(path, task, target, timeout)
+    return _judge(report, target) if report else None
+
+
+def build_report(path: str | Path, task, target: str = DEFAULT_TARGET, timeout: float = 300.0) -> dict | None:
+    """Each launch of the file's wrapper at the bench shape and its builds for ``target``: {"sites": [{"kernel",
+    "line", "builds": [{"config", "shared", "error"}]}]}, or {"skipped": why} when the wrapper could not run on meta
+    tensors; None when the child ran out of time or died (the GPU's own compile still decides)."""
+    with tempfile.TemporaryDirectory(prefix="fusionforge-build-") as scratch:
+        request = {"file": str(Path(path).resolve()), "task": task.to_dict() if task else None, "target": target,
+                   "out_dir": scratch}
+        result, _, _ = run_child("fusionforge.verify.builds", request, Path(scratch), "build", timeout)
+    return None if result is None or "forged" in result else result
+
+
+def _judge(result: dict, target: str) -> Failure | None:
+    """A launch fails when every config it would be compiled with needs more shared memory than ``target`` has. A
+    build that failed otherwise predicts nothing (the harness, not the file, may be at fault): a launch whose builds
+    all did is passed over."""
+    _, limit, gpus = TARGETS[target]
+    for site in result.get("sites", []):
+        sizes = [b for b in site["builds"] if b.get("shared") is not None]
+        if not sizes or any(b["shared"] <= limit for b in sizes) or len(sizes) < len(site["builds"]):
+            continue
+        smallest = min(sizes, key=lambda b: b["shared"])
+        count = f"every one of its {len(sizes)} configs" if len(sizes) > 1 else "its config"
+        message = (f"OutOfResources: out of resource: shared memory, Required: {smallest['shared']}, Hardware limit: "
+                   f"{limit} ({site['kernel']} compiled for {target} ({gpus}) at the bench shape: {count} too "
+                   f"large; the smallest: {smallest['config']})")
+        return analysis.error_failure({"type": "OutOfResources", "message": message}, "Triton", site.get("line"),
+                                      "bench", compile_error=True)
+    return None
+
+
+# -- the child -----------------------------------------------------------------------------------------------------
+
+def _meta_inputs(module, task) -> list:
+    """The inputs at the bench shape as meta tensors (shapes and dtypes, no data); a file without a task: its own
+    get_inputs(), moved to meta."""
+    import torch
+
+    from fusionforge.tasks import SCALAR_DTYPE, concrete
+
+    if task is None:
+        return [v.to("meta") if isinstance(v, torch.Tensor) else v for v in module.get_inputs()]
+    dims = task.shapes["bench"][0]
+    return [spec.init.get("value", 1.0) if spec.dtype == SCALAR_DTYPE else
+            torch.empty(concrete(spec.shape, dims), dtype=getattr(torch, spec.dtype), device="meta")
+            for spec in task.inputs]
+
+
+def _record_launches(module, inputs: list, file: str) -> list[dict]:
+    """Run the wrapper with Triton's launches recorded instead of run: one site a launch, its (kernel, args,
+    kwargs) for each config it would be compiled with."""
+    import torch
+    from triton.runtime.autotuner import Autotuner
+    from triton.runtime.jit import JITFunction
+
+    sites: list[dict] = []
+    tuning: list[dict] = []  # the autotuned launch whose configs are being recorded
+
+    def line_of_caller() -> int | None:
+        frame = sys._getframe(2)
+        while frame is not None and frame.f_code.co_filename != file:
+            frame = frame.f_back
+        return frame.f_lineno if frame is not None else None
+
+    def jit_run(self, *args, grid, warmup, **kwargs):
+        if tuning:
+            tuning[-1]["launches"].append((self, args, kwargs))
+        else:
+            sites.append({"kernel": self.__name__, "line": line_of_caller(), "launches": [(self, args, kwargs)]})
+
+    def tuner_run(self, *args, **kwargs):
+        self.nargs = dict(zip(self.arg_names, args))
+        site = {"kernel": getattr(self.fn, "__name__", "kernel"), "line": line_of_caller(), "launches": []}
+        tuning.append(site)
+        configs = self.prune_configs(kwargs)
+        try:
+            for config in configs:
+                self.fn.run(*args, **kwargs, **config.all_kwargs())
+        finally:
+            tuning.pop()
+        self.best_config = configs[0]  # a wrapper may size what follows by the config the autotuner picked
+        sites.append(site)
+
+    JITFunction.run, Autotuner.run = jit_run, tuner_run
+    with torch.no_grad():
+        module.fused_kernel_triton_wrapper(*inputs)
+    return sites
+
+
+def _build(target: str, launch: tuple) -> dict:
+    """Compile one recorded launch for ``target``: its config in words and its shared memory, or the error."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    jit_fn, args, kwargs = launch
+    capability = TARGETS[target][0]
+    gpu = GPUTarget("cuda", capability, 64)
+    backend = make_backend(gpu)
+    kwargs = {"debug": False, **kwargs}
+    binder = create_function_from_signature(jit_fn.signature, jit_fn.params, backend)
+    bound, specialization, options = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = jit_fn._pack_args(backend, kwargs, bound, specialization, options)
+    config = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k.isupper() or k in ("num_warps", "num_stages"))
+    try:
+        compiled = triton.compile(ASTSource(jit_fn, signature, constexprs, attrs), target=gpu,
+                                  options=options.__dict__)
+    except Exception as exc:
+        required = re.search(r"out of resource: shared memory, Required: (\d+)", str(exc))
+        if required:  # the compiler's own check (it stops before the kernel is built)
+            return {"config": config, "shared": int(required.group(1)), "error": None}
+        return {"config": config, "shared": None, "error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+    return {"config": config, "shared": int(compiled.metadata.shared), "error": None}
+
+
+def main(request_path: str) -> int:
+    seal = Seal()
+    request = json.loads(Path(request_path).read_text())
+    out_dir = Path(request["out_dir"])
+    from fusionforge.kernelfile import load_module
+    from fusionforge.tasks import FusionTask
+
+    task = FusionTask.from_dict(request["task"]) if request["task"] else None
+    try:
+        module = load_module(request["file"], "candidate_kernels")
+        sites = _record_launches(module, _meta_inputs(module, task), request["file"])
+    except Exception as exc:  # a wrapper that needs real values (the check ran it): nothing to predict here
+        seal.write(out_dir, {"skipped": f"{type(exc).__name__}: {exc}"[:300]})
+        return 0
+    builds: dict[tuple, dict] = {}
+    result = []
+    for site in sites:
+        rows = []
+        for launch in site["launches"]:
+            key = (launch[0].__name__, repr(launch[1]), repr(sorted(launch[2].items(), key=str)))
+            if key not in builds:
+                if len(builds) == MAX_BUILDS:
+                    break
+                builds[key] = _build(request["target"], launch)
+            rows.append(builds[key])
+        result.append({"kernel": site["kernel"], "line": site["line"], "builds": rows})
+    seal.write(out_dir, {"sites": result})
+    return 0
+
+
+if __name__ == "__main__":
+    exit_at_once(main(sys.argv[1]))
