@@ -65,11 +65,11 @@ LOSS_TILE, LOSS_WARPS = 4096, 8
 LOSS_MEAN_BLOCK, LOSS_MEAN_WARPS = 4096, 8
 
 # Attention: (BLOCK_M queries, BLOCK_N keys a step, warps, stages), autotuned. float32's tiles fit Hopper's 227 KiB
-# of shared memory at head dim 128 with tf32x3 products (compiled for sm_90: 160-192 KiB); the 16-bit ones would
-# need 256-512 KiB there.
+# of shared memory at head dim 128 with tf32x3 products, where the 16-bit ones would need 256-512 KiB
+# (benchmarks/hopper_builds.py).
 ATTENTION_TILES = {
-    "16bit": ((128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3)),
-    "float32": ((128, 32, 8, 2), (64, 64, 4, 2), (64, 32, 4, 3)),
+    "16bit": ((128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3)),
+    "float32": ((64, 32, 8, 2), (128, 32, 8, 3), (64, 32, 4, 3)),
 }
 
 # Rotary embeddings of the keys before attention: [ROTARY_TILE / BLOCK_D, BLOCK_D] tiles on ROTARY_WARPS warps.

@@ -68,7 +68,7 @@ def _judge(result: dict, target: str) -> Failure | None:
 
 # -- the child -----------------------------------------------------------------------------------------------------
 
-def _meta_inputs(module, task) -> list:
+def meta_inputs(module, task) -> list:
     """The inputs at the bench shape as meta tensors (shapes and dtypes, no data); a file without a task: its own
     get_inputs(), moved to meta."""
     import torch
@@ -83,7 +83,7 @@ def _meta_inputs(module, task) -> list:
             for spec in task.inputs]
 
 
-def _record_launches(module, inputs: list, file: str) -> list[dict]:
+def record_launches(module, inputs: list, file: str) -> list[dict]:
     """Run the wrapper with Triton's launches recorded instead of run: one site a launch, its (kernel, args,
     kwargs) for each config it would be compiled with."""
     import torch
@@ -124,25 +124,34 @@ def _record_launches(module, inputs: list, file: str) -> list[dict]:
     return sites
 
 
-def _build(target: str, launch: tuple) -> dict:
-    """Compile one recorded launch for ``target``: its config in words and its shared memory, or the error."""
+def compile_launch(target: str, launch: tuple):
+    """Compile one recorded launch (kernel, args, kwargs) for ``target`` with Triton's own specialization of its
+    arguments: the CompiledKernel (``metadata.shared``: bytes of shared memory; ``asm["ptx"]``)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, make_backend
     from triton.runtime.jit import create_function_from_signature
 
     jit_fn, args, kwargs = launch
-    capability = TARGETS[target][0]
-    gpu = GPUTarget("cuda", capability, 64)
+    gpu = GPUTarget("cuda", TARGETS[target][0], 64)
     backend = make_backend(gpu)
     kwargs = {"debug": False, **kwargs}
     binder = create_function_from_signature(jit_fn.signature, jit_fn.params, backend)
     bound, specialization, options = binder(*args, **kwargs)
     options, signature, constexprs, attrs = jit_fn._pack_args(backend, kwargs, bound, specialization, options)
-    config = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k.isupper() or k in ("num_warps", "num_stages"))
+    return triton.compile(ASTSource(jit_fn, signature, constexprs, attrs), target=gpu, options=options.__dict__)
+
+
+def config_text(launch: tuple) -> str:
+    """A recorded launch's constexprs, warps and stages in words."""
+    return ", ".join(f"{k}={v}" for k, v in launch[2].items() if k.isupper() or k in ("num_warps", "num_stages"))
+
+
+def _build(target: str, launch: tuple) -> dict:
+    """One recorded launch built for ``target``: its config in words and its shared memory, or the error."""
+    config = config_text(launch)
     try:
-        compiled = triton.compile(ASTSource(jit_fn, signature, constexprs, attrs), target=gpu,
-                                  options=options.__dict__)
+        compiled = compile_launch(target, launch)
     except Exception as exc:
         required = re.search(r"out of resource: shared memory, Required: (\d+)", str(exc))
         if required:  # the compiler's own check (it stops before the kernel is built)
@@ -161,7 +170,7 @@ def main(request_path: str) -> int:
     task = FusionTask.from_dict(request["task"]) if request["task"] else None
     try:
         module = load_module(request["file"], "candidate_kernels")
-        sites = _record_launches(module, _meta_inputs(module, task), request["file"])
+        sites = record_launches(module, meta_inputs(module, task), request["file"])
     except Exception as exc:  # a wrapper that needs real values (the check ran it): nothing to predict here
         seal.write(out_dir, {"skipped": f"{type(exc).__name__}: {exc}"[:300]})
         return 0
