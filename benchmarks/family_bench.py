@@ -72,34 +72,42 @@ def main() -> int:
             tasks.append(task)
             paths.append(path)
 
-    def done(k: int, result) -> None:
-        d = result.to_dict()
-        print(f"  {paths[k].name}: {d['status']} eager x{d.get('speedup') or 0:.2f} "
-              f"compile x{d.get('speedup_vs_compile') or 0:.2f}", flush=True)
+    rows: list[dict | None] = [None] * len(paths)
 
-    results = bench_files(paths, tasks, jobs=args.jobs, done=done)
-    rows = []
-    for task, path, result in zip(tasks, paths, results):
+    def write_report() -> dict:
+        """The report of the files done so far (written after each one: a run cut off keeps what it timed)."""
+        done_rows = [r for r in rows if r is not None]
+        families = sorted({r["family"] for r in done_rows})
+        report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+                  "python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
+                  "timer": "fusionforge bench (CUDA events, L2 flushed, medians)", "tuning": args.tuning,
+                  "seconds": round(time.perf_counter() - start, 1), "files_done": len(done_rows),
+                  "files": len(paths),
+                  "by_family": {f: summary([r for r in done_rows if r["family"] == f]) for f in families},
+                  "rows": done_rows}
+        Path(args.out).write_text(json.dumps(report, indent=1))
+        return report
+
+    def done(k: int, result) -> None:
         d = result.to_dict()
         t = d.get("timings") or {}
         roof = d.get("roofline") or {}
-        rows.append({"file": path.name, "family": task.family, "dtype": task.dtype, "description": task.description,
-                     "bench": task.shapes["bench"][0], "status": d["status"],
-                     "category": (d.get("failure") or {}).get("category"),
-                     "message": ((d.get("failure") or {}).get("message") or "")[:300],
-                     **{f"{k}_ms": v["median_ms"] for k, v in t.items()},
-                     "speedup": d.get("speedup"), "speedup_vs_compile": d.get("speedup_vs_compile"),
-                     "faster": d.get("faster"), "faster_than_compile": d.get("faster_than_compile"),
-                     "roofline_fraction": roof.get("triton_fraction_of_floor")})
-    families = sorted({r["family"] for r in rows})
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-              "python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
-              "timer": "fusionforge bench (CUDA events, L2 flushed, medians)", "tuning": args.tuning,
-              "seconds": round(time.perf_counter() - start, 1),
-              "by_family": {f: summary([r for r in rows if r["family"] == f]) for f in families}, "rows": rows}
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    print(json.dumps(report["by_family"], indent=1))
+        task = tasks[k]
+        rows[k] = {"file": paths[k].name, "family": task.family, "dtype": task.dtype, "description": task.description,
+                   "bench": task.shapes["bench"][0], "status": d["status"],
+                   "category": (d.get("failure") or {}).get("category"),
+                   "message": ((d.get("failure") or {}).get("message") or "")[:300],
+                   **{f"{name}_ms": v["median_ms"] for name, v in t.items()},
+                   "speedup": d.get("speedup"), "speedup_vs_compile": d.get("speedup_vs_compile"),
+                   "faster": d.get("faster"), "faster_than_compile": d.get("faster_than_compile"),
+                   "roofline_fraction": roof.get("triton_fraction_of_floor")}
+        print(f"  {paths[k].name}: {d['status']} eager x{d.get('speedup') or 0:.2f} "
+              f"compile x{d.get('speedup_vs_compile') or 0:.2f} {rows[k]['message'][:120]}", flush=True)
+        write_report()
+
+    bench_files(paths, tasks, jobs=args.jobs, done=done)
+    print(json.dumps(write_report()["by_family"], indent=1))
     return 0
 
 
