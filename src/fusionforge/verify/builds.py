@@ -6,7 +6,9 @@ CPU compiles nothing, so a file could pass the check there and fail on every GPU
 meta tensors at the bench shape (no data, no kernel runs): each launch is recorded, an autotuned launch once for
 every config its pruning keeps, and compiled for the target with Triton's own specialization of the arguments
 (pointers 16-byte aligned as the GPU's allocations are, sizes divisible by 16 where they are), and its shared memory
-compared with the target's. A launch none of whose configs fits fails as it would on the GPU.
+compared with the target's. A launch none of whose configs fits fails as it would on the GPU. This predicts; it is
+not a defence: the file's code runs here without the check's guards and could fool it, and a GPU's own compile
+decides there.
 
     python -m fusionforge.verify.builds REQUEST.json   (the child: ``run_child``; the parent: ``build_failure``)
 """
