@@ -67,3 +67,10 @@ def test_a_wrapper_that_cannot_run_on_meta_tensors_is_not_built(tmp_path):
     assert "skipped" in build_report(path, None)
     verdict = check_file(path)
     assert verdict.passed, verdict.failure and verdict.failure.message
+
+
+def test_a_launch_with_a_config_left_unbuilt_is_not_judged():
+    """Past MAX_BUILDS a config is not compiled: the one left out might have fitted."""
+    site = _site(LIMIT + 1)
+    site["builds"].append({"config": "BLOCK_M=16", "shared": None, "error": "not built (MAX_BUILDS)"})
+    assert _judge({"sites": [site]}, "sm_90") is None

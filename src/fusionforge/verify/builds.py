@@ -51,8 +51,8 @@ def build_report(path: str | Path, task, target: str = DEFAULT_TARGET, timeout: 
 
 def _judge(result: dict, target: str) -> Failure | None:
     """A launch fails when every config it would be compiled with needs more shared memory than ``target`` has. A
-    build that failed otherwise predicts nothing (the harness, not the file, may be at fault): a launch whose builds
-    all did is passed over."""
+    build that failed otherwise, or was not made, leaves its launch unjudged (the harness, not the file, may be at
+    fault, and the config left out might have fitted)."""
     _, limit, gpus = TARGETS[target]
     for site in result.get("sites", []):
         sizes = [b for b in site["builds"] if b.get("shared") is not None]
@@ -173,7 +173,7 @@ def main(request_path: str) -> int:
     try:
         module = load_module(request["file"], "candidate_kernels")
         sites = record_launches(module, meta_inputs(module, task), request["file"])
-    except Exception as exc:  # a wrapper that needs real values (the check ran it): nothing to predict here
+    except Exception as exc:  # a wrapper that cannot run on meta tensors: nothing to predict here
         seal.write(out_dir, {"skipped": f"{type(exc).__name__}: {exc}"[:300]})
         return 0
     builds: dict[tuple, dict] = {}
@@ -182,9 +182,10 @@ def main(request_path: str) -> int:
         rows = []
         for launch in site["launches"]:
             key = (launch[0].__name__, repr(launch[1]), repr(sorted(launch[2].items(), key=str)))
+            if key not in builds and len(builds) == MAX_BUILDS:  # a config left out: the launch predicts nothing
+                rows.append({"config": config_text(launch), "shared": None, "error": "not built (MAX_BUILDS)"})
+                continue
             if key not in builds:
-                if len(builds) == MAX_BUILDS:
-                    break
                 builds[key] = _build(request["target"], launch)
             rows.append(builds[key])
         result.append({"kernel": site["kernel"], "line": site["line"], "builds": rows})
