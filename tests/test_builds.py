@@ -7,7 +7,7 @@ import pytest
 from fusionforge.codegen import generate
 from fusionforge.tasks import TaskGenerator
 from fusionforge.verify import check_file
-from fusionforge.verify.builds import TARGETS, _judge, build_failure, build_report
+from fusionforge.verify.builds import TARGETS, _judge, build_failure, build_report, target_for
 
 GEN = TaskGenerator()
 GOOD = Path(__file__).parent / "fixtures" / "good" / "pointwise_bias_gelu_fp16.py"
@@ -65,7 +65,7 @@ def test_a_wrapper_that_cannot_run_on_meta_tensors_is_not_built(tmp_path):
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(text)
     assert "skipped" in build_report(path, None)
-    verdict = check_file(path)
+    verdict = check_file(path, build_target="sm_90")
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
@@ -74,3 +74,20 @@ def test_a_launch_with_a_config_left_unbuilt_is_not_judged():
     site = _site(LIMIT + 1)
     site["builds"].append({"config": "BLOCK_M=16", "shared": None, "error": "not built (MAX_BUILDS)"})
     assert _judge({"sites": [site]}, "sm_90") is None
+
+
+def test_the_build_target_comes_from_the_call_then_the_environment(monkeypatch):
+    monkeypatch.delenv("FUSIONFORGE_BUILD_TARGET", raising=False)
+    assert target_for(None) == "sm_90" and target_for("none") is None
+    monkeypatch.setenv("FUSIONFORGE_BUILD_TARGET", "none")
+    assert target_for(None) is None and target_for("sm_90") == "sm_90"
+    with pytest.raises(ValueError, match="sm_80"):
+        target_for("sm_80")
+
+
+def test_check_takes_a_build_target_or_none(capsys):
+    from fusionforge.cli import main
+
+    assert main(["check", str(GOOD), "--build-target", "sm_80"]) == 2
+    assert "sm_90 or none" in capsys.readouterr().err
+    assert main(["check", str(GOOD), "--build-target", "none"]) == 0

@@ -22,7 +22,7 @@ GOOD = FIXTURES / "good" / "pointwise_bias_gelu_fp16.py"
 def test_fixture_verdict(name):
     expected = EXPECTED[name]
     timeout = 20 if expected.get("category") == "timeout" else 240
-    verdict = check_file(FIXTURES / name, timeout=timeout)
+    verdict = check_file(FIXTURES / name, timeout=timeout, build_target="sm_90")
     got = verdict.to_dict()
     if expected["status"] == "pass":
         assert verdict.passed, render_check(verdict, fancy=False)

@@ -277,13 +277,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
                              "every load and store is bounds-checked already)")
         if sanitizer() is None:
             raise UsageError("--memcheck: compute-sanitizer (CUDA toolkit) is not on the PATH nor in $CUDA_HOME/bin")
-    from fusionforge.verify.builds import TARGETS
+    from fusionforge.verify.builds import target_for
 
-    if args.build_target not in (*TARGETS, "none"):
-        raise UsageError(f"--build-target {args.build_target}: one of {', '.join(TARGETS)} or none")
-    build_target = None if args.build_target == "none" else args.build_target
+    try:
+        target_for(args.build_target)
+    except ValueError as e:
+        raise UsageError(f"--build-target: {e}") from None
     verdict = check_file(path, task=task, device=args.device, timeout=args.timeout, seeds=args.seeds,
-                         memcheck=args.memcheck, build_target=build_target)
+                         memcheck=args.memcheck, build_target=args.build_target)
     print(verdict.to_json() if args.json else render_check(verdict) + (f"\n{note}" if note else ""))
     return EXIT_OK if verdict.passed else EXIT_FAIL
 
@@ -998,10 +999,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memcheck", action="store_true", help="on a GPU: run the file under compute-sanitizer's memcheck "
                    "and fail it as `memory` on any out-of-bounds access (slower; on the CPU every access is "
                    "bounds-checked always)")
-    p.add_argument("--build-target", default="sm_90", metavar="sm_90|none",
+    p.add_argument("--build-target", metavar="sm_90|none",
                    help="on the CPU: compile a passing file's kernels for this GPU (sm_90: Hopper) at the bench shape "
                    "and fail the file where a kernel cannot fit its shared memory, as it would there (default "
-                   "sm_90; none: skip)")
+                   "$FUSIONFORGE_BUILD_TARGET, else sm_90; none: skip)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("bench", help="check, then time kernel files against PyTorch eager and torch.compile",

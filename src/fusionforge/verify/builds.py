@@ -16,6 +16,7 @@ decides there.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import tempfile
@@ -29,6 +30,17 @@ from fusionforge.verify.verdict import Failure
 TARGETS = {"sm_90": (90, 232448, "Hopper: H100, H200")}
 DEFAULT_TARGET = "sm_90"
 MAX_BUILDS = 32  # distinct compilations a file gets (a wrapper that launches in a loop repeats its builds)
+
+
+def target_for(name: str | None) -> str | None:
+    """The build target asked for: ``name``, else $FUSIONFORGE_BUILD_TARGET, else sm_90; None for "none" (no
+    builds). ValueError for a target not in TARGETS."""
+    name = name or os.environ.get("FUSIONFORGE_BUILD_TARGET") or DEFAULT_TARGET
+    if name == "none":
+        return None
+    if name not in TARGETS:
+        raise ValueError(f"build target {name!r}: one of {', '.join(TARGETS)} or none")
+    return name
 
 
 def build_failure(path: str | Path, task, target: str = DEFAULT_TARGET, timeout: float = 300.0) -> Failure | None:

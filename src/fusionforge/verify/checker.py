@@ -556,12 +556,13 @@ def _task_difference(file_task: dict, task: FusionTask) -> str | None:
 
 def check_file(path: str | Path, task: FusionTask | None = None, device: str | None = None,
                timeout: float = DEFAULT_TIMEOUT, seeds: int = 3, memcheck: bool = False,
-               build_target: str | None = builds.DEFAULT_TARGET) -> Verdict:
+               build_target: str | None = None) -> Verdict:
     """Check one kernel file. ``task``: the task handed out (else the file's own TASK, else get_inputs).
 
     ``memcheck``: on a GPU, run the child under compute-sanitizer (``memcheck.py``); RuntimeError when it
     is not installed. ``build_target``: on the CPU, a file that passes is compiled for that GPU at the bench shape
-    (``builds.py``), and fails as it would there when a kernel cannot fit its shared memory; None: not compiled.
+    (``builds.py``), and fails as it would there when a kernel cannot fit its shared memory; None: the target of
+    $FUSIONFORGE_BUILD_TARGET, else sm_90; "none": not compiled.
     """
     start = time.perf_counter()
     path = Path(path).resolve()
@@ -651,6 +652,7 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
         run = _Run(kf, task, device, sets + [ghost_set])
         failure = run.evaluate(result)
         verdict.checks, verdict.kernels = run.checks, run.kernels
-    if failure is None and device == "cpu" and build_target is not None:
-        failure = builds.build_failure(path, task, build_target, timeout)
+    target = builds.target_for(build_target)
+    if failure is None and device == "cpu" and target is not None:
+        failure = builds.build_failure(path, task, target, timeout)
     return done(failure)
