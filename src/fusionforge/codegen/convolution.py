@@ -104,8 +104,6 @@ def emit_2d(plan: Plan) -> Section:
          "position = rows % (out_h * out_w)  # p Q + q",
          "top = position // out_w * STRIDE - PADDING  # [BLOCK_M] the windows' first rows",
          "left = position % out_w * STRIDE - PADDING  # [BLOCK_M] the windows' first columns",
-         "x_rows = x_ptr + batch * in_chan * in_h * in_w + group * group_in  # [BLOCK_M] the group's first channel"
-         if tap_loop(task) else
          "x_rows = x_ptr + (batch * in_chan + group * group_in) * in_h * in_w  # [BLOCK_M] the group's first channel",
          "acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
     by_tap = tap_loop(task)
@@ -116,7 +114,7 @@ def emit_2d(plan: Plan) -> Section:
     _epilogue(body, after, task.dtype, "position[:, None]")
     shapes = [shape_text(i) for i in inputs[:3]]
     if by_tap:
-        shapes[0], shapes[1] = "x [B, H, W, K] (the wrapper's copy)", "weight [R, R, J, C] (the wrapper's copy)"
+        shapes[1] = "weight [R, R, J, C] (the wrapper's copy)"
     kernel = _gemm_kernel(plan, [conv, *after], inputs, shapes, SIZES_2D, body,
                           "An implicit GEMM a group: a [BLOCK_M, BLOCK_N] tile of output positions by the group's "
                           "output channels a program, each step a gathered [BLOCK_M, BLOCK_K] tile of x's windows "
@@ -128,8 +126,7 @@ def emit_2d(plan: Plan) -> Section:
          f"{params['groups']}",
          "batch, in_chan, in_h, in_w = x.shape",
          "n_chan, group_in, ksize = weight.shape[:3]",
-         *(["x = x.permute(0, 2, 3, 1).contiguous()  # [B, H, W, K]: a position's channels side by side",
-            "weight = weight.permute(2, 3, 1, 0).contiguous()  # [R, R, J, C]: a tap's channels by output channels"]
+         *(["weight = weight.permute(2, 3, 1, 0).contiguous()  # [R, R, J, C]: a tap's channels by output channels"]
            if by_tap else []),
          *output_plane("ksize", dilated=True),
          f"{result} = torch.empty((batch, n_chan, out_h, out_w), dtype=x.dtype, device=x.device)",
@@ -289,11 +286,9 @@ def _window_blocks(body: Code, conv, dot: str) -> None:
 
 def _channel_blocks(body: Code, conv, dot: str) -> None:
     """The reduction over (tap, block of BLOCK_K input channels) steps in one loop, so that the loads are pipelined
-    across taps (a loop a tap would drain the pipeline every J / BLOCK_K steps). x comes as [B, H, W, K], so a step's
-    [BLOCK_M, BLOCK_K] tile is BLOCK_M runs of BLOCK_K consecutive channels: 16-byte loads the compiler can make
-    asynchronous (in [B, K, H, W] a 16-bit tile is 2-byte loads, which cp.async cannot move). The weight comes as
-    [R, R, J, C], so a step's [BLOCK_K, BLOCK_N] tile is BLOCK_K rows of BLOCK_N consecutive output channels (in
-    [C, J, R, R] each value would be R R apart)."""
+    across taps (a loop a tap would drain the pipeline every J / BLOCK_K steps). The weight comes as [R, R, J, C],
+    so a step's [BLOCK_K, BLOCK_N] tile is BLOCK_K rows of BLOCK_N consecutive output channels (in [C, J, R, R] each
+    value would be R R apart)."""
     body(conv.comment("(tap, BLOCK_K of the group's input channels) a step"),
          "channels = tl.arange(0, BLOCK_K)  # [BLOCK_K]",
          "blocks = tl.cdiv(group_in, BLOCK_K)  # channel blocks a tap")
@@ -306,8 +301,8 @@ def _channel_blocks(body: Code, conv, dot: str) -> None:
              "inside = row_mask & (in_row >= 0) & (in_row < in_h) & (in_col >= 0) & (in_col < in_w)  "
              "# the padding reads as zeros",
              "x_mask = inside[:, None] & j_mask[None, :]  # [BLOCK_M, BLOCK_K]",
-             "a = tl.load(x_rows[:, None] + ((in_row * in_w + in_col) * in_chan)[:, None] + j[None, :], mask=x_mask, "
-             "other=0.0)",
+             "a = tl.load(x_rows[:, None] + (in_row * in_w + in_col)[:, None] + j[None, :] * (in_h * in_w), "
+             "mask=x_mask, other=0.0)",
              "w_mask = j_mask[:, None] & chan_mask[None, :]  # [BLOCK_K, BLOCK_N]",
              "w = tl.load(weight_ptr + (tap * group_in + j)[:, None] * n_chan + chans[None, :], mask=w_mask, "
              "other=0.0)",
