@@ -31,7 +31,7 @@ ARMS = {
     "checked": "from fusionforge.verify import interpreter  # noqa: F401  imported as in the other arm\n",
     "unchecked": ("from fusionforge.verify import interpreter\n\n\n"
                   "def _without_bounds_checks():\n"
-                  "    interpreter.faithful_bfloat16()\n"
+                  "    interpreter.faithful_conversions()\n"
                   "    interpreter._install_gpu_arithmetic()\n\n\n"
                   "interpreter.install_gpu_semantics = _without_bounds_checks\n"),
 }

@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from fusionforge.verify.interpreter import OutOfBoundsAccess, faithful_bfloat16, install_gpu_semantics
+from fusionforge.verify.interpreter import OutOfBoundsAccess, faithful_conversions, install_gpu_semantics
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="interpreter only")
 
@@ -49,7 +49,7 @@ def _casts_kernel(x_ptr, half_ptr, stored_ptr, cast_ptr, from_half_ptr, toward_z
 
 
 def test_float_to_bfloat16_rounds_to_nearest_even():
-    assert faithful_bfloat16()
+    assert faithful_conversions()
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(4096, generator=generator) * 3
     x[:6] = torch.tensor([float("inf"), -float("inf"), 3.4e38, 1e-40, 0.0, -0.0])
@@ -68,6 +68,29 @@ def test_float_to_bfloat16_rounds_to_nearest_even():
     normal = slice(8, None)
     assert bool((toward_zero[normal].double().abs() <= x[normal].double().abs()).all())
     assert int((toward_zero[normal].view(torch.int16) != expected[normal]).sum()) > 1000
+
+
+@triton.jit
+def _fp8_kernel(x_ptr, fp8_ptr, codes_ptr, decoded_ptr, BLOCK: tl.constexpr):
+    offsets = tl.arange(0, BLOCK)
+    tl.store(fp8_ptr + offsets, tl.load(x_ptr + offsets).to(tl.float8e4nv))
+    tl.store(decoded_ptr + offsets, tl.load(codes_ptr + offsets).to(tl.float32))
+
+
+def test_float8_e4m3_conversions_round_to_nearest_even_and_saturate():
+    """To fp8: round to nearest even with the carry into the exponent (127.9 -> 128), +-448 past the range, NaN
+    kept; from fp8: every one of the 256 codes, the two NaN codes as NaN."""
+    assert faithful_conversions()
+    x = torch.linspace(-470.0, 470.0, 256)
+    x[:8] = torch.tensor([127.9, -31.97, 460.0, -1e4, float("inf"), float("nan"), 2.0**-10, 0.0])
+    codes = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn)
+    fp8, decoded = torch.empty(256, dtype=torch.float8_e4m3fn), torch.empty(256)
+    _fp8_kernel[(1,)](x, fp8, codes, decoded, BLOCK=256)
+    expected = torch.where(x.isnan(), x, x.clamp(-448.0, 448.0)).to(torch.float8_e4m3fn)
+    assert torch.equal(fp8.view(torch.uint8), expected.view(torch.uint8))
+    assert fp8[:4].float().tolist() == [128.0, -32.0, 448.0, -448.0]
+    assert torch.equal(decoded.nan_to_num(7.0), codes.float().nan_to_num(7.0))
+    assert int(decoded.isnan().sum()) == 2
 
 
 # -- dots ---------------------------------------------------------------------------------------------

@@ -4,11 +4,14 @@ The checker's child process calls ``install_gpu_semantics()`` once, when ``TRITO
 before it imports a candidate file. It patches Triton 3.6's interpreter (``triton.runtime.interpreter``)
 in five places, each so that a kernel's verdict on the CPU is the one it would get on a GPU.
 
-bfloat16 rounding. The interpreter converts float32 -> bfloat16 by dropping the low 16 bits (round
+bfloat16 and fp8 rounding. The interpreter converts float32 -> bfloat16 by dropping the low 16 bits (round
 toward zero, up to 1 ulp of error), for ``.to(tl.bfloat16)`` and for the implicit cast in ``tl.store``.
 A GPU rounds to nearest even (``cvt.rn.bf16.f32``, at most 1/2 ulp). A correct bfloat16 kernel would
-carry twice PyTorch's rounding error and could fail by chance. ``faithful_bfloat16()`` converts with
-torch's round-to-nearest-even instead; other conversions are left to the interpreter.
+carry twice PyTorch's rounding error and could fail by chance. To float8 e4m3 the interpreter's rounding
+loses the carry into the exponent (127.9 became 64, not 128), and from it the NaN codes read as +-480;
+a GPU rounds to nearest even, saturating to +-448 (``cvt.rn.satfinite.e4m3x2.f32``), and reads NaN.
+``faithful_conversions()`` converts to bfloat16 and to and from float8 e4m3 with torch instead (the fp8
+values clamped to +-448 first); other conversions are left to the interpreter.
 
 Dots. The interpreter computes ``tl.dot`` as ``np.matmul(a, b, dtype=acc)``. It holds bfloat16 values as
 raw uint16 bit patterns, so a bf16 dot multiplied integers (garbage), and an fp16 dot into an fp16
@@ -62,6 +65,7 @@ import numpy as np
 import torch
 
 _FLOAT_SOURCES = ("fp16", "fp32", "fp64")
+FP8_E4M3_MAX = 448.0  # the largest finite float8 e4m3 value
 _TAG_SHIFT = 48
 _ADDRESS_MASK = np.uint64(2**_TAG_SHIFT - 1)
 _MAX_TAG = 2**15 - 1  # tags use bits 48..62; bit 63 stays clear
@@ -84,8 +88,9 @@ class OutOfBoundsAccess(Exception):
         self.details = details
 
 
-def faithful_bfloat16() -> bool:
-    """Patch the interpreter's float -> bfloat16 conversion; True when it was patched."""
+def faithful_conversions() -> bool:
+    """Patch the interpreter's float conversions to bfloat16 and to and from float8 e4m3 (module docstring); True
+    when it was patched."""
     try:
         from triton._C.libtriton import ir
         from triton.runtime import interpreter
@@ -96,11 +101,25 @@ def faithful_bfloat16() -> bool:
         return original is not None
 
     def convert(values, input_dtype, output_dtype, rounding_mode):
-        if (output_dtype.name == "bf16" and input_dtype.name in _FLOAT_SOURCES
-                and rounding_mode != ir.ROUNDING_MODE.RTZ):
+        source, target = input_dtype.name, output_dtype.name
+        if rounding_mode == ir.ROUNDING_MODE.RTZ or not ({source, target} <= {*_FLOAT_SOURCES, "bf16", "fp8e4nv"}):
+            return original(values, input_dtype, output_dtype, rounding_mode)
+        if target == "bf16" and source in _FLOAT_SOURCES:
             rounded = torch.from_numpy(np.ascontiguousarray(values)).to(torch.bfloat16)
             return rounded.view(torch.int16).numpy().view(np.uint16).reshape(values.shape)
-        return original(values, input_dtype, output_dtype, rounding_mode)
+        if "fp8e4nv" not in (source, target):
+            return original(values, input_dtype, output_dtype, rounding_mode)
+        held = torch.from_numpy(np.ascontiguousarray(values))  # bf16 and fp8 come as raw bits
+        held = held.view({"bf16": torch.bfloat16, "fp8e4nv": torch.float8_e4m3fn}.get(source, held.dtype))
+        if target == "fp8e4nv":
+            wide = held.to(torch.float32)
+            fp8 = torch.where(wide.isnan(), wide, wide.clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX)).to(torch.float8_e4m3fn)
+            return fp8.view(torch.uint8).numpy().reshape(values.shape)
+        wide = held.to({"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
+                        "fp64": torch.float64}[target])
+        if target == "bf16":
+            return wide.view(torch.int16).numpy().view(np.uint16).reshape(values.shape)
+        return wide.numpy().reshape(values.shape)
 
     convert.faithful = True
     interpreter._convert_float = convert
@@ -109,7 +128,7 @@ def faithful_bfloat16() -> bool:
 
 def install_gpu_semantics() -> None:
     """Make the interpreter compute what a GPU would and check its memory accesses (module docstring)."""
-    faithful_bfloat16()
+    faithful_conversions()
     _install_gpu_arithmetic()
     _install_bounds_checks()
     _install_autotuning()
