@@ -858,6 +858,33 @@ def test_a_gather_before_pointwise_ops_reads_in_tiles(tmp_path, ops, picks):
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
+@pytest.mark.parametrize("ops, dtype, bench_n, long_row, plan_form", [
+    ("dequantize_fp8_tensor,gelu", "float16", None, None, ("pointwise", "flat")),
+    ("dequantize_fp8_rows,relu,mul:col", "float32", None, None, ("pointwise", "tiles")),
+    ("dequantize_fp8_rows,cos,group_norm", "bfloat16", None, None, ("row", "registers")),
+    ("dequantize_fp8_rows,relu,sum", "float32", 256, None, ("row", "short_rows")),
+    ("dequantize_fp8_tensor,add:col,layer_norm,silu", "bfloat16", None, 20011, ("row", "slices"))])
+def test_fp8_plans_scale_the_values_they_load(tmp_path, ops, dtype, bench_n, long_row, plan_form):
+    """fp8 dequantization before the pointwise and row plans: e4m3 values loaded as they are, times their scale in
+    fp32 (a row's loaded as a per-row vector, a 2D group norm's row one group of it; the tensor's once a program),
+    the output in the scale's dtype. Flat blocks, tiles, rows in registers, several short rows a tile, rows walked
+    in slices (both passes of a normalization)."""
+    task = GEN.generate(1, ops=ops, dtype=dtype)
+    if bench_n:
+        task.shapes["bench"][0]["N"] = bench_n
+    if long_row:
+        task.shapes["test"].append({"M": 3, "N": long_row})
+    plan = resolve(task)
+    assert (plan.kind, plan.variant) == plan_form
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(generate(task))
+    kernels = path.read_text().split("# <TRITON>")[1]
+    assert ".to(tl.float32) * scale" in kernels and "dtype=scale.dtype" in kernels
+    assert "x.to(" not in kernels.split("def fused_kernel_triton_wrapper")[1]
+    verdict = check_file(path, task=task, timeout=240)
+    assert verdict.passed, verdict.failure and verdict.failure.message
+
+
 def test_lookups_before_a_loss_have_no_plan_yet():
     with pytest.raises(UnsupportedTask, match="a gather followed by a loss or several row ops"):
         resolve(GEN.generate(1, ops="embedding,mse_loss"))

@@ -232,12 +232,13 @@ def test_all_ops_get_used():
     convolutions a global pooling: a spatial reduction after them)."""
     used = {s.op for seed in range(300) for s in GEN.generate(seed).steps}
     new = {op.name for op in catalog.SCAN_OPS + catalog.LOSS_OPS + catalog.ARG_REDUCTION_OPS + catalog.SPATIAL_OPS
-           + catalog.GATHER_OPS + catalog.POOL_OPS + catalog.ATTENTION_OPS + catalog.CONV_OPS}
+           + catalog.GATHER_OPS + catalog.POOL_OPS + catalog.ATTENTION_OPS + catalog.CONV_OPS + catalog.FP8_OPS}
     assert used == set(catalog.CATALOG) - new
     for family, ops in (("scan", catalog.SCAN_OPS), ("loss", catalog.LOSS_OPS),
                         ("arg_reduction", catalog.ARG_REDUCTION_OPS), ("spatial_reduction", catalog.SPATIAL_OPS),
                         ("gather", catalog.GATHER_OPS), ("pooling", catalog.POOL_OPS),
-                        ("attention", catalog.ATTENTION_OPS), ("convolution", catalog.CONV_OPS)):
+                        ("attention", catalog.ATTENTION_OPS), ("convolution", catalog.CONV_OPS),
+                        ("fp8", catalog.FP8_OPS)):
         drawn = {s.op for seed in range(40) for s in GEN.generate(seed, family=family).steps}
         assert {op.name for op in ops} <= drawn
         also = {op.name for op in catalog.SPATIAL_OPS} if family == "convolution" else set()
@@ -253,7 +254,8 @@ def test_all_ops_get_used():
     ("abs,add:col,argmax", "row", "arg_reduction", "medium"), ("linear,argmin", None, "matmul", "hard"),
     ("softmax,argmax", None, "arg_reduction", "medium"), ("silu,spatial_max", "row", "spatial_reduction", "medium"),
     ("embedding,relu,rms_norm", "row", "gather", "medium"), ("embedding,add:col", "pointwise", "gather", "medium"),
-    ("embedding,mse_loss", None, "gather", "medium")])
+    ("embedding,mse_loss", None, "gather", "medium"), ("dequantize_fp8_rows,gelu", "pointwise", "fp8", "medium"),
+    ("dequantize_fp8_tensor,relu,softmax", "row", "fp8", "medium")])
 def test_one_classification_gives_plan_family_and_difficulty(ops, plan, family, difficulty):
     kind = classify(ops.replace(":col", "").split(","))
     assert (kind.plan, kind.family, kind.difficulty) == (plan, family, difficulty)
@@ -278,14 +280,14 @@ def test_test_shapes_walk_the_loops_the_bench_shape_walks():
 def test_families_are_drawn_only_when_asked_for():
     """Without a family a seed keeps its task; with one it draws a chain of that family, the same every time."""
     assert GEN.generate(5).to_json() == GEN.generate(5, family=None).to_json()
-    for family in ("scan", "loss", "arg_reduction", "spatial_reduction", "gather", "convolution"):
+    for family in ("scan", "loss", "arg_reduction", "spatial_reduction", "gather", "convolution", "fp8"):
         task = GEN.generate(5, family=family)
         assert task.to_json() == GEN.generate(5, family=family).to_json()
         assert task.family == family and task.difficulty == "medium"
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"family": "fp8"}, "unknown family 'fp8'"),
+    ({"family": "fp4"}, "unknown family 'fp4'"),
     ({"family": "scan", "ops": "cumsum"}, "not both"),
     ({"family": "loss", "difficulty": "hard"}, "loss tasks are medium"),
     ({"ops": "mse_loss,relu"}, "mse_loss is a loss and ends the chain"),
@@ -332,6 +334,21 @@ def test_a_mean_loss_still_must_depend_on_every_input():
     ignored = FusionTask.from_dict(task.to_dict())
     ignored.__dict__["function"] = lambda x, target: torch.nn.functional.mse_loss(x, torch.zeros_like(target))
     assert screen(ignored) == f"output independent of input {task.inputs[1].name}"
+
+
+def test_fp8_tasks_read_e4m3_values_and_scales_in_the_task_dtype():
+    """x is float8 e4m3 [M, N] drawn across most of its range (finite: within +-448), its scale [M, 1] or [1] in the
+    task's dtype; the float64 reference dequantizes exactly."""
+    for seed in range(8):
+        task = GEN.generate(seed, family="fp8")
+        x, scale = task.inputs[:2]
+        assert (x.dtype, x.shape) == ("float8_e4m3fn", ["M", "N"]) and scale.dtype == task.dtype
+        assert scale.shape == (["M", 1] if task.steps[0].op == "dequantize_fp8_rows" else [1])
+        values = task.make_inputs(task.shapes["test"][0], seed)
+        assert values[0].dtype == torch.float8_e4m3fn and bool(values[0].float().isfinite().all())
+        assert 200 < float(values[0].float().abs().max()) <= 448
+        if len(task.steps) == 1:
+            assert torch.equal(task.reference(values[:2]), values[0].double() * values[1].double())
 
 
 def test_scan_and_loss_tasks_test_a_row_of_several_chunks():

@@ -806,9 +806,10 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
                    "lookup, gather or index_select by int64 indices, then pointwise ops, maybe around a reduction or "
                    "normalization), pooling (pointwise ops on [B, C, H, W], max_pool2d or avg_pool2d, pointwise ops), "
                    "attention (scaled dot-product attention over [B, NH, S, D], RoPE on q and k or not, then "
-                   "pointwise ops) or convolution "
+                   "pointwise ops), convolution "
                    "(a causal depthwise conv1d over [B, M, N], a conv2d or a depthwise conv2d over [B, K, H, W], with "
-                   "bias, then pointwise ops and an inference batch norm)")
+                   "bias, then pointwise ops and an inference batch norm) or fp8 (float8 e4m3 values [M, N] times a "
+                   "scale a row or one scale, then pointwise ops, maybe around a reduction or normalization)")
     p.add_argument("--out", metavar="FILE", help="also write the task JSON (a list when --count > 1)")
     p.add_argument("--json", action="store_true", help="print the task spec as JSON")
     p.add_argument("--skeleton", action="store_true", help="also write the task's kernel file to fill in, as the "

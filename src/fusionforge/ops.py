@@ -34,6 +34,8 @@ Conventions
   (``conv_size``), dims of their own in every shape, as a pooling's are. A depthwise conv2d (groups = channels)
   reads ``x`` [B, C, H, W] and ``weight`` [C, 1, R, R]; a conv_transpose2d (one group) ``x`` [B, K, H, W] and
   ``weight`` [K, C, R, R], its P and Q larger than H and W.
+* fp8 dequantization starts a chain too: ``x`` [M, N] in float8 e4m3 times its ``scale`` ([M, 1] a row's,
+  or [1] the tensor's, in the task's dtype) gives [M, N] in the task's dtype.
 * ``flops`` counts floating-point operations per output element (per input element for
   reductions, normalizations, scans and losses); matmuls count ``2 * K`` per output element, pooling ops
   ``flops`` per value of a window (K^2 per output element), convolutions ``flops`` per tap.
@@ -63,6 +65,7 @@ class Family(str, Enum):
     GATHER = "gather"
     ATTENTION = "attention"
     CONV = "convolution"
+    FP8 = "fp8"
 
 
 class ShapeError(ValueError):
@@ -548,6 +551,23 @@ CONV_OPS = [
 ]
 
 
+# fp8 dequantization starts a chain: e4m3 values (3 mantissa bits, finite up to +-448) times their scale, one a row
+# (an [M, 1] column, the layout of per-row scaled matmuls) or one for the tensor ([1]). In PyTorch x.to(scale.dtype):
+# every e4m3 value is exact in float16, bfloat16 and float32. The values are drawn as a quantizer leaves them, most of
+# the e4m3 range in use (a normal of std 64 clipped at 416); the scales near 1 / 64, so the chain sees activations.
+FP8_VALUES = {"dist": "normal", "mean": 0.0, "std": 64.0, "clip": 6.5}
+FP8_SCALES = {"dist": "uniform", "low": 1 / 128, "high": 1 / 32}
+FP8_DTYPE = "float8_e4m3fn"
+FP8_OPS = [
+    Op("dequantize_fp8_rows", Family.FP8, "{x}.to({scale}.dtype) * {scale}",
+       "h_ij = x_ij scale_i: [M, N] float8 e4m3, [M, 1] -> [M, N]", 1,
+       operands=(Operand("scale", "scale", "M1", FP8_SCALES),), label="fp8 (e4m3) dequantization, a scale a row"),
+    Op("dequantize_fp8_tensor", Family.FP8, "{x}.to({scale}.dtype) * {scale}",
+       "h_ij = x_ij scale: [M, N] float8 e4m3, [1] -> [M, N]", 1,
+       operands=(Operand("scale", "scale", "ONE", FP8_SCALES),), label="fp8 (e4m3) dequantization, one scale"),
+]
+
+
 def conv_size(size: int, window: int, params: dict[str, Any], transposed: bool = False) -> int:
     """The length a conv2d leaves of a plane's side of ``size`` values with ``window`` taps:
     (size + 2 pad - dil (window - 1) - 1) // S + 1; a conv_transpose2d, (size - 1) S - 2 pad + dil (window - 1) + 1."""
@@ -559,7 +579,7 @@ def conv_size(size: int, window: int, params: dict[str, Any], transposed: bool =
 
 CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + GATHER_OPS + ATTENTION_OPS + CONV_OPS + UNARY_OPS
                            + BINARY_OPS + REDUCTION_OPS + NORM_OPS + SCAN_OPS + LOSS_OPS + ARG_REDUCTION_OPS
-                           + SPATIAL_OPS + POOL_OPS}
+                           + SPATIAL_OPS + POOL_OPS + FP8_OPS}
 
 # Inference batch norm applies running statistics: a per-channel affine map that reduces nothing.
 AFFINE_NORMS = ("batch_norm",)
@@ -575,8 +595,9 @@ def reads_planes(op: Op) -> bool:
 
 # Ops that act on whole rows (of the last dimension; a spatial reduction's of H x W): what the row plans walk.
 ROW_FAMILIES = (Family.REDUCTION, Family.NORM, Family.SCAN, Family.LOSS, Family.ARG_REDUCTION, Family.SPATIAL)
-# Ops that start a chain from inputs of their own shapes: a matmul, a gather, attention, a convolution.
-ROOTS = (Family.MATMUL, Family.GATHER, Family.ATTENTION, Family.CONV)
+# Ops that start a chain from inputs of their own shapes: a matmul, a gather, attention, a convolution, fp8
+# dequantization.
+ROOTS = (Family.MATMUL, Family.GATHER, Family.ATTENTION, Family.CONV, Family.FP8)
 # Ops whose result no op reads: a loss, an index.
 ENDS_CHAIN = (Family.LOSS, Family.ARG_REDUCTION)
 
@@ -680,6 +701,8 @@ def root_shapes(op: Op) -> tuple[Shape, Shape]:
     gather picks from."""
     if op.name == "embedding":
         return ("M",), ("M", "N")
+    if op.family is Family.FP8:
+        return ("M", "N"), ("M", "N")
     if op.family is Family.GATHER:
         return ("M", "K"), ("M", "N")
     if op.family is Family.ATTENTION:
@@ -698,4 +721,4 @@ def root_shapes(op: Op) -> tuple[Shape, Shape]:
 ROOT_OPERAND_SHAPES = {"NK": ("N", "K"), "KN": ("K", "N"), "BKN": ("B", "K", "N"), "VN": ("V", "N"),
                        "BNSD": ("B", "NH", "S", "D"), "MT": ("M", "T"),
                        "CJRR": ("C", "J", "R", "R"), "C1RR": ("C", 1, "R", "R"),
-                       "KCRR": ("K", "C", "R", "R"), "SD": ("S", "D")}
+                       "KCRR": ("K", "C", "R", "R"), "SD": ("S", "D"), "M1": ("M", 1), "ONE": (1,)}

@@ -23,12 +23,13 @@ from fusionforge.ops import Family, Op, ShapeError
 
 DTYPES = ("float32", "float16", "bfloat16")
 DIFFICULTIES = ("easy", "medium", "hard")
-ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8}
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, catalog.FP8_DTYPE: 1}
 SCALAR_DTYPE = "python_float"
 DIM_ORDER = ("B", "M", "N", "K", "C", "H", "W", "P", "Q", "V", "NH", "S", "D", "T", "J", "R")
 # Families a task can be asked for (``generate(family=...)``); without one, the seed draws from the original mix
 # of pointwise, reduction and matmul chains, so every seed keeps its task.
-FAMILIES = ("scan", "loss", "arg_reduction", "spatial_reduction", "gather", "pooling", "attention", "convolution")
+FAMILIES = ("scan", "loss", "arg_reduction", "spatial_reduction", "gather", "pooling", "attention", "convolution",
+            "fp8")
 HARD_FAMILIES = ("attention",)  # a root's chains, as a matmul's are (classify); the others' are medium
 
 # A bench shape moves at least this many bytes or does at least this many FLOPs.
@@ -654,8 +655,8 @@ class TaskGenerator:
     def _family_chain(self, family: str, rng: random.Random):
         """A chain of ``family``: pointwise ops, then a scan, a spatial reduction or a 2D pooling (and maybe pointwise
         ops after it), a loss or an arg reduction; or a gather (an embedding lookup half the time, else a gather or an
-        index_select along the last dimension), then pointwise ops around a reduction or a normalization, or
-        pointwise ops alone."""
+        index_select along the last dimension) or an fp8 dequantization (a scale a row or one), then pointwise ops
+        around a reduction or a normalization, or pointwise ops alone."""
         if family == "scan":
             rank = rng.choice((2, 2, 3))
             plan = ["pointwise"] * rng.choice((0, 1, 2)) + ["scan"] + ["pointwise"] * rng.choice((0, 1))
@@ -684,6 +685,12 @@ class TaskGenerator:
                     plan.append(second)
                 else:  # an instance norm takes away each channel's mean, the conv's bias with it, unless an op comes
                     plan[1:1] = [second] if second == "group_norm" else ["pointwise", second]
+        elif family == "fp8":  # dequantized values into pointwise ops, or around a reduction or a normalization
+            rank = 2
+            root = rng.choice(("dequantize_fp8_rows", "dequantize_fp8_tensor"))
+            plan = [root] + ["pointwise"] * rng.choice((0, 1, 2))
+            if rng.random() < 0.6:
+                plan += ["row"] + ["pointwise"] * rng.choice((0, 0, 1))
         elif family == "gather":
             rank = 2
             root = rng.choice(("embedding", "embedding", "gather", "index_select"))
@@ -733,6 +740,8 @@ class TaskGenerator:
         activation = catalog.LOGITS if chain[-1][0].family is Family.ARG_REDUCTION else catalog.ACTIVATION
         if root and root.name == "embedding":
             inputs = [InputSpec("ids", "ids", list(act_shape), "int64", dict(catalog.TOKEN_IDS))]
+        elif root and root.family is Family.FP8:
+            inputs = [InputSpec("x", "activation", list(act_shape), catalog.FP8_DTYPE, dict(catalog.FP8_VALUES))]
         elif root and root.family is Family.ATTENTION:
             inputs = [InputSpec("q", "query", list(act_shape), dtype, dict(activation))]
         else:
@@ -764,7 +773,7 @@ class TaskGenerator:
         menus = (_TEST_ATTENTION if attention else _TEST_CONV2D if conv2d else _TEST_DEPTHWISE if depthwise
                  else _TEST_CONV if conv else {2: _TEST_2D, 3: _TEST_3D, 4: _TEST_4D}[rank])
         test = [_pick_dims(family, rng, channel, groups) for family in menus]
-        if not root or root.name == "embedding":
+        if not root or root.name == "embedding" or root.family is Family.FP8:
             test = [{k: v for k, v in d.items() if k != "K"} for d in test]
         if root and root.name == "embedding":
             test = [{**d, "V": rng.choice(choices)} for d, choices in zip(test, _TEST_TABLE_ROWS)]
@@ -814,17 +823,17 @@ def classify(ops: list[str]) -> ChainKind:
 
     Plans: a matmul root's epilogue may hold inference batch norm and one more reduction or normalization (matmul);
     pointwise ops only (pointwise); one reduction (spatial too), normalization, scan or arg reduction among them
-    (row), after an embedding lookup too (or pointwise ops alone after it); pointwise ops and a loss (loss); two
-    reductions and no normalization (two_reductions); pointwise ops around a 2D pooling (pool); attention and
-    pointwise ops after it (attention); a causal conv1d and pointwise ops after it (conv); a conv2d, a
+    (row), after a gather or an fp8 dequantization too (or pointwise ops alone after it); pointwise ops and a loss
+    (loss); two reductions and no normalization (two_reductions); pointwise ops around a 2D pooling (pool);
+    attention and pointwise ops after it (attention); a causal conv1d and pointwise ops after it (conv); a conv2d, a
     conv_transpose2d or a depthwise conv2d, pointwise ops and inference batch norm after it (conv2d,
     conv_transpose2d, depthwise), and for the first two one group or instance norm or reduction over its planes
     among them (a second kernel); other chains have no plan yet. Family and difficulty follow what the chain
-    computes: a matmul or attention root is hard; two reductions are hard; a lookup, a convolution, a scan, a loss,
-    an arg reduction, a spatial reduction or a pooling makes a medium chain of its own family; any other op that
-    reduces makes a medium "reduction" chain; the rest are easy "pointwise" chains. An inference batch norm applies
-    running statistics, a per-channel affine map that reduces nothing (``ops.reduces``), so a chain of it with
-    pointwise ops is easy, though the row plan writes it.
+    computes: a matmul or attention root is hard; two reductions are hard; a gather, an fp8 dequantization, a
+    convolution, a scan, a loss, an arg reduction, a spatial reduction or a pooling makes a medium chain of its own
+    family; any other op that reduces makes a medium "reduction" chain; the rest are easy "pointwise" chains. An
+    inference batch norm applies running statistics, a per-channel affine map that reduces nothing
+    (``ops.reduces``), so a chain of it with pointwise ops is easy, though the row plan writes it.
     """
     entries = [catalog.get(op) for op in ops]
     families = [entry.family for entry in entries]
@@ -838,9 +847,9 @@ def classify(ops: list[str]) -> ChainKind:
     if families[0] is Family.ATTENTION:
         plan = "attention" if all(f in (Family.UNARY, Family.BINARY) for f in families[1:]) else None
         return ChainKind(plan, "attention", "hard")
-    if families[0] is Family.GATHER:
+    if families[0] in (Family.GATHER, Family.FP8):
         plan = None if losses or len(row_ops) > 1 else "row" if row_ops else "pointwise"
-        return ChainKind(plan, "gather", "medium")
+        return ChainKind(plan, families[0].value, "medium")
     if families[0] is Family.CONV:
         pointwise = all(f in (Family.UNARY, Family.BINARY) for f in families[1:])
         epilogue = all(f in (Family.UNARY, Family.BINARY) or op == "batch_norm" for op, f in zip(ops[1:], families[1:]))
@@ -1007,8 +1016,9 @@ def _bench_dims(task: FusionTask, rank: int, root: Op | None, rng, channel: str,
         lead, step = "M", 64
     else:
         vocabulary = any(step.op in ("cross_entropy", "argmax", "argmin") for step in task.steps)
-        dims = dict(rng.choice(_BENCH_2D_MM if root else _BENCH_VOCAB if vocabulary else _BENCH_2D))
-        lead, step = "M", 128 if root else 64
+        multiplies = root is not None and root.family is Family.MATMUL
+        dims = dict(rng.choice(_BENCH_2D_MM if multiplies else _BENCH_VOCAB if vocabulary else _BENCH_2D))
+        lead, step = "M", 128 if multiplies else 64
     if channel in dims:
         dims[channel] = _round_up(dims[channel], groups)
     dims = with_planes(task, dims)

@@ -40,6 +40,15 @@ class Layout:
         return f"{var} = tl.load({name}_ptr + {index}, mask={self.mask}, other={other}).to(tl.float32)"
 
 
+def dequantized(step: PlanStep, layout: Layout, hint: str = "") -> list[str]:
+    """The lines loading an fp8 root's values into ``h``: e4m3 values (exact in fp32) times their scale, a row's
+    (loaded as the layout loads a per-row vector) or the tensor's (one load a program)."""
+    scale = (layout.load("scale", "row") if step.op.name == "dequantize_fp8_rows"
+             else "scale = tl.load(scale_ptr).to(tl.float32)")
+    return [step.comment(), scale,
+            f"h = tl.load(x_ptr + {layout.index['full']}, mask={layout.mask}, other=0.0{hint}).to(tl.float32) * scale"]
+
+
 def per_row(row: str, mask: str | None = None) -> Layout:
     """Operands of the ops after a row reduction, whose values are one per row: indexed by ``row`` (a program's
     row, loaded once) or, with ``mask``, by a vector of rows (one per lane)."""

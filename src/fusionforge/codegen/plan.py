@@ -130,6 +130,8 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
     """The variants the generator can write, the default first, each with its reason; and the rows walked."""
     if kind == "pointwise":
         vectors = [s.params["operand"] for s in steps if s.params.get("operand") in ("col", "row")]
+        if steps[0].op.name == "dequantize_fp8_rows":  # its scales are a per-row vector
+            vectors.append("row")
         if steps[0].op.family is Family.GATHER:
             return [("tiles", "a gather: [rows, N] tiles load their ids or indices and read where they point")], None
         if vectors:
@@ -208,7 +210,8 @@ def _kind(task: FusionTask) -> str:
                               f"({task.description})")
     kind = classify([s.op for s in task.steps]).plan
     if kind is None:
-        missing = ("a gather followed by a loss or several row ops" if task.family == "gather"
+        root = {"gather": "a gather", "fp8": "an fp8 dequantization"}.get(task.family)
+        missing = (f"{root} followed by a loss or several row ops" if root
                    else "chains with several normalizations or reductions beyond two")
         raise UnsupportedTask(f"the built-in code generator has no plan yet for {missing} (task {task.id}: "
                               f"{task.description})")

@@ -3,14 +3,15 @@
 ``flat``: blocks of POINTWISE_BLOCK elements of the flattened output; a full-tensor operand is read at the
 same offsets, a scalar is an argument. ``tiles``: with a per-row or per-column vector, [BLOCK_M, BLOCK_N]
 tiles numbered row by row, each vector loaded once per tile and broadcast (indexed per element, it would cost
-an integer division each). After a gather, always tiles: a lookup's tile loads its rows' ids once and reads those
+an integer division each). fp8 values are loaded as such and multiplied by their scale in fp32 (a per-row scale is
+a per-row vector). After a gather, always tiles: a lookup's tile loads its rows' ids once and reads those
 rows of the table; a gather's loads its indices (index_select's once, a vector) and reads x where they point.
 """
 
 from __future__ import annotations
 
 from fusionforge.codegen import tuning
-from fusionforge.codegen.layout import Layout, pointwise_steps
+from fusionforge.codegen.layout import Layout, dequantized, pointwise_steps
 from fusionforge.codegen.plan import Plan, kernel_args
 from fusionforge.codegen.source import Code, Kernel
 from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
@@ -22,7 +23,8 @@ def emit(plan: Plan) -> Section:
     tiles = plan.variant == "tiles"
     root = plan.steps[0] if plan.steps[0].op.family is Family.GATHER else None
     lookup = root if root and root.op.name == "embedding" else None
-    steps = [s for s in plan.steps if s is not root]
+    fp8 = plan.steps[0] if plan.steps[0].op.family is Family.FP8 else None
+    steps = [s for s in plan.steps if s is not root and s is not fp8]
     source = "weight" if lookup else "x"
     body = Code()
     if tiles:
@@ -62,6 +64,9 @@ def emit(plan: Plan) -> Section:
              "h = tl.load(x_ptr + rows[:, None].to(tl.int64) * n_picked_from + picked, mask=mask, other=0.0)"
              ".to(tl.float32)")
         what = f"{shape_text(task.inputs[0])} picked at {shape_text(task.inputs[1])}, the output"
+    elif fp8:
+        body(*dequantized(fp8, layout))
+        what = f"{shape_text(task.inputs[0])} scaled by {shape_text(task.inputs[1])}"
     else:
         body("h = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)")
         what = shape_text(task.inputs[0])
@@ -75,6 +80,8 @@ def emit(plan: Plan) -> Section:
         code("out = torch.empty((*ids.shape, weight.shape[-1]), dtype=weight.dtype, device=weight.device)")
     elif root:
         code("out = torch.empty((*x.shape[:-1], index.shape[-1]), dtype=x.dtype, device=x.device)")
+    elif fp8:
+        code("out = torch.empty_like(x, dtype=scale.dtype)")
     else:
         code("out = torch.empty_like(x)")
     if tiles:

@@ -13,13 +13,13 @@ One emitter for every way of walking the rows (``Rows.form``), the looped ones a
 Group norm's rows are one group of one sample: [M, N] -> [M * G, N / G]; [B, M, N] -> [B * G, (M / G) * N],
 contiguous in memory. The same kernel serves a normalization after a matmul, over its product, and a chain that
 starts with a gather: each program loads its rows' ids and reads those rows of a lookup's table, or loads its
-indices and reads x where they point (``_first_load``).
+indices and reads x where they point; or with fp8 values, read as such and scaled in fp32 (``_first_load``).
 """
 
 from __future__ import annotations
 
 from fusionforge.codegen import tuning
-from fusionforge.codegen.layout import Layout, operand_loads, per_row, pointwise_steps
+from fusionforge.codegen.layout import Layout, dequantized, operand_loads, per_row, pointwise_steps
 from fusionforge.codegen.plan import Plan, PlanStep, Rows, kernel_args
 from fusionforge.codegen.reductions import NORMALIZATIONS, REDUCTIONS, Phrases
 from fusionforge.codegen.source import Code, Kernel
@@ -73,10 +73,12 @@ def geometry(rows: Rows) -> tuple[str, Layout, str]:
 
 def _first_load(root: PlanStep | None, rows: Rows, layout: Layout, form: str, hint: str) -> list[str]:
     """The lines loading the chain's first values into ``h`` at the kernel's rows and columns: ``x`` at the layout's
-    full index; a lookup's table at its ids' rows; for a gather, its indices first, then ``x`` where they point (a
-    2D group norm's row is one group of a row of picks)."""
+    full index; fp8 values times their scale; a lookup's table at its ids' rows; for a gather, its indices first,
+    then ``x`` where they point (a 2D group norm's row is one group of a row of picks)."""
     if root is None:
         return [f"h = tl.load(x_ptr + {layout.index['full']}, mask=mask, other=0.0{hint}).to(tl.float32)"]
+    if root.op.family is Family.FP8:
+        return dequantized(root, layout, hint)
     groups = rows.step.params["groups"] if rows.step.op.name == "group_norm" else None
     if root.op.name == "embedding":
         index = ("tokens[:, None] * row_len + cols[None, :]" if form == "short_rows"
@@ -124,12 +126,13 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
     the ids of a lookup). Returns the kernel, the wrapper lines that allocate ``out`` and launch it, and host-side
     helpers it needs."""
     step, form, dtype = rows.step, rows.form, plan.dtype
-    root = steps[0] if steps[0].op.family is Family.GATHER else None
+    root = steps[0] if steps[0].op.family in (Family.GATHER, Family.FP8) else None
     lookup = root if root and root.op.name == "embedding" else None
+    picks = root if root and root.op.family is Family.GATHER and not lookup else None  # a gather's indices
     before = [s for s in steps if s.index < step.index and s is not root]
     after = [s for s in steps if s.index > step.index]
     row_len, layout, in_words = geometry(rows)
-    row_len = row_len.replace("x.", "index." if root and not lookup else f"{source}.")
+    row_len = row_len.replace("x.", "index." if picks else f"{source}.")
     pointers = ["ids_ptr", "weight_ptr"] if lookup else ["x_ptr"]
     reduction = REDUCTIONS.get(step.op.name)
     norm = NORMALIZATIONS.get(step.op.name)
@@ -180,8 +183,8 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
         _walk(body, rows, before, after, reduction, norm, layout, dtype, token, root)
 
     sizes = [*([("n_rows", "n_rows")] if form == "short_rows" else []), ("row_len", "row_len"),
-             ("n_cols", f"{'index' if root and not lookup else source}.shape[-1]"),
-             *([("n_picked_from", "x.shape[-1]")] if root and not lookup else []),
+             ("n_cols", f"{'index' if picks else source}.shape[-1]"),
+             *([("n_picked_from", "x.shape[-1]")] if picks else []),
              *([("n_chan", f"{source}.shape[1]")] if rows.rank >= 3 else [])]
     held = {"registers": f"{in_words}, held in registers (BLOCK_N lanes, masked)",
             "short_rows": f"ROWS {'planes' if step.op.family is Family.SPATIAL else 'rows of the last dimension'} "
@@ -194,7 +197,8 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
     kernel = Kernel(name, [*pointers, *kernel_args(inputs[len(pointers):]), "out_ptr"], sizes, constexprs,
                     [f"{chain_text(steps)}; "
                      + (f"{shape_text(inputs[0])} into {shape_text(inputs[1])}." if lookup
-                        else f"{shape_text(inputs[0])} picked at {shape_text(inputs[1])}." if root
+                        else f"{shape_text(inputs[0])} picked at {shape_text(inputs[1])}." if picks
+                        else f"{shape_text(inputs[0])} scaled by {shape_text(inputs[1])}." if root
                         else f"x [{', '.join(str(d) for d in inputs[0].shape)}]."),
                      f"{held[0].upper()}{held[1:]}; fp32 math, one cast on store."], body, tuning_code)
     host = ["\n".join(tuning.row_slices())] if form == "slices" else []
@@ -223,7 +227,7 @@ def _walk(body: Code, rows: Rows, before: list[PlanStep], after: list[PlanStep],
           layout: Layout, dtype: str, token: list[str], root: PlanStep | None) -> None:
     """A row too long for registers: pass 1 folds each slice (or tile) into the row op's running state; a
     normalization's pass 2 walks the row again, normalizes and stores. ``token``: a lookup's lines loading the
-    row's id; ``root``: a gather starting the chain (``_first_load``)."""
+    row's id; ``root``: a gather or an fp8 dequantization starting the chain (``_first_load``)."""
     step = rows.step
     statistic = reduction or (REDUCTIONS[norm.statistic] if norm.statistic else None)
     body("row = tl.program_id(0).to(tl.int64)", *token, step.comment())
@@ -279,17 +283,19 @@ def _launch(kernel: Kernel, rows: Rows, step: PlanStep, name: str, source: str, 
     its picks) and launching the kernel, a program per row (per ROWS rows for short ones)."""
     code = Code(1)
     lookup = root is not None and root.op.name == "embedding"
+    picks = root is not None and root.op.family is Family.GATHER and not lookup
+    out_dtype = "scale.dtype" if root is not None and root.op.family is Family.FP8 else f"{source}.dtype"
     kept = 2 if step.op.family is Family.SPATIAL else 1  # the dims a reduction drops: H and W, or the last
     lead = "ids.shape" if lookup else f"{source}.shape[:-{kept}]"
     if step.reduces:
         shape = f"(*{lead}, {', '.join(['1'] * kept)})" if step.params["keepdim"] else lead
-        dtype = f"torch.{step.op.out_dtype}" if step.op.out_dtype else f"{source}.dtype"
+        dtype = f"torch.{step.op.out_dtype}" if step.op.out_dtype else out_dtype
         code(f"out = torch.empty({shape}, dtype={dtype}, device={source}.device)")
-    elif root:
+    elif lookup or picks:
         width = f"{source}.shape[-1]" if lookup else "index.shape[-1]"
         code(f"out = torch.empty((*{lead}, {width}), dtype={source}.dtype, device={source}.device)")
     else:
-        code(f"out = torch.empty_like({source})")
+        code(f"out = torch.empty_like({source}{'' if out_dtype == f'{source}.dtype' else f', dtype={out_dtype}'})")
     code(f"row_len = {row_len}")
     args = [*(i.name for i in inputs), "out", *kernel.size_args()]
     grid = f"{source}.numel() // row_len"

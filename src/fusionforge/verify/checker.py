@@ -213,12 +213,15 @@ def _compare_integers(out: torch.Tensor, ref: torch.Tensor, picked_from: tuple |
 
 
 def input_sensitivity(reference: Callable[..., torch.Tensor], inputs: list, ref: torch.Tensor,
-                      seed: int = 0, accumulates: bool = False) -> torch.Tensor:
+                      seed: int = 0, accumulates: bool = False, working: torch.dtype | None = None) -> torch.Tensor:
     """Per element, how far the float64 reference moves when the inputs alone are rounded: the max over
     ``SENSITIVITY_SAMPLES`` draws of |reference(x (1 + u)) - ref|, every floating input tensor x scaled
     elementwise by u uniform in [-eps, eps], eps its dtype's unit roundoff (2^-24 for float32). Large
     where the chain is ill-conditioned (sqrt near zero, a sum that cancels), a few ulps elsewhere. A task
-    that ``accumulates`` (a cumsum) also rounds its running sums in each draw (``FusionTask.reference``)."""
+    that ``accumulates`` (a cumsum) also rounds its running sums in each draw (``FusionTask.reference``).
+    8-bit float inputs take the ``working`` dtype's roundoff (the task's): their values are exact, and what
+    is computed from them rounds at the task's dtype (2^-4, an e4m3 value's own roundoff, would let a kernel
+    off by a third pass)."""
     moved = torch.zeros_like(ref)
     for sample in range(SENSITIVITY_SAMPLES):
         generator = None
@@ -227,7 +230,8 @@ def input_sensitivity(reference: Callable[..., torch.Tensor], inputs: list, ref:
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 if generator is None:
                     generator = torch.Generator(device=value.device).manual_seed(seed + sample)
-                eps = torch.finfo(value.dtype).eps / 2
+                narrow = value.element_size() == 1 and working is not None
+                eps = torch.finfo(working if narrow else value.dtype).eps / 2
                 u = torch.rand(value.shape, generator=generator, device=value.device, dtype=torch.float64)
                 value = value.double() * (1 + eps * (2 * u - 1))
             perturbed.append(value)
@@ -313,7 +317,7 @@ class _Run:
                     picked_from = self.task.picked_from(inputs)
             return ref, own, getattr(torch, self.task.output_dtype), \
                 functools.cache(functools.partial(input_sensitivity, self.task.reference, inputs, ref, spec["seed"],
-                                                  self.task.accumulates)), picked_from
+                                                  self.task.accumulates, getattr(torch, self.task.dtype))), picked_from
         own = _load(record.get("pytorch"))
         ref = _load(record.get("reference"))
         if own is None:
