@@ -38,14 +38,9 @@ def emit(plan: Plan) -> Section:
          "offsets = (head * seq_len + rows[:, None]) * HEAD_DIM + dims[None, :]  # [BLOCK_M, BLOCK_D]",
          "q = tl.load(q_ptr + offsets, mask=mask, other=0.0)")
     if rotary:
-        body("# rotary embeddings: x cos + rotate_half(x) sin, rotate_half(x) = [-x2, x1] of x's halves",
-             "partner = (dims + HEAD_DIM // 2) % HEAD_DIM - dims  # [BLOCK_D] the offset of the dim rotate_half reads",
-             "sign = tl.where(dims < HEAD_DIM // 2, -1.0, 1.0)[None, :]",
-             "table = rows[:, None] * HEAD_DIM + dims[None, :]  # [BLOCK_M, BLOCK_D] into cos and sin [S, D]",
-             "cos = tl.load(cos_ptr + table, mask=mask, other=0.0).to(tl.float32)",
-             "sin = tl.load(sin_ptr + table, mask=mask, other=0.0).to(tl.float32)",
-             "q_half = tl.load(q_ptr + offsets + partner[None, :], mask=mask, other=0.0).to(tl.float32)",
-             "q = (q.to(tl.float32) * cos + sign * q_half * sin).to(q_ptr.dtype.element_ty)")
+        lines, rotated = _rotary("q", "rows")
+        body("# rotary embeddings: x cos + rotate_half(x) sin, rotate_half(x) = [-x2, x1] of x's halves", *lines,
+             f"q = ({rotated}).to(q_ptr.dtype.element_ty)")
     body(attention.comment("an online softmax over blocks of keys"),
          f"qk_scale = scale * {LOG2_E}  # exp2 below: log2(e) folded in",
          "row_max = tl.full((BLOCK_M,), float('-inf'), dtype=tl.float32)",
@@ -113,6 +108,20 @@ def emit(plan: Plan) -> Section:
     return Section(kernels, [], code)
 
 
+def _rotary(tensor: str, positions: str) -> tuple[list[str], str]:
+    """The lines that ready rotary embeddings for a [rows, BLOCK_D] tile of ``tensor`` (loaded as ``tensor``, at
+    ``offsets`` under ``mask``; ``positions`` its rows' places in the sequence): the dim rotate_half reads and its
+    sign, the cos and sin of each value, the partner values; and the fp32 expression x cos + rotate_half(x) sin."""
+    half = f"tl.load({tensor}_ptr + offsets + partner[None, :], mask=mask, other=0.0).to(tl.float32)"
+    return ["partner = (dims + HEAD_DIM // 2) % HEAD_DIM - dims  # [BLOCK_D] the offset of the dim rotate_half reads",
+            "sign = tl.where(dims < HEAD_DIM // 2, -1.0, 1.0)[None, :]",
+            f"table = {positions}[:, None] * HEAD_DIM + dims[None, :]  # into cos and sin [S, D]",
+            "cos = tl.load(cos_ptr + table, mask=mask, other=0.0).to(tl.float32)",
+            "sin = tl.load(sin_ptr + table, mask=mask, other=0.0).to(tl.float32)",
+            f"{tensor}_half = {half}"], \
+        f"{tensor}.to(tl.float32) * cos + sign * {tensor}_half * sin"
+
+
 def _rotary_kernel() -> Kernel:
     """The keys' rotary embeddings, once: [BLOCK_R, BLOCK_D] tiles of k's rows."""
     body = Code()
@@ -120,14 +129,9 @@ def _rotary_kernel() -> Kernel:
          "dims = tl.arange(0, BLOCK_D)  # [BLOCK_D]",
          "mask = (rows < n_rows)[:, None] & (dims < HEAD_DIM)[None, :]",
          "offsets = rows[:, None].to(tl.int64) * HEAD_DIM + dims[None, :]  # [BLOCK_R, BLOCK_D]",
-         "partner = (dims + HEAD_DIM // 2) % HEAD_DIM - dims  # [BLOCK_D] the offset of the dim rotate_half reads",
-         "sign = tl.where(dims < HEAD_DIM // 2, -1.0, 1.0)[None, :]",
-         "table = (rows % seq_len)[:, None] * HEAD_DIM + dims[None, :]  # into cos and sin [S, D]",
-         "x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)",
-         "x_half = tl.load(x_ptr + offsets + partner[None, :], mask=mask, other=0.0).to(tl.float32)",
-         "cos = tl.load(cos_ptr + table, mask=mask, other=0.0).to(tl.float32)",
-         "sin = tl.load(sin_ptr + table, mask=mask, other=0.0).to(tl.float32)",
-         "tl.store(out_ptr + offsets, (x * cos + sign * x_half * sin).to(out_ptr.dtype.element_ty), mask=mask)")
+         "x = tl.load(x_ptr + offsets, mask=mask, other=0.0)")
+    lines, rotated = _rotary("x", "(rows % seq_len)")
+    body(*lines, f"tl.store(out_ptr + offsets, ({rotated}).to(out_ptr.dtype.element_ty), mask=mask)")
     return Kernel("rotary_kernel", ["x_ptr", "cos_ptr", "sin_ptr", "out_ptr", "n_rows", "seq_len"], [],
                   ["HEAD_DIM", "BLOCK_R", "BLOCK_D"],
                   ["Rotary embeddings of the keys: x [B, NH, S, D], cos [S, D], sin [S, D] -> [B, NH, S, D], x cos + "

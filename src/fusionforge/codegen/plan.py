@@ -158,16 +158,10 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
             walk = _ROW_REASONS[rows.form].format(longest=rows.longest, cap=tuning.MAX_ROW_BLOCK,
                                                   bytes=tuning.SHORT_ROW_BYTES, tile=tuning.SHORT_ROW_TILE)
             gemm += f"; the {second.op.name} a second kernel, its {walk}"
-        if task.dtype == "float32":
-            return [("tf32x3", f"{gemm}; float32: tl.dot in three TF32 passes, fp32-accurate"),
-                    ("ieee", f"{gemm}; float32: tl.dot in IEEE fp32 (the retry)")], rows
-        return [("gemm", gemm)], rows
+        return (_float32_products(gemm) if task.dtype == "float32" else [("gemm", gemm)]), rows
     if kind == "attention":
         flash = "BLOCK_M queries a program, keys walked with an online softmax, the ops after it fused"
-        if task.dtype == "float32":
-            return [("tf32x3", f"{flash}; float32: tl.dot in three TF32 passes, fp32-accurate"),
-                    ("ieee", f"{flash}; float32: tl.dot in IEEE fp32 (the retry)")], None
-        return [("flash", flash)], None
+        return (_float32_products(flash) if task.dtype == "float32" else [("flash", flash)]), None
     if kind == "two_reductions":
         return [("split", "two reductions: a program per tile of a batch's rows, a combine kernel per batch")], None
     if kind == "loss":
@@ -186,10 +180,16 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
     tail = next((s for s in steps if s.op.family in catalog.ROW_FAMILIES and s.op.name != "batch_norm"), None)
     rows = _rows(task, tail) if tail is not None and not tail.reduces else None
     if task.dtype == "float32":
-        return [("tf32x3", "float32: tl.dot in three TF32 passes on the tensor cores, fp32-accurate"),
-                ("tiled", "float32: tl.dot in IEEE fp32 (the retry)")], rows
+        return _float32_products("a tl.dot tile per program", retry="tiled"), rows
     return [("persistent", "16-bit: one program per SM over the output tiles, TMA loads"),
             ("tiled", "16-bit: a tl.dot tile per program (the retry)")], rows
+
+
+def _float32_products(kernel: str, retry: str = "ieee") -> list[tuple[str, str]]:
+    """A float32 plan's two variants of ``kernel``: products in three TF32 passes (fp32-accurate on the tensor
+    cores), then IEEE fp32 as the retry (named ``retry``)."""
+    return [("tf32x3", f"{kernel}; float32: tl.dot in three TF32 passes on the tensor cores, fp32-accurate"),
+            (retry, f"{kernel}; float32: tl.dot in IEEE fp32 (the retry)")]
 
 
 def tap_loop(task: FusionTask) -> bool:
