@@ -139,7 +139,7 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
                               "once each")], None
         return [("flat", "full tensors and scalars only: flat blocks of the output")], None
     if kind == "pool":
-        return [("windows", "[rows, Q] tiles of the output a program, each window offset loaded as one masked tile")], \
+        return [("windows", "flat blocks of the output a program, each window offset loaded as one masked block")], \
             None
     if kind == "conv":
         return [("taps", "[rows, N] tiles of the output a program, each tap loaded as one masked tile of x")], None

@@ -1,12 +1,12 @@
 """The pooling plan: pointwise ops, a 2D max or average pooling, pointwise ops, in one kernel over the output.
 
-The output [B, C, P, Q] is read as rows (a plane's output row p: B * C * P of them) by Q columns, a [BLOCK_R,
-BLOCK_Q] tile a program. Each offset (i, j) of the K x K window loads one masked tile of x, the value at
-(p S - pad + i, q S - pad + j) of each output's plane, applies the ops before the pool to it (K^2 / S^2 times a
-value of x: the window's overlapping loads hit in L1) and folds it into the running max or sum; a tile's rows
-find their plane and p with one division each. Positions in the padding are masked: -inf for a max, 0 for a sum,
-after the ops before the pool (PyTorch pads the pool's input). An average divides by K^2, or with
-count_include_pad=False by the count of the window's positions inside the plane.
+The output [B, C, P, Q] is read flat, BLOCK_SIZE consecutive outputs a program (no lanes idle past a short Q); the
+planes' sides are constexprs, so finding an output's plane, row and column divides by constants. Each offset (i, j)
+of the K x K window loads one masked block of x, the value at (p S - pad + i, q S - pad + j) of each output's plane,
+applies the ops before the pool to it (K^2 / S^2 times a value of x: the window's overlapping loads hit in L1) and
+folds it into the running max or sum. Positions in the padding are masked: -inf for a max, 0 for a sum, after the
+ops before the pool (PyTorch pads the pool's input). An average divides by K^2, or with count_include_pad=False by
+the count of the window's positions inside the plane.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
 from fusionforge.ops import Family
 
 NEG_INF = "float('-inf')"
-SIZES = ("n_rows", "in_h", "in_w", "out_h", "out_w")
+PLANE = ("IN_H", "IN_W", "OUT_H", "OUT_W")  # constexprs: divisions by them compile to multiplies
 
 
 def emit(plan: Plan) -> Section:
@@ -31,12 +31,12 @@ def emit(plan: Plan) -> Section:
     pointwise_steps(body, after, Layout({"full": "out_offsets"}, mask="out_mask"), task.dtype)
     body("tl.store(out_ptr + out_offsets, h.to(out_ptr.dtype.element_ty), mask=out_mask)")
     kernel = Kernel(
-        "fused_kernel_triton", [*kernel_args(task.inputs), "out_ptr"], [(name, name) for name in SIZES],
-        ["KERNEL_SIZE", "STRIDE", "PADDING", "BLOCK_R", "BLOCK_Q"],
+        "fused_kernel_triton", [*kernel_args(task.inputs), "out_ptr"], [("n_outputs", "out.numel()")],
+        [*PLANE, "KERNEL_SIZE", "STRIDE", "PADDING", "BLOCK_SIZE"],
         [f"{chain_text(plan.steps)}: {shape_text(task.inputs[0])} -> [{', '.join(map(str, task.output_shape))}].",
-         "A [BLOCK_R, BLOCK_Q] tile of the output's rows (a plane's row p) by its columns q a program; each offset "
-         "of the window loads one masked tile of x, applies the ops before the pool to it and folds it in; fp32 "
-         "math, one cast on store."],
+         "BLOCK_SIZE consecutive outputs a program, the output read as one flat run; each offset of the window "
+         "loads one masked block of x, applies the ops before the pool to it and folds it in; fp32 math, one cast "
+         "on store."],
         body)
 
     params = pool.params
@@ -45,17 +45,22 @@ def emit(plan: Plan) -> Section:
          "in_h, in_w = x.shape[-2:]",
          *output_plane("KERNEL_SIZE"),
          "out = torch.empty((*x.shape[:-2], out_h, out_w), dtype=x.dtype, device=x.device)",
-         *plane_grid(tuning.POOL_TILE, tuning.POOL_TILE_Q, tuning.POOL_WARPS, "pool-tiles"))
+         f"BLOCK_SIZE = {tuning.POOL_BLOCK}  # on {tuning.POOL_WARPS} warps ({tuning.see('pool-tiles')})",
+         "grid = (triton.cdiv(out.numel(), BLOCK_SIZE),)")
     code.call("fused_kernel_triton[grid](", [
-        *(i.name for i in task.inputs), "out", *kernel.size_args(), "KERNEL_SIZE=KERNEL_SIZE", "STRIDE=STRIDE",
-        "PADDING=PADDING", "BLOCK_R=BLOCK_R", "BLOCK_Q=BLOCK_Q", f"num_warps={tuning.POOL_WARPS}"])
+        *(i.name for i in task.inputs), "out", *kernel.size_args(), "IN_H=in_h", "IN_W=in_w", "OUT_H=out_h",
+        "OUT_W=out_w", "KERNEL_SIZE=KERNEL_SIZE", "STRIDE=STRIDE", "PADDING=PADDING", "BLOCK_SIZE=BLOCK_SIZE",
+        f"num_warps={tuning.POOL_WARPS}"])
     code("return out")
     return Section([kernel], [], code)
 
 
-def _fold(body: Code, pool: PlanStep, inside: str) -> None:
-    """Fold ``h`` at one window offset into ``acc``, positions outside the plane (``inside`` false) as padding."""
-    if pool.op.name == "max_pool2d":
+def _fold(body: Code, pool: PlanStep, inside: str | None) -> None:
+    """Fold ``h`` at one window offset into ``acc``, positions outside the plane (``inside`` false) as padding;
+    ``inside`` None: every position is in the plane."""
+    if inside is None:
+        body("acc = tl.maximum(acc, h)" if pool.op.name == "max_pool2d" else "acc += h")
+    elif pool.op.name == "max_pool2d":
         body("# the padding: -inf, never the max", f"acc = tl.maximum(acc, tl.where({inside}, h, {NEG_INF}))")
     else:
         body("# the padding: zeros", f"acc += tl.where({inside}, h, 0.0)")
@@ -68,9 +73,9 @@ def _finish(body: Code, pool: PlanStep) -> None:
         body("h = acc")
     elif pool.params["padding"] and not pool.params["count_include_pad"]:
         body("# count_include_pad=False: the window's positions inside the plane",
-             "rows_inside = tl.minimum(top + KERNEL_SIZE, in_h) - tl.maximum(top, 0)  # [BLOCK_R]",
-             "cols_inside = tl.minimum(left + KERNEL_SIZE, in_w) - tl.maximum(left, 0)  # [BLOCK_Q]",
-             "h = acc / (rows_inside[:, None] * cols_inside[None, :]).to(tl.float32)")
+             "rows_inside = tl.minimum(top + KERNEL_SIZE, IN_H) - tl.maximum(top, 0)",
+             "cols_inside = tl.minimum(left + KERNEL_SIZE, IN_W) - tl.maximum(left, 0)",
+             "h = acc / (rows_inside * cols_inside).to(tl.float32)")
     else:
         body("h = acc / (KERNEL_SIZE * KERNEL_SIZE)")
 
@@ -106,22 +111,30 @@ def plane_tiles(body: Code) -> None:
 
 
 def _windows(body: Code, pool: PlanStep, before: list[PlanStep], dtype: str) -> None:
-    """The tile's rows and columns, the loop over the window's offsets (the ops before the pool at each), the pooled
-    ``h`` and where it is stored (``out_offsets`` under ``out_mask``)."""
+    """The block's outputs, the loop over the window's offsets (the ops before the pool at each), the pooled ``h``
+    and where it is stored (``out_offsets`` under ``out_mask``). An output's flat index is (plane P + p) Q + q; the
+    plane's sides are constexprs, so its divisions are multiplies. Unpadded, every window lies inside its plane: only
+    the block's tail is masked."""
     largest = pool.op.name == "max_pool2d"
-    plane_tiles(body)
-    body(pool.comment(f"the window's {'max' if largest else 'sum'}, one offset (i, j) at a time"),
-         f"acc = tl.full((BLOCK_R, BLOCK_Q), {NEG_INF if largest else '0.0'}, dtype=tl.float32)")
+    padded = pool.params["padding"] > 0
+    body("out_offsets = tl.program_id(0) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)  # [BLOCK_SIZE]",
+         "out_mask = out_offsets < n_outputs",
+         "rows = out_offsets // OUT_W  # plane P + p",
+         "plane = (rows // OUT_H).to(tl.int64)  # b C + c",
+         "top = (rows % OUT_H) * STRIDE - PADDING  # [BLOCK_SIZE] the windows' first rows in their planes",
+         "left = (out_offsets % OUT_W) * STRIDE - PADDING  # [BLOCK_SIZE] the windows' first columns",
+         pool.comment(f"the window's {'max' if largest else 'sum'}, one offset (i, j) at a time"),
+         f"acc = tl.full((BLOCK_SIZE,), {NEG_INF if largest else '0.0'}, dtype=tl.float32)")
     with body.block("for i in tl.static_range(KERNEL_SIZE):"):
-        body("in_row = top + i",
-             "row_inside = row_mask & (in_row >= 0) & (in_row < in_h)")
+        body("in_row = top + i")
+        if padded:
+            body("row_inside = out_mask & (in_row >= 0) & (in_row < IN_H)")
         with body.block("for j in tl.static_range(KERNEL_SIZE):"):
-            body("in_col = left + j",
-                 "mask = row_inside[:, None] & (col_mask & (in_col >= 0) & (in_col < in_w))[None, :]",
-                 "offsets = (plane * in_h + in_row)[:, None] * in_w + in_col[None, :]  # [BLOCK_R, BLOCK_Q]",
-                 "h = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)")
-            pointwise_steps(body, before, Layout({"full": "offsets"}), dtype)
-            _fold(body, pool, "mask")
+            body("in_col = left + j")
+            if padded:
+                body("mask = row_inside & (in_col >= 0) & (in_col < IN_W)")
+            body("offsets = (plane * IN_H + in_row) * IN_W + in_col  # [BLOCK_SIZE]",
+                 f"h = tl.load(x_ptr + offsets, mask={'mask' if padded else 'out_mask'}, other=0.0).to(tl.float32)")
+            pointwise_steps(body, before, Layout({"full": "offsets"}, mask="mask" if padded else "out_mask"), dtype)
+            _fold(body, pool, "mask" if padded else None)
     _finish(body, pool)
-    body("out_mask = row_mask[:, None] & col_mask[None, :]",
-         "out_offsets = rows[:, None].to(tl.int64) * out_w + cols[None, :]  # [BLOCK_R, BLOCK_Q]")

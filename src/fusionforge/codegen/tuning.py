@@ -24,8 +24,8 @@ def see(section: str) -> str:
 POINTWISE_BLOCK, POINTWISE_WARPS = 1024, 4
 POINTWISE_TILE, POINTWISE_TILE_N = 2048, 1024
 
-# Pooling: [POOL_TILE / BLOCK_Q, BLOCK_Q] tiles of the output (BLOCK_Q at most POOL_TILE_Q) on POOL_WARPS warps.
-POOL_TILE, POOL_TILE_Q, POOL_WARPS = 1024, 64, 4
+# Pooling: POOL_BLOCK consecutive outputs a program on POOL_WARPS warps.
+POOL_BLOCK, POOL_WARPS = 1024, 4
 
 # Causal conv1d: [CONV_TILE / BLOCK_N, BLOCK_N] tiles of the output (BLOCK_N at most CONV_TILE_N positions) on
 # CONV_WARPS warps.
