@@ -36,7 +36,7 @@ CONV_TILE, CONV_TILE_N, CONV_WARPS = 2048, 256, 4
 # shape is walked tap by tap, its channels BLOCK_K at a time; fewer, a window's values flattened.
 CONV2D_TAP_LOOP_J = 64
 CONV2D_CONFIGS = {
-    "16bit": ((128, 128, 64, 8, 3), (128, 64, 64, 8, 3), (128, 32, 64, 4, 3)),
+    "16bit": ((128, 128, 64, 8, 3), (128, 64, 64, 4, 3), (128, 32, 64, 4, 3)),
     "float32": ((128, 64, 32, 4, 3), (64, 64, 32, 4, 3), (128, 32, 32, 4, 3)),
 }
 
