@@ -10,7 +10,7 @@ from fusionforge.cli import main
 from fusionforge.tasks import TaskGenerator
 from fusionforge.verify import check_file
 from fusionforge.verify.checker import edge_holds, input_sets, value_dependence
-from fusionforge.verify.policy import changed_settings, full_float32, torch_settings
+from fusionforge.verify.policy import changed_settings, conversion, full_float32, torch_settings
 from fusionforge.verify.verdict import Verdict, render_check, render_failure
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -47,6 +47,18 @@ def test_fixture_inventory_covers_the_issue():
     assert {"format", "syntax", "import", "compile", "runtime", "timeout", "crash", "shape", "dtype", "mismatch",
             "nan", "cheat", "mutation"} <= set(bad)
     assert all((FIXTURES / n).is_file() for n in EXPECTED)
+
+
+def test_a_copy_that_changes_a_float_dtype_is_a_conversion():
+    """Casts of floats (to, from or between floating dtypes) are compute; copies of one dtype and between integer
+    widths (indices) are not."""
+    f32, bf16, i64 = torch.ones(3), torch.ones(3, dtype=torch.bfloat16), torch.ones(3, dtype=torch.int64)
+    assert conversion("_to_copy", (f32,), bf16) == "float32 -> bfloat16"
+    assert conversion("copy_", (f32, torch.ones(3, dtype=torch.float8_e4m3fn)), f32) == "float8_e4m3fn -> float32"
+    assert conversion("_to_copy", (i64,), f32) == "int64 -> float32"
+    assert conversion("_to_copy", (i64,), i64.int()) is None
+    assert conversion("_to_copy", (f32,), f32.clone()) is None and conversion("copy_", (f32, f32), f32) is None
+    assert conversion("add", (f32, f32), f32) is None
 
 
 def test_file_task_must_be_the_handed_out_task():

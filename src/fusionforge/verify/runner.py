@@ -52,6 +52,7 @@ from fusionforge.verify.policy import (
     ALLOWED_OPS,
     POISON,
     changed_settings,
+    conversion,
     full_float32,
     torch_settings,
 )
@@ -88,6 +89,8 @@ class WrapperWatch(TorchDispatchMode):
         name = func.overloadpacket.__name__ if func.namespace == "aten" else str(func)
         if name not in ALLOWED_OPS | HOST_READS | HOST_DATA and str(func) not in self.foreign:
             self.foreign.append(str(func))
+        elif (converts := conversion(name, args, out)) and f"{func} ({converts})" not in self.foreign:
+            self.foreign.append(f"{func} ({converts})")
         if name in ALLOCATING_OPS and isinstance(out, torch.Tensor) and out.dtype in POISON:
             int_dtype, pattern = POISON[out.dtype]
             out.view(int_dtype).fill_(pattern)
