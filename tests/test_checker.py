@@ -59,6 +59,10 @@ def test_a_copy_that_changes_a_float_dtype_is_a_conversion():
     assert conversion("_to_copy", (i64,), i64.int()) is None
     assert conversion("_to_copy", (f32,), f32.clone()) is None and conversion("copy_", (f32, f32), f32) is None
     assert conversion("add", (f32, f32), f32) is None
+    pairs = torch.ones(2, dtype=torch.complex128)  # float64 pairs cast to float32 pairs
+    assert conversion("_to_copy", (pairs,), pairs.to(torch.complex64)) == "complex128 -> complex64"
+    assert conversion("fill_", (bf16[0], f32[0]), bf16[0]) == "float32 -> bfloat16"  # a fill from a tensor
+    assert conversion("fill_", (bf16, 1.0), bf16) is None
 
 
 def test_file_task_must_be_the_handed_out_task():

@@ -16,19 +16,21 @@ ALLOWED_OPS = frozenset({
     "sym_numel", "sym_storage_offset", "is_contiguous", "stride", "size", "numel", "dim", "empty_permuted",
     "arange",
 })
-COPY_OPS = frozenset({"_to_copy", "copy_", "to"})
+COPY_OPS = frozenset({"_to_copy", "copy_", "to", "fill_"})
 
 
 def conversion(name: str, args: tuple, out) -> str | None:
-    """``(src -> dst)`` where a copy op changes a value's dtype and either side is floating point: a conversion
-    rounds (float32 -> bfloat16: the kernel's cast on store, done by PyTorch) or decodes (float8 -> float32: half of
-    a dequantization), which is compute. None for other ops and for copies between integer widths (indices)."""
+    """``(src -> dst)`` where a copy op (a fill from a tensor too) changes a value's dtype and either side is
+    floating point or complex: a conversion rounds (float32 -> bfloat16: the kernel's cast on store, done by
+    PyTorch; complex64 -> complex32 the same on pairs) or decodes (float8 -> float32: half of a dequantization),
+    which is compute. None for other ops and for copies between integer widths (indices)."""
     if name not in COPY_OPS:
         return None
-    src, dst = (args[1], args[0]) if name == "copy_" else (args[0] if args else None, out)
+    src, dst = (args[1] if len(args) > 1 else None, args[0]) if name in ("copy_", "fill_") else \
+        (args[0] if args else None, out)
     if not (isinstance(src, torch.Tensor) and isinstance(dst, torch.Tensor)) or src.dtype == dst.dtype:
         return None
-    if not (src.is_floating_point() or dst.is_floating_point()):
+    if not any(t.is_floating_point() or t.is_complex() for t in (src, dst)):
         return None
     return f"{str(src.dtype).replace('torch.', '')} -> {str(dst.dtype).replace('torch.', '')}"
 
