@@ -284,7 +284,8 @@ def _launch(kernel: Kernel, rows: Rows, step: PlanStep, name: str, source: str, 
     code = Code(1)
     lookup = root is not None and root.op.name == "embedding"
     picks = root is not None and root.op.family is Family.GATHER and not lookup
-    out_dtype = "scale.dtype" if root is not None and root.op.family is Family.FP8 else f"{source}.dtype"
+    fp8 = root is not None and root.op.family is Family.FP8  # the output takes the scale's dtype
+    out_dtype = "scale.dtype" if fp8 else f"{source}.dtype"
     kept = 2 if step.op.family is Family.SPATIAL else 1  # the dims a reduction drops: H and W, or the last
     lead = "ids.shape" if lookup else f"{source}.shape[:-{kept}]"
     if step.reduces:
@@ -295,7 +296,7 @@ def _launch(kernel: Kernel, rows: Rows, step: PlanStep, name: str, source: str, 
         width = f"{source}.shape[-1]" if lookup else "index.shape[-1]"
         code(f"out = torch.empty((*{lead}, {width}), dtype={source}.dtype, device={source}.device)")
     else:
-        code(f"out = torch.empty_like({source}{'' if out_dtype == f'{source}.dtype' else f', dtype={out_dtype}'})")
+        code(f"out = torch.empty_like({source}{', dtype=scale.dtype' if fp8 else ''})")
     code(f"row_len = {row_len}")
     args = [*(i.name for i in inputs), "out", *kernel.size_args()]
     grid = f"{source}.numel() // row_len"
