@@ -792,14 +792,15 @@ def test_conv_transpose2d_plan_passes_the_checker(tmp_path, seed, ops, dtype, st
 @pytest.mark.parametrize("ops, dtype", [("depthwise_conv2d,batch_norm,relu", "bfloat16"),
                                         ("depthwise_conv2d,gelu,add:full", "float32")])
 def test_depthwise_plan_passes_the_checker(tmp_path, ops, dtype):
-    """A depthwise conv2d: [rows, Q] output tiles, each tap of the window one masked tile of x times each row's
-    channel's weight (the 263-wide test plane spans several column tiles), a batch norm per row's channel."""
+    """A depthwise conv2d: flat blocks of 1024 outputs (a block spans rows and planes of the small test shapes;
+    the 263-wide plane, blocks ending mid-row), each tap of the window one block of x times each output's channel's
+    weight, a batch norm per output's channel."""
     task = GEN.generate(5, ops=ops, dtype=dtype)
     assert (resolve(task).kind, resolve(task).variant) == ("depthwise", "taps")
     path = tmp_path / "001_fused_kernels.py"
     path.write_text(generate(task))
     kernels, wrapper = path.read_text().split("# <TRITON>")[1].split("def fused_kernel_triton_wrapper")
-    assert "acc += x * tap[:, None]" in kernels and "conv2d(" not in wrapper
+    assert "acc += x * tap" in kernels and "N_CHAN=n_chan" in wrapper and "conv2d(" not in wrapper
     verdict = check_file(path, task=task, timeout=240)
     assert verdict.passed, verdict.failure and verdict.failure.message
 

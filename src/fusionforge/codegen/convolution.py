@@ -17,9 +17,9 @@ for the tile's positions, and its weight laid out [R, R, J, C] by the wrapper (a
 consecutive output channels); a group of few, a window's J R R values flattened, so that a 3 x 3 window of 4 channels
 fills one step instead of nine mostly masked ones.
 
-``depthwise`` (a conv2d of groups = channels, and an inference batch norm after it): the pooling plan's tiles, [BLOCK_R,
-BLOCK_Q] of the output's rows (a plane's row p) by columns q; each tap (r, s) loads one masked tile of x and adds it
-times each row's channel's weight.
+``depthwise`` (a conv2d of groups = channels, and an inference batch norm after it): the pooling plan's flat blocks of
+BLOCK_SIZE consecutive outputs; each tap (r, s) loads one block of x (masked in the padding) and adds it times each
+output's channel's weight.
 """
 
 from __future__ import annotations
@@ -27,14 +27,13 @@ from __future__ import annotations
 from fusionforge.codegen import tuning
 from fusionforge.codegen.layout import Layout, epilogue_steps, pointwise_steps
 from fusionforge.codegen.plan import Plan, PlanStep, kernel_args, step_inputs, tap_loop
-from fusionforge.codegen.pooling import output_plane, plane_grid, plane_tiles
+from fusionforge.codegen.pooling import PLANE, flat_outputs, output_plane
 from fusionforge.codegen.rows import row_kernel
 from fusionforge.codegen.source import Code, Kernel
 from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
 from fusionforge.tasks import InputSpec
 
 SIZES = (("n_rows", "n_rows"), ("n_cols", "n_cols"), ("n_chan", "n_chan"))
-SIZES_DEPTHWISE = ("n_rows", "n_chan", "in_h", "in_w", "out_h", "out_w")
 SIZES_2D = ("n_out", "out_h", "out_w", "in_chan", "in_h", "in_w", "n_chan", "group_in", "group_out")
 SIZES_TRANSPOSED = ("n_out", "out_h", "out_w", "sub_h", "sub_w", "in_chan", "in_h", "in_w", "n_chan")
 
@@ -312,37 +311,37 @@ def _channel_blocks(body: Code, conv, dot: str) -> None:
 def emit_depthwise(plan: Plan) -> Section:
     task = plan.task
     conv, after = plan.steps[0], list(plan.steps[1:])
+    padded = conv.params["padding"] > 0
     body = Code()
-    plane_tiles(body)
-    body("channel = plane % n_chan",
-         "window = weight_ptr + channel * (KSIZE * KSIZE)  # [BLOCK_R] each row's channel's R x R taps",
+    flat_outputs(body)
+    body("channel = rows // OUT_H % N_CHAN  # [BLOCK_SIZE] each output's channel",
+         "window = weight_ptr + channel * (KSIZE * KSIZE)  # [BLOCK_SIZE] each output's channel's R x R taps",
          conv.comment("tap (r, s) by tap"),
-         "acc = tl.zeros((BLOCK_R, BLOCK_Q), dtype=tl.float32)")
+         "acc = tl.zeros((BLOCK_SIZE,), dtype=tl.float32)")
     with body.block("for r in tl.static_range(KSIZE):"):
-        body("in_row = top + r * DILATION",
-             "row_inside = row_mask & (in_row >= 0) & (in_row < in_h)")
+        body("in_row = top + r * DILATION")
+        if padded:
+            body("row_inside = out_mask & (in_row >= 0) & (in_row < IN_H)")
         with body.block("for s in tl.static_range(KSIZE):"):
-            body("in_col = left + s * DILATION",
-                 "mask = row_inside[:, None] & (col_mask & (in_col >= 0) & (in_col < in_w))[None, :]  # zero padding",
-                 "offsets = (plane * in_h + in_row)[:, None] * in_w + in_col[None, :]  # [BLOCK_R, BLOCK_Q]",
-                 "x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)",
-                 "tap = tl.load(window + r * KSIZE + s, mask=row_mask, other=0.0).to(tl.float32)  # [BLOCK_R]",
-                 "acc += x * tap[:, None]")
-    body("bias = tl.load(bias_ptr + channel, mask=row_mask, other=0.0).to(tl.float32)  # [BLOCK_R]",
-         "h = acc + bias[:, None]",
-         "mask = row_mask[:, None] & col_mask[None, :]",
-         "offsets = rows[:, None].to(tl.int64) * out_w + cols[None, :]  # [BLOCK_R, BLOCK_Q] of [B, C, P, Q]")
-    epilogue_steps(body, after, Layout({"full": "offsets"}, vectors={"chan": ("channel", "row_mask", "[:, None]")}),
-              task.dtype)
-    body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
+            body("in_col = left + s * DILATION")
+            if padded:
+                body("mask = row_inside & (in_col >= 0) & (in_col < IN_W)  # the padding reads as zeros")
+            body("offsets = (plane * IN_H + in_row) * IN_W + in_col  # [BLOCK_SIZE]",
+                 f"x = tl.load(x_ptr + offsets, mask={'mask' if padded else 'out_mask'}, other=0.0).to(tl.float32)",
+                 "tap = tl.load(window + r * KSIZE + s, mask=out_mask, other=0.0).to(tl.float32)",
+                 "acc += x * tap")
+    body("bias = tl.load(bias_ptr + channel, mask=out_mask, other=0.0).to(tl.float32)",
+         "h = acc + bias")
+    epilogue_steps(body, after, Layout({"full": "out_offsets"}, mask="out_mask",
+                                       vectors={"chan": ("channel", "out_mask", "")}), task.dtype)
+    body("tl.store(out_ptr + out_offsets, h.to(out_ptr.dtype.element_ty), mask=out_mask)")
     kernel = Kernel(
-        "fused_kernel_triton", [*kernel_args(task.inputs), "out_ptr"], [(name, name) for name in SIZES_DEPTHWISE],
-        ["KSIZE", "STRIDE", "PADDING", "DILATION", "BLOCK_R", "BLOCK_Q"],
+        "fused_kernel_triton", [*kernel_args(task.inputs), "out_ptr"], [("n_outputs", "out.numel()")],
+        [*PLANE, "N_CHAN", "KSIZE", "STRIDE", "PADDING", "DILATION", "BLOCK_SIZE"],
         [f"{chain_text(plan.steps)}: {', '.join(shape_text(i) for i in task.inputs[:3])} -> "
          f"[{', '.join(map(str, task.output_shape))}].",
-         "A [BLOCK_R, BLOCK_Q] tile of the output's rows (a plane's row p) by its columns q a program; each tap of the "
-         "window loads one masked tile of x and adds it times each row's channel's weight; fp32 math, one cast on "
-         "store."],
+         "BLOCK_SIZE consecutive outputs a program, the output read as one flat run; each tap of the window loads "
+         "one masked block of x and adds it times each output's channel's weight; fp32 math, one cast on store."],
         body)
 
     params = conv.params
@@ -352,10 +351,12 @@ def emit_depthwise(plan: Plan) -> Section:
          "ksize = weight.shape[-1]",
          *output_plane("ksize", dilated=True),
          "out = torch.empty((x.shape[0], n_chan, out_h, out_w), dtype=x.dtype, device=x.device)",
-         *plane_grid(tuning.DEPTHWISE_TILE, tuning.DEPTHWISE_TILE_Q, tuning.DEPTHWISE_WARPS, "depthwise-tiles"))
+         f"BLOCK_SIZE = {tuning.DEPTHWISE_BLOCK}  # on {tuning.DEPTHWISE_WARPS} warps "
+         f"({tuning.see('depthwise-tiles')})",
+         "grid = (triton.cdiv(out.numel(), BLOCK_SIZE),)")
     code.call("fused_kernel_triton[grid](", [
-        *(i.name for i in task.inputs), "out", *kernel.size_args(), "KSIZE=ksize", "STRIDE=STRIDE",
-        "PADDING=PADDING", "DILATION=DILATION", "BLOCK_R=BLOCK_R", "BLOCK_Q=BLOCK_Q",
-        f"num_warps={tuning.DEPTHWISE_WARPS}"])
+        *(i.name for i in task.inputs), "out", *kernel.size_args(), "IN_H=in_h", "IN_W=in_w", "OUT_H=out_h",
+        "OUT_W=out_w", "N_CHAN=n_chan", "KSIZE=ksize", "STRIDE=STRIDE", "PADDING=PADDING", "DILATION=DILATION",
+        "BLOCK_SIZE=BLOCK_SIZE", f"num_warps={tuning.DEPTHWISE_WARPS}"])
     code("return out")
     return Section([kernel], [], code)

@@ -88,42 +88,26 @@ def output_plane(window: str, dilated: bool = False) -> list[str]:
     return [f"out_{d} = (in_{d} + 2 * PADDING - {window}) // STRIDE + 1" for d in "hw"]
 
 
-def plane_grid(tile: int, tile_q: int, warps: int, anchor: str) -> list[str]:
-    """The wrapper's [BLOCK_R, BLOCK_Q] output tiles (``plane_tiles``) of ``tile`` values at most, BLOCK_Q the
-    output's columns up to ``tile_q``, and their grid; ``anchor`` names the tuning note."""
-    return ["n_rows = out.numel() // out_w",
-            f"# [{tile} // BLOCK_Q, BLOCK_Q] output tiles on {warps} warps ({tuning.see(anchor)})",
-            f"BLOCK_Q = min({tile_q}, triton.next_power_of_2(out_w))",
-            f"BLOCK_R = {tile} // BLOCK_Q",
-            "grid = (triton.cdiv(n_rows, BLOCK_R), triton.cdiv(out_w, BLOCK_Q))"]
-
-
-def plane_tiles(body: Code) -> None:
-    """A [BLOCK_R, BLOCK_Q] tile of a windowed op's output [B, C, P, Q]: its rows (a plane's row p), columns, masks,
-    the rows' planes and the windows' first rows and columns in them (STRIDE and PADDING constexprs)."""
-    body("rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R] output rows: plane * P + p",
-         "cols = tl.program_id(1) * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [BLOCK_Q] output columns q",
-         "row_mask = rows < n_rows",
-         "col_mask = cols < out_w",
-         "plane = (rows // out_h).to(tl.int64)  # b C + c",
-         "top = (rows % out_h) * STRIDE - PADDING  # [BLOCK_R] the windows' first rows in their planes",
-         "left = cols * STRIDE - PADDING  # [BLOCK_Q] the windows' first columns")
-
-
-def _windows(body: Code, pool: PlanStep, before: list[PlanStep], dtype: str) -> None:
-    """The block's outputs, the loop over the window's offsets (the ops before the pool at each), the pooled ``h``
-    and where it is stored (``out_offsets`` under ``out_mask``). An output's flat index is (plane P + p) Q + q; the
-    plane's sides are constexprs, so its divisions are multiplies. Unpadded, every window lies inside its plane: only
-    the block's tail is masked."""
-    largest = pool.op.name == "max_pool2d"
-    padded = pool.params["padding"] > 0
+def flat_outputs(body: Code) -> None:
+    """A block of BLOCK_SIZE consecutive outputs of a windowed op, the output [B, C, P, Q] read flat: their offsets,
+    mask, rows (plane P + p), planes and the windows' first rows and columns (the planes' sides OUT_H, OUT_W,
+    STRIDE and PADDING constexprs, so the divisions are multiplies)."""
     body("out_offsets = tl.program_id(0) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)  # [BLOCK_SIZE]",
          "out_mask = out_offsets < n_outputs",
          "rows = out_offsets // OUT_W  # plane P + p",
          "plane = (rows // OUT_H).to(tl.int64)  # b C + c",
          "top = (rows % OUT_H) * STRIDE - PADDING  # [BLOCK_SIZE] the windows' first rows in their planes",
-         "left = (out_offsets % OUT_W) * STRIDE - PADDING  # [BLOCK_SIZE] the windows' first columns",
-         pool.comment(f"the window's {'max' if largest else 'sum'}, one offset (i, j) at a time"),
+         "left = (out_offsets % OUT_W) * STRIDE - PADDING  # [BLOCK_SIZE] the windows' first columns")
+
+
+def _windows(body: Code, pool: PlanStep, before: list[PlanStep], dtype: str) -> None:
+    """The block's outputs, the loop over the window's offsets (the ops before the pool at each), the pooled ``h``
+    and where it is stored (``out_offsets`` under ``out_mask``). Unpadded, every window lies inside its plane: only
+    the block's tail is masked."""
+    largest = pool.op.name == "max_pool2d"
+    padded = pool.params["padding"] > 0
+    flat_outputs(body)
+    body(pool.comment(f"the window's {'max' if largest else 'sum'}, one offset (i, j) at a time"),
          f"acc = tl.full((BLOCK_SIZE,), {NEG_INF if largest else '0.0'}, dtype=tl.float32)")
     with body.block("for i in tl.static_range(KERNEL_SIZE):"):
         body("in_row = top + i")
