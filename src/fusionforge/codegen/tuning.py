@@ -32,17 +32,18 @@ POOL_BLOCK, POOL_WARPS = 1024, 4
 CONV_TILE, CONV_TILE_N, CONV_WARPS = 2048, 256, 4
 
 # Conv2d, an implicit GEMM: (BLOCK_M positions, BLOCK_N output channels, BLOCK_K window values, warps, stages),
-# autotuned; BLOCK_N 32 for groups of few channels. A group of at least CONV2D_TAP_LOOP_J input channels at the bench
+# autotuned; BLOCK_N 32 for groups of few channels, BLOCK_K 32 for groups of 32 input channels, BLOCK_N 256 to
+# share a gathered x tile among 256 output channels. A group of at least CONV2D_TAP_LOOP_J input channels at the bench
 # shape is walked tap by tap, its channels BLOCK_K at a time; fewer, a window's values flattened.
 CONV2D_TAP_LOOP_J = 64
 CONV2D_CONFIGS = {
-    "16bit": ((128, 128, 64, 8, 3), (128, 64, 64, 4, 3), (128, 32, 64, 4, 3)),
+    "16bit": ((128, 128, 64, 8, 3), (128, 64, 64, 4, 3), (128, 32, 64, 4, 3), (128, 256, 64, 8, 3),
+              (128, 64, 32, 4, 4)),
     "float32": ((128, 64, 32, 4, 3), (64, 64, 32, 4, 3), (128, 32, 32, 4, 3)),
 }
 
-# Depthwise conv2d: [DEPTHWISE_TILE / BLOCK_Q, BLOCK_Q] tiles of the output (BLOCK_Q at most DEPTHWISE_TILE_Q) on
-# DEPTHWISE_WARPS warps, as pooling's.
-DEPTHWISE_TILE, DEPTHWISE_TILE_Q, DEPTHWISE_WARPS = 1024, 64, 4
+# Depthwise conv2d: DEPTHWISE_BLOCK consecutive outputs a program on DEPTHWISE_WARPS warps, as pooling's.
+DEPTHWISE_BLOCK, DEPTHWISE_WARPS = 1024, 4
 
 # Rows: up to MAX_ROW_BLOCK values held in registers; longer rows are walked (slices, or a 3D group norm's
 # tiles). Reductions over rows under SHORT_ROW_BYTES read [ROWS, BLOCK_N] tiles of SHORT_ROW_TILE values.
@@ -80,13 +81,20 @@ ROTARY_TILE, ROTARY_WARPS = 2048, 4
 TWO_REDUCTION_TILE, TWO_REDUCTION_MAX_SPLITS, TWO_REDUCTION_WARPS = 2048, 1024, 2
 
 
+def tiles_literal(tiles: tuple) -> list[str]:
+    """The generated ``tiles = (...)`` of a configs function, four tiles a line."""
+    items = [repr(tile) for tile in tiles]
+    rows = [", ".join(items[k:k + 4]) for k in range(0, len(items), 4)]
+    return ["    tiles = (" + f",\n{' ' * 13}".join(rows) + ")"]
+
+
 def matmul_configs(which: str) -> list[str]:
     """The generated ``matmul_configs()`` of the tiled 16-bit, tiled float32 or persistent kernel."""
     section = "persistent-matmul" if which == "persistent" else "matmul-tiles"
     return [
         "def matmul_configs():",
         f'    """Hopper tiles: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), GROUP_M 8 ({see(section)})."""',
-        f"    tiles = {MATMUL_CONFIGS[which]!r}",
+        *tiles_literal(MATMUL_CONFIGS[which]),
         '    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_warps=w, '
         'num_stages=s)',
         "            for m, n, k, w, s in tiles]",
@@ -101,7 +109,7 @@ def conv2d_configs(which: str) -> list[str]:
     return [
         "def conv2d_configs():",
         f'    """Hopper tiles: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) ({see("conv2d-tiles")})."""',
-        f"    tiles = {CONV2D_CONFIGS[which]!r}",
+        *tiles_literal(CONV2D_CONFIGS[which]),
         '    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)',
         "            for m, n, k, w, s in tiles]",
         "",
@@ -139,7 +147,7 @@ def attention_configs(which: str) -> list[str]:
     return [
         "def attention_configs():",
         f'    """Hopper tiles: (BLOCK_M queries, BLOCK_N keys a step, warps, stages) ({see("attention-tiles")})."""',
-        f"    tiles = {ATTENTION_TILES[which]!r}",
+        *tiles_literal(ATTENTION_TILES[which]),
         '    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in tiles]',
         "",
         "",
