@@ -10,6 +10,7 @@ from fusionforge.cli import main
 from fusionforge.tasks import TaskGenerator
 from fusionforge.verify import check_file
 from fusionforge.verify.checker import edge_holds, input_sets, value_dependence
+from fusionforge.verify.ledger import reinterprets
 from fusionforge.verify.policy import changed_settings, conversion, full_float32, torch_settings
 from fusionforge.verify.verdict import Verdict, render_check, render_failure
 
@@ -63,6 +64,19 @@ def test_a_copy_that_changes_a_float_dtype_is_a_conversion():
     assert conversion("_to_copy", (pairs,), pairs.to(torch.complex64)) == "complex128 -> complex64"
     assert conversion("fill_", (bf16[0], f32[0]), bf16[0]) == "float32 -> bfloat16"  # a fill from a tensor
     assert conversion("fill_", (bf16, 1.0), bf16) is None
+
+
+def test_a_float_read_at_another_width_is_a_reinterpretation():
+    """A float storage read or written through a view of another element width has its values' bytes taken apart
+    (float32 as int16 halves: a bfloat16 cast by truncation); views of one width, and integers, move values."""
+    f32 = torch.ones(4)
+    assert reinterprets(f32.view(torch.int16), torch.float32)
+    assert reinterprets(f32.view(torch.uint8), torch.float32)
+    assert reinterprets(torch.ones(4, dtype=torch.bfloat16).view(torch.int8), torch.bfloat16)
+    assert reinterprets(torch.ones(2, dtype=torch.complex64).view(torch.float32), torch.complex64)
+    assert not reinterprets(f32.view(torch.int32), torch.float32) and not reinterprets(f32, torch.float32)
+    assert not reinterprets(torch.ones(4, dtype=torch.int64).view(torch.int32), torch.int64)
+    assert not reinterprets(f32, None)
 
 
 def test_file_task_must_be_the_handed_out_task():

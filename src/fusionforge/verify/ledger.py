@@ -86,6 +86,15 @@ class Entry:
     origin: str
     input_index: int | None = None
     kernel_written: bool = False
+    dtype: torch.dtype | None = None  # what the storage was received or made as
+
+
+def reinterprets(t: torch.Tensor, stored: torch.dtype | None) -> bool:
+    """Whether ``t`` views a floating (or complex) storage at another element width: its values' bytes taken
+    apart or joined (float32 read as int16 halves), which copies a conversion (float32 -> bfloat16 by truncation)
+    instead of moving values."""
+    return stored is not None and (stored.is_floating_point or stored.is_complex) and \
+        t.element_size() != stored.itemsize
 
 
 class Ledger:
@@ -119,10 +128,12 @@ class Ledger:
             self.problems.append({"kind": kind, "detail": detail})
 
     def register(self, t: torch.Tensor, origin: str, kernel_written: bool = False,
-                 input_index: int | None = None) -> None:
+                 input_index: int | None = None, dtype: torch.dtype | None = None) -> None:
+        """Know ``t``'s storage from now on, as made or received at ``dtype`` (``t``'s own by default)."""
         if t.untyped_storage().nbytes() == 0:
             return
-        self.entries[self._key(t)] = Entry(self._bytes(t).clone(), origin, input_index, kernel_written)
+        self.entries[self._key(t)] = Entry(self._bytes(t).clone(), origin, input_index, kernel_written,
+                                           dtype or t.dtype)
 
     def add_inputs(self, inputs: list) -> None:
         for k, value in enumerate(inputs):
@@ -188,6 +199,12 @@ class Ledger:
             if "cpu" in reads and "cuda" in writes:
                 self.problem("host_data", f"{func} copies host data to the GPU")
         sources = [e for e in (self.verify(t, f"{func} reads") for t in read) if e is not None]
+        for t in read + written:
+            entry = self.entry(t)
+            if entry is not None and reinterprets(t, entry.dtype):
+                stored = str(entry.dtype).replace("torch.", "")
+                self.problem("reinterpreted", f"{func} takes the bytes of {entry.origin} ({stored}) as "
+                                              f"{describe(t)}: a conversion done by PyTorch")
         from_kernels = any(e.kernel_written for e in sources)
         if name == "set_":  # the tensor now views a storage it names: that storage must be known
             for t in written:
@@ -208,7 +225,7 @@ class Ledger:
                                         "received nor made (a buffer kept from an earlier call)")
             else:  # an input written in place stays an input: the mutation check names it
                 self.register(t, entry.origin, kernel_written=entry.input_index is None and (
-                    entry.kernel_written or from_kernels), input_index=entry.input_index)
+                    entry.kernel_written or from_kernels), input_index=entry.input_index, dtype=entry.dtype)
 
     # -- launches ---------------------------------------------------------------------------------
     def before_launch(self, kernel, args: tuple, kwargs: dict) -> dict:
