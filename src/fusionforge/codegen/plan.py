@@ -144,7 +144,8 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
     if kind == "conv":
         return [("taps", "[rows, N] tiles of the output a program, each tap loaded as one masked tile of x")], None
     if kind == "depthwise":
-        return [("taps", "[rows, Q] tiles of the output a program, each tap of the window one masked tile of x")], None
+        return [("taps", "flat blocks of the output a program, each tap of the window loaded as one block of x")], \
+            None
     if kind == "conv_transpose2d":
         gemm = ("an implicit GEMM a phase (p mod S, q mod S) of the output: [B P Q / S^2, C] tiles a program, the "
                 "taps that serve the phase, BLOCK_K input channels a step")
