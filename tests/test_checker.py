@@ -10,7 +10,7 @@ from fusionforge.cli import main
 from fusionforge.tasks import TaskGenerator
 from fusionforge.verify import check_file
 from fusionforge.verify.checker import edge_holds, input_sets, value_dependence
-from fusionforge.verify.ledger import reinterprets
+from fusionforge.verify.ledger import Ledger
 from fusionforge.verify.policy import changed_settings, conversion, full_float32, torch_settings
 from fusionforge.verify.verdict import Verdict, render_check, render_failure
 
@@ -66,17 +66,43 @@ def test_a_copy_that_changes_a_float_dtype_is_a_conversion():
     assert conversion("fill_", (bf16, 1.0), bf16) is None
 
 
-def test_a_float_read_at_another_width_is_a_reinterpretation():
-    """A float storage read or written through a view of another element width has its values' bytes taken apart
-    (float32 as int16 halves: a bfloat16 cast by truncation); views of one width, and integers, move values."""
-    f32 = torch.ones(4)
-    assert reinterprets(f32.view(torch.int16), torch.float32)
-    assert reinterprets(f32.view(torch.uint8), torch.float32)
-    assert reinterprets(torch.ones(4, dtype=torch.bfloat16).view(torch.int8), torch.bfloat16)
-    assert reinterprets(torch.ones(2, dtype=torch.complex64).view(torch.float32), torch.complex64)
-    assert not reinterprets(f32.view(torch.int32), torch.float32) and not reinterprets(f32, torch.float32)
-    assert not reinterprets(torch.ones(4, dtype=torch.int64).view(torch.int32), torch.int64)
-    assert not reinterprets(f32, None)
+def _copied(ledger: Ledger, dst: torch.Tensor, src: torch.Tensor) -> list[str]:
+    """The ledger's problem kinds after ``dst.copy_(src)`` as a wrapper's traced op."""
+    copy = torch.ops.aten.copy_.default
+    ledger.after_op(copy, (dst, src), {}, copy(dst, src))
+    return [p["kind"] for p in ledger.problems]
+
+
+def test_values_move_whole_or_the_copy_is_a_conversion():
+    """Copies read values at the width they were written at: a float32's upper int16 halves copied out (a bfloat16
+    cast by truncation) is PyTorch converting, also when the memory was made as int16 and a float32 copy wrote it,
+    or when float bits are widened as integers first; same-width copies, and fills through a byte view, are not."""
+    ledger = Ledger("cpu")
+    f32, dst = torch.randn(3, 4), torch.empty(3, 4, dtype=torch.bfloat16)
+    ledger.register(f32, "out")
+    ledger.register(dst, "result")
+    assert _copied(ledger, dst.view(torch.int16), f32.view(torch.int16)[..., 1::2]) == ["reinterpreted"]
+
+    ledger = Ledger("cpu")
+    halves = torch.empty(3, 8, dtype=torch.int16)
+    for t, origin in ((f32, "out"), (halves, "halves"), (dst, "result")):
+        ledger.register(t, origin)
+    assert _copied(ledger, halves.view(torch.float32), f32) == []  # float32 values now live in int16 memory
+    assert _copied(ledger, dst.view(torch.int16), halves[..., 1::2]) == ["reinterpreted"]
+
+    ledger = Ledger("cpu")
+    wide, bf16 = f32.view(torch.int32).to(torch.int64), torch.randn(3, 4).bfloat16()
+    for t, origin in ((wide, "widened float bits"), (dst, "result"), (bf16, "input")):
+        ledger.register(t, origin)
+    assert _copied(ledger, dst.view(torch.int16), wide.view(torch.int16)[..., 1::4]) == ["reinterpreted"]
+
+    ledger = Ledger("cpu")
+    for t, origin in ((dst, "result"), (bf16, "input")):
+        ledger.register(t, origin)
+    assert _copied(ledger, dst.view(torch.int16), bf16.view(torch.int16)) == []  # whole values, one width
+    fill = torch.ops.aten.zero_.default
+    ledger.after_op(fill, (dst.view(torch.uint8),), {}, fill(dst.view(torch.uint8)))
+    assert _copied(ledger, dst, bf16) == [] and ledger.problems == []
 
 
 def test_file_task_must_be_the_handed_out_task():

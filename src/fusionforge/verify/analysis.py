@@ -305,11 +305,16 @@ PROVENANCE = {
     "output_not_kernel": ("no Triton launch of this call wrote the returned tensor, yet its values are right: they "
                           "come from somewhere else (a copy of data prepared on the host, a cache)",
                           "Have fused_kernel_triton write the output buffer you return."),
-    "reinterpreted": ("the wrapper copies a floating-point tensor's bytes through a view of another width (a "
-                      "float32 tensor read as int16 halves): a conversion (float32 -> bfloat16 by truncation) done "
-                      "by PyTorch, not by the kernels",
+    "reinterpreted": ("the wrapper copies values through a view of another width (a float32 tensor read as "
+                      "int16 halves): a conversion (float32 -> bfloat16 by truncation) done by PyTorch, not by the "
+                      "kernels",
                       "Cast in the kernel: store h.to(out_ptr.dtype.element_ty) into an output of the task's dtype, "
                       "and copy tensors in the wrapper only at the dtype they hold."),
+    "output_reinterpreted": ("the returned tensor views the kernel's values at another width (a float32 "
+                             "output's upper halves returned as bfloat16): a conversion by truncation that no kernel "
+                             "did, and the kernel wrote values of the wrong dtype",
+                             "Cast in the kernel: store h.to(out_ptr.dtype.element_ty) into an output of the task's "
+                             "dtype, and return that output."),
     "host_read": ("the wrapper reads tensor values into the host (.item(), .tolist(), .numpy(), a device-to-host "
                   "copy); a fair wrapper reads only shapes, strides and dtypes, so the values are being used to "
                   "compute or to decide on the host",

@@ -86,15 +86,11 @@ class Entry:
     origin: str
     input_index: int | None = None
     kernel_written: bool = False
-    dtype: torch.dtype | None = None  # what the storage was received or made as
+    width: int = 0  # the bytes of a value as last written: made, received, copied or launched at that width
 
 
-def reinterprets(t: torch.Tensor, stored: torch.dtype | None) -> bool:
-    """Whether ``t`` views a floating (or complex) storage at another element width: its values' bytes taken
-    apart or joined (float32 read as int16 halves), which copies a conversion (float32 -> bfloat16 by truncation)
-    instead of moving values."""
-    return stored is not None and (stored.is_floating_point or stored.is_complex) and \
-        t.element_size() != stored.itemsize
+# ops that copy values from the tensors they read (to, contiguous and reshape dispatch these)
+VALUE_COPIES = frozenset({"copy_", "_to_copy", "clone", "fill_"})
 
 
 class Ledger:
@@ -128,12 +124,12 @@ class Ledger:
             self.problems.append({"kind": kind, "detail": detail})
 
     def register(self, t: torch.Tensor, origin: str, kernel_written: bool = False,
-                 input_index: int | None = None, dtype: torch.dtype | None = None) -> None:
-        """Know ``t``'s storage from now on, as made or received at ``dtype`` (``t``'s own by default)."""
+                 input_index: int | None = None, width: int | None = None) -> None:
+        """Know ``t``'s storage from now on, its values ``width`` bytes each (``t``'s own by default)."""
         if t.untyped_storage().nbytes() == 0:
             return
         self.entries[self._key(t)] = Entry(self._bytes(t).clone(), origin, input_index, kernel_written,
-                                           dtype or t.dtype)
+                                           width or t.element_size())
 
     def add_inputs(self, inputs: list) -> None:
         for k, value in enumerate(inputs):
@@ -199,12 +195,12 @@ class Ledger:
             if "cpu" in reads and "cuda" in writes:
                 self.problem("host_data", f"{func} copies host data to the GPU")
         sources = [e for e in (self.verify(t, f"{func} reads") for t in read) if e is not None]
-        for t in read + written:
-            entry = self.entry(t)
-            if entry is not None and reinterprets(t, entry.dtype):
-                stored = str(entry.dtype).replace("torch.", "")
-                self.problem("reinterpreted", f"{func} takes the bytes of {entry.origin} ({stored}) as "
-                                              f"{describe(t)}: a conversion done by PyTorch")
+        if name in VALUE_COPIES:  # values move whole: read at the width they were written at
+            for t in read:
+                entry = self.entry(t)
+                if entry is not None and t.element_size() != entry.width:
+                    self.problem("reinterpreted", f"{func} reads {entry.origin}, whose values are {entry.width}-byte, "
+                                                  f"as {describe(t)}: a conversion done by PyTorch")
         from_kernels = any(e.kernel_written for e in sources)
         if name == "set_":  # the tensor now views a storage it names: that storage must be known
             for t in written:
@@ -225,7 +221,8 @@ class Ledger:
                                         "received nor made (a buffer kept from an earlier call)")
             else:  # an input written in place stays an input: the mutation check names it
                 self.register(t, entry.origin, kernel_written=entry.input_index is None and (
-                    entry.kernel_written or from_kernels), input_index=entry.input_index, dtype=entry.dtype)
+                    entry.kernel_written or from_kernels), input_index=entry.input_index,
+                    width=t.element_size() if read else entry.width)  # a fill of a constant keeps the values' width
 
     # -- launches ---------------------------------------------------------------------------------
     def before_launch(self, kernel, args: tuple, kwargs: dict) -> dict:
@@ -251,7 +248,8 @@ class Ledger:
         return kwargs
 
     def after_launch(self) -> None:
-        """Storages whose bytes the launch changed are kernel-written; their snapshots are retaken."""
+        """Storages whose bytes the launch changed are kernel-written, their values as wide as the kernel was given
+        them (float32 written into memory made as int16: 4 bytes); their snapshots are retaken."""
         if self._grid is not None:
             self.trace.append(f"  grid {describe(tuple(self._grid))}")
         self._sync()
@@ -260,6 +258,7 @@ class Ledger:
             if entry is not None and not torch.equal(self._bytes(t), entry.snapshot):
                 entry.snapshot = self._bytes(t).clone()
                 entry.kernel_written = entry.kernel_written or entry.input_index is None
+                entry.width = t.element_size()
         self._launched = []
 
     # -- the result -------------------------------------------------------------------------------
@@ -278,3 +277,6 @@ class Ledger:
                                                   "traced op that wrote it (written outside the trace)")
         elif not entry.kernel_written:
             self.problem("output_not_kernel", f"no launch of this call wrote the returned tensor ({entry.origin})")
+        elif out.element_size() != entry.width:
+            self.problem("output_reinterpreted", f"the returned tensor {describe(out)} views {entry.origin}, whose "
+                                                 f"values are {entry.width}-byte: its values taken apart or joined")
