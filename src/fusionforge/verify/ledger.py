@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - older Triton
     TensorDescriptor = ()
 
 from fusionforge.verify.launches import python_function
+from fusionforge.verify.policy import COPY_OPS
 
 # ops that read tensor values into the host, or build tensors from host data
 HOST_READS = frozenset({"_local_scalar_dense", "item"})
@@ -87,10 +88,6 @@ class Entry:
     input_index: int | None = None
     kernel_written: bool = False
     width: int = 0  # the bytes of a value as last written: made, received, copied or launched at that width
-
-
-# ops that copy values from the tensors they read (to, contiguous and reshape dispatch these)
-VALUE_COPIES = frozenset({"copy_", "_to_copy", "clone", "fill_"})
 
 
 class Ledger:
@@ -195,7 +192,7 @@ class Ledger:
             if "cpu" in reads and "cuda" in writes:
                 self.problem("host_data", f"{func} copies host data to the GPU")
         sources = [e for e in (self.verify(t, f"{func} reads") for t in read) if e is not None]
-        if name in VALUE_COPIES:  # values move whole: read at the width they were written at
+        if name in COPY_OPS:  # values move whole: read at the width they were written at
             for t in read:
                 entry = self.entry(t)
                 if entry is not None and t.element_size() != entry.width:

@@ -16,7 +16,8 @@ ALLOWED_OPS = frozenset({
     "sym_numel", "sym_storage_offset", "is_contiguous", "stride", "size", "numel", "dim", "empty_permuted",
     "arange",
 })
-COPY_OPS = frozenset({"_to_copy", "copy_", "to", "fill_"})
+# ops that copy values from the tensors they read (to, contiguous and reshape dispatch these)
+COPY_OPS = frozenset({"_to_copy", "copy_", "clone", "fill_"})
 
 
 def conversion(name: str, args: tuple, out) -> str | None:
