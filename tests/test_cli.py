@@ -153,6 +153,28 @@ def test_task_count_streams(monkeypatch, capsys):
     assert main(["task", "--seed", "0", "--count", "1000000000"]) == 130
 
 
+def test_an_interrupted_bench_json_keeps_the_files_it_finished(tmp_path, monkeypatch, capsys):
+    """A bench cut short (Ctrl-C, or `timeout`'s SIGTERM) prints the files finished so far as its JSON, in file
+    order, and exits 130."""
+    from types import SimpleNamespace
+
+    import fusionforge.bench
+
+    paths = [tmp_path / f"00{k}_fused_kernels.py" for k in range(3)]
+    for path in paths:
+        path.write_text("")
+
+    def cut_short(paths, tasks, done, **options):
+        done(2, SimpleNamespace(to_dict=lambda: {"status": "pass"}))
+        done(0, SimpleNamespace(to_dict=lambda: {"status": "slower"}))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fusionforge.bench, "bench_files", cut_short)
+    assert main(["bench", "--json", *map(str, paths)]) == 130
+    rows = json.loads(capsys.readouterr().out)
+    assert rows == [{"file": str(paths[0]), "status": "slower"}, {"file": str(paths[2]), "status": "pass"}]
+
+
 @pytest.mark.parametrize("options", [["--difficulty", "easy"], ["--dtype", "bfloat16"],
                                      ["--difficulty", "hard", "--dtype", "float16"], ["--ops", "relu,softmax"], []])
 def test_every_printed_task_says_the_command_that_prints_it_again(options, capsys):

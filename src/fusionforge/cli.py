@@ -338,12 +338,20 @@ def _bench_files(args: argparse.Namespace, paths: list[Path], lanes, device: str
     """``bench`` of several files (or one, on a Ray cluster) spread over ``lanes``; the exit code."""
     from fusionforge.bench import bench_files, render_report
 
+    finished = {}
+
     def show(k: int, result) -> None:
+        finished[k] = result
         if not args.json:
             print(f"{paths[k]}:\n{render_report(result)}\n", flush=True)
 
-    results = bench_files(paths, [_read_task(args.task)] * len(paths), jobs=args.jobs, timeout=args.timeout,
-                          device=device, done=show, lanes=lanes)
+    try:
+        results = bench_files(paths, [_read_task(args.task)] * len(paths), jobs=args.jobs, timeout=args.timeout,
+                              device=device, done=show, lanes=lanes)
+    except KeyboardInterrupt:
+        if args.json:  # the files finished before the interrupt, in file order (the exit code says it stopped)
+            print(json.dumps([{"file": str(paths[k]), **finished[k].to_dict()} for k in sorted(finished)], indent=2))
+        raise
     if args.json:
         print(json.dumps([{"file": str(path), **r.to_dict()} for path, r in zip(paths, results)], indent=2))
     else:
@@ -1012,7 +1020,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "roofline. Without a GPU it checks and records 'not timed'. Several files: their checks "
                        "run --jobs at a time (on a GPU, with their compilation), then each file is timed with the "
                        "GPU to itself. Exit 0 correct and faster (or verified, not timed), 1 fail, slower or "
-                       "suspicious (any file), 2 usage error.")
+                       "suspicious (any file), 2 usage error, 130 interrupted (with --json, the files finished "
+                       "so far are printed).")
     _add_file_options(p, "print every raw figure and the context as JSON (a list for several files)",
                       "limit for the check and for the timing run (default 300)", optional=True, many=True)
     p.add_argument("-j", "--jobs", type=_positive_int, default=4, help="checks run at a time on each GPU with "
