@@ -18,7 +18,7 @@ consecutive output channels); a group of few, a window's J R R values flattened,
 fills one step instead of nine mostly masked ones.
 
 ``depthwise`` (a conv2d of groups = channels, and an inference batch norm after it): the pooling plan's flat blocks of
-BLOCK_SIZE consecutive outputs; each tap (r, s) loads one block of x (masked in the padding) and adds it times each
+BLOCK_SIZE consecutive outputs; each tap (i, j) loads one block of x (masked in the padding) and adds it times each
 output's channel's weight.
 """
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 from fusionforge.codegen import tuning
 from fusionforge.codegen.layout import Layout, epilogue_steps, pointwise_steps
 from fusionforge.codegen.plan import Plan, PlanStep, kernel_args, step_inputs, tap_loop
-from fusionforge.codegen.pooling import PLANE, flat_outputs, output_plane
+from fusionforge.codegen.pooling import PLANE, flat_outputs, output_plane, window_taps
 from fusionforge.codegen.rows import row_kernel
 from fusionforge.codegen.source import Code, Kernel
 from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
@@ -316,20 +316,11 @@ def emit_depthwise(plan: Plan) -> Section:
     flat_outputs(body)
     body("channel = rows // OUT_H % N_CHAN  # [BLOCK_SIZE] each output's channel",
          "window = weight_ptr + channel * (KSIZE * KSIZE)  # [BLOCK_SIZE] each output's channel's R x R taps",
-         conv.comment("tap (r, s) by tap"),
+         conv.comment("tap (i, j) by tap"),
          "acc = tl.zeros((BLOCK_SIZE,), dtype=tl.float32)")
-    with body.block("for r in tl.static_range(KSIZE):"):
-        body("in_row = top + r * DILATION")
-        if padded:
-            body("row_inside = out_mask & (in_row >= 0) & (in_row < IN_H)")
-        with body.block("for s in tl.static_range(KSIZE):"):
-            body("in_col = left + s * DILATION")
-            if padded:
-                body("mask = row_inside & (in_col >= 0) & (in_col < IN_W)  # the padding reads as zeros")
-            body("offsets = (plane * IN_H + in_row) * IN_W + in_col  # [BLOCK_SIZE]",
-                 f"x = tl.load(x_ptr + offsets, mask={'mask' if padded else 'out_mask'}, other=0.0).to(tl.float32)",
-                 "tap = tl.load(window + r * KSIZE + s, mask=out_mask, other=0.0).to(tl.float32)",
-                 "acc += x * tap")
+    with window_taps(body, "KSIZE", padded, dilation="DILATION", value="x"):
+        body("tap = tl.load(window + i * KSIZE + j, mask=out_mask, other=0.0).to(tl.float32)",
+             "acc += x * tap")
     body("bias = tl.load(bias_ptr + channel, mask=out_mask, other=0.0).to(tl.float32)",
          "h = acc + bias")
     epilogue_steps(body, after, Layout({"full": "out_offsets"}, mask="out_mask",

@@ -11,6 +11,8 @@ the count of the window's positions inside the plane.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from fusionforge.codegen import tuning
 from fusionforge.codegen.layout import Layout, pointwise_steps
 from fusionforge.codegen.plan import Plan, PlanStep, kernel_args
@@ -100,6 +102,26 @@ def flat_outputs(body: Code) -> None:
          "left = (out_offsets % OUT_W) * STRIDE - PADDING  # [BLOCK_SIZE] the windows' first columns")
 
 
+@contextmanager
+def window_taps(body: Code, size: str, padded: bool, dilation: str | None = None, value: str = "h"):
+    """The loops over a ``size`` x ``size`` window's offsets (i, j) (``dilation`` apart where given) of the block's
+    outputs (``flat_outputs``), each loading ``value`` from x in fp32, masked in the padding; what is emitted inside
+    the ``with`` runs at each offset, given the mask the load used."""
+    apart = f" * {dilation}" if dilation else ""
+    with body.block(f"for i in tl.static_range({size}):"):
+        body(f"in_row = top + i{apart}")
+        if padded:
+            body("row_inside = out_mask & (in_row >= 0) & (in_row < IN_H)")
+        with body.block(f"for j in tl.static_range({size}):"):
+            body(f"in_col = left + j{apart}")
+            if padded:
+                body("mask = row_inside & (in_col >= 0) & (in_col < IN_W)")
+            mask = "mask" if padded else "out_mask"
+            body("offsets = (plane * IN_H + in_row) * IN_W + in_col  # [BLOCK_SIZE]",
+                 f"{value} = tl.load(x_ptr + offsets, mask={mask}, other=0.0).to(tl.float32)")
+            yield mask
+
+
 def _windows(body: Code, pool: PlanStep, before: list[PlanStep], dtype: str) -> None:
     """The block's outputs, the loop over the window's offsets (the ops before the pool at each), the pooled ``h``
     and where it is stored (``out_offsets`` under ``out_mask``). Unpadded, every window lies inside its plane: only
@@ -109,16 +131,7 @@ def _windows(body: Code, pool: PlanStep, before: list[PlanStep], dtype: str) -> 
     flat_outputs(body)
     body(pool.comment(f"the window's {'max' if largest else 'sum'}, one offset (i, j) at a time"),
          f"acc = tl.full((BLOCK_SIZE,), {NEG_INF if largest else '0.0'}, dtype=tl.float32)")
-    with body.block("for i in tl.static_range(KERNEL_SIZE):"):
-        body("in_row = top + i")
-        if padded:
-            body("row_inside = out_mask & (in_row >= 0) & (in_row < IN_H)")
-        with body.block("for j in tl.static_range(KERNEL_SIZE):"):
-            body("in_col = left + j")
-            if padded:
-                body("mask = row_inside & (in_col >= 0) & (in_col < IN_W)")
-            body("offsets = (plane * IN_H + in_row) * IN_W + in_col  # [BLOCK_SIZE]",
-                 f"h = tl.load(x_ptr + offsets, mask={'mask' if padded else 'out_mask'}, other=0.0).to(tl.float32)")
-            pointwise_steps(body, before, Layout({"full": "offsets"}, mask="mask" if padded else "out_mask"), dtype)
-            _fold(body, pool, "mask" if padded else None)
+    with window_taps(body, "KERNEL_SIZE", padded) as mask:
+        pointwise_steps(body, before, Layout({"full": "offsets"}, mask=mask), dtype)
+        _fold(body, pool, mask if padded else None)
     _finish(body, pool)
