@@ -105,6 +105,25 @@ def test_values_move_whole_or_the_copy_is_a_conversion():
     assert _copied(ledger, dst, bf16) == [] and ledger.problems == []
 
 
+def test_a_launch_given_memory_at_two_widths_leaves_its_width_unknown():
+    """A launch given the output twice, as float32 and as int16 halves, may have written either: copying the halves
+    out, or returning them, is a conversion; one width given (twice) stays that width."""
+    def kernel(*args):
+        """A launch's stand-in: the ledger reads only its name."""
+
+    for given, expected in (("float32 and int16", ["reinterpreted"]), ("float32 twice", [])):
+        ledger = Ledger("cpu")
+        out, result = torch.zeros(3, 4), torch.empty(3, 4, dtype=torch.bfloat16)
+        ledger.register(out, "out")
+        ledger.register(result, "result")
+        second = out.view(torch.int16) if given == "float32 and int16" else out
+        ledger.before_launch(kernel, (second, out), {})
+        out.copy_(torch.randn(3, 4))  # what the kernel wrote
+        ledger.after_launch()
+        copied = result.view(torch.int16) if expected else result.view(torch.float32)[:, :2]
+        assert _copied(ledger, copied, out.view(torch.int16)[..., 1::2] if expected else out[:, :2]) == expected
+
+
 def test_file_task_must_be_the_handed_out_task():
     other = TaskGenerator().generate(2, dtype="float16", ops="add:col,relu")
     verdict = check_file(GOOD, task=other)

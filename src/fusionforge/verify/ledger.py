@@ -87,7 +87,12 @@ class Entry:
     origin: str
     input_index: int | None = None
     kernel_written: bool = False
-    width: int = 0  # the bytes of a value as last written: made, received, copied or launched at that width
+    width: int = 0  # the bytes of a value as last written: made, received, copied or launched at that width; 0
+    # where a launch that wrote it was given it at several widths (which one the kernel wrote through is unknown)
+
+    def values(self) -> str:
+        """The values' width in words, for a problem's sentence."""
+        return f"{self.width}-byte" if self.width else "given to a launch at several widths"
 
 
 class Ledger:
@@ -196,7 +201,7 @@ class Ledger:
             for t in read:
                 entry = self.entry(t)
                 if entry is not None and t.element_size() != entry.width:
-                    self.problem("reinterpreted", f"{func} reads {entry.origin}, whose values are {entry.width}-byte, "
+                    self.problem("reinterpreted", f"{func} reads {entry.origin}, whose values are {entry.values()}, "
                                                   f"as {describe(t)}: a conversion done by PyTorch")
         from_kernels = any(e.kernel_written for e in sources)
         if name == "set_":  # the tensor now views a storage it names: that storage must be known
@@ -246,16 +251,21 @@ class Ledger:
 
     def after_launch(self) -> None:
         """Storages whose bytes the launch changed are kernel-written, their values as wide as the kernel was given
-        them (float32 written into memory made as int16: 4 bytes); their snapshots are retaken."""
+        them (float32 written into memory made as int16: 4 bytes; given at several widths: unknown, 0); their
+        snapshots are retaken."""
         if self._grid is not None:
             self.trace.append(f"  grid {describe(tuple(self._grid))}")
         self._sync()
+        widths: dict[tuple[str, int], set[int]] = {}
+        for t in self._launched:
+            widths.setdefault(self._key(t), set()).add(t.element_size())
         for t in self._launched:
             entry = self.entry(t)
             if entry is not None and not torch.equal(self._bytes(t), entry.snapshot):
                 entry.snapshot = self._bytes(t).clone()
                 entry.kernel_written = entry.kernel_written or entry.input_index is None
-                entry.width = t.element_size()
+                given = widths[self._key(t)]
+                entry.width = given.pop() if len(given) == 1 else 0
         self._launched = []
 
     # -- the result -------------------------------------------------------------------------------
@@ -276,4 +286,4 @@ class Ledger:
             self.problem("output_not_kernel", f"no launch of this call wrote the returned tensor ({entry.origin})")
         elif out.element_size() != entry.width:
             self.problem("output_reinterpreted", f"the returned tensor {describe(out)} views {entry.origin}, whose "
-                                                 f"values are {entry.width}-byte: its values taken apart or joined")
+                                                 f"values are {entry.values()}: its values taken apart or joined")
