@@ -73,7 +73,7 @@ ATTENTION_TILES = {
     "float32": ((64, 32, 8, 2), (128, 32, 8, 3), (64, 32, 4, 3)),
 }
 
-# Rotary embeddings of the keys before attention: [ROTARY_TILE / BLOCK_D, BLOCK_D] tiles on ROTARY_WARPS warps.
+# Rotary embeddings of the keys before attention: [ROTARY_TILE / D, D] tiles on ROTARY_WARPS warps.
 ROTARY_TILE, ROTARY_WARPS = 2048, 4
 
 # Two reductions: tiles of TWO_REDUCTION_TILE values on TWO_REDUCTION_WARPS warps, one a program until a batch
