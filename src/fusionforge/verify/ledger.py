@@ -90,7 +90,7 @@ class Entry:
     width: int = 0  # the bytes of a value as last written: made, received, copied or launched at that width; 0
     # where a launch that wrote it was given it at several widths (which one the kernel wrote through is unknown)
 
-    def values(self) -> str:
+    def width_words(self) -> str:
         """The values' width in words, for a problem's sentence."""
         return f"{self.width}-byte" if self.width else "given to a launch at several widths"
 
@@ -201,8 +201,9 @@ class Ledger:
             for t in read:
                 entry = self.entry(t)
                 if entry is not None and t.element_size() != entry.width:
-                    self.problem("reinterpreted", f"{func} reads {entry.origin}, whose values are {entry.values()}, "
-                                                  f"as {describe(t)}: a conversion done by PyTorch")
+                    self.problem("reinterpreted", f"{func} reads {entry.origin}, whose values are "
+                                                  f"{entry.width_words()}, as {describe(t)}: a conversion done by "
+                                                  "PyTorch")
         from_kernels = any(e.kernel_written for e in sources)
         if name == "set_":  # the tensor now views a storage it names: that storage must be known
             for t in written:
@@ -265,7 +266,7 @@ class Ledger:
                 entry.snapshot = self._bytes(t).clone()
                 entry.kernel_written = entry.kernel_written or entry.input_index is None
                 given = widths[self._key(t)]
-                entry.width = given.pop() if len(given) == 1 else 0
+                entry.width = next(iter(given)) if len(given) == 1 else 0
         self._launched = []
 
     # -- the result -------------------------------------------------------------------------------
@@ -286,4 +287,4 @@ class Ledger:
             self.problem("output_not_kernel", f"no launch of this call wrote the returned tensor ({entry.origin})")
         elif out.element_size() != entry.width:
             self.problem("output_reinterpreted", f"the returned tensor {describe(out)} views {entry.origin}, whose "
-                                                 f"values are {entry.values()}: its values taken apart or joined")
+                                                 f"values are {entry.width_words()}: its values taken apart or joined")
