@@ -213,10 +213,14 @@ def test_edge_sets_come_at_each_test_shape_where_pytorch_stays_right():
     assert all(s.get("every_config") for s in sets if s.get("edge"))
     assert not any(s.get("edge") for s in input_sets(None, "cpu", seeds=3))
     # a max with a scalar flattens low edge rows before a group norm: PyTorch's own error there is many times its
-    # error on ordinary draws (an ill-conditioned draw, not a range test), so the low edge sets are left out
+    # error on ordinary draws (an ill-conditioned draw, not a range test), so the low edge sets are left out; at
+    # seeds 13 and 193 that error is 100x the ordinary draws' but below float32's floor, and no input's rounding
+    # explains it. The mixed edge sets (rows far from zero, 20x the ordinary error, as far as their inputs' rounding
+    # moves the answer) stay.
     task = TaskGenerator().generate(0, dtype="float32", ops="maximum:scalar,group_norm")
-    assert [edge_holds(task, dims, 5, -1) for dims in task.shapes["test"]] == [False] * len(task.shapes["test"])
-    assert all(edge_holds(task, dims, 5, 1) for dims in task.shapes["test"])
+    for seed in (5, 13, 193):
+        assert not any(edge_holds(task, dims, seed, -1) for dims in task.shapes["test"]), seed
+        assert all(edge_holds(task, dims, seed, 1) for dims in task.shapes["test"]), seed
 
 
 SANITIZER_REPORT = """========= COMPUTE-SANITIZER
