@@ -111,17 +111,45 @@ def test_a_launch_given_memory_at_two_widths_leaves_its_width_unknown():
     def kernel(*args):
         """A launch's stand-in: the ledger reads only its name."""
 
-    for given, expected in (("float32 and int16", ["reinterpreted"]), ("float32 twice", [])):
+    def launched(views) -> tuple[Ledger, torch.Tensor, torch.Tensor]:
+        """A ledger after a launch given ``views(out)`` wrote the float32 ``out``; ``result``: bfloat16 memory."""
         ledger = Ledger("cpu")
         out, result = torch.zeros(3, 4), torch.empty(3, 4, dtype=torch.bfloat16)
         ledger.register(out, "out")
         ledger.register(result, "result")
-        second = out.view(torch.int16) if given == "float32 and int16" else out
-        ledger.before_launch(kernel, (second, out), {})
+        ledger.before_launch(kernel, views(out), {})
         out.copy_(torch.randn(3, 4))  # what the kernel wrote
         ledger.after_launch()
-        copied = result.view(torch.int16) if expected else result.view(torch.float32)[:, :2]
-        assert _copied(ledger, copied, out.view(torch.int16)[..., 1::2] if expected else out[:, :2]) == expected
+        return ledger, out, result
+
+    ledger, out, result = launched(lambda out: (out.view(torch.int16), out))
+    assert _copied(ledger, result.view(torch.int16), out.view(torch.int16)[..., 1::2]) == ["reinterpreted"]
+    ledger, out, result = launched(lambda out: (out, out))
+    assert _copied(ledger, result.view(torch.float32)[:, :2], out[:, :2]) == []
+
+
+def test_a_byte_copy_of_whole_values_keeps_their_width():
+    """float32 values a launch wrote into a byte workspace, copied out byte for byte, are still 4-byte values: the
+    copy returned as float32 is the kernel's output; a copy that starts two bytes in takes them apart, and the
+    bytes returned as bytes are not the values."""
+    def kernel(*args):
+        """A launch's stand-in: the ledger reads only its name."""
+
+    clone = torch.ops.aten.clone.default
+    for start, returned, expected in ((0, torch.float32, []),
+                                      (2, torch.float32, ["reinterpreted", "output_reinterpreted"]),
+                                      (0, torch.uint8, ["output_reinterpreted"])):
+        ledger = Ledger("cpu")
+        workspace = torch.zeros(52, dtype=torch.uint8)
+        ledger.register(workspace, "workspace")
+        ledger.before_launch(kernel, (workspace.view(torch.float32),), {})
+        workspace.view(torch.float32).copy_(torch.randn(13))  # what the kernel wrote
+        ledger.after_launch()
+        part = workspace[start:start + 48]
+        copy = clone(part)
+        ledger.after_op(clone, (part,), {}, copy)
+        ledger.check_output(copy.view(returned))
+        assert [p["kind"] for p in ledger.problems] == expected, (start, returned)
 
 
 def test_file_task_must_be_the_handed_out_task():

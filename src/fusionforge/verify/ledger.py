@@ -81,6 +81,14 @@ def tensor_arguments(kernel, args: tuple, kwargs: dict) -> list[dict]:
             for name, value in bound.items() for t in tensors_in(value)]
 
 
+def whole_values(t: torch.Tensor, width: int) -> bool:
+    """Whether ``t`` is a run of whole values ``width`` bytes wide: one block of memory that starts and ends on
+    their edges, read in elements that each hold whole values or lie within one."""
+    size = t.element_size()
+    return width > 0 and t.is_contiguous() and (size % width == 0 or width % size == 0) \
+        and t.storage_offset() * size % width == 0 and t.numel() * size % width == 0
+
+
 @dataclass
 class Entry:
     snapshot: torch.Tensor  # the storage's bytes after the last traced write
@@ -197,10 +205,15 @@ class Ledger:
             if "cpu" in reads and "cuda" in writes:
                 self.problem("host_data", f"{func} copies host data to the GPU")
         sources = [e for e in (self.verify(t, f"{func} reads") for t in read) if e is not None]
-        if name in COPY_OPS:  # values move whole: read at the width they were written at
+        kept_width = None  # a byte-for-byte copy of whole values read at another width: theirs
+        if name in COPY_OPS:  # values move whole: read at the width they were written at, or as whole runs of bytes
             for t in read:
                 entry = self.entry(t)
-                if entry is not None and t.element_size() != entry.width:
+                if entry is None or t.element_size() == entry.width:
+                    continue
+                if whole_values(t, entry.width) and all(d.dtype == t.dtype for d in written + outputs):
+                    kept_width = entry.width
+                else:
                     self.problem("reinterpreted", f"{func} reads {entry.origin}, whose values are "
                                                   f"{entry.width_words()}, as {describe(t)}: a conversion done by "
                                                   "PyTorch")
@@ -216,16 +229,17 @@ class Ledger:
                     self.register(t, f"a tensor resized by {func}")
             return
         for t in outputs:
-            self.register(t, f"a tensor made by {func}", kernel_written=from_kernels)
+            self.register(t, f"a tensor made by {func}", kernel_written=from_kernels, width=kept_width)
         for t in written:
             entry = self.entry(t)
             if entry is None:
                 self.problem("foreign", f"{func} writes into a tensor {describe(t)} that this call neither "
                                         "received nor made (a buffer kept from an earlier call)")
-            else:  # an input written in place stays an input: the mutation check names it
+            else:  # an input written in place stays an input (the mutation check names it); a fill of a constant
+                # keeps the values' width
                 self.register(t, entry.origin, kernel_written=entry.input_index is None and (
                     entry.kernel_written or from_kernels), input_index=entry.input_index,
-                    width=t.element_size() if read else entry.width)  # a fill of a constant keeps the values' width
+                    width=(kept_width or t.element_size()) if read else entry.width)
 
     # -- launches ---------------------------------------------------------------------------------
     def before_launch(self, kernel, args: tuple, kwargs: dict) -> dict:
