@@ -180,6 +180,44 @@ def test_fp16_dot_keeps_an_fp16_accumulator():
     assert _rel_err(c, a.double() @ b.double()) < 2e-3  # fp16 rounding of the sums, not garbage
 
 
+# -- scans --------------------------------------------------------------------------------------------
+
+@triton.jit
+def _pair_max(value_a, index_a, value_b, index_b):
+    """The larger value and its index (the later one on a tie)."""
+    later = value_b >= value_a
+    return tl.where(later, value_b, value_a), tl.where(later, index_b, index_a)
+
+
+@triton.jit
+def _scans_kernel(x_ptr, sum_ptr, prod_ptr, max_ptr, where_ptr, n, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < n
+    x = tl.load(x_ptr + row * n + cols, mask=mask, other=0.0)
+    tl.store(sum_ptr + row * n + cols, tl.cumsum(x, axis=0), mask=mask)
+    tl.store(prod_ptr + row * n + cols, tl.cumprod(1.0 + 0.01 * x, axis=0), mask=mask)
+    running, where = tl.associative_scan((x, cols), 0, _pair_max)
+    tl.store(max_ptr + row * n + cols, running, mask=mask)
+    tl.store(where_ptr + row * n + cols, where, mask=mask)
+
+
+@pytest.mark.parametrize("n", [1, 3, 97, 128, 300, 8209])
+def test_scans_combine_in_a_gpus_order(n):
+    """cumsum, cumprod and a tuple scan are the scans; a long fp32 prefix sum of one value rounds as a GPU's warp
+    scan does (a few roundings a value), not as a sequential sum does (n / 4 of them)."""
+    x = _random(2, n, seed=n)
+    x[1] = -0.83  # a constant row: a sequential fp32 sum drifts by 5e-5 (relative) over 8209 values
+    outputs = [torch.empty(2, n) for _ in range(3)] + [torch.empty(2, n, dtype=torch.int32)]
+    _scans_kernel[(2,)](x, *outputs, n, BLOCK=triton.next_power_of_2(n))
+    summed, product, running, where = outputs
+    exact = x.double().cumsum(-1)
+    assert _rel_err(summed[0], exact[0]) < 1e-6 and _rel_err(summed[1], exact[1]) < 2e-6
+    assert _rel_err(product, (1.0 + 0.01 * x).double().cumprod(-1)) < 4e-6  # from the kernel's fp32 factors
+    assert torch.equal(running, x.cummax(-1).values)
+    assert torch.equal(x.gather(1, where.long()), running)
+
+
 # -- scalar arguments ---------------------------------------------------------------------------------
 
 @triton.jit

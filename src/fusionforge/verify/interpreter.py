@@ -2,7 +2,7 @@
 
 The checker's child process calls ``install_gpu_semantics()`` once, when ``TRITON_INTERPRET=1``,
 before it imports a candidate file. It patches Triton 3.6's interpreter (``triton.runtime.interpreter``)
-in five places, each so that a kernel's verdict on the CPU is the one it would get on a GPU.
+in six places, each so that a kernel's verdict on the CPU is the one it would get on a GPU.
 
 bfloat16 and fp8 rounding. The interpreter converts float32 -> bfloat16 by dropping the low 16 bits (round
 toward zero, up to 1 ulp of error), for ``.to(tl.bfloat16)`` and for the implicit cast in ``tl.store``.
@@ -27,6 +27,13 @@ default dot matched this truncation to 2e-7 (relative L2), and round-to-nearest 
 check here as it does on the GPU. "ieee" and "tf32x3" (fp32-accurate on a GPU, 2e-7 on the H200) stay
 fp32 products; fp8, int8 and fp64 dots are Triton's own ("bf16x3" and "bf16x6", which a GPU accepts,
 the interpreter still refuses).
+
+Scans. The interpreter computes ``tl.cumsum``, ``tl.cumprod`` and ``tl.associative_scan`` in order, one value
+after another: a float32 prefix sum of 8209 equal values drifted by 5e-5 (relative), and a correct scan kernel
+failed on the CPU. Triton lowers a scan as each thread's contiguous values in order, then a warp's threads by
+shuffles (log2 32 steps), then the warps' totals carried along the axis in order. Here the same order combines
+them (``warp_ordered_scan``; a thread holding 4 values along the axis; that sum: 5e-7, not yet compared with a
+GPU's), on whole arrays, for every combine function; a bfloat16 operand (held as bits) keeps the interpreter's order.
 
 Scalar arguments. The GPU compiler types a Python float argument fp32, a bool i1 and an int i32, i64 or
 u64 by its value (``triton.runtime.jit.mangle_type``). The interpreter passed floats through as Python
@@ -165,12 +172,14 @@ def _trial(kernel_call, quantiles=None, **kwargs):
 
 
 def _install_gpu_arithmetic() -> None:
-    """Dots and scalar arguments as on a GPU (idempotent)."""
+    """Dots, scans and scalar arguments as on a GPU (idempotent)."""
     from triton.runtime import interpreter
 
     if not getattr(interpreter.InterpreterBuilder.create_dot, "gpu_semantics", False):
         _replace(interpreter.InterpreterBuilder, "create_dot", _gpu_dot)
         _replace(interpreter, "_implicit_cvt", _typed_scalars)
+        for name in ("cumsum", "cumprod", "generic_scan"):
+            _replace(interpreter.ScanOps, name, _gpu_scan)
 
 
 def _install_bounds_checks() -> None:
@@ -193,6 +202,95 @@ def _replace(owner, name: str, make) -> None:
     patched = make(getattr(owner, name))
     patched.gpu_semantics = True
     setattr(owner, name, patched)
+
+
+# -- scans --------------------------------------------------------------------------------------------
+
+SCAN_RUN = 4  # the contiguous values a thread scans in order along the axis (a 16-byte vector of fp32)
+SCAN_LANES = 32  # the threads of a warp whose runs combine by shuffles
+
+
+def _gpu_scan(original):
+    def scan(self, *operands):
+        """The scan in the order a GPU's lowering combines values (module docstring): each thread's run of SCAN_RUN
+        in order, the runs of a warp's SCAN_LANES threads by shuffles (log2 32 steps), then the warps' totals carried
+        along the axis one after another. Operands that numpy cannot add in their own dtype (bfloat16 held as bits)
+        keep the interpreter's order."""
+        import triton
+        from triton.runtime import interpreter
+
+        tensors = operands[0] if isinstance(operands[0], (list, tuple)) else operands
+        if any(t.handle.data.dtype.kind not in "fiu" or t.dtype.is_bf16() for t in tensors):
+            return original(self, *operands)
+        if original.__name__ == "generic_scan":
+            def combine(a, b):
+                """The kernel's combine function on arrays, their last axis padded to a power of two (a block's
+                shape) by repeating its last value, then cut back."""
+                count = b[0].shape[-1]
+                pad = triton.next_power_of_2(count) - count
+
+                def block(x, t):
+                    return self.to_tensor(np.concatenate([x, np.repeat(x[..., -1:], pad, -1)], -1), t.dtype)
+
+                merged = self.combine_fn.fn(*(block(x, t) for x, t in zip(a, tensors)),
+                                            *(block(x, t) for x, t in zip(b, tensors)))
+                merged = merged if isinstance(merged, tuple) else (merged,)
+                return [np.broadcast_to(m.handle.data if isinstance(m, interpreter.tl.core.tensor) else m,
+                                        x.shape[:-1] + (count + pad,))[..., :count].astype(x.dtype)
+                        for m, x in zip(merged, b)]
+        else:
+            ufunc = np.add if original.__name__ == "cumsum" else np.multiply
+            def combine(a, b):
+                return [ufunc(a[0], b[0])]
+        values = [np.moveaxis(t.handle.data, self.axis, -1).copy() for t in tensors]
+        scanned = warp_ordered_scan(values, combine)
+        return [self.to_tensor(np.ascontiguousarray(np.moveaxis(x, -1, self.axis)), t.dtype)
+                for x, t in zip(scanned, tensors)]
+
+    scan.__name__ = original.__name__
+    return scan
+
+
+def warp_ordered_scan(values: list[np.ndarray], combine) -> list[np.ndarray]:
+    """Inclusive scan along the last axis of the arrays ``values`` (a tuple scan: one array per operand), combined
+    as a GPU combines them: runs of SCAN_RUN values in order, then run totals within each SCAN_LANES-run segment by
+    doubling strides, then segment totals carried in order; each value then takes its run's exclusive prefix.
+    ``combine(a, b)`` merges two lists of equal-shape arrays (earlier first)."""
+    n = values[0].shape[-1]
+    out = [v.copy() for v in values]
+    for j in range(1, SCAN_RUN):  # each thread's run, in order
+        later = [x[..., j::SCAN_RUN] for x in out]
+        count = later[0].shape[-1]
+        if count == 0:
+            break
+        merged = combine([x[..., j - 1::SCAN_RUN][..., :count] for x in out], later)
+        for x, m in zip(out, merged):
+            x[..., j::SCAN_RUN] = m
+    ends = np.minimum(np.arange(SCAN_RUN - 1, n + SCAN_RUN - 1, SCAN_RUN), n - 1)  # each run's last value
+    totals = [x[..., ends] for x in out]
+    runs = np.arange(len(ends))
+    step = 1
+    while step < SCAN_LANES:  # a warp's runs, by shuffles: each takes the total `step` runs before it
+        taking = runs[runs % SCAN_LANES >= step]
+        if taking.size == 0:
+            break
+        merged = combine([t[..., taking - step] for t in totals], [t[..., taking] for t in totals])
+        for t, m in zip(totals, merged):
+            t[..., taking] = m
+        step *= 2
+    for first in range(SCAN_LANES, len(ends), SCAN_LANES):  # the warps' totals, carried in order
+        segment = runs[first:first + SCAN_LANES]
+        merged = combine([np.broadcast_to(t[..., first - 1:first], t[..., segment].shape) for t in totals],
+                         [t[..., segment] for t in totals])
+        for t, m in zip(totals, merged):
+            t[..., segment] = m
+    later = np.arange(SCAN_RUN, n)  # every value after the first run takes the total of the runs before its own
+    if later.size == 0:
+        return out
+    merged = combine([t[..., later // SCAN_RUN - 1] for t in totals], [x[..., later] for x in out])
+    for x, m in zip(out, merged):
+        x[..., later] = m
+    return out
 
 
 # -- dots ---------------------------------------------------------------------------------------------
