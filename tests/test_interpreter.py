@@ -218,6 +218,34 @@ def test_scans_combine_in_a_gpus_order(n):
     assert torch.equal(x.gather(1, where.long()), running)
 
 
+@triton.jit
+def _add(a, b):
+    return a + b
+
+
+@triton.jit
+def _reductions_kernel(x_ptr, total_ptr, top_ptr, where_ptr, n, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + row * n + cols, mask=cols < n, other=float("-inf"))
+    tl.store(total_ptr + row, tl.reduce(tl.where(cols < n, x, 0.0), 0, _add))
+    top, where = tl.reduce((x, cols), 0, _pair_max)
+    tl.store(top_ptr + row, top)
+    tl.store(where_ptr + row, where)
+
+
+@pytest.mark.parametrize("n", [1, 5, 300, 8209])
+def test_reductions_with_a_combine_function_take_a_gpus_order(n):
+    """tl.reduce with the kernel's own combine function: a sum, and a max with its (last) index; a long fp32 sum of
+    one value rounds as a GPU's tree does, not as a sequential sum does."""
+    x = _random(2, n, seed=n)
+    x[1] = -0.83
+    total, top, where = torch.empty(2), torch.empty(2), torch.empty(2, dtype=torch.int32)
+    _reductions_kernel[(2,)](x, total, top, where, n, BLOCK=triton.next_power_of_2(n))
+    assert _rel_err(total, x.double().sum(-1)) < 1e-6
+    assert torch.equal(top, x.max(-1).values) and torch.equal(x.gather(1, where.long()[:, None])[:, 0], top)
+
+
 # -- scalar arguments ---------------------------------------------------------------------------------
 
 @triton.jit

@@ -28,12 +28,15 @@ check here as it does on the GPU. "ieee" and "tf32x3" (fp32-accurate on a GPU, 2
 fp32 products; fp8, int8 and fp64 dots are Triton's own ("bf16x3" and "bf16x6", which a GPU accepts,
 the interpreter still refuses).
 
-Scans. The interpreter computes ``tl.cumsum``, ``tl.cumprod`` and ``tl.associative_scan`` in order, one value
-after another: a float32 prefix sum of 8209 equal values drifted by 5e-5 (relative), and a correct scan kernel
+Scans and reductions. The interpreter computes ``tl.cumsum``, ``tl.cumprod``, ``tl.associative_scan`` and a
+``tl.reduce`` with the kernel's own combine function in order, one value after another (a Python call a value for
+the last two): a float32 prefix sum of 8209 equal values drifted by 5e-5 (relative), and a correct scan kernel
 failed on the CPU. Triton lowers a scan as each thread's contiguous values in order, then a warp's threads by
-shuffles (log2 32 steps), then the warps' totals carried along the axis in order. Here the same order combines
-them (``warp_ordered_scan``; a thread holding 4 values along the axis; that sum: 5e-7, not yet compared with a
-GPU's), on whole arrays, for every combine function; a bfloat16 operand (held as bits) keeps the interpreter's order.
+shuffles (log2 32 steps), then the warps' totals carried along the axis in order; a reduction as each thread's
+values in order, then a tree. Here the same orders combine them (``warp_ordered_scan``, ``tree_reduce``; a thread
+holding 4 values along the axis; that sum: 5e-7, not yet compared with a GPU's), on whole arrays; a bfloat16
+operand (held as bits) keeps the interpreter's order. ``tl.sum``, ``tl.max`` and ``tl.min`` stay numpy's (a
+pairwise sum).
 
 Scalar arguments. The GPU compiler types a Python float argument fp32, a bool i1 and an int i32, i64 or
 u64 by its value (``triton.runtime.jit.mangle_type``). The interpreter passed floats through as Python
@@ -180,6 +183,7 @@ def _install_gpu_arithmetic() -> None:
         _replace(interpreter, "_implicit_cvt", _typed_scalars)
         for name in ("cumsum", "cumprod", "generic_scan"):
             _replace(interpreter.ScanOps, name, _gpu_scan)
+        _replace(interpreter.ReduceOps, "generic_reduce", _gpu_reduce)
 
 
 def _install_bounds_checks() -> None:
@@ -210,36 +214,48 @@ SCAN_RUN = 4  # the contiguous values a thread scans in order along the axis (a 
 SCAN_LANES = 32  # the threads of a warp whose runs combine by shuffles
 
 
+def _native(tensors) -> bool:
+    """Whether numpy computes on these operands in their own dtype (bfloat16 is held as bits)."""
+    return all(t.handle.data.dtype.kind in "fiu" and not t.dtype.is_bf16() for t in tensors)
+
+
+def _array_combine(op, tensors):
+    """``op``'s combine function (a scan's or a reduction's) on lists of arrays, one an operand: their last axis
+    padded to a power of two (a block's shape) by repeating its last value, combined, then cut back."""
+    import triton
+    from triton.runtime import interpreter
+
+    def combine(a: list[np.ndarray], b: list[np.ndarray]) -> list[np.ndarray]:
+        count = b[0].shape[-1]
+        pad = triton.next_power_of_2(count) - count
+
+        def block(x, t):
+            return op.to_tensor(np.concatenate([x, np.repeat(x[..., -1:], pad, -1)], -1), t.dtype)
+
+        merged = op.combine_fn.fn(*(block(x, t) for x, t in zip(a, tensors)),
+                                  *(block(x, t) for x, t in zip(b, tensors)))
+        merged = merged if isinstance(merged, tuple) else (merged,)
+        return [np.broadcast_to(m.handle.data if isinstance(m, interpreter.tl.core.tensor) else m,
+                                x.shape[:-1] + (count + pad,))[..., :count].astype(x.dtype)
+                for m, x in zip(merged, b)]
+
+    return combine
+
+
 def _gpu_scan(original):
     def scan(self, *operands):
         """The scan in the order a GPU's lowering combines values (module docstring): each thread's run of SCAN_RUN
         in order, the runs of a warp's SCAN_LANES threads by shuffles (log2 32 steps), then the warps' totals carried
         along the axis one after another. Operands that numpy cannot add in their own dtype (bfloat16 held as bits)
         keep the interpreter's order."""
-        import triton
-        from triton.runtime import interpreter
-
         tensors = operands[0] if isinstance(operands[0], (list, tuple)) else operands
-        if any(t.handle.data.dtype.kind not in "fiu" or t.dtype.is_bf16() for t in tensors):
+        if not _native(tensors):
             return original(self, *operands)
         if original.__name__ == "generic_scan":
-            def combine(a, b):
-                """The kernel's combine function on arrays, their last axis padded to a power of two (a block's
-                shape) by repeating its last value, then cut back."""
-                count = b[0].shape[-1]
-                pad = triton.next_power_of_2(count) - count
-
-                def block(x, t):
-                    return self.to_tensor(np.concatenate([x, np.repeat(x[..., -1:], pad, -1)], -1), t.dtype)
-
-                merged = self.combine_fn.fn(*(block(x, t) for x, t in zip(a, tensors)),
-                                            *(block(x, t) for x, t in zip(b, tensors)))
-                merged = merged if isinstance(merged, tuple) else (merged,)
-                return [np.broadcast_to(m.handle.data if isinstance(m, interpreter.tl.core.tensor) else m,
-                                        x.shape[:-1] + (count + pad,))[..., :count].astype(x.dtype)
-                        for m, x in zip(merged, b)]
+            combine = _array_combine(self, tensors)
         else:
             ufunc = np.add if original.__name__ == "cumsum" else np.multiply
+
             def combine(a, b):
                 return [ufunc(a[0], b[0])]
         values = [np.moveaxis(t.handle.data, self.axis, -1).copy() for t in tensors]
@@ -249,6 +265,49 @@ def _gpu_scan(original):
 
     scan.__name__ = original.__name__
     return scan
+
+
+def _gpu_reduce(original):
+    def generic_reduce(self, input):
+        """A reduction with the kernel's own combine function in a GPU's order (module docstring): each thread's
+        run of SCAN_RUN in order, then the run totals pairwise, neighbours first. Operands numpy cannot compute on in
+        their own dtype keep the interpreter's order."""
+        tensors = list(input)
+        if not _native(tensors):
+            return original(self, input)
+        data = [t.handle.data for t in tensors]
+        shape = data[0].shape
+        values = [d.reshape(-1) if self.axis is None else np.moveaxis(d, self.axis, -1) for d in data]
+        reduced = tree_reduce(values, _array_combine(self, tensors))
+        results = []
+        for x, t in zip(reduced, tensors):
+            if self.keep_dims:
+                x = np.expand_dims(x, self.axis) if self.axis is not None else x.reshape((1,) * len(shape))
+            elif self.axis is None:
+                x = x.item()
+            results.append(self.to_tensor(x, t.dtype))
+        return results
+
+    return generic_reduce
+
+
+def tree_reduce(values: list[np.ndarray], combine) -> list[np.ndarray]:
+    """Reduce the arrays ``values`` (one an operand) along their last axis as a GPU does: runs of SCAN_RUN values in
+    order, then the run totals pairwise, each with its right neighbour, until one is left; ``combine(a, b)`` as in
+    ``warp_ordered_scan``. The results lose the last axis."""
+    totals = [x[..., ::SCAN_RUN].copy() for x in values]
+    for j in range(1, SCAN_RUN):  # each thread's run, in order
+        later = [x[..., j::SCAN_RUN] for x in values]
+        count = later[0].shape[-1]
+        if count == 0:
+            break
+        for t, m in zip(totals, combine([t[..., :count] for t in totals], later)):
+            t[..., :count] = m
+    while totals[0].shape[-1] > 1:  # neighbours, pairwise
+        paired = totals[0].shape[-1] // 2 * 2
+        merged = combine([t[..., 0:paired:2] for t in totals], [t[..., 1:paired:2] for t in totals])
+        totals = [np.concatenate([m, t[..., paired:]], -1) for m, t in zip(merged, totals)]
+    return [t[..., 0] for t in totals]
 
 
 def warp_ordered_scan(values: list[np.ndarray], combine) -> list[np.ndarray]:
