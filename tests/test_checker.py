@@ -152,6 +152,33 @@ def test_a_byte_copy_of_whole_values_keeps_their_width():
         assert [p["kind"] for p in ledger.problems] == expected, (start, returned)
 
 
+def test_a_byte_copy_into_a_split_destination_is_a_conversion():
+    """Whole float32 values copied as int16 halves into memory one half in (or into a strided layout) come apart:
+    read back as int32 words and narrowed, they are the bfloat16 truncation of the kernel's values, PyTorch's cast."""
+    def kernel(*args):
+        """A launch's stand-in: the ledger reads only its name."""
+
+    copy = torch.ops.aten.copy_.default
+    clone = torch.ops.aten.clone.default
+    for split in ("shifted", "channels_last"):
+        ledger = Ledger("cpu")
+        out = torch.zeros(16)
+        ledger.register(out, "out")
+        ledger.before_launch(kernel, (out,), {})
+        out.copy_(torch.randn(16))  # what the kernel wrote
+        ledger.after_launch()
+        halves = out.view(torch.int16)
+        if split == "shifted":
+            staging = torch.empty(34, dtype=torch.int16)
+            ledger.register(staging, "staging")
+            ledger.after_op(copy, (staging[1:33], halves), {}, copy(staging[1:33], halves))
+        else:
+            source = halves.view(1, 16, 1, 2)
+            ledger.after_op(clone, (source,), {"memory_format": torch.channels_last},
+                            clone(source, memory_format=torch.channels_last))
+        assert [p["kind"] for p in ledger.problems] == ["reinterpreted"], split
+
+
 def test_file_task_must_be_the_handed_out_task():
     other = TaskGenerator().generate(2, dtype="float16", ops="add:col,relu")
     verdict = check_file(GOOD, task=other)

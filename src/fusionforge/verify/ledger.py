@@ -205,13 +205,14 @@ class Ledger:
             if "cpu" in reads and "cuda" in writes:
                 self.problem("host_data", f"{func} copies host data to the GPU")
         sources = [e for e in (self.verify(t, f"{func} reads") for t in read) if e is not None]
-        kept_width = None  # a byte-for-byte copy of whole values read at another width: theirs
+        kept_width = None  # a byte-for-byte copy of whole values at another width, into whole values: theirs
         if name in COPY_OPS:  # values move whole: read at the width they were written at, or as whole runs of bytes
             for t in read:
                 entry = self.entry(t)
                 if entry is None or t.element_size() == entry.width:
                     continue
-                if whole_values(t, entry.width) and all(d.dtype == t.dtype for d in written + outputs):
+                if whole_values(t, entry.width) and all(d.dtype == t.dtype and whole_values(d, entry.width)
+                                                        for d in written + outputs):
                     kept_width = entry.width
                 else:
                     self.problem("reinterpreted", f"{func} reads {entry.origin}, whose values are "
