@@ -246,6 +246,32 @@ def test_reductions_with_a_combine_function_take_a_gpus_order(n):
     assert torch.equal(top, x.max(-1).values) and torch.equal(x.gather(1, where.long()[:, None])[:, 0], top)
 
 
+@triton.jit
+def _branching_max(a, b):
+    if a > b:
+        larger = a
+    else:
+        larger = b
+    return larger
+
+
+@triton.jit
+def _branching_kernel(x_ptr, top_ptr, running_ptr, BLOCK: tl.constexpr):
+    cols = tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + cols)
+    tl.store(top_ptr, tl.reduce(x, 0, _branching_max))
+    tl.store(running_ptr + cols, tl.associative_scan(x, 0, _branching_max))
+
+
+def test_a_combine_function_that_branches_runs_value_by_value():
+    """A combine function with a Python if (a GPU compiles it per value) cannot run on whole arrays: the interpreter
+    takes an array as true. It keeps the interpreter's value-by-value order, and the right answer."""
+    x = _random(64, seed=5)
+    top, running = torch.empty(1), torch.empty(64)
+    _branching_kernel[(1,)](x, top, running, BLOCK=64)
+    assert torch.equal(top[0], x.max()) and torch.equal(running, x.cummax(0).values)
+
+
 # -- scalar arguments ---------------------------------------------------------------------------------
 
 @triton.jit

@@ -35,7 +35,8 @@ failed on the CPU. Triton lowers a scan as each thread's contiguous values in or
 shuffles (log2 32 steps), then the warps' totals carried along the axis in order; a reduction as each thread's
 values in order, then a tree. Here the same orders combine them (``warp_ordered_scan``, ``tree_reduce``; a thread
 holding 4 values along the axis; that sum: 5e-7, not yet compared with a GPU's), on whole arrays; a bfloat16
-operand (held as bits) keeps the interpreter's order. ``tl.sum``, ``tl.max`` and ``tl.min`` stay numpy's (a
+operand (held as bits), and a combine function that branches on its values (``elementwise``), keep the
+interpreter's order. ``tl.sum``, ``tl.max`` and ``tl.min`` stay numpy's (a
 pairwise sum).
 
 Scalar arguments. The GPU compiler types a Python float argument fp32, a bool i1 and an int i32, i64 or
@@ -68,7 +69,9 @@ the file once per further combination of configs, each forced as a cached choice
 
 from __future__ import annotations
 
+import ast
 import inspect
+import textwrap
 import warnings
 
 import numpy as np
@@ -219,6 +222,30 @@ def _native(tensors) -> bool:
     return all(t.handle.data.dtype.kind in "fiu" and not t.dtype.is_bf16() for t in tensors)
 
 
+_BRANCHING = (ast.If, ast.IfExp, ast.While, ast.For, ast.BoolOp)
+
+
+def elementwise(fn, seen: frozenset = frozenset()) -> bool:
+    """Whether a combine function (a jitted function) computes the same on whole arrays as on single values: no
+    Python branch, loop or ``and``/``or`` on its values (the interpreter takes any array as true), no builtin min or
+    max, in it or in the jitted functions it calls."""
+    function = getattr(fn, "fn", None)
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (TypeError, OSError, SyntaxError):
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, _BRANCHING):
+            return False
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in ("min", "max"):
+                return False
+            callee = function.__globals__.get(node.func.id)
+            if hasattr(callee, "fn") and callee not in seen and not elementwise(callee, seen | {fn}):
+                return False
+    return True
+
+
 def _array_combine(op, tensors):
     """``op``'s combine function (a scan's or a reduction's) on lists of arrays, one an operand: their last axis
     padded to a power of two (a block's shape) by repeating its last value, combined, then cut back."""
@@ -252,6 +279,8 @@ def _gpu_scan(original):
         if not _native(tensors):
             return original(self, *operands)
         if original.__name__ == "generic_scan":
+            if not elementwise(self.combine_fn):
+                return original(self, *operands)
             combine = _array_combine(self, tensors)
         else:
             ufunc = np.add if original.__name__ == "cumsum" else np.multiply
@@ -273,7 +302,7 @@ def _gpu_reduce(original):
         run of SCAN_RUN in order, then the run totals pairwise, neighbours first. Operands numpy cannot compute on in
         their own dtype keep the interpreter's order."""
         tensors = list(input)
-        if not _native(tensors):
+        if not (_native(tensors) and elementwise(self.combine_fn)):
             return original(self, input)
         data = [t.handle.data for t in tensors]
         shape = data[0].shape
