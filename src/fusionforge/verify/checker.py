@@ -125,7 +125,8 @@ def edge_holds(task: FusionTask, dims: dict, seed: int, edge: int) -> bool:
     edge_error = own_error(inputs)
     if edge_error is None:
         return False
-    (at_edge, ref), ordinary = edge_error, own_error(task.make_inputs(dims, seed))
+    at_edge, ref = edge_error
+    ordinary = own_error(task.make_inputs(dims, seed))
     if at_edge <= EDGE_CONDITIONING * (ordinary[0] if ordinary else 0.0):
         return True
     dtype = getattr(torch, task.dtype)

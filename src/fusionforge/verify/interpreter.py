@@ -36,8 +36,7 @@ shuffles (log2 32 steps), then the warps' totals carried along the axis in order
 values in order, then a tree. Here the same orders combine them (``warp_ordered_scan``, ``tree_reduce``; a thread
 holding 4 values along the axis; that sum: 5e-7, not yet compared with a GPU's), on whole arrays; a bfloat16
 operand (held as bits), and a combine function that branches on its values (``elementwise``), keep the
-interpreter's order. ``tl.sum``, ``tl.max`` and ``tl.min`` stay numpy's (a
-pairwise sum).
+interpreter's order. ``tl.sum``, ``tl.max`` and ``tl.min`` stay numpy's (a pairwise sum).
 
 Scalar arguments. The GPU compiler types a Python float argument fp32, a bool i1 and an int i32, i64 or
 u64 by its value (``triton.runtime.jit.mangle_type``). The interpreter passed floats through as Python
@@ -273,8 +272,8 @@ def _gpu_scan(original):
     def scan(self, *operands):
         """The scan in the order a GPU's lowering combines values (module docstring): each thread's run of SCAN_RUN
         in order, the runs of a warp's SCAN_LANES threads by shuffles (log2 32 steps), then the warps' totals carried
-        along the axis one after another. Operands that numpy cannot add in their own dtype (bfloat16 held as bits)
-        keep the interpreter's order."""
+        along the axis one after another. Operands that numpy cannot add in their own dtype (bfloat16 held as bits),
+        and a combine function that branches on its values, keep the interpreter's order."""
         tensors = operands[0] if isinstance(operands[0], (list, tuple)) else operands
         if not _native(tensors):
             return original(self, *operands)
@@ -300,7 +299,7 @@ def _gpu_reduce(original):
     def generic_reduce(self, input):
         """A reduction with the kernel's own combine function in a GPU's order (module docstring): each thread's
         run of SCAN_RUN in order, then the run totals pairwise, neighbours first. Operands numpy cannot compute on in
-        their own dtype keep the interpreter's order."""
+        their own dtype, and a combine function that branches on its values, keep the interpreter's order."""
         tensors = list(input)
         if not (_native(tensors) and elementwise(self.combine_fn)):
             return original(self, input)
@@ -320,18 +319,28 @@ def _gpu_reduce(original):
     return generic_reduce
 
 
+def _scan_runs(values: list[np.ndarray], combine) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each thread's run of SCAN_RUN values along the last axis scanned in order (copies of ``values``), and the
+    position of each run's last value (its total)."""
+    n = values[0].shape[-1]
+    out = [v.copy() for v in values]
+    for j in range(1, SCAN_RUN):
+        later = [x[..., j::SCAN_RUN] for x in out]
+        count = later[0].shape[-1]
+        if count == 0:
+            break
+        merged = combine([x[..., j - 1::SCAN_RUN][..., :count] for x in out], later)
+        for x, m in zip(out, merged):
+            x[..., j::SCAN_RUN] = m
+    return out, np.minimum(np.arange(SCAN_RUN - 1, n + SCAN_RUN - 1, SCAN_RUN), n - 1)
+
+
 def tree_reduce(values: list[np.ndarray], combine) -> list[np.ndarray]:
     """Reduce the arrays ``values`` (one an operand) along their last axis as a GPU does: runs of SCAN_RUN values in
     order, then the run totals pairwise, each with its right neighbour, until one is left; ``combine(a, b)`` as in
     ``warp_ordered_scan``. The results lose the last axis."""
-    totals = [x[..., ::SCAN_RUN].copy() for x in values]
-    for j in range(1, SCAN_RUN):  # each thread's run, in order
-        later = [x[..., j::SCAN_RUN] for x in values]
-        count = later[0].shape[-1]
-        if count == 0:
-            break
-        for t, m in zip(totals, combine([t[..., :count] for t in totals], later)):
-            t[..., :count] = m
+    out, ends = _scan_runs(values, combine)
+    totals = [x[..., ends] for x in out]
     while totals[0].shape[-1] > 1:  # neighbours, pairwise
         paired = totals[0].shape[-1] // 2 * 2
         merged = combine([t[..., 0:paired:2] for t in totals], [t[..., 1:paired:2] for t in totals])
@@ -345,16 +354,7 @@ def warp_ordered_scan(values: list[np.ndarray], combine) -> list[np.ndarray]:
     doubling strides, then segment totals carried in order; each value then takes its run's exclusive prefix.
     ``combine(a, b)`` merges two lists of equal-shape arrays (earlier first)."""
     n = values[0].shape[-1]
-    out = [v.copy() for v in values]
-    for j in range(1, SCAN_RUN):  # each thread's run, in order
-        later = [x[..., j::SCAN_RUN] for x in out]
-        count = later[0].shape[-1]
-        if count == 0:
-            break
-        merged = combine([x[..., j - 1::SCAN_RUN][..., :count] for x in out], later)
-        for x, m in zip(out, merged):
-            x[..., j::SCAN_RUN] = m
-    ends = np.minimum(np.arange(SCAN_RUN - 1, n + SCAN_RUN - 1, SCAN_RUN), n - 1)  # each run's last value
+    out, ends = _scan_runs(values, combine)
     totals = [x[..., ends] for x in out]
     runs = np.arange(len(ends))
     step = 1
