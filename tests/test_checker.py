@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import triton.language as tl
 
 from fusionforge.cli import main
 from fusionforge.tasks import TaskGenerator
@@ -105,9 +106,9 @@ def test_values_move_whole_or_the_copy_is_a_conversion():
     assert _copied(ledger, dst, bf16) == [] and ledger.problems == []
 
 
-def test_a_launch_given_memory_at_two_widths_leaves_its_width_unknown():
-    """A launch given the output twice, as float32 and as int16 halves, may have written either: copying the halves
-    out, or returning them, is a conversion; one width given (twice) stays that width."""
+def test_a_launch_given_memory_at_two_widths_leaves_either_width():
+    """A launch given the output twice, as float32 and as int16 halves, may have written either: copying out every
+    other half is a conversion; one width given (twice) stays that width."""
     def kernel(*args):
         """A launch's stand-in: the ledger reads only its name."""
 
@@ -131,14 +132,14 @@ def test_a_launch_given_memory_at_two_widths_leaves_its_width_unknown():
 def test_a_byte_copy_of_whole_values_keeps_their_width():
     """float32 values a launch wrote into a byte workspace, copied out byte for byte, are still 4-byte values: the
     copy returned as float32 is the kernel's output; a copy that starts two bytes in takes them apart, and the
-    bytes returned as bytes are not the values."""
+    bytes returned as bytes are every byte the kernel wrote, in order."""
     def kernel(*args):
         """A launch's stand-in: the ledger reads only its name."""
 
     clone = torch.ops.aten.clone.default
     for start, returned, expected in ((0, torch.float32, []),
-                                      (2, torch.float32, ["reinterpreted", "output_reinterpreted"]),
-                                      (0, torch.uint8, ["output_reinterpreted"])):
+                                      (2, torch.float32, ["reinterpreted"]),
+                                      (0, torch.uint8, [])):
         ledger = Ledger("cpu")
         workspace = torch.zeros(52, dtype=torch.uint8)
         ledger.register(workspace, "workspace")
@@ -150,6 +151,72 @@ def test_a_byte_copy_of_whole_values_keeps_their_width():
         ledger.after_op(clone, (part,), {}, copy)
         ledger.check_output(copy.view(returned))
         assert [p["kind"] for p in ledger.problems] == expected, (start, returned)
+
+
+class _Compiled:
+    """A compiled kernel's stand-in: its Triton IR."""
+
+    def __init__(self, ttir: str) -> None:
+        self.asm = {"ttir": ttir}
+
+
+def test_a_kernel_that_casts_pointers_may_store_at_any_of_its_store_widths():
+    """On a GPU, memory a launch wrote through cast pointers holds values as wide as any of the kernel's stores:
+    returning every other half of memory given as bfloat16 takes float32 values apart; returning it whole, or
+    any half of memory a kernel without pointer casts wrote, does not."""
+    def kernel(*args):
+        """A launch's stand-in: the ledger reads only its name."""
+
+    casting = _Compiled("%wide = tt.bitcast %out_ptr : !tt.ptr<bf16> -> !tt.ptr<f32>\n"
+                        "tt.store %1, %2, %mask : tensor<256x!tt.ptr<f32>>\n")
+    plain = _Compiled("tt.store %1, %2, %mask : tensor<256x!tt.ptr<bf16>>\n")
+    for compiled, returned, expected in ((casting, (slice(None), slice(1, None, 2)), ["output_reinterpreted"]),
+                                         (casting, (slice(None), slice(None)), []),
+                                         (plain, (slice(None), slice(1, None, 2)), [])):
+        ledger = Ledger("cpu")  # a compiled kernel's IR is read wherever it ran
+        halves = torch.zeros(3, 8, dtype=torch.bfloat16)
+        ledger.register(halves, "halves")
+        ledger.before_launch(kernel, (halves,), {})
+        halves.view(torch.float32).copy_(torch.randn(3, 4))  # what the kernel wrote
+        ledger.after_launch(compiled)
+        ledger.check_output(halves[returned])
+        assert [p["kind"] for p in ledger.problems] == expected, (compiled.asm, returned)
+
+
+def _cast_store(x_ptr, out_ptr, n, BLOCK: "tl.constexpr"):
+    """Float32 stored through out_ptr cast from bfloat16, and an int64 atomic through another cast."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + offsets, mask=offsets < n, other=0.0)
+    tl.store(out_ptr.to(tl.pointer_type(tl.float32)) + offsets, x, mask=offsets < n)
+    tl.atomic_add(out_ptr.to(tl.pointer_type(tl.int64)), 1)
+
+
+def _plain_store(x_ptr, out_ptr, n, BLOCK: "tl.constexpr"):
+    """x cast to out_ptr's bfloat16 on store."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + offsets, mask=offsets < n, other=0.0)
+    tl.store(out_ptr + offsets, x.to(out_ptr.dtype.element_ty), mask=offsets < n)
+
+
+def test_store_widths_come_from_the_compiled_kernels_ir():
+    """The Triton IR of kernels compiled for sm_90 on this machine: a cast pointer's stores and atomics give their
+    widths; a kernel without casts gives none (its arguments keep the widths they were given)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.runtime.jit import JITFunction
+
+    from fusionforge.verify.ledger import cast_store_widths
+
+    def ttir(fn) -> str:
+        """``fn``'s Triton IR, compiled as the GPU's JIT would (not the interpreter this process may run)."""
+        signature = {"x_ptr": "*fp32", "out_ptr": "*bf16", "n": "i32", "BLOCK": "constexpr"}
+        source = ASTSource(JITFunction(fn), signature, {"BLOCK": 256})
+        return triton.compile(source, target=GPUTarget("cuda", 90, 32)).asm["ttir"]
+
+    assert cast_store_widths(ttir(_cast_store)) == {4, 8}
+    assert cast_store_widths(ttir(_plain_store)) == frozenset()
+    assert cast_store_widths("%0 = tt.int_to_ptr %a : i64 -> !tt.ptr<f16>\ntt.store %0, %v : !tt.ptr<f16>") == {2}
 
 
 def test_a_byte_copy_into_a_split_destination_is_a_conversion():

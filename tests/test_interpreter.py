@@ -449,6 +449,28 @@ def test_pointer_made_from_an_integer_is_refused():
     assert str(error).startswith("load through a pointer not derived from any tensor argument")
 
 
+@triton.jit
+def _packed_store_kernel(x_ptr, out_ptr, wide_out_ptr, BLOCK: tl.constexpr):
+    offsets = tl.arange(0, BLOCK)
+    tl.store(out_ptr + offsets, tl.load(x_ptr + offsets))  # bfloat16 into bfloat16
+    tl.store(wide_out_ptr.to(tl.pointer_type(tl.float32)) + offsets, tl.load(x_ptr + offsets).to(tl.float32))
+
+
+def test_stores_note_the_width_they_write_at():
+    """Each storage a launch stores into is noted with the widths of its stores: a pointer cast's, not the width the
+    memory was given at; loads note nothing."""
+    from fusionforge.verify.interpreter import take_stored_widths
+
+    x, out, wide = _random(16, dtype=torch.bfloat16), torch.empty(16, dtype=torch.bfloat16), torch.empty(
+        32, dtype=torch.bfloat16)
+    take_stored_widths()
+    _packed_store_kernel[(1,)](x, out, wide, BLOCK=16)
+    stored = take_stored_widths()
+    assert stored == {out.untyped_storage().data_ptr(): {2}, wide.untyped_storage().data_ptr(): {4}}
+    assert take_stored_widths() == {}
+    assert torch.equal(wide.view(torch.float32), x.float())
+
+
 def test_honest_kernels_pass():
     buffer = _random(100)
     view = buffer[20:70]  # a slice: storage offset 20, the whole buffer reachable from it

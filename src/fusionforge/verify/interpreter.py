@@ -55,7 +55,9 @@ all of the storage it views); an untagged pointer (made from an integer, say) ne
 raises ``OutOfBoundsAccess`` before memory is touched; otherwise the tags are stripped and the access
 runs. Masked-off lanes are neither checked nor touched. A launch whose storages do not all lie below
 2**47 runs unchecked, with a warning. The tags show only where a kernel turns a pointer into an integer
-(alignment tests still hold: the tag is a multiple of 2**48).
+(alignment tests still hold: the tag is a multiple of 2**48). Each store and atomic also notes its element width
+against the storage it writes (``take_stored_widths``): the ledger learns the width a kernel's values have, a
+pointer cast's included.
 
 Autotuning. Triton's autotuner benchmarks every config, which the interpreter cannot (it has no
 benchmarker: a kernel with two configs failed with "0 active drivers"). Here each config runs once while
@@ -426,6 +428,7 @@ class _Launch:
         # tag -> storage start / end, for every value bits 48-63 can hold; unused tags are never valid
         self.starts = np.full(2**16, 2**64 - 1, dtype=np.uint64)
         self.ends = np.zeros(2**16, dtype=np.uint64)
+        self.stored: dict[int, set[int]] = {}  # storage start -> the element widths stored into it (take_stored_widths)
 
     def begin(self, kernel: str, arguments: dict) -> None:
         """Forget the last launch; learn this one's argument names and whether its addresses can be tagged."""
@@ -463,6 +466,15 @@ class _Launch:
 
 
 _LAUNCH = _Launch()
+
+
+def take_stored_widths() -> dict[int, set[int]]:
+    """The element widths, in bytes, that stores and atomics wrote into each argument's storage (by the address of
+    its first byte) since the last call, which are then forgotten. A kernel that casts a pointer stores at the cast's
+    width: float32 values stored into memory given as bfloat16 are 4-byte values there. Launches run unchecked
+    (addresses above 2**47) record nothing."""
+    stored, _LAUNCH.stored = _LAUNCH.stored, {}
+    return stored
 
 
 def _storage_span(tensor) -> tuple[int, int]:
@@ -564,9 +576,22 @@ def _untagged(builder, access: str, ptrs, mask):
         if mask is not None:
             outside &= mask.data
         if not outside.any():
+            if access != "load":
+                _LAUNCH.stored.setdefault(start, set()).add(size)
             return TensorHandle(ptrs.data & _ADDRESS_MASK, ptrs.dtype)
     _check_every_lane(builder, access, ptrs, mask, size)
+    if access != "load":
+        _record_stores(ptrs, mask, size)
     return TensorHandle(ptrs.data & _ADDRESS_MASK, ptrs.dtype)
+
+
+def _record_stores(ptrs, mask, size: int) -> None:
+    """Note a store of ``size``-byte elements into the storage of each tag its masked-in lanes carry."""
+    tags = ptrs.data >> _TAG_SHIFT
+    if mask is not None:
+        tags = tags[np.broadcast_to(mask.data, tags.shape)]
+    for tag in np.unique(tags):
+        _LAUNCH.stored.setdefault(int(_LAUNCH.starts[tag]), set()).add(size)
 
 
 def _check_every_lane(builder, access: str, ptrs, mask, size: int) -> None:

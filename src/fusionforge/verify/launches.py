@@ -72,7 +72,7 @@ class LaunchMonitor:
         self.depth = 0  # > 0 while a launch runs
         self.trials = 0  # > 0 while an autotuner tries its configs
         self.skip = False
-        self.observer = None  # before_launch(kernel, args, kwargs) / after_launch(): the checker's ledger
+        self.observer = None  # before_launch(kernel, args, kwargs) / after_launch(compiled): the checker's ledger
         self.stream_handle = None  # () -> the raw handle of the stream Triton launches on now (GPU, once installed)
         self.compile_seconds = 0.0  # in Triton's compiler (a compile, or a load from its cache; GPU only)
         self.autotune_seconds = 0.0  # in autotuners' trials (the compiles of their configs included)
@@ -160,7 +160,7 @@ class LaunchMonitor:
                         kwargs = observer.before_launch(kernel, args, kwargs)
                     compiled = _original(kernel, *args, **kwargs)
                     if observer is not None:
-                        observer.after_launch()
+                        observer.after_launch(compiled)
                 finally:
                     self.depth -= 1
                 if hasattr(compiled, "n_regs"):

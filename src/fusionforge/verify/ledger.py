@@ -24,7 +24,8 @@ Each violation is a ``problem``: ``{"kind": ..., "detail": ...}``, judged by the
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,6 +34,7 @@ try:
 except ImportError:  # pragma: no cover - older Triton
     TensorDescriptor = ()
 
+from fusionforge.verify.interpreter import take_stored_widths
 from fusionforge.verify.launches import python_function
 from fusionforge.verify.policy import COPY_OPS
 
@@ -82,11 +84,36 @@ def tensor_arguments(kernel, args: tuple, kwargs: dict) -> list[dict]:
 
 
 def whole_values(t: torch.Tensor, width: int) -> bool:
-    """Whether ``t`` is a run of whole values ``width`` bytes wide: one block of memory that starts and ends on
-    their edges, read in elements that each hold whole values or lie within one."""
+    """Whether ``t`` reads values ``width`` bytes wide whole: one block of memory that starts on their edge, in
+    elements that each hold whole values or lie within one. (Where it ends does not matter: no later read can
+    regroup a block's bytes without starting off an edge.)"""
     size = t.element_size()
-    return width > 0 and t.is_contiguous() and (size % width == 0 or width % size == 0) \
-        and t.storage_offset() * size % width == 0 and t.numel() * size % width == 0
+    return t.is_contiguous() and (size % width == 0 or width % size == 0) and t.storage_offset() * size % width == 0
+
+
+# A kernel's Triton IR (GPU): a pointer cast, an integer made a pointer or inline assembly (which may store through
+# any pointer), and the element type of what a store or an atomic writes through.
+_POINTER_MADE = re.compile(r"= tt\.(?:bitcast|int_to_ptr) [^\n]*-> [^\n]*!tt\.ptr<|tt\.elementwise_inline_asm")
+_STORE_LINE = re.compile(r"\btt\.(?:store|atomic_rmw|atomic_cas|descriptor_(?:store|reduce|scatter))\b[^\n]*")
+_STORED_TYPE = re.compile(r"!tt\.ptr<(\w+)>|!tt\.tensordesc<tensor<[\dx]*x(\w+)>")
+ANY_WIDTH = frozenset({1, 2, 4, 8})
+
+
+def width_of(type_name: str) -> int:
+    """The bytes of a Triton IR element type ("bf16": 2, "f8E4M3FN": 1, "i1": 1, stored as a byte)."""
+    return max(1, int(re.search(r"\d+", type_name).group()) // 8)
+
+
+def cast_store_widths(ttir: str) -> frozenset[int]:
+    """The widths a compiled kernel may store values at, where its pointers' element types can differ from its
+    arguments': every store's and atomic's element width when it casts a pointer (``tt.bitcast`` to a pointer type,
+    ``tt.int_to_ptr``), any width when it has inline assembly; empty when neither (each argument keeps the width
+    it was given)."""
+    if not _POINTER_MADE.search(ttir):
+        return frozenset()
+    if "tt.elementwise_inline_asm" in ttir:
+        return ANY_WIDTH
+    return frozenset(width_of(a or b) for line in _STORE_LINE.findall(ttir) for a, b in _STORED_TYPE.findall(line))
 
 
 @dataclass
@@ -95,12 +122,17 @@ class Entry:
     origin: str
     input_index: int | None = None
     kernel_written: bool = False
-    width: int = 0  # the bytes of a value as last written: made, received, copied or launched at that width; 0
-    # where a launch that wrote it was given it at several widths (which one the kernel wrote through is unknown)
+    widths: frozenset[int] = field(default_factory=frozenset)  # the bytes a value may have, as last written: made,
+    # received or copied at, or stored at by a kernel; several where which one wrote the memory is unknown (a launch
+    # given it at several widths, a compiled kernel that casts pointers)
 
     def width_words(self) -> str:
         """The values' width in words, for a problem's sentence."""
-        return f"{self.width}-byte" if self.width else "given to a launch at several widths"
+        return " or ".join(f"{w}-byte" for w in sorted(self.widths))
+
+    def read_whole(self, t: torch.Tensor) -> bool:
+        """Whether reading ``t`` takes these values whole: at their width, or as a block that starts on their edge."""
+        return all(t.element_size() == w or whole_values(t, w) for w in self.widths)
 
 
 class Ledger:
@@ -134,12 +166,12 @@ class Ledger:
             self.problems.append({"kind": kind, "detail": detail})
 
     def register(self, t: torch.Tensor, origin: str, kernel_written: bool = False,
-                 input_index: int | None = None, width: int | None = None) -> None:
-        """Know ``t``'s storage from now on, its values ``width`` bytes each (``t``'s own by default)."""
+                 input_index: int | None = None, widths: frozenset[int] = frozenset()) -> None:
+        """Know ``t``'s storage from now on, its values ``widths`` bytes each (``t``'s own by default)."""
         if t.untyped_storage().nbytes() == 0:
             return
         self.entries[self._key(t)] = Entry(self._bytes(t).clone(), origin, input_index, kernel_written,
-                                           width or t.element_size())
+                                           widths or frozenset({t.element_size()}))
 
     def add_inputs(self, inputs: list) -> None:
         for k, value in enumerate(inputs):
@@ -205,15 +237,15 @@ class Ledger:
             if "cpu" in reads and "cuda" in writes:
                 self.problem("host_data", f"{func} copies host data to the GPU")
         sources = [e for e in (self.verify(t, f"{func} reads") for t in read) if e is not None]
-        kept_width = None  # a byte-for-byte copy of whole values at another width, into whole values: theirs
+        kept: frozenset[int] = frozenset()  # a byte-for-byte copy of whole values at another width, into whole
+        # values: their widths
         if name in COPY_OPS:  # values move whole: read at the width they were written at, or as whole runs of bytes
             for t in read:
                 entry = self.entry(t)
-                if entry is None or t.element_size() == entry.width:
+                if entry is None or entry.widths == {t.element_size()}:
                     continue
-                if whole_values(t, entry.width) and all(d.dtype == t.dtype and whole_values(d, entry.width)
-                                                        for d in written + outputs):
-                    kept_width = entry.width
+                if entry.read_whole(t) and all(d.dtype == t.dtype and entry.read_whole(d) for d in written + outputs):
+                    kept |= entry.widths
                 else:
                     self.problem("reinterpreted", f"{func} reads {entry.origin}, whose values are "
                                                   f"{entry.width_words()}, as {describe(t)}: a conversion done by "
@@ -230,7 +262,7 @@ class Ledger:
                     self.register(t, f"a tensor resized by {func}")
             return
         for t in outputs:
-            self.register(t, f"a tensor made by {func}", kernel_written=from_kernels, width=kept_width)
+            self.register(t, f"a tensor made by {func}", kernel_written=from_kernels, widths=kept)
         for t in written:
             entry = self.entry(t)
             if entry is None:
@@ -240,7 +272,7 @@ class Ledger:
                 # keeps the values' width
                 self.register(t, entry.origin, kernel_written=entry.input_index is None and (
                     entry.kernel_written or from_kernels), input_index=entry.input_index,
-                    width=(kept_width or t.element_size()) if read else entry.width)
+                    widths=kept if read else entry.widths)
 
     # -- launches ---------------------------------------------------------------------------------
     def before_launch(self, kernel, args: tuple, kwargs: dict) -> dict:
@@ -252,6 +284,7 @@ class Ledger:
         self.trace.append(f"launch {name}({', '.join(arguments)})"
                           + ("" if callable(grid) else f" grid {describe(grid)}"))
         self._sync()
+        take_stored_widths()  # the CPU interpreter's record starts with this launch
         self._launched = [t for v in (*args, *shown.values()) for t in tensors_in(v)]
         if self.launch_log is not None:
             self.launch_log.append({"kernel": name, "args": tensor_arguments(kernel, args, shown)})
@@ -265,23 +298,28 @@ class Ledger:
         self._grid = None
         return kwargs
 
-    def after_launch(self) -> None:
-        """Storages whose bytes the launch changed are kernel-written, their values as wide as the kernel was given
-        them (float32 written into memory made as int16: 4 bytes; given at several widths: unknown, 0); their
-        snapshots are retaken."""
+    def after_launch(self, compiled=None) -> None:
+        """Storages whose bytes the launch changed are kernel-written, their snapshots retaken, their values as wide
+        as the kernel stored them. On the CPU the interpreter saw each store's width (float32 stored through a cast
+        pointer into memory given as bfloat16: 4 bytes). On a GPU a value is as wide as the launch was given its
+        memory (float32 written into memory made as int16: 4 bytes; given at several widths: any of them), or as
+        any store of the ``compiled`` kernel where it casts pointers (``cast_store_widths``)."""
         if self._grid is not None:
             self.trace.append(f"  grid {describe(tuple(self._grid))}")
         self._sync()
-        widths: dict[tuple[str, int], set[int]] = {}
+        stored = take_stored_widths()
+        asm = getattr(compiled, "asm", None)
+        cast = cast_store_widths(asm["ttir"]) if isinstance(asm, dict) and "ttir" in asm else frozenset()
+        given: dict[tuple[str, int], set[int]] = {}
         for t in self._launched:
-            widths.setdefault(self._key(t), set()).add(t.element_size())
+            given.setdefault(self._key(t), set()).add(t.element_size())
         for t in self._launched:
             entry = self.entry(t)
             if entry is not None and not torch.equal(self._bytes(t), entry.snapshot):
                 entry.snapshot = self._bytes(t).clone()
                 entry.kernel_written = entry.kernel_written or entry.input_index is None
-                given = widths[self._key(t)]
-                entry.width = next(iter(given)) if len(given) == 1 else 0
+                key = self._key(t)
+                entry.widths = frozenset(stored.get(key[1]) or given[key] | cast)
         self._launched = []
 
     # -- the result -------------------------------------------------------------------------------
@@ -300,6 +338,6 @@ class Ledger:
                                                   "traced op that wrote it (written outside the trace)")
         elif not entry.kernel_written:
             self.problem("output_not_kernel", f"no launch of this call wrote the returned tensor ({entry.origin})")
-        elif out.element_size() != entry.width:
+        elif not entry.read_whole(out):
             self.problem("output_reinterpreted", f"the returned tensor {describe(out)} views {entry.origin}, whose "
-                                                 f"values are {entry.width_words()}: its values taken apart or joined")
+                                                 f"values are {entry.width_words()}: its values taken apart")

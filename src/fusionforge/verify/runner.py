@@ -105,8 +105,8 @@ class WrapperWatch(TorchDispatchMode):
             kwargs = {**kwargs, "grid": self.wrapper_code(kwargs["grid"])}
         return kwargs
 
-    def after_launch(self) -> None:
-        self.ledger.after_launch()
+    def after_launch(self, compiled=None) -> None:
+        self.ledger.after_launch(compiled)
 
     def check_traced(self, when: str) -> None:
         """The dispatch trace must still see every op: this mode on the stack, torch dispatch not disabled
@@ -245,10 +245,15 @@ def protected_functions() -> dict[str, tuple[object, str, object]]:
               (threading, "_start_new_thread"), (python_dispatch, "_disable_current_modes"),
               (python_dispatch, "_get_current_dispatch_mode_stack"), (sys.modules[__name__], "_save"),
               (torch._C, "_dispatch_tls_is_dispatch_key_excluded"),
-              *((torch.Tensor, name) for name in HOST_READ_METHODS)]
+              *((torch.Tensor, name) for name in HOST_READ_METHODS),
+              *((interpreter.InterpreterBuilder, name) for name in ("create_masked_load", "create_masked_store",
+                                                                      "create_atomic_rmw", "create_atomic_cas")),
+              (interpreter.GridExecutor, "_init_args_hst"), (interpreter, "_implicit_cvt")]
     from fusionforge.verify import hostguard, launches, ledger, policy
+    from fusionforge.verify import interpreter as gpu_semantics
 
-    for module in (ledger, hostguard, launches, policy, sys.modules[__name__]):  # their functions and rule sets
+    for module in (ledger, hostguard, launches, policy, gpu_semantics, sys.modules[__name__]):  # their functions
+        # and rule sets
         owners += [(module, name) for name, value in vars(module).items()
                    if not name.startswith("__") and (inspect.isfunction(value) or inspect.isclass(value)
                                                      or isinstance(value, (frozenset, tuple)))]
