@@ -67,7 +67,7 @@ def emit(plan: Plan) -> Section:
              "p = tl.exp2(s * qk_scale - new_max[:, None])  # one multiply-add a score",
              "row_sum = row_sum * rescale + tl.sum(p, axis=1)",
              "v = tl.load(v_ptrs, mask=key_inside[:, None], other=0.0)",
-             f"acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v{precision})",
+             f"acc = tl.dot(p.to(v.dtype), v, acc * rescale[:, None]{precision})  # rescaled, then accumulated",
              "row_max = new_max",
              "k_ptrs += BLOCK_N * HEAD_DIM",
              "v_ptrs += BLOCK_N * HEAD_DIM")

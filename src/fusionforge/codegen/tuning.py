@@ -35,7 +35,7 @@ CONV_TILE, CONV_TILE_N, CONV_WARPS = 2048, 256, 4
 # autotuned; BLOCK_N 32 for groups of few channels, BLOCK_K 32 for groups of 32 input channels, BLOCK_N 256 to
 # share a gathered x tile among 256 output channels. A group of at least CONV2D_TAP_LOOP_J input channels at the bench
 # shape is walked tap by tap, its channels BLOCK_K at a time; fewer, a window's values flattened.
-CONV2D_TAP_LOOP_J = 64
+CONV2D_TAP_LOOP_J = 32
 CONV2D_CONFIGS = {
     "16bit": ((128, 128, 64, 8, 3), (128, 64, 64, 4, 3), (128, 32, 64, 4, 3), (128, 256, 64, 8, 3),
               (128, 64, 32, 4, 4)),
@@ -69,7 +69,8 @@ LOSS_MEAN_BLOCK, LOSS_MEAN_WARPS = 4096, 8
 # of shared memory at head dim 128 with tf32x3 products, where the 16-bit ones would need 256-512 KiB
 # (benchmarks/hopper_builds.py).
 ATTENTION_TILES = {
-    "16bit": ((128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3)),
+    "16bit": ((128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 128, 8, 4), (128, 64, 8, 4),
+              (64, 128, 4, 3), (128, 128, 4, 3), (64, 64, 4, 4)),
     "float32": ((64, 32, 8, 2), (128, 32, 8, 3), (64, 32, 4, 3)),
 }
 
