@@ -198,6 +198,63 @@ def _plain_store(x_ptr, out_ptr, n, BLOCK: "tl.constexpr"):
     tl.store(out_ptr + offsets, x.to(out_ptr.dtype.element_ty), mask=offsets < n)
 
 
+def test_a_later_write_adds_its_width_to_memory_a_kernel_wrote():
+    """Float32 values a kernel stored through cast pointers into memory given as bfloat16 stay 4-byte after a
+    bfloat16 copy into the memory's spare end: every other half of the rest is still their upper halves."""
+    def kernel(*args):
+        """A launch's stand-in: the ledger reads only its name."""
+
+    copy = torch.ops.aten.copy_.default
+    ledger = Ledger("cpu")
+    flat, one = torch.zeros(18, dtype=torch.bfloat16), torch.ones(1, dtype=torch.bfloat16)
+    ledger.register(flat, "flat", widths=frozenset())
+    ledger.register(one, "input 0")
+    ledger.before_launch(kernel, (flat[:16],), {})
+    flat[:16].view(torch.float32).copy_(torch.randn(8))  # what the kernel wrote
+    ledger.after_launch(_Compiled("%w = tt.bitcast %out : !tt.ptr<bf16> -> !tt.ptr<f32>\n"
+                                  "tt.store %1, %2 : tensor<8x!tt.ptr<f32>>\n"))
+    ledger.after_op(copy, (flat[16:17], one), {}, copy(flat[16:17], one))
+    ledger.check_output(flat[:16][1::2])
+    assert [p["kind"] for p in ledger.problems] == ["output_reinterpreted"]
+
+
+def test_triton_casts_of_bool_pointers_are_not_the_kernels():
+    """Triton casts every bool pointer to i8 itself: a kernel taking a mask keeps its arguments' widths."""
+    from fusionforge.verify.ledger import cast_store_widths
+
+    ttir = ("%0 = tt.bitcast %mask_ptr : !tt.ptr<i1> -> !tt.ptr<i8>\n"
+            "tt.store %1, %2 : tensor<64x!tt.ptr<bf16>>\ntt.store %3, %4 : !tt.ptr<f32>\n")
+    assert cast_store_widths(ttir) == frozenset()
+    assert cast_store_widths(ttir.replace("i8>", "i16>")) == {2, 4}
+    assert cast_store_widths(ttir + "%5 = tt.elementwise_inline_asm ...") == {1, 2, 4, 8}
+
+
+def test_the_source_screen_finds_reaching_past_public_apis():
+    """Every fair file here passes the screen; each way into the running program is named with its line."""
+    import ast
+
+    from fusionforge.verify.reflection import reflective_access
+
+    fair = [*(FIXTURES / "good").glob("*.py"), *Path(__file__).parent.joinpath("golden").glob("*.py")]
+    assert fair and all(reflective_access(ast.parse(path.read_text())) == [] for path in fair)
+    source = """import torch
+x = getattr(torch, "float16"), type(torch).__name__
+y = getattr(torch, name)
+z = torch.utils._python_dispatch
+from sys import modules
+import operator as op
+torch.load(f, weights_only=False)
+f.__closure__
+c.cell_contents
+eval("1")
+"""
+    assert reflective_access(ast.parse(source)) == [
+        (3, "fetches an attribute by a computed name (getattr)"), (4, "reads the private attribute _python_dispatch"),
+        (5, "reads modules, the running program's state"), (6, "imports operator"),
+        (7, "switches on unpickling (weights_only=)"), (8, "reads __closure__"),
+        (9, "reads cell_contents, the running program's state"), (10, "uses eval")]
+
+
 def test_store_widths_come_from_the_compiled_kernels_ir():
     """The Triton IR of kernels compiled for sm_90 on this machine: a cast pointer's stores and atomics give their
     widths; a kernel without casts gives none (its arguments keep the widths they were given)."""

@@ -283,6 +283,20 @@ def cheat_failure(kind: str, detail: str, input_set: str | None) -> Failure:
                    "Compute the result inside the Triton kernel and return the buffer it writes.", None, input_set)
 
 
+def reflection_failure(found: list[tuple[int, str]], implementation: str) -> Failure:
+    """A file whose source reaches past public APIs (``reflection.reflective_access``): the first place, and how
+    many more."""
+    line, what = found[0]
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return Failure("cheat", implementation, f"the file {what} at line {line}{more}: it reaches past public APIs into "
+                   "the running program",
+                   "The file reads the running program's internals (closures, globals, private attributes, objects "
+                   "fetched by name), the way to the checker's own records of launches and problems; a fair kernel "
+                   "file needs none of them.",
+                   "Use public torch and triton APIs only: no private or dunder attributes (beyond __name__), no "
+                   "getattr/eval/exec by computed name, no inspect, gc, ctypes or importlib.", line)
+
+
 # kind of provenance problem -> (what it means, the fix)
 PROVENANCE = {
     "foreign": ("the wrapper's kernels or copies read memory this call neither received nor made: a tensor kept "

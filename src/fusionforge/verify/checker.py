@@ -15,10 +15,14 @@ is at most ``SENSITIVITY_FACTOR`` times how far the float64 reference moves if t
 rounded at the task's dtype (``input_sensitivity``). Near a sqrt's zero or after cancellation in a sum,
 any implementation's own rounding moves an element that far, PyTorch's included; elsewhere the slack is
 a few units of rounding, so a wrong tile, mask or formula still fails.
+
+Last, a file that passed everything else is screened for reading past public APIs (closures, private attributes,
+names fetched at run time: ``reflection.py``), the way to the checker's own objects in the child: a cheat.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import secrets
 import tempfile
@@ -32,7 +36,7 @@ from fusionforge import kernelfile
 from fusionforge.gpus import parent_gpu_work
 from fusionforge.kernelbench import KIND as KERNELBENCH
 from fusionforge.tasks import FusionTask, TaskError, rel_error
-from fusionforge.verify import analysis, builds, indices
+from fusionforge.verify import analysis, builds, indices, reflection
 from fusionforge.verify import memcheck as memcheck_tool
 from fusionforge.verify.policy import POISON, full_float32
 from fusionforge.verify.sandbox import OUTPUT_CAP, run_child
@@ -671,6 +675,10 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
         run = _Run(kf, task, device, sets + [ghost_set])
         failure = run.evaluate(result)
         verdict.checks, verdict.kernels = run.checks, run.kernels
+    reaching = reflection.reflective_access(ast.parse(kf.text))
+    if failure is None and reaching:
+        section = kf.section_of(reaching[0][0])
+        failure = analysis.reflection_failure(reaching, {"PYTHON": "PyTorch", "TRITON": "Triton"}.get(section, "Both"))
     target = builds.target_for(build_target)
     if failure is None and device == "cpu" and target is not None:
         failure = builds.build_failure(path, task, target, timeout)

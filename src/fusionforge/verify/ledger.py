@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 
 import torch
+from triton.runtime.jit import TensorWrapper
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -50,6 +51,8 @@ def describe(value) -> str:
                 f":{str(value.dtype).replace('torch.', '')}@{value.device.type}")
     if TensorDescriptor and isinstance(value, TensorDescriptor):
         return f"D[{describe(value.base)} block {list(value.block_shape)}]"
+    if isinstance(value, TensorWrapper):
+        return f"R[{describe(value.base)} as {value.dtype}]"
     if isinstance(value, (list, tuple)):
         inner = ", ".join(describe(v) for v in value)
         return f"[{inner}]" if isinstance(value, list) else f"({inner})"
@@ -62,14 +65,26 @@ def describe(value) -> str:
 
 
 def tensors_in(value) -> list[torch.Tensor]:
-    """The tensors a launch argument reaches: itself, a descriptor's base, the items of a tuple."""
+    """The tensors a launch argument reaches: itself, a descriptor's or a reinterpreting wrapper's base, the items
+    of a tuple."""
     if isinstance(value, torch.Tensor):
         return [value]
-    if TensorDescriptor and isinstance(value, TensorDescriptor):
+    if (TensorDescriptor and isinstance(value, TensorDescriptor)) or isinstance(value, TensorWrapper):
         return [value.base]
     if isinstance(value, (list, tuple)):
         return [t for v in value for t in tensors_in(v)]
     return []
+
+
+def given_widths(value) -> list[tuple[torch.Tensor, int]]:
+    """The tensors a launch argument reaches, each with the element width the kernel is given it at (a
+    ``triton.reinterpret`` wrapper's dtype, not its base's)."""
+    if isinstance(value, TensorWrapper):
+        bits = getattr(value.dtype, "primitive_bitwidth", None)
+        return [(value.base, max(1, bits // 8) if bits else torch.empty((), dtype=value.dtype).element_size())]
+    if isinstance(value, (list, tuple)):
+        return [pair for v in value for pair in given_widths(v)]
+    return [(t, t.element_size()) for t in tensors_in(value)]
 
 
 def tensor_arguments(kernel, args: tuple, kwargs: dict) -> list[dict]:
@@ -91,9 +106,8 @@ def whole_values(t: torch.Tensor, width: int) -> bool:
     return t.is_contiguous() and (size % width == 0 or width % size == 0) and t.storage_offset() * size % width == 0
 
 
-# A kernel's Triton IR (GPU): a pointer cast, an integer made a pointer or inline assembly (which may store through
-# any pointer), and the element type of what a store or an atomic writes through.
-_POINTER_MADE = re.compile(r"= tt\.(?:bitcast|int_to_ptr) [^\n]*-> [^\n]*!tt\.ptr<|tt\.elementwise_inline_asm")
+# A kernel's Triton IR (GPU): pointer casts, and the element type of what a store or an atomic writes through.
+_POINTER_CAST = re.compile(r"= tt\.bitcast [^\n]*?!tt\.ptr<(\w+)>[^\n]*-> [^\n]*!tt\.ptr<(\w+)>")
 _STORE_LINE = re.compile(r"\btt\.(?:store|atomic_rmw|atomic_cas|descriptor_(?:store|reduce|scatter))\b[^\n]*")
 _STORED_TYPE = re.compile(r"!tt\.ptr<(\w+)>|!tt\.tensordesc<tensor<[\dx]*x(\w+)>")
 ANY_WIDTH = frozenset({1, 2, 4, 8})
@@ -106,13 +120,13 @@ def width_of(type_name: str) -> int:
 
 def cast_store_widths(ttir: str) -> frozenset[int]:
     """The widths a compiled kernel may store values at, where its pointers' element types can differ from its
-    arguments': every store's and atomic's element width when it casts a pointer (``tt.bitcast`` to a pointer type,
-    ``tt.int_to_ptr``), any width when it has inline assembly; empty when neither (each argument keeps the width
-    it was given)."""
-    if not _POINTER_MADE.search(ttir):
-        return frozenset()
+    arguments': any width when it has inline assembly (which may store through any pointer); every store's and
+    atomic's element width when it casts a pointer (``tt.bitcast`` to another pointer type, besides Triton's own
+    bool -> i8, or ``tt.int_to_ptr``); empty when none of these (each argument keeps the width it was given)."""
     if "tt.elementwise_inline_asm" in ttir:
         return ANY_WIDTH
+    if "tt.int_to_ptr" not in ttir and all(pair == ("i1", "i8") for pair in _POINTER_CAST.findall(ttir)):
+        return frozenset()
     return frozenset(width_of(a or b) for line in _STORE_LINE.findall(ttir) for a, b in _STORED_TYPE.findall(line))
 
 
@@ -138,13 +152,14 @@ class Entry:
 class Ledger:
     """The storages one wrapper call may read or return, with their bytes and where they came from."""
 
-    def __init__(self, device: str, launch_log: list | None = None) -> None:
+    def __init__(self, device: str, launch_log: list | None = None, stores_recorded: bool = False) -> None:
         self.device = device
+        self.stores_recorded = stores_recorded  # launches run by the CPU interpreter, which records each store
         self.launch_log = launch_log  # when given: each launch's tensor arguments (for compute-sanitizer's reports)
         self.entries: dict[tuple[str, int], Entry] = {}
         self.problems: list[dict] = []
         self.trace: list[str] = []
-        self._launched: list[torch.Tensor] = []
+        self._launched: list[tuple[torch.Tensor, int]] = []  # each tensor of the launch, at its given width
         self._grid = None
 
     # -- storages ---------------------------------------------------------------------------------
@@ -166,12 +181,13 @@ class Ledger:
             self.problems.append({"kind": kind, "detail": detail})
 
     def register(self, t: torch.Tensor, origin: str, kernel_written: bool = False,
-                 input_index: int | None = None, widths: frozenset[int] = frozenset()) -> None:
-        """Know ``t``'s storage from now on, its values ``widths`` bytes each (``t``'s own by default)."""
+                 input_index: int | None = None, widths: frozenset[int] | None = None) -> None:
+        """Know ``t``'s storage from now on, its values ``widths`` bytes each (``t``'s own by default; none for memory
+        that holds no values yet)."""
         if t.untyped_storage().nbytes() == 0:
             return
         self.entries[self._key(t)] = Entry(self._bytes(t).clone(), origin, input_index, kernel_written,
-                                           widths or frozenset({t.element_size()}))
+                                           frozenset({t.element_size()}) if widths is None else frozenset(widths))
 
     def add_inputs(self, inputs: list) -> None:
         for k, value in enumerate(inputs):
@@ -261,8 +277,9 @@ class Ledger:
                 if self.entry(t) is None:
                     self.register(t, f"a tensor resized by {func}")
             return
-        for t in outputs:
-            self.register(t, f"a tensor made by {func}", kernel_written=from_kernels, widths=kept)
+        for t in outputs:  # an allocation (no tensor read) holds no values yet
+            self.register(t, f"a tensor made by {func}", kernel_written=from_kernels,
+                          widths=kept or (None if read else frozenset()))
         for t in written:
             entry = self.entry(t)
             if entry is None:
@@ -272,7 +289,7 @@ class Ledger:
                 # keeps the values' width
                 self.register(t, entry.origin, kernel_written=entry.input_index is None and (
                     entry.kernel_written or from_kernels), input_index=entry.input_index,
-                    widths=kept if read else entry.widths)
+                    widths=entry.widths | (kept or {t.element_size()}) if read else entry.widths)
 
     # -- launches ---------------------------------------------------------------------------------
     def before_launch(self, kernel, args: tuple, kwargs: dict) -> dict:
@@ -285,10 +302,10 @@ class Ledger:
                           + ("" if callable(grid) else f" grid {describe(grid)}"))
         self._sync()
         take_stored_widths()  # the CPU interpreter's record starts with this launch
-        self._launched = [t for v in (*args, *shown.values()) for t in tensors_in(v)]
+        self._launched = [pair for v in (*args, *shown.values()) for pair in given_widths(v)]
         if self.launch_log is not None:
             self.launch_log.append({"kernel": name, "args": tensor_arguments(kernel, args, shown)})
-        for t in self._launched:
+        for t, _ in self._launched:
             self.verify(t, f"the launch of {name} is given")
         if callable(grid):
             def recorded(meta, _grid=grid):
@@ -299,9 +316,10 @@ class Ledger:
         return kwargs
 
     def after_launch(self, compiled=None) -> None:
-        """Storages whose bytes the launch changed are kernel-written, their snapshots retaken, their values as wide
-        as the kernel stored them. On the CPU the interpreter saw each store's width (float32 stored through a cast
-        pointer into memory given as bfloat16: 4 bytes). On a GPU a value is as wide as the launch was given its
+        """Storages whose bytes the launch changed are kernel-written, their snapshots retaken, and the widths their
+        values were stored at added to theirs (a launch may write part of a storage). On the CPU the interpreter
+        saw each store's width (float32 stored through a cast pointer into memory given as bfloat16: 4 bytes; a
+        storage changed with no store recorded: any width). On a GPU a value is as wide as the launch was given its
         memory (float32 written into memory made as int16: 4 bytes; given at several widths: any of them), or as
         any store of the ``compiled`` kernel where it casts pointers (``cast_store_widths``)."""
         if self._grid is not None:
@@ -311,15 +329,16 @@ class Ledger:
         asm = getattr(compiled, "asm", None)
         cast = cast_store_widths(asm["ttir"]) if isinstance(asm, dict) and "ttir" in asm else frozenset()
         given: dict[tuple[str, int], set[int]] = {}
-        for t in self._launched:
-            given.setdefault(self._key(t), set()).add(t.element_size())
-        for t in self._launched:
+        for t, width in self._launched:
+            given.setdefault(self._key(t), set()).add(width)
+        for t, _ in self._launched:
             entry = self.entry(t)
             if entry is not None and not torch.equal(self._bytes(t), entry.snapshot):
                 entry.snapshot = self._bytes(t).clone()
                 entry.kernel_written = entry.kernel_written or entry.input_index is None
                 key = self._key(t)
-                entry.widths = frozenset(stored.get(key[1]) or given[key] | cast)
+                unseen = ANY_WIDTH if self.stores_recorded else frozenset()  # changed, yet no store was recorded
+                entry.widths |= stored.get(key[1]) or given[key] | cast | unseen
         self._launched = []
 
     # -- the result -------------------------------------------------------------------------------

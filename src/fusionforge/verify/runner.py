@@ -367,7 +367,8 @@ def main(request_path: str) -> int:
         return [v.to(device) if isinstance(v, torch.Tensor) else v for v in values]
 
     def call_wrapper(inputs: list, record: dict, key: str, path: Path) -> bool:
-        ledger = Ledger(device, LaunchLog(out_dir / LAUNCH_LOG) if request.get("log_launches") else None)
+        ledger = Ledger(device, LaunchLog(out_dir / LAUNCH_LOG) if request.get("log_launches") else None,
+                        stores_recorded=os.environ.get("TRITON_INTERPRET") == "1")
         ledger.add_inputs(inputs)
         watch = WrapperWatch(monitor, ledger, guard.frames)
         start = len(monitor.launches)
