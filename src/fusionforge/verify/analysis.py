@@ -293,8 +293,8 @@ def reflection_failure(found: list[tuple[int, str]], implementation: str) -> Fai
                    "The file reads the running program's internals (closures, globals, private attributes, objects "
                    "fetched by name), the way to the checker's own records of launches and problems; a fair kernel "
                    "file needs none of them.",
-                   "Use public torch and triton APIs only: no private or dunder attributes (beyond __name__), no "
-                   "getattr/eval/exec by computed name, no inspect, gc, ctypes or importlib.", line)
+                   "Use public torch and triton APIs only: no private or dunder attributes (beyond __name__, "
+                   "__init__), no getattr/eval/exec by computed name, no inspect, gc, ctypes or importlib.", line)
 
 
 # kind of provenance problem -> (what it means, the fix)

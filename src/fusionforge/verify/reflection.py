@@ -7,9 +7,10 @@ patches (``JITFunction.run.__closure__``) and rewrite what they record: a launch
 problems, a ghost replay it can see coming. A fair file uses public APIs only, so its source is screened, and a file
 that passes every other check but reaches in any of these ways is a cheat:
 
-* an attribute with a dunder name other than ``__name__``, ``__qualname__``, ``__doc__``, ``__module__`` and
-  ``__class__`` (``f.__closure__``, ``m.__dict__``, ``type(x).__mro__``), or a private one (``torch._C``,
-  ``sys._getframe``), also in a ``from ... import`` or a module path;
+* an attribute with a dunder name other than ``__name__``, ``__qualname__``, ``__doc__``, ``__module__``,
+  ``__class__`` and ``__init__`` (a module's ``super().__init__()``): ``f.__closure__``, ``m.__dict__``,
+  ``type(x).__mro__``; or a private one (``torch._C``, ``sys._getframe``), also in a ``from ... import`` or a
+  module path;
 * the attributes that hold a program's state whatever object has them (``cell_contents``, ``f_locals``,
   ``f_globals``, ``f_back``, ``modules``);
 * the builtins that fetch, set or run by name (``getattr`` with a name that is not a string literal passing the
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import ast
 
-PUBLIC_DUNDERS = frozenset({"__name__", "__qualname__", "__doc__", "__module__", "__class__"})
+PUBLIC_DUNDERS = frozenset({"__name__", "__qualname__", "__doc__", "__module__", "__class__", "__init__"})
 STATE_ATTRIBUTES = frozenset({"cell_contents", "f_locals", "f_globals", "f_back", "modules"})
 BY_NAME = frozenset({"getattr", "setattr", "delattr", "vars", "globals", "locals", "eval", "exec", "compile",
                      "__import__", "__builtins__", "breakpoint"})
