@@ -63,10 +63,15 @@ class KernelFile:
     kernels: list[str] = field(default_factory=list)  # @triton.jit functions in the TRITON section
     task: dict | None = None
     problems: list[Problem] = field(default_factory=list)
+    tree: ast.Module | None = None  # the parsed source, when it parses
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def implementation_at(self, line: int | None) -> str:
+        """Which implementation a line belongs to: PyTorch (the PYTHON section), Triton (TRITON) or Both."""
+        return {"PYTHON": "PyTorch", "TRITON": "Triton"}.get(self.section_of(line or 0), "Both")
 
     def section_of(self, line: int) -> str | None:
         for name, (first, last) in self.sections.items():
@@ -151,6 +156,7 @@ def parse(path: str | Path) -> KernelFile:
     except SyntaxError as e:
         kf.problems.insert(0, Problem(f"{type(e).__name__}: {e.msg}", e.lineno, "syntax"))
         return kf
+    kf.tree = tree
 
     for node in tree.body:
         if isinstance(node, ast.FunctionDef):

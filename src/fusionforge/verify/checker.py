@@ -22,7 +22,6 @@ names fetched at run time: ``reflection.py``), the way to the checker's own obje
 
 from __future__ import annotations
 
-import ast
 import functools
 import secrets
 import tempfile
@@ -600,7 +599,7 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
     kf = kernelfile.parse(path)
     if not kf.ok:
         problem = kf.problems[0]
-        implementation = {"PYTHON": "PyTorch", "TRITON": "Triton"}.get(kf.section_of(problem.line or 0), "Both")
+        implementation = kf.implementation_at(problem.line)
         if "fused_kernel_pytorch" in problem.message and "wrapper" not in problem.message:
             implementation = "PyTorch"
         elif any(w in problem.message for w in ("wrapper", "fused_kernel_triton")):
@@ -675,10 +674,9 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
         run = _Run(kf, task, device, sets + [ghost_set])
         failure = run.evaluate(result)
         verdict.checks, verdict.kernels = run.checks, run.kernels
-    reaching = reflection.reflective_access(ast.parse(kf.text))
+    reaching = reflection.reflective_access(kf.tree)
     if failure is None and reaching:
-        section = kf.section_of(reaching[0][0])
-        failure = analysis.reflection_failure(reaching, {"PYTHON": "PyTorch", "TRITON": "Triton"}.get(section, "Both"))
+        failure = analysis.reflection_failure(reaching, kf.implementation_at(reaching[0][0]))
     target = builds.target_for(build_target)
     if failure is None and device == "cpu" and target is not None:
         failure = builds.build_failure(path, task, target, timeout)
