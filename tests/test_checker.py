@@ -12,7 +12,7 @@ from fusionforge.tasks import TaskGenerator
 from fusionforge.verify import check_file
 from fusionforge.verify.checker import edge_holds, input_sets, value_dependence
 from fusionforge.verify.ledger import Ledger
-from fusionforge.verify.policy import changed_settings, conversion, full_float32, torch_settings
+from fusionforge.verify.policy import POISON, changed_settings, conversion, full_float32, torch_settings
 from fusionforge.verify.verdict import Verdict, render_check, render_failure
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -49,6 +49,20 @@ def test_fixture_inventory_covers_the_issue():
     assert {"format", "syntax", "import", "compile", "runtime", "timeout", "crash", "shape", "dtype", "mismatch",
             "nan", "cheat", "mutation"} <= set(bad)
     assert all((FIXTURES / n).is_file() for n in EXPECTED)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn,
+                                   torch.float8_e5m2, torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8])
+def test_fresh_memory_of_every_dtype_is_filled_with_a_pattern_no_zeroed_page_holds(dtype):
+    """A kernel that writes zeros (or bytes a recycled block already held) must still change its output's memory,
+    or its launch would not count as having written it."""
+    int_dtype, pattern = POISON[dtype]
+    memory = torch.zeros(8, dtype=dtype)
+    memory.view(int_dtype).fill_(pattern)
+    assert int_dtype.itemsize == dtype.itemsize
+    assert (memory.view(torch.uint8) != 0).all()
+    if dtype.is_floating_point:
+        assert memory.isnan().all()
 
 
 def test_a_copy_that_changes_a_float_dtype_is_a_conversion():

@@ -39,11 +39,15 @@ def conversion(name: str, args: tuple, out) -> str | None:
 ALLOCATING_OPS = frozenset({"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided",
                             "empty_permuted"})
 
-# NaN bit patterns with a payload, so the parent can tell "never written" from a computed NaN; for int64 (indices),
-# a value no index can take.
+# Every fresh allocation is filled, so a kernel's launch always changes the memory it writes (a recycled block could
+# already hold the output's bytes). Floats get NaN bit patterns with a payload, so the parent can tell "never written"
+# from a computed NaN; float8 has one NaN, 0x7F; int64 (indices) a value no index can take; other integers 0xA5 bytes.
+# Booleans stay unfilled: any byte but 0 and 1 is not a bool.
 POISON = {torch.float32: (torch.int32, 0x7FF0DEAD), torch.float16: (torch.int16, 0x7EAD),
           torch.bfloat16: (torch.int16, 0x7FED), torch.float64: (torch.int64, 0x7FF8DEADDEADDEAD),
-          torch.int64: (torch.int64, -0x21524111DEADBEEF)}
+          torch.float8_e4m3fn: (torch.uint8, 0x7F), torch.float8_e5m2: (torch.uint8, 0x7F),
+          torch.int64: (torch.int64, -0x21524111DEADBEEF), torch.int32: (torch.int32, -0x5A5A5A5B),
+          torch.int16: (torch.int16, -0x5A5B), torch.int8: (torch.int8, -0x5B), torch.uint8: (torch.uint8, 0xA5)}
 
 
 # PyTorch's global settings that change what its ops compute or how fast they run: TF32 and reduced-precision
