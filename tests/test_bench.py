@@ -660,9 +660,10 @@ def test_the_timer_protects_what_its_evidence_relies_on():
 def test_a_timed_file_that_walked_the_stack_fails_as_cheat():
     from fusionforge.bench.benchmark import timed_work_failure
 
-    failure = timed_work_failure({"stack_access": ["walks the interpreter's stack (sys._getframe)"], "verified": []})
+    failure = timed_work_failure({"stack_access": ["walks the interpreter's stack (sys._getframe)"], "verified": []},
+                                 [])
     assert failure.category == "cheat" and "reaches into the timer" in failure.message
-    assert timed_work_failure({"stack_access": [], "verified": []}) is None
+    assert timed_work_failure({"stack_access": [], "verified": []}, []) is None
 
 
 def test_a_timed_file_that_changed_pytorchs_settings_fails_as_cheat():
@@ -670,9 +671,24 @@ def test_a_timed_file_that_changed_pytorchs_settings_fails_as_cheat():
     timed (the checker's child saw nothing) slows the eager baseline, and the bench fails it."""
     from fusionforge.bench.benchmark import timed_work_failure
 
-    failure = timed_work_failure({"settings_changed": ["torch.backends.cudnn.enabled: True -> False"], "verified": []})
+    failure = timed_work_failure({"settings_changed": ["torch.backends.cudnn.enabled: True -> False"], "verified": []},
+                                 [])
     assert failure.category == "cheat" and "torch.backends.cudnn.enabled: True -> False" in failure.message
-    assert timed_work_failure({"settings_changed": [], "verified": []}) is None
+    assert timed_work_failure({"settings_changed": [], "verified": []}, []) is None
+
+
+def test_a_timed_file_that_computes_differently_fails_as_cheat():
+    """A file that tells the timer's process from the checker's (its call count, a clock) and takes another path
+    there (cuBLAS for the matmul, then an epilogue kernel) launches kernels the check never saw, and its verified
+    timed calls dispatch a matmul."""
+    from fusionforge.bench.benchmark import timed_work_failure
+
+    raw = {"file_kernels": ["epilogue_kernel"], "verified": []}
+    failure = timed_work_failure(raw, ["fused_kernel_triton"])
+    assert failure.category == "cheat" and "never launched: epilogue_kernel" in failure.message
+    assert timed_work_failure({**raw, "file_kernels": ["fused_kernel_triton"]}, ["fused_kernel_triton"]) is None
+    failure = timed_work_failure({**raw, "compute_ops": ["aten.mm.default"]}, ["epilogue_kernel"])
+    assert failure.category == "cheat" and "computed with PyTorch: aten.mm.default" in failure.message
 
 
 def test_report_shows_each_input_set_like_check():

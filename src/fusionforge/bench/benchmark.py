@@ -372,16 +372,17 @@ def judge(result: BenchResult, raw: dict, task: FusionTask | None, rates: dict) 
         "phase_seconds": raw.get("phases"), "verified_calls": len(raw.get("verified", [])),
         "verify_seconds": raw.get("verify_seconds"), "refill_gpu_seconds": raw.get("refill_gpu_seconds"),
     }
-    result.failure = timed_work_failure(raw)
+    result.failure = timed_work_failure(raw, result.check.kernels)
     if result.failure is None and not result.faster and not result.suspicious:
         result.failure = slower_failure(result, raw)
     return result
 
 
-def timed_work_failure(raw: dict) -> Failure | None:
-    """The timer verifies what it times: a verified timed call with a wrong output, timed calls that launch fewer
-    kernels than the verified ones, or PyTorch's settings changed under the baselines, mean the timed work is not
-    the verified work."""
+def timed_work_failure(raw: dict, checked_kernels: list[str]) -> Failure | None:
+    """The timer verifies what it times: a verified timed call with a wrong output or PyTorch compute in it, timed
+    calls that launch fewer kernels than the verified ones or kernels of the file the checker never saw launched
+    (``checked_kernels``), or PyTorch's settings changed under the baselines, mean the timed work is not the
+    verified work."""
     if raw.get("stack_access"):
         return Failure("cheat", "Triton", f"the file reaches into the timer: {'; '.join(raw['stack_access'])}",
                        "The wrapper (or the file at import) walked the timing process's frames, traced it, scanned "
@@ -398,6 +399,20 @@ def timed_work_failure(raw: dict) -> Failure | None:
                        "that changes them (cuDNN or an attention backend off, TF32, deterministic algorithms) "
                        "changes the work its kernels are compared with.",
                        "Leave torch.backends and torch's global settings as they are.")
+    if raw.get("compute_ops"):
+        return Failure("cheat", "Triton",
+                       f"verified timed calls computed with PyTorch: {', '.join(raw['compute_ops'])}",
+                       "The file runs PyTorch compute (or a dtype conversion) in its wrapper when it is timed, which "
+                       "its checked calls did not: the time measured is partly PyTorch's (cuBLAS, say), not its "
+                       "kernels'.",
+                       "Take one path whatever the process or caller: allocate, launch the kernels, return.")
+    unchecked = [name for name in raw.get("file_kernels", []) if name not in checked_kernels]
+    if unchecked:
+        return Failure("cheat", "Triton", f"the timed calls launch kernels the checked calls never launched: "
+                       f"{', '.join(unchecked)}",
+                       "The file runs other code when it is timed than when it is checked (it can tell the timing "
+                       "process from the checker's): the speed measured is not that of the verified kernels.",
+                       "Take one path whatever the process or caller: the same kernels, launched the same way.")
     verified = raw.get("verified", [])
     wrong = [v for v in verified if not v["passed"]]
     cause_tail = ("The checker's calls passed, so the file computes differently when it is timed: it keeps results "

@@ -23,7 +23,9 @@ Protocol (README, "How kernels are timed"):
   of each, a few drawn at random from the first MIN_CALLS rounds and each later round with
   probability LATE_VERIFY_RATE are compared, outside the timed regions, with the float64 reference of
   that round's inputs under the checker's tolerance (eager's output of the same round is PyTorch's own
-  error); every timed Triton call's launches are counted;
+  error), and their Triton calls run under a dispatch mode that notes PyTorch compute in the wrapper
+  (``ComputeOps``; those rounds are left out of the times); every timed Triton call's launches are counted,
+  and the file's kernels launched here must be among those the checker saw;
 * a wall-clock measure (device synchronize around single calls) is taken too, as a cross-check, with
   the host's own time in each call (until the call returns): wall minus host minus events is GPU work
   the events did not see. Its calls take the timed tensors, refilled as before a timed round, so the
@@ -38,6 +40,7 @@ file and times.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
 import os
@@ -52,12 +55,19 @@ from pathlib import Path
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 import torch  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from fusionforge.kernelfile import load_module  # noqa: E402
 from fusionforge.verify.checker import compare, input_sensitivity  # noqa: E402
 from fusionforge.verify.hostguard import FileFrames, StackWatch, methods_of, tampered  # noqa: E402
 from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
-from fusionforge.verify.policy import changed_settings, full_float32, torch_settings  # noqa: E402
+from fusionforge.verify.policy import (  # noqa: E402
+    ALLOWED_OPS,
+    changed_settings,
+    conversion,
+    full_float32,
+    torch_settings,
+)
 from fusionforge.verify.sandbox import Seal, die_with_parent, exit_at_once, ready_and_wait  # noqa: E402
 
 MIN_CALLS = 100
@@ -85,6 +95,30 @@ PROTECTED = {"torch.cuda.Event.record": (torch.cuda.Event, "record", _record),
              "torch.cuda.Event.elapsed_time": (torch.cuda.Event, "elapsed_time", _elapsed),
              "torch.cuda.synchronize": (torch.cuda, "synchronize", _synchronize),
              "time.perf_counter": (time, "perf_counter", _perf_counter)}
+
+
+class ComputeOps(TorchDispatchMode):
+    """The aten ops a verified timed call dispatches outside its Triton launches that the checker lets no wrapper
+    run: compute (a matmul, a softmax), a dtype conversion. A file that runs them only when timed (it can tell
+    the timer's process from the checker's: its call count, its clock) computes there what its kernels did when
+    checked. Each round's mode is new, so what a file does to one is gone by the next."""
+
+    def __init__(self, monitor: LaunchMonitor) -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not self.monitor.inside:
+            name = func.overloadpacket.__name__ if func.namespace == "aten" else str(func)
+            converts = conversion(name, args, out)
+            subclass = any(t is not torch.Tensor for t in types)
+            op = f"{func} ({converts or 'on a tensor subclass, whose own __torch_dispatch__ is untraced'})" \
+                if converts or subclass else str(func)
+            if (name not in ALLOWED_OPS or converts or subclass) and op not in self.ops:
+                self.ops.append(op)
+        return out
 
 
 def join_launch_streams(monitor: LaunchMonitor) -> None:
@@ -312,6 +346,7 @@ def main(request_path: str) -> int:
         refills: list[tuple] = []
         launch_counts: collections.Counter = collections.Counter()
         verified: list[dict] = []
+        compute_ops: list[str] = []  # what verified calls computed with PyTorch (ComputeOps)
         verify_seconds = 0.0
         drawn = set(rng.sample(range(2, MIN_CALLS - 2), RANDOM_VERIFIED))
         settling = Settling()
@@ -332,10 +367,14 @@ def main(request_path: str) -> int:
                 flush.zero_()
                 begin, end = _Event(enable_timing=True), _Event(enable_timing=True)
                 before = len(monitor.launches)
+                watch = ComputeOps(monitor) if why is not None and name == "triton" else contextlib.nullcontext()
                 _record(begin)
-                out = contenders[name](*inputs)
+                with watch:
+                    out = contenders[name](*inputs)
                 join_launch_streams(monitor)
                 _record(end)
+                if isinstance(watch, ComputeOps):
+                    compute_ops.extend(op for op in watch.ops if op not in compute_ops)
                 events[name].append((begin, end))
                 if name == "triton":
                     launches = len(monitor.launches) - before
@@ -360,7 +399,11 @@ def main(request_path: str) -> int:
                         or rounds >= MAX_CALLS - 2:
                     last = rounds + 1  # two more rounds, one of each input set, both verified
         _synchronize()
-        times = {name: [_elapsed(b, e) for b, e in pairs] for name, pairs in events.items()}
+        # the verified rounds' Triton calls ran under ComputeOps, whose dispatch costs host time: their rounds
+        # are left out of every contender's times
+        watched = {v["round"] for v in verified}
+        times = {name: [_elapsed(b, e) for k, (b, e) in enumerate(pairs) if k not in watched]
+                 for name, pairs in events.items()}
         refill_ms = sum(_elapsed(b, e) for b, e in refills)
 
         phase("wall-clock cross-check")
@@ -385,6 +428,8 @@ def main(request_path: str) -> int:
         "verified": verified, "launch_counts": {str(k): n for k, n in sorted(launch_counts.items())},
         "verify_seconds": round(verify_seconds, 4), "refill_gpu_seconds": round(refill_ms / 1e3, 4),
         "side_streams": max(0, len(monitor.streams) - 1), "stack_access": stack.events,
+        "file_kernels": sorted({name for name, file in monitor.launches if file == request["file"]}),
+        "compute_ops": compute_ops,
         "tampered": tampered(PROTECTED), "settings_changed": settings_changed or changed_settings(settings),
         "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": _triton_version(),
         "dims": request["dims"],
