@@ -261,12 +261,52 @@ torch.load(f, weights_only=False)
 f.__closure__
 c.cell_contents
 eval("1")
+import pydoc
+import torch as T
+T.utils.benchmark.Timer("sys._getframe()")
+from typing import get_type_hints
+import sys
+sys.addaudithook(hook), sys.argv[0]
+open("triton_0.pt", "wb")
+x.y._z.w
+if __name__ == "__main__":
+    print(sys.argv, open)
 """
     assert reflective_access(ast.parse(source)) == [
         (3, "fetches an attribute by a computed name (getattr)"), (4, "reads the private attribute _python_dispatch"),
         (5, "reads modules, the running program's state"), (6, "imports operator"),
-        (7, "switches on unpickling (weights_only=)"), (8, "reads __closure__"),
-        (9, "reads cell_contents, the running program's state"), (10, "uses eval")]
+        (7, "switches on unpickling (weights_only=)"), (7, "uses torch.load"), (8, "reads __closure__"),
+        (9, "reads cell_contents, the running program's state"), (10, "uses eval"), (11, "imports pydoc"),
+        (13, "uses torch.utils.benchmark"), (14, "uses typing.get_type_hints"), (16, "uses sys.addaudithook"),
+        (16, "uses sys.argv"), (17, "uses open"), (18, "reads the private attribute _z")]
+
+
+def test_a_clock_in_the_implementation_is_named_and_one_in_the_test_section_is_not(tmp_path):
+    """A clock tells a watched call from a timed one; the seed format's TEST section times with CUDA events."""
+    from fusionforge.kernelfile import parse
+    from fusionforge.verify.reflection import reflective_access
+
+    path = tmp_path / "clocked.py"
+    path.write_text(GOOD.read_text().replace("    x = x.contiguous()\n",
+                                             "    started = time.perf_counter()\n    x = x.contiguous()\n"))
+    kf, good = parse(path), parse(GOOD)
+    line = next(k for k, row in enumerate(path.read_text().splitlines(), 1) if "time.perf_counter()" in row)
+    assert reflective_access(kf.tree, [kf.sections["PYTHON"], kf.sections["TRITON"]]) == [
+        (line, "reads a clock (time.perf_counter) in its implementation")]
+    assert reflective_access(good.tree, [good.sections["PYTHON"], good.sections["TRITON"]]) == []
+
+
+def test_a_stack_walk_inside_the_guards_own_walk_is_the_files():
+    """The guard's frame walk raises one audit event of its own; any other stack event while it walks comes from
+    another audit hook run for that event (the file's), reaching for the frames being walked."""
+    from fusionforge.verify.hostguard import FileFrames
+
+    frames = FileFrames()
+    frames.file = "/nowhere/candidate.py"
+    assert not frames.candidate_called()  # no frame of the file on this stack
+    frames._walking = frames._own_event = True
+    assert not frames.candidate_called()  # the walk's own event
+    assert frames.candidate_called()  # any further one
 
 
 def test_store_widths_come_from_the_compiled_kernels_ir():
@@ -510,14 +550,17 @@ def test_a_childs_result_is_refused_unless_its_seal_holds(tmp_path):
     from fusionforge.verify.sandbox import RESULT, Seal, unseal
 
     key = secrets.token_bytes(32)
+    seal = Seal(key)
     torch.save(torch.ones(3), tmp_path / "triton_0.pt")
-    Seal(key).write(tmp_path, {"sets": [{"label": "a"}]})
+    seal.saved(tmp_path / "triton_0.pt")
+    seal.write(tmp_path, {"sets": [{"label": "a"}]})
     assert unseal(tmp_path, key) == ({"sets": [{"label": "a"}]}, None)
     assert unseal(tmp_path, secrets.token_bytes(32))[1].startswith("the result file was written by something other")
-    torch.save(torch.zeros(3), tmp_path / "triton_0.pt")  # an output swapped after the seal
+    torch.save(torch.zeros(3), tmp_path / "triton_0.pt")  # an output swapped after it was written
+    seal.write(tmp_path, {"sets": [{"label": "a"}]})  # sealed after the swap: the hash is the one taken when written
     assert "triton_0.pt was changed" in unseal(tmp_path, key)[1]
-    Seal(key).write(tmp_path, {"sets": []})
-    (tmp_path / "extra.pt").write_bytes(b"")
+    (tmp_path / "extra.pt").write_bytes(b"")  # a file the child never wrote
+    seal.write(tmp_path, {"sets": []})
     assert "added or removed" in unseal(tmp_path, key)[1]
     (tmp_path / RESULT).write_text('{"sets": [], "import_error": null}')  # written by the file itself
     assert unseal(tmp_path, key)[1] == "the result file is not the one the checker's child writes"

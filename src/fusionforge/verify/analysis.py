@@ -291,10 +291,13 @@ def reflection_failure(found: list[tuple[int, str]], implementation: str) -> Fai
     return Failure("cheat", implementation, f"the file {what} at line {line}{more}: it reaches past public APIs into "
                    "the running program",
                    "The file reads the running program's internals (closures, globals, private attributes, objects "
-                   "fetched by name), the way to the checker's own records of launches and problems; a fair kernel "
-                   "file needs none of them.",
-                   "Use public torch and triton APIs only: no private or dunder attributes (beyond __name__, "
-                   "__init__), no getattr/eval/exec by computed name, no inspect, gc, ctypes or importlib.", line)
+                   "fetched by name, modules that do that, files, the process's arguments, a clock), the way to the "
+                   "checker's own records of launches and problems or to telling a checked call from a timed one; "
+                   "a fair kernel file needs none of them.",
+                   "Use public torch and triton APIs only, and import only torch, triton, math, numpy, functools, "
+                   "itertools, typing, collections, dataclasses, enum, numbers, abc, contextlib, warnings, random, "
+                   "os, sys, time: no private or dunder attributes (beyond __name__, __init__), no getattr/eval/exec "
+                   "by computed name, no files, sys.argv or clocks in the PYTHON and TRITON sections.", line)
 
 
 # kind of provenance problem -> (what it means, the fix)
@@ -348,6 +351,9 @@ PROVENANCE = {
     "stack": ("the file walks the interpreter's stack (sys._getframe, inspect.currentframe, a traceback's or "
               "generator's frame, a tracer): the checker's own objects are on that stack, one f_back away",
               "Use no frames, tracers or profilers; the wrapper needs only its arguments."),
+    "hook": ("the file adds an audit hook: it would run on the checker's own events, the frames of the checker's "
+             "stack walks among them",
+             "Add no audit hooks, tracers or profilers; the wrapper needs only its arguments."),
     "forged": ("the verdict's evidence did not come from the checker: the result file was written or changed by "
                "the file's own code (the checker's child seals what it writes with a key the file never sees)",
                "Leave the checker's files alone: compute the output in the kernel and return it."),

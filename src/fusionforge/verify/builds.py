@@ -62,11 +62,18 @@ def build_report(path: str | Path, task, target: str = DEFAULT_TARGET, timeout: 
 
 
 def _judge(result: dict, target: str) -> Failure | None:
-    """A launch fails when every config it would be compiled with needs more shared memory than ``target`` has. A
-    build that failed otherwise, or was not made, leaves its launch unjudged (the harness, not the file, may be at
-    fault, and the config left out might have fitted)."""
+    """A launch fails when every config it would be compiled with needs more shared memory than ``target`` has, or
+    fails to compile for the kernel's own source (a call of a plain Python function runs under the CPU's interpreter
+    only). A build that failed otherwise, or was not made, leaves its launch unjudged (the harness, not the file, may
+    be at fault, and the config left out might have fitted)."""
     _, limit, gpus = TARGETS[target]
     for site in result.get("sites", []):
+        if site["builds"] and all(b.get("kernel_error") for b in site["builds"]):
+            error = site["builds"][0]["error"]
+            kind, _, message = error.partition(": ")
+            return analysis.error_failure({"type": kind, "message": f"{message} ({site['kernel']} compiled for "
+                                                                    f"{target} ({gpus}) at the bench shape)"},
+                                          "Triton", site.get("line"), "bench", compile_error=True)
         sizes = [b for b in site["builds"] if b.get("shared") is not None]
         if not sizes or any(b["shared"] <= limit for b in sizes) or len(sizes) < len(site["builds"]):
             continue
@@ -170,7 +177,13 @@ def _build(target: str, launch: tuple) -> dict:
         required = re.search(r"out of resource: shared memory, Required: (\d+)", str(exc))
         if required:  # the compiler's own check (it stops before the kernel is built)
             return {"config": config, "shared": int(required.group(1)), "error": None}
-        return {"config": config, "shared": None, "error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+        from triton.compiler.errors import CompilationError
+
+        # the kernel's own source (a type error, a call of a plain Python function, which only the CPU's
+        # interpreter runs), not the harness
+        own = isinstance(exc, CompilationError) or "Unsupported function referenced" in str(exc)
+        return {"config": config, "shared": None, "error": f"{type(exc).__name__}: {str(exc)[:500]}",
+                "kernel_error": own}
     return {"config": config, "shared": int(compiled.metadata.shared), "error": None}
 
 

@@ -351,6 +351,8 @@ class _Run:
                     self.kernels.append(name)
         for event in result.get("import_events", []):
             return self.locate(analysis.provenance_failure(event, "import"))
+        for event in result.get("unwatched_events", []):  # in its PyTorch function, a finalizer, a hook of its own
+            return self.locate(analysis.provenance_failure(event, None))
         ran = [r for r in result["sets"] if "triton" in r]
         if ran and not self.kernels:
             return self.locate(analysis.cheat_failure("no_launch", "", ran[0]["label"]))
@@ -674,7 +676,8 @@ def check_file(path: str | Path, task: FusionTask | None = None, device: str | N
         run = _Run(kf, task, device, sets + [ghost_set])
         failure = run.evaluate(result)
         verdict.checks, verdict.kernels = run.checks, run.kernels
-    reaching = reflection.reflective_access(kf.tree)
+    reaching = reflection.reflective_access(kf.tree, [kf.sections[name] for name in ("PYTHON", "TRITON")
+                                                      if name in kf.sections])
     if failure is None and reaching:
         failure = analysis.reflection_failure(reaching, kf.implementation_at(reaching[0][0]))
     target = builds.target_for(build_target)

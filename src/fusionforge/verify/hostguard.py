@@ -69,13 +69,19 @@ class FileFrames:
     def __init__(self) -> None:
         self.file: str | None = None  # the candidate's path, as its code objects name it
         self._walking = False
+        self._own_event = False
 
     def candidate_called(self, skip: int = 2, in_launch: bool = False) -> bool:
         """Whether the code ``skip`` frames above this call (default: its caller's caller) is the file's;
-        ``in_launch``: a launch is running."""
-        if self._walking or self.file is None:
+        ``in_launch``: a launch is running. A stack event raised while this walks is the file's unless it is the
+        walk's own (the one ``sys._getframe`` below raises): any other comes from an audit hook run for that
+        event, reaching for the frames being walked."""
+        if self.file is None:
             return False
-        self._walking = True  # sys._getframe below raises an audit event of its own
+        if self._walking:
+            own, self._own_event = self._own_event, False
+            return not own
+        self._walking = self._own_event = True
         try:
             frame = sys._getframe(skip)
             while frame is not None:
@@ -87,7 +93,7 @@ class FileFrames:
                 frame = frame.f_back
             return False
         finally:
-            self._walking = False
+            self._walking = self._own_event = False
 
 
 CODE_ATTRIBUTES = frozenset({"__code__", "__defaults__", "__kwdefaults__"})  # set: audited as object.__setattr__
@@ -181,6 +187,7 @@ class HostGuard:
         self.importing = False  # the candidate file is being imported
         self.monitor = None
         self.frames = FileFrames()  # set frames.file to the candidate's path before importing it
+        self.unwatched: list[dict] = []  # what the file's code did outside the wrapper's calls and its import
 
     def _active(self) -> bool:
         """A wrapper call is watched, and the code that called ``note`` is the wrapper's, not a launch's: inside
@@ -193,11 +200,23 @@ class HostGuard:
         return self.frames.candidate_called(4, in_launch=True)  # frames: this, note, noted or _audit, the caller
 
     def note(self, kind: str, detail: str, at_import: bool = False) -> None:
+        """``at_import``: the kind counts wherever the file's code does it (a thread, a process), not only in a
+        wrapper call (a host read, which the PyTorch function may do)."""
         if self._active() or (at_import and self.importing):
-            where = " while the file was imported" if self.importing else ""
-            event = {"kind": kind, "detail": detail + where}
-            if event not in self.events:
-                self.events.append(event)
+            self._record(kind, detail)
+        elif at_import and not self.watching and self.frames.candidate_called(3):  # frames: this, note, noted
+            self._record(kind, detail)
+
+    def _record(self, kind: str, detail: str) -> None:
+        """Note what the file did: in the watched call's or the import's events, or, when the file's code ran
+        outside both (its PyTorch function, a finalizer, a hook of its own), in ``unwatched``."""
+        if self.watching or self.importing:
+            event = {"kind": kind, "detail": detail + (" while the file was imported" if self.importing else "")}
+            events = self.events
+        else:
+            event, events = {"kind": kind, "detail": detail + " outside its wrapper's calls"}, self.unwatched
+        if event not in events:
+            events.append(event)
 
     @contextmanager
     def watch(self, events: list):
@@ -250,15 +269,27 @@ class HostGuard:
         return noted
 
     def _audit(self, event: str, args: tuple) -> None:
-        if not (self.watching or self.importing):
-            return
+        """Processes and ctypes calls are noted in a watched call or the import; anywhere else, when the file's
+        code made them, they are refused too. A gc scan, a stack walk, a rewrite of another's function and an audit
+        hook added (it would see the checker's own events, frames among them) are refused whenever the file's code
+        makes them."""
+        windowed = self.watching or self.importing
         if event.startswith(PROCESS_EVENTS):
-            self.note("process", f"starts a process ({event})", at_import=True)
+            found = ("process", f"starts a process ({event})")
+            if windowed:
+                return self.note(*found, at_import=True)
         elif event.startswith("ctypes."):
-            self.note("ctypes", f"calls into ctypes ({event})")
+            found = ("ctypes", f"calls into ctypes ({event})")
+            if windowed:
+                return self.note(*found)
+        elif event == "sys.addaudithook":
+            found = ("hook", "adds an audit hook, which would run on the checker's own events")
         else:
             found = reach(event, args, self.frames.file)
-            inside = self.monitor is not None and self.monitor.inside
-            if found is not None and self.frames.candidate_called(in_launch=inside):
-                self.note(*found, at_import=True)
-                raise Refused(f"fusionforge's checker refuses this: the file {found[1]}")
+            if found is None:
+                return None
+        inside = self.monitor is not None and self.monitor.inside
+        if self.frames.candidate_called(in_launch=inside):
+            self._record(*found)
+            raise Refused(f"fusionforge's checker refuses this: the file {found[1]}")
+        return None

@@ -16,9 +16,19 @@ that passes every other check but reaches in any of these ways is a cheat:
 * the builtins that fetch, set or run by name (``getattr`` with a name that is not a string literal passing the
   rules above, ``setattr``, ``delattr``, ``vars``, ``globals``, ``locals``, ``eval``, ``exec``, ``compile``,
   ``__import__``, ``breakpoint``);
-* modules that inspect or rewrite the running program (``inspect``, ``gc``, ``ctypes``, ``importlib``,
-  ``operator``, ``pickle``, ...) and fusionforge itself;
-* unpickling switched on (``weights_only=``, ``allow_pickle=``), which runs code a file carries as bytes.
+* an import of a module outside those kernel files use (torch, triton, math, numpy, functools, itertools,
+  typing, collections, dataclasses, enum, numbers, abc, contextlib, warnings, random, os, sys, time): the rest
+  (inspect, gc, ctypes, importlib, operator, pydoc, timeit, weakref, signal, pickle, ..., fusionforge itself) include
+  ways to fetch objects by dotted name, run code given as text or run code later, unwatched;
+* within those, the parts that do the same (``torch.utils.benchmark`` runs code given as text,
+  ``typing.get_type_hints`` evaluates it; ``sys.addaudithook``, ``sys.settrace``), the ones that tell the checker's
+  process from the timer's (``sys.argv``), and files (``open``, ``torch.save``, ``torch.load``, ``os.remove``): the
+  checker's child keeps its results in files;
+* unpickling switched on (``weights_only=``, ``allow_pickle=``), which runs code a file carries as bytes;
+* in the PYTHON and TRITON sections, a clock (``time.perf_counter``, a CUDA event's ``elapsed_time``, a stream's or
+  event's ``query``): an implementation needs none, and a clock tells a watched call from a timed one.
+
+The file's ``if __name__ == "__main__":`` block is not screened: the checker never runs it.
 
 The runtime defences (the host guard's audit hooks, the checks of replaced functions, the ledger) stay the first
 line: the screen is reported only for a file that passed them.
@@ -27,14 +37,35 @@ line: the screen is reported only for a file that passed them.
 from __future__ import annotations
 
 import ast
+import builtins
+import inspect
+import re
+import sys
+import types
 
 PUBLIC_DUNDERS = frozenset({"__name__", "__qualname__", "__doc__", "__module__", "__class__", "__init__"})
 STATE_ATTRIBUTES = frozenset({"cell_contents", "f_locals", "f_globals", "f_back", "modules"})
 BY_NAME = frozenset({"getattr", "setattr", "delattr", "vars", "globals", "locals", "eval", "exec", "compile",
-                     "__import__", "__builtins__", "breakpoint"})
-PROGRAM_MODULES = frozenset({"fusionforge", "inspect", "gc", "ctypes", "importlib", "builtins", "operator",
-                             "string", "types", "pickle", "marshal", "copyreg", "dill", "cloudpickle", "dis",
-                             "code", "codeop", "runpy", "pkgutil", "sysconfig", "tracemalloc", "faulthandler"})
+                     "__import__", "__builtins__", "breakpoint", "open"})
+KERNEL_MODULES = frozenset({"torch", "triton", "math", "numpy", "functools", "itertools", "typing", "collections",
+                            "dataclasses", "enum", "numbers", "abc", "contextlib", "warnings", "random", "os", "sys",
+                            "time"})
+REACHING_PATHS = ("torch.utils.benchmark", "torch.hub", "torch.package", "torch.utils.cpp_extension", "torch.fx",
+                  "torch.save", "torch.load", "typing.get_type_hints", "sys.addaudithook", "sys.settrace",
+                  "sys.setprofile", "sys.monitoring", "sys.argv", "sys.orig_argv", "os.open", "os.remove",
+                  "os.unlink", "os.rename", "os.replace", "os.chdir", "os.listdir", "os.scandir", "os.walk",
+                  "os.system", "os.popen", "os.kill")
+# modules outside KERNEL_MODULES that other modules hold as attributes (``dataclasses.inspect``,
+# ``dataclasses.builtins``, ``typing.operator``): named as an attribute of anything, they are reached
+MODULE_ATTRIBUTES = frozenset({"inspect", "builtins", "operator", "gc", "ctypes", "importlib", "pydoc", "pickle",
+                               "marshal", "runpy", "timeit", "cProfile", "profile", "pdb", "bdb", "shelve", "weakref",
+                               "signal", "atexit", "traceback", "linecache", "dis", "codeop", "copyreg", "sysconfig",
+                               "tracemalloc", "faulthandler", "dill", "cloudpickle", "_thread", "threading"})
+BY_NAME_FUNCTIONS = frozenset(getattr(builtins, name) for name in BY_NAME if hasattr(builtins, name))
+FORMAT_FIELD = re.compile(r"\{[^{}]*[.\[]\s*_")  # "{0.__closure__}".format(f): an attribute path in a format string
+CLOCKS = ("time.time", "time.perf_counter", "time.monotonic", "time.process_time", "time.thread_time",
+          "torch.cuda.Event")
+CLOCK_ATTRIBUTES = frozenset({"elapsed_time", "query"})
 UNPICKLING = frozenset({"weights_only", "allow_pickle"})
 
 
@@ -51,16 +82,82 @@ def attribute_problem(name: str) -> str | None:
 
 def _module_problem(path: str) -> str | None:
     parts = path.split(".")
-    if parts[0] in PROGRAM_MODULES:
+    if parts[0] not in KERNEL_MODULES:
         return f"imports {path}"
-    return next((f"imports the private module {path}" for part in parts if part.startswith("_")), None)
+    private = next((f"imports the private module {path}" for part in parts if part.startswith("_")), None)
+    return private or _path_problem(path)
 
 
-def reflective_access(tree: ast.AST) -> list[tuple[int, str]]:
-    """(line, what) for each place the source reaches past public APIs, in source order."""
+def _path_problem(path: str) -> str | None:
+    """Why naming this dotted path (a module's attribute, resolved through the file's imports) reaches too far."""
+    return next((f"uses {reaching}" for reaching in REACHING_PATHS
+                 if path == reaching or path.startswith(reaching + ".")), None)
+
+
+def _resolved_problem(path: str) -> str | None:
+    """Walk ``path`` (rooted at an allowed module) through the attributes it names, statically (no code of theirs
+    runs; only modules already imported are entered): a step that is a module outside KERNEL_MODULES, or that is
+    getattr, eval and their like, reaches too far."""
+    parts = path.split(".")
+    obj = sys.modules.get(parts[0])
+    if parts[0] not in KERNEL_MODULES or obj is None:
+        return None
+    for k, part in enumerate(parts[1:], 2):
+        try:
+            obj = inspect.getattr_static(obj, part)
+        except AttributeError:
+            obj = sys.modules.get(".".join(parts[:k]))
+            if obj is None:
+                return None
+        where = ".".join(parts[:k])
+        if isinstance(obj, types.ModuleType) and obj.__name__.split(".")[0] not in KERNEL_MODULES:
+            return f"reaches the module {obj.__name__} through {where}"
+        try:
+            fetches = obj in BY_NAME_FUNCTIONS
+        except TypeError:  # unhashable
+            fetches = False
+        if fetches:
+            return f"uses {obj.__name__} through {where}"
+    return None
+
+
+def _dotted(node: ast.AST, imported: dict[str, str]) -> str | None:
+    """``a.b.c`` for an attribute chain on a name, the name resolved through the file's imports."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([imported.get(node.id, node.id), *reversed(parts)])
+
+
+def _screened(tree: ast.AST) -> list[ast.AST]:
+    """The module's statements but a last one that is exactly ``if __name__ == "__main__":`` with no else."""
+    body = list(tree.body) if isinstance(tree, ast.Module) else [tree]
+    last = body[-1] if body else None
+    if (isinstance(last, ast.If) and not last.orelse and isinstance(last.test, ast.Compare)
+            and isinstance(last.test.left, ast.Name) and last.test.left.id == "__name__"
+            and len(last.test.ops) == 1 and isinstance(last.test.ops[0], ast.Eq)
+            and isinstance(last.test.comparators[0], ast.Constant) and last.test.comparators[0].value == "__main__"):
+        body.pop()
+    return body
+
+
+def reflective_access(tree: ast.AST, implementation: list[tuple[int, int]] | None = None) -> list[tuple[int, str]]:
+    """(line, what) for each place the source reaches past public APIs, in source order; ``implementation``: the
+    (first, last) lines of the PYTHON and TRITON sections, where clocks count too (none given: nowhere)."""
     found: list[tuple[int, str]] = []
-    judged: set[int] = set()  # getattr names judged with their call
-    for node in ast.walk(tree):
+    judged: set[int] = set()  # getattr names judged with their call; chains judged whole
+    nodes = [node for statement in _screened(tree) for node in ast.walk(statement)]
+    imported: dict[str, str] = {}  # a name an import binds -> the module or attribute it names
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            imported.update({a.asname or a.name.split(".")[0]: a.name if a.asname else a.name.split(".")[0]
+                             for a in node.names})
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
+    for node in nodes:
         problem = None
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr":
             judged.add(id(node.func))
@@ -69,15 +166,35 @@ def reflective_access(tree: ast.AST) -> list[tuple[int, str]]:
                 problem = attribute_problem(name.value)
             else:
                 problem = "fetches an attribute by a computed name (getattr)"
-        elif isinstance(node, ast.Attribute):
-            problem = attribute_problem(node.attr)
-        elif isinstance(node, ast.Name) and node.id in BY_NAME and id(node) not in judged:
-            problem = f"uses {node.id}"
+        elif isinstance(node, ast.Attribute) and id(node) not in judged:
+            chain, names = node, []
+            while isinstance(chain, ast.Attribute):  # the whole chain at once, its inner attributes with it
+                judged.add(id(chain))
+                names.append(chain.attr)
+                chain = chain.value
+            problem = next(filter(None, map(attribute_problem, reversed(names))), None)
+            problem = problem or next((f"reaches the module {name}" for name in reversed(names)
+                                       if name in MODULE_ATTRIBUTES), None)
+            path = _dotted(node, imported)
+            if problem is None and path is not None:
+                problem = next(filter(None, (_path_problem(path.rsplit(".", k)[0]) for k in range(path.count(".")))),
+                               None) or _resolved_problem(path)
+            if problem is None and any(first <= node.lineno <= last for first, last in implementation or []):
+                clock = next((c for c in CLOCKS if path is not None and (path + ".").startswith(c + ".")), None)
+                clock = clock or next((f".{a}" for a in names if a in CLOCK_ATTRIBUTES), None)
+                problem = f"reads a clock ({clock}) in its implementation" if clock else None
+        elif isinstance(node, ast.Name) and id(node) not in judged:
+            problem = f"uses {node.id}" if node.id in BY_NAME else _path_problem(imported.get(node.id, ""))
         elif isinstance(node, ast.Import):
             problem = next(filter(None, (_module_problem(a.name) for a in node.names)), None)
         elif isinstance(node, ast.ImportFrom):
             problem = _module_problem(node.module or "") or next(
-                filter(None, (attribute_problem(a.name) for a in node.names)), None)
+                filter(None, (attribute_problem(a.name) or _path_problem(f"{node.module}.{a.name}")
+                              or _resolved_problem(f"{node.module}.{a.name}")
+                              or (f"reaches the module {a.name}" if a.name in MODULE_ATTRIBUTES else None)
+                              for a in node.names)), None)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and FORMAT_FIELD.search(node.value):
+            problem = "formats a private or dunder attribute by a format string's field"
         elif isinstance(node, ast.keyword) and node.arg in UNPICKLING:
             problem = f"switches on unpickling ({node.arg}=)"
         if problem:

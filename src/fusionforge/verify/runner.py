@@ -80,6 +80,11 @@ class WrapperWatch(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         launch_own = self.launch_own()
+        subclasses = [t for t in types if t is not torch.Tensor]
+        if subclasses and not launch_own:  # a subclass's own __torch_dispatch__ runs next, this mode off the stack
+            self.ledger.problem("left_trace", f"dispatches {func} on a tensor subclass "
+                                              f"({', '.join(t.__name__ for t in subclasses)}), whose own "
+                                              "__torch_dispatch__ runs outside the trace")
         if func.namespace == "aten" and func.overloadpacket.__name__ == "resize_" and not launch_own:
             self.ledger.before_resize(func, args[0])
         out = func(*args, **kwargs)
@@ -185,11 +190,12 @@ def _compile_line(causes: list[BaseException]) -> int | None:
     return None
 
 
-def _save(value, path: Path) -> dict:
-    """Save a candidate's return value for the parent; report its exact type."""
+def _save(value, path: Path, seal: Seal) -> dict:
+    """Save a candidate's return value for the parent, its hash noted in the seal at once; report its exact type."""
     if type(value) is not torch.Tensor:  # noqa: E721 - subclasses are rejected on purpose
         return {"type": type(value).__module__ + "." + type(value).__qualname__}
     torch.save(torch.Tensor.detach(value).to("cpu").clone(), path)
+    seal.saved(path)
     return {"type": "torch.Tensor", "file": str(path), "device": str(value.device)}
 
 
@@ -335,6 +341,7 @@ def main(request_path: str) -> int:
     guard = HostGuard()
     guard.install(monitor)
     guard.frames.file = request["file"]
+    result["unwatched_events"] = guard.unwatched
     marks["file import"] = time.perf_counter()
     try:
         result["import_events"] = []
@@ -395,7 +402,7 @@ def main(request_path: str) -> int:
                                                         if op not in record.get("foreign_ops", []))
             record[f"{key}_problems"] = ledger.problems
             record[f"{key}_trace"] = ledger.trace
-        record[key] = _save(out, path)
+        record[key] = _save(out, path, seal)
         return True
 
     def every_config(tuners: dict, pristine: list, record: dict, k: int) -> bool:
@@ -447,12 +454,12 @@ def main(request_path: str) -> int:
             with torch.no_grad():
                 out = pytorch_fn(*[v.clone() if isinstance(v, torch.Tensor) else v for v in pristine])
                 _sync(device)
-                record["pytorch"] = _save(out, out_dir / f"pytorch_{k}.pt")
+                record["pytorch"] = _save(out, out_dir / f"pytorch_{k}.pt", seal)
                 del out
                 if task is None:
                     ref = pytorch_fn(*[v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
                                        for v in pristine])
-                    record["reference"] = _save(ref, out_dir / f"reference_{k}.pt")
+                    record["reference"] = _save(ref, out_dir / f"reference_{k}.pt", seal)
                     del ref
         except BaseException as exc:  # noqa: BLE001
             record["pytorch_error"] = _error(exc, "pytorch")

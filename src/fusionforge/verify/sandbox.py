@@ -81,10 +81,17 @@ class Seal:
                 sys.stdin.close()
         self._key = key
         self._sign = _hashlib.hmac_digest
+        self._digests: dict[str, str] = {}
+
+    def saved(self, path: Path) -> None:
+        """Note an output file's SHA-256 as soon as it is written: the file's code runs again before the result
+        is sealed (its PyTorch function, the next calls), and could rewrite a file hashed only then."""
+        self._digests[path.name] = _digest(path)
 
     def write(self, out_dir: Path, result: dict) -> None:
-        """``result.json``: the result and the SHA-256 of every output file, under an HMAC."""
-        body = json.dumps({"result": result, "files": {p.name: _digest(p) for p in sorted(out_dir.glob(OUTPUTS))}})
+        """``result.json``: the result and the SHA-256 of every output file as it was written, under an HMAC (an
+        output file the child did not write is one too many for the parent)."""
+        body = json.dumps({"result": result, "files": dict(sorted(self._digests.items()))})
         mac = self._sign(self._key, body.encode(), "sha256").hex()
         (out_dir / RESULT).write_text(json.dumps({"body": body, "mac": mac}))
 
@@ -135,10 +142,10 @@ def unseal(out_dir: Path, key: bytes) -> tuple[dict | None, str | None]:
     payload = json.loads(body)
     files = {p.name: p for p in out_dir.glob(OUTPUTS)}
     if set(files) != set(payload["files"]):
-        return None, "output files were added or removed after the checker's child sealed its result"
+        return None, "output files were added or removed after the checker's child wrote them"
     changed = [name for name, digest in payload["files"].items() if _digest(files[name]) != digest]
     if changed:
-        return None, f"{changed[0]} was changed after the checker's child sealed its result"
+        return None, f"{changed[0]} was changed after the checker's child wrote it"
     return payload["result"], None
 
 
