@@ -1047,6 +1047,30 @@ def probe_dims(task: FusionTask) -> dict[str, int]:
     return with_planes(task, {k: (test[k] if k in shrink else v) for k, v in bench.items()})
 
 
+# Dims an unseen shape moves (``unseen_dims``): the ones a kernel takes at any size. Head dims, windows and taps stay.
+UNSEEN_DIMS = ("B", "M", "N", "K", "C", "H", "W", "V", "NH", "S")
+
+
+def unseen_dims(task: FusionTask, rng: random.Random) -> dict[str, int] | None:
+    """A test shape no file can know: the first test shape with each size-free dim moved by up to a third at random
+    (channels kept multiples of the chain's groups), its planes recomputed; None when the moved shape leaves an empty
+    plane or output (the caller draws again or goes without)."""
+    groups = max([s.params["groups"] for s in task.steps if s.op in ("group_norm", "conv2d")] or [1])
+    first = task.shapes["test"][0]
+    dims = {k: v for k, v in first.items() if k not in ("P", "Q", "J")}
+    for name in UNSEEN_DIMS:
+        if name in dims:
+            value = dims[name]
+            dims[name] = max(2 if value > 1 else 1, value + rng.randint(-(value // 3), value // 3 + 2))
+            if name in ("C", "K") and task.steps[0].op in ("conv2d", "conv_transpose2d") or \
+                    (name == {2: "N", 3: "M", 4: "C"}.get(len(task.inputs[0].shape)) and groups > 1):
+                dims[name] = _round_up(dims[name], groups)
+    dims = with_planes(task, dims)
+    if dims == first or any(v <= 0 for v in dims.values()) or min(task.output_dims(dims) or (1,)) <= 0:
+        return None
+    return dims
+
+
 def step_label(step: Step) -> str:
     """A step in words: "gelu (erf)", "add a per-column vector", "softmax over the last dim"."""
     op = catalog.get(step.op)

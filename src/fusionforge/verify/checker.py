@@ -23,6 +23,7 @@ names fetched at run time: ``reflection.py``), the way to the checker's own obje
 from __future__ import annotations
 
 import functools
+import random
 import secrets
 import tempfile
 import time
@@ -34,7 +35,7 @@ import torch
 from fusionforge import kernelfile
 from fusionforge.gpus import parent_gpu_work
 from fusionforge.kernelbench import KIND as KERNELBENCH
-from fusionforge.tasks import FusionTask, TaskError, rel_error
+from fusionforge.tasks import FusionTask, TaskError, rel_error, unseen_dims
 from fusionforge.verify import analysis, builds, indices, reflection
 from fusionforge.verify import memcheck as memcheck_tool
 from fusionforge.verify.policy import POISON, full_float32
@@ -58,10 +59,10 @@ def input_sets(task: FusionTask | None, device: str, seeds: int) -> list[dict]:
 
     The first draw of each shape, and each edge draw, also runs every further combination of autotune configs
     (``every_config``: the child runs the file once per combination, each forced; ``launches.LaunchMonitor``).
-    At each test shape then come two *edge* sets (``FusionTask.make_inputs``): every input near the low end of its
-    range, then the first near its high end and the others low; kept where the task stays as well conditioned as on
-    its own draws (``edge_holds``), the wrapper called once (``once``: the other sets' second calls test what calls
-    share).
+    Then one set at an *unseen* shape, drawn for this check (``unseen_set``). At each test shape then come two
+    *edge* sets (``FusionTask.make_inputs``): every input near the low end of its range, then the first near its
+    high end and the others low; kept where the task stays as well conditioned as on its own draws
+    (``edge_holds``), the wrapper called once (``once``: the other sets' second calls test what calls share).
 
     After the first test shape's last draw (and the first bench shape) comes a *refill*: the same
     tensor objects with new values written into them (the call's scalars kept), so a wrapper that
@@ -85,6 +86,8 @@ def input_sets(task: FusionTask | None, device: str, seeds: int) -> list[dict]:
                          "every_config": j == 0})
         if i == 0:
             sets.append(refill(len(sets) - 1, base + 500))
+    if task.edge_draws and (unseen := unseen_set(task, base + 900)):
+        sets.append(unseen)
     if task.edge_draws:
         for i, dims in enumerate(task.shapes["test"]):
             for edge in (-1, 1):
@@ -104,6 +107,24 @@ def input_sets(task: FusionTask | None, device: str, seeds: int) -> list[dict]:
 def calls(input_set: dict) -> tuple[str, ...]:
     """The wrapper calls the child makes on an input set (each a record key): a first and a second, or one."""
     return ("triton",) if input_set.get("once") else ("triton", "triton_again")
+
+
+def unseen_set(task: FusionTask, seed: int) -> dict | None:
+    """A set at a shape drawn for this check alone (``tasks.unseen_dims``): a file right only at the test shapes
+    its TASK lists fails there. Drawn again (up to 3 times) where PyTorch's own answer is not finite there."""
+    rng = random.Random(seed)
+    for _ in range(3):
+        dims = unseen_dims(task, rng)
+        if dims is None:
+            continue
+        try:
+            with torch.no_grad(), full_float32():
+                out = task.function(*task.make_inputs(dims, seed))
+        except (RuntimeError, ValueError, IndexError):
+            continue
+        if bool(torch.isfinite(out.double()).all()):
+            return {"label": f"unseen {_dims(dims)}", "dims": dims, "seed": seed, "once": True}
+    return None
 
 
 def edge_holds(task: FusionTask, dims: dict, seed: int, edge: int) -> bool:
