@@ -86,9 +86,9 @@ def input_sets(task: FusionTask | None, device: str, seeds: int) -> list[dict]:
                          "every_config": j == 0})
         if i == 0:
             sets.append(refill(len(sets) - 1, base + 500))
-    if task.edge_draws and (unseen := unseen_set(task, base + 900)):
-        sets.append(unseen)
     if task.edge_draws:
+        if unseen := unseen_set(task, base + 900):
+            sets.append(unseen)
         for i, dims in enumerate(task.shapes["test"]):
             for edge in (-1, 1):
                 seed = base + 700 + 2 * i + (edge > 0)

@@ -202,9 +202,8 @@ class HostGuard:
     def note(self, kind: str, detail: str, at_import: bool = False) -> None:
         """``at_import``: the kind counts wherever the file's code does it (a thread, a process), not only in a
         wrapper call (a host read, which the PyTorch function may do)."""
-        if self._active() or (at_import and self.importing):
-            self._record(kind, detail)
-        elif at_import and not self.watching and self.frames.candidate_called(3):  # frames: this, note, noted
+        # outside a watched call: frames this, note, noted, then the file's code or not
+        if self._active() or at_import and (self.importing or not self.watching and self.frames.candidate_called(3)):
             self._record(kind, detail)
 
     def _record(self, kind: str, detail: str) -> None:

@@ -177,8 +177,7 @@ def reflective_access(tree: ast.AST, implementation: list[tuple[int, int]] | Non
                                        if name in MODULE_ATTRIBUTES), None)
             path = _dotted(node, imported)
             if problem is None and path is not None:
-                problem = next(filter(None, (_path_problem(path.rsplit(".", k)[0]) for k in range(path.count(".")))),
-                               None) or _resolved_problem(path)
+                problem = _path_problem(path) or _resolved_problem(path)
             if problem is None and any(first <= node.lineno <= last for first, last in implementation or []):
                 clock = next((c for c in CLOCKS if path is not None and (path + ".").startswith(c + ".")), None)
                 clock = clock or next((f".{a}" for a in names if a in CLOCK_ATTRIBUTES), None)
