@@ -691,6 +691,25 @@ def test_a_timed_file_that_computes_differently_fails_as_cheat():
     assert failure.category == "cheat" and "computed with PyTorch: aten.mm.default" in failure.message
 
 
+def test_the_timers_watch_names_compute_and_conversions_and_lets_views_and_allocations_be():
+    """The verified timed calls' watch reads the checker's rule (``policy.computed_op``): a matmul and a cast are
+    compute, a view, an allocation and a same-dtype copy are not; ops inside a launch are the launch's."""
+    import types
+
+    import torch
+
+    from fusionforge.bench.timer import ComputeOps
+
+    monitor = types.SimpleNamespace(inside=False)
+    watch = ComputeOps(monitor)
+    x = torch.ones(4, 4)
+    with watch:
+        x.view(16), torch.empty(3), x.clone(), x @ x, x.to(torch.float16), x @ x
+        monitor.inside = True
+        x.exp()
+    assert watch.ops == ["aten.mm.default", "aten._to_copy.default (float32 -> float16)"]
+
+
 def test_report_shows_each_input_set_like_check():
     """`attempt` and `run` print the bench report: on a pass it lists each input set's error, as `check` does."""
     check = Verdict(file="f.py", device="cpu", checks=[

@@ -1,6 +1,7 @@
 """FusionTask and TaskGenerator: determinism, validity, shape families, cost model, degeneracy screen."""
 
 import math
+import random
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ from fusionforge.tasks import (
     ARG_TEST_ROWS,
     BENCH_MIN_BYTES,
     BENCH_MIN_FLOPS,
+    CHANNEL_DIM,
     CHUNKED_TEST_ROW,
     DTYPES,
     LONG_ROW,
@@ -22,11 +24,13 @@ from fusionforge.tasks import (
     FusionTask,
     TaskError,
     TaskGenerator,
+    chain_groups,
     classify,
     longest_row,
     probe_dims,
     row_length,
     screen,
+    unseen_dims,
 )
 
 GEN = TaskGenerator()
@@ -225,6 +229,18 @@ def test_group_norm_channels_divide_into_groups():
         for dims in task.shapes["test"] + task.shapes["bench"]:
             channel = dims["M"] if len(task.inputs[0].shape) == 3 else dims["N"]
             assert channel % groups == 0
+
+
+@pytest.mark.parametrize("ops", ["embedding,selu,group_norm,minimum", "mm,group_norm", "conv2d,group_norm"])
+def test_unseen_shapes_keep_channels_a_multiple_of_the_groups(ops):
+    """An embedding's ids are rank 1, its product rank 2: the channels are its product's last dim."""
+    for seed in range(12):
+        task = GEN.generate(seed, ops=ops)
+        groups = chain_groups((s.op, s.params) for s in task.steps)
+        dims = unseen_dims(task, random.Random(seed))
+        assert groups > 1 and dims is not None and dims[CHANNEL_DIM[task.rank]] % groups == 0
+        inputs = task.make_inputs(dims, seed, "cpu")
+        assert tuple(task.function(*inputs).shape) == tuple(task.output_dims(dims))
 
 
 def test_all_ops_get_used():

@@ -62,10 +62,10 @@ from fusionforge.verify.checker import compare, input_sensitivity  # noqa: E402
 from fusionforge.verify.hostguard import FileFrames, StackWatch, methods_of, tampered  # noqa: E402
 from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
 from fusionforge.verify.policy import (  # noqa: E402
-    ALLOWED_OPS,
     changed_settings,
-    conversion,
+    computed_op,
     full_float32,
+    subclasses,
     torch_settings,
 )
 from fusionforge.verify.sandbox import Seal, die_with_parent, exit_at_once, ready_and_wait  # noqa: E402
@@ -111,12 +111,10 @@ class ComputeOps(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if not self.monitor.inside:
-            name = func.overloadpacket.__name__ if func.namespace == "aten" else str(func)
-            converts = conversion(name, args, out)
-            subclass = any(t is not torch.Tensor for t in types)
-            op = f"{func} ({converts or 'on a tensor subclass, whose own __torch_dispatch__ is untraced'})" \
-                if converts or subclass else str(func)
-            if (name not in ALLOWED_OPS or converts or subclass) and op not in self.ops:
+            op = computed_op(func, args, out) or (
+                f"{func} (on a tensor subclass, whose own __torch_dispatch__ is untraced)" if subclasses(types)
+                else None)
+            if op and op not in self.ops:
                 self.ops.append(op)
         return out
 

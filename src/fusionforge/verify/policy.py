@@ -36,6 +36,28 @@ def conversion(name: str, args: tuple, out) -> str | None:
     return f"{str(src.dtype).replace('torch.', '')} -> {str(dst.dtype).replace('torch.', '')}"
 
 
+def op_name(func) -> str:
+    """A dispatched op's name as the policy reads it: an aten op's packet name; an op of another namespace
+    (torch.library) by its full name, so no allowed name covers it (its body runs untraced)."""
+    return func.overloadpacket.__name__ if func.namespace == "aten" else str(func)
+
+
+def computed_op(func, args: tuple, out, allowed: frozenset = ALLOWED_OPS) -> str | None:
+    """What a wrapper's own op (already run) computes outside its Triton kernels, as the verdict names it: the op
+    when it is not ``allowed``, the op and its dtypes when it converts (``conversion``); None for an allowed op."""
+    name = op_name(func)
+    if name not in allowed:
+        return str(func)
+    converts = conversion(name, args, out)
+    return f"{func} ({converts})" if converts else None
+
+
+def subclasses(types) -> list[type]:
+    """The tensor subclasses among a dispatched op's ``types``: their own __torch_dispatch__ runs next, with the
+    dispatch mode that traces the wrapper off the stack."""
+    return [t for t in types if t is not torch.Tensor]
+
+
 ALLOCATING_OPS = frozenset({"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided",
                             "empty_permuted"})
 

@@ -52,8 +52,10 @@ from fusionforge.verify.policy import (
     ALLOWED_OPS,
     POISON,
     changed_settings,
-    conversion,
+    computed_op,
     full_float32,
+    op_name,
+    subclasses,
     torch_settings,
 )
 from fusionforge.verify.sandbox import Seal, die_with_parent, exit_at_once
@@ -80,23 +82,19 @@ class WrapperWatch(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         launch_own = self.launch_own()
-        subclasses = [t for t in types if t is not torch.Tensor]
-        if subclasses and not launch_own:  # a subclass's own __torch_dispatch__ runs next, this mode off the stack
+        if (others := subclasses(types)) and not launch_own:
             self.ledger.problem("left_trace", f"dispatches {func} on a tensor subclass "
-                                              f"({', '.join(t.__name__ for t in subclasses)}), whose own "
+                                              f"({', '.join(t.__name__ for t in others)}), whose own "
                                               "__torch_dispatch__ runs outside the trace")
         if func.namespace == "aten" and func.overloadpacket.__name__ == "resize_" and not launch_own:
             self.ledger.before_resize(func, args[0])
         out = func(*args, **kwargs)
         if launch_own:
             return out
-        # an op of another namespace (torch.library) is foreign whatever its name: its body runs untraced
-        name = func.overloadpacket.__name__ if func.namespace == "aten" else str(func)
-        if name not in ALLOWED_OPS | HOST_READS | HOST_DATA and str(func) not in self.foreign:
-            self.foreign.append(str(func))
-        elif (converts := conversion(name, args, out)) and f"{func} ({converts})" not in self.foreign:
-            self.foreign.append(f"{func} ({converts})")
-        if name in ALLOCATING_OPS and isinstance(out, torch.Tensor) and out.dtype in POISON:
+        # host reads and host data are the ledger's to judge (after_op)
+        if (op := computed_op(func, args, out, ALLOWED_OPS | HOST_READS | HOST_DATA)) and op not in self.foreign:
+            self.foreign.append(op)
+        if op_name(func) in ALLOCATING_OPS and isinstance(out, torch.Tensor) and out.dtype in POISON:
             int_dtype, pattern = POISON[out.dtype]
             out.view(int_dtype).fill_(pattern)
         self.ledger.after_op(func, args, kwargs, out, step=not self.monitor.in_trial)
