@@ -231,7 +231,7 @@ def test_group_norm_channels_divide_into_groups():
             assert channel % groups == 0
 
 
-@pytest.mark.parametrize("ops", ["embedding,selu,group_norm,minimum", "mm,group_norm", "conv2d,group_norm"])
+@pytest.mark.parametrize("ops", ["embedding,selu,group_norm,minimum", "matmul,group_norm", "conv2d,group_norm"])
 def test_unseen_shapes_keep_channels_a_multiple_of_the_groups(ops):
     """An embedding's ids are rank 1, its product rank 2: the channels are its product's last dim."""
     for seed in range(12):

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -762,10 +762,7 @@ class TaskGenerator:
                 names.append(name)
             steps.append(Step(op.name, dict(params), names))
             shape = catalog.next_shape(op, shape, params)
-        # channels a group norm or a grouped convolution splits into groups (a conv2d's input channels are drawn from
-        # multiples of every groups it takes)
-        groups = max([p["groups"] for o, p in chain if o.name in ("group_norm", "conv2d")] or [1])  # all powers of 2
-        channel = {2: "N", 3: "M", 4: "C"}[rank]
+        groups, channel = chain_groups((o.name, p) for o, p in chain), CHANNEL_DIM[rank]
         attention = root is not None and root.family is Family.ATTENTION
         conv = root is not None and root.family is Family.CONV
         conv2d = conv and root.name in ("conv2d", "conv_transpose2d")  # conv2d's test shapes
@@ -1051,11 +1048,22 @@ def probe_dims(task: FusionTask) -> dict[str, int]:
 UNSEEN_DIMS = ("B", "M", "N", "K", "C", "H", "W", "V", "NH", "S")
 
 
+# The dim a chain's channels run along, by the rank of its running value (``FusionTask.rank``): a group norm splits
+# it into groups; a grouped conv2d's input and output channels come in multiples of its groups.
+CHANNEL_DIM = {2: "N", 3: "M", 4: "C"}
+
+
+def chain_groups(steps: Iterable[tuple[str, dict]]) -> int:
+    """The groups a chain's channels split into, for (op name, params) steps: the most any group norm or grouped
+    conv2d takes (all powers of 2, so a multiple of every other), else 1."""
+    return max([params["groups"] for name, params in steps if name in ("group_norm", "conv2d")] or [1])
+
+
 def unseen_dims(task: FusionTask, rng: random.Random) -> dict[str, int] | None:
     """A test shape no file can know: the first test shape with each size-free dim moved by up to a third at random
     (channels kept multiples of the chain's groups), its planes recomputed; None when the moved shape leaves an empty
     plane or output (the caller draws again or goes without)."""
-    groups = max([s.params["groups"] for s in task.steps if s.op in ("group_norm", "conv2d")] or [1])
+    groups = chain_groups((s.op, s.params) for s in task.steps)
     first = task.shapes["test"][0]
     dims = {k: v for k, v in first.items() if k not in ("P", "Q", "J")}
     for name in UNSEEN_DIMS:
@@ -1063,7 +1071,7 @@ def unseen_dims(task: FusionTask, rng: random.Random) -> dict[str, int] | None:
             value = dims[name]
             dims[name] = max(2 if value > 1 else 1, value + rng.randint(-(value // 3), value // 3 + 2))
             if name in ("C", "K") and task.steps[0].op in ("conv2d", "conv_transpose2d") or \
-                    (name == {2: "N", 3: "M", 4: "C"}.get(len(task.inputs[0].shape)) and groups > 1):
+                    (name == CHANNEL_DIM[task.rank] and groups > 1):
                 dims[name] = _round_up(dims[name], groups)
     dims = with_planes(task, dims)
     if dims == first or any(v <= 0 for v in dims.values()) or min(task.output_dims(dims) or (1,)) <= 0:
