@@ -1,17 +1,18 @@
 """Check every known-good and known-bad fixture on a CUDA GPU, at the test and bench shapes.
 
     PYTHONPATH=src python benchmarks/gpu_check_fixtures.py [--out results.json] [--jobs 4] [--memcheck FILE ...]
-        [--only FILE ...]
+        [--only FILE ...] [--timer-cheats]
 
-Runs the fixtures of tests/fixtures/expected.json (several checks at a time: these are correctness
-runs, nothing is timed), then, one after another, a kernel with an out-of-bounds store (an illegal
-memory access) and a known-good file, to show that the next check after a CUDA fault is unaffected.
-Then the timer's known-bad files (tests/fixtures/bench/cheat_*.py: honest under the checker, cheating
-once timed) through `bench_file`, which must fail them as `cheat`; and each --memcheck file (relative
-to tests/fixtures) checked again under compute-sanitizer, with the time it took beside the plain
-check's. Prints a table and writes every verdict as JSON. Exit 1 if any verdict differs from the
-expected one. With --only, just those fixtures (and the --memcheck ones) are checked: with --jobs 1, the
-plain checks are the fair baseline for the memcheck times.
+First, one after another on an idle GPU, the timer's known-bad files (tests/fixtures/bench/cheat_*.py:
+honest under the checker, cheating once timed) through `bench_file`, which must fail them as `cheat`;
+then a kernel with an out-of-bounds store (an illegal memory access) and a known-good file, to show that
+the next check after a CUDA fault is unaffected. Then the fixtures of tests/fixtures/expected.json
+(several checks at a time: these are correctness runs, nothing is timed), and each --memcheck file
+(relative to tests/fixtures) checked again under compute-sanitizer, with the time it took beside the
+plain check's. Prints a table and writes every verdict as JSON. Exit 1 if any verdict differs from the
+expected one. With --only, just those fixtures (and the --memcheck ones) are checked, and the timer's
+files only with --timer-cheats: with --jobs 1, the plain checks are the fair baseline for the memcheck
+times.
 """
 
 import argparse
@@ -48,13 +49,8 @@ def verdict_row(name: str, expected: dict, verdict) -> dict:
             "message": d["failure"]["message"][:300] if d["failure"] else "", "verdict": d}
 
 
-def fault_and_timer_cheats(add, safely, expected: dict) -> None:
-    """A CUDA fault and the check right after it; then the timer's known-bad files through bench_file."""
-    fault = "gpu/illegal_memory_access.py"
-    add(safely(fault, {"status": "fail", "category": "runtime"}, lambda: check_file(FIXTURES / fault, device="cuda")))
-    after = "good/pointwise_bias_gelu_fp16.py"
-    add(safely(after + " (right after the fault)", expected[after],
-               lambda: check_file(FIXTURES / after, device="cuda")))
+def timer_cheats_and_fault(add, safely, expected: dict) -> None:
+    """The timer's known-bad files through bench_file; then a CUDA fault and the check right after it."""
     for path in sorted((FIXTURES / "bench").glob("cheat_*.py")):
         result = bench_file(path, device="cuda").to_dict()
         failure = result["failure"] or {}
@@ -64,6 +60,11 @@ def fault_and_timer_cheats(add, safely, expected: dict) -> None:
              result["status"], "ok": caught, "seconds": result["context"].get("timing_child_seconds") or 0.0,
              "bench_checked": True, "message": (failure.get("message") or "; ".join(result["suspicious"]))[:300],
              "verdict": result})
+    fault = "gpu/illegal_memory_access.py"
+    add(safely(fault, {"status": "fail", "category": "runtime"}, lambda: check_file(FIXTURES / fault, device="cuda")))
+    after = "good/pointwise_bias_gelu_fp16.py"
+    add(safely(after + " (right after the fault)", expected[after],
+               lambda: check_file(FIXTURES / after, device="cuda")))
 
 
 def main() -> int:
@@ -72,6 +73,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--memcheck", nargs="*", default=[], help="fixtures to check again under compute-sanitizer")
     parser.add_argument("--only", nargs="*", default=None, help="just these fixtures (relative to tests/fixtures)")
+    parser.add_argument("--timer-cheats", action="store_true", help="with --only: the timer's files and the fault too")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("a CUDA GPU is required", file=sys.stderr)
@@ -110,11 +112,11 @@ def main() -> int:
         timeout = 60 if expected[name].get("category") == "timeout" else 600
         return safely(name, expected[name], lambda: check_file(FIXTURES / name, device="cuda", timeout=timeout))
 
+    if args.only is None or args.timer_cheats:
+        timer_cheats_and_fault(add, safely, expected)
     with ThreadPoolExecutor(args.jobs) as pool:
         for row in pool.map(run, sorted(expected) if args.only is None else args.only):
             add(row)
-    if args.only is None:
-        fault_and_timer_cheats(add, safely, expected)
     plain = {r["file"]: r for r in rows}
     for name in args.memcheck:
         expected_entry = expected.get(name, {"status": "pass"})
