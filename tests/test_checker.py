@@ -281,6 +281,39 @@ if __name__ == "__main__":
         (16, "uses sys.argv"), (17, "uses open"), (18, "reads the private attribute _z")]
 
 
+def test_the_screen_keeps_triton_to_its_kernel_api_and_library_attributes_unassigned():
+    """Triton's runtime holds what the checker patches and helpers that read closures; a library's attribute
+    assigned, or a protocol through which NumPy or torch reach a file's object, is a way in too."""
+    import ast
+
+    from fusionforge.verify.reflection import reflective_access
+
+    source = """import torch
+import triton
+import triton.language as tl
+from triton.runtime import driver
+from triton.tools.tensor_descriptor import TensorDescriptor
+sms = driver.active.utils.get_device_properties(0)["multiprocessor_count"]
+device = triton.runtime.driver.active.get_active_torch_device()
+from triton.runtime.jit import JITFunction
+rt = triton.runtime
+tl.erf = None
+class View:
+    __array_interface__ = {}
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        pass
+mode = torch.overrides.TorchFunctionMode
+other = driver
+"""
+    assert reflective_access(ast.parse(source)) == [
+        (8, "uses triton.runtime.jit, outside Triton's kernel API"),
+        (9, "uses triton.runtime, outside Triton's kernel API"),
+        (10, "replaces triton.language.erf, a library's attribute"),
+        (12, "defines __array_interface__, a protocol that hands its memory or its calls to another library"),
+        (13, "defines __torch_function__, a protocol that hands its memory or its calls to another library"),
+        (15, "uses torch.overrides"), (16, "uses triton.runtime.driver, outside Triton's kernel API")]
+
+
 def test_a_clock_in_the_implementation_is_named_and_one_in_the_test_section_is_not(tmp_path):
     """A clock tells a watched call from a timed one; the seed format's TEST section times with CUDA events."""
     from fusionforge.kernelfile import parse

@@ -185,6 +185,19 @@ def nan_failure(count: int, unwritten: int, index, value, ref_value, implementat
                    "other=-inf only for max, and mask before reducing.", None, input_set)
 
 
+def inconsistent_pytorch_failure(rel: float, limit: float, dtype: str, input_set: str) -> Failure:
+    """A file without a task whose PyTorch function computes one thing at float64 and another at its dtype."""
+    return Failure("mismatch", "PyTorch",
+                   f"fused_kernel_pytorch at {dtype} is {rel:.3g} (relative L2) from itself at float64, over "
+                   f"{limit:.3g}, the most {dtype}'s rounding explains",
+                   "A file without a TASK is checked against its own PyTorch function run in float64, within a "
+                   "tolerance from that function's own error at the file's dtype: a function that computes "
+                   "something else in float64 than at its dtype (a branch on the dtype, a step that loses the chain "
+                   "in low precision) leaves neither the reference nor the tolerance meaningful.",
+                   "Make fused_kernel_pytorch compute the same ops at every dtype (upcast where the chain needs "
+                   "it), or give the file a TASK.", None, input_set)
+
+
 def mismatch_failure(stats: dict, implementation: str, input_set: str, context: dict) -> Failure:
     """Values differ: say where, how much, and the likeliest cause given when it happened."""
     if stats["rel_err"] > stats["tolerance"]:

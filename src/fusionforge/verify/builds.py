@@ -168,8 +168,35 @@ def config_text(launch: tuple) -> str:
     return ", ".join(f"{k}={v}" for k, v in launch[2].items() if k.isupper() or k in ("num_warps", "num_stages"))
 
 
+def source_errors(module) -> list[dict]:
+    """A site for each of the module's kernels whose source Triton cannot walk (``JITFunction.cache_key``: the
+    kernel and every function it calls; a plain Python function fails it, one only the CPU's interpreter runs),
+    whether or not the wrapper runs on meta tensors."""
+    from triton.runtime.jit import JITFunction
+
+    sites = []
+    for value in vars(module).values():
+        for _ in range(8):  # an autotuner's, a heuristic's kernel
+            if isinstance(value, JITFunction) or not hasattr(value, "fn"):
+                break
+            value = value.fn
+        if not isinstance(value, JITFunction):
+            continue
+        try:
+            _ = value.cache_key
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {str(exc)[:500]}"
+            sites.append({"kernel": value.__name__, "line": value.fn.__code__.co_firstlineno,
+                          "builds": [{"config": "", "shared": None, "error": error, "kernel_error": True}]})
+    return sites
+
+
 def _build(target: str, launch: tuple) -> dict:
-    """One recorded launch built for ``target``: its config in words and its shared memory, or the error."""
+    """One recorded launch built for ``target``: its config in words and its shared memory, or the error;
+    ``kernel_error`` when the kernel's own source is at fault (a type error), not the harness (a kernel whose
+    source Triton cannot walk never gets here: ``source_errors``)."""
+    from triton.compiler.errors import CompilationError
+
     config = config_text(launch)
     try:
         compiled = compile_launch(target, launch)
@@ -177,13 +204,8 @@ def _build(target: str, launch: tuple) -> dict:
         required = re.search(r"out of resource: shared memory, Required: (\d+)", str(exc))
         if required:  # the compiler's own check (it stops before the kernel is built)
             return {"config": config, "shared": int(required.group(1)), "error": None}
-        from triton.compiler.errors import CompilationError
-
-        # the kernel's own source (a type error, a call of a plain Python function, which only the CPU's
-        # interpreter runs), not the harness
-        own = isinstance(exc, CompilationError) or "Unsupported function referenced" in str(exc)
         return {"config": config, "shared": None, "error": f"{type(exc).__name__}: {str(exc)[:500]}",
-                "kernel_error": own}
+                "kernel_error": isinstance(exc, CompilationError)}
     return {"config": config, "shared": int(compiled.metadata.shared), "error": None}
 
 
@@ -197,6 +219,13 @@ def main(request_path: str) -> int:
     task = FusionTask.from_dict(request["task"]) if request["task"] else None
     try:
         module = load_module(request["file"], "candidate_kernels")
+    except Exception as exc:  # the checker reports the import's error
+        seal.write(out_dir, {"skipped": f"{type(exc).__name__}: {exc}"[:300]})
+        return 0
+    if broken := source_errors(module):
+        seal.write(out_dir, {"sites": broken})
+        return 0
+    try:
         sites = record_launches(module, meta_inputs(module, task), request["file"])
     except Exception as exc:  # a wrapper that cannot run on meta tensors: nothing to predict here
         seal.write(out_dir, {"skipped": f"{type(exc).__name__}: {exc}"[:300]})

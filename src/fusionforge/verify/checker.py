@@ -46,6 +46,10 @@ FLOOR = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.f
 SENSITIVITY_FACTOR = 8.0
 EDGE_CONDITIONING = 16.0  # how much worse than an ordinary draw PyTorch's own error may be on an edge draw (edge_holds)
 SENSITIVITY_SAMPLES = 2
+# A file without a task is checked against its own PyTorch function in float64, within twice that function's own
+# error at the file's dtype: the own error may be at most this many FLOORs, or the function computes another thing at
+# float64 than at its dtype, and the tolerance would be whatever it makes it.
+OWN_ERROR_LIMIT = 16.0
 SETTING_WORDS = ("backends.", "use_deterministic_algorithms", "set_float32_matmul_precision")
 DEFAULT_TIMEOUT = 300.0
 
@@ -472,6 +476,13 @@ class _Run:
         context = {"expected_shape": list(ref.shape), "expected_dtype": str(dtype).replace("torch.", ""),
                    "dtype": str(dtype).replace("torch.", "")}
 
+        if self.task is None and own is not None and dtype in FLOOR:
+            with parent_gpu_work(self.device):
+                own_rel = float((own.double() - ref).norm()) / max(float(ref.norm()), 1e-300)
+            if not own_rel <= OWN_ERROR_LIMIT * FLOOR[dtype]:
+                check["note"] = f"PyTorch at {context['dtype']} is {own_rel:.3g} from itself at float64"
+                return analysis.inconsistent_pytorch_failure(own_rel, OWN_ERROR_LIMIT * FLOOR[dtype],
+                                                             context["dtype"], label)
         if record.get("foreign_ops"):
             return analysis.cheat_failure("torch_ops", ", ".join(record["foreign_ops"]), label)
         for key in calls(self.sets[k]):

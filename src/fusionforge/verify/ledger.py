@@ -213,6 +213,25 @@ class Ledger:
                                            "last traced op or launch that wrote it")
         return entry
 
+    def launched_bytes(self) -> dict[tuple[str, int], torch.Tensor]:
+        """A copy of each storage the launch under way was given: what the file's code that Triton runs during the
+        launch (a grid, a heuristic, a hook) must leave as it found it (``check_unchanged``)."""
+        self._sync()
+        return {self._key(t): self._bytes(t).clone() for t, _ in self._launched if self.entry(t) is not None}
+
+    def check_unchanged(self, before: dict[tuple[str, int], torch.Tensor], what: str) -> None:
+        """A problem for each storage of ``before`` whose bytes ``what`` changed but by a traced op (which retook its
+        snapshot): the file's code wrote the memory on the host, and the launch would take the credit."""
+        self._sync()
+        for t, _ in self._launched:
+            old, entry = before.pop(self._key(t), None), self.entry(t)
+            if old is None or entry is None:
+                continue
+            now = self._bytes(t)
+            if not torch.equal(now, old) and not torch.equal(now, entry.snapshot):
+                self.problem("untraced_write", f"{what} changed the bytes of {entry.origin} ({describe(t)}) with no "
+                                               "traced op, during the launch it is given to")
+
     # -- traced ops -------------------------------------------------------------------------------
     def before_resize(self, func, t: torch.Tensor) -> None:
         """resize_ keeps a tensor's bytes (copies them when it grows): its memory must be known already."""

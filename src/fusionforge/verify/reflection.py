@@ -21,9 +21,16 @@ that passes every other check but reaches in any of these ways is a cheat:
   (inspect, gc, ctypes, importlib, operator, pydoc, timeit, weakref, signal, pickle, ..., fusionforge itself) include
   ways to fetch objects by dotted name, run code given as text or run code later, unwatched;
 * within those, the parts that do the same (``torch.utils.benchmark`` runs code given as text,
-  ``typing.get_type_hints`` evaluates it; ``sys.addaudithook``, ``sys.settrace``), the ones that tell the checker's
+  ``typing.get_type_hints`` evaluates it; ``sys.addaudithook``, ``sys.settrace``; ``torch.overrides``' function
+  modes, which see every torch call), the ones that tell the checker's
   process from the timer's (``sys.argv``), and files (``open``, ``torch.save``, ``torch.load``, ``os.remove``): the
   checker's child keeps its results in files;
+* of Triton, anything but its kernel API (``TRITON_API``: the language, the decorators, the host helpers, the
+  TMA descriptor, the device's properties): ``triton.runtime``'s JIT and interpreter are what the checker patches,
+  and hold helpers that read a function's closure;
+* an assignment to an attribute of an imported module or class (``tl.erf = ...``), and a class that defines a
+  protocol through which NumPy or torch reads its memory or hands it their calls (``__array_interface__``,
+  ``__torch_function__``, ``__torch_dispatch__``, ...);
 * unpickling switched on (``weights_only=``, ``allow_pickle=``), which runs code a file carries as bytes;
 * in the PYTHON and TRITON sections, a clock (``time.perf_counter``, a CUDA event's ``elapsed_time``, a stream's or
   event's ``query``): an implementation needs none, and a clock tells a watched call from a timed one.
@@ -54,7 +61,7 @@ REACHING_PATHS = ("torch.utils.benchmark", "torch.hub", "torch.package", "torch.
                   "torch.save", "torch.load", "typing.get_type_hints", "sys.addaudithook", "sys.settrace",
                   "sys.setprofile", "sys.monitoring", "sys.argv", "sys.orig_argv", "os.open", "os.remove",
                   "os.unlink", "os.rename", "os.replace", "os.chdir", "os.listdir", "os.scandir", "os.walk",
-                  "os.system", "os.popen", "os.kill")
+                  "os.system", "os.popen", "os.kill", "torch.overrides")
 # modules outside KERNEL_MODULES that other modules hold as attributes (``dataclasses.inspect``,
 # ``dataclasses.builtins``, ``typing.operator``): named as an attribute of anything, they are reached
 MODULE_ATTRIBUTES = frozenset({"inspect", "builtins", "operator", "gc", "ctypes", "importlib", "pydoc", "pickle",
@@ -62,6 +69,18 @@ MODULE_ATTRIBUTES = frozenset({"inspect", "builtins", "operator", "gc", "ctypes"
                                "signal", "atexit", "traceback", "linecache", "dis", "codeop", "copyreg", "sysconfig",
                                "tracemalloc", "faulthandler", "dill", "cloudpickle", "_thread", "threading"})
 BY_NAME_FUNCTIONS = frozenset(getattr(builtins, name) for name in BY_NAME if hasattr(builtins, name))
+# Triton as kernel files use it: the language, the decorators and their configs, the host helpers, the TMA descriptor
+# and allocator, the device's properties. The rest (triton.runtime's JIT and interpreter, the compiler, knobs) holds
+# the machinery the checker patches and the helpers that read a function's closure (JITCallable.get_capture_scope).
+TRITON_API = ("triton.language", "triton.jit", "triton.autotune", "triton.heuristics", "triton.Config", "triton.cdiv",
+              "triton.next_power_of_2", "triton.set_allocator", "triton.tools.tensor_descriptor", "triton.testing",
+              "triton.runtime.driver.active.get_active_torch_device", "triton.runtime.driver.active.get_current_device",
+              "triton.runtime.driver.active.utils.get_device_properties")
+# Protocols through which another library reads an object's memory or takes over its calls: a class of the file's
+# that defines one hands tensors' memory to NumPy unseen, or runs code inside torch's dispatch.
+PROTOCOL_DUNDERS = frozenset({"__array_interface__", "__array_struct__", "__cuda_array_interface__", "__array__",
+                              "__array_ufunc__", "__array_function__", "__dlpack__", "__torch_function__",
+                              "__torch_dispatch__"})
 FORMAT_FIELD = re.compile(r"\{[^{}]*[.\[]\s*_")  # "{0.__closure__}".format(f): an attribute path in a format string
 CLOCKS = ("time.time", "time.perf_counter", "time.monotonic", "time.process_time", "time.thread_time",
           "torch.cuda.Event")
@@ -85,13 +104,20 @@ def _module_problem(path: str) -> str | None:
     if parts[0] not in KERNEL_MODULES:
         return f"imports {path}"
     private = next((f"imports the private module {path}" for part in parts if part.startswith("_")), None)
-    return private or _path_problem(path)
+    return private or _path_problem(path, imported=True)
 
 
-def _path_problem(path: str) -> str | None:
-    """Why naming this dotted path (a module's attribute, resolved through the file's imports) reaches too far."""
-    return next((f"uses {reaching}" for reaching in REACHING_PATHS
-                 if path == reaching or path.startswith(reaching + ".")), None)
+def _path_problem(path: str, imported: bool = False) -> str | None:
+    """Why naming this dotted path (a module's attribute, resolved through the file's imports) reaches too far;
+    ``imported``: named by an import, where the modules on the way to Triton's API may be named too."""
+    reaching = next((f"uses {reaching}" for reaching in REACHING_PATHS
+                     if path == reaching or path.startswith(reaching + ".")), None)
+    if reaching or path == "triton" or not path.startswith("triton."):
+        return reaching
+    if any(path == api or path.startswith(api + ".") or imported and api.startswith(path + ".")
+           for api in TRITON_API):
+        return None
+    return f"uses {path}, outside Triton's kernel API"
 
 
 def _resolved_problem(path: str) -> str | None:
@@ -172,28 +198,38 @@ def reflective_access(tree: ast.AST, implementation: list[tuple[int, int]] | Non
                 judged.add(id(chain))
                 names.append(chain.attr)
                 chain = chain.value
+            judged.add(id(chain))  # its root name too
             problem = next(filter(None, map(attribute_problem, reversed(names))), None)
             problem = problem or next((f"reaches the module {name}" for name in reversed(names)
                                        if name in MODULE_ATTRIBUTES), None)
             path = _dotted(node, imported)
             if problem is None and path is not None:
                 problem = _path_problem(path) or _resolved_problem(path)
+            if (problem is None and isinstance(node.ctx, (ast.Store, ast.Del)) and isinstance(chain, ast.Name)
+                    and chain.id in imported):
+                problem = f"replaces {path}, a library's attribute"
             if problem is None and any(first <= node.lineno <= last for first, last in implementation or []):
                 clock = next((c for c in CLOCKS if path is not None and (path + ".").startswith(c + ".")), None)
                 clock = clock or next((f".{a}" for a in names if a in CLOCK_ATTRIBUTES), None)
                 problem = f"reads a clock ({clock}) in its implementation" if clock else None
         elif isinstance(node, ast.Name) and id(node) not in judged:
             problem = f"uses {node.id}" if node.id in BY_NAME else _path_problem(imported.get(node.id, ""))
+            if problem is None and isinstance(node.ctx, ast.Store) and node.id in PROTOCOL_DUNDERS:
+                problem = f"defines {node.id}, a protocol that hands its memory or its calls to another library"
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in PROTOCOL_DUNDERS:
+            problem = f"defines {node.name}, a protocol that hands its memory or its calls to another library"
         elif isinstance(node, ast.Import):
             problem = next(filter(None, (_module_problem(a.name) for a in node.names)), None)
         elif isinstance(node, ast.ImportFrom):
             problem = _module_problem(node.module or "") or next(
-                filter(None, (attribute_problem(a.name) or _path_problem(f"{node.module}.{a.name}")
+                filter(None, (attribute_problem(a.name) or _path_problem(f"{node.module}.{a.name}", imported=True)
                               or _resolved_problem(f"{node.module}.{a.name}")
                               or (f"reaches the module {a.name}" if a.name in MODULE_ATTRIBUTES else None)
                               for a in node.names)), None)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and FORMAT_FIELD.search(node.value):
             problem = "formats a private or dunder attribute by a format string's field"
+        elif isinstance(node, ast.Constant) and node.value in PROTOCOL_DUNDERS:
+            problem = f"names {node.value}, a protocol that hands memory or calls to another library"
         elif isinstance(node, ast.keyword) and node.arg in UNPICKLING:
             problem = f"switches on unpickling ({node.arg}=)"
         if problem:

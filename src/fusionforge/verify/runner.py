@@ -38,6 +38,8 @@ import traceback
 from pathlib import Path
 
 import torch
+from torch.overrides import _get_current_function_mode_stack
+from torch.utils._device import DeviceContext
 from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode_stack
 from triton.runtime import autotuner
 
@@ -82,7 +84,9 @@ class WrapperWatch(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         launch_own = self.launch_own()
-        if (others := subclasses(types)) and not launch_own:
+        if not launch_own and function_modes():
+            self.check_traced(f"dispatches {func}")
+        if others := subclasses(types):  # within a launch too: Triton's own handling of an argument dispatches
             self.ledger.problem("left_trace", f"dispatches {func} on a tensor subclass "
                                               f"({', '.join(t.__name__ for t in others)}), whose own "
                                               "__torch_dispatch__ runs outside the trace")
@@ -113,7 +117,11 @@ class WrapperWatch(TorchDispatchMode):
 
     def check_traced(self, when: str) -> None:
         """The dispatch trace must still see every op: this mode on the stack, torch dispatch not disabled
-        and the Python dispatch key not excluded (torch._C guards the patched entry points do not cover)."""
+        and the Python dispatch key not excluded (torch._C guards the patched entry points do not cover); and no
+        torch function mode of the file's on, which sees (and may answer) the torch calls of the checker's code."""
+        if modes := function_modes():
+            self.ledger.problem("left_trace", f"{when} with a torch function mode on ({', '.join(modes)}): it "
+                                              "intercepts torch calls outside the dispatch trace")
         if self not in _get_current_dispatch_mode_stack():
             self.ledger.problem("left_trace", f"{when} with the dispatch modes disabled")
         elif torch._C._dispatch_tls_is_dispatch_key_excluded(torch._C.DispatchKey.Python):
@@ -128,11 +136,16 @@ class WrapperWatch(TorchDispatchMode):
         monitor = self.monitor
 
         def run(*args, **kwargs):
+            ledger = getattr(monitor.observer, "ledger", None)  # the call under way's (fn is wrapped once)
+            before = ledger.launched_bytes() if ledger is not None else {}
             depth, monitor.depth = monitor.depth, 0
             try:
                 return fn(*args, **kwargs)
             finally:
                 monitor.depth = depth
+                if ledger is not None:
+                    ledger.check_unchanged(before, "the file's code that Triton ran in a launch (a grid, a "
+                                                   "heuristic, a hook)")
 
         run.runs_as_wrapper_code = True
         return run
@@ -188,11 +201,21 @@ def _compile_line(causes: list[BaseException]) -> int | None:
     return None
 
 
+def function_modes() -> list[str]:
+    """The torch function modes on now, by type, but ``with torch.device(...)``'s (it sets the device factories
+    default to): no fair wrapper enters any other."""
+    if not torch._C._len_torch_function_stack():
+        return []
+    return [type(mode).__qualname__ for mode in _get_current_function_mode_stack()
+            if type(mode) is not DeviceContext]
+
+
 def _save(value, path: Path, seal: Seal) -> dict:
     """Save a candidate's return value for the parent, its hash noted in the seal at once; report its exact type."""
     if type(value) is not torch.Tensor:  # noqa: E721 - subclasses are rejected on purpose
         return {"type": type(value).__module__ + "." + type(value).__qualname__}
-    torch.save(torch.Tensor.detach(value).to("cpu").clone(), path)
+    with torch._C.DisableTorchFunction():  # a function mode the file left on sees nothing of the save
+        torch.save(torch.Tensor.detach(value).to("cpu").clone(), path)
     seal.saved(path)
     return {"type": "torch.Tensor", "file": str(path), "device": str(value.device)}
 
@@ -248,22 +271,24 @@ def protected_functions() -> dict[str, tuple[object, str, object]]:
               (torch.Tensor, "to"), (torch.Tensor, "detach"), (_thread, "start_new_thread"),
               (threading, "_start_new_thread"), (python_dispatch, "_disable_current_modes"),
               (python_dispatch, "_get_current_dispatch_mode_stack"), (sys.modules[__name__], "_save"),
-              (torch._C, "_dispatch_tls_is_dispatch_key_excluded"),
+              (torch._C, "_dispatch_tls_is_dispatch_key_excluded"), (torch._C, "_len_torch_function_stack"),
+              (torch._C, "DisableTorchFunction"),
               *((torch.Tensor, name) for name in HOST_READ_METHODS),
-              *((interpreter.InterpreterBuilder, name) for name in ("create_masked_load", "create_masked_store",
-                                                                      "create_atomic_rmw", "create_atomic_cas")),
-              (interpreter.GridExecutor, "_init_args_hst"), (interpreter, "_implicit_cvt")]
+              *((torch.Tensor, name) for name in HOST_READ_METHODS)]
     from fusionforge.verify import hostguard, launches, ledger, policy
     from fusionforge.verify import interpreter as gpu_semantics
 
-    for module in (ledger, hostguard, launches, policy, gpu_semantics, sys.modules[__name__]):  # their functions
-        # and rule sets
+    # their functions and rule sets; the CPU interpreter's whole machinery (a builder method replaced computes
+    # another op than the kernel names, on the CPU alone)
+    for module in (ledger, hostguard, launches, policy, gpu_semantics, sys.modules[__name__], interpreter):
         owners += [(module, name) for name, value in vars(module).items()
                    if not name.startswith("__") and (inspect.isfunction(value) or inspect.isclass(value)
                                                      or isinstance(value, (frozenset, tuple)))]
+    interpreting = [value for value in vars(interpreter).values()
+                    if inspect.isclass(value) and value.__module__ == interpreter.__name__]
     return {**{f"{getattr(owner, '__name__', owner)}.{name}": (owner, name, getattr(owner, name))
                for owner, name in owners if hasattr(owner, name)},
-            **methods_of(Ledger, HostGuard, FileFrames, LaunchMonitor, WrapperWatch)}
+            **methods_of(Ledger, HostGuard, FileFrames, LaunchMonitor, WrapperWatch, *interpreting)}
 
 
 def process_age() -> float:
