@@ -252,6 +252,13 @@ def mismatch_failure(stats: dict, implementation: str, input_set: str, context: 
         cause = (f"State kept between calls: the same shape passed on an earlier call and fails on a later one "
                  f"({context['stale']}); the wrapper returns a cached or stale result. {where}")
         fix = "Compute every call from its own inputs: no caches keyed on shapes, pointers or call counts."
+    elif context.get("second_call") and context.get("reversed"):
+        cause = (f"Wrong on the second call only, whose programs ran from the last id to the first (the CPU's "
+                 f"interpreter runs them one at a time, in id order on the first call; a GPU runs them in any "
+                 f"order): programs read what other programs of the same launch write, a race on a GPU; or the "
+                 f"result depends on memory the kernel did not write. {where}")
+        fix = ("Let no program read what another program of the same launch writes: split the work into two "
+               "launches (the first fills what the second reads), and write every output element in the kernel.")
     elif context.get("second_call"):
         cause = (f"Wrong on the second call only (after the PyTorch function ran and freed its output): the "
                  f"result depends on memory the kernel did not write. {where}")

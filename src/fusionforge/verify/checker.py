@@ -318,8 +318,13 @@ def _failure_from_stats(stats: dict, implementation: str, label: str, context: d
     if stats["kind"] == "dtype":
         return analysis.dtype_failure(stats["dtype"], context["expected_dtype"], implementation, label)
     if stats["kind"] == "nan":
-        return analysis.nan_failure(stats["nonfinite"], stats["unwritten"], stats["index"], stats["value"],
-                                    stats["expected"], implementation, label)
+        failure = analysis.nan_failure(stats["nonfinite"], stats["unwritten"], stats["index"], stats["value"],
+                                       stats["expected"], implementation, label)
+        if context.get("reversed"):
+            failure.root_cause = ("On the second call only, whose programs ran from the last id to the first (a GPU "
+                                  "runs them in any order): programs may read what others of the same launch write, "
+                                  f"a race on a GPU. {failure.root_cause}")
+        return failure
     return analysis.mismatch_failure(stats, implementation, label, context)
 
 
@@ -514,7 +519,8 @@ class _Run:
                 check.update({k: v for k, v in stats.items() if k not in ("kind",)})
             if not stats["passed"]:
                 dims = label.split(" #")[0]
-                context = {**context, "second_call": second, "edge": self.sets[k].get("edge"),
+                context = {**context, "second_call": second, "reversed": second and self.device == "cpu",
+                           "edge": self.sets[k].get("edge"),
                            "refill": self.sets[k].get("refill_of") is not None,
                            "stale": dims if dims in self.passed_dims else None,
                            "shape_dependent": dims if self.passed_dims and dims not in self.passed_dims else None}

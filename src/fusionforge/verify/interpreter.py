@@ -2,7 +2,7 @@
 
 The checker's child process calls ``install_gpu_semantics()`` once, when ``TRITON_INTERPRET=1``,
 before it imports a candidate file. It patches Triton 3.6's interpreter (``triton.runtime.interpreter``)
-in six places, each so that a kernel's verdict on the CPU is the one it would get on a GPU.
+in seven places, each so that a kernel's verdict on the CPU is the one it would get on a GPU.
 
 bfloat16 and fp8 rounding. The interpreter converts float32 -> bfloat16 by dropping the low 16 bits (round
 toward zero, up to 1 ulp of error), for ``.to(tl.bfloat16)`` and for the implicit cast in ``tl.store``.
@@ -66,6 +66,11 @@ first wins; one that cannot run (a failed static_assert) is skipped, as a GPU sk
 only in what the interpreter ignores (warps, stages: ``launches.config_key``) run once. The checker then runs
 the file once per further combination of configs, each forced as a cached choice would be
 (``launches.LaunchMonitor.forced``), so every config a GPU might pick is checked.
+
+Program order. The interpreter runs a launch's programs one after another in the order of their ids; a GPU runs
+them in any order, many at once. A kernel whose programs read what another program of the same launch writes (a
+buffer program 0 fills for the rest) is right here and races there. When ``PROGRAM_ORDER["reversed"]`` is set (the
+checker sets it for a set's second call), the programs run from the last id to the first.
 """
 
 from __future__ import annotations
@@ -140,12 +145,31 @@ def faithful_conversions() -> bool:
     return True
 
 
+PROGRAM_ORDER = {"reversed": False}
+
+
 def install_gpu_semantics() -> None:
     """Make the interpreter compute what a GPU would and check its memory accesses (module docstring)."""
     faithful_conversions()
     _install_gpu_arithmetic()
     _install_bounds_checks()
     _install_autotuning()
+    _install_program_order()
+
+
+def _install_program_order() -> None:
+    """Program ids handed out last first while ``PROGRAM_ORDER["reversed"]`` (module docstring; idempotent)."""
+    from triton.runtime import interpreter
+
+    def reordered(set_grid_idx):
+        def set_grid_idx_in_order(builder, x, y, z):
+            if PROGRAM_ORDER["reversed"]:
+                x, y, z = (size - 1 - index for size, index in zip(builder.grid_dim, (x, y, z)))
+            return set_grid_idx(builder, x, y, z)
+        return set_grid_idx_in_order
+
+    if not getattr(interpreter.InterpreterBuilder.set_grid_idx, "gpu_semantics", False):
+        _replace(interpreter.InterpreterBuilder, "set_grid_idx", reordered)
 
 
 def _install_autotuning() -> None:

@@ -45,7 +45,7 @@ from triton.runtime import autotuner
 
 from fusionforge.kernelfile import load_module
 from fusionforge.verify.hostguard import HOST_READ_METHODS, FileFrames, HostGuard, methods_of, tampered
-from fusionforge.verify.interpreter import install_gpu_semantics
+from fusionforge.verify.interpreter import PROGRAM_ORDER, install_gpu_semantics
 from fusionforge.verify.launches import LaunchMonitor
 from fusionforge.verify.ledger import HOST_DATA, HOST_READS, Ledger, describe
 from fusionforge.verify.memcheck import LAUNCH_LOG, LaunchLog
@@ -403,6 +403,7 @@ def main(request_path: str) -> int:
         watch = WrapperWatch(monitor, ledger, guard.frames)
         start = len(monitor.launches)
         monitor.observer = watch
+        PROGRAM_ORDER["reversed"] = key == "triton_again"  # on the CPU: a race between programs shows in one call
         try:
             with guard.watch(ledger.problems), watch:
                 out = wrapper(*inputs)
@@ -419,6 +420,7 @@ def main(request_path: str) -> int:
             return False
         finally:
             monitor.observer = None
+            PROGRAM_ORDER["reversed"] = False
             record[f"{key}_launches"] = len(monitor.launches) - start
             record.setdefault("launches", []).extend(monitor.launches[start:])
             record.setdefault("foreign_ops", []).extend(op for op in watch.foreign
