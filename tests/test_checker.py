@@ -412,9 +412,9 @@ def test_check_cli_exit_codes(capsys, tmp_path):
     verdict = json.loads(capsys.readouterr().out)
     assert verdict["status"] == "pass" and verdict["failure"] is None
     ordinary = [c for c in verdict["checks"] if not c["label"].endswith(" edge")]
-    # two draws at 3 shapes, a refill, an unseen shape; then edge draws
-    assert len(ordinary) == 8 and len(verdict["checks"]) > 8
-    assert sum(c["label"].startswith("unseen ") for c in ordinary) == 1
+    # two draws at 3 shapes, a refill, an unseen shape, a wide one; then edge draws
+    assert len(ordinary) == 9 and len(verdict["checks"]) > 9
+    assert sum(c["label"].startswith(("unseen ", "wide ")) for c in ordinary) == 2
     assert main(["check", str(tmp_path / "missing.py")]) == 2
     assert "no such file" in capsys.readouterr().err
     bad = tmp_path / "001_fused_kernels.py"
@@ -473,9 +473,10 @@ def test_edge_sets_come_at_each_test_shape_where_pytorch_stays_right():
     shapes = task.shapes["test"]
     low, mixed = ([s["dims"] for s in sets if s.get("edge") == edge] for edge in (-1, 1))
     assert low == shapes and len(mixed) == len(shapes) - 1
-    unseen = [s for s in sets if s["label"].startswith("unseen ")]
-    assert len(unseen) == 1 and unseen[0]["once"] and unseen[0]["dims"] not in shapes  # a shape of this check's own
-    assert all(bool(s.get("once")) == bool(s.get("edge")) for s in sets if s not in unseen)
+    drawn = [s for s in sets if s["label"].startswith(("unseen ", "wide "))]  # shapes of this check's own
+    assert len(drawn) == 2 and all(s["once"] and s["dims"] not in shapes for s in drawn)
+    assert 1024 < drawn[1]["dims"]["N"] < 2048 and drawn[1]["dims"]["M"] <= 3
+    assert all(bool(s.get("once")) == bool(s.get("edge")) for s in sets if s not in drawn)
     dropped = next(dims for dims in shapes if dims not in mixed)
     assert not edge_holds(task, dropped, 5, 1) and edge_holds(task, dropped, 5, -1)
     assert not torch.isfinite(task.function(*task.make_inputs(dropped, 5, edge=1))).all()

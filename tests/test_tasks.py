@@ -31,6 +31,7 @@ from fusionforge.tasks import (
     row_length,
     screen,
     unseen_dims,
+    wide_dims,
 )
 
 GEN = TaskGenerator()
@@ -241,6 +242,20 @@ def test_unseen_shapes_keep_channels_a_multiple_of_the_groups(ops):
         assert groups > 1 and dims is not None and dims[CHANNEL_DIM[task.rank]] % groups == 0
         inputs = task.make_inputs(dims, seed, "cpu")
         assert tuple(task.function(*inputs).shape) == tuple(task.output_dims(dims))
+
+
+@pytest.mark.parametrize("family", [None, "scan", "loss", "gather", "fp8", "arg_reduction", "pooling",
+                                    "spatial_reduction", "convolution"])
+def test_wide_shapes_take_rows_past_1024_and_stay_small(family):
+    """The last dim of the first input and of the output (rank >= 2) past 1024 where free, the others 1-3."""
+    for seed in range(8):
+        task = GEN.generate(seed, family=family) if family else GEN.generate(seed)
+        dims = wide_dims(task, random.Random(seed))
+        if dims is None:
+            continue
+        assert any(1024 < dims[name] < 2048 for name in ("N", "K", "W", "M") if name in dims)
+        assert math.prod(task.output_dims(dims)) <= 2 * 2048 * 3 * 3
+        assert tuple(task.function(*task.make_inputs(dims, seed)).shape) == tuple(task.output_dims(dims))
 
 
 def test_all_ops_get_used():

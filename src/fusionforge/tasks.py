@@ -1063,18 +1063,48 @@ def unseen_dims(task: FusionTask, rng: random.Random) -> dict[str, int] | None:
     """A test shape no file can know: the first test shape with each size-free dim moved by up to a third at random
     (channels kept multiples of the chain's groups), its planes recomputed; None when the moved shape leaves an empty
     plane or output (the caller draws again or goes without)."""
-    groups = chain_groups((s.op, s.params) for s in task.steps)
     first = task.shapes["test"][0]
     dims = {k: v for k, v in first.items() if k not in ("P", "Q", "J")}
     for name in UNSEEN_DIMS:
         if name in dims:
             value = dims[name]
             dims[name] = max(2 if value > 1 else 1, value + rng.randint(-(value // 3), value // 3 + 2))
-            if name in ("C", "K") and task.steps[0].op in ("conv2d", "conv_transpose2d") or \
-                    (name == CHANNEL_DIM[task.rank] and groups > 1):
-                dims[name] = _round_up(dims[name], groups)
+    return _fitted(task, dims)
+
+
+# A wide shape's long dims (``wide_dims``): past 1024, the block many kernels cap a row at, and short of 2048.
+WIDE_ROW = (1025, 2047)
+
+
+def wide_dims(task: FusionTask, rng: random.Random) -> dict[str, int] | None:
+    """A test shape no file can know, wide where the listed ones are not: the last dim of the first input and of
+    the output (each of rank 2 or more: an embedding's ids and a loss's rows stay short), where size-free, drawn from
+    WIDE_ROW, every other size-free dim cut to 1-3 (so it costs about what a test shape does); None when no such
+    dim is free (attention's head dim) or the shape leaves an empty plane. A kernel whose block covers at most 1024
+    values of a row, with no loop over the rest, is wrong here."""
+    first = task.shapes["test"][0]
+    dims = {k: v for k, v in first.items() if k not in ("P", "Q", "J")}
+    lasts = {shape[-1] for shape in (task.inputs[0].shape, task.output_shape) if len(shape) >= 2}
+    wide = [name for name in UNSEEN_DIMS if name in dims and name in lasts]
+    if not wide:
+        return None
+    for name in UNSEEN_DIMS:
+        if name in dims:
+            dims[name] = rng.randint(*WIDE_ROW) if name in wide else min(dims[name], rng.randint(1, 3))
+    return _fitted(task, dims)
+
+
+def _fitted(task: FusionTask, dims: dict[str, int]) -> dict[str, int] | None:
+    """``dims`` drawn from the first test shape, made a shape of the task: channels multiples of the chain's groups
+    (a grouped conv2d's input and output channels, a group norm's), planes recomputed; None when it is the first
+    test shape or leaves an empty plane or output."""
+    groups = chain_groups((s.op, s.params) for s in task.steps)
+    conv2d = task.steps[0].op in ("conv2d", "conv_transpose2d")
+    for name in dims:
+        if name in ("C", "K") and conv2d or name == CHANNEL_DIM[task.rank] and groups > 1:
+            dims[name] = _round_up(dims[name], groups)
     dims = with_planes(task, dims)
-    if dims == first or any(v <= 0 for v in dims.values()) or min(task.output_dims(dims) or (1,)) <= 0:
+    if dims == task.shapes["test"][0] or any(v <= 0 for v in dims.values()) or min(task.output_dims(dims) or (1,)) <= 0:
         return None
     return dims
 

@@ -35,7 +35,7 @@ import torch
 from fusionforge import kernelfile
 from fusionforge.gpus import parent_gpu_work
 from fusionforge.kernelbench import KIND as KERNELBENCH
-from fusionforge.tasks import FusionTask, TaskError, rel_error, unseen_dims
+from fusionforge.tasks import FusionTask, TaskError, rel_error, unseen_dims, wide_dims
 from fusionforge.verify import analysis, builds, indices, reflection
 from fusionforge.verify import memcheck as memcheck_tool
 from fusionforge.verify.policy import POISON, full_float32
@@ -63,10 +63,10 @@ def input_sets(task: FusionTask | None, device: str, seeds: int) -> list[dict]:
 
     The first draw of each shape, and each edge draw, also runs every further combination of autotune configs
     (``every_config``: the child runs the file once per combination, each forced; ``launches.LaunchMonitor``).
-    Then one set at an *unseen* shape, drawn for this check (``unseen_set``). At each test shape then come two
-    *edge* sets (``FusionTask.make_inputs``): every input near the low end of its range, then the first near its
-    high end and the others low; kept where the task stays as well conditioned as on its own draws
-    (``edge_holds``), the wrapper called once (``once``: the other sets' second calls test what calls share).
+    Then one set at an *unseen* shape and one at a *wide* one, drawn for this check (``drawn_set``). At each test
+    shape then come two *edge* sets (``FusionTask.make_inputs``): every input near the low end of its range, then
+    the first near its high end and the others low; kept where the task stays as well conditioned as on its own
+    draws (``edge_holds``), the wrapper called once (``once``: the other sets' second calls test what calls share).
 
     After the first test shape's last draw (and the first bench shape) comes a *refill*: the same
     tensor objects with new values written into them (the call's scalars kept), so a wrapper that
@@ -91,8 +91,8 @@ def input_sets(task: FusionTask | None, device: str, seeds: int) -> list[dict]:
         if i == 0:
             sets.append(refill(len(sets) - 1, base + 500))
     if task.edge_draws:
-        if unseen := unseen_set(task, base + 900):
-            sets.append(unseen)
+        sets += filter(None, (drawn_set(task, base + 900, unseen_dims, "unseen"),
+                              drawn_set(task, base + 950, wide_dims, "wide")))
         for i, dims in enumerate(task.shapes["test"]):
             for edge in (-1, 1):
                 seed = base + 700 + 2 * i + (edge > 0)
@@ -113,12 +113,13 @@ def calls(input_set: dict) -> tuple[str, ...]:
     return ("triton",) if input_set.get("once") else ("triton", "triton_again")
 
 
-def unseen_set(task: FusionTask, seed: int) -> dict | None:
-    """A set at a shape drawn for this check alone (``tasks.unseen_dims``): a file right only at the test shapes
-    its TASK lists fails there. Drawn again (up to 3 times) where PyTorch's own answer is not finite there."""
+def drawn_set(task: FusionTask, seed: int, draw: Callable, label: str) -> dict | None:
+    """A set at a shape drawn for this check alone (``tasks.unseen_dims``, ``tasks.wide_dims``): a file right only
+    at the test shapes its TASK lists, or only on rows of up to 1024 values, fails there. Drawn again (up to 3
+    times) where PyTorch's own answer is not finite there."""
     rng = random.Random(seed)
     for _ in range(3):
-        dims = unseen_dims(task, rng)
+        dims = draw(task, rng)
         if dims is None:
             continue
         try:
@@ -127,7 +128,7 @@ def unseen_set(task: FusionTask, seed: int) -> dict | None:
         except (RuntimeError, ValueError, IndexError):
             continue
         if bool(torch.isfinite(out.double()).all()):
-            return {"label": f"unseen {_dims(dims)}", "dims": dims, "seed": seed, "once": True}
+            return {"label": f"{label} {_dims(dims)}", "dims": dims, "seed": seed, "once": True}
     return None
 
 
