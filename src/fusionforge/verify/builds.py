@@ -62,12 +62,19 @@ def build_report(path: str | Path, task, target: str = DEFAULT_TARGET, timeout: 
 
 
 def _judge(result: dict, target: str) -> Failure | None:
-    """A launch fails when every config it would be compiled with needs more shared memory than ``target`` has, or
-    fails to compile for the kernel's own source (a call of a plain Python function runs under the CPU's interpreter
-    only). A build that failed otherwise, or was not made, leaves its launch unjudged (the harness, not the file, may
-    be at fault, and the config left out might have fitted)."""
+    """A launch fails when every config it would be launched with asks for a grid past CUDA's limits
+    (``GRID_LIMITS``), needs more shared memory than ``target`` has, or fails to compile for the kernel's own source
+    (a call of a plain Python function runs under the CPU's interpreter only). A build that failed otherwise, or was
+    not made, leaves its launch unjudged (the harness, not the file, may be at fault, and the config left out might
+    have fitted)."""
     _, limit, gpus = TARGETS[target]
     for site in result.get("sites", []):
+        over = site.get("over_grid", [])
+        if over and all(over):  # every config's grid: a launch no GPU makes
+            message = (f"the grid of {site['kernel']} asks for {over[0]} at the bench shape: CUDA cannot launch it "
+                       "(axes y and z take at most 65535 programs)")
+            return analysis.error_failure({"type": "ValueError", "message": message}, "Triton", site.get("line"),
+                                          "bench", compile_error=False)
         if site["builds"] and all(b.get("kernel_error") for b in site["builds"]):
             error = site["builds"][0]["error"]
             kind, _, message = error.partition(": ")
@@ -104,6 +111,28 @@ def meta_inputs(module, task) -> list:
             for spec in task.inputs]
 
 
+# CUDA's limits on a grid's programs per axis (x, y, z): a launch past them fails on any GPU.
+GRID_LIMITS = (2**31 - 1, 65535, 65535)
+
+
+def grid_size(grid, meta: dict) -> list[int] | None:
+    """The programs a launch's grid asks for per axis, its meta-parameters ``meta`` given; None when the grid cannot
+    be evaluated here (it reads something a meta tensor does not have)."""
+    try:
+        size = grid(meta) if callable(grid) else grid
+        return [int(n) for n in size]
+    except Exception:
+        return None
+
+
+def over_grid_limits(size: list[int] | None) -> str | None:
+    """How ``size`` exceeds GRID_LIMITS, in words, or None."""
+    axes = "xyz"
+    over = [f"{n} programs on axis {axes[k]} (at most {limit})" for k, (n, limit) in
+            enumerate(zip(size or [], GRID_LIMITS)) if n > limit]
+    return "; ".join(over) or None
+
+
 def record_launches(module, inputs: list, file: str) -> list[dict]:
     """Run the wrapper with Triton's launches recorded instead of run: one site a launch, its (kernel, args,
     kwargs) for each config it would be compiled with."""
@@ -121,14 +150,18 @@ def record_launches(module, inputs: list, file: str) -> list[dict]:
         return frame.f_lineno if frame is not None else None
 
     def jit_run(self, *args, grid, warmup, **kwargs):
+        size = grid_size(grid, {**dict(zip(self.arg_names, args)), **kwargs})
         if tuning:
             tuning[-1]["launches"].append((self, args, kwargs))
+            tuning[-1]["grids"].append(size)
         else:
-            sites.append({"kernel": self.__name__, "line": line_of_caller(), "launches": [(self, args, kwargs)]})
+            sites.append({"kernel": self.__name__, "line": line_of_caller(), "launches": [(self, args, kwargs)],
+                          "grids": [size]})
 
     def tuner_run(self, *args, **kwargs):
         self.nargs = dict(zip(self.arg_names, args))
-        site = {"kernel": getattr(self.fn, "__name__", "kernel"), "line": line_of_caller(), "launches": []}
+        site = {"kernel": getattr(self.fn, "__name__", "kernel"), "line": line_of_caller(), "launches": [],
+                "grids": []}
         tuning.append(site)
         configs = self.prune_configs(kwargs)
         try:
@@ -242,7 +275,8 @@ def main(request_path: str) -> int:
             if key not in builds:
                 builds[key] = _build(request["target"], launch)
             rows.append(builds[key])
-        result.append({"kernel": site["kernel"], "line": site["line"], "builds": rows})
+        result.append({"kernel": site["kernel"], "line": site["line"], "builds": rows,
+                       "over_grid": [over_grid_limits(size) for size in site["grids"]]})
     seal.write(out_dir, {"sites": result})
     return 0
 

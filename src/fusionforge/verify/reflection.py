@@ -25,9 +25,11 @@ that passes every other check but reaches in any of these ways is a cheat:
   modes, which see every torch call), the ones that tell the checker's
   process from the timer's (``sys.argv``), and files (``open``, ``torch.save``, ``torch.load``, ``os.remove``): the
   checker's child keeps its results in files;
-* of Triton, anything but its kernel API (``TRITON_API``: the language, the decorators, the host helpers, the
-  TMA descriptor, the device's properties): ``triton.runtime``'s JIT and interpreter are what the checker patches,
-  and hold helpers that read a function's closure;
+* of Triton, anything but its kernel API (``TRITON_API``: the language but its core and semantics, the decorators,
+  the host helpers, the TMA descriptor, the device's properties): ``triton.runtime``'s JIT and interpreter are what
+  the checker patches, and hold helpers that read a function's closure; the JIT's machinery by name on any object
+  (``add_pre_run_hook``, ``get_capture_scope``, ``JITCallable``), and ``runtime``, ``compiler``, ``overrides``, ...
+  through a name no import binds (a module handed around as an argument);
 * an assignment to an attribute of an imported module or class (``tl.erf = ...``), and a class that defines a
   protocol through which NumPy or torch reads its memory or hands it their calls (``__array_interface__``,
   ``__torch_function__``, ``__torch_dispatch__``, ...);
@@ -76,6 +78,14 @@ TRITON_API = ("triton.language", "triton.jit", "triton.autotune", "triton.heuris
               "triton.next_power_of_2", "triton.set_allocator", "triton.tools.tensor_descriptor", "triton.testing",
               "triton.runtime.driver.active.get_active_torch_device", "triton.runtime.driver.active.get_current_device",
               "triton.runtime.driver.active.utils.get_device_properties")
+# Inside the language: its core's re-exports of the JIT (JITCallable) and the code generator's semantics.
+TRITON_INTERNALS = ("triton.language.core", "triton.language.semantic")
+# Names of the JIT's machinery, refused on any object (a kernel's ``add_pre_run_hook`` runs a function inside each
+# launch, a built-in one with no frame of the file's; ``JITCallable(f).get_capture_scope()`` reads f's closure);
+# with the module names under them, also through a name no import binds (a module passed as an argument).
+JIT_MACHINERY = frozenset({"add_pre_run_hook", "pre_run_hooks", "get_capture_scope", "JITCallable", "JITFunction",
+                           "InterpretedFunction"})
+MACHINERY_MODULES = frozenset({"runtime", "compiler", "knobs", "overrides", "interpreter"})
 # Protocols through which another library reads an object's memory or takes over its calls: a class of the file's
 # that defines one hands tensors' memory to NumPy unseen, or runs code inside torch's dispatch.
 PROTOCOL_DUNDERS = frozenset({"__array_interface__", "__array_struct__", "__cuda_array_interface__", "__array__",
@@ -114,7 +124,8 @@ def _path_problem(path: str, imported: bool = False) -> str | None:
                      if path == reaching or path.startswith(reaching + ".")), None)
     if reaching or path == "triton" or not path.startswith("triton."):
         return reaching
-    if any(path == api or path.startswith(api + ".") or imported and api.startswith(path + ".")
+    internal = any(path == inner or path.startswith(inner + ".") for inner in TRITON_INTERNALS)
+    if not internal and any(path == api or path.startswith(api + ".") or imported and api.startswith(path + ".")
            for api in TRITON_API):
         return None
     return f"uses {path}, outside Triton's kernel API"
@@ -189,7 +200,9 @@ def reflective_access(tree: ast.AST, implementation: list[tuple[int, int]] | Non
             judged.add(id(node.func))
             name = node.args[1] if len(node.args) >= 2 else None
             if isinstance(name, ast.Constant) and isinstance(name.value, str):
-                problem = attribute_problem(name.value)
+                machinery = name.value in JIT_MACHINERY | MACHINERY_MODULES
+                problem = attribute_problem(name.value) or (
+                    f"reaches {name.value}, the JIT's machinery" if machinery else None)
             else:
                 problem = "fetches an attribute by a computed name (getattr)"
         elif isinstance(node, ast.Attribute) and id(node) not in judged:
@@ -205,6 +218,9 @@ def reflective_access(tree: ast.AST, implementation: list[tuple[int, int]] | Non
             path = _dotted(node, imported)
             if problem is None and path is not None:
                 problem = _path_problem(path) or _resolved_problem(path)
+            aliased = not (isinstance(chain, ast.Name) and chain.id in imported)
+            problem = problem or next((f"reaches {name}, the JIT's machinery" for name in reversed(names)
+                                       if name in JIT_MACHINERY or aliased and name in MACHINERY_MODULES), None)
             if (problem is None and isinstance(node.ctx, (ast.Store, ast.Del)) and isinstance(chain, ast.Name)
                     and chain.id in imported):
                 problem = f"replaces {path}, a library's attribute"
@@ -223,6 +239,7 @@ def reflective_access(tree: ast.AST, implementation: list[tuple[int, int]] | Non
         elif isinstance(node, ast.ImportFrom):
             problem = _module_problem(node.module or "") or next(
                 filter(None, (attribute_problem(a.name) or _path_problem(f"{node.module}.{a.name}", imported=True)
+                              or (f"reaches {a.name}, the JIT's machinery" if a.name in JIT_MACHINERY else None)
                               or _resolved_problem(f"{node.module}.{a.name}")
                               or (f"reaches the module {a.name}" if a.name in MODULE_ATTRIBUTES else None)
                               for a in node.names)), None)
