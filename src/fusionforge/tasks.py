@@ -1072,39 +1072,24 @@ def unseen_dims(task: FusionTask, rng: random.Random) -> dict[str, int] | None:
     return _fitted(task, dims)
 
 
-# The long dims of a wide or a tall shape (``wide_dims``, ``tall_dims``): past 1024, the block many kernels cap a row
-# at and the programs some grids are capped at, and short of 2048.
-LONG_DIM = (1025, 2047)
+# A wide shape's long dims (``wide_dims``): past 1024, the block many kernels cap a row at, and short of 2048.
+WIDE_ROW = (1025, 2047)
 
 
 def wide_dims(task: FusionTask, rng: random.Random) -> dict[str, int] | None:
     """A test shape no file can know, wide where the listed ones are not: the last dim of the first input and of
     the output (each of rank 2 or more: an embedding's ids and a loss's rows stay short), where size-free, drawn from
-    LONG_DIM, every other size-free dim cut to 1-3 (so it costs about what a test shape does); None when no such
+    WIDE_ROW, every other size-free dim cut to 1-3 (so it costs about what a test shape does); None when no such
     dim is free (attention's head dim) or the shape leaves an empty plane. A kernel whose block covers at most 1024
     values of a row, with no loop over the rest, is wrong here."""
-    lasts = {shape[-1] for shape in (task.inputs[0].shape, task.output_shape) if len(shape) >= 2}
-    return _long(task, rng, lasts)
-
-
-def tall_dims(task: FusionTask, rng: random.Random) -> dict[str, int] | None:
-    """A test shape no file can know, tall where the listed ones are not: the output's rows (its dim before the
-    last; a loss's or an arg reduction's only dim) drawn from LONG_DIM where size-free, every other size-free dim
-    cut to 1-3. A grid capped at 1024 programs, with no loop over the rows past them, is wrong here."""
-    shape = task.output_shape
-    return _long(task, rng, {shape[-2] if len(shape) >= 2 else shape[-1]} if shape else set())
-
-
-def _long(task: FusionTask, rng: random.Random, names: set) -> dict[str, int] | None:
-    """The first test shape with its size-free dims among ``names`` drawn from LONG_DIM and the others cut to 1-3;
-    None when none of ``names`` is size-free or the shape is no shape of the task (``_fitted``)."""
     dims = {k: v for k, v in task.shapes["test"][0].items() if k not in ("P", "Q", "J")}
-    long = [name for name in UNSEEN_DIMS if name in dims and name in names]
-    if not long:
+    lasts = {shape[-1] for shape in (task.inputs[0].shape, task.output_shape) if len(shape) >= 2}
+    wide = [name for name in UNSEEN_DIMS if name in dims and name in lasts]
+    if not wide:
         return None
     for name in UNSEEN_DIMS:
         if name in dims:
-            dims[name] = rng.randint(*LONG_DIM) if name in long else min(dims[name], rng.randint(1, 3))
+            dims[name] = rng.randint(*WIDE_ROW) if name in wide else min(dims[name], rng.randint(1, 3))
     return _fitted(task, dims)
 
 

@@ -35,7 +35,7 @@ import torch
 from fusionforge import kernelfile
 from fusionforge.gpus import parent_gpu_work
 from fusionforge.kernelbench import KIND as KERNELBENCH
-from fusionforge.tasks import FusionTask, TaskError, rel_error, tall_dims, unseen_dims, wide_dims
+from fusionforge.tasks import FusionTask, TaskError, rel_error, unseen_dims, wide_dims
 from fusionforge.verify import analysis, builds, indices, reflection
 from fusionforge.verify import memcheck as memcheck_tool
 from fusionforge.verify.policy import POISON, full_float32
@@ -63,7 +63,7 @@ def input_sets(task: FusionTask | None, device: str, seeds: int) -> list[dict]:
 
     The first draw of each shape, and each edge draw, also runs every further combination of autotune configs
     (``every_config``: the child runs the file once per combination, each forced; ``launches.LaunchMonitor``).
-    Then a set at an *unseen* shape, a *wide* one and a *tall* one, drawn for this check (``drawn_set``). At each test
+    Then one set at an *unseen* shape and one at a *wide* one, drawn for this check (``drawn_set``). At each test
     shape then come two *edge* sets (``FusionTask.make_inputs``): every input near the low end of its range, then
     the first near its high end and the others low; kept where the task stays as well conditioned as on its own
     draws (``edge_holds``), the wrapper called once (``once``: the other sets' second calls test what calls share).
@@ -92,8 +92,7 @@ def input_sets(task: FusionTask | None, device: str, seeds: int) -> list[dict]:
             sets.append(refill(len(sets) - 1, base + 500))
     if task.edge_draws:
         sets += filter(None, (drawn_set(task, base + 900, unseen_dims, "unseen"),
-                              drawn_set(task, base + 950, wide_dims, "wide"),
-                              drawn_set(task, base + 975, tall_dims, "tall")))
+                              drawn_set(task, base + 950, wide_dims, "wide")))
         for i, dims in enumerate(task.shapes["test"]):
             for edge in (-1, 1):
                 seed = base + 700 + 2 * i + (edge > 0)
@@ -115,9 +114,9 @@ def calls(input_set: dict) -> tuple[str, ...]:
 
 
 def drawn_set(task: FusionTask, seed: int, draw: Callable, label: str) -> dict | None:
-    """A set at a shape drawn for this check alone (``tasks.unseen_dims``, ``wide_dims``, ``tall_dims``): a file
-    right only at the test shapes its TASK lists, only on rows of up to 1024 values or only on up to 1024 rows, fails
-    there. Drawn again (up to 3 times) where PyTorch's own answer is not finite there."""
+    """A set at a shape drawn for this check alone (``tasks.unseen_dims``, ``wide_dims``): a file right only at the
+    test shapes its TASK lists, or only on rows of up to 1024 values, fails there. Drawn again (up to 3 times) where
+    PyTorch's own answer is not finite there."""
     rng = random.Random(seed)
     for _ in range(3):
         dims = draw(task, rng)
