@@ -1072,8 +1072,9 @@ def unseen_dims(task: FusionTask, rng: random.Random) -> dict[str, int] | None:
     return _fitted(task, dims)
 
 
-# A wide shape's long dims (``wide_dims``): past 1024, the block many kernels cap a row at, and short of 2048.
-WIDE_ROW = (1025, 2047)
+# A wide shape's long dims (``wide_dims``): past 1024, the block many kernels cap a row at, and short of 2048; in
+# multiples of 16 (16-byte rows at every dtype, as a TMA descriptor's strides must be).
+WIDE_ROW = (1025, 2032)
 
 
 def wide_dims(task: FusionTask, rng: random.Random) -> dict[str, int] | None:
@@ -1089,7 +1090,7 @@ def wide_dims(task: FusionTask, rng: random.Random) -> dict[str, int] | None:
         return None
     for name in UNSEEN_DIMS:
         if name in dims:
-            dims[name] = rng.randint(*WIDE_ROW) if name in wide else min(dims[name], rng.randint(1, 3))
+            dims[name] = _round_up(rng.randint(*WIDE_ROW), 16) if name in wide else min(dims[name], rng.randint(1, 3))
     return _fitted(task, dims)
 
 
