@@ -10,7 +10,7 @@ import triton.language as tl
 from fusionforge.cli import main
 from fusionforge.tasks import TaskGenerator
 from fusionforge.verify import check_file
-from fusionforge.verify.checker import edge_holds, input_sets, value_dependence
+from fusionforge.verify.checker import compare, edge_holds, input_sets, value_dependence
 from fusionforge.verify.ledger import Ledger
 from fusionforge.verify.policy import POISON, changed_settings, conversion, full_float32, torch_settings
 from fusionforge.verify.verdict import Verdict, render_check, render_failure
@@ -437,6 +437,43 @@ def test_no_color_gives_ascii(capsys, monkeypatch, tmp_path):
     assert main(["check", str(bad)]) == 1
     out = capsys.readouterr().out
     assert out.isascii() and "[FAIL] FAILURE: mismatch" in out
+
+
+def test_fp8_values_may_be_a_neighbour_of_the_references_rounding_but_few_may():
+    """An e4m3 value one step from the reference's rounding passes (the chain's own rounding moves a value across a
+    rounding boundary), two steps fail; a step everywhere (rounding toward zero) fails by the fraction moved."""
+    ref = torch.linspace(-440, 440, 4001, dtype=torch.float64).to(torch.float8_e4m3fn)
+    codes = ref.view(torch.uint8).clone()
+    exact = compare(ref, ref.double(), ref, torch.float8_e4m3fn)
+    assert exact["passed"] and exact["rule"] == "fp8 step" and exact["moved_fraction"] == 0
+    one = codes.clone()
+    one[1000] += 1  # the next code away from zero: one step (1000 is a negative value, 3000 a positive one)
+    one[3000] -= 1
+    near = compare(one.view(torch.float8_e4m3fn), ref.double(), ref, torch.float8_e4m3fn)
+    assert near["passed"] and 0 < near["moved_fraction"] < 0.01
+    two = codes.clone()
+    two[3000] -= 2
+    far = compare(two.view(torch.float8_e4m3fn), ref.double(), ref, torch.float8_e4m3fn)
+    assert not far["passed"] and far["max_abs_index"] == [3000]
+    positive = (ref.double() > 2**-6)  # toward zero everywhere: a normal positive value's code one lower
+    toward_zero = torch.where(positive, codes - 1, codes).view(torch.float8_e4m3fn)
+    shrunk = compare(toward_zero, ref.double(), ref, torch.float8_e4m3fn)
+    assert not shrunk["passed"] and shrunk["moved_fraction"] > 0.4 and shrunk["max_abs_err"] <= shrunk[
+        "max_abs_tolerance"]
+
+
+def test_several_outputs_are_each_judged_and_counted():
+    """A quantizer's (values, scales): a tuple of the task's count of plain tensors, each by its own rule."""
+    values = torch.tensor([[448.0, -224.0], [448.0, 1.0]]).to(torch.float8_e4m3fn)
+    scales = torch.tensor([[0.5], [0.25]])
+    ref = (values.double(), scales.double())
+    dtypes = (torch.float8_e4m3fn, torch.float32)
+    assert compare((values, scales), ref, None, dtypes)["passed"]
+    wrong = compare((values, scales * 1.01), ref, None, dtypes)
+    assert not wrong["passed"] and wrong["output"] == 1 and wrong["kind"] == "mismatch"
+    assert compare(values, ref, None, dtypes)["kind"] == "outputs"
+    assert compare((values, scales, scales), ref, None, dtypes)["kind"] == "outputs"
+    assert compare((values, scales), values.double(), None, torch.float8_e4m3fn)["kind"] == "outputs"
 
 
 def test_wrapper_must_return_a_plain_tensor(tmp_path):

@@ -83,7 +83,7 @@ def test_every_op_is_finite_on_its_domain(name, dtype):
     task = TaskGenerator().generate(0, dtype=dtype, ops=name)
     for dims in task.shapes["test"]:
         out = task.function(*task.make_inputs(dims, seed=3))
-        assert torch.isfinite(out).all()
+        assert all(torch.isfinite(t.float()).all() for t in (out if task.quantizer else (out,)))
 
 
 def _pointwise_kernel(tmp_path, expr: str, binary: bool):

@@ -255,7 +255,8 @@ def test_wide_shapes_take_rows_past_1024_and_stay_small(family):
             continue
         assert any(1024 < dims[name] < 2048 for name in ("N", "K", "W") if name in dims)
         assert math.prod(task.output_dims(dims)) <= 2 * 2048 * 3 * 3
-        assert tuple(task.function(*task.make_inputs(dims, seed)).shape) == tuple(task.output_dims(dims))
+        out = task.function(*task.make_inputs(dims, seed))
+        assert tuple((out[0] if task.quantizer else out).shape) == tuple(task.output_dims(dims))
 
 
 def test_all_ops_get_used():
@@ -263,13 +264,14 @@ def test_all_ops_get_used():
     convolutions a global pooling: a spatial reduction after them)."""
     used = {s.op for seed in range(300) for s in GEN.generate(seed).steps}
     new = {op.name for op in catalog.SCAN_OPS + catalog.LOSS_OPS + catalog.ARG_REDUCTION_OPS + catalog.SPATIAL_OPS
-           + catalog.GATHER_OPS + catalog.POOL_OPS + catalog.ATTENTION_OPS + catalog.CONV_OPS + catalog.FP8_OPS}
+           + catalog.GATHER_OPS + catalog.POOL_OPS + catalog.ATTENTION_OPS + catalog.CONV_OPS + catalog.FP8_OPS
+           + catalog.QUANTIZE_OPS}
     assert used == set(catalog.CATALOG) - new
     for family, ops in (("scan", catalog.SCAN_OPS), ("loss", catalog.LOSS_OPS),
                         ("arg_reduction", catalog.ARG_REDUCTION_OPS), ("spatial_reduction", catalog.SPATIAL_OPS),
                         ("gather", catalog.GATHER_OPS), ("pooling", catalog.POOL_OPS),
                         ("attention", catalog.ATTENTION_OPS), ("convolution", catalog.CONV_OPS),
-                        ("fp8", catalog.FP8_OPS)):
+                        ("fp8", catalog.FP8_OPS + catalog.QUANTIZE_OPS)):
         drawn = {s.op for seed in range(40) for s in GEN.generate(seed, family=family).steps}
         assert {op.name for op in ops} <= drawn
         also = {op.name for op in catalog.SPATIAL_OPS} if family == "convolution" else set()
@@ -286,7 +288,9 @@ def test_all_ops_get_used():
     ("softmax,argmax", None, "arg_reduction", "medium"), ("silu,spatial_max", "row", "spatial_reduction", "medium"),
     ("embedding,relu,rms_norm", "row", "gather", "medium"), ("embedding,add:col", "pointwise", "gather", "medium"),
     ("embedding,mse_loss", None, "gather", "medium"), ("dequantize_fp8_rows,gelu", "pointwise", "fp8", "medium"),
-    ("dequantize_fp8_tensor,relu,softmax", "row", "fp8", "medium")])
+    ("dequantize_fp8_tensor,relu,softmax", "row", "fp8", "medium"), ("silu,quantize_fp8_rows", "row", "fp8", "medium"),
+    ("tanh,mul:col,quantize_fp8_tensor", "row", "fp8", "medium"), ("linear,quantize_fp8_rows", None, "fp8", "hard"),
+    ("softmax,quantize_fp8_rows", None, "fp8", "medium")])
 def test_one_classification_gives_plan_family_and_difficulty(ops, plan, family, difficulty):
     kind = classify(ops.replace(":col", "").split(","))
     assert (kind.plan, kind.family, kind.difficulty) == (plan, family, difficulty)
@@ -370,8 +374,10 @@ def test_a_mean_loss_still_must_depend_on_every_input():
 def test_fp8_tasks_read_e4m3_values_and_scales_in_the_task_dtype():
     """x is float8 e4m3 [M, N] drawn across most of its range (finite: within +-448), its scale [M, 1] or [1] in the
     task's dtype; the float64 reference dequantizes exactly."""
-    for seed in range(8):
+    for seed in range(16):
         task = GEN.generate(seed, family="fp8")
+        if task.quantizer:
+            continue
         x, scale = task.inputs[:2]
         assert (x.dtype, x.shape) == ("float8_e4m3fn", ["M", "N"]) and scale.dtype == task.dtype
         assert scale.shape == (["M", 1] if task.steps[0].op == "dequantize_fp8_rows" else [1])
@@ -380,6 +386,30 @@ def test_fp8_tasks_read_e4m3_values_and_scales_in_the_task_dtype():
         assert 200 < float(values[0].float().abs().max()) <= 448
         if len(task.steps) == 1:
             assert torch.equal(task.reference(values[:2]), values[0].double() * values[1].double())
+
+
+def test_fp8_quantization_ends_a_chain_with_values_and_their_scales():
+    """Half the fp8 family's tasks quantize their chain: two outputs, the e4m3 values (h / scale, within +-448) and
+    the float32 scales (amax / 448, a row's or the tensor's); the reference's in float64, each value rounded once.
+    The screen judges the values quantized."""
+    quantizers = [task for task in (GEN.generate(seed, family="fp8") for seed in range(12)) if task.quantizer]
+    assert {task.quantizer.name for task in quantizers} == {"quantize_fp8_rows", "quantize_fp8_tensor"}
+    for task in quantizers:
+        rows = task.quantizer.scales == "rows"
+        assert task.outputs == [(task.output_shape, "float8_e4m3fn"),
+                                ([*task.output_shape[:-1], 1] if rows else [1], "float32")]
+        assert task.to_dict()["outputs"][1]["dtype"] == "float32" and FusionTask.from_dict(task.to_dict()).quantizer
+        inputs = task.make_inputs(task.shapes["test"][0], 3)
+        values, scales = task.reference(inputs)
+        assert values.dtype == torch.float8_e4m3fn and scales.dtype == torch.float64
+        h = task.values(inputs, float64=True)
+        amax = h.abs().amax(dim=-1, keepdim=True) if rows else h.abs().amax().reshape(1)
+        assert torch.equal(scales, amax / 448)
+        assert torch.equal(values, (h / scales).to(torch.float8_e4m3fn)) and float(values.float().abs().max()) == 448
+        own_values, own_scales = task.function(*inputs)
+        assert own_values.dtype == torch.float8_e4m3fn and own_scales.dtype == torch.float32
+    with pytest.raises(TaskError, match="an fp8 quantization and ends the chain"):
+        GEN.generate(1, ops="quantize_fp8_rows,relu")
 
 
 def test_scan_and_loss_tasks_test_a_row_of_several_chunks():

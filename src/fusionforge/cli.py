@@ -95,7 +95,7 @@ def render_task(task: FusionTask, command: str | None = None) -> str:
     w1 = max(len(a) for a, _, _ in labels)
     w2 = max(len(b) for _, b, _ in labels)
     lines += [f"  {a:<{w1}}  {b:<{w2}}  {c}" for a, b, c in labels]
-    lines += ["", f"Output: {_fmt_shape(task.output_shape)} {task.output_dtype}", "", "Shapes:"]
+    lines += ["", f"Output: {task.output_text()}", "", "Shapes:"]
     cost = task.to_dict()["cost"]
     for family in ("test", "bench"):
         for dims, c in zip(task.shapes[family], cost[family]):

@@ -73,7 +73,7 @@ def _triton_stub(task: FusionTask) -> str:
 
     chain = "\n".join(f"        {line}" for line in task.pytorch_body())
     params = [spec.name if spec.dtype == SCALAR_DTYPE else f"{spec.name}_ptr" for spec in task.inputs]
-    output = "[" + ", ".join(str(d) for d in task.output_shape) + f"] {task.output_dtype}"
+    output = task.output_text()
     return f'''@triton.jit
 def fused_kernel_triton({", ".join(params)}, out_ptr, BLOCK_SIZE: tl.constexpr):
     """TODO: fuse the chain into this kernel (add the sizes, strides and block sizes it needs; more kernels
@@ -87,6 +87,6 @@ def fused_kernel_triton({", ".join(params)}, out_ptr, BLOCK_SIZE: tl.constexpr):
 
 
 def fused_kernel_triton_wrapper({", ".join(task.arg_names)}):
-    """TODO: allocate the output ({output}), launch the kernels, return the output. Outside the launches
+    """TODO: allocate the output ({output}), launch the kernels, return it. Outside the launches
     only allocation, views, reshapes and contiguous copies: no torch math."""
     raise NotImplementedError("fused_kernel_triton_wrapper is not written yet")'''

@@ -35,7 +35,8 @@ Conventions
   reads ``x`` [B, C, H, W] and ``weight`` [C, 1, R, R]; a conv_transpose2d (one group) ``x`` [B, K, H, W] and
   ``weight`` [K, C, R, R], its P and Q larger than H and W.
 * fp8 dequantization starts a chain too: ``x`` [M, N] in float8 e4m3 times its ``scale`` ([M, 1] a row's,
-  or [1] the tensor's, in the task's dtype) gives [M, N] in the task's dtype.
+  or [1] the tensor's, in the task's dtype) gives [M, N] in the task's dtype. fp8 quantization ends one, with two
+  outputs: h / scale in float8 e4m3 and the float32 scales (amax |h| / 448, a row's or the tensor's).
 * ``flops`` counts floating-point operations per output element (per input element for
   reductions, normalizations, scans and losses); matmuls count ``2 * K`` per output element, pooling ops
   ``flops`` per value of a window (K^2 per output element), convolutions ``flops`` per tap.
@@ -66,6 +67,7 @@ class Family(str, Enum):
     ATTENTION = "attention"
     CONV = "convolution"
     FP8 = "fp8"
+    QUANTIZE = "quantize"
 
 
 class ShapeError(ValueError):
@@ -120,6 +122,10 @@ class Op:
     # does; an arg reduction returns int64 indices. (A template computes in float32 on ``{x32}`` and ``{target32}``:
     # 16-bit values upcast, float64 kept.)
     out_dtype: str | None = None
+    # Statements the PyTorch form runs before ``h = <torch>`` (a quantizer's scales), templates as ``torch``.
+    setup: tuple[str, ...] = ()
+    # A quantizer's second output, float32 scales: ``rows`` (one a row, [..., 1]) or ``tensor`` (one, [1]).
+    scales: str | None = None
 
     def triton_form(self, dtype: str) -> str | None:
         """The Triton form a task of ``dtype`` uses."""
@@ -568,6 +574,24 @@ FP8_OPS = [
 ]
 
 
+# fp8 quantization ends a chain, as a dynamically scaled fp8 matmul's input is made: each row (or the whole tensor) is
+# scaled so that its largest magnitude lands on e4m3's largest finite value, 448, and rounded to e4m3 (to nearest,
+# saturating). Two outputs: the e4m3 values and their float32 scales (amax / 448; a row of zeros takes 1e-12 / 448).
+# The scales are computed in float32 from the chain's values (float64 in the reference).
+FP8_MAX = 448.0
+FP8_QUANTIZE = (f"(h / scales).clamp(-{FP8_MAX}, {FP8_MAX}).to(torch.{FP8_DTYPE}), scales")
+QUANTIZE_OPS = [
+    Op("quantize_fp8_rows", Family.QUANTIZE, FP8_QUANTIZE,
+       f"s_i = max_j |h_ij| / {FP8_MAX:g}, q_ij = e4m3(h_ij / s_i): [M, N] -> [M, N] e4m3, [M, 1] float32",
+       3, label="fp8 (e4m3) quantization, a scale a row", out_dtype=FP8_DTYPE, scales="rows",
+       setup=("h = {x32}", f"scales = h.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / {FP8_MAX}")),
+    Op("quantize_fp8_tensor", Family.QUANTIZE, FP8_QUANTIZE,
+       f"s = max_ij |h_ij| / {FP8_MAX:g}, q_ij = e4m3(h_ij / s): [M, N] -> [M, N] e4m3, [1] float32",
+       3, label="fp8 (e4m3) quantization, one scale", out_dtype=FP8_DTYPE, scales="tensor",
+       setup=("h = {x32}", f"scales = h.abs().amax().clamp(min=1e-12).reshape(1) / {FP8_MAX}")),
+]
+
+
 def conv_size(size: int, window: int, params: dict[str, Any], transposed: bool = False) -> int:
     """The length a conv2d leaves of a plane's side of ``size`` values with ``window`` taps:
     (size + 2 pad - dil (window - 1) - 1) // S + 1; a conv_transpose2d, (size - 1) S - 2 pad + dil (window - 1) + 1."""
@@ -579,7 +603,7 @@ def conv_size(size: int, window: int, params: dict[str, Any], transposed: bool =
 
 CATALOG: dict[str, Op] = {op.name: op for op in MATMUL_OPS + GATHER_OPS + ATTENTION_OPS + CONV_OPS + UNARY_OPS
                            + BINARY_OPS + REDUCTION_OPS + NORM_OPS + SCAN_OPS + LOSS_OPS + ARG_REDUCTION_OPS
-                           + SPATIAL_OPS + POOL_OPS + FP8_OPS}
+                           + SPATIAL_OPS + POOL_OPS + FP8_OPS + QUANTIZE_OPS}
 
 # Inference batch norm applies running statistics: a per-channel affine map that reduces nothing.
 AFFINE_NORMS = ("batch_norm",)
@@ -594,18 +618,20 @@ def reads_planes(op: Op) -> bool:
 
 
 # Ops that act on whole rows (of the last dimension; a spatial reduction's of H x W): what the row plans walk.
-ROW_FAMILIES = (Family.REDUCTION, Family.NORM, Family.SCAN, Family.LOSS, Family.ARG_REDUCTION, Family.SPATIAL)
+ROW_FAMILIES = (Family.REDUCTION, Family.NORM, Family.SCAN, Family.LOSS, Family.ARG_REDUCTION, Family.SPATIAL,
+                Family.QUANTIZE)
 # Ops that start a chain from inputs of their own shapes: a matmul, a gather, attention, a convolution, fp8
 # dequantization.
 ROOTS = (Family.MATMUL, Family.GATHER, Family.ATTENTION, Family.CONV, Family.FP8)
-# Ops whose result no op reads: a loss, an index.
-ENDS_CHAIN = (Family.LOSS, Family.ARG_REDUCTION)
+# Ops whose result no op reads: a loss, an index, fp8 values and their scales.
+ENDS_CHAIN = (Family.LOSS, Family.ARG_REDUCTION, Family.QUANTIZE)
 
 
 def reduces(op: Op) -> bool:
-    """Whether ``op`` reduces over values: a reduction (spatial too), a loss, an arg reduction, or a normalization
-    that computes its statistics."""
-    return (op.family in (Family.REDUCTION, Family.NORM, Family.LOSS, Family.ARG_REDUCTION, Family.SPATIAL)
+    """Whether ``op`` reduces over values: a reduction (spatial too), a loss, an arg reduction, a normalization
+    that computes its statistics, or a quantizer (its amax)."""
+    return (op.family in (Family.REDUCTION, Family.NORM, Family.LOSS, Family.ARG_REDUCTION, Family.SPATIAL,
+                          Family.QUANTIZE)
             and op.name not in AFFINE_NORMS)
 
 
@@ -628,11 +654,16 @@ def operands(op: Op, params: dict[str, Any]) -> tuple[Operand, ...]:
 UPCAST = "{0}.to(torch.promote_types({0}.dtype, torch.float32))"  # 16-bit to float32, float64 kept
 
 
+def upcasts(template: str) -> str:
+    """``template`` with ``{x32}`` and ``{target32}`` spelled out (``UPCAST``)."""
+    return template.replace("{x32}", UPCAST.format("{x}")).replace("{target32}", UPCAST.format("{target}"))
+
+
 def torch_template(op: Op, params: dict[str, Any]) -> str:
     """The PyTorch expression template; binary ops broadcast a per-row vector over the last dim; ``{x32}`` and
     ``{target32}`` are their values upcast to float32."""
     if op.family is not Family.BINARY:
-        return op.torch.replace("{x32}", UPCAST.format("{x}")).replace("{target32}", UPCAST.format("{target}"))
+        return upcasts(op.torch)
     kind = params["operand"]
     if kind == "scalar":
         return op.torch_scalar or op.torch

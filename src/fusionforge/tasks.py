@@ -15,7 +15,7 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 from fusionforge import ops as catalog
@@ -118,6 +118,8 @@ class FusionTask:
             "ops": [s.to_dict() for s in self.steps],
             "inputs": [i.to_dict() for i in self.inputs],
             "output": {"shape": self.output_shape, "dtype": self.output_dtype},
+            **({"outputs": [{"shape": list(shape), "dtype": dtype} for shape, dtype in self.outputs]}
+               if len(self.outputs) > 1 else {}),
             "shapes": self.shapes,
             "cost": {family: [self.cost(d) for d in dims] for family, dims in self.shapes.items()},
         }
@@ -165,6 +167,30 @@ class FusionTask:
         return catalog.get(self.steps[-1].op).out_dtype or self.dtype
 
     @property
+    def outputs(self) -> list[tuple[list, str]]:
+        """(symbolic shape, dtype) of each tensor the chain returns: one, or a quantizer's values and scales."""
+        first = (self.output_shape, self.output_dtype)
+        quantizer = self.quantizer
+        if quantizer is None:
+            return [first]
+        scales = [*self.output_shape[:-1], 1] if quantizer.scales == "rows" else [1]
+        return [first, (scales, "float32")]
+
+    def output_text(self) -> str:
+        """The outputs in words: ``[M, N] float16``; a quantizer's ``a tuple: [M, N] float8_e4m3fn (the values),
+        [M, 1] float32 (their scales)``."""
+        shapes = [f"[{', '.join(str(d) for d in shape)}] {dtype}" for shape, dtype in self.outputs]
+        if len(shapes) == 1:
+            return shapes[0]
+        return f"a tuple: {shapes[0]} (the values), {shapes[1]} (their scales)"
+
+    @property
+    def quantizer(self) -> Op | None:
+        """The fp8 quantization that ends the chain, if one does."""
+        op = catalog.get(self.steps[-1].op)
+        return op if op.family is Family.QUANTIZE else None
+
+    @property
     def family(self) -> str:
         return classify([s.op for s in self.steps]).family
 
@@ -209,6 +235,9 @@ class FusionTask:
             if op.family is Family.BINARY:
                 names = {"y": step.inputs[0]}
             fields = {"x": self.inputs[0].name if k == 0 else "h", **step.params, **names}
+            lines += [catalog.upcasts(line).format(**fields) for line in op.setup]
+            if op.setup:
+                fields["x"] = "h"
             expr = catalog.torch_template(op, step.params).format(**fields)
             if rounded and op.accumulates:
                 expr += f" + rounding({op.accumulates.format(**fields)})"
@@ -246,7 +275,7 @@ class FusionTask:
 
     @cached_property
     def _values_function(self) -> Callable:
-        """The chain without its last step: the values an arg reduction picks from."""
+        """The chain without its last step: the values an arg reduction picks from, or a quantizer scales."""
         body = "\n".join("    " + line for line in [f"h = {self.inputs[0].name}", *self.pytorch_body()[:-1]])
         return self._compiled(f"def values({', '.join(self.arg_names)}):\n{body}\n    return h\n", "values")
 
@@ -255,10 +284,15 @@ class FusionTask:
         task dtype, whether it picks the largest), for the index rule (verify/indices.py); None for other tasks."""
         if self.arg_reduction is None:
             return None
+        return self.values(inputs, float64=True), self.values(inputs), self.arg_reduction.name == "argmax"
+
+    def values(self, inputs: list, float64: bool = False) -> Any:
+        """The chain without its last step on ``inputs``, at their dtypes or in float64."""
         import torch
 
-        upcast = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in inputs]
-        return self._values_function(*upcast), self._values_function(*inputs), self.arg_reduction.name == "argmax"
+        if float64:
+            inputs = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in inputs]
+        return self._values_function(*inputs)
 
     def reference(self, inputs: list, accumulation: Any = None) -> Any:
         """The trusted result: the chain evaluated in float64 on the given inputs (same device).
@@ -342,7 +376,8 @@ class FusionTask:
                 return dims["M"] * dims["N"] * ITEMSIZE[spec.dtype]
             return _numel(concrete(spec.shape, dims)) * ITEMSIZE[spec.dtype]
 
-        fused = sum(nbytes(i) for i in self.inputs) + _numel(self.output_dims(dims)) * ITEMSIZE[self.output_dtype]
+        fused = sum(nbytes(i) for i in self.inputs) + sum(_numel(concrete(shape, dims)) * ITEMSIZE[dtype]
+                                                          for shape, dtype in self.outputs)
         flops = unfused = 0
         shape = concrete(self.inputs[0].shape, dims)
         for step, out_sym in zip(self.steps, self.step_shapes()):
@@ -540,6 +575,7 @@ _REDUCTIONS = [op for op in catalog.CATALOG.values() if op.family is Family.REDU
 _SCANS = [op for op in catalog.CATALOG.values() if op.family is Family.SCAN]
 _LOSSES = [op for op in catalog.CATALOG.values() if op.family is Family.LOSS]
 _ARG_REDUCTIONS = [op for op in catalog.CATALOG.values() if op.family is Family.ARG_REDUCTION]
+_QUANTIZERS = [op for op in catalog.CATALOG.values() if op.family is Family.QUANTIZE]
 _SPATIAL = [op for op in catalog.CATALOG.values() if op.family is Family.SPATIAL]
 _POOLS = [op for op in catalog.CATALOG.values() if op.family is Family.POOL]
 _MATMUL_ROOTS = [op for op in catalog.CATALOG.values() if op.family is Family.MATMUL]
@@ -685,6 +721,9 @@ class TaskGenerator:
                     plan.append(second)
                 else:  # an instance norm takes away each channel's mean, the conv's bias with it, unless an op comes
                     plan[1:1] = [second] if second == "group_norm" else ["pointwise", second]
+        elif family == "fp8" and rng.random() < 0.5:  # pointwise ops, then quantized (a scale a row or one)
+            rank = rng.choice((2, 2, 3))
+            plan = ["pointwise"] * rng.choice((1, 2)) + [rng.choice(_QUANTIZERS).name]
         elif family == "fp8":  # dequantized values into pointwise ops, or around a reduction or a normalization
             rank = 2
             root = rng.choice(("dequantize_fp8_rows", "dequantize_fp8_tensor"))
@@ -709,7 +748,7 @@ class TaskGenerator:
         shape = start_shape(rank)
         chain: list[tuple[Op, dict]] = []
         for slot in plan:
-            if slot in catalog.CATALOG:  # a named op: a root, a loss or an arg reduction
+            if slot in catalog.CATALOG:  # a named op: a root, a loss, an arg reduction or a quantizer
                 op = catalog.CATALOG[slot]
                 params = _sample_params(op, {}, rng)
                 chain.append((op, params))
@@ -838,6 +877,9 @@ def classify(ops: list[str]) -> ChainKind:
     reductions = families.count(Family.REDUCTION)
     scans, losses = families.count(Family.SCAN), families.count(Family.LOSS)
     args, spatial = families.count(Family.ARG_REDUCTION), families.count(Family.SPATIAL)
+    if families[-1] is Family.QUANTIZE:  # pointwise ops, then fp8 quantization: the row plan, its row op the last
+        plan = "row" if len(row_ops) == 1 and families[0] not in catalog.ROOTS else None
+        return ChainKind(plan, "fp8", "hard" if families[0] in (Family.MATMUL, Family.ATTENTION) else "medium")
     if families[0] is Family.MATMUL:
         simple = not (scans or losses or args or spatial) and len([op for op in row_ops if op != "batch_norm"]) <= 1
         return ChainKind("matmul" if simple else None, "matmul", "hard")
@@ -956,7 +998,8 @@ def check_chain(forced, rank: int, rng: random.Random) -> list[tuple[Op, dict]]:
         op = catalog.CATALOG[name]
         params = _sample_params(op, fixed, rng)
         if k and catalog.CATALOG[forced[k - 1][0]].family in catalog.ENDS_CHAIN:
-            ends = "a loss" if catalog.CATALOG[forced[k - 1][0]].family is Family.LOSS else "an arg reduction"
+            ends = {Family.LOSS: "a loss", Family.QUANTIZE: "an fp8 quantization"}.get(
+                catalog.CATALOG[forced[k - 1][0]].family, "an arg reduction")
             raise TaskError(f"step {k + 1}: {forced[k - 1][0]} is {ends} and ends the chain")
         if op.family in catalog.ROOTS:
             if k != 0:
@@ -1151,12 +1194,16 @@ def screen(task: FusionTask) -> str | None:
     """
     import torch
 
+    # an arg reduction or a quantizer is judged by the values it takes (its rounding is its own rule's)
+    takes_values = task.arg_reduction is not None or task.quantizer is not None
+    reference = partial(task.values, float64=True) if task.quantizer else task.reference
     for k, dims in enumerate(task.shapes["test"] + [probe_dims(task)]):
         inputs = task.make_inputs(dims, seed=101 + k)
         with torch.no_grad():
-            out, ref = task.function(*inputs), task.reference(inputs)
-            if task.arg_reduction is not None:
-                ref, out, _ = task.picked_from(inputs)
+            if takes_values:
+                out, ref = task.values(inputs), task.values(inputs, float64=True)
+            else:
+                out, ref = task.function(*inputs), task.reference(inputs)
         if not (torch.isfinite(out).all() and torch.isfinite(ref).all()):
             return f"non-finite output at {dims}"
         if (error := rel_error(out.double(), ref)) > MAX_DTYPE_ERROR:
@@ -1167,7 +1214,7 @@ def screen(task: FusionTask) -> str | None:
     base = task.make_inputs(dims, seed=7)
     other = task.make_inputs(dims, seed=8)
     with torch.no_grad():
-        out = task.reference(base)
+        out = reference(base)
         rms = float(out.square().mean().sqrt())
         if rms < NEAR_ZERO_RMS:
             return f"output near zero (rms {rms:.2g})"
@@ -1178,7 +1225,7 @@ def screen(task: FusionTask) -> str | None:
             if spec.init.get("dist") in FIXED_DISTS:
                 continue
             moved = base[:k] + [other[k]] + base[k + 1:]
-            if rel_error(task.reference(moved), out) < least:
+            if rel_error(reference(moved), out) < least:
                 return f"output independent of input {spec.name}"
     return None
 

@@ -219,14 +219,18 @@ def verify_call(out, eager_out, inputs: list, reference, dtype, accumulates: boo
                 picked_from=None) -> dict:
     """A timed call's output against the float64 reference of its inputs, under the checker's tolerance;
     ``picked_from`` gives an arg reduction's values (``FusionTask.picked_from``) for its index rule."""
-    if type(out) is not torch.Tensor:  # noqa: E721 - as the checker: a plain tensor only
+    several = isinstance(dtype, tuple)  # a quantizer's values and scales: a tuple of plain tensors
+    if type(out) is not (tuple if several else torch.Tensor):  # noqa: E721 - as the checker
         return {"passed": False, "kind": "type", "type": type(out).__name__}
     ref = reference(inputs)
-    stats = compare(out, ref, eager_out, dtype,
-                    lambda: input_sensitivity(reference, inputs, ref, accumulates=accumulates),
-                    picked_from and picked_from(inputs))
+    if several:  # each output by its own rule (the checker's, no sensitivity)
+        stats = compare(out, tuple(t.double() for t in ref), eager_out, dtype)
+    else:
+        stats = compare(out, ref, eager_out, dtype,
+                        lambda: input_sensitivity(reference, inputs, ref, accumulates=accumulates),
+                        picked_from and picked_from(inputs))
     keep = ("passed", "kind", "rule", "rel_err", "tolerance", "max_abs_err", "max_abs_tolerance", "max_abs_index",
-            "value", "expected", "bad_fraction", "rounding_bound", "shape", "dtype")
+            "value", "expected", "bad_fraction", "rounding_bound", "shape", "dtype", "output", "moved_fraction")
     return {k: stats[k] for k in keep if k in stats}
 
 
@@ -286,7 +290,9 @@ def main(request_path: str) -> int:
 
         task = FusionTask.from_dict(request["task"])
         eager = task.function  # the trusted chain, not the file's own (which could be made slow)
-        reference, dtype = task.reference, getattr(torch, task.output_dtype)
+        reference = task.reference
+        dtype = tuple(getattr(torch, name) for _, name in task.outputs)  # a quantizer's two, else one
+        dtype = dtype if len(dtype) > 1 else dtype[0]
         input_sets = [task.make_inputs(request["dims"], seed, "cuda") for seed in request["seeds"]]
         with torch.no_grad():
             compiled = compile_chain(eager, input_sets[0], result)

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fusionforge.ops import FP8_MAX
+
 
 @dataclass(frozen=True)
 class Reduction:
@@ -44,10 +46,11 @@ class Reduction:
 @dataclass(frozen=True)
 class Normalization:
     name: str
-    statistic: str | None  # the Reduction whose state it needs (None: batch norm, per channel)
+    statistic: str | None  # the Reduction whose state it needs (None: batch norm, per channel; a tensor's scale)
     finalize: tuple[str, ...]
     apply: str
     registers: tuple[str, ...] | None = None  # the one-pass form over a row in registers, where it differs
+    keeps: tuple[str, ...] = ()  # what a row stores besides its values, once its constants are known (fp8 scales)
 
 
 def _sum_like(name: str, part: str, what: str, value: str, result: str) -> Reduction:
@@ -123,11 +126,17 @@ REDUCTIONS = {r.name: r for r in [
                  "{m2} = tl.sum({m2}, axis=0) + tl.sum({count} * spread * spread, axis=0)"),
         finalize=("h = {m2} / ({n} - {correction})",),
         walk=(("shift", "0.0"), ("offset", "0.0"))),
+    Reduction("amax", (("amax", "0.0"),), "the row's largest magnitude",
+              block=("{amax} = tl.max(tl.where({mask}, tl.abs(h), 0.0), axis={axis})",),
+              update=("{amax} = tl.maximum({amax}, tl.max(tl.where({mask}, tl.abs(h), 0.0), axis={axis}))",),
+              combine=("{amax} = tl.max({amax}, axis=0)",), finalize=("h = {amax}",)),
     _arg_extremum("argmax", "max", "float('-inf')", ">"),
     _arg_extremum("argmin", "min", "float('inf')", "<"),
 ]}
 # A spatial reduction's row is a [B, C, H, W] value's plane of H x W values, contiguous: the same math.
 REDUCTIONS["spatial_mean"], REDUCTIONS["spatial_max"] = REDUCTIONS["mean"], REDUCTIONS["max"]
+
+QUANTIZE = f"h = tl.clamp(h / scale, -{FP8_MAX}, {FP8_MAX})"
 
 _STANDARDIZE = Normalization(
     "standardize", "var", ("rstd = tl.rsqrt({m2} / {n} + {eps})",), "h = (h - {mean}) * rstd * gamma + beta",
@@ -157,6 +166,14 @@ NORMALIZATIONS = {
                                   "h = h / norm"),
     "batch_norm": Normalization("batch_norm", None, (),
                                 "h = (h - running_mean) * tl.rsqrt(running_var + {eps}) * gamma + beta"),
+    # fp8 e4m3: h / scale rounded to nearest on the cast, saturated at the largest finite value
+    "quantize_fp8_rows": Normalization("quantize_fp8_rows", "amax",
+                                       (f"scale = tl.maximum({{amax}}, 1e-12) / {FP8_MAX}",), QUANTIZE,
+                                       keeps=("tl.store(scales_ptr + row, scale)",)),
+    # the tensor's amax: every row's, folded in by a first kernel's atomic max
+    "quantize_fp8_tensor": Normalization("quantize_fp8_tensor", None,
+                                         (f"scale = tl.maximum(tl.load(amax_ptr), 1e-12) / {FP8_MAX}",), QUANTIZE,
+                                         keeps=("if row == 0:", "    tl.store(scales_ptr, scale)")),
 }
 
 

@@ -24,21 +24,31 @@ from fusionforge.codegen.plan import Plan, PlanStep, Rows, kernel_args
 from fusionforge.codegen.reductions import NORMALIZATIONS, REDUCTIONS, Phrases
 from fusionforge.codegen.source import Code, Kernel
 from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
-from fusionforge.ops import Family
+from fusionforge.ops import FP8_DTYPE, Family
 from fusionforge.tasks import InputSpec
 
+AMAX_DOC = "the tensor's max |h_ij|, each row's folded in by an atomic max (its scale is the next kernel's)"
 EVICT_FIRST = ", eviction_policy='evict_first'"
 READ_ONCE = f"# a reduction reads its rows once: evict_first ({tuning.see('evict-first')})"
 
 
 def emit(plan: Plan) -> Section:
     source = "weight" if plan.steps[0].op.name == "embedding" else "x"
-    kernel, launch, host = row_kernel(plan, plan.rows, list(plan.steps), "fused_kernel_triton", source,
-                                      list(plan.task.inputs))
+    steps, inputs = list(plan.steps), list(plan.task.inputs)
     code = wrapper(plan)
+    kernels = []
+    if plan.rows.step.op.name == "quantize_fp8_tensor":  # the tensor's amax first: a kernel of its own
+        kernel, launch, _ = row_kernel(plan, plan.rows, steps, "fused_kernel_triton_amax", source, inputs,
+                                       tensor_amax=True)
+        kernels.append(kernel)
+        code.extend(launch)
+    kernel, launch, host = row_kernel(plan, plan.rows, steps, "fused_kernel_triton", source, inputs)
+    if kernels:  # the second kernel of two: its tuning helpers and the row's sizes are already written
+        kernel.tuning = [line for line in kernel.tuning if line.startswith("@")]
+        launch.lines = [line for line in launch.lines if " = " not in line or line not in code.lines]
     code.extend(launch)
-    code("return out")
-    return Section([kernel], host, code)
+    code("return out, scales" if plan.task.quantizer else "return out")
+    return Section([*kernels, kernel], host, code)
 
 
 def geometry(rows: Rows) -> tuple[str, Layout, str]:
@@ -119,12 +129,13 @@ def _group_tiles(groups: int) -> Layout:
 
 
 def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source: str,
-               inputs: list[InputSpec]) -> tuple[Kernel, Code, list[str]]:
+               inputs: list[InputSpec], tensor_amax: bool = False) -> tuple[Kernel, Code, list[str]]:
     """The kernel walking ``rows`` through ``steps`` (pointwise, the row op, pointwise) over ``source`` (the
     wrapper's ``x``, a matmul's product ``h``, or the ``weight`` table an embedding lookup starting ``steps``
     reads; a gather starting them reads ``x`` at its ``index``); ``inputs``: the kernel's, ``source`` first (after
     the ids of a lookup). Returns the kernel, the wrapper lines that allocate ``out`` and launch it, and host-side
-    helpers it needs."""
+    helpers it needs. ``tensor_amax``: instead, the first kernel of a per-tensor fp8 quantization, each row's amax
+    folded into ``amax`` by an atomic max."""
     step, form, dtype = rows.step, rows.form, plan.dtype
     root = steps[0] if steps[0].op.family in (Family.GATHER, Family.FP8) else None
     lookup = root if root and root.op.name == "embedding" else None
@@ -134,8 +145,11 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
     row_len, layout, in_words = geometry(rows)
     row_len = row_len.replace("x.", "index." if picks else f"{source}.")
     pointers = ["ids_ptr", "weight_ptr"] if lookup else ["x_ptr"]
-    reduction = REDUCTIONS.get(step.op.name)
-    norm = NORMALIZATIONS.get(step.op.name)
+    reduction = REDUCTIONS["amax"] if tensor_amax else REDUCTIONS.get(step.op.name)
+    norm = None if tensor_amax else NORMALIZATIONS.get(step.op.name)
+    quantizer = step.op.family is Family.QUANTIZE
+    store_reduced = ("tl.atomic_max(amax_ptr, h)  # amax >= 0: a float max is exact in any order" if tensor_amax
+                     else "tl.store(out_ptr + row, h.to(out_ptr.dtype.element_ty))")
     body = Code()
     constexprs = {"registers": ["BLOCK_N"], "short_rows": ["ROWS", "BLOCK_N"], "slices": ["CHUNK"],
                   "group_tiles": ["TILE", "C_BLOCK", "BLOCK_N"]}[form]
@@ -163,7 +177,7 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
             body(READ_ONCE)
         body(*_first_load(root, rows, layout, form, hint))
         pointwise_steps(body, before, layout, dtype)
-        body(step.comment())
+        body(step.comment(AMAX_DOC if tensor_amax else None))
         operand_loads(body, step, layout)
         if form == "short_rows":
             phrases = Phrases(reduction, "row_", step.params, axis=1, bcast="[:, None]", known={"count": "row_len"})
@@ -174,13 +188,14 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
             phrases = Phrases(reduction, "row_", step.params, known={"count": "row_len"})
             body(*phrases(reduction.block), *phrases(reduction.finalize))
             pointwise_steps(body, after, per_row("row"), dtype)
-            body("tl.store(out_ptr + row, h.to(out_ptr.dtype.element_ty))")
+            body(store_reduced)
         else:
             body(*(_normalize_in_registers(norm, step) if norm else _scan(step)))
+            body(*(norm.keeps if norm else ()))
             pointwise_steps(body, after, layout, dtype)
             body("tl.store(out_ptr + row * row_len + cols, h.to(out_ptr.dtype.element_ty), mask=mask)")
     else:
-        _walk(body, rows, before, after, reduction, norm, layout, dtype, token, root)
+        _walk(body, rows, before, after, reduction, norm, layout, dtype, token, root, store_reduced)
 
     sizes = [*([("n_rows", "n_rows")] if form == "short_rows" else []), ("row_len", "row_len"),
              ("n_cols", f"{'index' if picks else source}.shape[-1]"),
@@ -194,15 +209,20 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
                            "too long for registers)"}[form]
     tuning_code = {"registers": tuning.row_warps(), "short_rows": tuning.row_warps(), "slices": [],
                    "group_tiles": tuning.group_tiles(step.params.get("groups", 1))}[form]
-    kernel = Kernel(name, [*pointers, *kernel_args(inputs[len(pointers):]), "out_ptr"], sizes, constexprs,
+    outputs = ["amax_ptr"] if tensor_amax else ["out_ptr", "scales_ptr"] if quantizer else ["out_ptr"]
+    if quantizer and norm and norm.statistic is None:
+        outputs.append("amax_ptr")
+    kernel = Kernel(name, [*pointers, *kernel_args(inputs[len(pointers):]), *outputs], sizes, constexprs,
                     [f"{chain_text(steps)}; "
                      + (f"{shape_text(inputs[0])} into {shape_text(inputs[1])}." if lookup
                         else f"{shape_text(inputs[0])} picked at {shape_text(inputs[1])}." if picks
                         else f"{shape_text(inputs[0])} scaled by {shape_text(inputs[1])}." if root
                         else f"x [{', '.join(str(d) for d in inputs[0].shape)}]."),
-                     f"{held[0].upper()}{held[1:]}; fp32 math, one cast on store."], body, tuning_code)
-    host = ["\n".join(tuning.row_slices())] if form == "slices" else []
-    return kernel, _launch(kernel, rows, step, name, source, row_len, inputs, root), host
+                     f"{held[0].upper()}{held[1:]}; fp32 math, "
+                     + ("each row's amax folded into amax_ptr." if tensor_amax else "one cast on store.")],
+                    body, tuning_code)
+    host = ["\n".join(tuning.row_slices())] if form == "slices" and not tensor_amax else []
+    return kernel, _launch(kernel, rows, step, name, source, row_len, inputs, root, tensor_amax), host
 
 
 def _scan(step: PlanStep) -> list[str]:
@@ -215,7 +235,7 @@ def _normalize_in_registers(norm, step: PlanStep) -> list[str]:
     """A normalization of a row held whole: the record's one-pass form, else its statistic's block, finalize
     and apply."""
     if norm.statistic is None:
-        return [norm.apply.format(**step.params)]
+        return [*norm.finalize, norm.apply.format(**step.params)]
     reduction = REDUCTIONS[norm.statistic]
     phrases = Phrases(reduction, "row_", step.params, known={"count": "row_len"})
     if norm.registers:
@@ -224,13 +244,15 @@ def _normalize_in_registers(norm, step: PlanStep) -> list[str]:
 
 
 def _walk(body: Code, rows: Rows, before: list[PlanStep], after: list[PlanStep], reduction, norm,
-          layout: Layout, dtype: str, token: list[str], root: PlanStep | None) -> None:
+          layout: Layout, dtype: str, token: list[str], root: PlanStep | None, store_reduced: str) -> None:
     """A row too long for registers: pass 1 folds each slice (or tile) into the row op's running state; a
     normalization's pass 2 walks the row again, normalizes and stores. ``token``: a lookup's lines loading the
-    row's id; ``root``: a gather or an fp8 dequantization starting the chain (``_first_load``)."""
+    row's id; ``root``: a gather or an fp8 dequantization starting the chain (``_first_load``); ``store_reduced``:
+    where a reduction's value goes."""
     step = rows.step
     statistic = reduction or (REDUCTIONS[norm.statistic] if norm.statistic else None)
-    body("row = tl.program_id(0).to(tl.int64)", *token, step.comment())
+    body("row = tl.program_id(0).to(tl.int64)", *token, step.comment(AMAX_DOC if reduction and
+                                                                     step.op.family is Family.QUANTIZE else None))
     if rows.form == "group_tiles":
         groups = step.params["groups"]
         layout = _group_tiles(groups)
@@ -264,10 +286,14 @@ def _walk(body: Code, rows: Rows, before: list[PlanStep], after: list[PlanStep],
         body(*phrases(reduction.finalize if reduction else norm.finalize))
     if reduction:
         pointwise_steps(body, after, per_row("row"), dtype)
-        body("tl.store(out_ptr + row, h.to(out_ptr.dtype.element_ty))")
+        body(store_reduced)
         return
+    if not statistic:
+        body(*norm.finalize)
+    body(*norm.keeps)
     affine = ", affine" if step.inputs else ""
-    body(f"# {'pass 2: ' if statistic else ''}normalize{affine}, the ops after it, store")
+    verb = "quantize" if step.op.family is Family.QUANTIZE else "normalize"
+    body(f"# {'pass 2: ' if statistic else ''}{verb}{affine}, the ops after it, store")
     open_walk("")
     operand_loads(body, step, layout)
     body(*(phrases([norm.apply]) if statistic else [norm.apply.format(**step.params)]))
@@ -277,18 +303,27 @@ def _walk(body: Code, rows: Rows, before: list[PlanStep], after: list[PlanStep],
 
 
 def _launch(kernel: Kernel, rows: Rows, step: PlanStep, name: str, source: str, row_len: str,
-            inputs: list[InputSpec], root: PlanStep | None) -> Code:
+            inputs: list[InputSpec], root: PlanStep | None, tensor_amax: bool = False) -> Code:
     """The wrapper lines allocating ``out`` (a value per row for a reduction, an index per row for an arg reduction,
     else the running value's shape: ``source``'s, a lookup's ids by the table's rows, a gather's rows of ``x`` by
-    its picks) and launching the kernel, a program per row (per ROWS rows for short ones)."""
+    its picks; fp8 values and their scales for a quantizer, and the amax a per-tensor one's first kernel folds
+    into) and launching the kernel, a program per row (per ROWS rows for short ones)."""
     code = Code(1)
+    if tensor_amax:
+        code("amax = torch.zeros(1, dtype=torch.float32, device=x.device)  # the atomic max's identity: |h| >= 0")
+    elif step.op.family is Family.QUANTIZE:
+        scales = "(*x.shape[:-1], 1)" if step.op.scales == "rows" else "(1,)"
+        code(f"out = torch.empty_like(x, dtype=torch.{FP8_DTYPE})",
+             f"scales = torch.empty({scales}, dtype=torch.float32, device=x.device)")
     lookup = root is not None and root.op.name == "embedding"
     picks = root is not None and root.op.family is Family.GATHER and not lookup
     fp8 = root is not None and root.op.family is Family.FP8  # the output takes the scale's dtype
     out_dtype = "scale.dtype" if fp8 else f"{source}.dtype"
     kept = 2 if step.op.family is Family.SPATIAL else 1  # the dims a reduction drops: H and W, or the last
     lead = "ids.shape" if lookup else f"{source}.shape[:-{kept}]"
-    if step.reduces:
+    if tensor_amax or step.op.family is Family.QUANTIZE:
+        pass
+    elif step.reduces:
         shape = f"(*{lead}, {', '.join(['1'] * kept)})" if step.params["keepdim"] else lead
         dtype = f"torch.{step.op.out_dtype}" if step.op.out_dtype else out_dtype
         code(f"out = torch.empty({shape}, dtype={dtype}, device={source}.device)")
@@ -298,7 +333,8 @@ def _launch(kernel: Kernel, rows: Rows, step: PlanStep, name: str, source: str, 
     else:
         code(f"out = torch.empty_like({source}{', dtype=scale.dtype' if fp8 else ''})")
     code(f"row_len = {row_len}")
-    args = [*(i.name for i in inputs), "out", *kernel.size_args()]
+    outputs = {"amax_ptr": "amax", "out_ptr": "out", "scales_ptr": "scales"}
+    args = [*(i.name for i in inputs), *(outputs[arg] for arg in kernel.params if arg in outputs), *kernel.size_args()]
     grid = f"{source}.numel() // row_len"
     if root:
         n_rows = "ids.numel()" if lookup else f"{source}.numel() // {source}.shape[-1]"

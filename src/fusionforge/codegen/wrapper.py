@@ -38,8 +38,11 @@ def wrapper(plan: Plan) -> Code:
     code = Code()
     code(f"def fused_kernel_triton_wrapper({', '.join(task.arg_names)}):")
     code.level = 1
-    out = ", ".join(str(d) for d in task.output_shape)
-    code(f'"""{", ".join(shape_text(spec) for spec in task.inputs)} -> [{out}]: allocate, launch."""')
+    outputs = [f"[{', '.join(str(d) for d in shape)}]" for shape, _ in task.outputs]
+    if len(outputs) > 1:  # a quantizer's values and scales
+        outputs = [f"{shape} {dtype.replace('float8_e4m3fn', 'float8 e4m3')}" for shape, (_, dtype)
+                   in zip(outputs, task.outputs)]
+    code(f'"""{", ".join(shape_text(spec) for spec in task.inputs)} -> {", ".join(outputs)}: allocate, launch."""')
     code(*(f"{i.name} = {i.name}.contiguous()" for i in task.inputs if i.dtype != SCALAR_DTYPE))
     return code
 

@@ -70,7 +70,7 @@ def task_prompt(task: FusionTask, attempt: int) -> str:
     return template("task").substitute(
         task_id=task.id, seed=task.seed, difficulty=task.difficulty, dtype=task.dtype, attempt=attempt,
         description=task.description, operations="\n".join(operations), pytorch_source=task.pytorch_source(),
-        inputs="\n".join(inputs), output=f"{_shape_text(task.output_shape)} {task.output_dtype}",
+        inputs="\n".join(inputs), output=task.output_text(),
         test_shapes=_dims_text(task.shapes["test"]), bench_shapes=_dims_text(task.shapes["bench"]),
         skeleton=skeleton(task, attempt))
 

@@ -127,7 +127,7 @@ def drawn_set(task: FusionTask, seed: int, draw: Callable, label: str) -> dict |
                 out = task.function(*task.make_inputs(dims, seed))
         except (RuntimeError, ValueError, IndexError):
             continue
-        if bool(torch.isfinite(out.double()).all()):
+        if all(bool(torch.isfinite(t.double()).all()) for t in _tensors(out)):
             return {"label": f"{label} {_dims(dims)}", "dims": dims, "seed": seed, "once": True}
     return None
 
@@ -141,11 +141,15 @@ def edge_holds(task: FusionTask, dims: dict, seed: int, edge: int) -> bool:
     rounding: a group of one clamped value, normalized, is its computed mean's last bits over sqrt(eps), which no
     input's rounding moves."""
 
+    takes_values = task.arg_reduction is not None or task.quantizer is not None  # judged by the values it takes
+    reference = functools.partial(task.values, float64=True) if task.quantizer else task.reference
+
     def own_error(inputs: list) -> tuple[float, torch.Tensor] | None:
         with torch.no_grad(), full_float32():
-            own, ref = task.function(*inputs), task.reference(inputs)
-            if task.arg_reduction is not None:
-                ref, own, _ = task.picked_from(inputs)
+            if takes_values:
+                own, ref = task.values(inputs), task.values(inputs, float64=True)
+            else:
+                own, ref = task.function(*inputs), task.reference(inputs)
         if not (bool(torch.isfinite(ref).all()) and bool(torch.isfinite(own).all())):
             return None
         return rel_error(own.double(), ref), ref
@@ -165,7 +169,7 @@ def edge_holds(task: FusionTask, dims: dict, seed: int, edge: int) -> bool:
     if at_edge <= EDGE_CONDITIONING * torch.finfo(dtype).eps / 2 or task.arg_reduction is not None:
         return True
     with torch.no_grad():
-        moved = input_sensitivity(task.reference, inputs, ref, seed, task.accumulates, dtype)
+        moved = input_sensitivity(reference, inputs, ref, seed, task.accumulates, dtype)
     return at_edge <= EDGE_CONDITIONING * float(moved.norm()) / max(float(ref.norm()), 1e-300)
 
 
@@ -183,6 +187,8 @@ def compare(out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype
     indices of an arg reduction are judged by the values they pick, ``picked_from`` = (float64 values, the values at
     the task dtype, whether the largest is picked) (``indices.judge``); other integers must equal the reference.
     """
+    if isinstance(ref, tuple) or type(out) is not torch.Tensor:  # noqa: E721 - a plain tensor, or a tuple of them
+        return _compare_outputs(out, ref, own, dtype)
     stats: dict = {"shape": list(out.shape), "dtype": str(out.dtype).replace("torch.", "")}
     if tuple(out.shape) != tuple(ref.shape):
         return {**stats, "passed": False, "kind": "shape"}
@@ -190,6 +196,8 @@ def compare(out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype
         return {**stats, "passed": False, "kind": "dtype"}
     if not dtype.is_floating_point:
         return {**stats, **_compare_integers(out, ref, picked_from)}
+    if dtype in FP8_STEP:
+        return {**stats, **_compare_fp8(out, ref, own)}
     finite_ref = torch.isfinite(ref)
     bad = ~torch.isfinite(out) & finite_ref
     if bad.any():
@@ -233,6 +241,68 @@ def compare(out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype
     if moved is not None:  # the worst element's own bound: SENSITIVITY_FACTOR x its input sensitivity
         stats["rounding_bound"] = SENSITIVITY_FACTOR * float(moved[worst])
     return stats
+
+
+def _compare_outputs(out, ref, own, dtype) -> dict:
+    """Several outputs (a tuple: a quantizer's values and scales), each against its reference by its own rule; the
+    first that fails, else the first's figures. ``out`` of another count or kind fails as ``outputs``."""
+    refs = ref if isinstance(ref, tuple) else (ref,)
+    got = out if isinstance(out, tuple) else (out,)
+    if not isinstance(ref, tuple) or len(got) != len(refs) or any(type(t) is not torch.Tensor for t in got):  # noqa
+        return {"passed": False, "kind": "outputs", "count": len(got), "expected_count": len(refs),
+                "type": type(out).__module__ + "." + type(out).__qualname__}
+    owns = own if isinstance(own, tuple) else (None,) * len(refs)
+    dtypes = dtype if isinstance(dtype, tuple) else (dtype,)
+    results = [compare(*parts) for parts in zip(got, refs, owns, dtypes)]
+    k = next((k for k, stats in enumerate(results) if not stats["passed"]), 0)
+    return {**results[k], "output": k}
+
+
+# float8 outputs: the largest gap between neighbouring values, relative to the smaller of the two (the value spacing
+# at 1.0 over 1.0), and the spacing of subnormals
+FP8_STEP = {torch.float8_e4m3fn: (2.0**-3, 2.0**-9)}
+# the fraction of float8 values that may round to a neighbour of the reference's beyond twice PyTorch's own fraction
+FP8_MOVED_FLOOR = 0.01
+
+
+def _compare_fp8(out: torch.Tensor, ref: torch.Tensor, own: torch.Tensor | None) -> dict:
+    """float8 values (a quantizer's): each within one value step of the reference's rounding (a float64 value
+    rounded once), more where PyTorch at the task dtype is further off: a value the chain's rounding moves across a
+    rounding boundary lands on the neighbouring float8 value. Few may: at most twice the fraction PyTorch's own
+    moves, plus FP8_MOVED_FLOOR (a kernel rounding toward zero moves half)."""
+    relative, subnormal = FP8_STEP[out.dtype]
+    got, ref = out.double(), ref.double()
+    if not torch.isfinite(got).all():
+        bad = ~torch.isfinite(got.reshape(-1))
+        first = int(bad.nonzero()[0])
+        return {"passed": False, "kind": "nan", "nonfinite": int(bad.sum()),
+                "unwritten": int((out.reshape(-1).view(torch.uint8) == POISON[out.dtype][1]).sum()),
+                "index": _index(first, out.shape), "value": float(got.reshape(-1)[first]),
+                "expected": float(ref.reshape(-1)[first])}
+    diff = (got - ref).abs()
+    smaller = torch.minimum(got.abs(), ref.abs())
+    bound = torch.maximum(smaller * relative, torch.full_like(smaller, subnormal))  # exact: powers of two
+    own_moved = 0.0
+    if own is not None:
+        own_diff = (own.double() - ref).abs()
+        bound = bound + 2 * own_diff
+        own_moved = float((own_diff > 0).double().mean()) if own_diff.numel() else 0.0
+    flat_diff, off = diff.reshape(-1), (diff > bound).reshape(-1)
+    # rounded otherwise (toward zero, a bias): most values a step off, where rounding moves a few across a boundary
+    moved = float((flat_diff > 0).double().mean()) if flat_diff.numel() else 0.0
+    moved_limit = 2 * own_moved + FP8_MOVED_FLOOR
+    worst = int((flat_diff * off).argmax() if off.any() else flat_diff.argmax()) if flat_diff.numel() else 0
+    ref_norm = float(ref.norm())
+    return {"passed": not bool(off.any()) and moved <= moved_limit, "kind": "mismatch", "rule": "fp8 step",
+            "moved_fraction": moved, "moved_limit": moved_limit,
+            "rel_err": float(diff.norm()) / max(ref_norm, 1e-300), "tolerance": float(bound.norm()) / max(ref_norm,
+                                                                                                          1e-300),
+            "max_abs_err": float(flat_diff[worst]) if flat_diff.numel() else 0.0,
+            "max_abs_tolerance": float(bound.reshape(-1)[worst]) if flat_diff.numel() else 0.0,
+            "max_abs_index": _index(worst, out.shape),
+            "value": float(got.reshape(-1)[worst]) if flat_diff.numel() else 0.0,
+            "expected": float(ref.reshape(-1)[worst]) if flat_diff.numel() else 0.0,
+            "bad_fraction": float(off.double().mean()) if flat_diff.numel() else 0.0}
 
 
 def _compare_integers(out: torch.Tensor, ref: torch.Tensor, picked_from: tuple | None) -> dict:
@@ -293,7 +363,15 @@ def _index(flat: int, shape) -> list[int]:
     return list(reversed(index))
 
 
+def _tensors(value) -> tuple:
+    """``value`` as a tuple: several outputs as they are, one as a tuple of one."""
+    return value if isinstance(value, tuple) else (value,)
+
+
 def _load(saved: dict | None):
+    """A saved return value: a tensor, a tuple (of tensors, or None for an item that is none), or None."""
+    if saved and saved.get("type") == "builtins.tuple" and "items" in saved:
+        return tuple(_load(item) for item in saved["items"])
     if not saved or saved.get("type") != "torch.Tensor":
         return None
     return torch.load(saved["file"], weights_only=True, map_location="cpu")
@@ -303,17 +381,34 @@ def compare_on(device: str, out, ref: torch.Tensor, own: torch.Tensor | None, dt
                sensitivity: Callable[[], torch.Tensor] | None = None, picked_from: tuple | None = None) -> dict:
     """``compare`` on ``device`` (a bench shape's float64 compare takes seconds of CPU, milliseconds of GPU;
     on the calling thread's GPU, no timing beside it), on the CPU when the GPU has no memory left for it."""
+    def to(value, where: str):
+        if isinstance(value, tuple):
+            return tuple(to(item, where) for item in value)
+        return value.to(where) if isinstance(value, torch.Tensor) else value
+
     with parent_gpu_work(device):
         try:
             moved = picked_from and (picked_from[0].to(device), picked_from[1].to(device), picked_from[2])
-            return compare(*(t.to(device) if t is not None else None for t in (out, ref, own)), dtype, sensitivity,
-                           moved)
+            return compare(*(to(t, device) for t in (out, ref, own)), dtype, sensitivity, moved)
         except torch.OutOfMemoryError:
             moved = picked_from and (picked_from[0].cpu(), picked_from[1].cpu(), picked_from[2])
-            return compare(out.cpu(), ref.cpu(), own.cpu() if own is not None else None, dtype, sensitivity, moved)
+            return compare(*(to(t, "cpu") for t in (out, ref, own)), dtype, sensitivity, moved)
 
 
 def _failure_from_stats(stats: dict, implementation: str, label: str, context: dict) -> Failure:
+    if stats["kind"] == "outputs" and stats["expected_count"] == 1:
+        return analysis.not_a_tensor(implementation, stats["type"], label)
+    if stats["kind"] == "outputs":
+        return analysis.outputs_failure(stats["count"], context["expected_shape"], context["expected_dtype"],
+                                        implementation, label)
+    k = stats.get("output")
+    if k is not None and isinstance(context["expected_dtype"], list):  # one of several outputs: its own context
+        count = len(context["expected_dtype"])
+        context = {**context, **{key: context[key][k] for key in ("expected_shape", "expected_dtype", "dtype")}}
+        failure = _failure_from_stats({key: value for key, value in stats.items() if key != "output"},
+                                      implementation, label, context)
+        failure.message = f"output {k + 1} of {count}: {failure.message}"
+        return failure
     if stats["kind"] == "shape":
         return analysis.shape_failure(stats["shape"], context["expected_shape"], implementation, label)
     if stats["kind"] == "dtype":
@@ -364,12 +459,15 @@ class _Run:
                 with full_float32():
                     own = self.task.function(*inputs)
                     picked_from = self.task.picked_from(inputs)
+            if isinstance(ref, tuple):  # a quantizer's values and scales: each by its own rule, no sensitivity
+                dtypes = tuple(getattr(torch, dtype) for _, dtype in self.task.outputs)
+                return tuple(t.double() for t in ref), own, dtypes, None, None
             return ref, own, getattr(torch, self.task.output_dtype), \
                 functools.cache(functools.partial(input_sensitivity, self.task.reference, inputs, ref, spec["seed"],
                                                   self.task.accumulates, getattr(torch, self.task.dtype))), picked_from
         own = _load(record.get("pytorch"))
         ref = _load(record.get("reference"))
-        if own is None:
+        if own is None or isinstance(own, tuple):  # several outputs need a task (their rules are the task's)
             return None, None, None, None, None
         if ref is None or ref.shape != own.shape:
             return own.double(), None, own.dtype, None, None
@@ -420,6 +518,14 @@ class _Run:
             failure.line = node.lineno if node else None
         return failure
 
+    def not_returned(self, implementation: str, saved: dict, label: str) -> Failure:
+        """The failure of a call that returned no tensor (nor a tuple) where the task's outputs were expected."""
+        outputs = self.task.outputs if self.task is not None else []
+        if len(outputs) > 1:
+            return analysis.outputs_failure(1, [list(shape) for shape, _ in outputs],
+                                            [dtype for _, dtype in outputs], implementation, label)
+        return analysis.not_a_tensor(implementation, saved.get("type"), label)
+
     def error_failure(self, record: dict, label: str) -> Failure:
         """The failure of a call that raised (``record["error"]``), or of a rule it broke before."""
         for key in ("triton", "triton_again"):  # a rule broken before the error (a refused walk) is the verdict
@@ -452,7 +558,7 @@ class _Run:
             return analysis.provenance_failure(problem, label)
         out = _load(forced.get("triton"))
         if out is None:
-            return analysis.not_a_tensor("Triton", forced.get("triton", {}).get("type"), label)
+            return self.not_returned("Triton", forced.get("triton", {}), label)
         stats = compared(out)
         if not stats["passed"]:
             return _failure_from_stats(stats, "Triton", label, {**context, "config": forced["config"]})
@@ -472,15 +578,20 @@ class _Run:
             return failure
         ref, own, dtype, sensitivity, picked_from = self.reference(k, record)
         if ref is None:
-            return analysis.harness_failure("no reference could be computed")
+            return analysis.harness_failure("no reference could be computed" if self.task else
+                                            "no reference could be computed: a file without a task is checked "
+                                            "against its fused_kernel_pytorch, which must return one tensor")
         if self.task is not None:
             with parent_gpu_work(self.device):
-                finite = bool(torch.isfinite(ref).all()) and (picked_from is None
-                                                              or bool(torch.isfinite(picked_from[0]).all()))
+                finite = all(bool(torch.isfinite(t).all()) for t in _tensors(ref)) and (
+                    picked_from is None or bool(torch.isfinite(picked_from[0]).all()))
             if not finite:
                 return analysis.harness_failure(f"the task's reference is not finite at {label}")
-        context = {"expected_shape": list(ref.shape), "expected_dtype": str(dtype).replace("torch.", ""),
-                   "dtype": str(dtype).replace("torch.", "")}
+        context = {"expected_shape": [list(t.shape) for t in _tensors(ref)],
+                   "expected_dtype": [str(t).replace("torch.", "") for t in _tensors(dtype)]}
+        if not isinstance(ref, tuple):
+            context = {key: value[0] for key, value in context.items()}
+        context["dtype"] = context["expected_dtype"]
 
         if self.task is None and own is not None and dtype in FLOOR:
             with parent_gpu_work(self.device):
@@ -503,7 +614,7 @@ class _Run:
         if self.task is not None:
             mine = _load(record.get("pytorch"))
             if mine is None:
-                pytorch_failure = analysis.not_a_tensor("PyTorch", record["pytorch"].get("type"), label)
+                pytorch_failure = self.not_returned("PyTorch", record["pytorch"], label)
             else:
                 stats = compare_on(self.device, mine, ref, own, dtype, sensitivity, picked_from)
                 if not stats["passed"]:
@@ -513,7 +624,7 @@ class _Run:
             second = key == "triton_again"
             out = _load(record.get(key))
             if out is None:
-                failure = analysis.not_a_tensor("Triton", record.get(key, {}).get("type"), label)
+                failure = self.not_returned("Triton", record.get(key, {}), label)
                 return _both(failure, pytorch_failure)
             stats = compare_on(self.device, out, ref, own, dtype, sensitivity, picked_from)
             if not second:

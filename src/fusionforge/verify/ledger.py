@@ -362,7 +362,12 @@ class Ledger:
 
     # -- the result -------------------------------------------------------------------------------
     def check_output(self, out) -> None:
-        """The returned tensor: known, written by this call's kernels, unchanged since."""
+        """The returned tensor (each of a returned tuple's): known, written by this call's kernels, unchanged
+        since."""
+        if type(out) is tuple:  # noqa: E721 - as the runner saves it
+            for item in out:
+                self.check_output(item)
+            return
         if not isinstance(out, torch.Tensor):
             return
         self._sync()

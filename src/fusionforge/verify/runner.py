@@ -211,7 +211,12 @@ def function_modes() -> list[str]:
 
 
 def _save(value, path: Path, seal: Seal) -> dict:
-    """Save a candidate's return value for the parent, its hash noted in the seal at once; report its exact type."""
+    """Save a candidate's return value for the parent, its hash noted in the seal at once; report its exact type (a
+    tuple's items each, as ``<path stem>_<k>``: a quantizer's values and scales)."""
+    if type(value) is tuple:  # noqa: E721 - a tuple's subclass (a named tuple) is no plain tuple
+        return {"type": "builtins.tuple",
+                "items": [_save(item, path.with_name(f"{path.stem}_{k}{path.suffix}"), seal)
+                          for k, item in enumerate(value)]}
     if type(value) is not torch.Tensor:  # noqa: E721 - subclasses are rejected on purpose
         return {"type": type(value).__module__ + "." + type(value).__qualname__}
     with torch._C.DisableTorchFunction():  # a function mode the file left on sees nothing of the save
