@@ -557,6 +557,23 @@ def test_a_timed_index_is_verified_by_the_value_it_picks():
     assert not verdict["passed"] and verdict["rule"] == "index" and verdict["rel_err"] > 0.9
 
 
+def test_timed_fp8_values_and_scales_are_verified_each_by_its_rule():
+    import torch
+
+    from fusionforge.bench.timer import verify_call
+    from fusionforge.tasks import TaskGenerator
+
+    task = TaskGenerator().generate(0, dtype="bfloat16", ops="silu,quantize_fp8_rows")
+    inputs = task.make_inputs({"M": 41, "N": 997}, 5)
+    eager = task.function(*inputs)
+    dtypes = (torch.float8_e4m3fn, torch.float32)
+    assert verify_call(tuple(t.clone() for t in eager), eager, inputs, task.reference, dtypes)["passed"]
+    scales = verify_call((eager[0], eager[1] * 1.01), eager, inputs, task.reference, dtypes)
+    assert not scales["passed"] and scales["output"] == 1
+    assert verify_call(eager[0], eager, inputs, task.reference, dtypes) == {
+        "passed": False, "kind": "type", "type": "Tensor"}
+
+
 def test_a_file_without_a_task_is_verified_at_its_pytorch_functions_dtype():
     """The float32 statistic of float16 rows (an anchor): timed outputs are float32, as the checker expects."""
     import torch

@@ -341,7 +341,8 @@ def main(request_path: str) -> int:
         _synchronize()
         result["launches_per_call"] = len(monitor.launches) - before
         tensors = [v for v in input_sets[0] if isinstance(v, torch.Tensor)]
-        result["bytes_io"] = sum(v.numel() * v.element_size() for v in tensors) + out.numel() * out.element_size()
+        returned = [v for v in (out if type(out) is tuple else (out,)) if isinstance(v, torch.Tensor)]  # noqa: E721
+        result["bytes_io"] = sum(v.numel() * v.element_size() for v in tensors + returned)
         result["dtype"] = str(next(v.dtype for v in tensors if v.is_floating_point())).replace("torch.", "")
         del out
         result["kernels"] = monitor.resources()
