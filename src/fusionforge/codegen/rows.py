@@ -27,7 +27,7 @@ from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
 from fusionforge.ops import FP8_DTYPE, Family
 from fusionforge.tasks import InputSpec
 
-AMAX_DOC = "the tensor's max |h_ij|, each row's folded in by an atomic max (its scale is the next kernel's)"
+AMAX_DOC = "the tensor's max |h_ij|, folded in by atomic maxes (the next kernel scales by it)"
 EVICT_FIRST = ", eviction_policy='evict_first'"
 READ_ONCE = f"# a reduction reads its rows once: evict_first ({tuning.see('evict-first')})"
 
@@ -38,14 +38,19 @@ def emit(plan: Plan) -> Section:
     code = wrapper(plan)
     kernels = []
     if plan.rows.step.op.name == "quantize_fp8_tensor":  # the tensor's amax first: a kernel of its own
-        kernel, launch, _ = row_kernel(plan, plan.rows, steps, "fused_kernel_triton_amax", source, inputs,
-                                       tensor_amax=True)
+        if plan.rows.looped:  # long rows, few of them: a program a row, walked in slices
+            kernel, launch, _ = row_kernel(plan, plan.rows, steps, "fused_kernel_triton_amax", source, inputs,
+                                           tensor_amax=True)
+        else:
+            kernel, launch = strided_amax_kernel(plan, plan.rows, steps, inputs)
         kernels.append(kernel)
         code.extend(launch)
     kernel, launch, host = row_kernel(plan, plan.rows, steps, "fused_kernel_triton", source, inputs)
-    if kernels:  # the second kernel of two: its tuning helpers and the row's sizes are already written
-        kernel.tuning = [line for line in kernel.tuning if line.startswith("@")]
-        launch.lines = [line for line in launch.lines if " = " not in line or line not in code.lines]
+    if kernels:  # the second kernel of two: what the first wrote (tuning helpers, the row's sizes) only once
+        if kernels[0].tuning:
+            kernel.tuning = [line for line in kernel.tuning if line.startswith("@")]
+        written = {line.split("  #")[0] for line in code.lines if " = " in line}
+        launch.lines = [line for line in launch.lines if line.split("  #")[0] not in written]
     code.extend(launch)
     code("return out, scales" if plan.task.quantizer else "return out")
     return Section([*kernels, kernel], host, code)
@@ -223,6 +228,43 @@ def row_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], name: str, source:
                     body, tuning_code)
     host = ["\n".join(tuning.row_slices())] if form == "slices" and not tensor_amax else []
     return kernel, _launch(kernel, rows, step, name, source, row_len, inputs, root, tensor_amax), host
+
+
+def strided_amax_kernel(plan: Plan, rows: Rows, steps: list[PlanStep], inputs: list[InputSpec]) -> tuple[Kernel, Code]:
+    """The first kernel of a per-tensor fp8 quantization over rows held in registers: each program walks [ROWS,
+    BLOCK_N] tiles of rows strided by the grid, keeps the largest |h| of each lane and folds them into ``amax``
+    with one atomic max at its end (a few hundred in all, where one a row would queue on its single address)."""
+    layout = _short_rows(rows.rank)
+    body = Code()
+    body("cols = tl.arange(0, BLOCK_N)  # [BLOCK_N]",
+         "running = tl.zeros((ROWS, BLOCK_N), dtype=tl.float32)  # each lane's largest |h| so far",
+         "for first in range(tl.program_id(0) * ROWS, n_rows, tl.num_programs(0) * ROWS):")
+    body.level += 1
+    body("rows = first + tl.arange(0, ROWS).to(tl.int64)  # [ROWS]",
+         "row_mask = rows < n_rows",
+         "mask = row_mask[:, None] & (cols[None, :] < row_len)",
+         READ_ONCE, *_first_load(None, rows, layout, "short_rows", EVICT_FIRST))
+    pointwise_steps(body, steps[:-1], layout, plan.dtype)
+    body(rows.step.comment(AMAX_DOC), "running = tl.maximum(running, tl.where(mask, tl.abs(h), 0.0))")
+    body.level -= 1
+    body("tl.atomic_max(amax_ptr, tl.max(tl.max(running, axis=1), axis=0))  # amax >= 0: exact in any order")
+    kernel = Kernel("fused_kernel_triton_amax", [*kernel_args(inputs), "amax_ptr"],
+                    [("n_rows", "n_rows"), ("row_len", "row_len")], ["ROWS", "BLOCK_N"],
+                    [f"{chain_text(steps)}: the amax of x [{', '.join(str(d) for d in inputs[0].shape)}].",
+                     "The grid's programs stride over [ROWS, BLOCK_N] tiles of rows (masked), each lane keeping "
+                     "its largest |h|; fp32 math, one atomic max a program."], body)
+    code = Code(1)
+    code("amax = torch.zeros(1, dtype=torch.float32, device=x.device)  # the atomic max's identity: |h| >= 0",
+         "row_len = x.shape[-1]",
+         "n_rows = x.numel() // row_len",
+         "BLOCK_N = triton.next_power_of_2(row_len)",
+         f"ROWS = max(1, {tuning.AMAX_TILE} // BLOCK_N)  # {tuning.see('fp8-amax')}",
+         "num_sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 2",
+         f"grid = (min(triton.cdiv(n_rows, ROWS), {tuning.AMAX_PROGRAMS_PER_SM} * num_sms),)")
+    code.call("fused_kernel_triton_amax[grid](", [*(i.name for i in inputs), "amax", *kernel.size_args(),
+                                                  "ROWS=ROWS", "BLOCK_N=BLOCK_N",
+                                                  "num_warps=8 if ROWS * BLOCK_N <= 8192 else 16"])
+    return kernel, code
 
 
 def _scan(step: PlanStep) -> list[str]:
