@@ -886,16 +886,20 @@ def test_fp8_plans_scale_the_values_they_load(tmp_path, ops, dtype, bench_n, lon
     assert verdict.passed, verdict.failure and verdict.failure.message
 
 
-@pytest.mark.parametrize("ops, dtype, long_row, kernels", [
-    ("silu,quantize_fp8_rows", "bfloat16", None, 1),
-    ("gelu,mul:col,quantize_fp8_tensor", "float16", None, 2),
-    ("tanh,quantize_fp8_rows", "float32", 20011, 1),
-    ("exp,add:full,quantize_fp8_tensor", "float32", 20011, 2)])
-def test_fp8_quantization_stores_values_and_scales(tmp_path, ops, dtype, long_row, kernels):
+@pytest.mark.parametrize("ops, dtype, bench_n, long_row, kernels", [
+    ("silu,quantize_fp8_rows", "bfloat16", None, None, 1),
+    ("gelu,mul:col,quantize_fp8_tensor", "float16", None, None, 2),
+    ("sigmoid,sub:row,quantize_fp8_tensor", "bfloat16", 512, None, 2),
+    ("tanh,quantize_fp8_rows", "float32", None, 20011, 1),
+    ("exp,add:full,quantize_fp8_tensor", "float32", None, 20011, 2)])
+def test_fp8_quantization_stores_values_and_scales(tmp_path, ops, dtype, bench_n, long_row, kernels):
     """fp8 quantization in the row plan: a row's amax (registers, or a first pass over slices), its scale stored
-    once, the values stored as e4m3 by the cast; a tensor's amax folded in by a first kernel's atomic max, then
-    read by every program of the second. The wrapper returns (values, scales)."""
+    once, the values stored as e4m3 by the cast; a tensor's amax folded in by a first kernel's atomic maxes (a
+    program a row; programs striding over tiles of rows where the bench shape's are short), then read by every
+    program of the second. The wrapper returns (values, scales)."""
     task = GEN.generate(1, ops=ops, dtype=dtype)
+    if bench_n:
+        task.shapes["bench"][0]["N"] = bench_n
     if long_row:
         task.shapes["test"].append({"M": 3, "N": long_row})
     plan = resolve(task)
@@ -905,6 +909,7 @@ def test_fp8_quantization_stores_values_and_scales(tmp_path, ops, dtype, long_ro
     text = path.read_text()
     assert text.count("@triton.jit\ndef fused_kernel_triton") == kernels and text.count("def row_configs") <= 1
     assert "return out, scales" in text and ("tl.atomic_max(amax_ptr" in text) == (kernels == 2)
+    assert ("for first in range(tl.program_id(0) * ROWS, n_rows" in text) == (bench_n is not None)
     verdict = check_file(path, task=task, timeout=240)
     assert verdict.passed, verdict.failure and verdict.failure.message
 

@@ -25,7 +25,7 @@ from fusionforge.codegen.reductions import NORMALIZATIONS, REDUCTIONS, Phrases
 from fusionforge.codegen.source import Code, Kernel
 from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
 from fusionforge.ops import FP8_DTYPE, Family
-from fusionforge.tasks import InputSpec
+from fusionforge.tasks import InputSpec, row_length
 
 AMAX_DOC = "the tensor's max |h_ij|, folded in by atomic maxes (the next kernel scales by it)"
 EVICT_FIRST = ", eviction_policy='evict_first'"
@@ -38,11 +38,12 @@ def emit(plan: Plan) -> Section:
     code = wrapper(plan)
     kernels = []
     if plan.rows.step.op.name == "quantize_fp8_tensor":  # the tensor's amax first: a kernel of its own
-        if plan.rows.looped:  # long rows, few of them: a program a row, walked in slices
+        bench_row = max(row_length(plan.rows.step.step, plan.rank, dims) for dims in plan.task.shapes["bench"])
+        if bench_row < tuning.AMAX_TILE:  # many short rows: programs striding over tiles of them
+            kernel, launch = strided_amax_kernel(plan, plan.rows, steps, inputs)
+        else:  # fewer, longer rows: a program a row (walked in slices where registers cannot hold it)
             kernel, launch, _ = row_kernel(plan, plan.rows, steps, "fused_kernel_triton_amax", source, inputs,
                                            tensor_amax=True)
-        else:
-            kernel, launch = strided_amax_kernel(plan, plan.rows, steps, inputs)
         kernels.append(kernel)
         code.extend(launch)
     kernel, launch, host = row_kernel(plan, plan.rows, steps, "fused_kernel_triton", source, inputs)

@@ -53,8 +53,9 @@ ROW_WARPS = (1, 2, 4, 8, 16)
 LOOPED_SLICES, LOOPED_FALLBACK = (16384, 8192), (4096, 8)  # (slice values, warps) of the fallback
 GROUP_TILES = ((16384, 16), (8192, 8), (4096, 4))  # (TILE values, warps)
 
-# A per-tensor fp8 amax: [ROWS, BLOCK_N] tiles of AMAX_TILE values (a row of more alone), AMAX_PROGRAMS_PER_SM
-# programs an SM striding over the rows, each one atomic max at its end (one a row queued on a single address).
+# A per-tensor fp8 amax over rows shorter than AMAX_TILE at the bench shape: [ROWS, BLOCK_N] tiles of AMAX_TILE
+# values, AMAX_PROGRAMS_PER_SM programs an SM striding over the rows, each one atomic max at its end (one a row
+# queued on a single address); longer rows take a program a row.
 AMAX_TILE, AMAX_PROGRAMS_PER_SM = 4096, 4
 
 # Matmul tiles (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), GROUP_M = 8.
