@@ -130,6 +130,8 @@ def _options(task: FusionTask, kind: str, steps: tuple[PlanStep, ...]) -> tuple[
     """The variants the generator can write, the default first, each with its reason; and the rows walked."""
     if kind == "pointwise":
         vectors = [s.params["operand"] for s in steps if s.params.get("operand") in ("col", "row")]
+        if any(s.op.name in catalog.AFFINE_NORMS for s in steps):  # a [M, N] value's channels are its columns
+            vectors.append("col")
         if steps[0].op.name == "dequantize_fp8_rows":  # its scales are a per-row vector
             vectors.append("row")
         if steps[0].op.family is Family.GATHER:
@@ -216,6 +218,9 @@ def _kind(task: FusionTask) -> str:
                    else "chains with several normalizations or reductions beyond two")
         raise UnsupportedTask(f"the built-in code generator has no plan yet for {missing} (task {task.id}: "
                               f"{task.description})")
+    if kind == "row" and task.rank == 2 and all(s.op in catalog.AFFINE_NORMS for s in task.steps
+                                                if catalog.get(s.op).family in catalog.ROW_FAMILIES):
+        return "pointwise"  # inference batch norm alone reduces nothing: per-column vectors, loaded once a tile
     return kind
 
 

@@ -1,17 +1,19 @@
-"""The pointwise plan: unary and binary ops, one kernel over the output.
+"""The pointwise plan: unary and binary ops (and an inference batch norm of an [M, N] value), one kernel over
+the output.
 
 ``flat``: blocks of POINTWISE_BLOCK elements of the flattened output; a full-tensor operand is read at the
 same offsets, a scalar is an argument. ``tiles``: with a per-row or per-column vector, [BLOCK_M, BLOCK_N]
 tiles numbered row by row, each vector loaded once per tile and broadcast (indexed per element, it would cost
-an integer division each). fp8 values are loaded as such and multiplied by their scale in fp32 (a per-row scale is
-a per-row vector). After a gather, always tiles: a lookup's tile loads its rows' ids once and reads those
-rows of the table; a gather's loads its indices (index_select's once, a vector) and reads x where they point.
+an integer division each); a batch norm's statistics and weights are per-column vectors. fp8 values are loaded
+as such and multiplied by their scale in fp32 (a per-row scale is a per-row vector). After a gather, always
+tiles: a lookup's tile loads its rows' ids once and reads those rows of the table; a gather's loads its
+indices (index_select's once, a vector) and reads x where they point.
 """
 
 from __future__ import annotations
 
 from fusionforge.codegen import tuning
-from fusionforge.codegen.layout import Layout, dequantized, pointwise_steps
+from fusionforge.codegen.layout import Layout, dequantized, epilogue_steps
 from fusionforge.codegen.plan import Plan, kernel_args
 from fusionforge.codegen.source import Code, Kernel
 from fusionforge.codegen.wrapper import Section, chain_text, shape_text, wrapper
@@ -36,8 +38,9 @@ def emit(plan: Plan) -> Section:
              "col_mask = cols < n_cols",
              "mask = row_mask[:, None] & col_mask[None, :]",
              "offsets = rows[:, None].to(tl.int64) * n_cols + cols[None, :]  # [BLOCK_M, BLOCK_N]")
-        layout = Layout({"full": "offsets"}, vectors={"col": ("cols", "col_mask", "[None, :]"),
-                                                      "row": ("rows", "row_mask", "[:, None]")})
+        col, row = ("cols", "col_mask", "[None, :]"), ("rows", "row_mask", "[:, None]")
+        # an [M, N] value's channels (a batch norm's) are its columns
+        layout = Layout({"full": "offsets"}, vectors={"col": col, "chan": col, "row": row})
         sizes, constexprs = [("n_rows", "n_rows"), ("n_cols", "n_cols"), ("n_picked_from", "x.shape[-1]")], \
             ["BLOCK_M", "BLOCK_N"]
         held = "as [rows, N] in [BLOCK_M, BLOCK_N] tiles"
@@ -70,7 +73,7 @@ def emit(plan: Plan) -> Section:
     else:
         body("h = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)")
         what = shape_text(task.inputs[0])
-    pointwise_steps(body, steps, layout, task.dtype)
+    epilogue_steps(body, steps, layout, task.dtype)
     body("tl.store(out_ptr + offsets, h.to(out_ptr.dtype.element_ty), mask=mask)")
     kernel = Kernel("fused_kernel_triton", [*kernel_args(task.inputs), "out_ptr"], sizes, constexprs,
                     [f"{chain_text(plan.steps)}: elementwise over {what} {held}.", doc], body)
