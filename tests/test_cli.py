@@ -23,6 +23,13 @@ def test_task_prints_a_numbered_list(capsys):
     assert "[M, K] -> [M, N]" in out and "float16" in out and "bench" in out
 
 
+def test_a_quantizers_task_prints_its_statements_and_both_outputs(capsys):
+    assert main(["task", "--seed", "3", "--ops", "silu,quantize_fp8_rows", "--dtype", "bfloat16"]) == 0
+    out = capsys.readouterr().out
+    assert "scales = h.abs().amax(dim=-1, keepdim=True)" in out and ".to(torch.float8_e4m3fn), scales" in out
+    assert "Output: a tuple: [M, N] float8_e4m3fn (the values), [M, 1] float32 (their scales)" in out
+
+
 def test_task_json_and_out_file(tmp_path, capsys):
     path = tmp_path / "task.json"
     assert main(["task", "--seed", "9", "--json", "--out", str(path)]) == 0

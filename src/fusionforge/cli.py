@@ -71,7 +71,7 @@ def render_task(task: FusionTask, command: str | None = None) -> str:
     """The task as a numbered list of operations to fuse, readable at a glance; ``command`` prints it again."""
     from fusionforge import ops as catalog
 
-    body = task.pytorch_body()
+    body = task.pytorch_steps()
     shapes = task.step_shapes()
     width = max(len(i.name) for i in task.inputs)
     lines = [f"Fusion task {task.id}  (seed {task.seed}, {task.difficulty}, {task.dtype})", task.description]
@@ -90,7 +90,9 @@ def render_task(task: FusionTask, command: str | None = None) -> str:
         if catalog.get(step.op).family is catalog.Family.BINARY:
             label += f" {step.inputs[0]}"
         change = _fmt_shape(shape) if shape == prev else f"{_fmt_shape(prev)} -> {_fmt_shape(shape)}"
-        labels.append((f"{k + 1}. {label}", change, body[k]))
+        first, *more = body[k]  # a step's statements (a quantizer's: its upcast and scales, then h)
+        labels.append((f"{k + 1}. {label}", change, first))
+        labels += [("", "", line) for line in more]
         prev = shape
     w1 = max(len(a) for a, _, _ in labels)
     w2 = max(len(b) for _, b, _ in labels)

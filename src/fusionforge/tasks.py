@@ -228,8 +228,13 @@ class FusionTask:
     def pytorch_body(self, rounded: bool = False) -> list[str]:
         """Statements computing the chain into ``h`` from the arguments (templates of ops.py); ``rounded`` adds
         ``rounding(magnitude)`` to each scan that accumulates (``Op.accumulates``)."""
-        lines = []
+        return [line for lines in self.pytorch_steps(rounded) for line in lines]
+
+    def pytorch_steps(self, rounded: bool = False) -> list[list[str]]:
+        """``pytorch_body``'s statements, step by step (a quantizer's scales come before its ``h = ...``)."""
+        steps = []
         for k, step in enumerate(self.steps):
+            lines = []
             op = catalog.get(step.op)
             names = dict(zip((o.stem for o in catalog.operands(op, step.params)), step.inputs))
             if op.family is Family.BINARY:
@@ -242,7 +247,8 @@ class FusionTask:
             if rounded and op.accumulates:
                 expr += f" + rounding({op.accumulates.format(**fields)})"
             lines.append(f"h = {expr}")
-        return lines
+            steps.append(lines)
+        return steps
 
     @property
     def accumulates(self) -> bool:
@@ -276,7 +282,8 @@ class FusionTask:
     @cached_property
     def _values_function(self) -> Callable:
         """The chain without its last step: the values an arg reduction picks from, or a quantizer scales."""
-        body = "\n".join("    " + line for line in [f"h = {self.inputs[0].name}", *self.pytorch_body()[:-1]])
+        before = [line for lines in self.pytorch_steps()[:-1] for line in lines]
+        body = "\n".join("    " + line for line in [f"h = {self.inputs[0].name}", *before])
         return self._compiled(f"def values({', '.join(self.arg_names)}):\n{body}\n    return h\n", "values")
 
     def picked_from(self, inputs: list) -> tuple | None:
