@@ -161,7 +161,8 @@ def test_the_timer_knows_when_the_file_replaces_a_step_of_its_own(monkeypatch):
     from fusionforge.verify.hostguard import tampered
 
     assert tampered(timer.PROTECTED) == []
-    for name in ("compile_chain", "warm_up", "verify_call", "output_dtype", "median_is_stable", "input_sensitivity"):
+    for name in ("compile_chain", "warm_up", "verify_call", "output_dtype", "median_is_stable", "input_sensitivity",
+                 "quantized_reference"):
         with monkeypatch.context() as patch:
             patch.setattr(timer, name, lambda *args, **kwargs: None)
             assert tampered(timer.PROTECTED) == [name]
@@ -558,19 +559,23 @@ def test_a_timed_index_is_verified_by_the_value_it_picks():
 
 
 def test_timed_fp8_values_and_scales_are_verified_each_by_its_rule():
+    import functools
+
     import torch
 
     from fusionforge.bench.timer import verify_call
     from fusionforge.tasks import TaskGenerator
+    from fusionforge.verify.checker import quantized_reference
 
     task = TaskGenerator().generate(0, dtype="bfloat16", ops="silu,quantize_fp8_rows")
     inputs = task.make_inputs({"M": 41, "N": 997}, 5)
     eager = task.function(*inputs)
+    reference = functools.partial(quantized_reference, task)
     dtypes = (torch.float8_e4m3fn, torch.float32)
-    assert verify_call(tuple(t.clone() for t in eager), eager, inputs, task.reference, dtypes)["passed"]
-    scales = verify_call((eager[0], eager[1] * 1.01), eager, inputs, task.reference, dtypes)
+    assert verify_call(tuple(t.clone() for t in eager), eager, inputs, reference, dtypes)["passed"]
+    scales = verify_call((eager[0], eager[1] * 1.01), eager, inputs, reference, dtypes)
     assert not scales["passed"] and scales["output"] == 1
-    assert verify_call(eager[0], eager, inputs, task.reference, dtypes) == {
+    assert verify_call(eager[0], eager, inputs, reference, dtypes) == {
         "passed": False, "kind": "type", "type": "Tensor"}
 
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import math
 import os
@@ -58,7 +59,7 @@ import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from fusionforge.kernelfile import load_module  # noqa: E402
-from fusionforge.verify.checker import compare, input_sensitivity  # noqa: E402
+from fusionforge.verify.checker import compare, input_sensitivity, quantized_reference  # noqa: E402
 from fusionforge.verify.hostguard import FileFrames, StackWatch, methods_of, tampered  # noqa: E402
 from fusionforge.verify.launches import LaunchMonitor  # noqa: E402
 from fusionforge.verify.policy import (  # noqa: E402
@@ -205,7 +206,8 @@ def _roll_into(target: torch.Tensor, source: torch.Tensor, shift: int) -> None:
 PROTECTED.update(methods_of(LaunchMonitor, StackWatch, FileFrames, FreshInputs, Seal, Settling),
                  median_is_stable=(sys.modules[__name__], "median_is_stable", median_is_stable),
                  compare=(sys.modules[__name__], "compare", compare),
-                 input_sensitivity=(sys.modules[__name__], "input_sensitivity", input_sensitivity))
+                 input_sensitivity=(sys.modules[__name__], "input_sensitivity", input_sensitivity),
+                 quantized_reference=(sys.modules[__name__], "quantized_reference", quantized_reference))
 
 
 def output_dtype(pytorch_fn, inputs: list) -> torch.dtype:
@@ -223,14 +225,14 @@ def verify_call(out, eager_out, inputs: list, reference, dtype, accumulates: boo
     if type(out) is not (tuple if several else torch.Tensor):  # noqa: E721 - as the checker
         return {"passed": False, "kind": "type", "type": type(out).__name__}
     ref = reference(inputs)
-    if several:  # each output by its own rule (the checker's, no sensitivity)
-        stats = compare(out, tuple(t.double() for t in ref), eager_out, dtype)
+    if several:  # a quantizer's: ``reference`` gives its Quantized reference
+        stats = compare(out, ref, None, dtype)
     else:
         stats = compare(out, ref, eager_out, dtype,
                         lambda: input_sensitivity(reference, inputs, ref, accumulates=accumulates),
                         picked_from and picked_from(inputs))
     keep = ("passed", "kind", "rule", "rel_err", "tolerance", "max_abs_err", "max_abs_tolerance", "max_abs_index",
-            "value", "expected", "bad_fraction", "rounding_bound", "shape", "dtype", "output", "moved_fraction")
+            "value", "expected", "bad_fraction", "rounding_bound", "shape", "dtype", "output", "unexplained_fraction")
     return {k: stats[k] for k in keep if k in stats}
 
 
@@ -290,7 +292,7 @@ def main(request_path: str) -> int:
 
         task = FusionTask.from_dict(request["task"])
         eager = task.function  # the trusted chain, not the file's own (which could be made slow)
-        reference = task.reference
+        reference = functools.partial(quantized_reference, task) if task.quantizer else task.reference
         dtype = tuple(getattr(torch, name) for _, name in task.outputs)  # a quantizer's two, else one
         dtype = dtype if len(dtype) > 1 else dtype[0]
         input_sets = [task.make_inputs(request["dims"], seed, "cuda") for seed in request["seeds"]]

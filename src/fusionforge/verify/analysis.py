@@ -159,14 +159,15 @@ def dtype_failure(got: str, expected: str, implementation: str, input_set: str) 
                    "with .to(out_ptr.dtype.element_ty).", None, input_set)
 
 
-def outputs_failure(count: int, shapes: list, dtypes: list, implementation: str, input_set: str) -> Failure:
-    """The function returned another number of outputs than the task's (or something not a tensor among them)."""
+def outputs_failure(got: str, shapes: list, dtypes: list, implementation: str, input_set: str) -> Failure:
+    """The function returned another number of outputs than the task's, or not a plain tuple of plain tensors
+    (``got`` says what it returned)."""
     function = "fused_kernel_pytorch" if implementation == "PyTorch" else "fused_kernel_triton_wrapper"
     if not isinstance(dtypes, list):
         shapes, dtypes = [shapes], [dtypes]
-    expected = ", ".join(f"{shape} {dtype}" for shape, dtype in zip(shapes, dtypes))
+    expected = ", ".join(f"[{', '.join(map(str, shape))}] {dtype}" for shape, dtype in zip(shapes, dtypes))
     what = "one plain torch.Tensor" if len(dtypes) == 1 else f"a tuple of {len(dtypes)} plain torch.Tensors"
-    return Failure("dtype", implementation, f"{function} returned {count} value(s), not {what} ({expected})",
+    return Failure("dtype", implementation, f"{function} returned {got}, not {what} ({expected})",
                    f"The task's outputs are {expected}: {function} must return {what}, in that order.",
                    f"Return {what} ({expected}).", None, input_set)
 
@@ -212,10 +213,10 @@ def inconsistent_pytorch_failure(rel: float, limit: float, dtype: str, input_set
 
 def mismatch_failure(stats: dict, implementation: str, input_set: str, context: dict) -> Failure:
     """Values differ: say where, how much, and the likeliest cause given when it happened."""
-    if stats.get("rule") == "fp8 step" and stats["moved_fraction"] > stats["moved_limit"]:
-        rule = (f"{stats['moved_fraction']:.1%} of the float8 values are a neighbour of the reference's rounding, over "
-                f"the {stats['moved_limit']:.1%} that the chain's own rounding explains (rounded toward zero, or "
-                f"biased)")
+    if stats.get("rule") == "fp8 step" and stats["unexplained_fraction"] > stats["unexplained_limit"]:
+        rule = (f"{stats['unexplained_fraction']:.1%} of the float8 values are a neighbour of the reference's rounding "
+                f"far from the boundary between the two, where no rounding of the chain carries a value (over "
+                f"{stats['unexplained_limit']:.0%}: rounded toward zero, or biased)")
     elif stats.get("rule") == "fp8 step":
         rule = f"more than one float8 step ({stats['max_abs_tolerance']:.3g}) from the reference's rounding"
     elif stats["rel_err"] > stats["tolerance"]:

@@ -28,6 +28,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,6 +36,7 @@ import torch
 from fusionforge import kernelfile
 from fusionforge.gpus import parent_gpu_work
 from fusionforge.kernelbench import KIND as KERNELBENCH
+from fusionforge.ops import FP8_MAX
 from fusionforge.tasks import FusionTask, TaskError, rel_error, unseen_dims, wide_dims
 from fusionforge.verify import analysis, builds, indices, reflection
 from fusionforge.verify import memcheck as memcheck_tool
@@ -187,7 +189,7 @@ def compare(out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype
     indices of an arg reduction are judged by the values they pick, ``picked_from`` = (float64 values, the values at
     the task dtype, whether the largest is picked) (``indices.judge``); other integers must equal the reference.
     """
-    if isinstance(ref, tuple) or type(out) is not torch.Tensor:  # noqa: E721 - a plain tensor, or a tuple of them
+    if isinstance(ref, tuple | Quantized) or type(out) is not torch.Tensor:  # noqa: E721 - a plain tensor, or several
         return _compare_outputs(out, ref, own, dtype)
     stats: dict = {"shape": list(out.shape), "dtype": str(out.dtype).replace("torch.", "")}
     if tuple(out.shape) != tuple(ref.shape):
@@ -196,8 +198,6 @@ def compare(out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype
         return {**stats, "passed": False, "kind": "dtype"}
     if not dtype.is_floating_point:
         return {**stats, **_compare_integers(out, ref, picked_from)}
-    if dtype in FP8_STEP:
-        return {**stats, **_compare_fp8(out, ref, own)}
     finite_ref = torch.isfinite(ref)
     bad = ~torch.isfinite(out) & finite_ref
     if bad.any():
@@ -244,13 +244,16 @@ def compare(out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype
 
 
 def _compare_outputs(out, ref, own, dtype) -> dict:
-    """Several outputs (a tuple: a quantizer's values and scales), each against its reference by its own rule; the
-    first that fails, else the first's figures. ``out`` of another count or kind fails as ``outputs``."""
-    refs = ref if isinstance(ref, tuple) else (ref,)
+    """Several outputs (a tuple: a quantizer's values and scales, judged against ``Quantized``), each by its rule;
+    the first that fails, else the first's figures. ``out`` of another count or kind fails as ``outputs``."""
+    refs = (ref.values, ref.scales) if isinstance(ref, Quantized) else ref if isinstance(ref, tuple) else (ref,)
     got = out if isinstance(out, tuple) else (out,)
-    if not isinstance(ref, tuple) or len(got) != len(refs) or any(type(t) is not torch.Tensor for t in got):  # noqa
+    if not isinstance(ref, tuple | Quantized) or len(got) != len(refs) or any(
+            type(t) is not torch.Tensor for t in got):  # noqa: E721 - plain tensors in a plain tuple
         return {"passed": False, "kind": "outputs", "count": len(got), "expected_count": len(refs),
                 "type": type(out).__module__ + "." + type(out).__qualname__}
+    if isinstance(ref, Quantized):
+        return _compare_quantized(got, ref, dtype)
     owns = own if isinstance(own, tuple) else (None,) * len(refs)
     dtypes = dtype if isinstance(dtype, tuple) else (dtype,)
     results = [compare(*parts) for parts in zip(got, refs, owns, dtypes)]
@@ -258,51 +261,115 @@ def _compare_outputs(out, ref, own, dtype) -> dict:
     return {**results[k], "output": k}
 
 
-# float8 outputs: the largest gap between neighbouring values, relative to the smaller of the two (the value spacing
-# at 1.0 over 1.0), and the spacing of subnormals
-FP8_STEP = {torch.float8_e4m3fn: (2.0**-3, 2.0**-9)}
-# the fraction of float8 values that may round to a neighbour of the reference's beyond twice PyTorch's own fraction
-FP8_MOVED_FLOOR = 0.01
+@dataclass(frozen=True)
+class Quantized:
+    """What a quantizer's (values, scales) are judged against: the chain's values before quantization in float64
+    ([..., N]) and their float64 scales; PyTorch's at the task dtype (its values before quantization and its
+    scales); the task dtype's unit roundoff."""
+
+    values: torch.Tensor
+    scales: torch.Tensor
+    own_values: torch.Tensor
+    own_scales: torch.Tensor
+    roundoff: float
+
+    def to(self, device) -> Quantized:
+        return Quantized(*(t.to(device) for t in (self.values, self.scales, self.own_values, self.own_scales)),
+                         self.roundoff)
 
 
-def _compare_fp8(out: torch.Tensor, ref: torch.Tensor, own: torch.Tensor | None) -> dict:
-    """float8 values (a quantizer's): each within one value step of the reference's rounding (a float64 value
-    rounded once), more where PyTorch at the task dtype is further off: a value the chain's rounding moves across a
-    rounding boundary lands on the neighbouring float8 value. Few may: at most twice the fraction PyTorch's own
-    moves, plus FP8_MOVED_FLOOR (a kernel rounding toward zero moves half)."""
-    relative, subnormal = FP8_STEP[out.dtype]
-    got, ref = out.double(), ref.double()
-    if not torch.isfinite(got).all():
-        bad = ~torch.isfinite(got.reshape(-1))
+def quantized_reference(task: FusionTask, inputs: list) -> Quantized:
+    """The ``Quantized`` reference of a quantizer's task on ``inputs``."""
+    with torch.no_grad():
+        scales = task.reference(inputs)[1]
+        with full_float32():
+            own_values, own_scales = task.values(inputs), task.function(*inputs)[1]
+    return Quantized(task.values(inputs, float64=True), scales.double(), own_values.double(), own_scales.double(),
+                     torch.finfo(getattr(torch, task.dtype)).eps / 2)
+
+
+# A kernel's own relative error, beyond twice PyTorch's at the same element: two roundings of the task's dtype (a
+# value stored once at it between kernels), at least float32's floor (an fp32 chain's ulps).
+FP8_OWN_ROUNDINGS = 2.0
+# the fraction of float8 values that may land on a neighbour of the reference's rounding where no rounding of the
+# chain explains it (far from the boundary between the two values)
+FP8_UNEXPLAINED_FLOOR = 0.01
+
+
+def _fp8_spacing(magnitude: torch.Tensor) -> torch.Tensor:
+    """The gap from an e4m3 magnitude to the next larger one: 2^(e - 3) in the binade [2^e, 2^(e + 1)), 2^-9 below
+    2^-6 (subnormals)."""
+    exponent = torch.floor(torch.log2(magnitude.clamp_min(2.0**-6)))
+    return torch.where(magnitude < 2.0**-6, torch.full_like(magnitude, 2.0**-9), torch.exp2(exponent - 3))
+
+
+def _compare_quantized(got: tuple, ref: Quantized, dtypes: tuple) -> dict:
+    """A quantizer's outputs. The scales, row by row: within twice PyTorch's error there plus the kernel's own
+    (``FP8_OWN_ROUNDINGS`` roundings of the task dtype, at least float32's FLOOR). The values, against the float64
+    values scaled by the kernel's own scales and rounded once to e4m3 (its scales are judged apart): each within one
+    e4m3 step, more where PyTorch is further off; and on the far side of a rounding boundary only where the kernel's
+    error could have carried the value across (the boundary within that error of the float64 value), but for
+    FP8_UNEXPLAINED_FLOOR of them: a kernel rounding toward zero, or biased, moves values far from any boundary."""
+    values, scales = got
+    for k, (tensor, expected, dtype) in enumerate(zip(got, (ref.values, ref.scales), dtypes)):
+        stats = {"shape": list(tensor.shape), "dtype": str(tensor.dtype).replace("torch.", ""), "output": k}
+        if tuple(tensor.shape) != tuple(expected.shape):
+            return {**stats, "passed": False, "kind": "shape"}
+        if tensor.dtype != dtype:
+            return {**stats, "passed": False, "kind": "dtype"}
+    relative = max(FP8_OWN_ROUNDINGS * ref.roundoff, FLOOR[torch.float32])
+    own_scale_error = (ref.own_scales - ref.scales).abs()
+    scale_bound = 2 * own_scale_error + relative * ref.scales.abs()
+    scale_stats = _elementwise(scales, ref.scales, scale_bound)
+    if not scale_stats["passed"]:
+        return {**scale_stats, "output": 1}
+    scaled = (ref.values / scales.double()).clamp(-FP8_MAX, FP8_MAX)  # the kernel's own scales
+    target = scaled.to(values.dtype).double()
+    got_values = values.double()
+    own_error = ((ref.own_values - ref.values).abs() / ref.values.abs().clamp_min(1e-300)).nan_to_num(0.0)
+    carried = scaled.abs() * (2 * own_error + relative)  # how far the kernel's error may move a value
+    step = _fp8_spacing(torch.minimum(got_values.abs(), target.abs()).nan_to_num(0.0))
+    stats = _elementwise(values, target, step + 2 * scaled.abs() * own_error)
+    if stats["kind"] == "nan":
+        return {**stats, "output": 0}
+    # the boundary on the float64 value's side of its rounding, half way to the neighbour on that side: the next
+    # larger magnitude, or the next smaller (half as far below a normal binade's first value, 2^e > 2^-6)
+    magnitude = target.abs()
+    spacing = _fp8_spacing(magnitude)
+    binade_start = (magnitude == spacing * 8) & (magnitude > 2.0**-6)
+    gap = torch.where((scaled.abs() < magnitude) & binade_start, spacing / 2, spacing)
+    to_boundary = gap / 2 - (scaled - target).abs()
+    unexplained = (got_values != target) & (to_boundary > carried)
+    fraction = float(unexplained.double().mean()) if unexplained.numel() else 0.0
+    stats.update({"rule": "fp8 step", "output": 0, "unexplained_fraction": fraction,
+                  "unexplained_limit": FP8_UNEXPLAINED_FLOOR,
+                  "passed": stats["passed"] and fraction <= FP8_UNEXPLAINED_FLOOR})
+    return stats
+
+
+def _elementwise(out: torch.Tensor, ref: torch.Tensor, bound: torch.Tensor) -> dict:
+    """Each element of ``out`` within its ``bound`` of ``ref`` (float64): the worst one's figures; a non-finite
+    one fails as ``nan`` (with the count of elements still holding the poison of fresh allocations)."""
+    got = out.double()
+    stats = {"shape": list(out.shape), "dtype": str(out.dtype).replace("torch.", "")}
+    bad = ~torch.isfinite(got.reshape(-1))
+    if bad.any():
+        int_dtype, pattern = POISON[out.dtype]
         first = int(bad.nonzero()[0])
-        return {"passed": False, "kind": "nan", "nonfinite": int(bad.sum()),
-                "unwritten": int((out.reshape(-1).view(torch.uint8) == POISON[out.dtype][1]).sum()),
-                "index": _index(first, out.shape), "value": float(got.reshape(-1)[first]),
-                "expected": float(ref.reshape(-1)[first])}
-    diff = (got - ref).abs()
-    smaller = torch.minimum(got.abs(), ref.abs())
-    bound = torch.maximum(smaller * relative, torch.full_like(smaller, subnormal))  # exact: powers of two
-    own_moved = 0.0
-    if own is not None:
-        own_diff = (own.double() - ref).abs()
-        bound = bound + 2 * own_diff
-        own_moved = float((own_diff > 0).double().mean()) if own_diff.numel() else 0.0
-    flat_diff, off = diff.reshape(-1), (diff > bound).reshape(-1)
-    # rounded otherwise (toward zero, a bias): most values a step off, where rounding moves a few across a boundary
-    moved = float((flat_diff > 0).double().mean()) if flat_diff.numel() else 0.0
-    moved_limit = 2 * own_moved + FP8_MOVED_FLOOR
-    worst = int((flat_diff * off).argmax() if off.any() else flat_diff.argmax()) if flat_diff.numel() else 0
-    ref_norm = float(ref.norm())
-    return {"passed": not bool(off.any()) and moved <= moved_limit, "kind": "mismatch", "rule": "fp8 step",
-            "moved_fraction": moved, "moved_limit": moved_limit,
-            "rel_err": float(diff.norm()) / max(ref_norm, 1e-300), "tolerance": float(bound.norm()) / max(ref_norm,
-                                                                                                          1e-300),
-            "max_abs_err": float(flat_diff[worst]) if flat_diff.numel() else 0.0,
-            "max_abs_tolerance": float(bound.reshape(-1)[worst]) if flat_diff.numel() else 0.0,
-            "max_abs_index": _index(worst, out.shape),
-            "value": float(got.reshape(-1)[worst]) if flat_diff.numel() else 0.0,
-            "expected": float(ref.reshape(-1)[worst]) if flat_diff.numel() else 0.0,
-            "bad_fraction": float(off.double().mean()) if flat_diff.numel() else 0.0}
+        return {**stats, "passed": False, "kind": "nan", "nonfinite": int(bad.sum()),
+                "unwritten": int((out.reshape(-1).view(int_dtype) == pattern).sum()), "index": _index(first, out.shape),
+                "value": float(got.reshape(-1)[first]), "expected": float(ref.reshape(-1)[first])}
+    diff = (got - ref).abs().reshape(-1)
+    off = diff > bound.reshape(-1)
+    worst = int((diff * off).argmax() if off.any() else diff.argmax()) if diff.numel() else 0
+    ref_norm = max(float(ref.norm()), 1e-300)
+    return {**stats, "passed": not bool(off.any()),
+            "kind": "mismatch", "rel_err": float(diff.norm()) / ref_norm,
+            "tolerance": float(bound.norm()) / ref_norm, "max_abs_err": float(diff[worst]) if diff.numel() else 0.0,
+            "max_abs_tolerance": float(bound.reshape(-1)[worst]) if diff.numel() else 0.0,
+            "max_abs_index": _index(worst, got.shape), "value": float(got.reshape(-1)[worst]) if diff.numel() else 0.0,
+            "expected": float(ref.reshape(-1)[worst]) if diff.numel() else 0.0,
+            "bad_fraction": float(off.double().mean()) if diff.numel() else 0.0}
 
 
 def _compare_integers(out: torch.Tensor, ref: torch.Tensor, picked_from: tuple | None) -> dict:
@@ -364,7 +431,10 @@ def _index(flat: int, shape) -> list[int]:
 
 
 def _tensors(value) -> tuple:
-    """``value`` as a tuple: several outputs as they are, one as a tuple of one."""
+    """``value`` as a tuple: several outputs as they are (a quantizer's reference values and scales), one as a tuple
+    of one."""
+    if isinstance(value, Quantized):
+        return value.values, value.scales
     return value if isinstance(value, tuple) else (value,)
 
 
@@ -382,6 +452,8 @@ def compare_on(device: str, out, ref: torch.Tensor, own: torch.Tensor | None, dt
     """``compare`` on ``device`` (a bench shape's float64 compare takes seconds of CPU, milliseconds of GPU;
     on the calling thread's GPU, no timing beside it), on the CPU when the GPU has no memory left for it."""
     def to(value, where: str):
+        if isinstance(value, Quantized):
+            return value.to(where)
         if isinstance(value, tuple):
             return tuple(to(item, where) for item in value)
         return value.to(where) if isinstance(value, torch.Tensor) else value
@@ -399,8 +471,9 @@ def _failure_from_stats(stats: dict, implementation: str, label: str, context: d
     if stats["kind"] == "outputs" and stats["expected_count"] == 1:
         return analysis.not_a_tensor(implementation, stats["type"], label)
     if stats["kind"] == "outputs":
-        return analysis.outputs_failure(stats["count"], context["expected_shape"], context["expected_dtype"],
-                                        implementation, label)
+        got = (f"a tuple of {stats['count']}" if stats["type"] == "builtins.tuple" else f"a {stats['type']}")
+        return analysis.outputs_failure(got, context["expected_shape"], context["expected_dtype"], implementation,
+                                        label)
     k = stats.get("output")
     if k is not None and isinstance(context["expected_dtype"], list):  # one of several outputs: its own context
         count = len(context["expected_dtype"])
@@ -455,13 +528,13 @@ class _Run:
             with torch.no_grad(), parent_gpu_work(self.device):
                 inputs = self.task.make_inputs(spec["dims"], spec["seed"], self.device, spec.get("scalar_seed"),
                                                spec.get("edge", 0))
+                if self.task.quantizer:  # values and scales, each by its rule (``Quantized``)
+                    dtypes = tuple(getattr(torch, dtype) for _, dtype in self.task.outputs)
+                    return quantized_reference(self.task, inputs), None, dtypes, None, None
                 ref = self.task.reference(inputs)
                 with full_float32():
                     own = self.task.function(*inputs)
                     picked_from = self.task.picked_from(inputs)
-            if isinstance(ref, tuple):  # a quantizer's values and scales: each by its own rule, no sensitivity
-                dtypes = tuple(getattr(torch, dtype) for _, dtype in self.task.outputs)
-                return tuple(t.double() for t in ref), own, dtypes, None, None
             return ref, own, getattr(torch, self.task.output_dtype), \
                 functools.cache(functools.partial(input_sensitivity, self.task.reference, inputs, ref, spec["seed"],
                                                   self.task.accumulates, getattr(torch, self.task.dtype))), picked_from
@@ -522,7 +595,7 @@ class _Run:
         """The failure of a call that returned no tensor (nor a tuple) where the task's outputs were expected."""
         outputs = self.task.outputs if self.task is not None else []
         if len(outputs) > 1:
-            return analysis.outputs_failure(1, [list(shape) for shape, _ in outputs],
+            return analysis.outputs_failure(f"a {saved.get('type')}", [list(shape) for shape, _ in outputs],
                                             [dtype for _, dtype in outputs], implementation, label)
         return analysis.not_a_tensor(implementation, saved.get("type"), label)
 
@@ -589,7 +662,7 @@ class _Run:
                 return analysis.harness_failure(f"the task's reference is not finite at {label}")
         context = {"expected_shape": [list(t.shape) for t in _tensors(ref)],
                    "expected_dtype": [str(t).replace("torch.", "") for t in _tensors(dtype)]}
-        if not isinstance(ref, tuple):
+        if not isinstance(ref, tuple | Quantized):
             context = {key: value[0] for key, value in context.items()}
         context["dtype"] = context["expected_dtype"]
 
