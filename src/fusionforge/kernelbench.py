@@ -91,12 +91,18 @@ class KernelBenchTask:
     steps: list = field(default_factory=list)  # no op chain: the module is the computation
     accumulates = False  # its inputs' rounding is the checker's bound (no scan of the catalog to round)
     arg_reduction = None  # no catalog argmax ends it: an integer output is compared exactly
+    quantizer = None  # nor a catalog quantizer: one output
     edge_draws = False  # the problem's own get_inputs draws its inputs: no edge sets
 
     @property
     def output_dtype(self) -> str:
         """The dtype the module returns at the task's dtype: the task's."""
         return self.dtype
+
+    @property
+    def outputs(self) -> list[tuple[list, str]]:
+        """One output at the task's dtype, of the shape the module gives (no symbolic shape: [])."""
+        return [([], self.output_dtype)]
 
     def picked_from(self, inputs: list) -> None:
         """No values for the index rule (``FusionTask.picked_from``): a module's integers must equal the reference."""
