@@ -189,8 +189,8 @@ def compare(out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype
     indices of an arg reduction are judged by the values they pick, ``picked_from`` = (float64 values, the values at
     the task dtype, whether the largest is picked) (``indices.judge``); other integers must equal the reference.
     """
-    if isinstance(ref, tuple | Quantized) or type(out) is not torch.Tensor:  # noqa: E721 - a plain tensor, or several
-        return _compare_outputs(out, ref, own, dtype)
+    if isinstance(ref, Quantized) or type(out) is not torch.Tensor:  # noqa: E721 - a plain tensor, or a quantizer's
+        return _compare_outputs(out, ref, dtype)
     stats: dict = {"shape": list(out.shape), "dtype": str(out.dtype).replace("torch.", "")}
     if tuple(out.shape) != tuple(ref.shape):
         return {**stats, "passed": False, "kind": "shape"}
@@ -243,22 +243,16 @@ def compare(out, ref: torch.Tensor, own: torch.Tensor | None, dtype: torch.dtype
     return stats
 
 
-def _compare_outputs(out, ref, own, dtype) -> dict:
-    """Several outputs (a tuple: a quantizer's values and scales, judged against ``Quantized``), each by its rule;
-    the first that fails, else the first's figures. ``out`` of another count or kind fails as ``outputs``."""
-    refs = (ref.values, ref.scales) if isinstance(ref, Quantized) else ref if isinstance(ref, tuple) else (ref,)
+def _compare_outputs(out, ref, dtype) -> dict:
+    """A quantizer's values and scales (``ref`` its ``Quantized``), or something not a plain tensor where ``ref`` is
+    one: ``out`` of another count or kind fails as ``outputs``."""
+    refs = (ref.values, ref.scales) if isinstance(ref, Quantized) else (ref,)
     got = out if isinstance(out, tuple) else (out,)
-    if not isinstance(ref, tuple | Quantized) or len(got) != len(refs) or any(
+    if not isinstance(ref, Quantized) or len(got) != len(refs) or any(
             type(t) is not torch.Tensor for t in got):  # noqa: E721 - plain tensors in a plain tuple
         return {"passed": False, "kind": "outputs", "count": len(got), "expected_count": len(refs),
                 "type": type(out).__module__ + "." + type(out).__qualname__}
-    if isinstance(ref, Quantized):
-        return _compare_quantized(got, ref, dtype)
-    owns = own if isinstance(own, tuple) else (None,) * len(refs)
-    dtypes = dtype if isinstance(dtype, tuple) else (dtype,)
-    results = [compare(*parts) for parts in zip(got, refs, owns, dtypes)]
-    k = next((k for k, stats in enumerate(results) if not stats["passed"]), 0)
-    return {**results[k], "output": k}
+    return _compare_quantized(got, ref, dtype)
 
 
 @dataclass(frozen=True)
