@@ -1123,24 +1123,35 @@ def unseen_dims(task: FusionTask, rng: random.Random) -> dict[str, int] | None:
 
 
 # A wide shape's long dims (``wide_dims``): past 1024, the block many kernels cap a row at, and short of 2048; in
-# multiples of 16 (16-byte rows at every dtype, as a TMA descriptor's strides must be).
+# multiples of 16 (16-byte rows at every dtype, as a TMA descriptor's strides must be). A chain that is not rooted in
+# a product takes its bench row instead where that is longer (up to WIDE_ROW_MAX values, floored to 16): a block
+# capped anywhere short of the bench row then fails on the CPU as it does on a GPU. A product's rows (a matmul's K
+# and N, a convolution's planes) stay in WIDE_ROW, where the interpreter's tiles cost what a test shape's do.
 WIDE_ROW = (1025, 2032)
+WIDE_ROW_MAX = 16384
+PRODUCT_ROOTS = (Family.MATMUL, Family.ATTENTION, Family.CONV)
 
 
 def wide_dims(task: FusionTask, rng: random.Random) -> dict[str, int] | None:
     """A test shape no file can know, wide where the listed ones are not: the last dim of the first input and of
     the output (each of rank 2 or more: an embedding's ids and a loss's rows stay short), where size-free, drawn from
-    WIDE_ROW, every other size-free dim cut to 1-3 (so it costs about what a test shape does); None when no such
-    dim is free (attention's head dim) or the shape leaves an empty plane. A kernel whose block covers at most 1024
-    values of a row, with no loop over the rest, is wrong here."""
+    WIDE_ROW or the bench row (above), every other size-free dim cut to 1-3 (so it costs about what a test shape
+    does); None when no such dim is free (attention's head dim) or the shape leaves an empty plane. A kernel whose
+    block covers fewer values of a row than the bench row, with no loop over the rest, is wrong here."""
     dims = {k: v for k, v in task.shapes["test"][0].items() if k not in ("P", "Q", "J")}
     lasts = {shape[-1] for shape in (task.inputs[0].shape, task.output_shape) if len(shape) >= 2}
     wide = [name for name in UNSEEN_DIMS if name in dims and name in lasts]
     if not wide:
         return None
+    bench = task.shapes["bench"][0]
+    rows_only = catalog.get(task.steps[0].op).family not in PRODUCT_ROOTS
     for name in UNSEEN_DIMS:
-        if name in dims:
-            dims[name] = _round_up(rng.randint(*WIDE_ROW), 16) if name in wide else min(dims[name], rng.randint(1, 3))
+        if name in wide:
+            drawn = _round_up(rng.randint(*WIDE_ROW), 16)
+            long = min(bench.get(name, 0), WIDE_ROW_MAX) // 16 * 16
+            dims[name] = long if rows_only and long > WIDE_ROW[1] else drawn
+        elif name in dims:
+            dims[name] = min(dims[name], rng.randint(1, 3))
     return _fitted(task, dims)
 
 
