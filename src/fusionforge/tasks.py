@@ -176,6 +176,13 @@ class FusionTask:
         scales = [*self.output_shape[:-1], 1] if quantizer.scales == "rows" else [1]
         return [first, (scales, "float32")]
 
+    @property
+    def output_dtypes(self) -> tuple:
+        """The torch dtype of each output (``outputs``)."""
+        import torch
+
+        return tuple(getattr(torch, dtype) for _, dtype in self.outputs)
+
     def output_text(self) -> str:
         """The outputs in words: ``[M, N] float16``; a quantizer's ``a tuple: [M, N] float8_e4m3fn (the values),
         [M, 1] float32 (their scales)``."""

@@ -293,8 +293,7 @@ def main(request_path: str) -> int:
         task = FusionTask.from_dict(request["task"])
         eager = task.function  # the trusted chain, not the file's own (which could be made slow)
         reference = functools.partial(quantized_reference, task) if task.quantizer else task.reference
-        dtype = tuple(getattr(torch, name) for _, name in task.outputs)  # a quantizer's two, else one
-        dtype = dtype if len(dtype) > 1 else dtype[0]
+        dtype = task.output_dtypes if task.quantizer else getattr(torch, task.output_dtype)
         input_sets = [task.make_inputs(request["dims"], seed, "cuda") for seed in request["seeds"]]
         with torch.no_grad():
             compiled = compile_chain(eager, input_sets[0], result)

@@ -523,8 +523,7 @@ class _Run:
                 inputs = self.task.make_inputs(spec["dims"], spec["seed"], self.device, spec.get("scalar_seed"),
                                                spec.get("edge", 0))
                 if self.task.quantizer:  # values and scales, each by its rule (``Quantized``)
-                    dtypes = tuple(getattr(torch, dtype) for _, dtype in self.task.outputs)
-                    return quantized_reference(self.task, inputs), None, dtypes, None, None
+                    return quantized_reference(self.task, inputs), None, self.task.output_dtypes, None, None
                 ref = self.task.reference(inputs)
                 with full_float32():
                     own = self.task.function(*inputs)
