@@ -287,25 +287,37 @@ def _channel_blocks(body: Code, conv, dot: str) -> None:
     """The reduction over (tap, block of BLOCK_K input channels) steps in one loop, so that the loads are pipelined
     across taps (a loop a tap would drain the pipeline every J / BLOCK_K steps). The weight comes as [R, R, J, C],
     so a step's [BLOCK_K, BLOCK_N] tile is BLOCK_K rows of BLOCK_N consecutive output channels (in [C, J, R, R] each
-    value would be R R apart)."""
+    value would be R R apart). x's tile is a gather of single values, which Triton's pipeliner leaves synchronous:
+    each step loads the next step's tile into registers before its product, so the gather overlaps the tensor cores'
+    work (docs/tuning.md#conv2d-tiles)."""
+
+    def x_tile(name: str, in_row: str, in_col: str, j: str) -> list[str]:
+        return [f"inside = row_mask & ({in_row} >= 0) & ({in_row} < in_h) & ({in_col} >= 0) & ({in_col} < in_w)  "
+                "# the padding reads as zeros",
+                f"{name} = tl.load(x_rows[:, None] + ({in_row} * in_w + {in_col})[:, None] + {j}[None, :] * "
+                f"(in_h * in_w), mask=inside[:, None] & ({j} < group_in)[None, :], other=0.0)  # [BLOCK_M, BLOCK_K]"]
+
     body(conv.comment("(tap, BLOCK_K of the group's input channels) a step"),
          "channels = tl.arange(0, BLOCK_K)  # [BLOCK_K]",
-         "blocks = tl.cdiv(group_in, BLOCK_K)  # channel blocks a tap")
-    with body.block("for step in range(0, KSIZE * KSIZE * blocks):"):
+         "blocks = tl.cdiv(group_in, BLOCK_K)  # channel blocks a tap",
+         "steps = KSIZE * KSIZE * blocks",
+         "# step 0: tap (0, 0), the first BLOCK_K channels",
+         *x_tile("a", "top", "left", "channels"))
+    with body.block("for step in range(0, steps):"):
         body("tap = step // blocks  # r R + s",
              "j = (step % blocks) * BLOCK_K + channels  # [BLOCK_K] the group's input channels",
-             "j_mask = j < group_in",
-             "in_row = top + tap // KSIZE * DILATION  # [BLOCK_M]",
-             "in_col = left + tap % KSIZE * DILATION",
-             "inside = row_mask & (in_row >= 0) & (in_row < in_h) & (in_col >= 0) & (in_col < in_w)  "
-             "# the padding reads as zeros",
-             "x_mask = inside[:, None] & j_mask[None, :]  # [BLOCK_M, BLOCK_K]",
-             "a = tl.load(x_rows[:, None] + (in_row * in_w + in_col)[:, None] + j[None, :] * (in_h * in_w), "
-             "mask=x_mask, other=0.0)",
-             "w_mask = j_mask[:, None] & chan_mask[None, :]  # [BLOCK_K, BLOCK_N]",
+             "w_mask = (j < group_in)[:, None] & chan_mask[None, :]  # [BLOCK_K, BLOCK_N]",
              "w = tl.load(weight_ptr + (tap * group_in + j)[:, None] * n_chan + chans[None, :], mask=w_mask, "
              "other=0.0)",
-             dot)
+             "# the next step's tile of x, gathered while this step's product runs (the last step's is its own)",
+             "after = tl.minimum(step + 1, steps - 1)",
+             "after_tap = after // blocks",
+             "after_j = (after % blocks) * BLOCK_K + channels",
+             "in_row = top + after_tap // KSIZE * DILATION  # [BLOCK_M]",
+             "in_col = left + after_tap % KSIZE * DILATION",
+             *x_tile("a_next", "in_row", "in_col", "after_j"),
+             dot,
+             "a = a_next")
 
 
 def emit_depthwise(plan: Plan) -> Section:
