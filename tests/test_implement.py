@@ -748,7 +748,8 @@ def test_conv2d_plan_passes_the_checker(tmp_path, seed, ops, dtype, variant, tap
     path.write_text(generate(task))
     kernels, wrapper = path.read_text().split("# <TRITON>")[1].split("def fused_kernel_triton_wrapper")
     assert "acc = tl.dot(a, w, acc" in kernels and "conv2d(" not in wrapper
-    assert ("for step in range(0, KSIZE * KSIZE * blocks):" in kernels) is taps  # taps and channel blocks, one loop
+    assert ("for step in range(0, steps):" in kernels) is taps  # taps and channel blocks, one loop
+    assert ("a = a_next" in kernels) is taps  # the next step's x tile gathered ahead of the product
     assert ("weight = weight.permute(2, 3, 1, 0).contiguous()" in wrapper) is taps  # a tap's tile: rows of channels
     verdict = check_file(path, task=task, timeout=240)
     assert verdict.passed, verdict.failure and verdict.failure.message
