@@ -1154,7 +1154,7 @@ def wide_dims(task: FusionTask, rng: random.Random) -> dict[str, int] | None:
     rows_only = catalog.get(task.steps[0].op).family not in PRODUCT_ROOTS
     for name in UNSEEN_DIMS:
         if name in wide:
-            drawn = _round_up(rng.randint(*WIDE_ROW), 16)
+            drawn = _round_up(rng.randint(*WIDE_ROW), 16)  # drawn either way: the draws after it stay the same
             long = min(bench.get(name, 0), WIDE_ROW_MAX) // 16 * 16
             dims[name] = long if rows_only and long > WIDE_ROW[1] else drawn
         elif name in dims:
