@@ -88,7 +88,8 @@ def fused_kernel_triton(x_ptr, w_ptr, running_mean1_ptr, running_var1_ptr, gamma
     mask = (rm[:, None] < M) & (rn[None, :] < N)
     # 1. linear x @ w^T: x @ w^T: [M, K] x [N, K] -> [M, N]
     h = acc  # [BLOCK_M, BLOCK_N]
-    # 2. batch_norm (inference, running stats): inference: (x - running_mean) / sqrt(running_var + eps) * gamma + beta per channel (dim 1)
+    # 2. batch_norm (inference, running stats): inference: (x - running_mean) / sqrt(running_var + eps) * gamma + beta
+    # per channel (dim 1)
     running_mean = tl.load(running_mean1_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
     running_var = tl.load(running_var1_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
     gamma = tl.load(gamma1_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
@@ -103,7 +104,9 @@ def fused_kernel_triton(x_ptr, w_ptr, running_mean1_ptr, running_var1_ptr, gamma
 
 
 def fused_kernel_triton_wrapper(x, w, running_mean1, running_var1, gamma1, beta1, residual3):
-    """x [M, K], w [N, K], running_mean1 [N], running_var1 [N], gamma1 [N], beta1 [N], residual3 [M, N] -> [M, N]: allocate, launch."""
+    """x [M, K], w [N, K], running_mean1 [N], running_var1 [N], gamma1 [N], beta1 [N], residual3 [M, N] -> [M, N]:
+    allocate, launch.
+    """
     x = x.contiguous()
     w = w.contiguous()
     running_mean1 = running_mean1.contiguous()

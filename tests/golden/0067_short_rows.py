@@ -60,7 +60,8 @@ def fused_kernel_triton(x_ptr, out_ptr, n_rows, row_len, ROWS: tl.constexpr, BLO
     row_mask = rows < n_rows
     mask = row_mask[:, None] & (cols[None, :] < row_len)
     # a reduction reads its rows once: evict_first (docs/tuning.md#evict-first)
-    h = tl.load(x_ptr + rows[:, None] * row_len + cols[None, :], mask=mask, other=0.0, eviction_policy='evict_first').to(tl.float32)
+    h = tl.load(x_ptr + rows[:, None] * row_len + cols[None, :], mask=mask, other=0.0,
+                eviction_policy='evict_first').to(tl.float32)
     # 1. 1 / (|h| + 0.5): 1 / (|x| + shift)
     h = 1.0 / (tl.abs(h) + 0.5)
     # 2. var over the last dim: sum_j (x_ij - mean_i)^2 / (N - correction)

@@ -109,10 +109,13 @@ def fused_kernel_triton(x_ptr, gamma1_ptr, beta1_ptr, out_ptr, row_len, n_cols, 
         h = tl.load(x_ptr + row * row_len + chans[:, None] * n_cols + pos[None, :], mask=mask, other=0.0).to(tl.float32)
         # 1. mish: x * tanh(softplus(x))
         h = h * tanh_softplus(h)
-        gamma = tl.load(gamma1_ptr + (row % 4) * group_chans + chans, mask=chans < group_chans, other=0.0).to(tl.float32)[:, None]
-        beta = tl.load(beta1_ptr + (row % 4) * group_chans + chans, mask=chans < group_chans, other=0.0).to(tl.float32)[:, None]
+        gamma = tl.load(gamma1_ptr + (row % 4) * group_chans + chans, mask=chans < group_chans,
+                        other=0.0).to(tl.float32)[:, None]
+        beta = tl.load(beta1_ptr + (row % 4) * group_chans + chans, mask=chans < group_chans,
+                       other=0.0).to(tl.float32)[:, None]
         h = (h - run_mean) * rstd * gamma + beta
-        tl.store(out_ptr + row * row_len + chans[:, None] * n_cols + pos[None, :], h.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_ptr + row * row_len + chans[:, None] * n_cols + pos[None, :], h.to(out_ptr.dtype.element_ty),
+                 mask=mask)
 
 
 def fused_kernel_triton_wrapper(x, gamma1, beta1):

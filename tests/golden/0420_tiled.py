@@ -156,12 +156,15 @@ def group_norm_kernel(x_ptr, gamma3_ptr, beta3_ptr, out_ptr, row_len, n_cols, n_
         pos = (tile % n_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
         mask = (chans < group_chans)[:, None] & (pos < n_cols)[None, :]
         h = tl.load(x_ptr + row * row_len + chans[:, None] * n_cols + pos[None, :], mask=mask, other=0.0).to(tl.float32)
-        gamma = tl.load(gamma3_ptr + (row % 2) * group_chans + chans, mask=chans < group_chans, other=0.0).to(tl.float32)[:, None]
-        beta = tl.load(beta3_ptr + (row % 2) * group_chans + chans, mask=chans < group_chans, other=0.0).to(tl.float32)[:, None]
+        gamma = tl.load(gamma3_ptr + (row % 2) * group_chans + chans, mask=chans < group_chans,
+                        other=0.0).to(tl.float32)[:, None]
+        beta = tl.load(beta3_ptr + (row % 2) * group_chans + chans, mask=chans < group_chans,
+                       other=0.0).to(tl.float32)[:, None]
         h = (h - run_mean) * rstd * gamma + beta
         # 5. clamp(-0.5, 1.0): min(max(x, min_val), max_val)
         h = tl.minimum(tl.maximum(h, -0.5), 1.0)
-        tl.store(out_ptr + row * row_len + chans[:, None] * n_cols + pos[None, :], h.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(out_ptr + row * row_len + chans[:, None] * n_cols + pos[None, :], h.to(out_ptr.dtype.element_ty),
+                 mask=mask)
 
 
 def fused_kernel_triton_wrapper(x, w, rowvec1, gamma3, beta3):

@@ -292,12 +292,14 @@ def _channel_blocks(body: Code, conv, dot: str) -> None:
     work (docs/tuning.md#conv2d-tiles)."""
 
     def x_tile(name: str, in_row: str, in_col: str, j: str) -> list[str]:
-        return [f"inside = row_mask & ({in_row} >= 0) & ({in_row} < in_h) & ({in_col} >= 0) & ({in_col} < in_w)  "
-                "# the padding reads as zeros",
-                f"{name} = tl.load(x_rows[:, None] + ({in_row} * in_w + {in_col})[:, None] + {j}[None, :] * "
-                f"(in_h * in_w), mask=inside[:, None] & ({j} < group_in)[None, :], other=0.0)  # [BLOCK_M, BLOCK_K]"]
+        return ["# the padding reads as zeros",
+                f"inside = row_mask & ({in_row} >= 0) & ({in_row} < in_h) & ({in_col} >= 0) & ({in_col} < in_w)",
+                f"x_offsets = ({in_row} * in_w + {in_col})[:, None] + {j}[None, :] * (in_h * in_w)  "
+                "# [BLOCK_M, BLOCK_K]",
+                f"{name} = tl.load(x_rows[:, None] + x_offsets, mask=inside[:, None] & ({j} < group_in)[None, :], "
+                "other=0.0)"]
 
-    body(conv.comment("(tap, BLOCK_K of the group's input channels) a step"),
+    body(conv.comment("(tap, BLOCK_K input channels) a step"),
          "channels = tl.arange(0, BLOCK_K)  # [BLOCK_K]",
          "blocks = tl.cdiv(group_in, BLOCK_K)  # channel blocks a tap",
          "steps = KSIZE * KSIZE * blocks",

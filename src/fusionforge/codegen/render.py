@@ -4,6 +4,7 @@ section assembled from a plan's parts and the jit helpers its op forms call, and
 from __future__ import annotations
 
 from fusionforge import ops as catalog
+from fusionforge.codegen.source import fit
 from fusionforge.codegen.wrapper import Section
 from fusionforge.kernelfile import render
 from fusionforge.tasks import SCALAR_DTYPE, FusionTask, InputSpec
@@ -56,13 +57,14 @@ def python_section(task: FusionTask) -> str:
 
 
 def triton_section(task: FusionTask, section: Section) -> str:
-    """Jit helpers of the op forms, each kernel after its tuning code, host helpers, the wrapper."""
+    """Jit helpers of the op forms, each kernel after its tuning code, host helpers, the wrapper; lines broken at
+    120 columns."""
     helpers = dict.fromkeys(name for step in task.steps
                             for name in catalog.helpers_of(catalog.get(step.op), task.dtype))
     parts = [catalog.TRITON_HELPERS[name].rstrip() for name in helpers]
     parts += [kernel.text() for kernel in section.kernels]
     parts += section.host
-    return "\n\n\n".join([*parts, section.wrapper.text()]) + "\n"
+    return fit("\n\n\n".join([*parts, section.wrapper.text()])) + "\n"
 
 
 def _draw(spec: InputSpec, dims_name: str) -> str:

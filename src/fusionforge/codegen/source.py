@@ -3,7 +3,7 @@
 ``Code`` is the buffer every emitter writes into (statements at the current indentation, ``block`` for a
 nested one); ``wrap`` breaks a call or a signature at 120 columns; ``Kernel`` holds one ``@triton.jit``
 function's parts (what is tuned before it, its parameters, docstring and body) and keeps only the size
-parameters its body reads.
+parameters its body reads; ``fit`` breaks the lines of finished source that are still longer than 120 columns.
 """
 
 from __future__ import annotations
@@ -109,6 +109,116 @@ def docstring(paragraphs: list[str], indent: str = INDENT) -> list[str]:
         lines += textwrap.wrap(opening + paragraph, WIDTH - len(indent), break_long_words=False,
                                break_on_hyphens=False) + [""]
     lines = lines[:-1]
-    if len(lines) == 1:
+    if len(lines) == 1 and len(indent + lines[0]) + 3 <= WIDTH:
         return [indent + lines[0] + '"""']
     return [indent + line if line else "" for line in lines] + [indent + '"""']
+
+
+def fit(source: str, width: int = WIDTH) -> str:
+    """``source`` with each line longer than ``width`` broken the way a person would: a comment wrapped onto
+    comment lines, a trailing comment moved above its statement, a statement broken after the commas (else before
+    the operators) of its outermost bracket, continuation lines aligned inside it. Lines in a multi-line string,
+    and lines no rule can shorten, are kept as they are."""
+    lines, in_string = [], False
+    for line in source.split("\n"):
+        if in_string or len(line) <= width:
+            lines.append(line)
+        else:
+            lines += _fit_line(line, width)
+        in_string ^= line.count('"""') % 2 == 1
+    return "\n".join(lines)
+
+
+def _fit_line(line: str, width: int) -> list[str]:
+    indent = line[:len(line) - len(line.lstrip())]
+    code, comment = _split_comment(line)
+    if not code.strip():
+        return _comment_lines(indent, comment, width)
+    if code.lstrip().startswith('"""') and code.rstrip().endswith('"""') and not comment:
+        kept = re.sub(r"\[[^\]]*\]", lambda m: m.group(0).replace(" ", "\0"), code.strip()[3:-3])
+        return [line.replace("\0", " ") for line in docstring([kept], indent)]  # no break inside [B, C, P, Q]
+    above = _comment_lines(indent, comment, width) if comment else []
+    return above + _break_statement(code.rstrip(), width)
+
+
+def _split_comment(line: str) -> tuple[str, str]:
+    """(the code, the comment's text) of a line; a ``#`` inside a string is not a comment."""
+    quote = None
+    for k, char in enumerate(line):
+        if quote:
+            quote = None if char == quote and line[k - 1] != "\\" else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#":
+            return line[:k], line[k + 1:].strip()
+    return line, ""
+
+
+def _comment_lines(indent: str, text: str, width: int) -> list[str]:
+    return [f"{indent}# {part}" for part in textwrap.wrap(text, width - len(indent) - 2, break_long_words=False,
+                                                           break_on_hyphens=False)]
+
+
+def _break_statement(code: str, width: int) -> list[str]:
+    """A statement broken inside its outermost bracket, after its top-level commas; else an assignment whose value
+    has operators outside brackets, its value parenthesised and broken before them; else inside its outermost
+    bracket before the operators there; the statement as it is when none applies."""
+    depth, quote, opening, closing, commas, operators, outside = 0, None, None, None, [], [], []
+    assignment = code.find(" = ")
+    for k, char in enumerate(code):
+        if quote:
+            quote = None if char == quote and code[k - 1] != "\\" else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+            opening = k if depth == 1 and opening is None else opening
+        elif char in ")]}":
+            depth -= 1
+            closing = k if depth == 0 and closing is None and opening is not None else closing
+        elif code[k - 1:k + 2] in _OPERATORS and depth == 0 and 0 < assignment < k:
+            outside.append(k)
+        elif depth == 1 and closing is None and opening is not None:
+            if char == ",":
+                commas.append(k)
+            elif code[k - 1:k + 2] in _OPERATORS:
+                operators.append(k)
+    if opening is not None and closing is not None and commas:
+        items = [part.strip() for part in _cut(code[opening + 1:closing], [c - opening - 1 for c in commas], 1)]
+        lines = wrap(code[:opening + 1], items, code[closing:], width)
+        if max(map(len, lines)) <= width or not outside:
+            return lines
+    if outside:
+        head = code[:assignment + 3] + "("
+        return _fill_pieces(head, _cut(code[assignment + 3:], [k - assignment - 3 for k in outside], 0), ")", width)
+    if opening is None or closing is None or not operators:
+        return [code]
+    pieces = _cut(code[opening + 1:closing], [k - opening - 1 for k in operators], 0)
+    return _fill_pieces(code[:opening + 1], pieces, code[closing:], width)
+
+
+_OPERATORS = (" & ", " | ", " + ", " - ", " * ")
+
+
+def _fill_pieces(head: str, pieces: list[str], tail: str, width: int) -> list[str]:
+    """``head`` + the pieces (each starting with its operator but the first) + ``tail``, as many pieces a line as
+    fit, continuation lines aligned after ``head``."""
+    lines, line, pad = [], head + pieces[0].strip(), " " * len(head)
+    for piece in pieces[1:]:
+        piece = piece.strip()
+        if len(line) + 1 + len(piece) > width:
+            lines.append(line)
+            line = pad + piece
+        else:
+            line += " " + piece
+    return lines + [line + tail]
+
+
+def _cut(text: str, at: list[int], skip: int) -> list[str]:
+    """``text`` cut at the positions ``at``, ``skip`` characters dropped at each cut (a comma; an operator is kept
+    at the start of the next piece)."""
+    pieces, start = [], 0
+    for k in at:
+        pieces.append(text[start:k])
+        start = k + skip
+    return pieces + [text[start:]]
