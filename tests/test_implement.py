@@ -17,7 +17,7 @@ from fusionforge import ops as catalog
 from fusionforge.cli import main
 from fusionforge.codegen import resolve, variants
 from fusionforge.codegen.convolution import tap_loop
-from fusionforge.codegen.source import Code, Kernel
+from fusionforge.codegen.source import Code, Kernel, fit
 from fusionforge.codegen.tuning import TWO_REDUCTION_MAX_SPLITS, TWO_REDUCTION_TILE
 from fusionforge.implement import BuiltinImplementer, PastAttempt, UnsupportedTask, generate
 from fusionforge.implement.builtin import next_variant
@@ -59,6 +59,37 @@ def test_a_size_named_only_in_a_comment_is_not_passed():
     kernel = Kernel("k", ["x_ptr"], [("row_len", "row_len"), ("n_cols", "N"), ("n_rows", "M")], [], ["k."], body)
     assert kernel.read_sizes() == [("row_len", "row_len")] and kernel.size_args() == ["row_len"]
     assert "def k(x_ptr, row_len):" in kernel.text()
+
+
+@pytest.mark.parametrize("family", [None, "convolution", "attention", "pooling", "fp8", "loss", "scan", "gather",
+                                    "arg_reduction", "spatial_reduction"])
+def test_generated_triton_sections_keep_to_120_columns(family):
+    """Seeds 0..29 of each family: no TRITON line past 120 columns, and breaking the lines changed no statement."""
+    for seed in range(30):
+        source = generate(GEN.generate(seed, family=family) if family else GEN.generate(seed))
+        triton_section = source.split("# <TRITON>")[1].split("# </TRITON>")[0]
+        assert max(map(len, triton_section.splitlines())) <= 120, f"seed {seed}"
+
+
+def test_fit_breaks_comments_calls_and_sums_the_way_a_person_would():
+    long_call = "    h = tl.load(x_ptr + rows[:, None] * row_len + cols[None, :], mask=mask, other=0.0).to(tl.float32)"
+    source = "\n".join([
+        "    # " + "word " * 30,
+        long_call + "  # [BLOCK_M, BLOCK_N] the program's tile, masked past the row",
+        "    total = first_value_with_a_long_name * another_long_factor + tl.sum(tl.where(mask, h * h, 0.0), axis=1) "
+        "- offset_value",
+        '    """x [M, K], w [N, K], running_mean1 [N], running_var1 [N], gamma1 [N], beta1 [N], residual3 [M, N] -> '
+        '[M, N]: allocate, launch."""',
+        "    x = 'a # in a string is not a comment'"])
+    lines = fit(source).splitlines()
+    assert max(map(len, lines)) <= 120
+    assert lines[0].startswith("    # word") and lines[1].startswith("    # word")
+    assert lines[2] == "    # [BLOCK_M, BLOCK_N] the program's tile, masked past the row" and lines[3] == long_call
+    assert lines[4].startswith("    total = (first_value") and lines[5].lstrip().startswith("- offset_value)")
+    assert lines[6].startswith('    """x [M, K]') and "[M,\n" not in fit(source) and lines[-2] == '    """'
+    assert lines[-1] == "    x = 'a # in a string is not a comment'"
+    assert ast.dump(ast.parse("def f():\n" + "\n".join(lines[3:6]))) == \
+        ast.dump(ast.parse("def f():\n" + long_call + "\n" + source.splitlines()[2]))
 
 
 def test_easy_sample_covers_dtypes_ranks_and_broadcasts():

@@ -160,9 +160,9 @@ def _comment_lines(indent: str, text: str, width: int) -> list[str]:
 
 
 def _break_statement(code: str, width: int) -> list[str]:
-    """A statement broken inside its outermost bracket, after its top-level commas; else an assignment whose value
-    has operators outside brackets, its value parenthesised and broken before them; else inside its outermost
-    bracket before the operators there; the statement as it is when none applies."""
+    """An assignment whose value has operators outside brackets: its value parenthesised and broken before them;
+    else a statement broken inside its first outermost bracket, after the commas there, else before the operators
+    there; the statement as it is when none applies."""
     depth, quote, opening, closing, commas, operators, outside = 0, None, None, None, [], [], []
     assignment = code.find(" = ")
     for k, char in enumerate(code):
@@ -183,14 +183,12 @@ def _break_statement(code: str, width: int) -> list[str]:
                 commas.append(k)
             elif code[k - 1:k + 2] in _OPERATORS:
                 operators.append(k)
-    if opening is not None and closing is not None and commas:
-        items = [part.strip() for part in _cut(code[opening + 1:closing], [c - opening - 1 for c in commas], 1)]
-        lines = wrap(code[:opening + 1], items, code[closing:], width)
-        if max(map(len, lines)) <= width or not outside:
-            return lines
     if outside:
         head = code[:assignment + 3] + "("
         return _fill_pieces(head, _cut(code[assignment + 3:], [k - assignment - 3 for k in outside], 0), ")", width)
+    if opening is not None and closing is not None and commas:
+        items = [part.strip() for part in _cut(code[opening + 1:closing], [c - opening - 1 for c in commas], 1)]
+        return wrap(code[:opening + 1], items, code[closing:], width)
     if opening is None or closing is None or not operators:
         return [code]
     pieces = _cut(code[opening + 1:closing], [k - opening - 1 for k in operators], 0)
