@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from fusionforge.verify import interpreter
 from fusionforge.verify.interpreter import OutOfBoundsAccess, faithful_conversions, install_gpu_semantics
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="interpreter only")
@@ -591,3 +592,106 @@ def test_a_forced_config_the_gpu_cannot_run_gives_way_to_the_tuned_one(monkeypat
     out = torch.full((16,), -1, dtype=torch.int32)
     _warps_only_kernel[(1,)](out, 11)
     assert bool((out[:11] == 0).all())
+
+
+# -- programs side by side ----------------------------------------------------------------------------
+
+
+@triton.jit
+def _first_arriver_scale(x_ptr, claimed_ptr, scale_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    """The first program to swap the flag computes max |x| for all; the rest read it without waiting (a race)."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    if tl.atomic_xchg(claimed_ptr, 1) == 0:
+        amax = 0.0
+        for start in range(0, n, BLOCK):
+            others = start + tl.arange(0, BLOCK)
+            amax = tl.maximum(amax, tl.max(tl.abs(tl.load(x_ptr + others, mask=others < n, other=0.0)), axis=0))
+        tl.store(scale_ptr, amax)
+    x = tl.load(x_ptr + offsets, mask=offsets < n, other=0.0)
+    tl.store(out_ptr + offsets, x / tl.load(scale_ptr), mask=offsets < n)
+
+
+@triton.jit
+def _locked_sum(x_ptr, lock_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    """Each program adds its block's sum into out under a spin lock (right in any interleaving)."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    partial = tl.sum(tl.load(x_ptr + offsets, mask=offsets < n, other=0.0), axis=0)
+    while tl.atomic_cas(lock_ptr, 0, 1) == 1:
+        pass
+    tl.store(out_ptr, tl.load(out_ptr) + partial)
+    tl.atomic_xchg(lock_ptr, 0)
+
+
+@triton.jit
+def _last_arriver_sum(x_ptr, partial_ptr, count_ptr, out_ptr, n, BLOCK: tl.constexpr, PROGRAMS: tl.constexpr):
+    """Each program stores its block's sum, then counts itself in; the last to arrive adds the partial sums."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(partial_ptr + tl.program_id(0), tl.sum(tl.load(x_ptr + offsets, mask=offsets < n, other=0.0), axis=0))
+    if tl.atomic_add(count_ptr, 1) == PROGRAMS - 1:
+        tl.store(out_ptr, tl.sum(tl.load(partial_ptr + tl.arange(0, PROGRAMS)), axis=0))
+
+
+@pytest.fixture
+def reversed_order():
+    interpreter.PROGRAM_ORDER["reversed"] = True
+    yield
+    interpreter.PROGRAM_ORDER["reversed"] = False
+
+
+@pytest.mark.parametrize("n", [1000, 77])
+def test_a_first_arriver_race_is_right_one_program_at_a_time_and_wrong_in_lockstep(n):
+    x = _random(n)
+    interpreter.PROGRAM_ORDER["reversed"] = False  # in id order, one program at a time
+    out, claimed, scale = torch.empty(n), torch.zeros(1, dtype=torch.int32), torch.zeros(1)
+    _first_arriver_scale[(triton.cdiv(n, 64),)](x, claimed, scale, out, n, BLOCK=64)
+    torch.testing.assert_close(out, x / x.abs().max())
+    try:
+        interpreter.PROGRAM_ORDER["reversed"] = True
+        out, claimed, scale = torch.empty(n), torch.zeros(1, dtype=torch.int32), torch.zeros(1)
+        _first_arriver_scale[(triton.cdiv(n, 64),)](x, claimed, scale, out, n, BLOCK=64)
+    finally:
+        interpreter.PROGRAM_ORDER["reversed"] = False
+    assert scale.item() == x.abs().max().item() and claimed.item() == 1  # one run's effects, from the inputs
+    assert not torch.isfinite(out).all()  # the others divided by the scale before it was written
+
+
+@pytest.mark.parametrize("programs", [1, 4, 16])
+def test_a_lock_and_a_last_arriver_stay_right_in_lockstep(programs, reversed_order):
+    n = programs * 64 - 5
+    x = _random(n)
+    lock, out = torch.zeros(1, dtype=torch.int32), torch.zeros(1)
+    _locked_sum[(programs,)](x, lock, out, n, BLOCK=64)
+    torch.testing.assert_close(out, x.sum().reshape(1), rtol=1e-5, atol=1e-5)
+    assert lock.item() == 0
+    partial, count, out = torch.zeros(programs), torch.zeros(1, dtype=torch.int32), torch.zeros(1)
+    _last_arriver_sum[(programs,)](x, partial, count, out, n, BLOCK=64, PROGRAMS=programs)
+    torch.testing.assert_close(out, x.sum().reshape(1), rtol=1e-5, atol=1e-5)
+    assert count.item() == programs  # counted once: the lockstep run started from the launch's inputs
+
+
+def test_lockstep_runs_more_programs_than_a_wave_and_keeps_its_bounds_checks(reversed_order, monkeypatch):
+    monkeypatch.setattr(interpreter, "LOCKSTEP_WAVE", 4)
+    n = 13 * 64
+    x = _random(n)
+    lock, out = torch.zeros(1, dtype=torch.int32), torch.zeros(1)
+    _locked_sum[(13,)](x, lock, out, n, BLOCK=64)
+    torch.testing.assert_close(out, x.sum().reshape(1), rtol=1e-5, atol=1e-5)
+    error = _out_of_bounds(lambda: _locked_sum[(14,)](x, torch.zeros(1, dtype=torch.int32), torch.zeros(1), n + 64,
+                                                      BLOCK=64))
+    assert error.details["argument"] == "x_ptr"
+
+
+def test_a_launch_without_atomics_runs_once(reversed_order, monkeypatch):
+    ran = []
+    monkeypatch.setattr(interpreter, "_lockstep_call", lambda *args, **kwargs: ran.append(args))
+    x = _random(100)
+    out = torch.empty(100)
+    _copy_kernel[(2,)](x, out, 100, BLOCK=64)
+    torch.testing.assert_close(out, x)
+    assert not ran
+
+
+@triton.jit
+def _copy_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=offsets < n), mask=offsets < n)

@@ -274,10 +274,12 @@ def mismatch_failure(stats: dict, implementation: str, input_set: str, context: 
     elif context.get("second_call") and context.get("reversed"):
         cause = (f"Wrong on the second call only, whose programs ran from the last id to the first (the CPU's "
                  f"interpreter runs them one at a time, in id order on the first call; a GPU runs them in any "
-                 f"order): programs read what other programs of the same launch write, a race on a GPU; or the "
-                 f"result depends on memory the kernel did not write. {where}")
-        fix = ("Let no program read what another program of the same launch writes: split the work into two "
-               "launches (the first fills what the second reads), and write every output element in the kernel.")
+                 f"order, many at once; a launch that makes an atomic ran them side by side, in lockstep): programs "
+                 f"read what other programs of the same launch write, a race on a GPU; or the result depends on "
+                 f"memory the kernel did not write. {where}")
+        fix = ("Let no program read what another program of the same launch writes (an atomic that picks one "
+               "program to compute for the rest does not make the others wait): split the work into two launches "
+               "(the first fills what the second reads), and write every output element in the kernel.")
     elif context.get("second_call"):
         cause = (f"Wrong on the second call only (after the PyTorch function ran and freed its output): the "
                  f"result depends on memory the kernel did not write. {where}")

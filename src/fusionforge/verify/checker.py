@@ -485,8 +485,9 @@ def _failure_from_stats(stats: dict, implementation: str, label: str, context: d
                                        stats["expected"], implementation, label)
         if context.get("reversed"):
             failure.root_cause = ("On the second call only, whose programs ran from the last id to the first (a GPU "
-                                  "runs them in any order): programs may read what others of the same launch write, "
-                                  f"a race on a GPU. {failure.root_cause}")
+                                  "runs them in any order, many at once; a launch that makes an atomic ran them in "
+                                  "lockstep): programs may read what others of the same launch write, a race on a "
+                                  f"GPU. {failure.root_cause}")
         return failure
     return analysis.mismatch_failure(stats, implementation, label, context)
 

@@ -70,7 +70,13 @@ the file once per further combination of configs, each forced as a cached choice
 Program order. The interpreter runs a launch's programs one after another in the order of their ids; a GPU runs
 them in any order, many at once. A kernel whose programs read what another program of the same launch writes (a
 buffer program 0 fills for the rest) is right here and races there. When ``PROGRAM_ORDER["reversed"]`` is set (the
-checker sets it for a set's second call), the programs run from the last id to the first.
+checker sets it for a set's second call), the programs run from the last id to the first. Either order still runs
+each program to its end before the next starts, so a program that claims a job with an atomic (the first to swap a
+flag computes a tensor's scale, the rest read it) is right in both. A launch that makes an atomic while the order is
+reversed therefore runs again from its inputs, in lockstep (``LOCKSTEP_WAVE`` programs at once, each a thread, one
+running at a time, the next taking over at each load, store and atomic, last id first), as a GPU's resident programs
+run side by side: the rest then read the scale before it is written. A lock taken and released with atomics, or a
+last arriver that counts the others in with an atomic before reading their partial results, stays right.
 """
 
 from __future__ import annotations
@@ -78,6 +84,7 @@ from __future__ import annotations
 import ast
 import inspect
 import textwrap
+import threading
 import warnings
 
 import numpy as np
@@ -146,6 +153,12 @@ def faithful_conversions() -> bool:
 
 
 PROGRAM_ORDER = {"reversed": False}
+LOCKSTEP_WAVE = 64  # programs running side by side in lockstep (module docstring)
+_MEMORY_OPS = ("create_load", "create_masked_load", "create_tensor_pointer_load", "create_descriptor_load",
+               "create_descriptor_gather", "create_store", "create_masked_store", "create_tensor_pointer_store",
+               "create_descriptor_store", "create_descriptor_scatter", "create_atomic_rmw", "create_atomic_cas")
+_ATOMICS = {"made": 0}  # atomics made so far, in any launch
+_PROGRAM = threading.local()  # in a lockstep program's thread: its grid_idx and its turn
 
 
 def install_gpu_semantics() -> None:
@@ -155,6 +168,7 @@ def install_gpu_semantics() -> None:
     _install_bounds_checks()
     _install_autotuning()
     _install_program_order()
+    _install_lockstep()
 
 
 def _install_program_order() -> None:
@@ -170,6 +184,161 @@ def _install_program_order() -> None:
 
     if not getattr(interpreter.InterpreterBuilder.set_grid_idx, "gpu_semantics", False):
         _replace(interpreter.InterpreterBuilder, "set_grid_idx", reordered)
+
+
+def _install_lockstep() -> None:
+    """A launch that makes an atomic while the order is reversed runs again in lockstep (module docstring;
+    idempotent): program ids per thread, a hand-over before each memory access, atomics counted."""
+    from triton.runtime import interpreter
+
+    def counted(create):
+        def create_atomic(builder, *args, **kwargs):
+            _ATOMICS["made"] += 1
+            return create(builder, *args, **kwargs)
+        return create_atomic
+
+    def handing_over(create):
+        def create_access(builder, *args, **kwargs):
+            turn = getattr(_PROGRAM, "turn", None)
+            if turn is not None:
+                turn.hand_over()
+            return create(builder, *args, **kwargs)
+        return create_access
+
+    def own_id(create):
+        def create_get_program_id(builder, axis):
+            grid_idx = getattr(_PROGRAM, "grid_idx", None)
+            if grid_idx is None:
+                return create(builder, axis)
+            return interpreter.TensorHandle(np.array([grid_idx[axis]], dtype=np.int32), interpreter.tl.int32)
+        return create_get_program_id
+
+    def racing(call):
+        def __call__(executor, *args_dev, **kwargs):
+            if not PROGRAM_ORDER["reversed"]:
+                return call(executor, *args_dev, **kwargs)
+            storages = _storages([*args_dev, *kwargs.values()])
+            before, made = [storage.clone() for storage in storages], _ATOMICS["made"]
+            call(executor, *args_dev, **kwargs)
+            if _ATOMICS["made"] != made:  # again, from the launch's inputs
+                for storage, saved in zip(storages, before):
+                    storage.copy_(saved)
+                _lockstep_call(executor, interpreter, *args_dev, **kwargs)
+        return __call__
+
+    builder = interpreter.InterpreterBuilder
+    if getattr(builder.create_get_program_id, "gpu_semantics", False):
+        return
+    for name in ("create_atomic_rmw", "create_atomic_cas"):
+        _replace(builder, name, counted)
+    for name in _MEMORY_OPS:
+        _replace(builder, name, handing_over)
+    _replace(builder, "create_get_program_id", own_id)
+    _replace(interpreter.GridExecutor, "__call__", racing)
+
+
+def _storages(args: list) -> list:
+    """The distinct storages of a launch's tensor arguments (in tuples and tensor descriptors too)."""
+    found = {}
+    for arg in args:
+        if isinstance(arg, tuple):
+            found.update((s.data_ptr(), s) for s in _storages(list(arg)))
+        elif isinstance(getattr(arg, "base", None), torch.Tensor) and not isinstance(arg, torch.Tensor):
+            found.update((s.data_ptr(), s) for s in _storages([arg.base]))
+        elif isinstance(arg, torch.Tensor):
+            found.setdefault(arg.untyped_storage().data_ptr(), arg.untyped_storage())
+    return list(found.values())
+
+
+def _lockstep_call(executor, interpreter, *args_dev, **kwargs) -> None:
+    """Triton 3.6's ``GridExecutor.__call__`` with the grid's programs run in lockstep, last id first."""
+    argspec = inspect.getfullargspec(executor.fn)
+    kwargs = {k: v for k, v in kwargs.items() if k in argspec.args}
+    args_hst, kwargs_hst = executor._init_args_hst(args_dev, kwargs)
+    for hook in executor.pre_run_hooks:
+        hook(*args_hst, **kwargs_hst)
+    patch_scope = interpreter._patch_lang(executor.fn)
+    try:
+        args = inspect.getcallargs(executor.fn, *args_hst, **kwargs_hst)
+        args = {name: arg if name in executor.constexprs else interpreter._implicit_cvt(arg)
+                for name, arg in args.items()}
+        grid = executor.grid(args) if callable(executor.grid) else executor.grid
+        grid = tuple(grid) + (1,) * (3 - len(grid))
+        interpreter.interpreter_builder.set_grid_dim(*grid)
+        programs = [(x, y, z) for x in range(grid[0]) for y in range(grid[1]) for z in range(grid[2])][::-1]
+        try:
+            _run_lockstep(executor.fn, args, programs)
+        except Exception as exc:
+            raise interpreter.InterpreterError(repr(exc)) from exc
+    finally:
+        patch_scope.restore()
+    executor._restore_args_dev(args_dev, args_hst, kwargs, kwargs_hst)
+
+
+class _Turn:
+    """One program's thread in lockstep: it runs only between ``go`` and its next hand-over (or its end)."""
+
+    def __init__(self, fn, args: dict, grid_idx: tuple) -> None:
+        self.go, self.back = threading.Event(), threading.Event()
+        self.done, self.error, self.stop = False, None, False
+        self.thread = threading.Thread(target=self._run, args=(fn, args, grid_idx), daemon=True)
+
+    def _run(self, fn, args: dict, grid_idx: tuple) -> None:
+        _PROGRAM.grid_idx, _PROGRAM.turn = grid_idx, self
+        try:
+            self._wait()
+            fn(**args)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 (raised again by the scheduler)
+            self.error = exc
+        finally:
+            self.done = True
+            self.back.set()
+
+    def _wait(self) -> None:
+        self.go.wait()
+        self.go.clear()
+        if self.stop:
+            raise _Stopped
+
+    def hand_over(self) -> None:
+        """Called by the program before a memory access: the next program runs until its own."""
+        self.back.set()
+        self._wait()
+
+    def step(self) -> None:
+        """Called by the scheduler: run the program to its next hand-over or its end."""
+        self.back.clear()
+        self.go.set()
+        self.back.wait()
+
+
+class _Stopped(Exception):
+    """Ends a waiting program's thread when another program failed."""
+
+
+def _run_lockstep(fn, args: dict, programs: list[tuple]) -> None:
+    """Run ``programs`` (grid indices, in the order they start) LOCKSTEP_WAVE at a time, each a step in turn until
+    its next memory access, a finished one replaced by the next to start; the first error raised again."""
+    waiting, running = list(programs), []
+    try:
+        while waiting or running:
+            while waiting and len(running) < LOCKSTEP_WAVE:
+                turn = _Turn(fn, args, waiting.pop(0))
+                turn.thread.start()
+                running.append(turn)
+            for turn in list(running):
+                turn.step()
+                if turn.done:
+                    running.remove(turn)
+                    if turn.error is not None:
+                        raise turn.error
+    finally:
+        for turn in running:
+            turn.stop = True
+            turn.go.set()
+            turn.thread.join()
 
 
 def _install_autotuning() -> None:
