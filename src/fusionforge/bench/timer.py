@@ -293,7 +293,7 @@ def main(request_path: str) -> int:
         task = FusionTask.from_dict(request["task"])
         eager = task.function  # the trusted chain, not the file's own (which could be made slow)
         reference = functools.partial(quantized_reference, task) if task.quantizer else task.reference
-        dtype = task.output_dtypes if task.quantizer else getattr(torch, task.output_dtype)
+        dtype = task.output_dtypes if task.quantizer else task.output_dtypes[0]
         input_sets = [task.make_inputs(request["dims"], seed, "cuda") for seed in request["seeds"]]
         with torch.no_grad():
             compiled = compile_chain(eager, input_sets[0], result)

@@ -529,7 +529,7 @@ class _Run:
                 with full_float32():
                     own = self.task.function(*inputs)
                     picked_from = self.task.picked_from(inputs)
-            return ref, own, getattr(torch, self.task.output_dtype), \
+            return ref, own, self.task.output_dtypes[0], \
                 functools.cache(functools.partial(input_sensitivity, self.task.reference, inputs, ref, spec["seed"],
                                                   self.task.accumulates, getattr(torch, self.task.dtype))), picked_from
         own = _load(record.get("pytorch"))
