@@ -10,7 +10,15 @@ import triton.language as tl
 from fusionforge.cli import main
 from fusionforge.tasks import TaskGenerator
 from fusionforge.verify import check_file
-from fusionforge.verify.checker import Quantized, compare, edge_holds, input_sets, value_dependence
+from fusionforge.verify.checker import (
+    Quantized,
+    _fp8_spacing,
+    _round_to_fp8,
+    compare,
+    edge_holds,
+    input_sets,
+    value_dependence,
+)
 from fusionforge.verify.ledger import Ledger
 from fusionforge.verify.policy import POISON, changed_settings, conversion, full_float32, torch_settings
 from fusionforge.verify.verdict import Verdict, render_check, render_failure
@@ -724,3 +732,16 @@ def test_pytorchs_own_answer_is_float32_and_a_changed_setting_is_named():
     finally:
         torch.backends.cudnn.allow_tf32 = cudnn
     assert not changed_settings(before)
+
+
+def test_the_fp8_rule_reads_binades_and_rounds_without_transcendentals():
+    """The fp8 rule's step and rounding use exact operations only: on a GPU, log2(64) came out under 6 and the
+    floor of it put 64 in the binade below, so PyTorch's own quantizer failed (a step of 4 where it is 8)."""
+    powers = 2.0 ** torch.arange(-6, 9, dtype=torch.float64)
+    torch.testing.assert_close(_fp8_spacing(powers), powers / 8, rtol=0, atol=0)
+    torch.testing.assert_close(_fp8_spacing(powers[1:] * 0.999), powers[1:] / 16, rtol=0, atol=0)
+    assert _fp8_spacing(torch.tensor([2.0**-7, 0.0], dtype=torch.float64)).tolist() == [2.0**-9, 2.0**-9]
+    values = torch.cat([(torch.rand(50000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1)
+                        * 448, powers * 1.0625, powers * 1.1875, -powers * 0.96875, powers / 64 * 1.5])
+    values = values.clamp(-448, 448)  # midpoints of both parities among them: ties go to even
+    torch.testing.assert_close(_round_to_fp8(values), values.to(torch.float8_e4m3fn).double(), rtol=0, atol=0)

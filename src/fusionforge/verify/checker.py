@@ -292,9 +292,18 @@ FP8_UNEXPLAINED_FLOOR = 0.01
 
 def _fp8_spacing(magnitude: torch.Tensor) -> torch.Tensor:
     """The gap from an e4m3 magnitude to the next larger one: 2^(e - 3) in the binade [2^e, 2^(e + 1)), 2^-9 below
-    2^-6 (subnormals)."""
-    exponent = torch.floor(torch.log2(magnitude.clamp_min(2.0**-6)))
-    return torch.where(magnitude < 2.0**-6, torch.full_like(magnitude, 2.0**-9), torch.exp2(exponent - 3))
+    2^-6 (subnormals). 2^e is read exactly: frexp gives m = f 2^(e + 1) with f in [0.5, 1), and m / (2 f) is exact
+    (a GPU's log2 of 64 came out under 6, and its floor took 64 to the binade below)."""
+    normal = magnitude.clamp_min(2.0**-6)
+    fraction, _ = torch.frexp(normal)
+    return torch.where(magnitude < 2.0**-6, torch.full_like(magnitude, 2.0**-9), normal / (16 * fraction))
+
+
+def _round_to_fp8(values: torch.Tensor) -> torch.Tensor:
+    """float64 values in [-448, 448] rounded once to e4m3, to nearest even, in float64 on any device (a conversion
+    through float32 would round twice)."""
+    spacing = _fp8_spacing(values.abs())
+    return torch.round(values / spacing) * spacing
 
 
 def _compare_quantized(got: tuple, ref: Quantized, dtypes: tuple) -> dict:
@@ -318,7 +327,7 @@ def _compare_quantized(got: tuple, ref: Quantized, dtypes: tuple) -> dict:
     if not scale_stats["passed"]:
         return {**scale_stats, "output": 1}
     scaled = (ref.values / scales.double()).clamp(-FP8_MAX, FP8_MAX)  # the kernel's own scales
-    target = scaled.to(values.dtype).double()
+    target = _round_to_fp8(scaled)
     got_values = values.double()
     own_error = ((ref.own_values - ref.values).abs() / ref.values.abs().clamp_min(1e-300)).nan_to_num(0.0)
     carried = scaled.abs() * (2 * own_error + relative)  # how far the kernel's error may move a value
