@@ -104,6 +104,11 @@ class KernelBenchTask:
         """One output at the task's dtype, of the shape the module gives (no symbolic shape: [])."""
         return [([], self.output_dtype)]
 
+    @property
+    def output_dtypes(self) -> tuple:
+        """The torch dtype of the output (``FusionTask.output_dtypes``)."""
+        return (getattr(torch, self.output_dtype),)
+
     def picked_from(self, inputs: list) -> None:
         """No values for the index rule (``FusionTask.picked_from``): a module's integers must equal the reference."""
         return None
