@@ -160,9 +160,10 @@ def _comment_lines(indent: str, text: str, width: int) -> list[str]:
 
 
 def _break_statement(code: str, width: int) -> list[str]:
-    """An assignment whose value has operators outside brackets: its value parenthesised and broken before them;
-    else a statement broken inside its first outermost bracket, after the commas there, else before the operators
-    there; the statement as it is when none applies."""
+    """The first way that fits: an assignment whose value has operators outside brackets, its value parenthesised
+    and broken before them; the statement broken inside its first outermost bracket, after the commas there, or
+    before the operators there. Where none fits, the one whose longest line is shortest; the statement as it is
+    where none applies."""
     depth, quote, opening, closing, commas, operators, outside = 0, None, None, None, [], [], []
     assignment = code.find(" = ")
     for k, char in enumerate(code):
@@ -183,16 +184,21 @@ def _break_statement(code: str, width: int) -> list[str]:
                 commas.append(k)
             elif code[k - 1:k + 2] in _OPERATORS:
                 operators.append(k)
+    candidates = []
     if outside:
         head = code[:assignment + 3] + "("
-        return _fill_pieces(head, _cut(code[assignment + 3:], [k - assignment - 3 for k in outside], 0), ")", width)
-    if opening is not None and closing is not None and commas:
-        items = [part.strip() for part in _cut(code[opening + 1:closing], [c - opening - 1 for c in commas], 1)]
-        return wrap(code[:opening + 1], items, code[closing:], width)
-    if opening is None or closing is None or not operators:
-        return [code]
-    pieces = _cut(code[opening + 1:closing], [k - opening - 1 for k in operators], 0)
-    return _fill_pieces(code[:opening + 1], pieces, code[closing:], width)
+        candidates.append(_fill_pieces(head, _cut(code[assignment + 3:], [k - assignment - 3 for k in outside], 0),
+                                       ")", width))
+    if opening is not None and closing is not None:
+        inner = code[opening + 1:closing]
+        if commas:
+            items = [part.strip() for part in _cut(inner, [c - opening - 1 for c in commas], 1)]
+            candidates.append(wrap(code[:opening + 1], items, code[closing:], width))
+        if operators:
+            pieces = _cut(inner, [k - opening - 1 for k in operators], 0)
+            candidates.append(_fill_pieces(code[:opening + 1], pieces, code[closing:], width))
+    fitting = [lines for lines in candidates if max(map(len, lines)) <= width]
+    return fitting[0] if fitting else min(candidates, key=lambda lines: max(map(len, lines)), default=[code])
 
 
 _OPERATORS = (" & ", " | ", " + ", " - ", " * ")
