@@ -114,7 +114,19 @@ def tile_channels(args):
     return min(args["TILE"] // args["BLOCK_N"], triton.next_power_of_2(args["n_chan"] // 2))
 
 
-@triton.autotune(configs=group_configs(), key=["row_len", "n_cols", "n_chan"])
+def distinct_tiles(configs, named_args, **kwargs):
+    """The configs worth timing: where a group fits a smaller TILE, the larger ones give the same [C_BLOCK,
+    BLOCK_N] tile (the same kernel); the smallest TILE of each tile is kept."""
+    kept = {}
+    for config in configs:
+        args = {**named_args, **config.kwargs}
+        args["BLOCK_N"] = tile_width(args)
+        kept[args["BLOCK_N"], tile_channels(args)] = config
+    return list(kept.values())
+
+
+@triton.autotune(configs=group_configs(), key=["row_len", "n_cols", "n_chan"],
+                 prune_configs_by={"early_config_prune": distinct_tiles})
 @triton.heuristics({"BLOCK_N": tile_width, "C_BLOCK": tile_channels})
 @triton.jit
 def group_norm_kernel(x_ptr, gamma3_ptr, beta3_ptr, out_ptr, row_len, n_cols, n_chan, TILE: tl.constexpr,
