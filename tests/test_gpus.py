@@ -384,3 +384,37 @@ def test_a_sliced_runs_wall_clock_leaves_out_the_gaps_between_slices(tmp_path):
     last = datetime.datetime.fromtimestamp(1900, datetime.timezone.utc)
     assert _run_profile().sliced_wall(log, last) == 500 + 300
     assert _run_profile().sliced_wall(log, datetime.datetime.fromtimestamp(1400, datetime.timezone.utc)) == 400
+
+
+# A child that saves an output file (``*.pt``, as the checker's child does after each call) every ``every`` seconds,
+# ``count`` times, then sleeps ``then`` seconds.
+SAVING = """
+import json, sys, time
+from pathlib import Path
+
+request = json.loads(Path(sys.argv[1]).read_text())
+out = Path(request["out_dir"])
+for k in range(request["count"]):
+    time.sleep(request["every"])
+    (out / f"triton_{k}.pt").write_bytes(b"")
+time.sleep(request["then"])
+"""
+
+
+@pytest.mark.parametrize("count, then, killed_after", [(6, 0.0, None), (0, 30.0, (1.5, 4.0)), (60, 0.0, (6.0, 9.0)),
+                                                       (2, 30.0, (3.0, 6.5))])
+def test_the_time_limit_counts_from_each_output_saved_up_to_its_cap(tmp_path, count, then, killed_after):
+    """A 1.5 s limit: six outputs 0.8 s apart finish (4.8 s in all); no output, or none after the second (1.6 s),
+    is killed 1.5 s after the last one; outputs that never stop are killed at PROGRESS_CAP x 1.5 s."""
+    from fusionforge.verify import sandbox
+
+    assert sandbox.PROGRESS_CAP == 4
+    (tmp_path / "saving.py").write_text(SAVING)
+    began = time.monotonic()
+    _, returncode, _ = sandbox.start_child("saving", {"out_dir": str(tmp_path), "count": count, "every": 0.8,
+                                                      "then": then}, tmp_path, "cpu").finish(1.5)
+    took = time.monotonic() - began
+    if killed_after is None:
+        assert returncode == 0
+    else:
+        assert returncode is None and killed_after[0] <= took <= killed_after[1], took

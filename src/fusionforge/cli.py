@@ -999,7 +999,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run FILE in an isolated child process and judge its Triton kernel: format, "
                        "compilation, execution, shape, dtype, values against a float64 reference, and the "
                        "defences against cheating. Exit 0 pass, 1 fail, 2 usage error.")
-    _add_file_options(p, "print the verdict as JSON", "kill the candidate after this long (default 300)")
+    _add_file_options(p, "print the verdict as JSON", "kill the candidate when no call of its wrapper has ended for "
+                      "this long, or at 4 times it in all (default 300)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is present, else cpu "
                    "(Triton's interpreter, test shapes only)")
     p.add_argument("--seeds", type=_positive_int, default=3, help="input draws for files without a TASK")

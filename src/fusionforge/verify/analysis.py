@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from fusionforge.verify.sandbox import PROGRESS_CAP
 from fusionforge.verify.verdict import Failure, integer_error
 
 # (regex on the error text, root cause, planned fix)
@@ -121,7 +122,8 @@ def error_failure(error: dict, implementation: str, line: int | None, input_set:
 
 
 def timeout_failure(seconds: float) -> Failure:
-    return Failure("timeout", "Triton", f"did not finish within {seconds:g} s; the process group was killed",
+    return Failure("timeout", "Triton", f"did not finish: no call of the wrapper ended within {seconds:g} s (or all "
+                   f"of them took past {PROGRESS_CAP * seconds:g} s); the process group was killed",
                    "A hang: an infinite loop (a while loop whose condition never changes, a loop bound that is "
                    "never reached), a deadlock, or a grid or loop far larger than the data.",
                    "Bound every loop by the data size (for start in range(0, n, BLOCK)); size the grid with "

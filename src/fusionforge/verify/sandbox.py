@@ -1,6 +1,11 @@
 """Running candidate code in a child process: its own process group, a timeout, captured output, and a
 sealed result.
 
+The timeout is a watchdog: the child has ``timeout`` seconds from its start, and again from each output file it
+saves (``*.pt``: a call of the wrapper done, in the checker's child an input set's), up to ``PROGRESS_CAP`` times
+``timeout`` in all. A hang is killed ``timeout`` seconds after the last call that finished; a long check that keeps
+finishing calls (many autotune configs run at every shape, on the CPU's interpreter) is not.
+
 The child's result is sealed (``Seal``): the parent hands the child a fresh key on its stdin, which the
 child reads before any candidate code runs; the child writes ``result.json`` as its result and the
 SHA-256 of each output file, under an HMAC with that key. The parent refuses a result whose MAC or files
@@ -28,6 +33,7 @@ from typing import NoReturn
 from fusionforge.gpus import idle_group, lane_environment, park, pausing_gate, unpark
 
 OUTPUT_CAP = 16 * 1024  # bytes of the candidate's stdout/stderr kept
+PROGRESS_CAP = 4  # a child that keeps saving outputs runs at most this many timeouts in all
 SANITIZER_EXIT = 86  # compute-sanitizer's exit code when it found errors (the child itself ended normally)
 ERROR_EXITS = (SANITIZER_EXIT,)
 
@@ -241,15 +247,19 @@ class Child:
 
     def finish(self, timeout: float) -> tuple[dict | None, int | None, str]:
         """Wait for the child to end; (sealed result, or ``{"forged": why}``; returncode or None on timeout;
-        the output's tail). The whole group is killed when the child ends or times out."""
-        started = time.monotonic()
+        the output's tail). ``timeout`` counts again from each output the child saves, PROGRESS_CAP times it at
+        most (the module docstring). The whole group is killed when the child ends or times out."""
+        started = first = time.monotonic()
+        saved = self._saved()
         returncode = None
         try:
             while returncode is None and (left := self._left(started, timeout)) > 0:
                 try:
                     returncode = self.proc.wait(timeout=min(left, 1.0))
                 except subprocess.TimeoutExpired:
-                    pass
+                    if (now_saved := self._saved()) > saved:
+                        saved = now_saved
+                        started = min(time.monotonic(), first + (PROGRESS_CAP - 1) * timeout)
         finally:
             self.close()
         result = None
@@ -258,6 +268,10 @@ class Child:
             if forged is not None:
                 result = {"forged": forged}
         return result, returncode, _tail(self.scratch / "output.log")
+
+    def _saved(self) -> int:
+        """The outputs the child has saved so far."""
+        return sum(1 for _ in self.scratch.glob("*.pt"))
 
     def close(self) -> None:
         """Kill the child's process group (if still there) and reap it; once only (its id may be reused)."""
