@@ -141,15 +141,22 @@ def _fit_line(line: str, width: int) -> list[str]:
     return above + _break_statement(code.rstrip(), width)
 
 
-def _split_comment(line: str) -> tuple[str, str]:
-    """(the code, the comment's text) of a line; a ``#`` inside a string is not a comment."""
+def _code_chars(text: str):
+    """(position, character) of each character of ``text`` outside its string literals and their quotes."""
     quote = None
-    for k, char in enumerate(line):
+    for k, char in enumerate(text):
         if quote:
-            quote = None if char == quote and line[k - 1] != "\\" else quote
+            quote = None if char == quote and text[k - 1] != "\\" else quote
         elif char in "'\"":
             quote = char
-        elif char == "#":
+        else:
+            yield k, char
+
+
+def _split_comment(line: str) -> tuple[str, str]:
+    """(the code, the comment's text) of a line; a ``#`` inside a string is not a comment."""
+    for k, char in _code_chars(line):
+        if char == "#":
             return line[:k], line[k + 1:].strip()
     return line, ""
 
@@ -164,14 +171,10 @@ def _break_statement(code: str, width: int) -> list[str]:
     and broken before them; the statement broken inside its first outermost bracket, after the commas there, or
     before the operators there. Where none fits, the one whose longest line is shortest; the statement as it is
     where none applies."""
-    depth, quote, opening, closing, commas, operators, outside = 0, None, None, None, [], [], []
+    depth, opening, closing, commas, operators, outside = 0, None, None, [], [], []
     assignment = code.find(" = ")
-    for k, char in enumerate(code):
-        if quote:
-            quote = None if char == quote and code[k - 1] != "\\" else quote
-        elif char in "'\"":
-            quote = char
-        elif char in "([{":
+    for k, char in _code_chars(code):
+        if char in "([{":
             depth += 1
             opening = k if depth == 1 and opening is None else opening
         elif char in ")]}":
