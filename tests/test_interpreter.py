@@ -12,7 +12,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from fusionforge.verify import interpreter
-from fusionforge.verify.interpreter import OutOfBoundsAccess, faithful_conversions, install_gpu_semantics
+from fusionforge.verify.interpreter import DataRace, OutOfBoundsAccess, faithful_conversions, install_gpu_semantics
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="interpreter only")
 
@@ -26,15 +26,19 @@ def _random(*shape, dtype=torch.float32, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
 
 
-def _out_of_bounds(launch) -> OutOfBoundsAccess:
-    """Run a launch that must fail; the OutOfBoundsAccess in its exception chain."""
+def _raised(launch, kind: type) -> Exception:
+    """Run a launch that must fail; the exception of type ``kind`` in its exception chain."""
     with pytest.raises(Exception) as info:
         launch()
     error = info.value
-    while error is not None and not isinstance(error, OutOfBoundsAccess):
+    while error is not None and not isinstance(error, kind):
         error = error.__cause__
-    assert error is not None, f"no OutOfBoundsAccess in {info.value!r}"
+    assert error is not None, f"no {kind.__name__} in {info.value!r}"
     return error
+
+
+def _out_of_bounds(launch) -> OutOfBoundsAccess:
+    return _raised(launch, OutOfBoundsAccess)
 
 
 # -- bfloat16 rounding --------------------------------------------------------------------------------
@@ -612,6 +616,48 @@ def _first_arriver_scale(x_ptr, claimed_ptr, scale_ptr, out_ptr, n, BLOCK: tl.co
 
 
 @triton.jit
+def _first_arriver_scale_read_late(x_ptr, claimed_ptr, scale_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    """As _first_arriver_scale, but the rest first make one load more than the claimer makes before its store."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    if tl.atomic_xchg(claimed_ptr, 1) == 0:
+        amax = 0.0
+        for start in range(0, n, BLOCK):
+            others = start + tl.arange(0, BLOCK)
+            amax = tl.maximum(amax, tl.max(tl.abs(tl.load(x_ptr + others, mask=others < n, other=0.0)), axis=0))
+        tl.store(scale_ptr, amax)
+    else:
+        for _ in range(0, n + BLOCK, BLOCK):
+            tl.load(x_ptr + tl.arange(0, BLOCK), mask=tl.arange(0, BLOCK) < n, other=0.0)
+    x = tl.load(x_ptr + offsets, mask=offsets < n, other=0.0)
+    tl.store(out_ptr + offsets, x / tl.atomic_add(scale_ptr, 0.0), mask=offsets < n)
+
+
+@triton.jit
+def _first_arriver_publishes_scale(x_ptr, claimed_ptr, ready_ptr, scale_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    """The first program to swap the flag computes max |x|, stores it and then raises ``ready`` with an atomic; the
+    rest spin on ``ready`` with an atomic before they read it (ordered: right in any interleaving)."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    if tl.atomic_xchg(claimed_ptr, 1) == 0:
+        amax = 0.0
+        for start in range(0, n, BLOCK):
+            others = start + tl.arange(0, BLOCK)
+            amax = tl.maximum(amax, tl.max(tl.abs(tl.load(x_ptr + others, mask=others < n, other=0.0)), axis=0))
+        tl.store(scale_ptr, amax)
+        tl.atomic_xchg(ready_ptr, 1)
+    else:
+        while tl.atomic_add(ready_ptr, 0) == 0:
+            pass
+    x = tl.load(x_ptr + offsets, mask=offsets < n, other=0.0)
+    tl.store(out_ptr + offsets, x / tl.load(scale_ptr), mask=offsets < n)
+
+
+@triton.jit
+def _copy_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=offsets < n), mask=offsets < n)
+
+
+@triton.jit
 def _locked_sum(x_ptr, lock_ptr, out_ptr, n, BLOCK: tl.constexpr):
     """Each program adds its block's sum into out under a spin lock (right in any interleaving)."""
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -655,6 +701,28 @@ def test_a_first_arriver_race_is_right_one_program_at_a_time_and_wrong_in_lockst
     assert not torch.isfinite(out).all()  # the others divided by the scale before it was written
 
 
+@pytest.mark.parametrize("n", [1000, 77])
+def test_a_read_timed_to_follow_the_claimers_store_is_a_race(n, reversed_order):
+    """In lockstep the rest read the scale after it is written (their padding); no atomic orders the two: a race,
+    named with both programs, though the atomic read sees the right value here."""
+    x, programs = _random(n), triton.cdiv(n, 64)
+    out, claimed, scale = torch.empty(n), torch.zeros(1, dtype=torch.int32), torch.zeros(1)
+    race = _raised(lambda: _first_arriver_scale_read_late[(programs,)](x, claimed, scale, out, n, BLOCK=64), DataRace)
+    assert race.details["argument"] == "scale_ptr" and race.details["offset"] == 0
+    assert race.details["writer"] == [programs - 1, 0, 0] and race.details["program"] != race.details["writer"]
+    assert race.details["access"] == "atomic"
+
+
+@pytest.mark.parametrize("programs", [1, 3, 16])
+def test_a_value_published_with_an_atomic_is_no_race(programs, reversed_order):
+    n = programs * 64 - 7
+    x = _random(n)
+    out, scale = torch.empty(n), torch.zeros(1)
+    claimed, ready = torch.zeros(1, dtype=torch.int32), torch.zeros(1, dtype=torch.int32)
+    _first_arriver_publishes_scale[(programs,)](x, claimed, ready, scale, out, n, BLOCK=64)
+    torch.testing.assert_close(out, x / x.abs().max())
+
+
 @pytest.mark.parametrize("programs", [1, 4, 16])
 def test_a_lock_and_a_last_arriver_stay_right_in_lockstep(programs, reversed_order):
     n = programs * 64 - 5
@@ -690,8 +758,3 @@ def test_a_launch_without_atomics_runs_once(reversed_order, monkeypatch):
     torch.testing.assert_close(out, x)
     assert not ran
 
-
-@triton.jit
-def _copy_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
-    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=offsets < n), mask=offsets < n)

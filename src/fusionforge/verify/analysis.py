@@ -453,6 +453,22 @@ def memory_failure(details: dict, message: str | None, line: int | None, input_s
     return Failure("memory", "Triton", message, cause, fix, line, input_set)
 
 
+def race_failure(details: dict, message: str, line: int | None, input_set: str | None) -> Failure:
+    """A program read what another program of its launch wrote, with no atomic ordering the two (the CPU
+    interpreter's lockstep run, ``interpreter.DataRace``)."""
+    name = details.get("argument") or "a tensor"
+    cause = (f"A data race: in {details.get('kernel') or 'a kernel'}, program {tuple(details.get('program') or ())} "
+             f"reads {name} where program {tuple(details.get('writer') or ())} writes it during the same launch, and "
+             "no atomic orders the write before the read. Run one program at a time the value is there; a GPU runs "
+             "the programs side by side, and the read can come first and see what was there before.")
+    fix = ("Give each program what it reads from the launch's inputs alone: compute the shared value in every "
+           "program, or in a launch of its own before this one (the wrapper launches both). Where programs must "
+           "hand values over, order them with atomics: the writer stores, then releases with an atomic on a flag "
+           "(tl.atomic_xchg, or tl.atomic_add on a counter); the reader acquires with an atomic on that flag, "
+           "spinning until the writer's mark is there, before it reads.")
+    return Failure("race", "Triton", message, cause, fix, line, input_set)
+
+
 def mutation_failure(names: list[str], input_set: str) -> Failure:
     listed = ", ".join(names)
     return Failure("mutation", "Triton", f"input(s) changed in place: {listed}",

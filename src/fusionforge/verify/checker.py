@@ -610,6 +610,8 @@ class _Run:
                     return analysis.provenance_failure(problem, label)
         error = record["error"]
         line = self.line_of(error)
+        if (error.get("details") or {}).get("race"):
+            return analysis.race_failure(error["details"], error["details"]["message"], line, label)
         if (error.get("details") or {}).get("access"):
             return analysis.memory_failure(error["details"], error["details"].get("message"), line, label)
         compile_error = (error["module"].startswith("triton") or error.get("compile_line") is not None

@@ -77,6 +77,14 @@ reversed therefore runs again from its inputs, in lockstep (``LOCKSTEP_WAVE`` pr
 running at a time, the next taking over at each load, store and atomic, last id first), as a GPU's resident programs
 run side by side: the rest then read the scale before it is written. A lock taken and released with atomics, or a
 last arriver that counts the others in with an atomic before reading their partial results, stays right.
+
+Races. Whether a read comes too early in lockstep depends on the schedule (a reader that makes as many accesses as
+the claimer before its read finds the scale written), so the lockstep run also tracks what orders its programs'
+accesses, as a GPU's memory model does: vector clocks (``_HappensBefore``). Each of Triton's atomics (acq_rel)
+acquires what the last atomic on each of its bytes released, then releases its program's clock there. A load or an
+atomic of a byte that another program of the launch wrote, where no chain of atomics orders that write before it,
+raises ``DataRace``, whatever the schedule. A read the schedule puts before the write sees the old value, which the
+outputs show (the claimer's readers above); writes by two programs to one byte are not flagged (nothing is read).
 """
 
 from __future__ import annotations
@@ -97,6 +105,16 @@ _ADDRESS_MASK = np.uint64(2**_TAG_SHIFT - 1)
 _MAX_TAG = 2**15 - 1  # tags use bits 48..62; bit 63 stays clear
 _ADDRESS_LIMIT = 2**47  # x86-64 user space: every storage must end at or below this
 _TF32_MASK = np.uint32(0xFFFFE000)  # sign, 8 exponent bits and the top 10 mantissa bits of an fp32
+
+
+class DataRace(Exception):
+    """A program read a byte another program of its launch wrote, with nothing ordering the write before the read
+    (module docstring, Races). ``details``: race (True), kernel, access (load or atomic), argument, offset, dtype,
+    program and writer (grid indices)."""
+
+    def __init__(self, message: str, details: dict) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class OutOfBoundsAccess(Exception):
@@ -205,6 +223,16 @@ def _install_lockstep() -> None:
             return create(builder, *args, **kwargs)
         return create_access
 
+    def ordered(create, access: str, ptr_at: int, mask_at: int | None):
+        def create_access(builder, *args, **kwargs):
+            result = create(builder, *args, **kwargs)
+            turn = getattr(_PROGRAM, "turn", None)
+            if turn is not None and _LAUNCH.checking:
+                mask = args[mask_at] if mask_at is not None and mask_at < len(args) else kwargs.get("mask")
+                turn.order.access(turn.index, access, args[ptr_at], mask)
+            return result
+        return create_access
+
     def own_id(create):
         def create_get_program_id(builder, axis):
             grid_idx = getattr(_PROGRAM, "grid_idx", None)
@@ -231,6 +259,12 @@ def _install_lockstep() -> None:
         return
     for name in ("create_atomic_rmw", "create_atomic_cas"):
         _replace(builder, name, counted)
+    # every load, store and atomic reaches one of these four (block pointers and descriptors through the first two)
+    for name, access, ptr_at, mask_at in (("create_masked_load", "load", 0, 1),
+                                          ("create_masked_store", "store", 0, 2),
+                                          ("create_atomic_rmw", "atomic", 1, 3),
+                                          ("create_atomic_cas", "atomic", 0, None)):
+        _replace(builder, name, lambda create, a=access, p=ptr_at, m=mask_at: ordered(create, a, p, m))
     for name in _MEMORY_OPS:
         _replace(builder, name, handing_over)
     _replace(builder, "create_get_program_id", own_id)
@@ -275,10 +309,88 @@ def _lockstep_call(executor, interpreter, *args_dev, **kwargs) -> None:
     executor._restore_args_dev(args_dev, args_hst, kwargs, kwargs_hst)
 
 
+class _HappensBefore:
+    """What orders the accesses of a lockstep launch's programs (module docstring, Races): vector clocks.
+
+    Program p's clock maps each program q to the last of q's epochs that p has synchronised with; p's own entry is
+    its current epoch (from 1), which each atomic of p's ends. Per byte of a storage: the program that last wrote it
+    and that program's epoch then (a store or an atomic), and the clock the last atomic on it released. An atomic
+    takes (joins) the clocks released on its bytes, is checked as a read, writes, and releases its program's clock.
+    A read of a byte whose writer w is another program, at an epoch past what the reader's clock holds for w, is a
+    race.
+    """
+
+    def __init__(self, programs: list[tuple]) -> None:
+        self.programs = programs
+        self.clocks = [{p: 1} for p in range(len(programs))]
+        self.writes: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # storage start -> (writer, epoch) per byte
+        self.releases: dict[int, np.ndarray] = {}  # storage start -> index into self.released per byte, -1 none
+        self.released: list[dict[int, int]] = []
+
+    def access(self, program: int, access: str, ptrs, mask) -> None:
+        """Account for ``program``'s load, store or atomic through the tagged pointers ``ptrs`` (masked-in lanes)."""
+        size = max(1, ptrs.dtype.element_ty.primitive_bitwidth // 8)
+        data = ptrs.data.ravel() if mask is None else ptrs.data[np.broadcast_to(mask.data, ptrs.data.shape)]
+        tags = data >> _TAG_SHIFT
+        for tag in np.unique(tags):
+            name, first, start, end = _LAUNCH.arguments[int(tag)]
+            lanes = (data[tags == tag] & _ADDRESS_MASK).astype(np.int64)
+            offsets = ((lanes - start)[:, None] + np.arange(size)).ravel()  # every byte the lanes touch
+            if access == "atomic":
+                self._acquire(program, start, end - start, offsets)
+            unordered = self._unordered(program, start, offsets) if access != "store" else None
+            if unordered is not None:
+                byte, other = unordered
+                offset = (int(lanes[byte // size]) - first) // size
+                raise self._race(program, other, access, name, offset, ptrs.dtype.element_ty)
+            if access != "load":
+                if start not in self.writes:
+                    self.writes[start] = (np.full(end - start, -1, dtype=np.int32), np.zeros(end - start, np.int32))
+                writer, epoch = self.writes[start]
+                writer[offsets], epoch[offsets] = program, self.clocks[program][program]
+            if access == "atomic":
+                self.released.append(dict(self.clocks[program]))
+                self.releases[start][offsets] = len(self.released) - 1
+        if access == "atomic":
+            self.clocks[program][program] += 1
+
+    def _acquire(self, program: int, start: int, nbytes: int, offsets: np.ndarray) -> None:
+        releases = self.releases.setdefault(start, np.full(nbytes, -1, dtype=np.int32))
+        clock = self.clocks[program]
+        for index in np.unique(releases[offsets]):
+            for other, epoch in self.released[index].items() if index >= 0 else ():
+                if epoch > clock.get(other, 0):
+                    clock[other] = epoch
+
+    def _unordered(self, program: int, start: int, offsets: np.ndarray) -> tuple[int, int] | None:
+        """The first of these bytes written by another program at an epoch ``program`` has not synchronised with,
+        and that program; None if there is none."""
+        if start not in self.writes:
+            return None
+        writer, epoch = (values[offsets] for values in self.writes[start])
+        clock = self.clocks[program]
+        foreign = (writer >= 0) & (writer != program)
+        for other in np.unique(writer[foreign]):
+            unordered = foreign & (writer == other) & (epoch > clock.get(int(other), 0))
+            if unordered.any():
+                return int(np.flatnonzero(unordered)[0]), int(other)
+        return None
+
+    def _race(self, program: int, writer: int, access: str, name: str, offset: int, dtype) -> DataRace:
+        reader, wrote = self.programs[program], self.programs[writer]
+        pointer = f"{name} + {offset}" if offset >= 0 else f"{name} - {-offset}"
+        verb = "reads" if access == "load" else "makes an atomic on"
+        return DataRace(f"race in {_LAUNCH.kernel}: program {reader} {verb} {pointer} ({dtype}), which program "
+                        f"{wrote} wrote in the same launch with no atomic ordering the write before it",
+                        {"race": True, "kernel": _LAUNCH.kernel, "access": access, "argument": name, "offset": offset,
+                         "dtype": str(dtype), "program": list(reader), "writer": list(wrote)})
+
+
 class _Turn:
     """One program's thread in lockstep: it runs only between ``go`` and its next hand-over (or its end)."""
 
-    def __init__(self, fn, args: dict, grid_idx: tuple) -> None:
+    def __init__(self, fn, args: dict, grid_idx: tuple, index: int, order: _HappensBefore) -> None:
+        self.index, self.order = index, order
         self.go, self.back = threading.Event(), threading.Event()
         self.done, self.error, self.stop = False, None, False
         self.thread = threading.Thread(target=self._run, args=(fn, args, grid_idx), daemon=True)
@@ -321,11 +433,13 @@ class _Stopped(Exception):
 def _run_lockstep(fn, args: dict, programs: list[tuple]) -> None:
     """Run ``programs`` (grid indices, in the order they start) LOCKSTEP_WAVE at a time, each a step in turn until
     its next memory access, a finished one replaced by the next to start; the first error raised again."""
-    waiting, running = list(programs), []
+    waiting, running = list(enumerate(programs)), []
+    order = _HappensBefore(programs)
     try:
         while waiting or running:
             while waiting and len(running) < LOCKSTEP_WAVE:
-                turn = _Turn(fn, args, waiting.pop(0))
+                index, grid_idx = waiting.pop(0)
+                turn = _Turn(fn, args, grid_idx, index, order)
                 turn.thread.start()
                 running.append(turn)
             for turn in list(running):

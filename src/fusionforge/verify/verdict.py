@@ -13,7 +13,7 @@ STAGES = {
     "compile": "compilation",
     "import": "execution", "runtime": "execution", "memory": "execution", "timeout": "execution", "crash": "execution",
     "shape": "testing", "dtype": "testing", "nan": "testing", "mismatch": "testing", "cheat": "testing",
-    "mutation": "testing", "slower": "benchmark",
+    "mutation": "testing", "race": "testing", "slower": "benchmark",
 }
 
 @dataclass
