@@ -376,7 +376,7 @@ NORM_OPS = [
        (Param("groups", (2, 4, 8)), EPS), (_chan_gamma, _chan_beta), label="group_norm({groups} groups)"),
     Op("batch_norm", Family.NORM,
        "F.batch_norm({x}, {running_mean}, {running_var}, {gamma}, {beta}, training=False, eps={eps})",
-       "inference: (x - running_mean) / sqrt(running_var + eps) * gamma + beta per channel (dim 1)", 4,
+       "(x - running_mean) / sqrt(running_var + eps) * gamma + beta per channel (dim 1)", 4,
        (EPS,), (Operand("running_mean", "stat", "chan", VECTOR), Operand("running_var", "stat", "chan", VARIANCE),
                 _chan_gamma, _chan_beta), label="batch_norm (inference, running stats)"),
     Op("instance_norm", Family.NORM, "F.instance_norm({x}, weight={gamma}, bias={beta}, eps={eps})",

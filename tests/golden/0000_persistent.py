@@ -73,7 +73,7 @@ def fused_kernel_triton(x_ptr, w_ptr, bias_ptr, part_min_ptr, n_parts, M, N, K, 
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
         mask = (rm[:, None] < M) & (rn[None, :] < N)
-        # 1. linear x @ w^T + bias: x @ w^T + bias: [M, K] x [N, K] + [N]
+        # 1. linear x @ w^T + bias: [M, K] x [N, K] + [N]
         h = acc  # [BLOCK_M, BLOCK_N]
         bias = tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
         h = h + bias

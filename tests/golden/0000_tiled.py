@@ -74,7 +74,7 @@ def fused_kernel_triton(x_ptr, w_ptr, bias_ptr, part_min_ptr, n_parts, M, N, K, 
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk
     mask = (rm[:, None] < M) & (rn[None, :] < N)
-    # 1. linear x @ w^T + bias: x @ w^T + bias: [M, K] x [N, K] + [N]
+    # 1. linear x @ w^T + bias: [M, K] x [N, K] + [N]
     h = acc  # [BLOCK_M, BLOCK_N]
     bias = tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
     h = h + bias

@@ -86,10 +86,10 @@ def fused_kernel_triton(x_ptr, w_ptr, running_mean1_ptr, running_var1_ptr, gamma
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk
     mask = (rm[:, None] < M) & (rn[None, :] < N)
-    # 1. linear x @ w^T: x @ w^T: [M, K] x [N, K] -> [M, N]
+    # 1. linear x @ w^T: [M, K] x [N, K] -> [M, N]
     h = acc  # [BLOCK_M, BLOCK_N]
-    # 2. batch_norm (inference, running stats): inference: (x - running_mean) / sqrt(running_var + eps) * gamma + beta
-    # per channel (dim 1)
+    # 2. batch_norm (inference, running stats): (x - running_mean) / sqrt(running_var + eps) * gamma + beta per channel
+    # (dim 1)
     running_mean = tl.load(running_mean1_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
     running_var = tl.load(running_var1_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]
     gamma = tl.load(gamma1_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[None, :]

@@ -76,7 +76,7 @@ def fused_kernel_triton(x_ptr, w_ptr, out_ptr, M, N, K, stride_xm, stride_wn, NU
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
         mask = (rm[:, None] < M) & (rn[None, :] < N)
-        # 1. linear x @ w^T: x @ w^T: [M, K] x [N, K] -> [M, N]
+        # 1. linear x @ w^T: [M, K] x [N, K] -> [M, N]
         h = acc  # [BLOCK_M, BLOCK_N]
         tl.store(out_ptr + rm[:, None] * N + rn[None, :], h.to(out_ptr.dtype.element_ty), mask=mask)
 

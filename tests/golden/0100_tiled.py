@@ -77,7 +77,7 @@ def fused_kernel_triton(x_ptr, w_ptr, out_ptr, M, N, K, stride_xm, stride_xk, st
         x_ptrs += BLOCK_K * stride_xk
         w_ptrs += BLOCK_K * stride_wk
     mask = (rm[:, None] < M) & (rn[None, :] < N)
-    # 1. linear x @ w^T: x @ w^T: [M, K] x [N, K] -> [M, N]
+    # 1. linear x @ w^T: [M, K] x [N, K] -> [M, N]
     h = acc  # [BLOCK_M, BLOCK_N]
     tl.store(out_ptr + rm[:, None] * N + rn[None, :], h.to(out_ptr.dtype.element_ty), mask=mask)
 

@@ -51,8 +51,11 @@ class PlanStep:
         return [(o.stem, o.layout, spec) for o, spec in zip(catalog.operands(self.op, self.params), self.inputs)]
 
     def comment(self, doc: str | None = None) -> str:
-        """``# <index>. <label>: <doc>``, the op's formula unless ``doc`` says what this kernel does of it."""
-        return f"# {self.index}. {self.label}: {doc or self.op.doc}"
+        """``# <index>. <label>: <doc>``, the op's formula unless ``doc`` says what this kernel does of it (less a
+        first clause the label already ends with: ``linear x @ w^T: [M, K] x [N, K] -> [M, N]``)."""
+        formula = doc or self.op.doc
+        said, colon, rest = formula.partition(": ")
+        return f"# {self.index}. {self.label}: {rest if colon and self.label.endswith(said) else formula}"
 
 
 @dataclass(frozen=True)
