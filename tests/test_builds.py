@@ -91,3 +91,35 @@ def test_check_takes_a_build_target_or_none(capsys):
     assert main(["check", str(GOOD), "--build-target", "sm_80"]) == 2
     assert "sm_90 or none" in capsys.readouterr().err
     assert main(["check", str(GOOD), "--build-target", "none"]) == 0
+
+
+DESCRIPTORS = Path(__file__).parent / "fixtures" / "good" / "pointwise_padded_descriptor_bias_gelu_fp16.py"
+
+
+def test_a_configs_hook_sets_the_descriptor_blocks_it_is_built_with(tmp_path):
+    """Autotuned over two tiles whose pre_hook sets the host descriptors' block shapes (as Triton's autotuner runs
+    it before each launch): each config builds with its own blocks, not the wrapper's placeholder."""
+    text = DESCRIPTORS.read_text()
+    text = text.replace("@triton.jit\ndef fused_kernel_triton(", '''def _descriptor_blocks(nargs):
+    for name in ("x_desc", "out_desc"):
+        nargs[name].block_shape = [nargs["BLOCK_M"], nargs["BLOCK_N"]]
+
+
+@triton.autotune(configs=[triton.Config({"BLOCK_M": 16, "BLOCK_N": 64}, pre_hook=_descriptor_blocks),
+                          triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, pre_hook=_descriptor_blocks)],
+                 key=["n_cols"])
+@triton.jit
+def fused_kernel_triton(''', 1)
+    text = text.replace("    BLOCK_M, BLOCK_N = 16, 64\n", "", 1)
+    text = text.replace("[BLOCK_M, BLOCK_N])\n", "[1, 8])  # the config's hook sets the block\n")
+    text = text.replace("    grid = (triton.cdiv(M, BLOCK_M), triton.cdiv(n_pad, BLOCK_N))\n",
+                        "    grid = lambda meta: (triton.cdiv(M, meta['BLOCK_M']), "
+                        "triton.cdiv(n_pad, meta['BLOCK_N']))\n", 1)
+    text = text.replace(", N, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N)", ", N)", 1)
+    assert text.count("_descriptor_blocks") == 3 and "BLOCK_M=BLOCK_M" not in text
+    path = tmp_path / "001_fused_kernels.py"
+    path.write_text(text)
+    report = build_report(path, None)
+    (site,) = report["sites"]
+    assert len(site["builds"]) == 2 and all(b["error"] is None for b in site["builds"]), site
+    assert build_failure(path, None) is None

@@ -15,6 +15,7 @@ decides there.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -151,6 +152,9 @@ def record_launches(module, inputs: list, file: str) -> list[dict]:
 
     def jit_run(self, *args, grid, warmup, **kwargs):
         size = grid_size(grid, {**dict(zip(self.arg_names, args)), **kwargs})
+        # as launched: a config's hook may set a descriptor's block shape, and the next config's hook reset it
+        args = tuple(_as_launched(a) for a in args)
+        kwargs = {k: _as_launched(v) for k, v in kwargs.items()}
         if tuning:
             tuning[-1]["launches"].append((self, args, kwargs))
             tuning[-1]["grids"].append(size)
@@ -166,6 +170,8 @@ def record_launches(module, inputs: list, file: str) -> list[dict]:
         configs = self.prune_configs(kwargs)
         try:
             for config in configs:
+                if config.pre_hook is not None:  # as Triton's autotuner runs it before each launch
+                    config.pre_hook({**self.nargs, **kwargs, **config.all_kwargs()})
                 self.fn.run(*args, **kwargs, **config.all_kwargs())
         finally:
             tuning.pop()
@@ -176,6 +182,15 @@ def record_launches(module, inputs: list, file: str) -> list[dict]:
     with torch.no_grad():
         module.fused_kernel_triton_wrapper(*inputs)
     return sites
+
+
+def _as_launched(arg):
+    """A host tensor descriptor copied with its block shape (a config's hook sets it in place); anything else."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    if isinstance(arg, TensorDescriptor):
+        return dataclasses.replace(arg, block_shape=list(arg.block_shape))
+    return arg
 
 
 def compile_launch(target: str, launch: tuple):
