@@ -652,6 +652,16 @@ def _first_arriver_publishes_scale(x_ptr, claimed_ptr, ready_ptr, scale_ptr, out
 
 
 @triton.jit
+def _row_taken_then_counted(x_ptr, taken_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    """Each program copies the row the counter names, read with one atomic and advanced with another: two programs
+    side by side take the same row (a race of atomics alone)."""
+    row = tl.atomic_add(taken_ptr, 0)
+    tl.atomic_add(taken_ptr, 1)
+    offsets = row * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=offsets < n), mask=offsets < n)
+
+
+@triton.jit
 def _copy_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=offsets < n), mask=offsets < n)
@@ -685,20 +695,37 @@ def reversed_order():
 
 
 @pytest.mark.parametrize("n", [1000, 77])
-def test_a_first_arriver_race_is_right_one_program_at_a_time_and_wrong_in_lockstep(n):
-    x = _random(n)
-    interpreter.PROGRAM_ORDER["reversed"] = False  # in id order, one program at a time
+def test_a_first_arriver_race_is_right_in_id_order_and_a_race_reversed(n):
+    """One program at a time the claimer's store comes first and the outputs are right; reversed (tracked), the rest
+    read the scale with no atomic after the store: a race."""
+    x, programs = _random(n), triton.cdiv(n, 64)
+    interpreter.PROGRAM_ORDER["reversed"] = False
     out, claimed, scale = torch.empty(n), torch.zeros(1, dtype=torch.int32), torch.zeros(1)
-    _first_arriver_scale[(triton.cdiv(n, 64),)](x, claimed, scale, out, n, BLOCK=64)
+    _first_arriver_scale[(programs,)](x, claimed, scale, out, n, BLOCK=64)
     torch.testing.assert_close(out, x / x.abs().max())
     try:
         interpreter.PROGRAM_ORDER["reversed"] = True
         out, claimed, scale = torch.empty(n), torch.zeros(1, dtype=torch.int32), torch.zeros(1)
-        _first_arriver_scale[(triton.cdiv(n, 64),)](x, claimed, scale, out, n, BLOCK=64)
+        race = _raised(lambda: _first_arriver_scale[(programs,)](x, claimed, scale, out, n, BLOCK=64), DataRace)
     finally:
         interpreter.PROGRAM_ORDER["reversed"] = False
-    assert scale.item() == x.abs().max().item() and claimed.item() == 1  # one run's effects, from the inputs
-    assert not torch.isfinite(out).all()  # the others divided by the scale before it was written
+    assert race.details["argument"] == "scale_ptr" and race.details["writer"] == [programs - 1, 0, 0]
+    assert race.details["access"] == "load" and "no atomic ordering" in str(race)
+
+
+@pytest.mark.parametrize("programs", [2, 9])
+def test_rows_taken_by_a_read_then_counted_are_right_one_at_a_time_and_wrong_in_lockstep(programs, monkeypatch):
+    """Only atomics, so no data race: each program takes a row by reading the counter, then counts it in with a
+    second atomic. One program at a time every row is taken once; side by side (lockstep) they take the same row."""
+    n = programs * 64 - 3
+    x = _random(n)
+    out, taken = torch.zeros(n), torch.zeros(1, dtype=torch.int32)
+    _row_taken_then_counted[(programs,)](x, taken, out, n, BLOCK=64)
+    torch.testing.assert_close(out, x)
+    monkeypatch.setitem(interpreter.PROGRAM_ORDER, "reversed", True)
+    out, taken = torch.zeros(n), torch.zeros(1, dtype=torch.int32)
+    _row_taken_then_counted[(programs,)](x, taken, out, n, BLOCK=64)
+    assert taken.item() == programs and torch.equal(out[:64], x[:64]) and not out[64:].any()
 
 
 @pytest.mark.parametrize("n", [1000, 77])

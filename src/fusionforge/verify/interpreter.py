@@ -79,12 +79,14 @@ run side by side: the rest then read the scale before it is written. A lock take
 last arriver that counts the others in with an atomic before reading their partial results, stays right.
 
 Races. Whether a read comes too early in lockstep depends on the schedule (a reader that makes as many accesses as
-the claimer before its read finds the scale written), so the lockstep run also tracks what orders its programs'
-accesses, as a GPU's memory model does: vector clocks (``_HappensBefore``). Each of Triton's atomics (acq_rel)
-acquires what the last atomic on each of its bytes released, then releases its program's clock there. A load or an
-atomic of a byte that another program of the launch wrote, where no chain of atomics orders that write before it,
-raises ``DataRace``, whatever the schedule. A read the schedule puts before the write sees the old value, which the
-outputs show (the claimer's readers above); writes by two programs to one byte are not flagged (nothing is read).
+the claimer before its read finds the scale written), and a launch without atomics is never run in lockstep (two
+programs that both write a value the rest read are right in either order). So every launch while the order is
+reversed, and its lockstep run, track what orders their programs' accesses, as a GPU's memory model does: vector
+clocks (``_HappensBefore``). Each of Triton's atomics (acq_rel) acquires what the last atomic on each of its bytes
+released, then releases its program's clock there. A load or an atomic of a byte that another program of the launch
+wrote, where no chain of atomics orders that write before it, raises ``DataRace``. A read the run puts before the
+write sees the old value, which the outputs show (in lockstep: the claimer's readers above; one program at a time:
+the other order, the set's first call); writes by two programs to one byte are not flagged (nothing is read).
 """
 
 from __future__ import annotations
@@ -177,6 +179,7 @@ _MEMORY_OPS = ("create_load", "create_masked_load", "create_tensor_pointer_load"
                "create_descriptor_store", "create_descriptor_scatter", "create_atomic_rmw", "create_atomic_cas")
 _ATOMICS = {"made": 0}  # atomics made so far, in any launch
 _PROGRAM = threading.local()  # in a lockstep program's thread: its grid_idx and its turn
+_ORDER = {"run": None}  # the _HappensBefore of the reversed launch running one program at a time
 
 
 def install_gpu_semantics() -> None:
@@ -227,9 +230,10 @@ def _install_lockstep() -> None:
         def create_access(builder, *args, **kwargs):
             result = create(builder, *args, **kwargs)
             turn = getattr(_PROGRAM, "turn", None)
-            if turn is not None and _LAUNCH.checking:
+            order, grid_idx = (turn.order, turn.grid_idx) if turn is not None else (_ORDER["run"], builder.grid_idx)
+            if order is not None and _LAUNCH.checking:
                 mask = args[mask_at] if mask_at is not None and mask_at < len(args) else kwargs.get("mask")
-                turn.order.access(turn.index, access, args[ptr_at], mask)
+                order.access(tuple(int(i) for i in grid_idx), builder.grid_dim, access, args[ptr_at], mask)
             return result
         return create_access
 
@@ -247,7 +251,11 @@ def _install_lockstep() -> None:
                 return call(executor, *args_dev, **kwargs)
             storages = _storages([*args_dev, *kwargs.values()])
             before, made = [storage.clone() for storage in storages], _ATOMICS["made"]
-            call(executor, *args_dev, **kwargs)
+            _ORDER["run"] = _HappensBefore()
+            try:
+                call(executor, *args_dev, **kwargs)
+            finally:
+                _ORDER["run"] = None
             if _ATOMICS["made"] != made:  # again, from the launch's inputs
                 for storage, saved in zip(storages, before):
                     storage.copy_(saved)
@@ -320,15 +328,19 @@ class _HappensBefore:
     race.
     """
 
-    def __init__(self, programs: list[tuple]) -> None:
-        self.programs = programs
-        self.clocks = [{p: 1} for p in range(len(programs))]
+    def __init__(self) -> None:
+        self.programs: dict[int, tuple] = {}  # a program's index -> its grid indices
+        self.clocks: dict[int, dict[int, int]] = {}
         self.writes: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # storage start -> (writer, epoch) per byte
         self.releases: dict[int, np.ndarray] = {}  # storage start -> index into self.released per byte, -1 none
         self.released: list[dict[int, int]] = []
 
-    def access(self, program: int, access: str, ptrs, mask) -> None:
-        """Account for ``program``'s load, store or atomic through the tagged pointers ``ptrs`` (masked-in lanes)."""
+    def access(self, grid_idx: tuple, grid_dim: tuple, access: str, ptrs, mask) -> None:
+        """Account for a load, store or atomic by the program at ``grid_idx`` through the tagged pointers ``ptrs``
+        (masked-in lanes)."""
+        program = grid_idx[0] + grid_dim[0] * (grid_idx[1] + grid_dim[1] * grid_idx[2])
+        if program not in self.clocks:
+            self.programs[program], self.clocks[program] = grid_idx, {program: 1}
         size = max(1, ptrs.dtype.element_ty.primitive_bitwidth // 8)
         data = ptrs.data.ravel() if mask is None else ptrs.data[np.broadcast_to(mask.data, ptrs.data.shape)]
         tags = data >> _TAG_SHIFT
@@ -389,8 +401,8 @@ class _HappensBefore:
 class _Turn:
     """One program's thread in lockstep: it runs only between ``go`` and its next hand-over (or its end)."""
 
-    def __init__(self, fn, args: dict, grid_idx: tuple, index: int, order: _HappensBefore) -> None:
-        self.index, self.order = index, order
+    def __init__(self, fn, args: dict, grid_idx: tuple, order: _HappensBefore) -> None:
+        self.grid_idx, self.order = grid_idx, order
         self.go, self.back = threading.Event(), threading.Event()
         self.done, self.error, self.stop = False, None, False
         self.thread = threading.Thread(target=self._run, args=(fn, args, grid_idx), daemon=True)
@@ -433,13 +445,12 @@ class _Stopped(Exception):
 def _run_lockstep(fn, args: dict, programs: list[tuple]) -> None:
     """Run ``programs`` (grid indices, in the order they start) LOCKSTEP_WAVE at a time, each a step in turn until
     its next memory access, a finished one replaced by the next to start; the first error raised again."""
-    waiting, running = list(enumerate(programs)), []
-    order = _HappensBefore(programs)
+    waiting, running = list(programs), []
+    order = _HappensBefore()
     try:
         while waiting or running:
             while waiting and len(running) < LOCKSTEP_WAVE:
-                index, grid_idx = waiting.pop(0)
-                turn = _Turn(fn, args, grid_idx, index, order)
+                turn = _Turn(fn, args, waiting.pop(0), order)
                 turn.thread.start()
                 running.append(turn)
             for turn in list(running):
