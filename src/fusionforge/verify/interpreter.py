@@ -74,25 +74,28 @@ checker sets it for a set's second call), the programs run from the last id to t
 each program to its end before the next starts, so a program that claims a job with an atomic (the first to swap a
 flag computes a tensor's scale, the rest read it) is right in both. A launch that makes an atomic while the order is
 reversed therefore runs again from its inputs, in lockstep (``LOCKSTEP_WAVE`` programs at once, each a thread, one
-running at a time, the next taking over at each load, store and atomic, last id first), as a GPU's resident programs
-run side by side: the rest then read the scale before it is written. A lock taken and released with atomics, or a
-last arriver that counts the others in with an atomic before reading their partial results, stays right.
+running at a time, handing over at each load, store and atomic), as a GPU's resident programs run side by side: the
+programs take turns up to their first atomic, then the one that arrived there first runs last (``_run_lockstep``),
+so the rest read the scale before it is written however long they wait first, unless they wait for it (spin on an
+atomic). A lock taken and released with atomics, or a last arriver that counts the others in with an atomic before
+reading their partial results, stays right.
 
-Races. Whether a read comes too early in lockstep depends on the schedule (a reader that makes as many accesses as
-the claimer before its read finds the scale written), and a launch without atomics is never run in lockstep (two
-programs that both write a value the rest read are right in either order). So every launch while the order is
-reversed, and its lockstep run, track what orders their programs' accesses, as a GPU's memory model does: vector
-clocks (``_HappensBefore``). Each of Triton's atomics (acq_rel) acquires what the last atomic on each of its bytes
-released, then releases its program's clock there. A load or an atomic of a byte that another program of the launch
-wrote, where no chain of atomics orders that write before it, raises ``DataRace``. A read the run puts before the
-write sees the old value, which the outputs show (in lockstep: the claimer's readers above; one program at a time:
-the other order, the set's first call); writes by two programs to one byte are not flagged (nothing is read).
+Races. A launch without atomics is never run in lockstep (two programs that both write a value the rest read are right
+in either order), and a race of atomics alone (a scale handed over by atomics) is no data race: lockstep finds it by its
+values. So every launch while the order is reversed, and its lockstep run, track what orders their programs' accesses,
+as a GPU's memory model does: vector clocks (``_HappensBefore``). Each of Triton's atomics (acq_rel) acquires what the
+last atomic on each of its bytes released, then releases its program's clock there. A load or an atomic of a byte that
+another program of the launch wrote, where no chain of atomics orders that write before it, raises ``DataRace``. A read
+the run puts before the write sees the old value, which the outputs show (in lockstep: the claimer's readers above; one
+program at a time: the other order, the set's first call); writes by two programs to one byte are not flagged (nothing
+is read).
 """
 
 from __future__ import annotations
 
 import ast
 import inspect
+import itertools
 import textwrap
 import threading
 import warnings
@@ -174,6 +177,7 @@ def faithful_conversions() -> bool:
 
 PROGRAM_ORDER = {"reversed": False}
 LOCKSTEP_WAVE = 64  # programs running side by side in lockstep (module docstring)
+SPIN_ATOMICS = 8  # atomics on one address in a row that show a lockstep program waiting for another
 _MEMORY_OPS = ("create_load", "create_masked_load", "create_tensor_pointer_load", "create_descriptor_load",
                "create_descriptor_gather", "create_store", "create_masked_store", "create_tensor_pointer_store",
                "create_descriptor_store", "create_descriptor_scatter", "create_atomic_rmw", "create_atomic_cas")
@@ -234,6 +238,8 @@ def _install_lockstep() -> None:
             if order is not None and _LAUNCH.checking:
                 mask = args[mask_at] if mask_at is not None and mask_at < len(args) else kwargs.get("mask")
                 order.access(tuple(int(i) for i in grid_idx), builder.grid_dim, access, args[ptr_at], mask)
+            if turn is not None:
+                turn.accessed(access, int(args[ptr_at].data.flat[0]))
             return result
         return create_access
 
@@ -403,6 +409,8 @@ class _Turn:
 
     def __init__(self, fn, args: dict, grid_idx: tuple, order: _HappensBefore) -> None:
         self.grid_idx, self.order = grid_idx, order
+        self.arrival: int | None = None  # when the program made its first atomic, in the launch's count
+        self.spins, self.last_atomic = 0, None  # consecutive atomics on one address, and that address
         self.go, self.back = threading.Event(), threading.Event()
         self.done, self.error, self.stop = False, None, False
         self.thread = threading.Thread(target=self._run, args=(fn, args, grid_idx), daemon=True)
@@ -437,24 +445,52 @@ class _Turn:
         self.go.set()
         self.back.wait()
 
+    def accessed(self, access: str, address: int) -> None:
+        """Called by the program after each memory access: counts its atomics on one address in a row."""
+        if access != "atomic":
+            self.spins, self.last_atomic = 0, None
+            return
+        self.spins = self.spins + 1 if address == self.last_atomic else 1
+        self.last_atomic = address
+
+    @property
+    def spinning(self) -> bool:
+        return self.spins >= SPIN_ATOMICS
+
 
 class _Stopped(Exception):
     """Ends a waiting program's thread when another program failed."""
 
 
 def _run_lockstep(fn, args: dict, programs: list[tuple]) -> None:
-    """Run ``programs`` (grid indices, in the order they start) LOCKSTEP_WAVE at a time, each a step in turn until
-    its next memory access, a finished one replaced by the next to start; the first error raised again."""
+    """Run ``programs`` (grid indices, in the order they start) LOCKSTEP_WAVE at a time, a step being a program's run
+    to its next memory access, a finished one replaced by the next to start; the first error raised again.
+
+    Programs that have made no atomic yet step in turn. Once every running program has made one, the program that
+    made its first atomic last runs alone, step after step, until it ends or spins (SPIN_ATOMICS atomics on one
+    address in a row: it waits for another program); then the next latest; when every one left spins, they all
+    try again. The first to arrive (a claimer) runs last: a program that reads what it has not yet written, whatever
+    it does first, reads too early (module docstring, Program order).
+    """
     waiting, running = list(programs), []
-    order = _HappensBefore()
+    order, arrivals = _HappensBefore(), itertools.count()
     try:
         while waiting or running:
             while waiting and len(running) < LOCKSTEP_WAVE:
                 turn = _Turn(fn, args, waiting.pop(0), order)
                 turn.thread.start()
                 running.append(turn)
-            for turn in list(running):
+            chosen = [turn for turn in running if turn.arrival is None]
+            if not chosen:
+                ready = [turn for turn in running if not turn.spinning]
+                if not ready:
+                    for turn in running:
+                        turn.spins = 0
+                chosen = [max(ready or running, key=lambda turn: turn.arrival)]
+            for turn in chosen:
                 turn.step()
+                if turn.arrival is None and turn.last_atomic is not None:
+                    turn.arrival = next(arrivals)
                 if turn.done:
                     running.remove(turn)
                     if turn.error is not None:
