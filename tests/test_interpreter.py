@@ -663,6 +663,21 @@ def _row_taken_then_counted(x_ptr, taken_ptr, out_ptr, n, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _last_arriver_scale(x_ptr, count_ptr, scale_ptr, out_ptr, n, BLOCK: tl.constexpr, PROGRAMS: tl.constexpr):
+    """The last program to count itself in computes max |x| and folds it in with an atomic max; every program reads
+    it with an atomic, without waiting for it (a race of atomics alone)."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    if tl.atomic_add(count_ptr, 1) == PROGRAMS - 1:
+        amax = 0.0
+        for start in range(0, n, BLOCK):
+            others = start + tl.arange(0, BLOCK)
+            amax = tl.maximum(amax, tl.max(tl.abs(tl.load(x_ptr + others, mask=others < n, other=0.0)), axis=0))
+        tl.atomic_max(scale_ptr, amax)
+    x = tl.load(x_ptr + offsets, mask=offsets < n, other=0.0)
+    tl.store(out_ptr + offsets, x / tl.atomic_add(scale_ptr, 0.0), mask=offsets < n)
+
+
+@triton.jit
 def _copy_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=offsets < n), mask=offsets < n)
@@ -730,15 +745,36 @@ def test_rows_taken_by_a_read_then_counted_are_right_one_at_a_time_and_wrong_in_
 
 
 @pytest.mark.parametrize("n", [1000, 77])
-def test_a_read_timed_to_follow_the_claimers_atomic_comes_too_early_in_lockstep(n, reversed_order):
+def test_a_read_timed_to_follow_the_claimers_atomic_comes_too_early_in_lockstep(n, reversed_order, monkeypatch):
     """The rest wait out the claimer's loads, then read the scale with an atomic, which the claimer's own atomic read
     published (no data race one program at a time). In lockstep the first to arrive runs last: they read it first."""
+    monkeypatch.setitem(interpreter.LOCKSTEP_RUNS, "count", 0)
     x, programs = _random(n), triton.cdiv(n, 64)
     out, claimed, scale = torch.empty(n), torch.zeros(1, dtype=torch.int32), torch.zeros(1)
     _first_arriver_scale_read_late[(programs,)](x, claimed, scale, out, n, BLOCK=64)
     assert scale.item() == x.abs().max().item() and claimed.item() == 1  # one run's effects, from the inputs
     assert torch.isfinite(out[-(n - (programs - 1) * 64):]).all()  # the claimer's own row, scaled after its store
     assert not torch.isfinite(out).all()  # the others divided by the scale before it was written
+
+
+@pytest.mark.parametrize("programs", [2, 5])
+def test_lockstep_launches_alternate_the_first_and_the_last_arrival_last(programs, reversed_order, monkeypatch):
+    """A last arriver's claim is right when the latest arrival runs first, wrong when the earliest does; a first
+    arriver's, the other way round: each is caught by one of two lockstep launches."""
+    monkeypatch.setitem(interpreter.LOCKSTEP_RUNS, "count", 0)
+    n = programs * 64 - 9
+    x = _random(n)
+    finite = []
+    for _ in range(2):
+        out, count, scale = torch.empty(n), torch.zeros(1, dtype=torch.int32), torch.zeros(1)
+        _last_arriver_scale[(programs,)](x, count, scale, out, n, BLOCK=64, PROGRAMS=programs)
+        finite.append(bool(torch.isfinite(out).all()))
+    assert finite == [True, False]
+    for _ in range(2):
+        out, claimed, scale = torch.empty(n), torch.zeros(1, dtype=torch.int32), torch.zeros(1)
+        _first_arriver_scale_read_late[(programs,)](x, claimed, scale, out, n, BLOCK=64)
+        finite.append(bool(torch.isfinite(out).all()))
+    assert finite[2:] == [False, True]
 
 
 @pytest.mark.parametrize("programs", [1, 3, 16])

@@ -178,6 +178,7 @@ def faithful_conversions() -> bool:
 PROGRAM_ORDER = {"reversed": False}
 LOCKSTEP_WAVE = 64  # programs running side by side in lockstep (module docstring)
 SPIN_ATOMICS = 8  # atomics on one address in a row that show a lockstep program waiting for another
+LOCKSTEP_RUNS = {"count": 0}  # lockstep launches so far: even ones run the latest arrival first, odd the earliest
 _MEMORY_OPS = ("create_load", "create_masked_load", "create_tensor_pointer_load", "create_descriptor_load",
                "create_descriptor_gather", "create_store", "create_masked_store", "create_tensor_pointer_store",
                "create_descriptor_store", "create_descriptor_scatter", "create_atomic_rmw", "create_atomic_cas")
@@ -470,10 +471,13 @@ def _run_lockstep(fn, args: dict, programs: list[tuple]) -> None:
     made its first atomic last runs alone, step after step, until it ends or spins (SPIN_ATOMICS atomics on one
     address in a row: it waits for another program); then the next latest; when every one left spins, they all
     try again. The first to arrive (a claimer) runs last: a program that reads what it has not yet written, whatever
-    it does first, reads too early (module docstring, Program order).
+    it does first, reads too early (module docstring, Program order). Every other lockstep launch runs the earliest
+    arrival first instead, for a claim the last to arrive makes.
     """
     waiting, running = list(programs), []
     order, arrivals = _HappensBefore(), itertools.count()
+    latest_first = LOCKSTEP_RUNS["count"] % 2 == 0
+    LOCKSTEP_RUNS["count"] += 1
     try:
         while waiting or running:
             while waiting and len(running) < LOCKSTEP_WAVE:
@@ -486,7 +490,7 @@ def _run_lockstep(fn, args: dict, programs: list[tuple]) -> None:
                 if not ready:
                     for turn in running:
                         turn.spins = 0
-                chosen = [max(ready or running, key=lambda turn: turn.arrival)]
+                chosen = [(max if latest_first else min)(ready or running, key=lambda turn: turn.arrival)]
             for turn in chosen:
                 turn.step()
                 if turn.arrival is None and turn.last_atomic is not None:
