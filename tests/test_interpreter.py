@@ -678,6 +678,25 @@ def _last_arriver_scale(x_ptr, count_ptr, scale_ptr, out_ptr, n, BLOCK: tl.const
 
 
 @triton.jit
+def _first_arriver_scale_after_a_counted_spin(x_ptr, claimed_ptr, scale_ptr, out_ptr, n, BLOCK: tl.constexpr,
+                                              SPINS: tl.constexpr):
+    """As _first_arriver_scale_read_late, but the rest first make SPINS atomics on the flag: a wait of a fixed
+    count, not for a value."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    if tl.atomic_xchg(claimed_ptr, 1) == 0:
+        amax = 0.0
+        for start in range(0, n, BLOCK):
+            others = start + tl.arange(0, BLOCK)
+            amax = tl.maximum(amax, tl.max(tl.abs(tl.load(x_ptr + others, mask=others < n, other=0.0)), axis=0))
+        tl.atomic_max(scale_ptr, amax)
+    else:
+        for _ in range(SPINS):
+            tl.atomic_add(claimed_ptr, 0)
+    x = tl.load(x_ptr + offsets, mask=offsets < n, other=0.0)
+    tl.store(out_ptr + offsets, x / tl.atomic_add(scale_ptr, 0.0), mask=offsets < n)
+
+
+@triton.jit
 def _copy_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=offsets < n), mask=offsets < n)
@@ -775,6 +794,17 @@ def test_lockstep_launches_alternate_the_first_and_the_last_arrival_last(program
         _first_arriver_scale_read_late[(programs,)](x, claimed, scale, out, n, BLOCK=64)
         finite.append(bool(torch.isfinite(out).all()))
     assert finite[2:] == [False, True]
+
+
+def test_a_wait_of_a_fixed_count_of_atomics_ends_before_the_claimer_is_done(reversed_order, monkeypatch):
+    """Spinning programs step again after each step of the one running: a wait of 16 atomics, long enough to be
+    taken for a spin, ends while the claimer still loads its 32 blocks."""
+    monkeypatch.setitem(interpreter.LOCKSTEP_RUNS, "count", 0)
+    n = 32 * 64
+    x = _random(n)
+    out, claimed, scale = torch.empty(n), torch.zeros(1, dtype=torch.int32), torch.zeros(1)
+    _first_arriver_scale_after_a_counted_spin[(32,)](x, claimed, scale, out, n, BLOCK=64, SPINS=16)
+    assert not torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("programs", [1, 3, 16])

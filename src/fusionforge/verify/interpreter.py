@@ -468,11 +468,12 @@ def _run_lockstep(fn, args: dict, programs: list[tuple]) -> None:
     to its next memory access, a finished one replaced by the next to start; the first error raised again.
 
     Programs that have made no atomic yet step in turn. Once every running program has made one, the program that
-    made its first atomic last runs alone, step after step, until it ends or spins (SPIN_ATOMICS atomics on one
-    address in a row: it waits for another program); then the next latest; when every one left spins, they all
-    try again. The first to arrive (a claimer) runs last: a program that reads what it has not yet written, whatever
-    it does first, reads too early (module docstring, Program order). Every other lockstep launch runs the earliest
-    arrival first instead, for a claim the last to arrive makes.
+    made its first atomic last runs, step after step, until it ends or spins (SPIN_ATOMICS atomics on one address in
+    a row: it waits for another program); then the next latest, each spinning program stepping again after each of
+    its steps (one that spun a fixed count, not for a value, goes on before the others are done); when every one
+    left spins, they all try again. The first to arrive (a claimer) runs last: a program that reads what it has not
+    yet written, whatever it does first, reads too early (module docstring, Program order). Every other lockstep
+    launch runs the earliest arrival first instead, for a claim the last to arrive makes.
     """
     waiting, running = list(programs), []
     order, arrivals = _HappensBefore(), itertools.count()
@@ -490,7 +491,8 @@ def _run_lockstep(fn, args: dict, programs: list[tuple]) -> None:
                 if not ready:
                     for turn in running:
                         turn.spins = 0
-                chosen = [(max if latest_first else min)(ready or running, key=lambda turn: turn.arrival)]
+                first = (max if latest_first else min)(ready or running, key=lambda turn: turn.arrival)
+                chosen = [first, *(turn for turn in running if turn.spinning and turn is not first)]
             for turn in chosen:
                 turn.step()
                 if turn.arrival is None and turn.last_atomic is not None:
