@@ -112,17 +112,21 @@ _ADDRESS_LIMIT = 2**47  # x86-64 user space: every storage must end at or below 
 _TF32_MASK = np.uint32(0xFFFFE000)  # sign, 8 exponent bits and the top 10 mantissa bits of an fp32
 
 
-class DataRace(Exception):
-    """A program read a byte another program of its launch wrote, with nothing ordering the write before the read
-    (module docstring, Races). ``details``: race (True), kernel, access (load or atomic), argument, offset, dtype,
-    program and writer (grid indices)."""
+class KernelFault(Exception):
+    """A fault the interpreter finds in a kernel, with ``details`` for the failure analysis."""
 
     def __init__(self, message: str, details: dict) -> None:
         super().__init__(message)
         self.details = details
 
 
-class OutOfBoundsAccess(Exception):
+class DataRace(KernelFault):
+    """A program read a byte another program of its launch wrote, with nothing ordering the write before the read
+    (module docstring, Races). ``details``: race (True), kernel, access (load or atomic), argument, offset, dtype,
+    program and writer (grid indices)."""
+
+
+class OutOfBoundsAccess(KernelFault):
     """A kernel's load, store or atomic would touch memory outside the tensor argument it came from.
 
     ``details``: kernel, access ("load", "store", "atomic"), argument (the pointer argument's name, None
@@ -131,10 +135,6 @@ class OutOfBoundsAccess(Exception):
     lanes_out_of_bounds, lanes_active (masked-in lanes), program ([x, y, z]) and inside (another
     argument whose storage holds the address, or None).
     """
-
-    def __init__(self, message: str, details: dict) -> None:
-        super().__init__(message)
-        self.details = details
 
 
 def faithful_conversions() -> bool:
@@ -183,7 +183,7 @@ _MEMORY_OPS = ("create_load", "create_masked_load", "create_tensor_pointer_load"
                "create_descriptor_gather", "create_store", "create_masked_store", "create_tensor_pointer_store",
                "create_descriptor_store", "create_descriptor_scatter", "create_atomic_rmw", "create_atomic_cas")
 _ATOMICS = {"made": 0}  # atomics made so far, in any launch
-_PROGRAM = threading.local()  # in a lockstep program's thread: its grid_idx and its turn
+_PROGRAM = threading.local()  # in a lockstep program's thread: its turn (_Turn)
 _ORDER = {"run": None}  # the _HappensBefore of the reversed launch running one program at a time
 
 
@@ -246,10 +246,10 @@ def _install_lockstep() -> None:
 
     def own_id(create):
         def create_get_program_id(builder, axis):
-            grid_idx = getattr(_PROGRAM, "grid_idx", None)
-            if grid_idx is None:
+            turn = getattr(_PROGRAM, "turn", None)
+            if turn is None:
                 return create(builder, axis)
-            return interpreter.TensorHandle(np.array([grid_idx[axis]], dtype=np.int32), interpreter.tl.int32)
+            return interpreter.TensorHandle(np.array([turn.grid_idx[axis]], dtype=np.int32), interpreter.tl.int32)
         return create_get_program_id
 
     def racing(call):
@@ -325,7 +325,8 @@ def _lockstep_call(executor, interpreter, *args_dev, **kwargs) -> None:
 
 
 class _HappensBefore:
-    """What orders the accesses of a lockstep launch's programs (module docstring, Races): vector clocks.
+    """What orders the accesses of one launch's programs, run one at a time or in lockstep (module docstring,
+    Races): vector clocks.
 
     Program p's clock maps each program q to the last of q's epochs that p has synchronised with; p's own entry is
     its current epoch (from 1), which each atomic of p's ends. Per byte of a storage: the program that last wrote it
@@ -414,10 +415,10 @@ class _Turn:
         self.spins, self.last_atomic = 0, None  # consecutive atomics on one address, and that address
         self.go, self.back = threading.Event(), threading.Event()
         self.done, self.error, self.stop = False, None, False
-        self.thread = threading.Thread(target=self._run, args=(fn, args, grid_idx), daemon=True)
+        self.thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
 
-    def _run(self, fn, args: dict, grid_idx: tuple) -> None:
-        _PROGRAM.grid_idx, _PROGRAM.turn = grid_idx, self
+    def _run(self, fn, args: dict) -> None:
+        _PROGRAM.turn = self
         try:
             self._wait()
             fn(**args)
