@@ -678,6 +678,25 @@ def _last_arriver_scale(x_ptr, count_ptr, scale_ptr, out_ptr, n, BLOCK: tl.const
 
 
 @triton.jit
+def _claim_tested_then_swapped(x_ptr, claimed_ptr, scale_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    """Test and test-and-set: a program reads the flag with an atomic and, only where it is clear, swaps it with a
+    compare-and-swap; the winner stores max |x|, then raises the flag to 2 with an atomic. Every program reads the
+    flag with an atomic again, then the scale, without waiting for the 2."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    if tl.atomic_add(claimed_ptr, 0) == 0:
+        if tl.atomic_cas(claimed_ptr, 0, 1) == 0:
+            amax = 0.0
+            for start in range(0, n, BLOCK):
+                others = start + tl.arange(0, BLOCK)
+                amax = tl.maximum(amax, tl.max(tl.abs(tl.load(x_ptr + others, mask=others < n, other=0.0)), axis=0))
+            tl.store(scale_ptr, amax)
+            tl.atomic_xchg(claimed_ptr, 2)
+    tl.atomic_add(claimed_ptr, 0)
+    x = tl.load(x_ptr + offsets, mask=offsets < n, other=0.0)
+    tl.store(out_ptr + offsets, x / tl.load(scale_ptr), mask=offsets < n)
+
+
+@triton.jit
 def _first_arriver_scale_after_a_counted_spin(x_ptr, claimed_ptr, scale_ptr, out_ptr, n, BLOCK: tl.constexpr,
                                               SPINS: tl.constexpr):
     """As _first_arriver_scale_read_late, but the rest first make SPINS atomics on the flag: a wait of a fixed
@@ -767,7 +786,6 @@ def test_rows_taken_by_a_read_then_counted_are_right_one_at_a_time_and_wrong_in_
 def test_a_read_timed_to_follow_the_claimers_atomic_comes_too_early_in_lockstep(n, reversed_order, monkeypatch):
     """The rest wait out the claimer's loads, then read the scale with an atomic, which the claimer's own atomic read
     published (no data race one program at a time). In lockstep the first to arrive runs last: they read it first."""
-    monkeypatch.setitem(interpreter.LOCKSTEP_RUNS, "count", 0)
     x, programs = _random(n), triton.cdiv(n, 64)
     out, claimed, scale = torch.empty(n), torch.zeros(1, dtype=torch.int32), torch.zeros(1)
     _first_arriver_scale_read_late[(programs,)](x, claimed, scale, out, n, BLOCK=64)
@@ -777,33 +795,47 @@ def test_a_read_timed_to_follow_the_claimers_atomic_comes_too_early_in_lockstep(
 
 
 @pytest.mark.parametrize("programs", [2, 5])
-def test_lockstep_launches_alternate_the_first_and_the_last_arrival_last(programs, reversed_order, monkeypatch):
-    """A last arriver's claim is right when the latest arrival runs first, wrong when the earliest does; a first
-    arriver's, the other way round: each is caught by one of two lockstep launches."""
-    monkeypatch.setitem(interpreter.LOCKSTEP_RUNS, "count", 0)
+def test_each_lockstep_schedule_catches_one_kind_of_claim(programs, reversed_order, monkeypatch):
+    """A last arriver's claim is right when the latest arrival runs first, wrong when the earliest does. A first
+    arriver's is wrong in both: the rest's swap of the flag changes nothing, so they go on in turn before it."""
     n = programs * 64 - 9
     x = _random(n)
     finite = []
-    for _ in range(2):
+    for latest_first in (True, False):
+        monkeypatch.setitem(interpreter.PROGRAM_ORDER, "latest_first", latest_first)
         out, count, scale = torch.empty(n), torch.zeros(1, dtype=torch.int32), torch.zeros(1)
         _last_arriver_scale[(programs,)](x, count, scale, out, n, BLOCK=64, PROGRAMS=programs)
         finite.append(bool(torch.isfinite(out).all()))
     assert finite == [True, False]
-    for _ in range(2):
+    for latest_first in (True, False):
+        monkeypatch.setitem(interpreter.PROGRAM_ORDER, "latest_first", latest_first)
         out, claimed, scale = torch.empty(n), torch.zeros(1, dtype=torch.int32), torch.zeros(1)
         _first_arriver_scale_read_late[(programs,)](x, claimed, scale, out, n, BLOCK=64)
         finite.append(bool(torch.isfinite(out).all()))
-    assert finite[2:] == [False, True]
+    assert finite[2:] == [False, False]
 
 
-def test_a_wait_of_a_fixed_count_of_atomics_ends_before_the_claimer_is_done(reversed_order, monkeypatch):
-    """Spinning programs step again after each step of the one running: a wait of 16 atomics, long enough to be
-    taken for a spin, ends while the claimer still loads its 32 blocks."""
-    monkeypatch.setitem(interpreter.LOCKSTEP_RUNS, "count", 0)
+@pytest.mark.parametrize("latest_first", [True, False])
+def test_a_claim_tested_before_it_is_swapped_runs_after_the_rest(latest_first, reversed_order, monkeypatch):
+    """Every program's first atomic, a read of the flag, changes nothing: the programs take turns until the
+    compare-and-swap that wins, and the rest, whose swaps fail, read the scale before the winner stores it."""
+    monkeypatch.setitem(interpreter.PROGRAM_ORDER, "latest_first", latest_first)
+    n = 6 * 64 - 11
+    x = _random(n)
+    out, claimed, scale = torch.empty(n), torch.zeros(1, dtype=torch.int32), torch.zeros(1)
+    _claim_tested_then_swapped[(6,)](x, claimed, scale, out, n, BLOCK=64)
+    assert claimed.item() == 2 and scale.item() == x.abs().max().item()
+    assert not torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("spins", [16, 200])
+def test_a_wait_of_a_fixed_count_of_atomics_ends_before_the_claimer_is_done(spins, reversed_order):
+    """A program that spins runs ahead, then steps again after each step of the one running: a wait of 16 or 200
+    atomics, long enough to be taken for a spin, ends while the claimer still loads its 32 blocks."""
     n = 32 * 64
     x = _random(n)
     out, claimed, scale = torch.empty(n), torch.zeros(1, dtype=torch.int32), torch.zeros(1)
-    _first_arriver_scale_after_a_counted_spin[(32,)](x, claimed, scale, out, n, BLOCK=64, SPINS=16)
+    _first_arriver_scale_after_a_counted_spin[(32,)](x, claimed, scale, out, n, BLOCK=64, SPINS=spins)
     assert not torch.isfinite(out).all()
 
 
@@ -840,7 +872,7 @@ def test_lockstep_runs_more_programs_than_a_wave_and_keeps_its_bounds_checks(rev
     torch.testing.assert_close(out, x.sum().reshape(1), rtol=1e-5, atol=1e-5)
     error = _out_of_bounds(lambda: _locked_sum[(14,)](x, torch.zeros(1, dtype=torch.int32), torch.zeros(1), n + 64,
                                                       BLOCK=64))
-    assert error.details["argument"] == "x_ptr"
+    assert error.details["argument"] == "x_ptr" and error.details["program"] == [13, 0, 0]
 
 
 def test_a_launch_without_atomics_runs_once(reversed_order, monkeypatch):

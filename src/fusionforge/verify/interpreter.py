@@ -70,15 +70,18 @@ the file once per further combination of configs, each forced as a cached choice
 Program order. The interpreter runs a launch's programs one after another in the order of their ids; a GPU runs
 them in any order, many at once. A kernel whose programs read what another program of the same launch writes (a
 buffer program 0 fills for the rest) is right here and races there. When ``PROGRAM_ORDER["reversed"]`` is set (the
-checker sets it for a set's second call), the programs run from the last id to the first. Either order still runs
-each program to its end before the next starts, so a program that claims a job with an atomic (the first to swap a
-flag computes a tensor's scale, the rest read it) is right in both. A launch that makes an atomic while the order is
-reversed therefore runs again from its inputs, in lockstep (``LOCKSTEP_WAVE`` programs at once, each a thread, one
-running at a time, handing over at each load, store and atomic), as a GPU's resident programs run side by side: the
-programs take turns up to their first atomic, then the one that arrived there first runs last (``_run_lockstep``),
-so the rest read the scale before it is written however long they wait first, unless they wait for it (spin on an
-atomic). A lock taken and released with atomics, or a last arriver that counts the others in with an atomic before
-reading their partial results, stays right.
+checker sets it for a set's second call and for every autotune config it forces), the programs run from the last id
+to the first. Either order still runs each program to its end before the next starts, so a program that claims a job
+with an atomic (the first to swap a flag computes a tensor's scale, the rest read it) is right in both. A launch that
+makes an atomic while the order is reversed therefore runs again from its inputs, in lockstep (``LOCKSTEP_WAVE``
+programs at once, each a thread, one running at a time, handing over at each load, store and atomic), as a GPU's
+resident programs run side by side: the programs take turns up to their first atomic that changes memory (a claim;
+an atomic read, a failed compare-and-swap or a masked-off atomic changes nothing), then the one that arrived there
+first runs last (``_run_lockstep``), so the rest read the scale before it is written however long they wait first,
+unless they wait for it (spin on an atomic). With ``PROGRAM_ORDER["latest_first"]`` off the earliest arrival runs
+first instead, for a claim the last to arrive makes: the checker runs a call whose launches ran in lockstep once
+more that way (``LOCKSTEP_RUNS`` counts them). A lock taken and released with atomics, or a last arriver that counts
+the others in with an atomic before reading their partial results, stays right in both.
 
 Races. A launch without atomics is never run in lockstep (two programs that both write a value the rest read are right
 in either order), and a race of atomics alone (a scale handed over by atomics) is no data race: lockstep finds it by its
@@ -94,6 +97,7 @@ is read).
 from __future__ import annotations
 
 import ast
+import ctypes
 import inspect
 import itertools
 import textwrap
@@ -118,6 +122,7 @@ class KernelFault(Exception):
     def __init__(self, message: str, details: dict) -> None:
         super().__init__(message)
         self.details = details
+        KERNEL_FAULTS.append(self)
 
 
 class DataRace(KernelFault):
@@ -175,10 +180,12 @@ def faithful_conversions() -> bool:
     return True
 
 
-PROGRAM_ORDER = {"reversed": False}
+PROGRAM_ORDER = {"reversed": False, "latest_first": True}  # module docstring, Program order
 LOCKSTEP_WAVE = 64  # programs running side by side in lockstep (module docstring)
 SPIN_ATOMICS = 8  # atomics on one address in a row that show a lockstep program waiting for another
-LOCKSTEP_RUNS = {"count": 0}  # lockstep launches so far: even ones run the latest arrival first, odd the earliest
+SPIN_RUN_AHEAD = 256  # atomics a program makes at once when it first spins (``_run_lockstep``)
+LOCKSTEP_RUNS = {"count": 0}  # lockstep launches so far
+KERNEL_FAULTS: list[KernelFault] = []  # every fault raised, kept whatever the wrapper does with the exception
 _MEMORY_OPS = ("create_load", "create_masked_load", "create_tensor_pointer_load", "create_descriptor_load",
                "create_descriptor_gather", "create_store", "create_masked_store", "create_tensor_pointer_store",
                "create_descriptor_store", "create_descriptor_scatter", "create_atomic_rmw", "create_atomic_cas")
@@ -236,11 +243,12 @@ def _install_lockstep() -> None:
             result = create(builder, *args, **kwargs)
             turn = getattr(_PROGRAM, "turn", None)
             order, grid_idx = (turn.order, turn.grid_idx) if turn is not None else (_ORDER["run"], builder.grid_idx)
+            mask = args[mask_at] if mask_at is not None and mask_at < len(args) else kwargs.get("mask")
             if order is not None and _LAUNCH.checking:
-                mask = args[mask_at] if mask_at is not None and mask_at < len(args) else kwargs.get("mask")
                 order.access(tuple(int(i) for i in grid_idx), builder.grid_dim, access, args[ptr_at], mask)
             if turn is not None:
-                turn.accessed(access, int(args[ptr_at].data.flat[0]))
+                turn.accessed(access, int(args[ptr_at].data.flat[0]),
+                              access == "atomic" and _changed_memory(args[ptr_at], mask, result))
             return result
         return create_access
 
@@ -297,6 +305,16 @@ def _storages(args: list) -> list:
         elif isinstance(arg, torch.Tensor):
             found.setdefault(arg.untyped_storage().data_ptr(), arg.untyped_storage())
     return list(found.values())
+
+
+def _changed_memory(ptrs, mask, old) -> bool:
+    """Whether an atomic through the tagged pointers ``ptrs`` (masked-in lanes), which found ``old`` there, left any
+    of its elements with other bytes."""
+    size = max(1, ptrs.dtype.element_ty.primitive_bitwidth // 8)
+    lanes = np.ones(ptrs.data.shape, bool) if mask is None else np.broadcast_to(mask.data, ptrs.data.shape)
+    addresses = (ptrs.data & _ADDRESS_MASK)[lanes]
+    found = np.ascontiguousarray(np.broadcast_to(old.data, ptrs.data.shape)[lanes])
+    return any(ctypes.string_at(int(address), size) != value.tobytes() for address, value in zip(addresses, found))
 
 
 def _lockstep_call(executor, interpreter, *args_dev, **kwargs) -> None:
@@ -411,8 +429,10 @@ class _Turn:
 
     def __init__(self, fn, args: dict, grid_idx: tuple, order: _HappensBefore) -> None:
         self.grid_idx, self.order = grid_idx, order
-        self.arrival: int | None = None  # when the program made its first atomic, in the launch's count
+        self.arrival: int | None = None  # when the program first changed memory with an atomic, in the launch's count
+        self.claimed = False  # whether it has changed memory with an atomic
         self.spins, self.last_atomic = 0, None  # consecutive atomics on one address, and that address
+        self.ran_ahead, self.free = False, 0  # whether it has run ahead as a spinner, and the accesses left to it
         self.go, self.back = threading.Event(), threading.Event()
         self.done, self.error, self.stop = False, None, False
         self.thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
@@ -437,7 +457,12 @@ class _Turn:
             raise _Stopped
 
     def hand_over(self) -> None:
-        """Called by the program before a memory access: the next program runs until its own."""
+        """Called by the program before a memory access: the next program runs until its own (but while the program
+        runs ahead, spinning)."""
+        if self.free > 0 and self.spinning:
+            self.free -= 1
+            return
+        self.free = 0
         self.back.set()
         self._wait()
 
@@ -447,8 +472,10 @@ class _Turn:
         self.go.set()
         self.back.wait()
 
-    def accessed(self, access: str, address: int) -> None:
-        """Called by the program after each memory access: counts its atomics on one address in a row."""
+    def accessed(self, access: str, address: int, changed: bool) -> None:
+        """Called by the program after each memory access: notes an atomic that changed memory, counts its atomics
+        on one address in a row."""
+        self.claimed = self.claimed or changed
         if access != "atomic":
             self.spins, self.last_atomic = 0, None
             return
@@ -468,17 +495,19 @@ def _run_lockstep(fn, args: dict, programs: list[tuple]) -> None:
     """Run ``programs`` (grid indices, in the order they start) LOCKSTEP_WAVE at a time, a step being a program's run
     to its next memory access, a finished one replaced by the next to start; the first error raised again.
 
-    Programs that have made no atomic yet step in turn. Once every running program has made one, the program that
-    made its first atomic last runs, step after step, until it ends or spins (SPIN_ATOMICS atomics on one address in
-    a row: it waits for another program); then the next latest, each spinning program stepping again after each of
-    its steps (one that spun a fixed count, not for a value, goes on before the others are done); when every one
-    left spins, they all try again. The first to arrive (a claimer) runs last: a program that reads what it has not
-    yet written, whatever it does first, reads too early (module docstring, Program order). Every other lockstep
-    launch runs the earliest arrival first instead, for a claim the last to arrive makes.
+    Programs that have not yet changed memory with an atomic step in turn. Once each running program has either
+    done so or spins (SPIN_ATOMICS atomics on one address in a row: it waits for another program), the program that
+    arrived last (``PROGRAM_ORDER["latest_first"]``; else first) runs, step after step, until it ends or spins; then
+    the next, each spinning program stepping again after each of its steps. A program that spins for the first time
+    runs on at once for up to SPIN_RUN_AHEAD atomics: one that spins a fixed count, not for a value, goes on before
+    the others are done unless its count outlasts that and the claimer's steps at the checked shapes (on a GPU, as
+    many atomics on one address from every resident program). When every one left spins, they all try again. With
+    the latest first, the first to claim runs last: a program that reads what the claimer has not yet written,
+    whatever it does first, reads too early (module docstring, Program order).
     """
     waiting, running = list(programs), []
     order, arrivals = _HappensBefore(), itertools.count()
-    latest_first = LOCKSTEP_RUNS["count"] % 2 == 0
+    pick = max if PROGRAM_ORDER["latest_first"] else min
     LOCKSTEP_RUNS["count"] += 1
     try:
         while waiting or running:
@@ -486,17 +515,21 @@ def _run_lockstep(fn, args: dict, programs: list[tuple]) -> None:
                 turn = _Turn(fn, args, waiting.pop(0), order)
                 turn.thread.start()
                 running.append(turn)
-            chosen = [turn for turn in running if turn.arrival is None]
+            spinning = [turn for turn in running if turn.spinning]
+            chosen = [turn for turn in running if turn.arrival is None and not turn.spinning]
             if not chosen:
-                ready = [turn for turn in running if not turn.spinning]
-                if not ready:
+                arrived = [turn for turn in running if turn.arrival is not None and not turn.spinning]
+                if not arrived:
                     for turn in running:
                         turn.spins = 0
-                first = (max if latest_first else min)(ready or running, key=lambda turn: turn.arrival)
-                chosen = [first, *(turn for turn in running if turn.spinning and turn is not first)]
+                    continue
+                first = pick(arrived, key=lambda turn: turn.arrival)
+                chosen = [first, *spinning]
             for turn in chosen:
+                if turn.spinning and not turn.ran_ahead:
+                    turn.ran_ahead, turn.free = True, SPIN_RUN_AHEAD
                 turn.step()
-                if turn.arrival is None and turn.last_atomic is not None:
+                if turn.arrival is None and turn.claimed:
                     turn.arrival = next(arrivals)
                 if turn.done:
                     running.remove(turn)
@@ -972,7 +1005,8 @@ def _violation(builder, access: str, element, tags, addresses, outside, active: 
     lane = int(np.flatnonzero(outside)[0])
     tag, address = int(tags.flat[lane]), int(addresses.flat[lane])
     size = max(1, element.primitive_bitwidth // 8)
-    program = [int(i) for i in builder.grid_idx]
+    turn = getattr(_PROGRAM, "turn", None)  # in lockstep the builder's indices are another program's
+    program = [int(i) for i in (turn.grid_idx if turn is not None else builder.grid_idx)]
     known = _LAUNCH.arguments[tag] if 0 < tag < len(_LAUNCH.arguments) else None
     inside = next((name for name, _, start, end in _LAUNCH.arguments[1:]
                    if start <= address and address + size <= end), None)
