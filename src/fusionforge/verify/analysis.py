@@ -244,9 +244,11 @@ def mismatch_failure(stats: dict, implementation: str, input_set: str, context: 
         message = f"with {context['config']} forced: {message}"
         cause = (f"Wrong with an autotune config the tuner did not pick here ({context['config']}): on a GPU any "
                  f"config may win at any shape. The code assumes one config's block sizes somewhere (a pointer step, "
-                 f"a mask, a grid or a buffer sized for another config). {where}")
+                 f"a mask, a grid or a buffer sized for another config), or, its programs run from the last id to "
+                 f"the first, they read what other programs of the launch write. {where}")
         fix = ("Derive every step, mask, grid and buffer size from the config's meta-parameters (the kernel's "
-               "constexprs, meta[...] in the grid); every config must compute the same function.")
+               "constexprs, meta[...] in the grid); every config must compute the same function, and no program "
+               "read what another program of its launch writes unless an atomic orders the two.")
     elif context.get("edge"):
         cause = (f"Right on typical inputs, wrong on inputs near the ends of their range (values the task's "
                  f"distribution can give): a running max or min started at a finite value instead of -inf or "

@@ -626,8 +626,10 @@ class _Run:
 
     def evaluate_config(self, forced: dict, label: str, compared: Callable[[torch.Tensor], dict],
                         context: dict) -> Failure | None:
-        """One forced-config run of the wrapper (``input_sets``), held to the rules and tolerance of the first call."""
-        label = f"{label}, {forced['config']} forced"
+        """One further run of the wrapper, its programs reversed (a forced config, the other lockstep schedule:
+        ``runner.reruns``), held to the rules and tolerance of the first call."""
+        label = ", ".join([label, *([f"{forced['config']} forced"] if forced.get("config") else []),
+                           *(["lockstep with the earliest arrival first"] if forced.get("schedule") else [])])
         if "error" in forced:
             return self.error_failure(forced, label)
         if forced.get("foreign_ops"):
@@ -639,7 +641,8 @@ class _Run:
             return self.not_returned("Triton", forced.get("triton", {}), label)
         stats = compared(out)
         if not stats["passed"]:
-            return _failure_from_stats(stats, "Triton", label, {**context, "config": forced["config"]})
+            return _failure_from_stats(stats, "Triton", label, {**context, "config": forced.get("config"),
+                                                                "second_call": True, "reversed": self.device == "cpu"})
         return None
 
     def evaluate_set(self, k: int, record: dict, label: str) -> Failure | None:

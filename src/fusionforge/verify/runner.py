@@ -17,7 +17,9 @@ and reports what happened. For every input set, in one process and in order:
 5. inputs are compared with their pristine copies, after each of the wrapper's calls (a change the second call
    undoes is still a change);
 6. on a set marked ``every_config``, the wrapper runs once more per further combination of the configs of the
-   autotuners its first call ran, each forced (``launches.LaunchMonitor``), on fresh copies of the inputs.
+   autotuners its first call ran, each forced (``launches.LaunchMonitor``), on fresh copies of the inputs, its
+   programs reversed as on the second call; each of those calls (and the second) that ran a launch in lockstep runs
+   once more with the other lockstep schedule (``interpreter``, Program order).
 Then, if every set ran, a ghost replay on fresh inputs: the wrapper once more with every Triton
 launch skipped. If its output is still right, the kernels did not do the work.
 
@@ -45,7 +47,7 @@ from triton.runtime import autotuner
 
 from fusionforge.kernelfile import load_module
 from fusionforge.verify.hostguard import HOST_READ_METHODS, FileFrames, HostGuard, methods_of, tampered
-from fusionforge.verify.interpreter import PROGRAM_ORDER, install_gpu_semantics
+from fusionforge.verify.interpreter import KERNEL_FAULTS, LOCKSTEP_RUNS, PROGRAM_ORDER, install_gpu_semantics
 from fusionforge.verify.launches import LaunchMonitor
 from fusionforge.verify.ledger import HOST_DATA, HOST_READS, Ledger, describe
 from fusionforge.verify.memcheck import LAUNCH_LOG, LaunchLog
@@ -401,18 +403,25 @@ def main(request_path: str) -> int:
         values = module.get_inputs()
         return [v.to(device) if isinstance(v, torch.Tensor) else v for v in values]
 
-    def call_wrapper(inputs: list, record: dict, key: str, path: Path) -> bool:
+    def call_wrapper(inputs: list, record: dict, key: str, path: Path, reverse: bool = False,
+                     latest_first: bool = True) -> bool:
+        """Run the wrapper on ``inputs``, its programs in id order or ``reverse`` (``interpreter.PROGRAM_ORDER``),
+        into ``record``: the output saved under ``key``, or the error; False if it raised or a kernel faulted (a
+        fault is the call's error whatever the wrapper did with the exception)."""
         ledger = Ledger(device, LaunchLog(out_dir / LAUNCH_LOG) if request.get("log_launches") else None,
                         stores_recorded=os.environ.get("TRITON_INTERPRET") == "1")
         ledger.add_inputs(inputs)
         watch = WrapperWatch(monitor, ledger, guard.frames)
         start = len(monitor.launches)
         monitor.observer = watch
-        PROGRAM_ORDER["reversed"] = key == "triton_again"  # on the CPU: a race between programs shows in one call
+        PROGRAM_ORDER.update(reversed=reverse, latest_first=latest_first)  # a race between programs shows on the CPU
+        faults = len(KERNEL_FAULTS)
         try:
             with guard.watch(ledger.problems), watch:
                 out = wrapper(*inputs)
                 watch.check_traced("the wrapper returned")
+            if len(KERNEL_FAULTS) > faults:
+                raise KERNEL_FAULTS[faults]
             _sync(device)
             ledger.check_output(out)
             if tampered(protected):
@@ -421,11 +430,11 @@ def main(request_path: str) -> int:
             if changed := "; ".join(changed_settings(settings)):
                 ledger.problem("settings", f"the wrapper changes PyTorch's settings: {changed}")
         except BaseException as exc:  # noqa: BLE001
-            record["error"] = _error(exc, key)
+            record["error"] = _error(KERNEL_FAULTS[faults] if len(KERNEL_FAULTS) > faults else exc, key)
             return False
         finally:
             monitor.observer = None
-            PROGRAM_ORDER["reversed"] = False
+            PROGRAM_ORDER.update(reversed=False, latest_first=True)
             record[f"{key}_launches"] = len(monitor.launches) - start
             record.setdefault("launches", []).extend(monitor.launches[start:])
             record.setdefault("foreign_ops", []).extend(op for op in watch.foreign
@@ -435,22 +444,33 @@ def main(request_path: str) -> int:
         record[key] = _save(out, path, seal)
         return True
 
-    def every_config(tuners: dict, pristine: list, record: dict, k: int) -> bool:
-        """Run the wrapper again once per further combination of configs of the autotuners its first call ran
-        (``config_combinations``), each forced, on fresh copies of the inputs: ``record["configs"]``, one record
-        per run."""
+    def reruns(tuners: dict, pristine: list, record: dict, k: int, lockstep: bool) -> bool:
+        """Run the wrapper again on fresh copies of the inputs, its programs reversed: once per further combination of
+        configs of the autotuners its first call ran (``config_combinations``), each forced; and where a reversed
+        call ran a launch in lockstep (``lockstep`` for the set's second call), that call once more with the earliest
+        arrival first. ``record["configs"]``, one record per run."""
         record["configs"] = []
-        for turn, combination in enumerate(config_combinations(tuners)):
-            forced = {"config": "; ".join(f"{tuners[tuner][0]} ({config_text(config)})"
-                                          for tuner, config in combination.items())}
+
+        def rerun(forced: dict, combination: dict | None, latest_first: bool) -> bool:
             record["configs"].append(forced)
             monitor.forced = combination
             try:
-                if not call_wrapper([v.clone() if isinstance(v, torch.Tensor) else v for v in pristine], forced,
-                                    "triton", out_dir / f"triton_config{turn}_{k}.pt"):
-                    return False
+                return call_wrapper([v.clone() if isinstance(v, torch.Tensor) else v for v in pristine], forced,
+                                    "triton", out_dir / f"triton_config{len(record['configs'])}_{k}.pt",
+                                    reverse=True, latest_first=latest_first)
             finally:
                 monitor.forced = None
+
+        if lockstep and not rerun({"config": None, "schedule": "earliest"}, None, False):
+            return False
+        for combination in config_combinations(tuners):
+            config = "; ".join(f"{tuners[tuner][0]} ({config_text(config)})" for tuner, config in combination.items())
+            runs = LOCKSTEP_RUNS["count"]
+            if not rerun({"config": config}, combination, True):
+                return False
+            if LOCKSTEP_RUNS["count"] > runs and not rerun({"config": config, "schedule": "earliest"}, combination,
+                                                          False):
+                return False
         return True
 
     marks["input sets"] = time.perf_counter()
@@ -493,11 +513,12 @@ def main(request_path: str) -> int:
                     del ref
         except BaseException as exc:  # noqa: BLE001
             record["pytorch_error"] = _error(exc, "pytorch")
+        runs = LOCKSTEP_RUNS["count"]
         if not input_set.get("once") and not call_wrapper(inputs, record, "triton_again",
-                                                          out_dir / f"triton_again_{k}.pt"):
+                                                          out_dir / f"triton_again_{k}.pt", reverse=True):
             break
         record["mutated"] = sorted(mutated | _changed(inputs, pristine))
-        if tuners and not every_config(tuners, pristine, record, k):
+        if not reruns(tuners or {}, pristine, record, k, LOCKSTEP_RUNS["count"] > runs):
             break
     else:
         if request.get("ghost_set"):
