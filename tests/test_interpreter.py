@@ -716,6 +716,21 @@ def _first_arriver_scale_after_a_counted_spin(x_ptr, claimed_ptr, scale_ptr, out
 
 
 @triton.jit
+def _chained_sum(x_ptr, ticket_ptr, flags_ptr, sums_ptr, n, BLOCK: tl.constexpr, TICKET: tl.constexpr):
+    """Running block sums: tile t adds its block's sum to tile t - 1's total, spinning on t - 1's flag until it is
+    published. The tile is the program id, or with TICKET the order of arrival at an atomic on a counter."""
+    tile = tl.atomic_add(ticket_ptr, 1) if TICKET else tl.program_id(0)
+    offsets = tile * BLOCK + tl.arange(0, BLOCK)
+    total = tl.sum(tl.load(x_ptr + offsets, mask=offsets < n, other=0.0), axis=0)
+    if tile > 0:
+        while tl.atomic_add(flags_ptr + tile - 1, 0) == 0:
+            pass
+        total += tl.load(sums_ptr + tile - 1)
+    tl.store(sums_ptr + tile, total)
+    tl.atomic_xchg(flags_ptr + tile, 1)
+
+
+@triton.jit
 def _copy_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     tl.store(out_ptr + offsets, tl.load(x_ptr + offsets, mask=offsets < n), mask=offsets < n)
@@ -873,6 +888,37 @@ def test_lockstep_runs_more_programs_than_a_wave_and_keeps_its_bounds_checks(rev
     error = _out_of_bounds(lambda: _locked_sum[(14,)](x, torch.zeros(1, dtype=torch.int32), torch.zeros(1), n + 64,
                                                       BLOCK=64))
     assert error.details["argument"] == "x_ptr" and error.details["program"] == [13, 0, 0]
+
+
+def test_a_program_waiting_for_a_lower_id_stalls_when_the_order_is_reversed():
+    """Waiting on program i - 1 is right in id order; reversed, program i spins while i - 1 cannot run: stalled."""
+    programs, n = 5, 5 * 64 - 3
+    x = _random(n)
+    ticket, flags = torch.zeros(1, dtype=torch.int32), torch.zeros(programs, dtype=torch.int32)
+    sums = torch.zeros(programs)
+    _chained_sum[(programs,)](x, ticket, flags, sums, n, BLOCK=64, TICKET=False)
+    torch.testing.assert_close(sums[-1], x.sum(), rtol=1e-5, atol=1e-5)
+    try:
+        interpreter.PROGRAM_ORDER["reversed"] = True
+        flags, sums = torch.zeros(programs, dtype=torch.int32), torch.zeros(programs)
+        stall = _raised(lambda: _chained_sum[(programs,)](x, ticket, flags, sums, n, BLOCK=64, TICKET=False),
+                        interpreter.StalledProgram)
+    finally:
+        interpreter.PROGRAM_ORDER["reversed"] = False
+    assert stall.details["program"] == [programs - 1, 0, 0] and stall.details["argument"] == "flags_ptr"
+    assert stall.details["offset"] == programs - 2 and "last id first" in str(stall)
+
+
+@pytest.mark.parametrize("latest_first", [True, False])
+def test_a_wait_for_an_earlier_ticket_is_right_in_every_order(latest_first, reversed_order, monkeypatch):
+    monkeypatch.setitem(interpreter.PROGRAM_ORDER, "latest_first", latest_first)
+    programs, n = 5, 5 * 64 - 3
+    x = _random(n)
+    ticket, flags = torch.zeros(1, dtype=torch.int32), torch.zeros(programs, dtype=torch.int32)
+    sums = torch.zeros(programs)
+    _chained_sum[(programs,)](x, ticket, flags, sums, n, BLOCK=64, TICKET=True)
+    torch.testing.assert_close(sums[-1], x.sum(), rtol=1e-5, atol=1e-5)
+    assert ticket.item() == programs
 
 
 def test_a_launch_without_atomics_runs_once(reversed_order, monkeypatch):

@@ -459,6 +459,15 @@ def race_failure(details: dict, message: str, line: int | None, input_set: str |
     """A program read what another program of its launch wrote, with no atomic ordering the two (the CPU
     interpreter's lockstep run, ``interpreter.DataRace``)."""
     name = details.get("argument") or "a tensor"
+    if details.get("wait"):
+        cause = (f"A wait no GPU promises to end: in {details.get('kernel') or 'a kernel'}, program "
+                 f"{tuple(details.get('program') or ())} spins on {name} for a program of its launch that has not run "
+                 f"(the CPU ran them one at a time, {details.get('order')}). A GPU need not start a launch's programs "
+                 "in id order, nor run them all at once: the program it waits for can be waiting for its SM.")
+        fix = ("Let a program wait only for programs that have started: take each program's tile from an atomic "
+               "ticket (tl.atomic_add on a counter) rather than from tl.program_id, so what it waits for took its "
+               "ticket first; or split the work into launches.")
+        return Failure("race", "Triton", message, cause, fix, line, input_set)
     cause = (f"A data race: in {details.get('kernel') or 'a kernel'}, program {tuple(details.get('program') or ())} "
              f"reads {name} where program {tuple(details.get('writer') or ())} writes it during the same launch, and "
              "no atomic orders the write before the read. Run one program at a time the value is there; a GPU runs "

@@ -131,6 +131,11 @@ class DataRace(KernelFault):
     program and writer (grid indices)."""
 
 
+class StalledProgram(KernelFault):
+    """A program spun on an address while no other program of its launch could run (programs one at a time): it waits
+    for one that has not started. ``details``: race and wait (True), kernel, argument, offset, program, order."""
+
+
 class OutOfBoundsAccess(KernelFault):
     """A kernel's load, store or atomic would touch memory outside the tensor argument it came from.
 
@@ -183,6 +188,8 @@ def faithful_conversions() -> bool:
 PROGRAM_ORDER = {"reversed": False, "latest_first": True}  # module docstring, Program order
 LOCKSTEP_WAVE = 64  # programs running side by side in lockstep (module docstring)
 SPIN_ATOMICS = 8  # atomics on one address in a row that show a lockstep program waiting for another
+HANG_ATOMICS = 4096  # atomics in a row on one address, changing nothing, that show a program stalled (_count_waits)
+_WAITS: dict = {"key": None, "count": 0}  # the last atomic's program and address, and the count in a row
 SPIN_RUN_AHEAD = 256  # atomics a program makes at once when it first spins (``_run_lockstep``)
 LOCKSTEP_RUNS = {"count": 0}  # lockstep launches so far
 KERNEL_FAULTS: list[KernelFault] = []  # every fault raised, kept whatever the wrapper does with the exception
@@ -246,9 +253,12 @@ def _install_lockstep() -> None:
             mask = args[mask_at] if mask_at is not None and mask_at < len(args) else kwargs.get("mask")
             if order is not None and _LAUNCH.checking:
                 order.access(tuple(int(i) for i in grid_idx), builder.grid_dim, access, args[ptr_at], mask)
+            if access == "atomic":
+                changed = _changed_memory(args[ptr_at], mask, result)
+                if turn is None:
+                    _count_waits(grid_idx, args[ptr_at], changed)
             if turn is not None:
-                turn.accessed(access, int(args[ptr_at].data.flat[0]),
-                              access == "atomic" and _changed_memory(args[ptr_at], mask, result))
+                turn.accessed(access, int(args[ptr_at].data.flat[0]), access == "atomic" and changed)
             return result
         return create_access
 
@@ -305,6 +315,28 @@ def _storages(args: list) -> list:
         elif isinstance(arg, torch.Tensor):
             found.setdefault(arg.untyped_storage().data_ptr(), arg.untyped_storage())
     return list(found.values())
+
+
+def _count_waits(grid_idx, ptrs, changed: bool) -> None:
+    """Count a program's atomics in a row on one address that change nothing, with its launch's programs running one
+    at a time: at HANG_ATOMICS it waits for a program that has not run, and never will while it waits (a GPU need not
+    have started that program either): ``StalledProgram``."""
+    key = (tuple(int(i) for i in grid_idx), int(ptrs.data.flat[0]))
+    _WAITS["count"] = _WAITS["count"] + 1 if key == _WAITS["key"] and not changed else int(not changed)
+    _WAITS["key"] = key
+    if _WAITS["count"] < HANG_ATOMICS or not _LAUNCH.checking:
+        return
+    _WAITS.update(key=None, count=0)
+    tag, address = key[1] >> _TAG_SHIFT, key[1] & int(_ADDRESS_MASK)
+    name, first = (_LAUNCH.arguments[tag][:2] if 0 < tag < len(_LAUNCH.arguments) else ("a pointer", address))
+    size = max(1, ptrs.dtype.element_ty.primitive_bitwidth // 8)
+    offset = (address - first) // size
+    order = "last id first" if PROGRAM_ORDER["reversed"] else "in id order"
+    raise StalledProgram(f"stalled in {_LAUNCH.kernel}: program {key[0]} made {HANG_ATOMICS} atomics in a row on "
+                         f"{name} + {offset} that changed nothing, its launch's programs running one at a time "
+                         f"({order}): it waits for a program that has not run",
+                         {"race": True, "wait": True, "kernel": _LAUNCH.kernel, "argument": name, "offset": offset,
+                          "program": list(key[0]), "order": order})
 
 
 def _changed_memory(ptrs, mask, old) -> bool:
